@@ -1,0 +1,82 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { configSchema, type BrokerConfig } from './schema.js';
+
+export const DEFAULT_CONFIG_PATH = 'config/broker.yaml';
+
+/** The configuration could not be used; `problems` has one line per bad field. */
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(`${file}: invalid configuration\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig {
+  config: BrokerConfig;
+  file: string;
+  /** SHA-256 of the file as read: what the `config.loaded` audit event records. */
+  sha256: string;
+}
+
+/** `--config FILE`, else env `BROKER_CONFIG`, else `config/broker.yaml` (CONTRACT section 2). */
+export function resolveConfigPath(argv: readonly string[], env: NodeJS.ProcessEnv): string {
+  const flag = argv.findIndex((arg) => arg === '--config' || arg.startsWith('--config='));
+  if (flag >= 0) {
+    const arg = argv[flag] as string;
+    const value = arg.includes('=') ? arg.slice(arg.indexOf('=') + 1) : argv[flag + 1];
+    if (!value) throw new ConfigError('--config', ['--config needs a file path']);
+    return value;
+  }
+  return env.BROKER_CONFIG || DEFAULT_CONFIG_PATH;
+}
+
+/** Reads, parses and validates the file, then applies the env overrides PORT, HOST and BROKER_DB. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(file, [`cannot read the file (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text, { uniqueKeys: true });
+  } catch (error) {
+    throw new ConfigError(file, [`not valid YAML: ${(error as Error).message.split('\n')[0]}`]);
+  }
+  const config = parseConfig(file, applyEnvOverrides(raw, env));
+  return { config, file, sha256: createHash('sha256').update(text).digest('hex') };
+}
+
+export function parseConfig(file: string, raw: unknown): BrokerConfig {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(file, formatIssues(result.error.issues));
+  return Object.freeze(result.data) as BrokerConfig;
+}
+
+function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const config = { ...(raw as Record<string, unknown>) };
+  const listen = { ...((config.listen as Record<string, unknown> | undefined) ?? {}) };
+  if (env.PORT !== undefined && env.PORT !== '') listen.port = /^\d+$/.test(env.PORT) ? Number(env.PORT) : env.PORT;
+  if (env.HOST) listen.host = env.HOST;
+  config.listen = listen;
+  if (env.BROKER_DB) config.database = env.BROKER_DB;
+  return config;
+}
+
+function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.flatMap((issue) => {
+    const path = issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => `${path ? `${path}.` : ''}${key}: unknown field`);
+    }
+    return [`${path || '(root)'}: ${issue.message}`];
+  });
+}

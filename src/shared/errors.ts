@@ -1,0 +1,215 @@
+/**
+ * Every failure the broker reports to a caller, typed once. Each class carries its problem
+ * `type` (CONTRACT section 4), its HTTP status and its OAuth error code, so the one HTTP error
+ * handler renders them without knowing which is which. `detail` and `extensions` are public;
+ * anything that would help an attacker goes in `internal`, which is logged and never sent.
+ */
+
+export type ProblemType =
+  | 'invalid_request'
+  | 'invalid_token'
+  | 'policy_denied'
+  | 'separation_of_duties'
+  | 'not_found'
+  | 'conflict'
+  | 'rate_limited'
+  | 'unavailable';
+
+/** One bad field of a request or a configuration file, as RFC 9457 suggests. */
+export interface FieldError {
+  /** JSON pointer to the field, `#/scopes/0`. */
+  pointer: string;
+  detail: string;
+}
+
+interface ErrorOptions {
+  extensions?: Record<string, unknown>;
+  /** Logged, never sent: the real reason where the public detail stays generic. */
+  internal?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+export abstract class BrokerError extends Error {
+  abstract readonly type: ProblemType;
+  abstract readonly status: number;
+  /** RFC 6749 section 5.2 / RFC 8693 error code used by the `/oauth2` endpoints. */
+  abstract readonly oauthError: string;
+  /** Status used by the `/oauth2` endpoints, where most refusals are a 400. */
+  get oauthStatus(): number {
+    return 400;
+  }
+  readonly extensions: Record<string, unknown>;
+  readonly internal: Record<string, unknown>;
+
+  constructor(
+    readonly detail: string,
+    options: ErrorOptions = {},
+  ) {
+    super(detail, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.extensions = options.extensions ?? {};
+    this.internal = options.internal ?? {};
+  }
+
+  /** Response headers this failure requires (`WWW-Authenticate`, `Retry-After`). */
+  headers(): Record<string, string> {
+    return {};
+  }
+}
+
+export class InvalidRequest extends BrokerError {
+  readonly type = 'invalid_request';
+  readonly status: number = 400;
+  readonly oauthError = 'invalid_request';
+
+  constructor(detail: string, errors?: FieldError[], options: ErrorOptions = {}) {
+    super(detail, { ...options, extensions: { ...options.extensions, ...(errors ? { errors } : {}) } });
+  }
+}
+
+export class PayloadTooLarge extends InvalidRequest {
+  override readonly status = 413;
+  override get oauthStatus(): number {
+    return 413;
+  }
+}
+
+/** Why an identity token was refused; logged and counted, never sent to the caller. */
+export type TokenRejection =
+  | 'missing'
+  | 'malformed'
+  | 'too_large'
+  | 'access_token_as_identity'
+  | 'embedded_key'
+  | 'unknown_issuer'
+  | 'algorithm'
+  | 'unknown_key'
+  | 'jwks_unavailable'
+  | 'signature'
+  | 'audience'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'issued_in_future'
+  | 'too_old'
+  | 'missing_claim'
+  | 'invalid_claim';
+
+/**
+ * The caller's identity token was not accepted (401). The public text says only that: which
+ * check failed stays in the log, so a forger learns nothing about how close they came.
+ */
+export class InvalidToken extends BrokerError {
+  readonly type = 'invalid_token';
+  readonly status = 401;
+  readonly oauthError = 'invalid_token';
+
+  constructor(
+    readonly rejection: TokenRejection,
+    internal: Record<string, unknown> = {},
+  ) {
+    super(
+      rejection === 'missing'
+        ? 'This endpoint needs an identity token: Authorization: Bearer <token>.'
+        : 'The identity token was not accepted.',
+      { internal: { rejection, ...internal } },
+    );
+  }
+
+  override get oauthStatus(): number {
+    return 401;
+  }
+
+  override headers(): Record<string, string> {
+    // RFC 6750 section 3.1: no error attribute when the request carried no credentials at all.
+    return { 'WWW-Authenticate': this.rejection === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"' };
+  }
+}
+
+/** The policy refuses: scopes no policy grants, an audience not allowed, a role the caller lacks. */
+export class PolicyDenied extends BrokerError {
+  readonly type = 'policy_denied';
+  readonly status = 403;
+
+  private constructor(
+    detail: string,
+    readonly oauthError: string,
+    extensions: Record<string, unknown>,
+  ) {
+    super(detail, { extensions });
+  }
+
+  override get oauthStatus(): number {
+    return this.oauthError === 'policy_denied' ? 403 : 400;
+  }
+
+  static scopes(scopes: readonly string[], why: string): PolicyDenied {
+    return new PolicyDenied(`Scope${scopes.length > 1 ? 's' : ''} ${scopes.join(', ')} refused: ${why}.`, 'invalid_scope', {
+      scopes: [...scopes],
+    });
+  }
+
+  static audience(audience: string): PolicyDenied {
+    return new PolicyDenied(`Audience ${audience} is not allowed for the requested scopes.`, 'invalid_target', {
+      audience,
+    });
+  }
+
+  static role(roles: readonly string[]): PolicyDenied {
+    return new PolicyDenied(`This needs the role ${roles.join(' or ')}.`, 'policy_denied', { required_roles: [...roles] });
+  }
+
+  /** The caller may see the thing but not do this to it. */
+  static action(detail: string, oauthError = 'policy_denied'): PolicyDenied {
+    return new PolicyDenied(detail, oauthError, {});
+  }
+}
+
+export class SeparationOfDuties extends BrokerError {
+  readonly type = 'separation_of_duties';
+  readonly status = 403;
+  readonly oauthError = 'invalid_scope';
+}
+
+export class NotFound extends BrokerError {
+  readonly type = 'not_found';
+  readonly status = 404;
+  readonly oauthError = 'invalid_request';
+}
+
+export class Conflict extends BrokerError {
+  readonly type = 'conflict';
+  readonly status = 409;
+  readonly oauthError = 'invalid_request';
+}
+
+export class RateLimited extends BrokerError {
+  readonly type = 'rate_limited';
+  readonly status = 429;
+  readonly oauthError = 'rate_limited';
+
+  constructor(
+    detail: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(detail, { extensions: { retry_after: retryAfterSeconds } });
+  }
+
+  override get oauthStatus(): number {
+    return 429;
+  }
+
+  override headers(): Record<string, string> {
+    return { 'Retry-After': String(this.retryAfterSeconds) };
+  }
+}
+
+/** The broker cannot do this safely right now (the store cannot write): nothing was granted. */
+export class Unavailable extends BrokerError {
+  readonly type = 'unavailable';
+  readonly status = 503;
+  readonly oauthError = 'temporarily_unavailable';
+
+  override get oauthStatus(): number {
+    return 503;
+  }
+}
