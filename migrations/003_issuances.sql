@@ -1,0 +1,12 @@
+-- One row per minted token. The token itself is never stored: its jti and SHA-256 are.
+CREATE TABLE issuances (
+  jti          TEXT    PRIMARY KEY,
+  request_id   TEXT    NOT NULL UNIQUE REFERENCES requests (id),   -- a request yields one token
+  token_sha256 TEXT    NOT NULL,
+  kid          TEXT    NOT NULL,
+  issued_at    INTEGER NOT NULL,
+  expires_at   INTEGER NOT NULL
+) STRICT;
+
+-- Key retirement asks whether any unexpired token still uses a key.
+CREATE INDEX issuances_by_kid ON issuances (kid, expires_at);

@@ -1,0 +1,2 @@
+export { createApprovalService } from './service.js';
+export type { ApprovalService, DecisionInput } from './service.js';

@@ -1,0 +1,2 @@
+export { createBreakGlassService } from './service.js';
+export type { BreakGlassService, ReviewInput } from './service.js';

@@ -1,0 +1,2 @@
+export { createCredentialService } from './service.js';
+export type { CredentialInput, CredentialService, RequestOutcome } from './service.js';

@@ -1,0 +1,2 @@
+export { createNotifier, webhookPayload } from './webhooks.js';
+export type { Notifier, NotifierOptions } from './webhooks.js';

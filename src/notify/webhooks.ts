@@ -1,0 +1,108 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AuditLog } from '../audit/log.js';
+import type { BrokerConfig, WebhookEvent } from '../config/index.js';
+import { toIso, type Clock } from '../shared/clock.js';
+import type { RequestRecord, Store } from '../store/index.js';
+
+export interface Notifier {
+  /** Queues delivery to every webhook listening for `event`; returns at once and never throws. */
+  notify(event: WebhookEvent, request: RequestRecord): void;
+  /** Resolves when no delivery is in flight (shutdown and tests). */
+  idle(): Promise<void>;
+}
+
+export interface NotifierOptions {
+  config: BrokerConfig['notify'];
+  store: Store;
+  audit: AuditLog;
+  logger: Logger;
+  clock: Clock;
+  fetch?: typeof fetch;
+  /** First retry delay; each further retry waits four times longer. */
+  backoffMs?: number;
+}
+
+/** CONTRACT section 2: the webhook body. Never a token. */
+export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: number) {
+  return {
+    event,
+    at: toIso(at),
+    request_id: request.id,
+    requester: { iss: request.requester.iss, sub: request.requester.sub },
+    task_id: request.taskId,
+    scopes: request.scopes,
+    audience: request.audience,
+    break_glass: request.breakGlass,
+    justification: request.justification,
+  };
+}
+
+/**
+ * Delivers events to webhooks outside the request that caused them: a slow or broken receiver
+ * never delays or fails a grant. Each delivery is retried with backoff; one that still fails is
+ * logged and audited. A webhook URL may embed a secret, so only its origin is ever written down.
+ */
+export function createNotifier(options: NotifierOptions): Notifier {
+  const { config, store, audit, logger, clock } = options;
+  const send = options.fetch ?? fetch;
+  const backoffMs = options.backoffMs ?? 1_000;
+  const inFlight = new Set<Promise<void>>();
+
+  async function deliver(url: string, event: WebhookEvent, request: RequestRecord): Promise<void> {
+    const id = randomUUID();
+    const at = clock();
+    const body = JSON.stringify(webhookPayload(event, request, at));
+    const target = new URL(url).origin;
+    let problem = '';
+    for (let attempt = 0; attempt <= config.retries; attempt += 1) {
+      if (attempt > 0) await sleep(backoffMs * 4 ** (attempt - 1));
+      try {
+        const response = await send(url, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'user-agent': 'jit-broker',
+            'webhook-id': id,
+            'webhook-timestamp': String(Math.floor(at / 1000)),
+          },
+          body,
+          redirect: 'manual',
+          signal: AbortSignal.timeout(config.timeout),
+        });
+        await response.body?.cancel();
+        if (response.ok) return;
+        problem = `HTTP ${response.status}`;
+      } catch (error) {
+        problem = (error as Error).name === 'TimeoutError' ? 'timeout' : 'unreachable';
+      }
+    }
+    const attempts = config.retries + 1;
+    logger.warn({ event, target, attempts, problem, request_id: request.id }, 'webhook delivery failed');
+    try {
+      store.transaction(() =>
+        audit.append({ type: 'notify.failed', requestId: request.id, data: { event, target, attempts, problem } }),
+      );
+    } catch (error) {
+      logger.error({ err: error, event, target }, 'could not audit a failed webhook delivery');
+    }
+  }
+
+  return {
+    notify(event, request) {
+      for (const webhook of config.webhooks) {
+        if (!webhook.events.includes(event)) continue;
+        const delivery = deliver(webhook.url, event, request).catch((error: unknown) =>
+          logger.error({ err: error, event }, 'webhook delivery crashed'),
+        );
+        inFlight.add(delivery);
+        void delivery.finally(() => inFlight.delete(delivery));
+      }
+    },
+    async idle() {
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref());

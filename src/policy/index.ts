@@ -1,0 +1,2 @@
+export { compilePolicy } from './policy.js';
+export type { CredentialAsk, LiveGrant, Policy, PolicyDecision, SeparationConflict } from './policy.js';

@@ -1,0 +1,41 @@
+import { sameIdentity, type Identity } from '../identity/index.js';
+import type { Policy } from '../policy/index.js';
+import type { RequestRecord } from '../store/index.js';
+
+/**
+ * Who may decide a request: a person holding the `approver` role and inside every requested
+ * scope's `approvers`. Workloads never approve. Anyone else cannot even see the request.
+ */
+export function mayApprove(policy: Policy, identity: Identity, request: RequestRecord): boolean {
+  return (
+    identity.kind === 'person' &&
+    identity.roles.has('approver') &&
+    policy.approverRules(request.scopes).every((matches) => matches(identity))
+  );
+}
+
+/**
+ * Why this identity is barred from deciding a request it could otherwise decide: it is the
+ * requester, or the person who started the requesting job. Usernames compare without regard to
+ * case or Unicode form, so that `Alice` cannot approve what `alice` started.
+ */
+export function separationBar(identity: Identity, request: RequestRecord): string | undefined {
+  if (sameIdentity(identity, request.requester)) return 'the requester cannot decide its own request';
+  if (request.initiator !== null && identity.username !== undefined && sameUsername(request.initiator, identity.username)) {
+    return 'the person who started the requesting job cannot decide its request';
+  }
+  return undefined;
+}
+
+const sameUsername = (a: string, b: string): boolean =>
+  a.normalize('NFKC').toLowerCase() === b.normalize('NFKC').toLowerCase();
+
+/** Who may see a request: its requester, its possible approvers, auditors and admins. */
+export function maySee(policy: Policy, identity: Identity, request: RequestRecord): boolean {
+  return (
+    sameIdentity(identity, request.requester) ||
+    identity.roles.has('auditor') ||
+    identity.roles.has('admin') ||
+    mayApprove(policy, identity, request)
+  );
+}

@@ -1,0 +1,33 @@
+import { canonicalJson, sha256Hex } from '../shared/canonical-json.js';
+import type { Principal } from '../store/index.js';
+
+export interface DigestInput {
+  requestId: string;
+  requester: Principal;
+  taskId: string;
+  scopes: readonly string[];
+  audience: string;
+  ttlSeconds: number;
+  justification: string | null;
+  breakGlass: boolean;
+}
+
+/**
+ * What an approver signs off on: SHA-256 over the canonical JSON of everything that makes the
+ * request what it is. An approver echoes it back, so a decision made on a stale or different
+ * view of the request does not count.
+ */
+export function requestDigest(input: DigestInput): string {
+  return sha256Hex(
+    canonicalJson({
+      request_id: input.requestId,
+      requester: { iss: input.requester.iss, sub: input.requester.sub },
+      task_id: input.taskId,
+      scopes: input.scopes,
+      audience: input.audience,
+      ttl_seconds: input.ttlSeconds,
+      justification: input.justification,
+      break_glass: input.breakGlass,
+    }),
+  );
+}

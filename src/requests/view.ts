@@ -1,0 +1,111 @@
+import { toIso } from '../shared/clock.js';
+import type {
+  ApprovalRecord,
+  BreakGlassReviewRecord,
+  IssuanceRecord,
+  RequestRecord,
+  RequestStatus,
+  Store,
+} from '../store/index.js';
+import { LIVE_STATUSES } from '../store/index.js';
+import type { MintedToken } from '../tokens/mint.js';
+
+/**
+ * A live request past its deadline is expired, whether or not the scheduler has swept it yet:
+ * what callers see, and what the broker acts on, never lags the clock.
+ */
+export function effectiveStatus(request: RequestRecord, now: number): RequestStatus {
+  return LIVE_STATUSES.includes(request.status) && request.expiresAt <= now ? 'expired' : request.status;
+}
+
+export interface RequestDetails {
+  request: RequestRecord;
+  approvals: ApprovalRecord[];
+  review: BreakGlassReviewRecord | undefined;
+  issuance: IssuanceRecord | undefined;
+}
+
+/** Loads what a request view shows besides the request itself. */
+export function requestDetails(store: Store, request: RequestRecord): RequestDetails {
+  return {
+    request,
+    approvals: store.approvals.list(request.id),
+    review: request.breakGlass ? store.reviews.get(request.id) : undefined,
+    issuance: request.issuedAt !== null ? store.issuances.forRequest(request.id) : undefined,
+  };
+}
+
+/** CONTRACT section 4, `GET /v1/credentials/{id}`, plus when and why it ended. */
+export function requestView({ request, approvals, review, issuance }: RequestDetails, now: number) {
+  return {
+    request_id: request.id,
+    status: effectiveStatus(request, now),
+    requester: request.requester,
+    task_id: request.taskId,
+    scopes: request.scopes,
+    audience: request.audience,
+    ttl_seconds: request.ttlSeconds,
+    justification: request.justification,
+    break_glass: request.breakGlass,
+    digest: request.digest,
+    approvals_required: request.approvalsRequired,
+    approvals: approvals.map((a) => ({
+      iss: a.approver.iss,
+      sub: a.approver.sub,
+      decision: a.decision,
+      reason: a.reason,
+      at: toIso(a.at),
+    })),
+    created_at: toIso(request.createdAt),
+    expires_at: toIso(request.expiresAt),
+    ...(request.issuedAt !== null ? { issued_at: toIso(request.issuedAt) } : {}),
+    ...(issuance ? { jti: issuance.jti } : {}),
+    ...(request.endedAt !== null && request.status !== 'issued' ? { ended_at: toIso(request.endedAt) } : {}),
+    ...(request.revokeReason !== null ? { revoke_reason: request.revokeReason, revoked_by: request.revokedBy } : {}),
+    ...(review ? { review: reviewView(review) } : {}),
+  };
+}
+
+export type RequestView = ReturnType<typeof requestView>;
+
+export function reviewView(review: BreakGlassReviewRecord) {
+  return {
+    status: review.outcome === null ? ('pending' as const) : ('done' as const),
+    due_at: toIso(review.dueAt),
+    overdue: review.outcome === null ? review.overdueAt !== null : review.reviewedAt !== null && review.reviewedAt > review.dueAt,
+    ...(review.outcome !== null
+      ? { outcome: review.outcome, notes: review.notes, reviewer: review.reviewer, reviewed_at: toIso(review.reviewedAt as number) }
+      : {}),
+  };
+}
+
+/** CONTRACT section 4, the 201 of `POST /v1/credentials` and `/token`. */
+export function issuedView(request: RequestRecord, token: MintedToken) {
+  return {
+    request_id: request.id,
+    status: 'issued' as const,
+    access_token: token.token,
+    token_type: 'Bearer' as const,
+    expires_in: (token.expiresAt - token.issuedAt) / 1000,
+    expires_at: toIso(token.expiresAt),
+    scopes: request.scopes,
+    audience: request.audience,
+    break_glass: request.breakGlass,
+  };
+}
+
+export type IssuedView = ReturnType<typeof issuedView>;
+
+/** CONTRACT section 4, the 202 of `POST /v1/credentials`. */
+export function pendingView(request: RequestRecord) {
+  return {
+    request_id: request.id,
+    status: 'pending_approval' as const,
+    approvals_required: request.approvalsRequired,
+    approvals: [] as never[],
+    digest: request.digest,
+    expires_at: toIso(request.expiresAt),
+  };
+}
+
+export type PendingView = ReturnType<typeof pendingView>;

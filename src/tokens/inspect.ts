@@ -1,0 +1,25 @@
+import { jwtVerify, type JWTPayload } from 'jose';
+import { SIGNING_ALGORITHMS } from '../config/schema.js';
+import { MAX_IDENTITY_TOKEN_BYTES } from '../identity/index.js';
+import type { Keyring } from './keyring.js';
+
+/**
+ * The claims of a token this broker minted and that is still within its lifetime, or undefined
+ * for anything else: foreign, forged, expired, malformed. Whether it was revoked is the store's
+ * business, not this function's.
+ */
+export async function readOwnToken(keyring: Keyring, issuer: string, token: string, now: number): Promise<JWTPayload | undefined> {
+  if (token.length === 0 || token.length > MAX_IDENTITY_TOKEN_BYTES) return undefined;
+  try {
+    const { payload } = await jwtVerify(token, keyring.verificationKeys(), {
+      issuer,
+      typ: 'at+jwt',
+      algorithms: [...SIGNING_ALGORITHMS],
+      currentDate: new Date(now),
+      requiredClaims: ['jti', 'exp', 'sub'],
+    });
+    return payload;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,57 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { SignJWT } from 'jose';
+import type { Principal } from '../store/index.js';
+import type { Keyring } from './keyring.js';
+
+/** CONTRACT section 3: the claims of a broker access token besides iss, iat, nbf, exp and jti. */
+export interface AccessTokenGrant {
+  sub: string;
+  aud: string;
+  /** The requester's configured issuer name (`client_id` and `idp`). */
+  idp: string;
+  scopes: readonly string[];
+  taskId: string;
+  requestId: string;
+  approvers: readonly (Principal & { at: string })[];
+  breakGlass: boolean;
+  ttlSeconds: number;
+}
+
+export interface MintedToken {
+  token: string;
+  jti: string;
+  kid: string;
+  /** SHA-256 of the token, hex: what the store keeps instead of the token. */
+  sha256: string;
+  issuedAt: number;
+  expiresAt: number;
+}
+
+/** Signs an RFC 9068 access token. The caller records it before handing it out. */
+export async function mintAccessToken(keyring: Keyring, issuer: string, grant: AccessTokenGrant, now: number): Promise<MintedToken> {
+  const key = await keyring.signingKey();
+  const iat = Math.floor(now / 1000);
+  const exp = iat + grant.ttlSeconds;
+  const jti = randomUUID();
+  const token = await new SignJWT({
+    client_id: grant.idp,
+    scope: grant.scopes.join(' '),
+    task_id: grant.taskId,
+    request_id: grant.requestId,
+    idp: grant.idp,
+    ...(grant.approvers.length > 0 ? { approvers: grant.approvers.map(({ iss, sub, at }) => ({ iss, sub, at })) } : {}),
+    ...(grant.breakGlass ? { break_glass: true } : {}),
+  })
+    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
+    .setIssuer(issuer)
+    .setSubject(grant.sub)
+    .setAudience(grant.aud)
+    .setIssuedAt(iat)
+    .setNotBefore(iat)
+    .setExpirationTime(exp)
+    .setJti(jti)
+    .sign(key.privateKey);
+  return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: iat * 1000, expiresAt: exp * 1000 };
+}
+
+export const sha256Token = (token: string): string => createHash('sha256').update(token).digest('hex');
