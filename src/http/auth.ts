@@ -1,0 +1,41 @@
+import type { RequestHandler, Response } from 'express';
+import type { Identity, IdentityVerifier } from '../identity/index.js';
+import type { Metrics } from '../observability/index.js';
+import { InvalidToken } from '../shared/errors.js';
+
+export interface Authenticator {
+  /** Verifies an identity token, counting each refusal by its reason. */
+  verify(token: string): Promise<Identity>;
+  /** Middleware: `Authorization: Bearer <identity JWT>` or 401. */
+  requireIdentity: RequestHandler;
+}
+
+export function createAuthenticator(identity: IdentityVerifier, metrics: Pick<Metrics, 'identityRejections'>): Authenticator {
+  const verify = async (token: string) => {
+    try {
+      return await identity.verify(token);
+    } catch (error) {
+      if (error instanceof InvalidToken) metrics.identityRejections.inc({ reason: error.rejection });
+      throw error;
+    }
+  };
+  return {
+    verify,
+    async requireIdentity(req, res, next) {
+      const match = /^Bearer +([^\s]+) *$/i.exec(req.headers.authorization ?? '');
+      if (!match) {
+        metrics.identityRejections.inc({ reason: 'missing' });
+        throw new InvalidToken('missing');
+      }
+      res.locals.identity = await verify(match[1] as string);
+      next();
+    },
+  };
+}
+
+/** The identity `requireIdentity` put on this response. */
+export function identityOf(res: Response): Identity {
+  const identity = res.locals.identity as Identity | undefined;
+  if (!identity) throw new Error('route is missing requireIdentity');
+  return identity;
+}

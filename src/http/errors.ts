@@ -1,0 +1,70 @@
+import type { ErrorRequestHandler, Request } from 'express';
+import { BrokerError, InvalidRequest, PayloadTooLarge } from '../shared/errors.js';
+
+export const PROBLEM_TYPE_BASE = 'urn:jit-broker:problem:';
+
+const TITLES: Record<BrokerError['type'], string> = {
+  invalid_request: 'Invalid request',
+  invalid_token: 'Invalid token',
+  policy_denied: 'Denied by policy',
+  separation_of_duties: 'Separation of duties',
+  not_found: 'Not found',
+  conflict: 'Conflict',
+  rate_limited: 'Rate limited',
+  unavailable: 'Unavailable',
+};
+
+/** body-parser reports its failures as errors with a `type`; they are the caller's fault. */
+function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerError | undefined {
+  switch (error.type) {
+    case 'entity.too.large':
+      return new PayloadTooLarge('The request body is larger than 64 KiB.');
+    case 'entity.parse.failed':
+      return new InvalidRequest('The request body is not valid JSON.');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new InvalidRequest('The request body must be UTF-8.');
+    case 'parameters.too.many':
+      return new InvalidRequest('The request has too many parameters.');
+    default:
+      return typeof error.status === 'number' && error.status >= 400 && error.status < 500
+        ? new InvalidRequest('The request could not be read.')
+        : undefined;
+  }
+}
+
+/** `/oauth2` speaks RFC 6749 errors; everything else RFC 9457 problem+json. */
+const isOAuthPath = (req: Request) => req.originalUrl.startsWith('/oauth2/');
+
+/**
+ * The one place failures become responses. A `BrokerError` carries its own status, type and
+ * headers; anything else is a defect, logged in full and answered with a bare 500 that says
+ * nothing of what broke.
+ */
+export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
+  const error = err instanceof BrokerError ? err : fromBodyParser(err as object);
+  if (!error) {
+    req.log.error({ err }, 'unhandled error');
+    if (res.headersSent) return res.destroy();
+    return res.status(500).type('application/problem+json').json({
+      type: 'about:blank',
+      title: 'Internal Server Error',
+      status: 500,
+      detail: 'The broker could not complete this request; nothing was granted.',
+    });
+  }
+
+  const logged = { problem: error.type, detail: error.detail, ...error.internal };
+  if (error.status >= 500) req.log.error({ ...logged, err: error.cause ?? error }, 'request failed');
+  else req.log.info(logged, 'request refused');
+  if (res.headersSent) return res.destroy();
+
+  res.set(error.headers());
+  if (isOAuthPath(req)) {
+    return res.status(error.oauthStatus).json({ error: error.oauthError, error_description: error.detail, ...error.extensions });
+  }
+  return res
+    .status(error.status)
+    .type('application/problem+json')
+    .json({ type: PROBLEM_TYPE_BASE + error.type, title: TITLES[error.type], status: error.status, detail: error.detail, ...error.extensions });
+};

@@ -1,0 +1,96 @@
+import type { CredentialService } from '../../credentials/index.js';
+import type { Identity } from '../../identity/index.js';
+import { InvalidRequest, InvalidToken } from '../../shared/errors.js';
+import type { Authenticator } from '../auth.js';
+import { credentialRequestBody, tokenExchangeForm } from '../schemas.js';
+import { parseInput } from '../validation.js';
+
+export const grantType = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+/** What the token endpoint answers: a token (200), or "not yet" for a request awaiting approval (400). */
+export type ExchangeResult =
+  | { status: 200; body: { access_token: string; issued_token_type: string; token_type: 'Bearer'; expires_in: number; scope: string; request_id: string } }
+  | { status: 400; body: { error: 'authorization_pending'; error_description: string; request_id: string } };
+
+/**
+ * RFC 8693 token exchange: the subject token is the caller's identity, and the broker's
+ * extension parameters say what it is for. With `request_id`, the exchange collects the token
+ * of a request that has since been approved.
+ */
+export async function exchange(
+  form: unknown,
+  deps: { auth: Authenticator; credentials: CredentialService },
+): Promise<ExchangeResult> {
+  const params = parseInput(tokenExchangeForm, form, 'body');
+  const identity = await subjectIdentity(deps.auth, params.subject_token);
+
+  if (params.request_id !== undefined) {
+    const request = deps.credentials.get(identity, params.request_id);
+    if (request.requester.iss !== identity.iss || request.requester.sub !== identity.sub) {
+      throw new InvalidRequest('request_id names a request of another identity.');
+    }
+    if (request.status === 'pending_approval') return pending(request.request_id);
+    const issued = await deps.credentials.collect(identity, params.request_id);
+    return granted(issued);
+  }
+
+  const input = parseInput(
+    credentialRequestBody,
+    {
+      task_id: params.task_id,
+      scopes: params.scope?.split(' ').filter(Boolean),
+      audience: params.audience,
+      ttl_seconds: params.ttl_seconds,
+      justification: params.justification,
+      break_glass: params.break_glass === 'true',
+    },
+    'body',
+  );
+  const outcome = await deps.credentials.request(identity, {
+    taskId: input.task_id,
+    scopes: input.scopes,
+    audience: input.audience,
+    ttlSeconds: input.ttl_seconds,
+    justification: input.justification,
+    breakGlass: input.break_glass,
+  });
+  return outcome.status === 'issued' ? granted(outcome.view) : pending(outcome.view.request_id);
+}
+
+/** A subject token that is not accepted is a bad parameter of this request (400), not a failed login. */
+async function subjectIdentity(auth: Authenticator, token: string): Promise<Identity> {
+  try {
+    return await auth.verify(token);
+  } catch (error) {
+    if (error instanceof InvalidToken) {
+      throw new InvalidRequest('The subject_token was not accepted.', undefined, { internal: error.internal });
+    }
+    throw error;
+  }
+}
+
+function granted(view: { access_token: string; expires_in: number; scopes: string[]; request_id: string }): ExchangeResult {
+  return {
+    status: 200,
+    body: {
+      access_token: view.access_token,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: view.expires_in,
+      scope: view.scopes.join(' '),
+      request_id: view.request_id,
+    },
+  };
+}
+
+function pending(requestId: string): ExchangeResult {
+  return {
+    status: 400,
+    body: {
+      error: 'authorization_pending',
+      error_description: 'The request needs approval; repeat the exchange with this request_id once it is approved.',
+      request_id: requestId,
+    },
+  };
+}

@@ -1,0 +1,54 @@
+import { Router } from 'express';
+import type { AppDeps } from '../app.js';
+import { identityOf } from '../auth.js';
+import { credentialRequestBody, decisionBody, revokeBody, reviewBody } from '../schemas.js';
+import { parseInput } from '../validation.js';
+
+/** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
+export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps): Router {
+  const router = Router();
+
+  router.post('/', async (req, res) => {
+    const body = parseInput(credentialRequestBody, req.body, 'body');
+    const outcome = await credentials.request(identityOf(res), {
+      taskId: body.task_id,
+      scopes: body.scopes,
+      audience: body.audience,
+      ttlSeconds: body.ttl_seconds,
+      justification: body.justification,
+      breakGlass: body.break_glass,
+    });
+    if (outcome.status === 'pending_approval') {
+      res.status(202).location(`/v1/credentials/${outcome.view.request_id}`).json(outcome.view);
+    } else {
+      res.status(201).location(`/v1/credentials/${outcome.view.request_id}`).json(outcome.view);
+    }
+  });
+
+  router.get('/:id', (req, res) => {
+    res.json(credentials.get(identityOf(res), req.params.id));
+  });
+
+  router.post('/:id/token', async (req, res) => {
+    res.status(201).json(await credentials.collect(identityOf(res), req.params.id));
+  });
+
+  router.post('/:id/complete', (req, res) => {
+    res.json(credentials.complete(identityOf(res), req.params.id));
+  });
+
+  router.post('/:id/revoke', (req, res) => {
+    const { reason } = parseInput(revokeBody, req.body, 'body');
+    res.json(credentials.revoke(identityOf(res), req.params.id, reason));
+  });
+
+  router.post('/:id/approvals', (req, res) => {
+    res.json(approvals.decide(identityOf(res), req.params.id, parseInput(decisionBody, req.body, 'body')));
+  });
+
+  router.post('/:id/review', (req, res) => {
+    res.json(breakGlass.review(identityOf(res), req.params.id, parseInput(reviewBody, req.body, 'body')));
+  });
+
+  return router;
+}

@@ -1,0 +1,29 @@
+import { Router } from 'express';
+import type { AppDeps } from '../app.js';
+
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/** RFC 8414 metadata (served at both well-known paths) and the JWKS resource servers verify with. */
+export function discoveryRoutes({ config, keyring }: AppDeps): Router {
+  const base = config.issuer.replace(/\/+$/, '');
+  const metadata = {
+    issuer: config.issuer,
+    jwks_uri: `${base}/.well-known/jwks.json`,
+    token_endpoint: `${base}/oauth2/token`,
+    introspection_endpoint: `${base}/oauth2/introspect`,
+    revocation_endpoint: `${base}/oauth2/revoke`,
+    grant_types_supported: [TOKEN_EXCHANGE_GRANT],
+    token_endpoint_auth_methods_supported: ['none'],
+    scopes_supported: config.scopes.map((scope) => scope.name),
+    access_token_signing_alg_values_supported: [config.signing.algorithm],
+  };
+  const router = Router();
+  router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], (_req, res) => {
+    res.set('Cache-Control', 'public, max-age=300').json(metadata);
+  });
+  router.get('/.well-known/jwks.json', (_req, res) => {
+    // Short: after a rotation, verifiers that miss a kid refetch anyway.
+    res.set('Cache-Control', 'public, max-age=60').json(keyring.jwks());
+  });
+  return router;
+}

@@ -1,0 +1,49 @@
+import express, { Router } from 'express';
+import { InvalidRequest } from '../../shared/errors.js';
+import type { AppDeps } from '../app.js';
+import { identityOf } from '../auth.js';
+import * as tokenExchange from '../oauth/token-exchange.js';
+
+/** RFC 6749 section 5.1: token responses and errors are never cached. */
+const noStore: express.RequestHandler = (_req, res, next) => {
+  res.set({ 'Cache-Control': 'no-store', Pragma: 'no-cache' });
+  next();
+};
+
+/** The `token` parameter of introspection and revocation. */
+function tokenParam(body: unknown): string {
+  const token = (body as Record<string, unknown> | undefined)?.token;
+  if (typeof token !== 'string' || token === '') throw new InvalidRequest('The token parameter is required, once.');
+  return token;
+}
+
+/** `/oauth2`: the token endpoint (RFC 8693), introspection (RFC 7662), revocation (RFC 7009). */
+export function oauthRoutes(deps: AppDeps): Router {
+  const { auth, credentials } = deps;
+  const router = Router();
+  router.use(noStore, express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 50 }));
+
+  router.post('/token', async (req, res) => {
+    const grant = (req.body as Record<string, unknown> | undefined)?.grant_type;
+    if (grant !== tokenExchange.grantType) {
+      res.status(400).json({
+        error: typeof grant === 'string' ? 'unsupported_grant_type' : 'invalid_request',
+        error_description: `grant_type must be ${tokenExchange.grantType}.`,
+      });
+      return;
+    }
+    const result = await tokenExchange.exchange(req.body, deps);
+    res.status(result.status).json(result.body);
+  });
+
+  router.post('/introspect', auth.requireIdentity, async (req, res) => {
+    res.json(await credentials.introspect(identityOf(res), tokenParam(req.body)));
+  });
+
+  router.post('/revoke', auth.requireIdentity, async (req, res) => {
+    await credentials.revokeToken(identityOf(res), tokenParam(req.body));
+    res.status(200).end();
+  });
+
+  return router;
+}

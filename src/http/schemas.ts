@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import { SCOPE_NAME } from '../config/index.js';
+
+/** No control characters: these values end up in logs, CSV exports and webhook bodies. */
+const printable = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters');
+
+const scopes = z
+  .array(z.string().regex(SCOPE_NAME, 'not a scope name'))
+  .min(1)
+  .max(32)
+  .refine((list) => new Set(list).size === list.length, 'must not repeat a scope');
+
+/** CONTRACT section 4, the body of `POST /v1/credentials`. */
+export const credentialRequestBody = z.strictObject({
+  task_id: printable(256),
+  scopes,
+  audience: printable(512),
+  ttl_seconds: z.number().int().min(1).max(31_536_000).optional(),
+  justification: z.string().max(2000).optional(),
+  break_glass: z.boolean().default(false),
+});
+
+export const revokeBody = z.strictObject({ reason: printable(500) });
+
+export const decisionBody = z.strictObject({
+  decision: z.enum(['approve', 'deny']),
+  reason: z.string().min(1).max(2000),
+  digest: z.string().regex(/^[0-9a-f]{64}$/, 'must be the request\'s 64-character hex digest'),
+});
+
+export const reviewBody = z.strictObject({
+  outcome: z.enum(['justified', 'unjustified']),
+  notes: z.string().min(1).max(2000),
+});
+
+export const pageQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.string().max(512).optional(),
+});
+
+export const breakGlassQuery = pageQuery.extend({ review: z.enum(['pending', 'done']).default('pending') });
+
+/** Form fields of `POST /oauth2/token` (RFC 8693 and the broker's extension parameters). */
+export const tokenExchangeForm = z.object({
+  grant_type: z.string(),
+  subject_token: z.string().min(1, 'subject_token is required'),
+  subject_token_type: z.enum(['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token'], {
+    message: 'subject_token_type must be urn:ietf:params:oauth:token-type:jwt or urn:ietf:params:oauth:token-type:id_token',
+  }),
+  requested_token_type: z
+    .literal('urn:ietf:params:oauth:token-type:access_token', {
+      message: 'only urn:ietf:params:oauth:token-type:access_token can be issued',
+    })
+    .optional(),
+  scope: z.string().optional(),
+  audience: z.string().optional(),
+  task_id: z.string().optional(),
+  ttl_seconds: z
+    .string()
+    .regex(/^\d{1,9}$/, 'ttl_seconds must be a whole number of seconds')
+    .transform(Number)
+    .optional(),
+  justification: z.string().optional(),
+  break_glass: z.enum(['true', 'false'], { message: 'break_glass must be true or false' }).optional(),
+  request_id: z.string().max(128).optional(),
+  actor_token: z.undefined({ message: 'delegation (actor_token) is not supported' }).optional(),
+});

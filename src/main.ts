@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+import { createServer } from 'node:http';
+import { createBroker } from './broker.js';
+import { ConfigError, loadConfig, resolveConfigPath } from './config/index.js';
+import { createLogger } from './observability/index.js';
+
+/** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+async function main(): Promise<void> {
+  const logger = createLogger();
+  const loaded = loadConfig(resolveConfigPath(process.argv.slice(2), process.env), process.env);
+  const { config } = loaded;
+
+  const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
+  if (devIssuers.length > 0) {
+    logger.warn(
+      { file: loaded.file, dev_issuers: devIssuers },
+      'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.',
+    );
+  }
+
+  const broker = await createBroker({ config, source: { file: loaded.file, sha256: loaded.sha256 }, logger });
+  await broker.scheduler.start();
+
+  const server = createServer(broker.app);
+  server.on('error', (error) => {
+    logger.fatal({ err: error }, 'cannot listen');
+    void broker.close().finally(() => process.exit(1));
+  });
+  server.listen(config.listen.port, config.listen.host, () => {
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.listen.port;
+    logger.info({ url: `http://${config.listen.host}:${port}`, issuer: config.issuer, config: loaded.file }, 'broker listening');
+  });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping: finishing in-flight requests');
+    setTimeout(() => {
+      logger.error('in-flight requests did not finish in time; exiting');
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS).unref();
+    server.close(() => {
+      void broker.close().then(() => {
+        logger.info('stopped');
+        process.exit(0);
+      });
+    });
+    server.closeIdleConnections();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  const logger = createLogger();
+  if (error instanceof ConfigError) {
+    // One line per bad field, and no stack trace: the fault is in the file, not the code.
+    logger.fatal({ file: error.file, problems: error.problems }, 'invalid configuration; the broker will not start');
+    process.stderr.write(`${error.message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
+  logger.fatal({ err: error }, 'the broker could not start');
+  process.exit(1);
+});

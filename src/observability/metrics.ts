@@ -1,0 +1,79 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Store } from '../store/index.js';
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Prometheus metrics, one registry per broker instance (tests build several). Grant and review
+ * gauges are read from the store at scrape time, so they are right across broker processes.
+ */
+export function createMetrics(store: Store, clock: () => number) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'broker_process_' });
+
+  const httpRequests = new Counter({
+    name: 'broker_http_requests_total',
+    help: 'HTTP requests by route and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: 'broker_http_request_duration_seconds',
+    help: 'HTTP request latency by route.',
+    labelNames: ['method', 'route'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const identityRejections = new Counter({
+    name: 'broker_identity_rejections_total',
+    help: 'Identity tokens refused, by the check that refused them.',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const jobRuns = new Counter({
+    name: 'broker_scheduler_job_runs_total',
+    help: 'Scheduler job runs by outcome.',
+    labelNames: ['job', 'outcome'] as const,
+    registers: [registry],
+  });
+  const jobChanges = new Counter({
+    name: 'broker_scheduler_changes_total',
+    help: 'Records changed by scheduler jobs.',
+    labelNames: ['job'] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'broker_live_requests',
+    help: 'Requests pending approval, approved awaiting collection, and issued grants not yet expired.',
+    labelNames: ['status'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const counts = store.db
+        .prepare<[number], { status: string; n: number }>(
+          `SELECT status, count(*) AS n FROM requests
+           WHERE status IN ('pending_approval', 'approved', 'issued') AND expires_at > ? GROUP BY status`,
+        )
+        .all(clock());
+      for (const { status, n } of counts) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: 'broker_break_glass_reviews_pending',
+    help: 'Break-glass grants awaiting post-review, and how many of them are overdue.',
+    labelNames: ['overdue'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const rows = store.db
+        .prepare<[], { overdue: number; n: number }>(
+          `SELECT overdue_at IS NOT NULL AS overdue, count(*) AS n FROM break_glass_reviews
+           WHERE outcome IS NULL GROUP BY 1`,
+        )
+        .all();
+      for (const { overdue, n } of rows) this.set({ overdue: overdue ? 'true' : 'false' }, n);
+    },
+  });
+
+  return { registry, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges };
+}
