@@ -65,6 +65,8 @@ export interface Store {
   events: {
     head(): { seq: number; hash: string } | undefined;
     insert(event: AuditEventRecord): void;
+    /** Events with seq above `afterSeq`, in order: the chain as stored. */
+    after(afterSeq: number, limit: number): AuditEventRecord[];
   };
   keys: {
     /** Unretired keys, newest first. */
@@ -221,6 +223,8 @@ export function createStore(db: Db): Store {
           e.prevHash, e.hash,
         );
       },
+      after: (afterSeq, limit) =>
+        rows<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', afterSeq, limit).map(toEvent),
     },
 
     keys: {
@@ -380,6 +384,29 @@ const toIssuance = (r: IssuanceRow): IssuanceRecord => ({
   kid: r.kid,
   issuedAt: r.issued_at,
   expiresAt: r.expires_at,
+});
+
+export interface EventRow {
+  seq: number;
+  at: string;
+  type: string;
+  actor_iss: string | null;
+  actor_sub: string | null;
+  request_id: string | null;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export const toEvent = (r: EventRow): AuditEventRecord => ({
+  seq: r.seq,
+  at: r.at,
+  type: r.type,
+  actor: principal(r.actor_iss, r.actor_sub),
+  requestId: r.request_id,
+  data: JSON.parse(r.data) as Record<string, unknown>,
+  prevHash: r.prev_hash,
+  hash: r.hash,
 });
 
 interface KeyRow {

@@ -1,0 +1,197 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { createBroker, type Broker } from '../../src/broker.js';
+import { parseConfig, type BrokerConfig } from '../../src/config/index.js';
+import { createLogger } from '../../src/observability/index.js';
+import { createTestIssuer, type TestIssuer } from './issuer.js';
+
+export const BROKER_ISSUER = 'http://broker.test';
+
+/** A clock the test moves by hand. */
+export interface TestClock {
+  (): number;
+  advance(ms: number): void;
+  set(ms: number): void;
+}
+
+export function testClock(start = Date.now()): TestClock {
+  let now = start;
+  const clock = (() => now) as TestClock;
+  clock.advance = (ms) => {
+    now += ms;
+  };
+  clock.set = (ms) => {
+    now = ms;
+  };
+  return clock;
+}
+
+export interface TestIssuers {
+  ci: TestIssuer;
+  sso: TestIssuer;
+}
+
+export async function createTestIssuers(): Promise<TestIssuers> {
+  return { ci: await createTestIssuer('https://ci.test'), sso: await createTestIssuer('https://sso.test') };
+}
+
+/**
+ * A configuration close to a real deployment: a workload issuer (CI) and a person issuer
+ * (SSO), low- and high-risk scopes, a toxic pair, roles by SSO group.
+ */
+export function baseConfig(dir: string, issuers: TestIssuers): Record<string, unknown> {
+  return {
+    issuer: BROKER_ISSUER,
+    database: join(dir, 'broker.db'),
+    clockSkew: '30s',
+    scheduler: { interval: '1s' },
+    signing: { algorithm: 'ES256', keyDir: join(dir, 'keys'), rotateEvery: '24h' },
+    identity: {
+      issuers: [
+        {
+          name: 'ci',
+          kind: 'workload',
+          issuer: issuers.ci.iss,
+          jwks: issuers.ci.jwks,
+          audiences: ['jit-broker'],
+          algorithms: ['ES256'],
+          maxTokenAge: '1h',
+          requiredClaims: ['repository'],
+          initiatorClaim: 'actor',
+        },
+        {
+          name: 'sso',
+          kind: 'person',
+          issuer: issuers.sso.iss,
+          jwks: issuers.sso.jwks,
+          audiences: ['jit-broker'],
+          algorithms: ['ES256'],
+          usernameClaim: 'preferred_username',
+        },
+      ],
+    },
+    roles: [
+      { role: 'approver', match: { issuer: 'sso', claims: { groups: 'approvers' } } },
+      { role: 'auditor', match: { issuer: 'sso', claims: { groups: 'auditors' } } },
+      { role: 'admin', match: { issuer: 'sso', claims: { groups: 'admins' } } },
+      { role: 'introspector', match: { issuer: 'ci', subject: 'resource-server:*' } },
+    ],
+    scopes: [
+      { name: 'artifacts:read', risk: 'low', maxTtl: '15m' },
+      { name: 'logs:read', risk: 'low', maxTtl: '15m', breakGlass: { allowed: true } },
+      { name: 'model:train', risk: 'low', maxTtl: '30m' },
+      {
+        name: 'model:deploy',
+        risk: 'high',
+        maxTtl: '10m',
+        approvals: 1,
+        approvers: { issuer: 'sso', claims: { groups: 'ml-release' } },
+        breakGlass: { allowed: true, maxTtl: '5m' },
+      },
+      { name: 'db:admin', risk: 'high', maxTtl: '10m', approvals: 2 },
+    ],
+    policies: [
+      { id: 'pipelines', match: { issuer: 'ci', subject: 'repo:acme/*' }, scopes: ['artifacts:read', 'logs:read'] },
+      {
+        id: 'ml-main',
+        match: { issuer: 'ci', subject: 'repo:acme/ml:*', claims: { ref: 'refs/heads/main' } },
+        scopes: ['artifacts:read', 'model:train', 'model:deploy'],
+        audiences: ['registry.acme.internal'],
+        maxTtl: '10m',
+      },
+      { id: 'dba', match: { issuer: 'ci', subject: 'repo:acme/db:*' }, scopes: ['db:admin'] },
+      { id: 'on-call', match: { issuer: 'sso', claims: { groups: 'on-call' } }, scopes: ['logs:read', 'model:deploy'] },
+    ],
+    separation: [{ name: 'train-vs-deploy', scopes: ['model:train', 'model:deploy'] }],
+    approval: { timeout: '1h', collectWithin: '15m' },
+    breakGlass: { justificationMinLength: 20, reviewWithin: '24h', maxPerIdentityPerDay: 3 },
+  };
+}
+
+export interface TestBroker {
+  broker: Broker;
+  config: BrokerConfig;
+  http: ReturnType<typeof request>;
+  clock: TestClock;
+  issuers: TestIssuers;
+  dir: string;
+  /** Every log line the broker wrote, as text. */
+  logs: string[];
+  /** Identity tokens for the usual cast, minted at the clock's now. */
+  as: {
+    pipeline(claims?: Record<string, unknown>, sub?: string): Promise<string>;
+    ml(claims?: Record<string, unknown>): Promise<string>;
+    person(sub: string, groups: string[], claims?: Record<string, unknown>): Promise<string>;
+  };
+  /** Restarts the broker on the same directory and database (and the same clock). */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface TestBrokerOptions {
+  configure?: (config: Record<string, unknown>) => void;
+  clock?: TestClock;
+  issuers?: TestIssuers;
+  fetch?: typeof fetch;
+  dir?: string;
+}
+
+export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'jit-broker-test-'));
+  const issuers = options.issuers ?? (await createTestIssuers());
+  const clock = options.clock ?? testClock();
+  const raw = baseConfig(dir, issuers);
+  options.configure?.(raw);
+  const config = parseConfig('test', raw);
+  const logs: string[] = [];
+  const logger = createLogger({ level: 'debug', destination: { write: (line: string) => void logs.push(line) } });
+
+  const open = () =>
+    createBroker({ config, logger, clock, webhookBackoffMs: 10, ...(options.fetch ? { fetch: options.fetch } : {}) });
+  let broker = await open();
+
+  const test: TestBroker = {
+    broker,
+    config,
+    http: request(broker.app),
+    clock,
+    issuers,
+    dir,
+    logs,
+    as: {
+      pipeline: (claims = {}, sub = 'repo:acme/app:ref:refs/heads/main') =>
+        issuers.ci.token(sub, { repository: 'acme/app', ...claims }, { now: clock() }),
+      ml: (claims = {}) =>
+        issuers.ci.token('repo:acme/ml:ref:refs/heads/main', { repository: 'acme/ml', ref: 'refs/heads/main', ...claims }, { now: clock() }),
+      person: (sub, groups, claims = {}) =>
+        issuers.sso.token(sub, { groups, preferred_username: sub, ...claims }, { now: clock() }),
+    },
+    async restart() {
+      await broker.close();
+      broker = await open();
+      test.broker = broker;
+      test.http = request(broker.app);
+    },
+    async close() {
+      await broker.close();
+      if (!options.dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return test;
+}
+
+/** The broker's log lines that mention `text`. */
+export const logsContaining = (logs: string[], text: string) => logs.filter((line) => line.includes(text));
+
+export const readDatabaseBytes = (dir: string) =>
+  ['broker.db', 'broker.db-wal'].map((name) => {
+    try {
+      return readFileSync(join(dir, name)).toString('latin1');
+    } catch {
+      return '';
+    }
+  }).join('');
+
+export const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });

@@ -1,0 +1,58 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { baseConfig, createTestIssuers } from './helpers/broker.js';
+
+/** The broker as a process: `node src/main.ts`, through tsx, as `npm start` runs its build. */
+function startProcess(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = { stdout: '', stderr: '' };
+  child.stdout.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output, exited };
+}
+
+const until = async (check: () => boolean, ms = 15_000) => {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+};
+
+describe('the broker process', () => {
+  it('refuses to start on an invalid file: exit 78, one line per bad field, no stack trace', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-main-test-'));
+    const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    config.clockSkew = 'later';
+    config.listen = { port: 'eighty' };
+    writeFileSync(join(dir, 'bad.yaml'), YAML.stringify(config));
+    const { output, exited } = startProcess(['--config', join(dir, 'bad.yaml')]);
+    expect(await exited).toBe(78);
+    expect(output.stderr).toContain('  - clockSkew: "later" is not a duration such as 30s, 15m, 1h or 7d');
+    expect(output.stderr).toContain('  - listen.port: Invalid input: expected number, received string');
+    expect(output.stdout + output.stderr).not.toMatch(/\n\s+at /);
+    expect(JSON.parse(output.stdout.trim().split('\n')[0] as string)).toMatchObject({ level: 'fatal', problems: expect.any(Array) });
+  });
+
+  it('logs where it listens, serves, and stops cleanly on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-main-test-'));
+    writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(baseConfig(dir, await createTestIssuers())));
+    const { child, output, exited } = startProcess([], { BROKER_CONFIG: join(dir, 'ok.yaml'), PORT: '0' });
+    await until(() => output.stdout.includes('broker listening'));
+    const listening = output.stdout.split('\n').find((line) => line.includes('broker listening')) as string;
+    const { url } = JSON.parse(listening) as { url: string };
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${url}/readyz`)).status).toBe(200);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(output.stdout).toContain('"msg":"stopped"');
+  });
+});
