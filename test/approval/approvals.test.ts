@@ -1,0 +1,339 @@
+import { decodeJwt } from 'jose';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { requestDigest } from '../../src/requests/index.js';
+import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { eventsOf } from '../helpers/records.js';
+
+let t: TestBroker;
+beforeEach(async () => {
+  t = await startTestBroker();
+});
+afterEach(async () => {
+  await t.close();
+});
+
+const deploy = { task_id: 'deploy-7', scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: 'release 7' };
+const dbAdmin = { task_id: 'migrate-3', scopes: ['db:admin'], audience: 'db.acme.internal' };
+
+const post = async (token: string, payload: Record<string, unknown>) =>
+  t.http.post('/v1/credentials').set(bearer(token)).send(payload);
+
+const decide = (token: string, id: string, decision: 'approve' | 'deny', digest: string, reason = 'looked at it') =>
+  t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(token)).send({ decision, reason, digest });
+
+const releaser = (sub = 'alice', claims: Record<string, unknown> = {}) => t.as.person(sub, ['approvers', 'ml-release'], claims);
+const dba = (sub: string) => t.as.person(sub, ['approvers']);
+const dbWorkload = () => t.as.pipeline({ repository: 'acme/db' }, 'repo:acme/db:ref:refs/heads/main');
+
+describe('a high-risk request', () => {
+  it('waits for approval: 202 with its digest, approvals_required and expiry', async () => {
+    const workload = await t.as.ml({ actor: 'bob' });
+    const response = await post(workload, deploy);
+    expect(response.status).toBe(202);
+    expect(response.headers.location).toBe(`/v1/credentials/${response.body.request_id}`);
+    expect(response.body).toEqual({
+      request_id: expect.any(String),
+      status: 'pending_approval',
+      approvals_required: 1,
+      approvals: [],
+      digest: requestDigest({
+        requestId: response.body.request_id,
+        requester: { iss: 'https://ci.test', sub: 'repo:acme/ml:ref:refs/heads/main' },
+        taskId: 'deploy-7',
+        scopes: ['model:deploy'],
+        audience: 'registry.acme.internal',
+        ttlSeconds: 600,
+        justification: 'release 7',
+        breakGlass: false,
+      }),
+      expires_at: new Date(t.clock() + 3_600_000).toISOString(),
+    });
+    expect(response.body).not.toHaveProperty('access_token');
+  });
+
+  it('is approved by a different, authorised person; the token names the approver and its TTL starts at collection', async () => {
+    const workload = await t.as.ml();
+    const { body: pending } = await post(workload, deploy);
+    const approved = await decide(await releaser(), pending.request_id, 'approve', pending.digest, 'release 7 reviewed');
+    expect(approved.status).toBe(200);
+    expect(approved.body).toMatchObject({
+      status: 'approved',
+      approvals: [{ iss: 'https://sso.test', sub: 'alice', decision: 'approve', reason: 'release 7 reviewed', at: expect.any(String) }],
+    });
+
+    t.clock.advance(5 * 60_000);
+    const collected = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await t.as.ml()));
+    expect(collected.status).toBe(201);
+    const claims = decodeJwt(collected.body.access_token);
+    expect(claims.iat).toBe(Math.floor(t.clock() / 1000));
+    expect(claims.exp).toBe(Math.floor(t.clock() / 1000) + 600);
+    expect(claims.approvers).toEqual([{ iss: 'https://sso.test', sub: 'alice', at: approved.body.approvals[0].at }]);
+
+    const types = eventsOf(t, pending.request_id).map((e) => e.type);
+    expect(types).toEqual(['request.created', 'approval.recorded', 'request.approved', 'token.issued']);
+    const recorded = eventsOf(t, pending.request_id)[1];
+    expect(recorded).toMatchObject({
+      actor: { iss: 'https://sso.test', sub: 'alice' },
+      data: { decision: 'approve', reason: 'release 7 reviewed', digest: pending.digest },
+    });
+  });
+});
+
+describe('who may decide', () => {
+  it('refuses the requester itself (403 separation_of_duties)', async () => {
+    const olga = await t.as.person('olga', ['on-call', 'approvers', 'ml-release']);
+    const { body: pending } = await post(olga, { ...deploy, task_id: 'fix' });
+    expect(pending.status).toBe('pending_approval');
+    const response = await decide(olga, pending.request_id, 'approve', pending.digest);
+    expect(response.status).toBe(403);
+    expect(response.body.type).toMatch(/separation_of_duties$/);
+  });
+
+  it('refuses the person who started the requesting job, whatever the case of the name', async () => {
+    const { body: pending } = await post(await t.as.ml({ actor: 'bob' }), deploy);
+    for (const name of ['bob', 'Bob']) {
+      const response = await decide(await releaser(name.toLowerCase(), { preferred_username: name }), pending.request_id, 'approve', pending.digest);
+      expect(response.status).toBe(403);
+      expect(response.body.type).toMatch(/separation_of_duties$/);
+    }
+    expect((await decide(await releaser('carol'), pending.request_id, 'approve', pending.digest)).status).toBe(200);
+  });
+
+  it('hides the request (404) from a workload, a person without the approver role, and an approver outside the scope\'s approvers', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    const outsiders = [
+      await t.as.pipeline(),
+      await t.as.pipeline({}, 'resource-server:registry'),
+      await t.as.person('dave', ['ml-release']),
+      await t.as.person('erin', ['approvers']),
+    ];
+    for (const outsider of outsiders) {
+      const response = await decide(outsider, pending.request_id, 'approve', pending.digest);
+      expect(response.status).toBe(404);
+      expect((await t.http.get(`/v1/credentials/${pending.request_id}`).set(bearer(outsider))).status).toBe(404);
+    }
+    // An SSO subject equal to the requester's subject is another identity: the issuer differs.
+    const lookalike = await t.as.person('repo:acme/ml:ref:refs/heads/main', []);
+    expect((await t.http.get(`/v1/credentials/${pending.request_id}`).set(bearer(lookalike))).status).toBe(404);
+    // Auditors see it; they cannot decide it.
+    const auditor = await t.as.person('ivy', ['auditors']);
+    expect((await t.http.get(`/v1/credentials/${pending.request_id}`).set(bearer(auditor))).status).toBe(200);
+    expect((await decide(auditor, pending.request_id, 'approve', pending.digest)).status).toBe(404);
+  });
+
+  it('refuses a decision on a digest that is not the request\'s (409)', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    const response = await decide(await releaser(), pending.request_id, 'approve', 'f'.repeat(64));
+    expect(response.status).toBe(409);
+    expect(response.body.type).toMatch(/conflict$/);
+    expect((await t.http.get(`/v1/credentials/${pending.request_id}`).set(bearer(await t.as.ml()))).body.status).toBe('pending_approval');
+  });
+
+  it('answers 400 for a malformed decision', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    const response = await t.http
+      .post(`/v1/credentials/${pending.request_id}/approvals`)
+      .set(bearer(await releaser()))
+      .send({ decision: 'maybe', reason: '', digest: pending.digest });
+    expect(response.status).toBe(400);
+    expect(response.body.errors.map((e: { pointer: string }) => e.pointer).sort()).toEqual(['#/decision', '#/reason']);
+  });
+});
+
+describe('counting decisions', () => {
+  it('needs two distinct people for approvals: 2, and refuses a second decision by the same one', async () => {
+    const { body: pending } = await post(await dbWorkload(), dbAdmin);
+    expect(pending.approvals_required).toBe(2);
+    const first = await decide(await dba('frank'), pending.request_id, 'approve', pending.digest);
+    expect(first.body.status).toBe('pending_approval');
+    const again = await decide(await dba('frank'), pending.request_id, 'approve', pending.digest);
+    expect(again.status).toBe(409);
+    const second = await decide(await dba('grace'), pending.request_id, 'approve', pending.digest);
+    expect(second.body.status).toBe('approved');
+    expect(second.body.approvals.map((a: { sub: string }) => a.sub)).toEqual(['frank', 'grace']);
+    const late = await decide(await dba('heidi'), pending.request_id, 'approve', pending.digest);
+    expect(late.status).toBe(409);
+  });
+
+  it('lets one deny veto the request', async () => {
+    const { body: pending } = await post(await dbWorkload(), dbAdmin);
+    await decide(await dba('frank'), pending.request_id, 'approve', pending.digest);
+    const denied = await decide(await dba('grace'), pending.request_id, 'deny', pending.digest, 'not during the freeze');
+    expect(denied.status).toBe(200);
+    expect(denied.body.status).toBe('denied');
+    expect((await decide(await dba('heidi'), pending.request_id, 'approve', pending.digest)).status).toBe(409);
+    const collect = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await dbWorkload()));
+    expect(collect.status).toBe(409);
+    expect(eventsOf(t, pending.request_id).map((e) => e.type)).toContain('request.denied');
+  });
+});
+
+describe('collecting', () => {
+  it('hands out the token exactly once, even to 20 concurrent collects', async () => {
+    const workload = await t.as.ml();
+    const { body: pending } = await post(workload, deploy);
+    await decide(await releaser(), pending.request_id, 'approve', pending.digest);
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, () => t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(workload))),
+    );
+    expect(responses.map((r) => r.status).sort()).toEqual([201, ...Array<number>(19).fill(409)]);
+    expect(responses.filter((r) => r.body.access_token).length).toBe(1);
+    const issued = t.broker.store.db.prepare('SELECT count(*) AS n FROM issuances WHERE request_id = ?').get(pending.request_id);
+    expect(issued).toEqual({ n: 1 });
+    expect(eventsOf(t, pending.request_id).filter((e) => e.type === 'token.issued')).toHaveLength(1);
+  });
+
+  it('refuses to collect before approval (409) and hides the request from any other identity (404)', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    expect((await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await t.as.ml()))).status).toBe(409);
+    await decide(await releaser(), pending.request_id, 'approve', pending.digest);
+    for (const other of [await t.as.pipeline(), await releaser(), await t.as.person('ivy', ['auditors'])]) {
+      expect((await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(other))).status).toBe(404);
+    }
+  });
+});
+
+describe('GET /v1/approvals', () => {
+  it('lists what this caller may decide: never its own, nor its own job\'s, nor scopes outside its approvers', async () => {
+    const { body: bobsJob } = await post(await t.as.ml({ actor: 'bob' }), deploy);
+    t.clock.advance(1); // listings are oldest first
+    const { body: migration } = await post(await dbWorkload(), dbAdmin);
+    t.clock.advance(1);
+    const olga = await t.as.person('olga', ['on-call', 'approvers', 'ml-release']);
+    const { body: olgasOwn } = await post(olga, { ...deploy, task_id: 'hotfix' });
+
+    const ids = async (token: string) =>
+      ((await t.http.get('/v1/approvals').set(bearer(token))).body.items as { request_id: string }[]).map((i) => i.request_id);
+    expect(await ids(await releaser('carol'))).toEqual([bobsJob.request_id, migration.request_id, olgasOwn.request_id]);
+    expect(await ids(await releaser('bob'))).toEqual([migration.request_id, olgasOwn.request_id]);
+    expect(await ids(olga)).toEqual([bobsJob.request_id, migration.request_id]);
+    expect(await ids(await dba('frank'))).toEqual([migration.request_id]);
+    expect(await ids(await t.as.ml())).toEqual([]);
+  });
+
+  it('pages with a cursor, without gaps or repeats', async () => {
+    const created: string[] = [];
+    for (let i = 0; i < 5; i += 1) {
+      created.push((await post(await dbWorkload(), { ...dbAdmin, task_id: `m-${i}` })).body.request_id);
+      t.clock.advance(1);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const query: string = cursor ? `?limit=2&cursor=${cursor}` : '?limit=2';
+      const page = await t.http.get(`/v1/approvals${query}`).set(bearer(await dba('frank')));
+      seen.push(...(page.body.items as { request_id: string }[]).map((i) => i.request_id));
+      cursor = page.body.next_cursor as string | null;
+    } while (cursor);
+    expect(seen).toEqual(created);
+    expect((await t.http.get('/v1/approvals?cursor=garbage').set(bearer(await dba('frank')))).status).toBe(400);
+  });
+});
+
+describe('toxic combinations', () => {
+  it('refuses a grant that would hold two scopes of a separation set, naming the rule and the live grant', async () => {
+    const { body: train } = await post(await t.as.ml(), { ...deploy, scopes: ['model:train'] });
+    expect(train.status).toBe('issued');
+    const response = await post(await t.as.ml(), deploy);
+    expect(response.status).toBe(403);
+    expect(response.body).toMatchObject({
+      type: expect.stringMatching(/separation_of_duties$/),
+      rule: 'train-vs-deploy',
+      scopes: ['model:deploy', 'model:train'],
+      conflicting_request_id: train.request_id,
+    });
+    expect(response.body.detail).toContain('train-vs-deploy');
+  });
+
+  it('counts pending requests as live, and a request naming both scopes at once', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    expect(pending.status).toBe('pending_approval');
+    expect((await post(await t.as.ml(), { ...deploy, scopes: ['model:train'] })).status).toBe(403);
+    expect((await post(await t.as.ml(), { ...deploy, scopes: ['model:train', 'model:deploy'] })).status).toBe(403);
+    // Another identity is not affected.
+    const other = await t.issuers.ci.token('repo:acme/ml:ref:refs/heads/other', { repository: 'acme/ml', ref: 'refs/heads/main' }, { now: t.clock() });
+    expect((await post(other, { ...deploy, scopes: ['model:train'] })).status).toBe(201);
+  });
+
+  it('lets only one side through when both are requested concurrently', async () => {
+    const workload = await t.as.ml();
+    // The low-risk side goes first: its signing step awaits while the high-risk side arrives,
+    // which is exactly the window a check outside the transaction would leave open.
+    const responses = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => post(workload, { ...deploy, task_id: `race-${i}`, scopes: [i < 8 ? 'model:train' : 'model:deploy'] })),
+    );
+    const granted = responses.filter((r) => r.status === 201 || r.status === 202);
+    const kinds = new Set(granted.map((r) => (r.status === 201 ? 'train' : 'deploy')));
+    expect(granted.length).toBeGreaterThan(0);
+    expect(kinds.size).toBe(1);
+    expect(responses.filter((r) => r.status === 403).every((r) => r.body.rule === 'train-vs-deploy')).toBe(true);
+  });
+
+  it('re-checks inside the issuing transaction: a conflicting grant recorded while a token is being signed wins', async () => {
+    const identity = {
+      iss: 'https://ci.test',
+      sub: 'repo:acme/ml:ref:refs/heads/main',
+      idp: 'ci',
+      kind: 'workload' as const,
+      claims: { repository: 'acme/ml', ref: 'refs/heads/main' },
+      roles: new Set<never>(),
+    };
+    const ask = { taskId: 'race', audience: 'registry.acme.internal', breakGlass: false };
+    // The low-risk request runs until it awaits its signature...
+    const train = t.broker.credentials.request(identity, { ...ask, scopes: ['model:train'] });
+    // ...and in that window the high-risk request is checked and recorded, synchronously.
+    const deploy = t.broker.credentials.request(identity, { ...ask, scopes: ['model:deploy'] });
+    const [trained, deployed] = await Promise.allSettled([train, deploy]);
+    expect(deployed).toMatchObject({ status: 'fulfilled', value: { status: 'pending_approval' } });
+    expect(trained).toMatchObject({ status: 'rejected', reason: { type: 'separation_of_duties' } });
+  });
+
+  it('allows the other scope again once the first grant is revoked, or has expired', async () => {
+    const workload = await t.as.ml();
+    const { body: train } = await post(workload, { ...deploy, scopes: ['model:train'], ttl_seconds: 60 });
+    expect((await post(workload, deploy)).status).toBe(403);
+    const revoked = await t.http.post(`/v1/credentials/${train.request_id}/revoke`).set(bearer(workload)).send({ reason: 'done early' });
+    expect(revoked.body.status).toBe('revoked');
+    expect((await post(workload, deploy)).status).toBe(202);
+
+    const t2 = await startTestBroker({ issuers: t.issuers, clock: t.clock });
+    try {
+      const again = await t2.as.ml();
+      expect((await t2.http.post('/v1/credentials').set(bearer(again)).send({ ...deploy, scopes: ['model:train'], ttl_seconds: 60 })).status).toBe(201);
+      expect((await t2.http.post('/v1/credentials').set(bearer(again)).send(deploy)).status).toBe(403);
+      t2.clock.advance(61_000); // expired, even before the scheduler has swept it
+      expect((await t2.http.post('/v1/credentials').set(bearer(await t2.as.ml())).send(deploy)).status).toBe(202);
+    } finally {
+      await t2.close();
+    }
+  });
+});
+
+describe('expiry', () => {
+  it('expires a pending request after approval.timeout, and an uncollected approved one after collectWithin', async () => {
+    const workload = await t.as.ml();
+    const { body: pending } = await post(workload, deploy);
+    const { body: migration } = await post(await dbWorkload(), dbAdmin);
+    const { body: approved } = await post(await t.as.person('olga', ['on-call']), { ...deploy, task_id: 'hotfix' });
+    await decide(await releaser(), approved.request_id, 'approve', approved.digest);
+
+    t.clock.advance(15 * 60_000 + 1);
+    const collect = await t.http.post(`/v1/credentials/${approved.request_id}/token`).set(bearer(await t.as.person('olga', ['on-call'])));
+    expect(collect.status).toBe(409);
+    await t.broker.scheduler.runAll();
+    const view = async (id: string, token: string) => (await t.http.get(`/v1/credentials/${id}`).set(bearer(token))).body.status;
+    expect(await view(approved.request_id, await t.as.person('olga', ['on-call']))).toBe('expired');
+    expect(await view(pending.request_id, await t.as.ml())).toBe('pending_approval');
+
+    t.clock.advance(45 * 60_000);
+    expect((await decide(await releaser(), pending.request_id, 'approve', pending.digest)).status).toBe(409);
+    await t.broker.scheduler.runAll();
+    await t.broker.scheduler.runAll(); // idempotent: a second sweep changes nothing
+    expect(await view(pending.request_id, await t.as.ml())).toBe('expired');
+    for (const id of [pending.request_id, migration.request_id, approved.request_id]) {
+      const expired = eventsOf(t, id).filter((e) => e.type === 'request.expired');
+      expect(expired).toHaveLength(1);
+    }
+    expect(eventsOf(t, approved.request_id).find((e) => e.type === 'request.expired')?.data).toMatchObject({ previous_status: 'approved' });
+  });
+});

@@ -1,0 +1,124 @@
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+let t: TestBroker;
+beforeAll(async () => {
+  t = await startTestBroker();
+});
+afterAll(async () => {
+  await t.close();
+});
+
+const exchange = (form: Record<string, string | string[]>) => t.http.post('/oauth2/token').type('form').send(form);
+const base = async (extra: Record<string, string> = {}) => ({
+  grant_type: GRANT,
+  subject_token: await t.as.pipeline(),
+  subject_token_type: JWT_TYPE,
+  scope: 'artifacts:read logs:read',
+  audience: 'registry.acme.internal',
+  task_id: 'build-7',
+  ...extra,
+});
+
+describe('POST /oauth2/token (RFC 8693)', () => {
+  it('exchanges an identity token for an access token', async () => {
+    const response = await exchange(await base({ ttl_seconds: '300' }));
+    expect(response.status).toBe(200);
+    expect(response.headers['cache-control']).toBe('no-store');
+    expect(response.body).toEqual({
+      access_token: expect.any(String),
+      issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      token_type: 'Bearer',
+      expires_in: 300,
+      scope: 'artifacts:read logs:read',
+      request_id: expect.any(String),
+    });
+    expect(decodeJwt(response.body.access_token)).toMatchObject({ scope: 'artifacts:read logs:read', task_id: 'build-7', aud: 'registry.acme.internal' });
+  });
+
+  it('accepts the id_token subject type too', async () => {
+    const response = await exchange(await base({ subject_token_type: 'urn:ietf:params:oauth:token-type:id_token' }));
+    expect(response.status).toBe(200);
+  });
+
+  it.each([
+    ['another grant type', { grant_type: 'client_credentials' }, 'unsupported_grant_type'],
+    ['an unacceptable subject token', { subject_token: 'not-a-jwt' }, 'invalid_request'],
+    ['an unknown subject token type', { subject_token_type: 'urn:x:saml' }, 'invalid_request'],
+    ['a missing task_id', { task_id: '' }, 'invalid_request'],
+    ['a refused scope', { scope: 'model:deploy' }, 'invalid_scope'],
+    ['an unknown scope', { scope: 'artifacts:read secrets:all' }, 'invalid_scope'],
+    ['another requested token type', { requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }, 'invalid_request'],
+  ])('answers %s with 400 %s', async (_name, override, error) => {
+    const form = { ...(await base()), ...override };
+    if (form.task_id === '') delete (form as Partial<typeof form>).task_id;
+    const response = await exchange(form);
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ error, error_description: expect.any(String) });
+    expect(response.body).not.toHaveProperty('access_token');
+  });
+
+  it('answers a refused audience with invalid_target', async () => {
+    const response = await exchange({ ...(await base()), subject_token: await t.as.ml(), scope: 'model:train', audience: 'elsewhere' });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_target');
+  });
+
+  it('refuses a repeated parameter (RFC 6749 section 3.2)', async () => {
+    const response = await exchange({ ...(await base()), audience: ['a', 'b'] });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+  });
+
+  it('answers authorization_pending for a request that needs approval, then collects it with request_id, once', async () => {
+    const workload = await t.as.ml();
+    const first = await exchange({ ...(await base()), subject_token: workload, scope: 'model:deploy' });
+    expect(first.status).toBe(400);
+    expect(first.body).toEqual({ error: 'authorization_pending', error_description: expect.any(String), request_id: expect.any(String) });
+    const requestId = first.body.request_id as string;
+
+    const again = await exchange({ grant_type: GRANT, subject_token: workload, subject_token_type: JWT_TYPE, request_id: requestId });
+    expect(again.body.error).toBe('authorization_pending');
+
+    const view = await t.http.get(`/v1/credentials/${requestId}`).set(bearer(workload));
+    const approver = await t.as.person('alice', ['approvers', 'ml-release']);
+    const decided = await t.http
+      .post(`/v1/credentials/${requestId}/approvals`)
+      .set(bearer(approver))
+      .send({ decision: 'approve', reason: 'ok', digest: view.body.digest });
+    expect(decided.body.status).toBe('approved');
+
+    // Another identity cannot collect it.
+    const stranger = await exchange({ grant_type: GRANT, subject_token: await t.as.pipeline(), subject_token_type: JWT_TYPE, request_id: requestId });
+    expect(stranger.status).toBe(400);
+    expect(stranger.body.error).toBe('invalid_request');
+
+    const collected = await exchange({ grant_type: GRANT, subject_token: workload, subject_token_type: JWT_TYPE, request_id: requestId });
+    expect(collected.status).toBe(200);
+    expect(decodeJwt(collected.body.access_token)).toMatchObject({
+      request_id: requestId,
+      approvers: [{ iss: 'https://sso.test', sub: 'alice', at: expect.any(String) }],
+    });
+    const twice = await exchange({ grant_type: GRANT, subject_token: workload, subject_token_type: JWT_TYPE, request_id: requestId });
+    expect(twice.status).toBe(400);
+    expect(twice.body.error).toBe('invalid_request');
+  });
+
+  it('carries break-glass as an extension parameter', async () => {
+    const response = await exchange({
+      ...(await base()),
+      subject_token: await t.as.person('oncall-olga', ['on-call']),
+      scope: 'model:deploy',
+      audience: 'registry.acme.internal',
+      break_glass: 'true',
+      justification: 'registry is down, rolling back the bad model now',
+    });
+    expect(response.status).toBe(200);
+    expect(decodeJwt(response.body.access_token)).toMatchObject({ break_glass: true, scope: 'model:deploy' });
+    expect(response.body.expires_in).toBe(300); // break-glass maxTtl 5m
+  });
+});
