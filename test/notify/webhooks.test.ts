@@ -1,0 +1,98 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { startReceiver } from '../helpers/receiver.js';
+import { allEvents } from '../helpers/records.js';
+
+const deploy = { task_id: 'deploy-7', scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: 'release 7, see change 123' };
+const SECRET_PATH = '/hooks/T000-s3cr3t-webhook-token';
+
+let t: TestBroker | undefined;
+let receiver: Awaited<ReturnType<typeof startReceiver>> | undefined;
+afterEach(async () => {
+  await t?.close();
+  await receiver?.close();
+});
+
+async function brokerNotifying(status?: () => number, notify: Record<string, unknown> = {}) {
+  receiver = await startReceiver(status);
+  const url = receiver.url(SECRET_PATH);
+  t = await startTestBroker({
+    configure(config) {
+      config.notify = {
+        timeout: '300ms',
+        retries: 2,
+        webhooks: [{ url, events: ['approval.requested', 'request.approved', 'request.denied', 'breakglass.used'] }],
+        ...notify,
+      };
+    },
+  });
+  return t;
+}
+
+describe('webhooks', () => {
+  it('delivers approval.requested and the decision, with the contract\'s body and never a token', async () => {
+    const t = await brokerNotifying();
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    const approver = await t.as.person('alice', ['approvers', 'ml-release']);
+    await t.http.post(`/v1/credentials/${pending.body.request_id}/approvals`).set(bearer(approver)).send({ decision: 'approve', reason: 'ok', digest: pending.body.digest });
+    const collected = await t.http.post(`/v1/credentials/${pending.body.request_id}/token`).set(bearer(await t.as.ml()));
+    await t.broker.notifier.idle();
+
+    const [requested, approved] = receiver!.deliveries;
+    expect(receiver!.deliveries.map((d) => d.body.event)).toEqual(['approval.requested', 'request.approved']);
+    expect(requested?.path).toBe(SECRET_PATH);
+    expect(requested?.headers['content-type']).toBe('application/json');
+    expect(requested?.headers['webhook-id']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(requested?.body).toEqual({
+      event: 'approval.requested',
+      at: new Date(t.clock()).toISOString(),
+      request_id: pending.body.request_id,
+      requester: { iss: 'https://ci.test', sub: 'repo:acme/ml:ref:refs/heads/main' },
+      task_id: 'deploy-7',
+      scopes: ['model:deploy'],
+      audience: 'registry.acme.internal',
+      break_glass: false,
+      justification: 'release 7, see change 123',
+    });
+    expect(approved?.body.request_id).toBe(pending.body.request_id);
+    const everything = JSON.stringify(receiver!.deliveries);
+    expect(everything).not.toContain((collected.body.access_token as string).split('.')[2]);
+    expect(everything).not.toContain('eyJ');
+  });
+
+  it('delivers request.denied', async () => {
+    const t = await brokerNotifying();
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    const approver = await t.as.person('alice', ['approvers', 'ml-release']);
+    await t.http.post(`/v1/credentials/${pending.body.request_id}/approvals`).set(bearer(approver)).send({ decision: 'deny', reason: 'no', digest: pending.body.digest });
+    await t.broker.notifier.idle();
+    expect(receiver!.deliveries.map((d) => d.body.event)).toEqual(['approval.requested', 'request.denied']);
+  });
+
+  it('retries a failing receiver, then logs and audits the failure, naming only the origin', async () => {
+    let calls = 0;
+    const t = await brokerNotifying(() => (++calls < 10 ? 503 : 204));
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    expect(pending.status).toBe(202);
+    await t.broker.notifier.idle();
+    expect(receiver!.attempts).toBe(3); // one try and two retries
+    const failure = allEvents(t).find((e) => e.type === 'notify.failed');
+    expect(failure).toMatchObject({
+      requestId: pending.body.request_id,
+      data: { event: 'approval.requested', target: receiver!.url(''), attempts: 3, problem: 'HTTP 503' },
+    });
+    expect(t.logs.some((line) => line.includes('webhook delivery failed'))).toBe(true);
+    expect(t.logs.join('\n')).not.toContain('s3cr3t');
+    expect(JSON.stringify(allEvents(t))).not.toContain('s3cr3t');
+  });
+
+  it('never delays the request that caused it, even when the receiver hangs', async () => {
+    const t = await brokerNotifying(() => 0, { timeout: '2s', retries: 0 });
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    expect(pending.status).toBe(202);
+    // The answer is here while the delivery is still hanging: it was not waited for.
+    expect(allEvents(t).some((e) => e.type === 'notify.failed')).toBe(false);
+    await t.broker.notifier.idle();
+    expect(allEvents(t).find((e) => e.type === 'notify.failed')?.data).toMatchObject({ problem: 'timeout', attempts: 1 });
+  });
+});
