@@ -50,8 +50,15 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     return execution;
   };
 
+  // node-cron's own notices (a tick skipped while the last run goes on) are routine: debug level.
+  const cronLogger = {
+    info: (message: string) => logger.debug({ source: 'node-cron' }, message),
+    warn: (message: string) => logger.debug({ source: 'node-cron' }, message),
+    error: (message: string | Error, err?: Error) => logger.error({ source: 'node-cron', err: err ?? message }, String(message)),
+    debug: (message: string | Error) => logger.debug({ source: 'node-cron' }, String(message)),
+  };
   const tasks: ScheduledTask[] = Object.entries(jobs).map(([name, job]) =>
-    cron.createTask(expression, () => run(name, job), { name: `broker:${name}`, noOverlap: true }),
+    cron.createTask(expression, () => run(name, job), { name: `broker:${name}`, noOverlap: true, logger: cronLogger }),
   );
 
   const runAll = async () => {

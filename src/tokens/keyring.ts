@@ -58,19 +58,10 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   const privateKeys = new Map<string, CryptoKey>();
   let verification: { version: string; keys: JWTVerifyGetKey } | undefined;
 
-  async function privateKeyFor(record: SigningKeyRecord): Promise<CryptoKey> {
+  async function loadPrivateKey(record: SigningKeyRecord): Promise<CryptoKey> {
     let key = privateKeys.get(record.kid);
     if (!key) {
-      let jwk;
-      try {
-        jwk = readPrivateJwk(keyFile(record.kid));
-      } catch (error) {
-        throw new Unavailable('The broker cannot sign right now.', {
-          cause: error,
-          internal: { kid: record.kid, keyDir, problem: (error as Error).message },
-        });
-      }
-      key = (await importJWK(jwk, record.alg)) as CryptoKey;
+      key = (await importJWK(readPrivateJwk(keyFile(record.kid)), record.alg)) as CryptoKey;
       privateKeys.set(record.kid, key);
     }
     return key;
@@ -83,7 +74,14 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     async signingKey() {
       const newest = store.keys.active()[0];
       if (!newest) throw new Unavailable('The broker has no signing key yet.');
-      return { kid: newest.kid, alg: newest.alg, privateKey: await privateKeyFor(newest) };
+      try {
+        return { kid: newest.kid, alg: newest.alg, privateKey: await loadPrivateKey(newest) };
+      } catch (error) {
+        throw new Unavailable('The broker cannot sign right now.', {
+          cause: error,
+          internal: { kid: newest.kid, keyDir, problem: (error as Error).message },
+        });
+      }
     },
 
     jwks() {
@@ -154,5 +152,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   };
 
   await keyring.rotateIfDue();
+  // Fail at start, not at the first request, when the signing key cannot be read.
+  await loadPrivateKey(store.keys.active()[0] as SigningKeyRecord);
   return keyring;
 }

@@ -28,6 +28,19 @@ export function testClock(start = Date.now()): TestClock {
   return clock;
 }
 
+/** Real time, which the test may still move ahead (for the scheduler's real ticks). */
+export function liveClock(): TestClock {
+  let offset = 0;
+  const clock = (() => Date.now() + offset) as TestClock;
+  clock.advance = (ms) => {
+    offset += ms;
+  };
+  clock.set = (ms) => {
+    offset = ms - Date.now();
+  };
+  return clock;
+}
+
 export interface TestIssuers {
   ci: TestIssuer;
   sso: TestIssuer;
@@ -195,3 +208,19 @@ export const readDatabaseBytes = (dir: string) =>
   }).join('');
 
 export const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+/** Serves the broker's app on a loopback port, for clients that need a URL. */
+export async function listen(t: TestBroker): Promise<{ url: string; close(): Promise<void> }> {
+  const { createServer } = await import('node:http');
+  const server = createServer(t.broker.app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
