@@ -2,7 +2,7 @@ import type { Express } from 'express';
 import type { FetchImplementation } from 'jose';
 import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
-import { createAuditLog, type AuditLog } from './audit/index.js';
+import { createAuditLog, createAuditService, type AuditLog } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
 import type { BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
@@ -103,6 +103,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       credentials,
       approvals,
       breakGlass,
+      audit: createAuditService({ store, clock }),
       keyring,
       store,
       metrics,

@@ -21,18 +21,49 @@ export const chainHash = (prevHash: string, canonical: string): string => sha256
 export type ChainVerdict = { ok: true; events: number; head: string } | { ok: false; firstBadSeq: number };
 
 /**
- * Walks events in `seq` order and checks every link: sequence without gaps, `prev_hash` equal to
- * the previous event's hash, and `hash` recomputed from the event's own content. The first event
- * that fails any of these is reported; a chain is only as good as its first broken link.
+ * Checks events fed in `seq` order, link by link: sequence without gaps, `prev_hash` equal to
+ * the previous event's hash, and `hash` recomputed from the event's own content. It stops at
+ * the first event that fails: a chain is only as good as its first broken link.
  */
-export function verifyChain(events: Iterable<AuditEventRecord>): ChainVerdict {
+export function chainVerifier() {
   let expectedSeq = 1;
   let prevHash = GENESIS_HASH;
-  for (const event of events) {
-    if (event.seq !== expectedSeq || event.prevHash !== prevHash) return { ok: false, firstBadSeq: expectedSeq };
-    if (chainHash(event.prevHash, canonicalEvent(event)) !== event.hash) return { ok: false, firstBadSeq: event.seq };
-    prevHash = event.hash;
-    expectedSeq += 1;
+  let firstBadSeq: number | undefined;
+  return {
+    /** False once the chain is broken; feed no more after that. */
+    add(event: AuditEventRecord): boolean {
+      if (event.seq !== expectedSeq || event.prevHash !== prevHash) firstBadSeq = expectedSeq;
+      else if (chainHash(event.prevHash, canonicalEvent(event)) !== event.hash) firstBadSeq = event.seq;
+      if (firstBadSeq !== undefined) return false;
+      prevHash = event.hash;
+      expectedSeq += 1;
+      return true;
+    },
+    verdict(): ChainVerdict {
+      return firstBadSeq === undefined ? { ok: true, events: expectedSeq - 1, head: prevHash } : { ok: false, firstBadSeq };
+    },
+  };
+}
+
+export function verifyChain(events: Iterable<AuditEventRecord>): ChainVerdict {
+  const verifier = chainVerifier();
+  for (const event of events) if (!verifier.add(event)) break;
+  return verifier.verdict();
+}
+
+/**
+ * Verifies the chain as stored, a page at a time, yielding between pages so a long log does
+ * not hold up other requests. Works on any store, including a read-only copy (`jit audit verify --db`).
+ */
+export async function verifyStoredChain(events: { after(afterSeq: number, limit: number): AuditEventRecord[] }, pageSize = 5_000): Promise<ChainVerdict> {
+  const verifier = chainVerifier();
+  let afterSeq = 0;
+  for (;;) {
+    const page = events.after(afterSeq, pageSize);
+    for (const event of page) if (!verifier.add(event)) return verifier.verdict();
+    const last = page[page.length - 1];
+    if (!last || page.length < pageSize) return verifier.verdict();
+    afterSeq = last.seq;
+    await new Promise((resolve) => setImmediate(resolve));
   }
-  return { ok: true, events: expectedSeq - 1, head: prevHash };
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { ConfigError } from '../config/index.js';
+import * as auditCommand from './commands/audit.js';
 import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, Command> = {
   revoke: lifecycle.revoke,
   review: lifecycle.review,
   decode: decodeCommand.decode,
+  audit: auditCommand.audit,
 };
 
 const HELP = `jit: the just-in-time credential broker's command line
@@ -33,6 +35,8 @@ ${requestCommand.help}
 ${decide.help}
 
 ${lifecycle.help}
+
+${auditCommand.help}
 
 ${decodeCommand.help}
 

@@ -1,6 +1,7 @@
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import type { ApprovalService } from '../approval/index.js';
+import type { AuditService } from '../audit/index.js';
 import type { BreakGlassService } from '../breakglass/index.js';
 import type { BrokerConfig } from '../config/index.js';
 import type { CredentialService } from '../credentials/index.js';
@@ -12,6 +13,7 @@ import type { Keyring } from '../tokens/index.js';
 import type { Authenticator } from './auth.js';
 import { errorHandler } from './errors.js';
 import { requestLogging } from './logging.js';
+import { auditRoutes } from './routes/audit.js';
 import { credentialRoutes } from './routes/credentials.js';
 import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
@@ -24,6 +26,7 @@ export interface AppDeps {
   credentials: CredentialService;
   approvals: ApprovalService;
   breakGlass: BreakGlassService;
+  audit: AuditService;
   keyring: Keyring;
   store: Store;
   metrics: Metrics;
@@ -57,6 +60,7 @@ export function buildApp(deps: AppDeps): Express {
   v1.use(deps.auth.requireIdentity);
   v1.use(express.json({ limit: '64kb' }));
   v1.use('/credentials', credentialRoutes(deps));
+  v1.use('/audit', auditRoutes(deps));
   v1.use(listingRoutes(deps));
   app.use('/v1', v1);
 

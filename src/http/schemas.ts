@@ -70,3 +70,27 @@ export const tokenExchangeForm = z.object({
   request_id: z.string().max(128).optional(),
   actor_token: z.undefined({ message: 'delegation (actor_token) is not supported' }).optional(),
 });
+
+const instant = z.iso
+  .datetime({ offset: true, message: 'must be an ISO 8601 time such as 2026-11-22T10:00:00Z' })
+  .transform((text) => Date.parse(text));
+
+/** `GET /v1/audit/issuances` */
+export const issuancesQuery = pageQuery.extend({
+  since: instant.optional(),
+  until: instant.optional(),
+  subject: z.string().min(1).max(512).optional(),
+  scope: z.string().regex(SCOPE_NAME, 'not a scope name').optional(),
+  status: z.enum(['issued', 'expired', 'revoked']).optional(),
+  break_glass: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
+  format: z.enum(['json', 'ndjson', 'csv']).default('json'),
+});
+
+/** `GET /v1/audit/events` */
+export const eventsQuery = pageQuery.extend({
+  since: instant.optional(),
+  until: instant.optional(),
+  type: z.string().min(1).max(64).optional(),
+  request_id: z.string().min(1).max(128).optional(),
+  format: z.enum(['json', 'ndjson']).default('json'),
+});

@@ -89,3 +89,42 @@ export interface BreakGlassReviewRecord {
   reviewedAt: number | null;
   overdueAt: number | null;
 }
+
+export type GrantStatus = 'issued' | 'expired' | 'revoked';
+
+/** Which issuances an auditor asks for. Times in ms. */
+export interface IssuanceFilter {
+  since?: number | undefined;
+  until?: number | undefined;
+  subject?: string | undefined;
+  scope?: string | undefined;
+  status?: GrantStatus | undefined;
+  breakGlass?: boolean | undefined;
+}
+
+/** One minted token with what an auditor asks of it: who, what, when, approved by whom, why. */
+export interface IssuanceAuditRecord {
+  jti: string;
+  requestId: string;
+  requester: Principal;
+  taskId: string;
+  scopes: string[];
+  audience: string;
+  justification: string | null;
+  issuedAt: number;
+  expiresAt: number;
+  /** Effective now: an issued token past its expiry is expired. */
+  status: GrantStatus;
+  approvers: (Principal & { at: number })[];
+  breakGlass: boolean;
+  revokedAt: number | null;
+  revokeReason: string | null;
+}
+
+export interface EventFilter {
+  /** ISO 8601 UTC bounds on `at`. */
+  since?: string | undefined;
+  until?: string | undefined;
+  type?: string | undefined;
+  requestId?: string | undefined;
+}

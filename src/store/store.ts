@@ -6,6 +6,10 @@ import type {
   ApprovalRecord,
   AuditEventRecord,
   BreakGlassReviewRecord,
+  EventFilter,
+  GrantStatus,
+  IssuanceAuditRecord,
+  IssuanceFilter,
   IssuanceRecord,
   Principal,
   RequestRecord,
@@ -83,6 +87,12 @@ export interface Store {
     /** Break-glass requests whose review is pending (or done), by due time. */
     list(state: 'pending' | 'done', after: { dueAt: number; requestId: string } | undefined, limit: number): RequestRecord[];
   };
+  audit: {
+    /** Issuances matching `filter`, in (issued_at, jti) order, after the given position. */
+    issuances(filter: IssuanceFilter, after: { issuedAt: number; jti: string } | undefined, limit: number, now: number): IssuanceAuditRecord[];
+    /** Events matching `filter`, in seq order, after `afterSeq`. */
+    events(filter: EventFilter, afterSeq: number, limit: number): AuditEventRecord[];
+  };
   /** Proves the store can still write (for /readyz). */
   probeWrite(now: number): void;
   readonly db: Db;
@@ -144,6 +154,7 @@ export function createStore(db: Db): Store {
           r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt, r.issuedAt, r.endedAt,
           r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
         );
+        for (const scope of r.scopes) run('INSERT INTO request_scopes (request_id, scope) VALUES (?, ?)', r.id, scope);
       },
       get: (id) => mapOptional(row<RequestRow>('SELECT * FROM requests WHERE id = ?', id), toRequest),
       live: (requester, now) =>
@@ -267,12 +278,60 @@ export function createStore(db: Db): Store {
         ).map(toRequest),
     },
 
+    audit: {
+      issuances(filter, after, limit, now) {
+        const { where, params, add } = conditions('(i.issued_at, i.jti) > (?, ?)', after?.issuedAt ?? -1, after?.jti ?? '');
+        if (filter.since !== undefined) add('i.issued_at >= ?', filter.since);
+        if (filter.until !== undefined) add('i.issued_at < ?', filter.until);
+        if (filter.subject !== undefined) add('r.requester_sub = ?', filter.subject);
+        if (filter.scope !== undefined) add('i.request_id IN (SELECT request_id FROM request_scopes WHERE scope = ?)', filter.scope);
+        if (filter.breakGlass !== undefined) add('r.break_glass = ?', filter.breakGlass ? 1 : 0);
+        // Statuses as they are now: an issued token past its expiry counts as expired before the scheduler says so.
+        if (filter.status === 'issued') add(`r.status = 'issued' AND i.expires_at > ?`, now);
+        if (filter.status === 'expired') add(`(r.status = 'expired' OR (r.status = 'issued' AND i.expires_at <= ?))`, now);
+        if (filter.status === 'revoked') add(`r.status = 'revoked'`);
+        return rows<IssuanceAuditRow>(
+          `SELECT i.jti, i.request_id, i.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
+                  r.audience, r.justification, r.break_glass, r.ended_at, r.revoke_reason,
+                  CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status,
+                  (SELECT json_group_array(json_object('iss', a.approver_iss, 'sub', a.approver_sub, 'at', a.at))
+                     FROM approvals a WHERE a.request_id = i.request_id AND a.decision = 'approve') AS approvers
+           FROM issuances i JOIN requests r ON r.id = i.request_id
+           WHERE ${where.join(' AND ')}
+           ORDER BY i.issued_at, i.jti LIMIT ?`,
+          now, ...params, limit,
+        ).map(toIssuanceAudit);
+      },
+      events(filter, afterSeq, limit) {
+        const { where, params, add } = conditions('seq > ?', afterSeq);
+        if (filter.since !== undefined) add('at >= ?', filter.since);
+        if (filter.until !== undefined) add('at < ?', filter.until);
+        if (filter.type !== undefined) add('type = ?', filter.type);
+        if (filter.requestId !== undefined) add('request_id = ?', filter.requestId);
+        return rows<EventRow>(`SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`, ...params, limit).map(toEvent);
+      },
+    },
+
     probeWrite(now) {
       this.transaction(() => run('UPDATE readiness_probe SET at = ? WHERE id = 1', now));
     },
 
     close() {
       if (db.open) db.close();
+    },
+  };
+}
+
+/** A WHERE clause built from optional filters, with its parameters in order. */
+function conditions(first: string, ...values: unknown[]) {
+  const where = [first];
+  const params: unknown[] = [...values];
+  return {
+    where,
+    params,
+    add(clause: string, ...clauseValues: unknown[]) {
+      where.push(clause);
+      params.push(...clauseValues);
     },
   };
 }
@@ -407,6 +466,41 @@ export const toEvent = (r: EventRow): AuditEventRecord => ({
   data: JSON.parse(r.data) as Record<string, unknown>,
   prevHash: r.prev_hash,
   hash: r.hash,
+});
+
+interface IssuanceAuditRow {
+  jti: string;
+  request_id: string;
+  issued_at: number;
+  expires_at: number;
+  requester_iss: string;
+  requester_sub: string;
+  task_id: string;
+  scopes: string;
+  audience: string;
+  justification: string | null;
+  break_glass: number;
+  ended_at: number | null;
+  revoke_reason: string | null;
+  status: GrantStatus;
+  approvers: string;
+}
+
+const toIssuanceAudit = (r: IssuanceAuditRow): IssuanceAuditRecord => ({
+  jti: r.jti,
+  requestId: r.request_id,
+  requester: { iss: r.requester_iss, sub: r.requester_sub },
+  taskId: r.task_id,
+  scopes: JSON.parse(r.scopes) as string[],
+  audience: r.audience,
+  justification: r.justification,
+  issuedAt: r.issued_at,
+  expiresAt: r.expires_at,
+  status: r.status,
+  approvers: JSON.parse(r.approvers) as IssuanceAuditRecord['approvers'],
+  breakGlass: r.break_glass === 1,
+  revokedAt: r.status === 'revoked' ? r.ended_at : null,
+  revokeReason: r.status === 'revoked' ? r.revoke_reason : null,
 });
 
 interface KeyRow {

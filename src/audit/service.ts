@@ -1,0 +1,97 @@
+import { requireRole, type Identity } from '../identity/index.js';
+import { toIso, type Clock } from '../shared/clock.js';
+import { decodeCursor, encodeCursor } from '../shared/cursor.js';
+import type { AuditEventRecord, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
+import { verifyStoredChain } from './chain.js';
+
+/** Rows per page when an export streams every match. */
+export const EXPORT_PAGE_SIZE = 1_000;
+
+/** CONTRACT section 4, one row of `GET /v1/audit/issuances`, plus the justification (the "why"). */
+export function issuanceView(record: IssuanceAuditRecord) {
+  return {
+    jti: record.jti,
+    request_id: record.requestId,
+    requester: record.requester,
+    task_id: record.taskId,
+    scopes: record.scopes,
+    audience: record.audience,
+    justification: record.justification,
+    issued_at: toIso(record.issuedAt),
+    expires_at: toIso(record.expiresAt),
+    status: record.status,
+    approvers: record.approvers.map((a) => ({ iss: a.iss, sub: a.sub, at: toIso(a.at) })),
+    break_glass: record.breakGlass,
+    ...(record.revokedAt !== null ? { revoked_at: toIso(record.revokedAt), revoke_reason: record.revokeReason } : {}),
+  };
+}
+export type IssuanceView = ReturnType<typeof issuanceView>;
+
+/** CONTRACT section 4, one event of `GET /v1/audit/events`. */
+export function eventView(event: AuditEventRecord) {
+  return {
+    seq: event.seq,
+    at: event.at,
+    type: event.type,
+    actor: event.actor,
+    ...(event.requestId !== null ? { request_id: event.requestId } : {}),
+    data: event.data,
+    prev_hash: event.prevHash,
+    hash: event.hash,
+  };
+}
+export type EventView = ReturnType<typeof eventView>;
+
+export type AuditService = ReturnType<typeof createAuditService>;
+
+/** The auditor's questions, for the `auditor` and `admin` roles. */
+export function createAuditService({ store, clock }: { store: Store; clock: Clock }) {
+  const issuancePage = (filter: IssuanceFilter, cursor: string | undefined, limit: number) => {
+    const after = decodeCursor(cursor, ['number', 'string'] as const);
+    const rows = store.audit.issuances(filter, after && { issuedAt: after[0], jti: after[1] }, limit + 1, clock());
+    const items = rows.slice(0, limit);
+    const tail = items[items.length - 1];
+    return { items: items.map(issuanceView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.issuedAt, tail.jti]) : null };
+  };
+  const eventPage = (filter: EventFilter, cursor: string | undefined, limit: number) => {
+    const after = decodeCursor(cursor, ['number'] as const)?.[0] ?? 0;
+    const rows = store.audit.events(filter, after, limit + 1);
+    const items = rows.slice(0, limit);
+    const tail = items[items.length - 1];
+    return { items: items.map(eventView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.seq]) : null };
+  };
+  /** Every page of a listing, one at a time: an export never holds more than a page in memory. */
+  async function* allPages<T>(page: (cursor: string | undefined, limit: number) => { items: T[]; next_cursor: string | null }) {
+    let cursor: string | undefined;
+    do {
+      const { items, next_cursor } = page(cursor, EXPORT_PAGE_SIZE);
+      yield items;
+      cursor = next_cursor ?? undefined;
+    } while (cursor);
+  }
+  const auditorOnly = (identity: Identity) => requireRole(identity, 'auditor', 'admin');
+
+  return {
+    issuances(identity: Identity, filter: IssuanceFilter, cursor: string | undefined, limit: number) {
+      auditorOnly(identity);
+      return issuancePage(filter, cursor, limit);
+    },
+    exportIssuances(identity: Identity, filter: IssuanceFilter): AsyncIterable<IssuanceView[]> {
+      auditorOnly(identity);
+      return allPages((cursor, limit) => issuancePage(filter, cursor, limit));
+    },
+    events(identity: Identity, filter: EventFilter, cursor: string | undefined, limit: number) {
+      auditorOnly(identity);
+      return eventPage(filter, cursor, limit);
+    },
+    exportEvents(identity: Identity, filter: EventFilter): AsyncIterable<EventView[]> {
+      auditorOnly(identity);
+      return allPages((cursor, limit) => eventPage(filter, cursor, limit));
+    },
+    async verify(identity: Identity) {
+      auditorOnly(identity);
+      const verdict = await verifyStoredChain(store.events);
+      return verdict.ok ? { ok: true, events: verdict.events, head: verdict.head } : { ok: false, first_bad_seq: verdict.firstBadSeq };
+    },
+  };
+}
