@@ -1,21 +1,22 @@
--- What auditors filter on, indexed so a filtered page over a million issuances stays fast
--- (scripts/bench-audit.ts measures it).
+-- What auditors filter on. Each index leads with its filter and continues in the listing's
+-- order (issued_at, request id), so a page of a filtered listing reads about a page of index
+-- entries however many rows match: no gathering and sorting of every match.
+-- scripts/bench-audit.ts measures it on a million issuances.
 
--- Issuances in time order: the default listing, time ranges and keyset pages.
-CREATE INDEX issuances_by_time ON issuances (issued_at, jti);
+CREATE INDEX requests_by_issue_time ON requests (issued_at, id) WHERE issued_at IS NOT NULL;
+CREATE INDEX requests_by_subject ON requests (requester_sub, issued_at, id) WHERE issued_at IS NOT NULL;
+CREATE INDEX requests_by_status ON requests (status, issued_at, id) WHERE issued_at IS NOT NULL;
+CREATE INDEX requests_break_glass ON requests (issued_at, id) WHERE break_glass = 1 AND issued_at IS NOT NULL;
 
--- "Who held what": by subject, by scope, break-glass only.
-CREATE INDEX requests_by_subject ON requests (requester_sub);
-CREATE INDEX requests_break_glass ON requests (id) WHERE break_glass = 1;
-
--- One row per (request, scope): the scope filter without parsing JSON per row.
-CREATE TABLE request_scopes (
-  request_id TEXT NOT NULL REFERENCES requests (id),
-  scope      TEXT NOT NULL,
-  PRIMARY KEY (scope, request_id)
+-- One row per scope of each minted token, written with the issuance: the scope filter in order.
+CREATE TABLE issued_scopes (
+  scope      TEXT    NOT NULL,
+  issued_at  INTEGER NOT NULL,
+  request_id TEXT    NOT NULL REFERENCES requests (id),
+  PRIMARY KEY (scope, issued_at, request_id)
 ) STRICT, WITHOUT ROWID;
-INSERT INTO request_scopes (request_id, scope)
-  SELECT r.id, s.value FROM requests r, json_each(r.scopes) s;
+INSERT INTO issued_scopes (scope, issued_at, request_id)
+  SELECT s.value, i.issued_at, i.request_id FROM issuances i JOIN requests r ON r.id = i.request_id, json_each(r.scopes) s;
 
 -- The event log by type, by request, by time.
 CREATE INDEX audit_events_by_type ON audit_events (type, seq);

@@ -48,10 +48,10 @@ export type AuditService = ReturnType<typeof createAuditService>;
 export function createAuditService({ store, clock }: { store: Store; clock: Clock }) {
   const issuancePage = (filter: IssuanceFilter, cursor: string | undefined, limit: number) => {
     const after = decodeCursor(cursor, ['number', 'string'] as const);
-    const rows = store.audit.issuances(filter, after && { issuedAt: after[0], jti: after[1] }, limit + 1, clock());
+    const rows = store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, limit + 1, clock());
     const items = rows.slice(0, limit);
     const tail = items[items.length - 1];
-    return { items: items.map(issuanceView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.issuedAt, tail.jti]) : null };
+    return { items: items.map(issuanceView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.issuedAt, tail.requestId]) : null };
   };
   const eventPage = (filter: EventFilter, cursor: string | undefined, limit: number) => {
     const after = decodeCursor(cursor, ['number'] as const)?.[0] ?? 0;

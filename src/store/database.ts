@@ -25,6 +25,8 @@ export function openDatabase(path: string, options: { readonly?: boolean } = {})
     db.pragma('synchronous = FULL');
   }
   db.pragma('foreign_keys = ON');
+  // Keeps the query planner's statistics current (cheap; SQLite's own recommendation).
+  if (!options.readonly) db.pragma('optimize = 0x10002');
   return db;
 }
 

@@ -88,8 +88,8 @@ export interface Store {
     list(state: 'pending' | 'done', after: { dueAt: number; requestId: string } | undefined, limit: number): RequestRecord[];
   };
   audit: {
-    /** Issuances matching `filter`, in (issued_at, jti) order, after the given position. */
-    issuances(filter: IssuanceFilter, after: { issuedAt: number; jti: string } | undefined, limit: number, now: number): IssuanceAuditRecord[];
+    /** Issuances matching `filter`, in (issued_at, request id) order, after the given position. */
+    issuances(filter: IssuanceFilter, after: { issuedAt: number; requestId: string } | undefined, limit: number, now: number): IssuanceAuditRecord[];
     /** Events matching `filter`, in seq order, after `afterSeq`. */
     events(filter: EventFilter, afterSeq: number, limit: number): AuditEventRecord[];
   };
@@ -154,7 +154,6 @@ export function createStore(db: Db): Store {
           r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt, r.issuedAt, r.endedAt,
           r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
         );
-        for (const scope of r.scopes) run('INSERT INTO request_scopes (request_id, scope) VALUES (?, ?)', r.id, scope);
       },
       get: (id) => mapOptional(row<RequestRow>('SELECT * FROM requests WHERE id = ?', id), toRequest),
       live: (requester, now) =>
@@ -209,6 +208,11 @@ export function createStore(db: Db): Store {
         run(
           'INSERT INTO issuances (jti, request_id, token_sha256, kid, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)',
           i.jti, i.requestId, i.tokenSha256, i.kid, i.issuedAt, i.expiresAt,
+        );
+        run(
+          `INSERT INTO issued_scopes (scope, issued_at, request_id)
+           SELECT s.value, ?, r.id FROM requests r, json_each(r.scopes) s WHERE r.id = ?`,
+          i.issuedAt, i.requestId,
         );
       },
       get: (jti) => mapOptional(row<IssuanceRow>('SELECT * FROM issuances WHERE jti = ?', jti), toIssuance),
@@ -280,25 +284,38 @@ export function createStore(db: Db): Store {
 
     audit: {
       issuances(filter, after, limit, now) {
-        const { where, params, add } = conditions('(i.issued_at, i.jti) > (?, ?)', after?.issuedAt ?? -1, after?.jti ?? '');
-        if (filter.since !== undefined) add('i.issued_at >= ?', filter.since);
-        if (filter.until !== undefined) add('i.issued_at < ?', filter.until);
+        // A request yields at most one token, so (issued_at, request id) orders issuances uniquely.
+        // Every filter has an index in that order (migration 007). By scope alone, the listing walks
+        // issued_scopes, whose key carries the same two values; with a subject, the subject's few
+        // grants are walked and each is probed for the scope.
+        const byScope = filter.scope !== undefined && filter.subject === undefined;
+        const [source, issuedAt, id] = byScope
+          ? ['issued_scopes s JOIN requests r ON r.id = s.request_id', 's.issued_at', 's.request_id']
+          : ['requests r', 'r.issued_at', 'r.id'];
+        const { where, params, add } = conditions(`${issuedAt} IS NOT NULL AND (${issuedAt}, ${id}) > (?, ?)`, after?.issuedAt ?? -1, after?.requestId ?? '');
+        if (byScope) add('s.scope = ?', filter.scope);
+        else if (filter.scope !== undefined) {
+          add('EXISTS (SELECT 1 FROM issued_scopes s WHERE s.scope = ? AND s.issued_at = r.issued_at AND s.request_id = r.id)', filter.scope);
+        }
+        if (filter.since !== undefined) add(`${issuedAt} >= ?`, filter.since);
+        if (filter.until !== undefined) add(`${issuedAt} < ?`, filter.until);
         if (filter.subject !== undefined) add('r.requester_sub = ?', filter.subject);
-        if (filter.scope !== undefined) add('i.request_id IN (SELECT request_id FROM request_scopes WHERE scope = ?)', filter.scope);
-        if (filter.breakGlass !== undefined) add('r.break_glass = ?', filter.breakGlass ? 1 : 0);
-        // Statuses as they are now: an issued token past its expiry counts as expired before the scheduler says so.
-        if (filter.status === 'issued') add(`r.status = 'issued' AND i.expires_at > ?`, now);
-        if (filter.status === 'expired') add(`(r.status = 'expired' OR (r.status = 'issued' AND i.expires_at <= ?))`, now);
+        // Literals, not parameters, so the partial index on break-glass grants applies.
+        if (filter.breakGlass !== undefined) add(filter.breakGlass ? 'r.break_glass = 1' : 'r.break_glass = 0');
+        // Statuses as they are now: an issued token past its expiry counts as expired before the
+        // scheduler says so. Expired is most grants: walked in time order (`+` keeps the status index out).
+        if (filter.status === 'issued') add(`r.status = 'issued' AND r.expires_at > ?`, now);
+        if (filter.status === 'expired') add(`(+r.status = 'expired' OR (+r.status = 'issued' AND r.expires_at <= ?))`, now);
         if (filter.status === 'revoked') add(`r.status = 'revoked'`);
         return rows<IssuanceAuditRow>(
-          `SELECT i.jti, i.request_id, i.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
+          `SELECT i.jti, r.id AS request_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
                   r.audience, r.justification, r.break_glass, r.ended_at, r.revoke_reason,
                   CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status,
                   (SELECT json_group_array(json_object('iss', a.approver_iss, 'sub', a.approver_sub, 'at', a.at))
-                     FROM approvals a WHERE a.request_id = i.request_id AND a.decision = 'approve') AS approvers
-           FROM issuances i JOIN requests r ON r.id = i.request_id
+                     FROM approvals a WHERE a.request_id = r.id AND a.decision = 'approve') AS approvers
+           FROM ${source} JOIN issuances i ON i.request_id = r.id
            WHERE ${where.join(' AND ')}
-           ORDER BY i.issued_at, i.jti LIMIT ?`,
+           ORDER BY ${issuedAt}, ${id} LIMIT ?`,
           now, ...params, limit,
         ).map(toIssuanceAudit);
       },
@@ -317,7 +334,9 @@ export function createStore(db: Db): Store {
     },
 
     close() {
-      if (db.open) db.close();
+      if (!db.open) return;
+      if (!db.readonly) db.pragma('optimize');
+      db.close();
     },
   };
 }

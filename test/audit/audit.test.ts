@@ -78,6 +78,7 @@ describe('GET /v1/audit/issuances', () => {
     expect(await taskIds('?status=revoked')).toEqual(['revoked']);
     expect(await taskIds('?status=expired')).toEqual(['expired']);
     expect(await taskIds('?status=issued&scope=logs:read')).toEqual(['incident']);
+    expect(await taskIds('?scope=logs:read&subject=repo:acme/app:ref:refs/heads/main')).toEqual(['revoked', 'expired']);
     expect(await taskIds('?break_glass=true')).toEqual(['incident']);
     expect(await taskIds('?break_glass=false&scope=artifacts:read')).toEqual(['plain', 'expired']);
     const all = await get('/v1/audit/issuances');
@@ -96,7 +97,7 @@ describe('GET /v1/audit/issuances', () => {
   });
 
   it('pages with a cursor: every row exactly once, for each filter', async () => {
-    for (const query of ['', 'scope=logs:read', 'status=issued', 'subject=repo:acme/app:ref:refs/heads/main']) {
+    for (const query of ['', 'scope=logs:read', 'status=issued', 'status=expired', 'break_glass=false', 'subject=repo:acme/app:ref:refs/heads/main', 'subject=repo:acme/app:ref:refs/heads/main&scope=logs:read']) {
       const expected = await taskIds(query ? `?${query}` : '');
       const seen: string[] = [];
       let cursor: string | null = null;

@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { Router, type Response } from 'express';
 import { stringify } from 'csv-stringify/sync';
 import type { IssuanceView } from '../../audit/index.js';
@@ -29,9 +28,22 @@ async function stream<T>(res: Response, pages: AsyncIterable<T[]>, encode: (rows
     if (res.destroyed) return;
     const chunk = encode(rows, first);
     first = false;
-    if (chunk && !res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+    if (chunk && !res.write(chunk)) await drained(res);
   }
   res.end();
+}
+
+/** Resolves when the client has taken what was written, or has gone. */
+function drained(res: Response): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 const ndjson = <T>(rows: T[]) => rows.map((row) => `${JSON.stringify(row)}\n`).join('');
