@@ -95,9 +95,9 @@ const issuerSchema = z
       .strictObject({ keyDir: z.string().describe('Where the development key pair lives (created on first use).') })
       .optional()
       .describe('DEVELOPMENT ONLY: a local issuer whose tokens `jit dev-token` mints. Never in production.'),
-    jwksTimeout: duration('How long a JWKS fetch may take before the identity is refused.').default(5000),
+    jwksTimeout: duration('How long a JWKS fetch may take before the identity is refused.').prefault('5s'),
     audiences: z.array(z.string().min(1)).min(1).describe('Its token\'s `aud` must name one of these.'),
-    algorithms: z.array(identityAlgorithm).min(1).describe('Accepted `alg` values.'),
+    algorithms: z.array(identityAlgorithm).min(1).describe('Accepted `alg` values: asymmetric only (RS*, PS*, ES*, EdDSA); never none or HMAC.'),
     maxTokenAge: duration('Refuse its tokens older than this, by `iat`.').optional(),
     requiredClaims: z.array(z.string().min(1)).default([]).describe('Claims its tokens must carry (`sub` and `exp` always are).'),
     initiatorClaim: z.string().optional().describe('Workload issuers: the claim naming the person who started the job.'),
@@ -162,30 +162,35 @@ const configShape = z
         host: z.string().default('127.0.0.1').describe('Interface to listen on (env HOST overrides).'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port (env PORT overrides).'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Where the HTTP API listens.'),
     database: z.string().min(1).default('./data/broker.db').describe('SQLite file (env BROKER_DB overrides). Relative paths are from the working directory.'),
-    clockSkew: duration('Tolerance for `exp`, `nbf` and `iat` of identity tokens.').default(30_000),
+    clockSkew: duration('Tolerance for `exp`, `nbf` and `iat` of identity tokens.').prefault('30s'),
     scheduler: z
       .strictObject({
-        interval: duration('How often the expiry, review and key jobs run: whole seconds dividing a minute, or whole minutes dividing an hour.').default(10_000),
+        interval: duration('How often the expiry, review and key jobs run: whole seconds dividing a minute, or whole minutes dividing an hour.').prefault('10s'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('The in-process jobs: expiry, overdue reviews, key rotation.'),
     signing: z
       .strictObject({
         algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of the tokens the broker mints.'),
         keyDir: z.string().default('./data/keys').describe('Private signing keys, files mode 0600, created on first start.'),
-        rotateEvery: duration('A new signing key after this long; old keys stay in the JWKS until their tokens expire.').default(86_400_000),
+        rotateEvery: duration('A new signing key after this long; old keys stay in the JWKS until their tokens expire.').prefault('24h'),
       })
-      .prefault({}),
-    identity: z.strictObject({
-      issuers: z.array(issuerSchema).min(1).describe('The identity issuers the broker trusts.'),
-    }),
+      .prefault({})
+      .describe('The keys the broker signs its tokens with.'),
+    identity: z
+      .strictObject({
+        issuers: z.array(issuerSchema).min(1).describe('The identity issuers the broker trusts.'),
+      })
+      .describe('Who may call the broker: every caller proves itself with a token from one of these.'),
     roles: z
       .array(z.strictObject({ role: z.enum(ROLES), match: matchSchema }))
-      .default([])
+      .prefault([])
       .describe('Who holds `approver`, `auditor`, `admin` (persons) and `introspector` (anyone).'),
-    scopes: z.array(scopeSchema).default([]).describe('Every scope the broker can grant.'),
-    policies: z.array(policySchema).default([]).describe('Default deny: a scope is granted only when a policy allows it.'),
+    scopes: z.array(scopeSchema).prefault([]).describe('Every scope the broker can grant.'),
+    policies: z.array(policySchema).prefault([]).describe('Default deny: a scope is granted only when a policy allows it.'),
     separation: z
       .array(
         z.strictObject({
@@ -193,24 +198,26 @@ const configShape = z
           scopes: z.array(z.string()).min(2).describe('No identity may hold two of these at once.'),
         }),
       )
-      .default([])
+      .prefault([])
       .describe('Toxic combinations.'),
     approval: z
       .strictObject({
-        timeout: duration('A pending request expires after this.').default(3_600_000),
-        collectWithin: duration('An approved request\'s token must be collected within this.').default(900_000),
+        timeout: duration('A pending request expires after this.').prefault('1h'),
+        collectWithin: duration('An approved request\'s token must be collected within this.').prefault('15m'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Deadlines of high-risk requests.'),
     breakGlass: z
       .strictObject({
         justificationMinLength: z.number().int().min(1).max(2000).default(20).describe('Shortest accepted justification.'),
-        reviewWithin: duration('A break-glass grant unreviewed after this is flagged overdue.').default(86_400_000),
+        reviewWithin: duration('A break-glass grant unreviewed after this is flagged overdue.').prefault('24h'),
         maxPerIdentityPerDay: z.number().int().min(0).default(3).describe('Break-glass grants per identity in any 24 hours.'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Emergency access: issued at once, loudly, with a quota and a mandatory review.'),
     notify: z
       .strictObject({
-        timeout: duration('How long one webhook delivery attempt may take.').default(5_000),
+        timeout: duration('How long one webhook delivery attempt may take.').prefault('5s'),
         retries: z.number().int().min(0).max(10).default(3).describe('Further attempts after a failed delivery, with backoff.'),
         webhooks: z
           .array(
@@ -219,9 +226,10 @@ const configShape = z
               events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).describe('Which events it receives.'),
             }),
           )
-          .default([]),
+          .prefault([]),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Webhooks, delivered outside the request that causes them.'),
   });
 
 export const configSchema = configShape.superRefine(checkReferences);
