@@ -1,0 +1,24 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+
+/** `npm start`, the `jit` bin and the exported verifier point at what the build produces from src/. */
+describe('package.json entry points', () => {
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as {
+    scripts: Record<string, string>;
+    bin: Record<string, string>;
+    exports: Record<string, { default: string; types: string }>;
+  };
+  // tsconfig.build.json compiles src/X.ts to dist/X.js.
+  const source = (built: string) => built.replace(/^\.?\/?dist\//, 'src/').replace(/\.js$/, '.ts').replace(/\.d\.ts$/, '.ts');
+
+  it.each([
+    ['npm start', pkg.scripts.start?.replace(/^node /, '') as string],
+    ['npm run jit', pkg.scripts.jit?.replace(/^node /, '') as string],
+    ['the jit bin', pkg.bin.jit as string],
+    ['the verifier export', pkg.exports['./verifier']?.default as string],
+    ['the verifier types', pkg.exports['./verifier']?.types as string],
+  ])('%s is built from an existing source file', (_name, built) => {
+    expect(built).toMatch(/^\.?\/?dist\//);
+    expect(existsSync(source(built))).toBe(true);
+  });
+});
