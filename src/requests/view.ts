@@ -86,7 +86,7 @@ export function issuedView(request: RequestRecord, token: MintedToken) {
     status: 'issued' as const,
     access_token: token.token,
     token_type: 'Bearer' as const,
-    expires_in: (token.expiresAt - token.issuedAt) / 1000,
+    expires_in: token.ttlSeconds,
     expires_at: toIso(token.expiresAt),
     scopes: request.scopes,
     audience: request.audience,

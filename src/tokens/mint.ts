@@ -23,8 +23,11 @@ export interface MintedToken {
   kid: string;
   /** SHA-256 of the token, hex: what the store keeps instead of the token. */
   sha256: string;
+  /** When it was minted, in ms (its `iat` is this, floored to the second). */
   issuedAt: number;
+  /** Its `exp`, in ms. */
   expiresAt: number;
+  ttlSeconds: number;
 }
 
 /** Signs an RFC 9068 access token. The caller records it before handing it out. */
@@ -51,7 +54,7 @@ export async function mintAccessToken(keyring: Keyring, issuer: string, grant: A
     .setExpirationTime(exp)
     .setJti(jti)
     .sign(key.privateKey);
-  return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: iat * 1000, expiresAt: exp * 1000 };
+  return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };
 }
 
 export const sha256Token = (token: string): string => createHash('sha256').update(token).digest('hex');
