@@ -224,6 +224,12 @@ const configShape = z
             z.strictObject({
               url: secureUrl('Receives a JSON POST per event. Treated as a secret: only its origin is ever logged.'),
               events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).describe('Which events it receives.'),
+              secretFile: z
+                .string()
+                .optional()
+                .describe(
+                  'A file (mode 0600) holding a Standard Webhooks secret, `whsec_` and base64 of at least 24 bytes. Each delivery is then signed in a `webhook-signature` header, so the receiver can tell the broker from a forger.',
+                ),
             }),
           )
           .prefault([]),

@@ -4,6 +4,7 @@ import type { AuditLog } from '../audit/log.js';
 import type { BrokerConfig, WebhookEvent } from '../config/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
+import { readWebhookSecret, signWebhook } from './signing.js';
 
 export interface Notifier {
   /** Queues delivery to every webhook listening for `event`; returns at once and never throws. */
@@ -42,29 +43,37 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
  * Delivers events to webhooks outside the request that caused them: a slow or broken receiver
  * never delays or fails a grant. Each delivery is retried with backoff; one that still fails is
  * logged and audited. A webhook URL may embed a secret, so only its origin is ever written down.
+ * Secret files are read now, so a bad one stops the broker at start rather than at 3 a.m.
  */
 export function createNotifier(options: NotifierOptions): Notifier {
   const { config, store, audit, logger, clock } = options;
   const send = options.fetch ?? fetch;
   const backoffMs = options.backoffMs ?? 1_000;
   const inFlight = new Set<Promise<void>>();
+  const webhooks = config.webhooks.map((webhook, i) => ({
+    url: webhook.url,
+    events: webhook.events,
+    secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
+  }));
 
-  async function deliver(url: string, event: WebhookEvent, request: RequestRecord): Promise<void> {
+  async function deliver(webhook: (typeof webhooks)[number], event: WebhookEvent, request: RequestRecord): Promise<void> {
     const id = randomUUID();
     const at = clock();
+    const timestamp = Math.floor(at / 1000);
     const body = JSON.stringify(webhookPayload(event, request, at));
-    const target = new URL(url).origin;
+    const target = new URL(webhook.url).origin;
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
       if (attempt > 0) await sleep(backoffMs * 4 ** (attempt - 1));
       try {
-        const response = await send(url, {
+        const response = await send(webhook.url, {
           method: 'POST',
           headers: {
             'content-type': 'application/json',
             'user-agent': 'jit-broker',
             'webhook-id': id,
-            'webhook-timestamp': String(Math.floor(at / 1000)),
+            'webhook-timestamp': String(timestamp),
+            ...(webhook.secret ? { 'webhook-signature': signWebhook(webhook.secret, id, timestamp, body) } : {}),
           },
           body,
           redirect: 'manual',
@@ -90,9 +99,9 @@ export function createNotifier(options: NotifierOptions): Notifier {
 
   return {
     notify(event, request) {
-      for (const webhook of config.webhooks) {
+      for (const webhook of webhooks) {
         if (!webhook.events.includes(event)) continue;
-        const delivery = deliver(webhook.url, event, request).catch((error: unknown) =>
+        const delivery = deliver(webhook, event, request).catch((error: unknown) =>
           logger.error({ err: error, event }, 'webhook delivery crashed'),
         );
         inFlight.add(delivery);

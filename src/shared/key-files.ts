@@ -9,12 +9,16 @@ export function ensureKeyDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
 
-export function readPrivateJwk(path: string): JWK {
+export function readPrivateFile(path: string): string {
   const mode = statSync(path).mode & 0o777;
   if ((mode & 0o077) !== 0) {
     throw new Error(`${path} is readable by other users (mode ${mode.toString(8)}); chmod 600 it`);
   }
-  return JSON.parse(readFileSync(path, 'utf8')) as JWK;
+  return readFileSync(path, 'utf8');
+}
+
+export function readPrivateJwk(path: string): JWK {
+  return JSON.parse(readPrivateFile(path)) as JWK;
 }
 
 /** Writes a new key file, mode 0600; never overwrites one (`wx`), so racing writers cannot clobber a key. */

@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 export interface Delivery {
   path: string;
   headers: IncomingHttpHeaders;
+  /** The body exactly as received, for signature checks. */
+  raw: string;
   body: Record<string, unknown>;
 }
 
@@ -18,7 +20,7 @@ export async function startReceiver(status: () => number = () => 204) {
       attempts += 1;
       const code = status();
       if (code === 0) return; // hang
-      if (code < 300) deliveries.push({ path: req.url ?? '', headers: req.headers, body: JSON.parse(text) });
+      if (code < 300) deliveries.push({ path: req.url ?? '', headers: req.headers, raw: text, body: JSON.parse(text) });
       res.writeHead(code).end();
     });
   });

@@ -1,4 +1,9 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/config/index.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { allEvents } from '../helpers/records.js';
@@ -13,7 +18,7 @@ afterEach(async () => {
   await receiver?.close();
 });
 
-async function brokerNotifying(status?: () => number, notify: Record<string, unknown> = {}) {
+async function brokerNotifying(status?: () => number, notify: Record<string, unknown> = {}, webhook: Record<string, unknown> = {}) {
   receiver = await startReceiver(status);
   const url = receiver.url(SECRET_PATH);
   t = await startTestBroker({
@@ -21,12 +26,19 @@ async function brokerNotifying(status?: () => number, notify: Record<string, unk
       config.notify = {
         timeout: '300ms',
         retries: 2,
-        webhooks: [{ url, events: ['approval.requested', 'request.approved', 'request.denied', 'breakglass.used'] }],
+        webhooks: [{ url, events: ['approval.requested', 'request.approved', 'request.denied', 'breakglass.used'], ...webhook }],
         ...notify,
       };
     },
   });
   return t;
+}
+
+/** A Standard Webhooks secret in a file of the given mode. */
+function secretFile(dir: string, text = `whsec_${randomBytes(32).toString('base64')}`, mode = 0o600) {
+  const path = join(dir, 'webhook.secret');
+  writeFileSync(path, `${text}\n`, { mode });
+  return { path, key: Buffer.from(text.slice('whsec_'.length), 'base64') };
 }
 
 describe('webhooks', () => {
@@ -94,5 +106,57 @@ describe('webhooks', () => {
     expect(allEvents(t).some((e) => e.type === 'notify.failed')).toBe(false);
     await t.broker.notifier.idle();
     expect(allEvents(t).find((e) => e.type === 'notify.failed')?.data).toMatchObject({ problem: 'timeout', attempts: 1 });
+  });
+
+  it('signs each delivery with the secret file, as Standard Webhooks receivers verify it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-webhook-secret-'));
+    try {
+      const secret = secretFile(dir);
+      const t = await brokerNotifying(undefined, {}, { secretFile: secret.path });
+      await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+      await t.broker.notifier.idle();
+
+      const [delivery] = receiver!.deliveries;
+      const id = delivery?.headers['webhook-id'];
+      const timestamp = delivery?.headers['webhook-timestamp'];
+      const expected = createHmac('sha256', secret.key).update(`${id}.${timestamp}.${delivery?.raw}`).digest('base64');
+      expect(delivery?.headers['webhook-signature']).toBe(`v1,${expected}`);
+      expect(Number(timestamp)).toBe(Math.floor(t.clock() / 1000));
+      expect(t.logs.join('\n')).not.toContain(expected);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('sends no signature for a webhook without a secret', async () => {
+    const t = await brokerNotifying();
+    await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    await t.broker.notifier.idle();
+    expect(receiver!.deliveries[0]?.headers).not.toHaveProperty('webhook-signature');
+  });
+
+  it.each([
+    ['missing', (dir: string) => join(dir, 'absent.secret'), /no such file/],
+    ['readable by others', (dir: string) => secretFile(dir, undefined, 0o644).path, /readable by other users/],
+    ['not a whsec_ secret', (dir: string) => secretFile(dir, 'hunter2').path, /not a webhook secret/],
+    ['too short', (dir: string) => secretFile(dir, `whsec_${randomBytes(8).toString('base64')}`).path, /not a webhook secret/],
+  ])('refuses to start when the secret file is %s', async (_case, makePath, reason) => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-webhook-secret-'));
+    try {
+      const path = makePath(dir);
+      const started = startTestBroker({
+        dir,
+        configure(config) {
+          config.notify = { webhooks: [{ url: 'https://hooks.example/broker', events: ['breakglass.used'], secretFile: path }] };
+        },
+      });
+      const error = await started.then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).problems).toEqual([expect.stringMatching(reason)]);
+      expect((error as ConfigError).problems[0]).toMatch(/^notify\.webhooks\.0\.secretFile: /);
+      expect((error as ConfigError).message).not.toContain('hunter2');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
