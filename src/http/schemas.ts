@@ -7,7 +7,7 @@ const printable = (max: number) =>
     .string()
     .min(1)
     .max(max)
-    .regex(/^[^\u0000-\u001f\u007f]+$/, 'must not contain control characters');
+    .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
 
 const scopes = z
   .array(z.string().regex(SCOPE_NAME, 'not a scope name'))

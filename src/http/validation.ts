@@ -6,7 +6,9 @@ import { InvalidRequest, type FieldError } from '../shared/errors.js';
  * failure names every bad field as a JSON pointer, and unknown fields are among them.
  */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown, where: 'body' | 'query'): z.output<S> {
-  const result = schema.safeParse(input ?? (where === 'query' ? {} : undefined));
+  // express.json leaves the body undefined when the content type is not JSON: say so plainly.
+  if (where === 'body' && input === undefined) throw new InvalidRequest('The body must be JSON (Content-Type: application/json).');
+  const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
   const errors: FieldError[] = result.error.issues.flatMap((issue) => {
     const base = `#${issue.path.map((part) => `/${String(part)}`).join('')}`;

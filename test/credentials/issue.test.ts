@@ -194,10 +194,19 @@ describe('bad input', () => {
     expect((response.body.errors as { pointer: string }[]).map((e) => e.pointer)).toContain(pointer);
   });
 
+  it('answers 400 naming only the real fault for an empty audience', async () => {
+    const response = await issue({ ...body, audience: '' });
+    expectProblem(response, 400);
+    expect(response.body.errors).toEqual([{ pointer: '#/audience', detail: expect.stringMatching(/too small/i) }]);
+  });
+
   it('answers 400 for a body that is not JSON, and 413 for one over 64 KiB', async () => {
     const token = await t.as.pipeline();
     const broken = await t.http.post('/v1/credentials').set(bearer(token)).set('content-type', 'application/json').send('{"task_id":');
     expectProblem(broken, 400);
+    const form = await t.http.post('/v1/credentials').set(bearer(token)).type('form').send({ task_id: 'build-1' });
+    expectProblem(form, 400);
+    expect(form.body.detail).toMatch(/must be JSON/);
     const huge = await issue({ ...body, justification: 'x'.repeat(70 * 1024) });
     expectProblem(huge, 413);
   });
