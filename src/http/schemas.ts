@@ -38,8 +38,10 @@ export const reviewBody = z.strictObject({
   notes: z.string().min(1).max(2000),
 });
 
+const LIMIT_MESSAGE = { message: 'must be one whole number from 1 to 1000' };
+
 export const pageQuery = z.strictObject({
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  limit: z.coerce.number(LIMIT_MESSAGE).int(LIMIT_MESSAGE).min(1, LIMIT_MESSAGE).max(1000, LIMIT_MESSAGE).default(100),
   cursor: z.string().max(512).optional(),
 });
 

@@ -152,11 +152,22 @@ describe('GET /v1/audit/issuances', () => {
     }
   });
 
-  it('answers 400 for a bad filter', async () => {
-    for (const query of ['?status=lost', '?since=yesterday', '?limit=0', '?format=xml', '?cursor=abc', '?colour=blue']) {
+  it('answers 400 naming the bad filter', async () => {
+    const cases = [
+      ['?status=lost', '#/status'],
+      ['?since=yesterday', '#/since'],
+      ['?limit=0', '#/limit'],
+      ['?limit=abc', '#/limit'],
+      ['?limit=5&limit=6', '#/limit'],
+      ['?format=xml', '#/format'],
+      ['?cursor=abc', '#/cursor'],
+      ['?colour=blue', '#/colour'],
+    ];
+    for (const [query, pointer] of cases) {
       const response = await get(`/v1/audit/issuances${query}`);
-      expect(response.status).toBe(400);
+      expect(response.status, query).toBe(400);
       expect(response.body.type).toMatch(/invalid_request$/);
+      expect(response.body.errors.map((e: { pointer: string }) => e.pointer), query).toEqual([pointer]);
     }
   });
 });
