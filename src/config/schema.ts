@@ -10,7 +10,7 @@ import { z } from 'zod';
 
 const DURATION_FORMAT = /^\d+(\.\d+)?\s*(ms|s|m|h|d|w)$/;
 
-const duration = (description: string) =>
+const duration = (description: string, { atLeast = 1 }: { atLeast?: number } = {}) =>
   z
     .string()
     .describe(description)
@@ -20,8 +20,15 @@ const duration = (description: string) =>
         ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration such as 30s, 15m, 1h or 7d` });
         return z.NEVER;
       }
+      if (value < atLeast) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is shorter than ${ms(atLeast, { long: true })}` });
+        return z.NEVER;
+      }
       return value;
     });
+
+/** Token lifetimes are whole seconds (`expires_in`, `exp`): a cap under one second would mint dead tokens. */
+const lifetime = (description: string) => duration(description, { atLeast: 1000 });
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -124,13 +131,13 @@ const scopeSchema = z
   .strictObject({
     name: z.string().regex(SCOPE_NAME, 'must match [a-z0-9][a-z0-9:._/-]{0,127}').describe('The scope string.'),
     risk: z.enum(['low', 'high']).describe('`low` is issued at once; `high` needs approval (or break-glass).'),
-    maxTtl: duration('Longest lifetime of a token holding this scope.'),
+    maxTtl: lifetime('Longest lifetime of a token holding this scope.'),
     approvals: z.number().int().min(1).max(10).optional().describe('High risk: how many distinct approvers must approve (default 1).'),
     approvers: matchSchema.optional().describe('High risk: narrows who may approve, beyond the `approver` role.'),
     breakGlass: z
       .strictObject({
         allowed: z.boolean().describe('Whether break-glass may grant this scope.'),
-        maxTtl: duration('Longest lifetime of a break-glass token holding this scope.').optional(),
+        maxTtl: lifetime('Longest lifetime of a break-glass token holding this scope.').optional(),
       })
       .optional()
       .describe('Emergency access to this scope.'),
@@ -148,7 +155,7 @@ const policySchema = z.strictObject({
   match: matchSchema,
   scopes: z.array(z.string()).min(1).describe('Scopes this policy grants to the matching identities.'),
   audiences: z.array(z.string().min(1)).min(1).optional().describe('Audiences those scopes may be requested for (default: any).'),
-  maxTtl: duration('Caps the scopes\' `maxTtl` under this policy.').optional(),
+  maxTtl: lifetime('Caps the scopes\' `maxTtl` under this policy.').optional(),
 });
 export type PolicyConfig = z.output<typeof policySchema>;
 
@@ -238,7 +245,16 @@ const configShape = z
       .describe('Webhooks, delivered outside the request that causes them.'),
   });
 
-export const configSchema = configShape.superRefine(checkReferences);
+/** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */
+const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'roles', 'scopes', 'policies', 'separation', 'scheduler']);
+
+// `when` lets the cross-field rules run although another section (say `listen.port`) is bad,
+// so one start reports every bad field rather than revealing them one fix at a time.
+export const configSchema = configShape.check(
+  z.superRefine(checkReferences, {
+    when: ({ issues }) => !issues.some(({ path = [] }) => path.length === 0 || REFERENCED_SECTIONS.has(path[0] as PropertyKey)),
+  }),
+);
 export type BrokerConfig = z.output<typeof configSchema>;
 
 /** Rules across fields: names unique, every reference resolves, roles fit the issuer's kind. */
@@ -246,9 +262,14 @@ function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx):
   const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
 
   const issuers = new Map<string, IssuerConfig>();
+  const issuerUrls = new Set<string>();
   c.identity.issuers.forEach((issuer, i) => {
     if (issuers.has(issuer.name)) issue(['identity', 'issuers', i, 'name'], `duplicate issuer name "${issuer.name}"`);
     issuers.set(issuer.name, issuer);
+    // Tokens are routed to an issuer by `iss`: two entries for one `iss` would let one silently
+    // take the other's place, giving a workload a person issuer's roles or the reverse.
+    if (issuerUrls.has(issuer.issuer)) issue(['identity', 'issuers', i, 'issuer'], `duplicate issuer "${issuer.issuer}": one entry per iss`);
+    issuerUrls.add(issuer.issuer);
     if (issuer.issuer === c.issuer) {
       issue(['identity', 'issuers', i, 'issuer'], 'the broker\'s own issuer can never be a trusted identity issuer');
     }

@@ -50,17 +50,32 @@ describe('configuration', () => {
         'scopes.0.name: must match [a-z0-9][a-z0-9:._/-]{0,127}',
       ]),
     );
-    // Cross-field rules run once the fields themselves are well formed.
+    // Cross-field rules are judged alongside a bad field elsewhere (here listen.port), so one
+    // start names every fault; a section that is itself malformed (scopes above) suspends them.
     const second = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    second.listen = { port: 70000 };
+    second.identity.issuers.push({ ...second.identity.issuers[1], name: 'sso-again' });
     second.identity.issuers[0].issuer = second.issuer;
     second.roles.push({ role: 'approver', match: { issuer: 'ci' } });
     second.policies[0].scopes.push('no:such-scope');
     second.separation.push({ name: 'x', scopes: ['artifacts:read', 'ghost'] });
     expect(problemsOf(write('bad2.yaml', second))).toEqual([
+      'listen.port: Too big: expected number to be <=65535',
       'identity.issuers.0.issuer: the broker\'s own issuer can never be a trusted identity issuer',
+      `identity.issuers.${second.identity.issuers.length - 1}.issuer: duplicate issuer "${second.identity.issuers[1].issuer}": one entry per iss`,
       'roles.4.match.issuer: "ci" is a workload issuer; this needs a person issuer',
       'policies.0.scopes.2: no scope is named "no:such-scope"',
       'separation.1.scopes.1: no scope is named "ghost"',
+    ]);
+  });
+
+  it('refuses token lifetimes under a second, which would mint tokens already expired', async () => {
+    const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    config.scopes[0].maxTtl = '500ms';
+    config.policies[0].maxTtl = '0.5s';
+    expect(problemsOf(write('short.yaml', config))).toEqual([
+      'scopes.0.maxTtl: "500ms" is shorter than 1 second',
+      'policies.0.maxTtl: "0.5s" is shorter than 1 second',
     ]);
   });
 
