@@ -1,7 +1,7 @@
 import type { AuditLog } from '../audit/log.js';
 import type { BrokerConfig } from '../config/index.js';
 import { effectiveStatus, mayApprove, requestDetails, requestView, separationBar, type RequestView } from '../requests/index.js';
-import type { Identity } from '../identity/index.js';
+import { sameIdentity, type Identity } from '../identity/index.js';
 import type { Notifier } from '../notify/webhooks.js';
 import type { Policy } from '../policy/index.js';
 import type { Clock } from '../shared/clock.js';
@@ -55,7 +55,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         const status = effectiveStatus(request, now);
         if (status !== 'pending_approval') throw new Conflict(`The request is ${status}, no longer pending.`);
         const approvals = store.approvals.list(id);
-        if (approvals.some((a) => a.approver.iss === identity.iss && a.approver.sub === identity.sub)) {
+        if (approvals.some((a) => sameIdentity(a.approver, identity))) {
           throw new Conflict('You have already decided this request.');
         }
 
@@ -85,11 +85,16 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
       return requestView(requestDetails(store, request), now);
     },
 
-    /** Pending requests this caller may decide: never its own, nor those of jobs it started. */
+    /**
+     * Pending requests this caller may decide: never its own, nor those of jobs it started, nor
+     * those it has already decided (a second decision would be refused).
+     */
     pending(identity: Identity, cursor: string | undefined, limit: number): { items: RequestView[]; next_cursor: string | null } {
       const now = clock();
       const decidable = (request: RequestRecord) =>
-        mayApprove(policy, identity, request) && separationBar(identity, request) === undefined;
+        mayApprove(policy, identity, request) &&
+        separationBar(identity, request) === undefined &&
+        !store.approvals.list(request.id).some((a) => sameIdentity(a.approver, identity));
       if (identity.kind !== 'person' || !identity.roles.has('approver')) return { items: [], next_cursor: null };
 
       const found: RequestRecord[] = [];

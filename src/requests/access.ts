@@ -4,10 +4,13 @@ import type { RequestRecord } from '../store/index.js';
 
 /**
  * Who may decide a request: a person holding the `approver` role and inside every requested
- * scope's `approvers`. Workloads never approve. Anyone else cannot even see the request.
+ * scope's `approvers`. Workloads never approve. Only requests with a human step have approvers:
+ * those that needed approval, and break-glass grants (which need a review). A low-risk request
+ * has none, so an approver cannot see it. Anyone else cannot even see the request.
  */
 export function mayApprove(policy: Policy, identity: Identity, request: RequestRecord): boolean {
   return (
+    (request.approvalsRequired > 0 || request.breakGlass) &&
     identity.kind === 'person' &&
     identity.roles.has('approver') &&
     policy.approverRules(request.scopes).every((matches) => matches(identity))

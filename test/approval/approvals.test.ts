@@ -209,6 +209,22 @@ describe('GET /v1/approvals', () => {
     expect(await ids(olga)).toEqual([bobsJob.request_id, migration.request_id]);
     expect(await ids(await dba('frank'))).toEqual([migration.request_id]);
     expect(await ids(await t.as.ml())).toEqual([]);
+
+    // Once frank has decided (one of two approvals), it is no longer his to decide; grace still may.
+    await decide(await dba('frank'), migration.request_id, 'approve', migration.digest);
+    expect(await ids(await dba('frank'))).toEqual([]);
+    expect(await ids(await dba('grace'))).toEqual([migration.request_id]);
+  });
+
+  it('leaves low-risk requests to their requester and auditors: they have no approvers', async () => {
+    const { body: issued } = await post(await t.as.ml(), { task_id: 'train-1', scopes: ['model:train'], audience: 'registry.acme.internal' });
+    expect(issued.status).toBe('issued');
+    const auditor = await t.as.person('ivy', ['auditors']);
+    const seen = await t.http.get(`/v1/credentials/${issued.request_id}`).set(bearer(auditor));
+    expect(seen.status).toBe(200);
+    const carol = await releaser('carol');
+    expect((await t.http.get(`/v1/credentials/${issued.request_id}`).set(bearer(carol))).status).toBe(404);
+    expect((await decide(carol, issued.request_id, 'approve', seen.body.digest)).status).toBe(404);
   });
 
   it('pages with a cursor, without gaps or repeats', async () => {
