@@ -20,7 +20,8 @@ export const credentialRequestBody = z.strictObject({
   task_id: printable(256),
   scopes,
   audience: printable(512),
-  ttl_seconds: z.number().int().min(1).max(31_536_000).optional(),
+  // Any positive lifetime is accepted and clamped to what policy allows (CONTRACT section 2).
+  ttl_seconds: z.number().int().min(1).optional(),
   justification: z.string().max(2000).optional(),
   break_glass: z.boolean().default(false),
 });
@@ -64,7 +65,7 @@ export const tokenExchangeForm = z.object({
   task_id: z.string().optional(),
   ttl_seconds: z
     .string()
-    .regex(/^\d{1,9}$/, 'ttl_seconds must be a whole number of seconds')
+    .regex(/^0*[1-9]\d{0,14}$/, 'ttl_seconds must be a positive whole number of seconds')
     .transform(Number)
     .optional(),
   justification: z.string().optional(),

@@ -120,6 +120,7 @@ describe('POST /v1/credentials, low risk', () => {
 
   it('clamps ttl_seconds to the smallest maximum and shows the effective lifetime', async () => {
     expect((await issue({ ...body, ttl_seconds: 99_999 })).body.expires_in).toBe(900); // scope maxTtl 15m
+    expect((await issue({ ...body, ttl_seconds: 10 ** 12 })).body.expires_in).toBe(900); // however large
     expect((await issue({ ...body, ttl_seconds: 60 })).body.expires_in).toBe(60);
     expect((await issue(body)).body.expires_in).toBe(900); // omitted means the maximum
     // The ml-main policy caps at 10m, below artifacts:read's 15m.

@@ -38,6 +38,11 @@ describe('POST /oauth2/token (RFC 8693)', () => {
       request_id: expect.any(String),
     });
     expect(decodeJwt(response.body.access_token)).toMatchObject({ scope: 'artifacts:read logs:read', task_id: 'build-7', aud: 'registry.acme.internal' });
+    // A lifetime above what policy allows is clamped, however large; zero is not a lifetime.
+    expect((await exchange(await base({ ttl_seconds: '9999999999' }))).body.expires_in).toBe(900);
+    const zero = await exchange(await base({ ttl_seconds: '0' }));
+    expect(zero.status).toBe(400);
+    expect(zero.body.error_description).toMatch(/ttl_seconds must be a positive whole number/);
   });
 
   it('accepts the id_token subject type too', async () => {
