@@ -72,8 +72,7 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
           algorithms: config.algorithms,
           clockTolerance: skewSeconds,
           currentDate: new Date(now),
-          requiredClaims: ['sub', 'exp', ...config.requiredClaims],
-          ...(config.maxTokenAge !== undefined ? { maxTokenAge: Math.floor(config.maxTokenAge / 1000) } : {}),
+          requiredClaims: ['sub', 'exp', ...(config.maxTokenAge !== undefined ? ['iat'] : []), ...config.requiredClaims],
         }));
       } catch (error) {
         throw new InvalidToken(rejectionFor(error), { iss: config.issuer, kid: header.kid, reason: (error as Error).message });
@@ -84,6 +83,11 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
         throw new InvalidToken('issued_in_future', { iss: config.issuer });
       }
       if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
+      // maxTokenAge is checked here, not by jose, which would stretch it by clockSkew: the skew
+      // forgives clocks that disagree, not a token older than the issuer's limit.
+      if (config.maxTokenAge !== undefined && Math.floor(now / 1000) - (payload.iat as number) > config.maxTokenAge / 1000) {
+        throw new InvalidToken('too_old', { iss: config.issuer });
+      }
 
       const identity = {
         iss: config.issuer,
@@ -134,7 +138,7 @@ function stringClaim<K extends string>(key: K, claim: string | undefined, payloa
 
 function rejectionFor(error: unknown): TokenRejection {
   if (error instanceof KeySourceUnavailable) return 'jwks_unavailable';
-  if (error instanceof errors.JWTExpired) return error.claim === 'iat' ? 'too_old' : 'expired';
+  if (error instanceof errors.JWTExpired) return 'expired';
   if (error instanceof errors.JWTClaimValidationFailed) {
     if (error.reason === 'missing') return 'missing_claim';
     if (error.claim === 'aud') return 'audience';

@@ -112,8 +112,14 @@ describe('identity tokens', () => {
     await expectRefused(await t.issuers.sso.token('alice', { iat: now() + 120, exp: now() + 600 }, { now: t.clock() }), 'issued_in_future');
   });
 
-  it('refuses a token older than the issuer\'s maxTokenAge', async () => {
+  it('refuses a token older than the issuer\'s maxTokenAge, by iat, with no skew added', async () => {
     await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 2 * 3600, exp: now() + 300 }, { now: t.clock() }), 'too_old');
+    // 10 s past the 1 h limit is past it, although within the 30 s clockSkew.
+    await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 3600 - 10, exp: now() + 300 }, { now: t.clock() }), 'too_old');
+    const atTheLimit = await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 3600, exp: now() + 300 }, { now: t.clock() });
+    expect((await t.http.post('/v1/credentials').set(bearer(atTheLimit)).send(body)).status).toBe(201);
+    // With a maxTokenAge, a token without iat has no age to judge: refused.
+    await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, iat: undefined, exp: now() + 300 }, { now: t.clock() }), 'missing_claim');
   });
 
   it('refuses a token missing a required claim', async () => {
