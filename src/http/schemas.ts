@@ -26,6 +26,9 @@ export const credentialRequestBody = z.strictObject({
   break_glass: z.boolean().default(false),
 });
 
+/** `/token` and `/complete` take no body: an empty JSON object at most, so a misdirected field is not ignored. */
+export const noBody = z.strictObject({});
+
 export const revokeBody = z.strictObject({ reason: printable(500) });
 
 export const decisionBody = z.strictObject({

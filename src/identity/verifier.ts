@@ -78,7 +78,7 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
         throw new InvalidToken(rejectionFor(error), { iss: config.issuer, kid: header.kid, reason: (error as Error).message });
       }
 
-      // jose checks a future `iat` only alongside maxTokenAge; the contract wants it always.
+      // jose judges `iat` only for its own maxTokenAge, which is not used: the contract refuses a future `iat` always.
       if (typeof payload.iat === 'number' && payload.iat > Math.floor(now / 1000) + skewSeconds) {
         throw new InvalidToken('issued_in_future', { iss: config.issuer });
       }

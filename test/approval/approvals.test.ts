@@ -190,6 +190,11 @@ describe('collecting', () => {
     for (const other of [await t.as.pipeline(), await releaser(), await t.as.person('ivy', ['auditors'])]) {
       expect((await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(other))).status).toBe(404);
     }
+    // It takes no body; an empty JSON object is no body.
+    const withBody = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await t.as.ml())).send({ ttl_seconds: 60 });
+    expect(withBody.status).toBe(400);
+    expect(withBody.body.errors).toEqual([{ pointer: '#/ttl_seconds', detail: 'unknown field' }]);
+    expect((await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await t.as.ml())).send({})).status).toBe(201);
   });
 });
 

@@ -28,6 +28,11 @@ describe('ending a grant', () => {
   it('completes: the grant is revoked with reason task_completed, its token inactive and listed as revoked', async () => {
     const grant = await issue();
     expect((await introspect(grant.access_token)).body.active).toBe(true);
+    // It takes no body: a field sent to it (say a misplaced reason) is refused, not ignored.
+    const withBody = await t.http.post(`/v1/credentials/${grant.request_id}/complete`).set(bearer(await t.as.pipeline())).send({ reason: 'done' });
+    expect(withBody.status).toBe(400);
+    expect(withBody.body.errors).toEqual([{ pointer: '#/reason', detail: 'unknown field' }]);
+    expect((await introspect(grant.access_token)).body.active).toBe(true);
     const done = await t.http.post(`/v1/credentials/${grant.request_id}/complete`).set(bearer(await t.as.pipeline()));
     expect(done.status).toBe(200);
     expect(done.body).toMatchObject({ status: 'revoked', revoke_reason: 'task_completed', revoked_by: { iss: 'https://ci.test', sub: 'repo:acme/app:ref:refs/heads/main' } });

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { AppDeps } from '../app.js';
 import { identityOf } from '../auth.js';
-import { credentialRequestBody, decisionBody, revokeBody, reviewBody } from '../schemas.js';
+import { credentialRequestBody, decisionBody, noBody, revokeBody, reviewBody } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 /** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
@@ -30,10 +30,12 @@ export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps
   });
 
   router.post('/:id/token', async (req, res) => {
+    if (req.body !== undefined) parseInput(noBody, req.body, 'body');
     res.status(201).json(await credentials.collect(identityOf(res), req.params.id));
   });
 
   router.post('/:id/complete', (req, res) => {
+    if (req.body !== undefined) parseInput(noBody, req.body, 'body');
     res.json(credentials.complete(identityOf(res), req.params.id));
   });
 
