@@ -155,7 +155,7 @@ const policySchema = z.strictObject({
   match: matchSchema,
   scopes: z.array(z.string()).min(1).describe('Scopes this policy grants to the matching identities.'),
   audiences: z.array(z.string().min(1)).min(1).optional().describe('Audiences those scopes may be requested for (default: any).'),
-  maxTtl: lifetime('Caps the scopes\' `maxTtl` under this policy.').optional(),
+  maxTtl: lifetime('Caps the scopes\' `maxTtl` under this policy. Policies add up: where several grant one scope, the largest of their caps applies.').optional(),
 });
 export type PolicyConfig = z.output<typeof policySchema>;
 
