@@ -19,13 +19,21 @@ export function mayApprove(policy: Policy, identity: Identity, request: RequestR
 
 /**
  * Why this identity is barred from deciding a request it could otherwise decide: it is the
- * requester, or the person who started the requesting job. Usernames compare without regard to
- * case or Unicode form, so that `Alice` cannot approve what `alice` started.
+ * requester, or the person who started the requesting job (or may be: a person whose token has
+ * no username cannot decide a request that names an initiator). Usernames compare without regard
+ * to case or Unicode form, so that `Alice` cannot approve what `alice` started.
  */
 export function separationBar(identity: Identity, request: RequestRecord): string | undefined {
   if (sameIdentity(identity, request.requester)) return 'the requester cannot decide its own request';
-  if (request.initiator !== null && identity.username !== undefined && sameUsername(request.initiator, identity.username)) {
-    return 'the person who started the requesting job cannot decide its request';
+  if (request.initiator !== null) {
+    // Fail closed: without a username the broker cannot tell this person from the initiator,
+    // and leaving the claim out of a token must not be a way around the rule.
+    if (identity.username === undefined) {
+      return 'the request names the person who started its job, and your token carries no username to compare';
+    }
+    if (sameUsername(request.initiator, identity.username)) {
+      return 'the person who started the requesting job cannot decide its request';
+    }
   }
   return undefined;
 }

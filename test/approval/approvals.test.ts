@@ -99,6 +99,18 @@ describe('who may decide', () => {
     expect((await decide(await releaser('carol'), pending.request_id, 'approve', pending.digest)).status).toBe(200);
   });
 
+  it('refuses an approver whose token leaves out the username, when the request names an initiator', async () => {
+    const { body: started } = await post(await t.as.ml({ actor: 'bob' }), deploy);
+    const nameless = await releaser('bob', { preferred_username: undefined });
+    const refused = await decide(nameless, started.request_id, 'approve', started.digest);
+    expect(refused.status).toBe(403);
+    expect(refused.body).toMatchObject({ type: expect.stringMatching(/separation_of_duties$/), detail: expect.stringMatching(/no username/) });
+
+    // Without an initiator to compare, the username is not needed.
+    const { body: unattended } = await post(await t.as.ml(), deploy);
+    expect((await decide(nameless, unattended.request_id, 'approve', unattended.digest)).status).toBe(200);
+  });
+
   it('hides the request (404) from a workload, a person without the approver role, and an approver outside the scope\'s approvers', async () => {
     const { body: pending } = await post(await t.as.ml(), deploy);
     const outsiders = [
