@@ -289,7 +289,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
 
   async function createRequest(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
     const justification = input.justification?.trim() ? input.justification : null;
-    if (input.breakGlass && (justification?.trim().length ?? 0) < config.breakGlass.justificationMinLength) {
+    if (input.breakGlass && visibleLength(justification ?? '') < config.breakGlass.justificationMinLength) {
       throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
         { pointer: '#/justification', detail: `at least ${config.breakGlass.justificationMinLength} characters` },
       ]);
@@ -379,3 +379,6 @@ export function createCredentialService(deps: CredentialServiceDeps) {
     return { status: 'issued', view: issuedView(issued, token) };
   }
 }
+
+/** Characters a reader sees: not padding at either end, nor zero-width and other format characters. */
+const visibleLength = (text: string): number => [...text.trim().replace(/\p{Cf}/gu, '')].length;

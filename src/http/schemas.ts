@@ -1,13 +1,19 @@
 import { z } from 'zod';
 import { SCOPE_NAME } from '../config/index.js';
 
-/** No control characters: these values end up in logs, CSV exports and webhook bodies. */
+// Control characters and bidirectional overrides would let a value rewrite what an approver
+// reads in a terminal or a log; these values end up in logs, CSV exports and webhook bodies.
+const BIDI_OVERRIDES = '\u202a-\u202e\u2066-\u2069';
+const ONE_LINE = new RegExp(`^[^\\p{Cc}${BIDI_OVERRIDES}]*$`, 'u');
+const LINES = new RegExp(`^(?:[\\t\\n]|[^\\p{Cc}${BIDI_OVERRIDES}])*$`, 'u');
+
+/** A name-like value: one line. */
 const printable = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
+  z.string().min(1).max(max).regex(ONE_LINE, 'must not contain control characters or bidirectional overrides');
+
+/** Free text a person writes (justifications, reasons, notes): tabs and newlines allowed. */
+const prose = (max: number) =>
+  z.string().max(max).regex(LINES, 'must not contain control characters (other than tab and newline) or bidirectional overrides');
 
 const scopes = z
   .array(z.string().regex(SCOPE_NAME, 'not a scope name'))
@@ -22,7 +28,7 @@ export const credentialRequestBody = z.strictObject({
   audience: printable(512),
   // Any positive lifetime is accepted and clamped to what policy allows (CONTRACT section 2).
   ttl_seconds: z.number().int().min(1).optional(),
-  justification: z.string().max(2000).optional(),
+  justification: prose(2000).optional(),
   break_glass: z.boolean().default(false),
 });
 
@@ -33,13 +39,13 @@ export const revokeBody = z.strictObject({ reason: printable(500) });
 
 export const decisionBody = z.strictObject({
   decision: z.enum(['approve', 'deny']),
-  reason: z.string().min(1).max(2000),
+  reason: prose(2000).min(1),
   digest: z.string().regex(/^[0-9a-f]{64}$/, 'must be the request\'s 64-character hex digest'),
 });
 
 export const reviewBody = z.strictObject({
   outcome: z.enum(['justified', 'unjustified']),
-  notes: z.string().min(1).max(2000),
+  notes: prose(2000).min(1),
 });
 
 const LIMIT_MESSAGE = { message: 'must be one whole number from 1 to 1000' };

@@ -149,6 +149,11 @@ describe('who may decide', () => {
       .send({ decision: 'maybe', reason: '', digest: pending.digest });
     expect(response.status).toBe(400);
     expect(response.body.errors.map((e: { pointer: string }) => e.pointer).sort()).toEqual(['#/decision', '#/reason']);
+
+    // A reason that would redraw the approver's terminal line is refused, not recorded.
+    const spoofed = await decide(await releaser(), pending.request_id, 'deny', pending.digest, 'ok\rapproved');
+    expect(spoofed.status).toBe(400);
+    expect(spoofed.body.errors).toEqual([{ pointer: '#/reason', detail: expect.stringMatching(/control characters/) }]);
   });
 });
 

@@ -61,6 +61,7 @@ describe('break-glass issuance', () => {
     ['missing', undefined],
     ['too short', 'prod is down, help'],
     ['only spaces', ' '.repeat(40)],
+    ['padded with zero-width spaces', `prod is down${'\u200b'.repeat(30)}`],
   ])('refuses a %s justification with 400', async (_name, justification) => {
     const response = await breakGlass({ ...emergency, justification });
     expect(response.status).toBe(400);

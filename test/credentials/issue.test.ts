@@ -191,10 +191,21 @@ describe('bad input', () => {
     ['a negative ttl', { ...body, ttl_seconds: -5 }, '#/ttl_seconds'],
     ['a string break_glass', { ...body, break_glass: 'yes' }, '#/break_glass'],
     ['control characters in task_id', { ...body, task_id: 'a\nb' }, '#/task_id'],
+    ['a terminal escape in the justification', { ...body, justification: 'routine\u001b[2K\rapproved by the CISO' }, '#/justification'],
+    ['a C1 control in the justification', { ...body, justification: 'routine\u009b2K' }, '#/justification'],
+    ['a bidirectional override in the audience', { ...body, audience: 'registry\u202eliame' }, '#/audience'],
   ])('answers 400 naming the field for %s', async (_name, payload, pointer) => {
     const response = await issue(payload);
     expectProblem(response, 400);
     expect((response.body.errors as { pointer: string }[]).map((e) => e.pointer)).toContain(pointer);
+  });
+
+  it('keeps a justification written over several lines, with tabs', async () => {
+    const justification = 'nightly build\n\tcache warm-up for café and 日本';
+    const response = await issue({ ...body, justification });
+    expect(response.status).toBe(201);
+    const view = await t.http.get(`/v1/credentials/${response.body.request_id}`).set(bearer(await t.as.pipeline()));
+    expect(view.body.justification).toBe(justification);
   });
 
   it('answers 400 naming only the real fault for an empty audience', async () => {
