@@ -26,6 +26,14 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * Text from the broker or a token, made safe for a terminal: control characters, bidirectional
+ * overrides and other invisible format characters are shown as escapes, so a value cannot move
+ * the cursor, recolour or rewrite what the reader sees.
+ */
+export const shown = (text: string): string =>
+  text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\u{${c.codePointAt(0)?.toString(16)}}`));
+
 export const usage = (message: string) => new CliError(message, 2);
 
 export type Options = ParseArgsConfig['options'];

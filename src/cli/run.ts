@@ -7,7 +7,7 @@ import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
 import * as lifecycle from './commands/lifecycle.js';
 import * as requestCommand from './commands/request.js';
-import { CliError, type CliIo } from './io.js';
+import { CliError, shown, type CliIo } from './io.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
@@ -64,7 +64,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return await command(args, io);
   } catch (error) {
     if (error instanceof CliError) {
-      io.stderr(`jit ${name}: ${error.message}\n`);
+      io.stderr(`jit ${name}: ${shown(error.message)}\n`);
       return error.exitCode;
     }
     if (error instanceof ConfigError) {

@@ -157,6 +157,24 @@ describe('jit dev-token and request', () => {
   });
 });
 
+describe('what the CLI prints from the broker', () => {
+  it('shows control characters in a request as escapes, so it cannot redraw the approver\'s terminal', async () => {
+    const sub = 'repo:acme/ml:ref:refs/heads/main\u001b[1A\u001b[2Kjustification checked by security';
+    const hostile = await devToken('--sub', sub, '--claim', 'ref=refs/heads/main', '--claim', 'repository=acme/ml');
+    const response = await fetch(`${server.url}/v1/credentials`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${hostile}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ task_id: 'spoof-1', scopes: ['model:deploy'], audience: 'registry.acme.internal' }),
+    });
+    expect(response.status).toBe(202);
+
+    const listed = await runCli(['approvals'], as(await person('mallory-watcher', ['approvers', 'ml-release'])));
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain('requester     repo:acme/ml:ref:refs/heads/main\\u{1b}[1A\\u{1b}[2Kjustification checked by security');
+    expect(listed.stdout).not.toMatch(/\u001b/);
+  });
+});
+
 describe('jit audit', () => {
   it('prints issuances as a table, CSV or NDJSON, events, and verifies the chain', async () => {
     const auditor = as(await person('ivy', ['auditors']));

@@ -1,7 +1,7 @@
 import { verifyStoredChain, type EventView, type IssuanceView } from '../../audit/index.js';
 import { createStore, openDatabase } from '../../store/index.js';
 import { createClient } from '../client.js';
-import { brokerUrl, CliError, connectionOptions, identityToken, parse, usage, type CliIo } from '../io.js';
+import { brokerUrl, CliError, connectionOptions, identityToken, parse, shown, usage, type CliIo } from '../io.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
                     [--break-glass true|false] [--limit N] [--all] [--format table|ndjson|csv]
@@ -130,8 +130,9 @@ async function list<T>(
 }
 
 function table(rows: string[][]): string {
-  const widths = rows[0]?.map((_, i) => Math.min(48, Math.max(...rows.map((row) => (row[i] ?? '').length)))) ?? [];
-  return rows.map((row) => row.map((cell, i) => cell.replace(/\s+/g, ' ').slice(0, 48).padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
+  const cells = rows.map((row) => row.map((cell) => shown(cell.replace(/\s+/g, ' ')).slice(0, 48)));
+  const widths = cells[0]?.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length))) ?? [];
+  return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
 }
 
 function queryString(params: Record<string, string | undefined>): string {

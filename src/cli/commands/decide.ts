@@ -1,5 +1,5 @@
 import { createClient } from '../client.js';
-import { brokerUrl, CliError, connectionOptions, identityToken, parse, usage, type CliIo } from '../io.js';
+import { brokerUrl, CliError, connectionOptions, identityToken, parse, shown, usage, type CliIo } from '../io.js';
 
 export const help = `jit approvals                         requests you may decide
 jit show REQUEST_ID                   one request, as JSON
@@ -26,18 +26,19 @@ interface RequestView {
 }
 
 export function describe(view: RequestView): string {
-  return [
-    `request       ${view.request_id} (${view.status})`,
-    `requester     ${view.requester.sub}  [${view.requester.iss}]`,
-    `task          ${view.task_id}`,
-    `scopes        ${view.scopes.join(' ')}`,
-    `audience      ${view.audience}`,
-    `lifetime      ${view.ttl_seconds}s${view.break_glass ? '  BREAK-GLASS' : ''}`,
-    `justification ${view.justification ?? '-'}`,
-    `approvals     ${view.approvals.filter((a) => a.decision === 'approve').length}/${view.approvals_required}`,
-    `expires       ${view.expires_at}`,
-    `digest        ${view.digest}`,
-  ].join('\n');
+  const rows: [label: string, value: string][] = [
+    ['request', `${view.request_id} (${view.status})`],
+    ['requester', `${view.requester.sub}  [${view.requester.iss}]`],
+    ['task', view.task_id],
+    ['scopes', view.scopes.join(' ')],
+    ['audience', view.audience],
+    ['lifetime', `${view.ttl_seconds}s${view.break_glass ? '  BREAK-GLASS' : ''}`],
+    ['justification', view.justification ?? '-'],
+    ['approvals', `${view.approvals.filter((a) => a.decision === 'approve').length}/${view.approvals_required}`],
+    ['expires', view.expires_at],
+    ['digest', view.digest],
+  ];
+  return rows.map(([label, value]) => `${label.padEnd(14)}${shown(value)}`).join('\n');
 }
 
 export async function approvals(args: string[], io: CliIo): Promise<number> {
