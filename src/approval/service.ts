@@ -5,7 +5,7 @@ import { sameIdentity, type Identity } from '../identity/index.js';
 import type { Notifier } from '../notify/webhooks.js';
 import type { Policy } from '../policy/index.js';
 import type { Clock } from '../shared/clock.js';
-import { decodeCursor, encodeCursor } from '../shared/cursor.js';
+import { decodeCursor, filteredPage } from '../shared/cursor.js';
 import { Conflict, NotFound, SeparationOfDuties } from '../shared/errors.js';
 import type { Decision, RequestRecord, Store } from '../store/index.js';
 
@@ -97,25 +97,14 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         !store.approvals.list(request.id).some((a) => sameIdentity(a.approver, identity));
       if (identity.kind !== 'person' || !identity.roles.has('approver')) return { items: [], next_cursor: null };
 
-      const found: RequestRecord[] = [];
-      let after = decodeCursor(cursor, ['number', 'string'] as const);
-      const batch = Math.max(limit * 2, 100);
-      for (;;) {
-        const page = store.requests.pending(now, after && { createdAt: after[0], id: after[1] }, batch);
-        for (const request of page) {
-          if (decidable(request)) found.push(request);
-          if (found.length > limit) break;
-        }
-        const last = page[page.length - 1];
-        if (found.length > limit || page.length < batch || !last) break;
-        after = [last.createdAt, last.id];
-      }
-      const items = found.slice(0, limit);
-      const tail = items[items.length - 1];
-      return {
-        items: items.map((request) => requestView(requestDetails(store, request), now)),
-        next_cursor: found.length > limit && tail ? encodeCursor([tail.createdAt, tail.id]) : null,
-      };
+      const { items, next_cursor } = filteredPage(
+        (after, count) => store.requests.pending(now, after && { createdAt: after[0], id: after[1] }, count),
+        (request) => [request.createdAt, request.id] as const,
+        decidable,
+        decodeCursor(cursor, ['number', 'string'] as const),
+        limit,
+      );
+      return { items: items.map((request) => requestView(requestDetails(store, request), now)), next_cursor };
     },
   };
 }

@@ -3,7 +3,7 @@ import { requireRole, type Identity } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
 import { mayApprove, maySee, requestDetails, requestView, separationBar, type RequestView } from '../requests/index.js';
 import type { Clock } from '../shared/clock.js';
-import { decodeCursor, encodeCursor } from '../shared/cursor.js';
+import { decodeCursor, filteredPage } from '../shared/cursor.js';
 import { Conflict, NotFound, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import type { ReviewOutcome, Store } from '../store/index.js';
 
@@ -54,18 +54,22 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
       return requestView(requestDetails(store, reviewed), now);
     },
 
-    /** Break-glass grants by review state, for approvers and auditors. */
+    /**
+     * Break-glass grants by review state: auditors and admins see all of them, an approver those
+     * whose scopes it may approve.
+     */
     list(identity: Identity, state: 'pending' | 'done', cursor: string | undefined, limit: number) {
       requireRole(identity, 'approver', 'auditor', 'admin');
       const now = clock();
-      const after = decodeCursor(cursor, ['number', 'string'] as const);
-      const page = store.reviews.list(state, after && { dueAt: after[0], requestId: after[1] }, limit + 1);
-      const items = page.slice(0, limit).map((request) => requestDetails(store, request));
-      const tail = items[items.length - 1];
-      return {
-        items: items.map((details) => requestView(details, now)),
-        next_cursor: page.length > limit && tail?.review ? encodeCursor([tail.review.dueAt, tail.request.id]) : null,
-      };
+      const seesAll = identity.roles.has('auditor') || identity.roles.has('admin');
+      const { items, next_cursor } = filteredPage(
+        (after, count) => store.reviews.list(state, after && { dueAt: after[0], requestId: after[1] }, count),
+        (row) => [row.dueAt, row.request.id] as const,
+        (row) => seesAll || mayApprove(policy, identity, row.request),
+        decodeCursor(cursor, ['number', 'string'] as const),
+        limit,
+      );
+      return { items: items.map((row) => requestView(requestDetails(store, row.request), now)), next_cursor };
     },
   };
 }

@@ -25,3 +25,32 @@ export function decodeCursor<T extends readonly ('string' | 'number')[]>(
   }
   return key as never;
 }
+
+/**
+ * One page of a listing that is filtered after the query, by what the caller may see: reads
+ * batches after `after` until more than `limit` rows pass `keep` (so a next page is known to
+ * exist) or the rows run out.
+ */
+export function filteredPage<T, Key extends readonly (string | number)[]>(
+  read: (after: Key | undefined, count: number) => T[],
+  keyOf: (row: T) => Key,
+  keep: (row: T) => boolean,
+  after: Key | undefined,
+  limit: number,
+): { items: T[]; next_cursor: string | null } {
+  const found: T[] = [];
+  const batch = Math.max(limit * 2, 100);
+  for (;;) {
+    const page = read(after, batch);
+    for (const row of page) {
+      if (keep(row)) found.push(row);
+      if (found.length > limit) break;
+    }
+    const last = page[page.length - 1];
+    if (found.length > limit || page.length < batch || !last) break;
+    after = keyOf(last);
+  }
+  const items = found.slice(0, limit);
+  const tail = items[items.length - 1];
+  return { items, next_cursor: found.length > limit && tail ? encodeCursor(keyOf(tail)) : null };
+}

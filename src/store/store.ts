@@ -85,7 +85,7 @@ export interface Store {
     /** Flags pending reviews due at or before `now` that were never flagged; returns them. */
     flagOverdue(now: number): BreakGlassReviewRecord[];
     /** Break-glass requests whose review is pending (or done), by due time. */
-    list(state: 'pending' | 'done', after: { dueAt: number; requestId: string } | undefined, limit: number): RequestRecord[];
+    list(state: 'pending' | 'done', after: { dueAt: number; requestId: string } | undefined, limit: number): { request: RequestRecord; dueAt: number }[];
   };
   audit: {
     /** Issuances matching `filter`, in (issued_at, request id) order, after the given position. */
@@ -279,7 +279,7 @@ export function createStore(db: Db): Store {
            WHERE (b.outcome IS NULL) = ? AND (b.due_at, b.request_id) > (?, ?)
            ORDER BY b.due_at, b.request_id LIMIT ?`,
           state === 'pending' ? 1 : 0, after?.dueAt ?? -1, after?.requestId ?? '', limit,
-        ).map(toRequest),
+        ).map((row) => ({ request: toRequest(row), dueAt: row.due_at })),
     },
 
     audit: {

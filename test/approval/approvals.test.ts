@@ -249,10 +249,12 @@ describe('GET /v1/approvals', () => {
     expect((await decide(carol, issued.request_id, 'approve', seen.body.digest)).status).toBe(404);
   });
 
-  it('pages with a cursor, without gaps or repeats', async () => {
+  it('pages with a cursor, without gaps or repeats, past requests the caller may not see', async () => {
     const created: string[] = [];
     for (let i = 0; i < 5; i += 1) {
       created.push((await post(await dbWorkload(), { ...dbAdmin, task_id: `m-${i}` })).body.request_id);
+      t.clock.advance(1);
+      expect((await post(await t.as.ml(), { ...deploy, task_id: `hidden-${i}` })).status).toBe(202);
       t.clock.advance(1);
     }
     const seen: string[] = [];

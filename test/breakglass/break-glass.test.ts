@@ -160,6 +160,8 @@ describe('post-review', () => {
       expect((await list(token, 'pending')).body).toEqual({ items: [expect.objectContaining({ request_id: b.request_id })], next_cursor: null });
       expect((await list(token, 'done')).body.items.map((i: { request_id: string }) => i.request_id)).toEqual([a.request_id]);
     }
+    // An approver of other scopes learns nothing of these grants.
+    expect((await list(await t.as.person('erin', ['approvers']), 'pending')).body).toEqual({ items: [], next_cursor: null });
     const denied = await list(await t.as.pipeline(), 'pending');
     expect(denied.status).toBe(403);
     expect(denied.body.type).toMatch(/policy_denied$/);
