@@ -1,10 +1,10 @@
 import type { RequestHandler, Response } from 'express';
 import type { Identity, IdentityVerifier } from '../identity/index.js';
 import type { Metrics } from '../observability/index.js';
-import { InvalidToken } from '../shared/errors.js';
+import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 
 export interface Authenticator {
-  /** Verifies an identity token, counting each refusal by its reason. */
+  /** Verifies an identity token, counting each refusal. */
   verify(token: string): Promise<Identity>;
   /** Middleware: `Authorization: Bearer <identity JWT>` or 401. */
   requireIdentity: RequestHandler;
@@ -15,7 +15,7 @@ export function createAuthenticator(identity: IdentityVerifier, metrics: Pick<Me
     try {
       return await identity.verify(token);
     } catch (error) {
-      if (error instanceof InvalidToken) metrics.identityRejections.inc({ reason: error.rejection });
+      if (error instanceof InvalidToken) metrics.identityRejections.inc({ reason: metricReason(error.rejection) });
       throw error;
     }
   };
@@ -31,6 +31,14 @@ export function createAuthenticator(identity: IdentityVerifier, metrics: Pick<Me
       next();
     },
   };
+}
+
+/**
+ * /metrics is unauthenticated, so it counts refusals coarsely: the exact check a token failed
+ * (signature, audience, ...) would tell a forger which part to fix. The log keeps the detail.
+ */
+function metricReason(rejection: TokenRejection): 'invalid' | 'jwks_unavailable' {
+  return rejection === 'jwks_unavailable' ? 'jwks_unavailable' : 'invalid';
 }
 
 /** The identity `requireIdentity` put on this response. */

@@ -26,7 +26,7 @@ export function createMetrics(store: Store, clock: () => number) {
   });
   const identityRejections = new Counter({
     name: 'broker_identity_rejections_total',
-    help: 'Identity tokens refused, by the check that refused them.',
+    help: 'Identity tokens refused: missing, invalid, or jwks_unavailable (the issuer\'s keys could not be fetched).',
     labelNames: ['reason'] as const,
     registers: [registry],
   });
