@@ -83,6 +83,9 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
         throw new InvalidToken('issued_in_future', { iss: config.issuer });
       }
       if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
+      // jose checks only that the name is there; a null or empty value carries nothing either.
+      const empty = config.requiredClaims.find((claim) => payload[claim] === null || payload[claim] === '');
+      if (empty !== undefined) throw new InvalidToken('missing_claim', { claim: empty });
       // maxTokenAge is checked here, not by jose, which would stretch it by clockSkew: the skew
       // forgives clocks that disagree, not a token older than the issuer's limit.
       if (config.maxTokenAge !== undefined && Math.floor(now / 1000) - (payload.iat as number) > config.maxTokenAge / 1000) {

@@ -122,8 +122,11 @@ describe('identity tokens', () => {
     await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, iat: undefined, exp: now() + 300 }, { now: t.clock() }), 'missing_claim');
   });
 
-  it('refuses a token missing a required claim', async () => {
+  it('refuses a token missing a required claim, or carrying it empty', async () => {
     await expectRefused(await t.issuers.ci.token(pipelineSub, {}, { now: t.clock() }), 'missing_claim');
+    for (const repository of [null, '']) {
+      await expectRefused(await t.issuers.ci.token(pipelineSub, { repository }, { now: t.clock() }), 'missing_claim');
+    }
   });
 
   it('refuses a token without sub', async () => {
