@@ -36,7 +36,7 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 const secureUrl = (description: string) =>
   z
     .string()
-    .describe(description)
+    .describe(`${description} https, or plain http to a loopback host.`)
     .refine(
       (text) => {
         try {
@@ -92,7 +92,7 @@ const jwkSetSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown()))
 
 const issuerSchema = z
   .strictObject({
-    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'lower-case letters, digits, - and _').describe('Used in policies and records (`idp`, `client_id`).'),
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'lower-case letters, digits, - and _').describe('Used in policies and records (`idp`, `client_id`): lower-case letters, digits, `-` and `_`.'),
     kind: z.enum(['workload', 'person']).describe('`workload` (pipelines, jobs, services) or `person` (people from an SSO).'),
     issuer: z.string().min(1).describe('The exact `iss` of its tokens.'),
     jwksUri: secureUrl('Where its public keys are fetched (cached, refetched on an unknown `kid` at most every few seconds).').optional(),
@@ -129,7 +129,7 @@ export type IssuerConfig = z.output<typeof issuerSchema>;
 
 const scopeSchema = z
   .strictObject({
-    name: z.string().regex(SCOPE_NAME, 'must match [a-z0-9][a-z0-9:._/-]{0,127}').describe('The scope string.'),
+    name: z.string().regex(SCOPE_NAME, 'must match [a-z0-9][a-z0-9:._/-]{0,127}').describe('The scope string: lower-case letters, digits and `:._/-`, starting with a letter or digit, 128 at most.'),
     risk: z.enum(['low', 'high']).describe('`low` is issued at once; `high` needs approval (or break-glass).'),
     maxTtl: lifetime('Longest lifetime of a token holding this scope.'),
     approvals: z.number().int().min(1).max(10).optional().describe('High risk: how many distinct approvers must approve (default 1).'),
