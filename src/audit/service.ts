@@ -72,6 +72,8 @@ export function createAuditService({ store, clock }: { store: Store; clock: Cloc
   const auditorOnly = (identity: Identity) => requireRole(identity, 'auditor', 'admin');
 
   return {
+    /** Refuses (403) anyone but auditors and admins; every method below checks it too. */
+    authorize: auditorOnly,
     issuances(identity: Identity, filter: IssuanceFilter, cursor: string | undefined, limit: number) {
       auditorOnly(identity);
       return issuancePage(filter, cursor, limit);

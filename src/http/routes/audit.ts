@@ -51,6 +51,12 @@ const ndjson = <T>(rows: T[]) => rows.map((row) => `${JSON.stringify(row)}\n`).j
 /** `/v1/audit`: who held what, when, approved by whom, and why; and whether the record is intact. */
 export function auditRoutes({ audit, clock }: AppDeps): Router {
   const router = Router();
+  // Who may ask comes before what is asked: an outsider's malformed query gets 403, not a 400
+  // describing the filters.
+  router.use((_req, res, next) => {
+    audit.authorize(identityOf(res));
+    next();
+  });
 
   router.get('/issuances', async (req, res) => {
     const { since, until, subject, scope, status, break_glass, limit, cursor, format } = parseInput(issuancesQuery, req.query, 'query');
