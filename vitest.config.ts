@@ -1,10 +1,39 @@
 import { defineConfig } from 'vitest/config';
 
+/** Test files that exercise the store: they run once per engine. */
+const STORE_SUITES = [
+  'test/approval/**/*.test.ts',
+  'test/audit/**/*.test.ts',
+  'test/breakglass/**/*.test.ts',
+  'test/credentials/**/*.test.ts',
+  'test/notify/**/*.test.ts',
+  'test/oauth/**/*.test.ts',
+  'test/people/**/*.test.ts',
+  'test/scheduler/**/*.test.ts',
+  'test/store/**/*.test.ts',
+  'test/tokens/**/*.test.ts',
+  'test/verifier/**/*.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     pool: 'forks',
     testTimeout: 20_000,
-    hookTimeout: 20_000,
+    hookTimeout: 30_000,
+    projects: [
+      {
+        extends: true,
+        test: { name: 'sqlite', include: ['test/**/*.test.ts'], env: { BROKER_TEST_ENGINE: 'sqlite' } },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'postgres',
+          include: STORE_SUITES,
+          env: { BROKER_TEST_ENGINE: 'postgres' },
+          globalSetup: ['test/setup/postgres.ts'],
+        },
+      },
+    ],
   },
 });

@@ -2,7 +2,7 @@ import type { Express } from 'express';
 import type { FetchImplementation } from 'jose';
 import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
-import { createAuditLog, createAuditService, type AuditLog } from './audit/index.js';
+import { createAuditService } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
 import type { BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
@@ -11,8 +11,8 @@ import { createAuthenticator } from './http/auth.js';
 import { compileRoles, createIdentityVerifier, loadTrustedIssuers } from './identity/index.js';
 import { createNotifier, type Notifier } from './notify/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
-import { compilePolicy } from './policy/index.js';
 import { createJobs, createScheduler, type Scheduler } from './scheduler/index.js';
+import { createSettingsHolder, type SettingsHolder } from './settings/index.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { openStore, type Store } from './store/index.js';
 import { openKeyring, type Keyring } from './tokens/index.js';
@@ -32,7 +32,7 @@ export interface Broker {
   app: Express;
   config: BrokerConfig;
   store: Store;
-  audit: AuditLog;
+  settings: SettingsHolder;
   keyring: Keyring;
   notifier: Notifier;
   scheduler: Scheduler;
@@ -50,11 +50,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger();
 
-  const store = openStore(config.database);
+  const store = await openStore(config.database, clock);
   try {
-    const audit = createAuditLog(store, clock);
-    store.transaction(() =>
-      audit.append({
+    await store.append([
+      {
         type: 'config.loaded',
         data: {
           file: options.source?.file ?? null,
@@ -63,36 +62,36 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           scopes: config.scopes.length,
           policies: config.policies.length,
         },
-      }),
-    );
+      },
+    ]);
     const keyring = await openKeyring({
       store,
-      audit,
       keyDir: config.signing.keyDir,
       algorithm: config.signing.algorithm,
       rotateEveryMs: config.signing.rotateEvery,
+      publishAheadMs: config.signing.publishAhead,
       clock,
     });
     const issuers = await loadTrustedIssuers(config.identity.issuers, {
       ...(options.fetch ? { fetch: options.fetch as FetchImplementation } : {}),
     });
     const identity = createIdentityVerifier({ issuers, roles: compileRoles(config.roles), clockSkewMs: config.clockSkew, clock });
-    const policy = compilePolicy(config);
-    const metrics = createMetrics(store, clock);
+    const settingsHolder = createSettingsHolder(config);
+    const settings = settingsHolder.current;
+    const metrics = createMetrics(store);
     const notifier = createNotifier({
       config: config.notify,
       store,
-      audit,
       logger,
       clock,
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.webhookBackoffMs !== undefined ? { backoffMs: options.webhookBackoffMs } : {}),
     });
-    const credentials = createCredentialService({ config, policy, store, audit, keyring, notifier, logger, clock });
-    const approvals = createApprovalService({ config, policy, store, audit, notifier, clock });
-    const breakGlass = createBreakGlassService({ policy, store, audit, clock });
+    const credentials = createCredentialService({ issuer: config.issuer, settings, store, keyring, notifier, logger, clock });
+    const approvals = createApprovalService({ settings, store, notifier, clock });
+    const breakGlass = createBreakGlassService({ settings, store, clock });
     const scheduler = createScheduler({
-      jobs: createJobs({ store, audit, keyring, notifier, clock }),
+      jobs: createJobs({ store, keyring, notifier, clock }),
       intervalMs: config.scheduler.interval,
       logger,
       metrics,
@@ -115,7 +114,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       app,
       config,
       store,
-      audit,
+      settings: settingsHolder,
       keyring,
       notifier,
       scheduler,
@@ -127,11 +126,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         await scheduler.stop();
         // Deliveries still retrying get a few seconds; the audit log already holds their events.
         await Promise.race([notifier.idle(), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
-        store.close();
+        await store.close();
       },
     };
   } catch (error) {
-    store.close();
+    await store.close();
     throw error;
   }
 }

@@ -1,13 +1,11 @@
-import type { AuditLog } from '../audit/log.js';
-import type { BrokerConfig } from '../config/index.js';
-import { effectiveStatus, mayApprove, requestDetails, requestView, separationBar, type RequestView } from '../requests/index.js';
 import { sameIdentity, type Identity } from '../identity/index.js';
-import type { Notifier } from '../notify/webhooks.js';
-import type { Policy } from '../policy/index.js';
+import type { Notifier } from '../notify/index.js';
+import { effectiveStatus, mayApprove, requestView, separationBar, type RequestView } from '../requests/index.js';
+import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
-import { decodeCursor, filteredPage } from '../shared/cursor.js';
+import { decodeCursor, scanPage } from '../shared/cursor.js';
 import { Conflict, NotFound, SeparationOfDuties } from '../shared/errors.js';
-import type { Decision, RequestRecord, Store } from '../store/index.js';
+import type { ApprovalRecord, Decision, RequestRecord, RequestState, Store } from '../store/index.js';
 
 export interface DecisionInput {
   decision: Decision;
@@ -17,36 +15,43 @@ export interface DecisionInput {
 }
 
 export interface ApprovalServiceDeps {
-  config: Pick<BrokerConfig, 'approval'>;
-  policy: Policy;
+  settings: () => Settings;
   store: Store;
-  audit: AuditLog;
   notifier: Notifier;
   clock: Clock;
 }
 
 export type ApprovalService = ReturnType<typeof createApprovalService>;
 
+/** Rows a listing page may read, however few of them this approver may decide. */
+export const LISTING_SCAN_BUDGET = 1_000;
+
+/** Whether this approver, or this person under another identity, has decided the request already. */
+const decidedBy = (identity: Identity, approvals: readonly ApprovalRecord[]) =>
+  approvals.some((a) => sameIdentity(a.approver, identity) || (a.person !== null && a.person === identity.person));
+
 /** The approver's side: what one may decide, and deciding it. */
 export function createApprovalService(deps: ApprovalServiceDeps) {
-  const { config, policy, store, audit, notifier, clock } = deps;
+  const { settings, store, notifier, clock } = deps;
 
   return {
     /**
-     * Records one approver's decision. Checked in this order, all under the write lock: the
-     * request exists; the caller is not its requester nor the person who started its job (403);
-     * the caller may approve every scope (else it cannot see the request: 404); the digest is
-     * the request's (409); the request is still pending and the caller has not decided it (409).
-     * One deny denies; `approvals_required` distinct approvals approve.
+     * Records one approver's decision, judged on the request as it is under the store's lock, in
+     * this order: the caller may approve every scope (else it cannot see the request: 404, so a
+     * 403 never confirms to an outsider that a request exists); the caller is not the requester,
+     * nor the person who asked or started its job, under any identity (403); the digest is the
+     * request's (409); the request is still pending and this person has not decided it (409).
+     * One deny denies; `approvals_required` approvals by distinct people approve.
      */
-    decide(identity: Identity, id: string, input: DecisionInput): RequestView {
+    async decide(identity: Identity, id: string, input: DecisionInput): Promise<RequestView> {
+      const { config, policy } = settings();
       const now = clock();
-      const { request, outcome } = store.transaction(() => {
-        const request = store.requests.get(id);
-        if (!request) throw new NotFound(`No request ${id} that you may see.`);
+      type Decided = { after: RequestState; outcome: 'request.approved' | 'request.denied' | undefined };
+      const { after, outcome } = await store.change<Decided>(id, (state) => {
+        if (!state || !mayApprove(policy, identity, state.request)) throw new NotFound(`No request ${id} that you may see.`);
+        const { request, approvals } = state;
         const bar = separationBar(identity, request);
         if (bar) throw new SeparationOfDuties(`Separation of duties: ${bar}.`);
-        if (!mayApprove(policy, identity, request)) throw new NotFound(`No request ${id} that you may see.`);
         if (input.digest !== request.digest) {
           throw new Conflict('The digest does not match this request: review it again and decide on what it is now.', {
             extensions: { digest: request.digest },
@@ -54,57 +59,77 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         }
         const status = effectiveStatus(request, now);
         if (status !== 'pending_approval') throw new Conflict(`The request is ${status}, no longer pending.`);
-        const approvals = store.approvals.list(id);
-        if (approvals.some((a) => sameIdentity(a.approver, identity))) {
-          throw new Conflict('You have already decided this request.');
-        }
+        if (decidedBy(identity, approvals)) throw new Conflict('You have already decided this request.');
 
-        store.approvals.insert({ requestId: id, approver: identity, decision: input.decision, reason: input.reason, digest: input.digest, at: now });
-        audit.append({
-          type: 'approval.recorded',
+        const approval: ApprovalRecord = {
+          requestId: id,
+          approver: { iss: identity.iss, sub: identity.sub },
+          person: identity.person ?? null,
+          decision: input.decision,
+          reason: input.reason,
+          digest: input.digest,
+          at: now,
+        };
+        const recorded = {
+          type: 'approval.recorded' as const,
           actor: identity,
           requestId: id,
           data: { decision: input.decision, reason: input.reason, digest: input.digest },
-        });
+        };
+        const withApproval = (next: RequestRecord): RequestState => ({ ...state, request: next, approvals: [...approvals, approval] });
 
         if (input.decision === 'deny') {
-          const denied = store.requests.transition(id, ['pending_approval'], 'denied', { decidedAt: now, endedAt: now }) as RequestRecord;
-          audit.append({ type: 'request.denied', actor: identity, requestId: id, data: { reason: input.reason } });
-          return { request: denied, outcome: 'request.denied' as const };
+          const fields = { decidedAt: now, endedAt: now };
+          return {
+            transition: { from: ['pending_approval'], to: 'denied', fields },
+            approval,
+            events: [recorded, { type: 'request.denied', actor: identity, requestId: id, data: { reason: input.reason } }],
+            result: { after: withApproval({ ...request, status: 'denied', ...fields }), outcome: 'request.denied' },
+          };
         }
-        const approvers = approvals.filter((a) => a.decision === 'approve').length + 1;
-        if (approvers < request.approvalsRequired) return { request, outcome: undefined };
-        const approved = store.requests.transition(id, ['pending_approval'], 'approved', {
-          decidedAt: now,
-          expiresAt: now + config.approval.collectWithin,
-        }) as RequestRecord;
-        audit.append({ type: 'request.approved', actor: identity, requestId: id, data: { approvals: approvers } });
-        return { request: approved, outcome: 'request.approved' as const };
+        // Distinct people: a person key counts once however many identities it approved under.
+        const people = new Set(
+          [...approvals, approval].filter((a) => a.decision === 'approve').map((a) => a.person ?? `${a.approver.iss}\n${a.approver.sub}`),
+        ).size;
+        if (people < request.approvalsRequired) {
+          return { approval, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
+        }
+        const fields = { decidedAt: now, expiresAt: now + config.approval.collectWithin };
+        return {
+          transition: { from: ['pending_approval'], to: 'approved', fields },
+          approval,
+          events: [recorded, { type: 'request.approved', actor: identity, requestId: id, data: { approvals: people } }],
+          result: { after: withApproval({ ...request, status: 'approved', ...fields }), outcome: 'request.approved' },
+        };
       });
-      if (outcome) notifier.notify(outcome, request);
-      return requestView(requestDetails(store, request), now);
+      if (outcome) notifier.notify(outcome, after.request);
+      return requestView(after, now);
     },
 
     /**
      * Pending requests this caller may decide: never its own, nor those of jobs it started, nor
-     * those it has already decided (a second decision would be refused).
+     * those it has already decided (a second decision would be refused). Each page reads a
+     * bounded number of rows.
      */
-    pending(identity: Identity, cursor: string | undefined, limit: number): { items: RequestView[]; next_cursor: string | null } {
-      const now = clock();
-      const decidable = (request: RequestRecord) =>
-        mayApprove(policy, identity, request) &&
-        separationBar(identity, request) === undefined &&
-        !store.approvals.list(request.id).some((a) => sameIdentity(a.approver, identity));
+    async pending(identity: Identity, cursor: string | undefined, limit: number): Promise<{ items: RequestView[]; next_cursor: string | null }> {
+      const { policy } = settings();
       if (identity.kind !== 'person' || !identity.roles.has('approver')) return { items: [], next_cursor: null };
-
-      const { items, next_cursor } = filteredPage(
-        (after, count) => store.requests.pending(now, after && { createdAt: after[0], id: after[1] }, count),
-        (request) => [request.createdAt, request.id] as const,
-        decidable,
-        decodeCursor(cursor, ['number', 'string'] as const),
+      const now = clock();
+      return scanPage({
+        read: (after, count) => store.requests.pending(now, after && { createdAt: after[0], id: after[1] }, count),
+        key: (request) => [request.createdAt, request.id] as const,
+        async select(requests) {
+          const decidable = requests.filter((r) => mayApprove(policy, identity, r) && separationBar(identity, r) === undefined);
+          const states = new Map((await store.requests.states(decidable)).map((state) => [state.request.id, state]));
+          return requests.map((request) => {
+            const state = states.get(request.id);
+            return state && !decidedBy(identity, state.approvals) ? requestView(state, now) : undefined;
+          });
+        },
+        after: decodeCursor(cursor, ['number', 'string'] as const),
         limit,
-      );
-      return { items: items.map((request) => requestView(requestDetails(store, request), now)), next_cursor };
+        budget: LISTING_SCAN_BUDGET,
+      });
     },
   };
 }

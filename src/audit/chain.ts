@@ -55,11 +55,14 @@ export function verifyChain(events: Iterable<AuditEventRecord>): ChainVerdict {
  * Verifies the chain as stored, a page at a time, yielding between pages so a long log does
  * not hold up other requests. Works on any store, including a read-only copy (`jit audit verify --db`).
  */
-export async function verifyStoredChain(events: { after(afterSeq: number, limit: number): AuditEventRecord[] }, pageSize = 5_000): Promise<ChainVerdict> {
+export async function verifyStoredChain(
+  events: { after(afterSeq: number, limit: number): Promise<AuditEventRecord[]> },
+  pageSize = 5_000,
+): Promise<ChainVerdict> {
   const verifier = chainVerifier();
   let afterSeq = 0;
   for (;;) {
-    const page = events.after(afterSeq, pageSize);
+    const page = await events.after(afterSeq, pageSize);
     for (const event of page) if (!verifier.add(event)) return verifier.verdict();
     const last = page[page.length - 1];
     if (!last || page.length < pageSize) return verifier.verdict();

@@ -1,6 +1,4 @@
 export { canonicalEvent, chainHash, chainVerifier, GENESIS_HASH, verifyChain, verifyStoredChain } from './chain.js';
 export type { ChainVerdict } from './chain.js';
-export { createAuditLog } from './log.js';
-export type { AuditEntry, AuditEventType, AuditLog } from './log.js';
 export { createAuditService, eventView, EXPORT_PAGE_SIZE, issuanceView } from './service.js';
 export type { AuditService, EventView, IssuanceView } from './service.js';

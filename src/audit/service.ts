@@ -46,25 +46,25 @@ export type AuditService = ReturnType<typeof createAuditService>;
 
 /** The auditor's questions, for the `auditor` and `admin` roles. */
 export function createAuditService({ store, clock }: { store: Store; clock: Clock }) {
-  const issuancePage = (filter: IssuanceFilter, cursor: string | undefined, limit: number) => {
+  const issuancePage = async (filter: IssuanceFilter, cursor: string | undefined, limit: number) => {
     const after = decodeCursor(cursor, ['number', 'string'] as const);
-    const rows = store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, limit + 1, clock());
+    const rows = await store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, limit + 1, clock());
     const items = rows.slice(0, limit);
     const tail = items[items.length - 1];
     return { items: items.map(issuanceView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.issuedAt, tail.requestId]) : null };
   };
-  const eventPage = (filter: EventFilter, cursor: string | undefined, limit: number) => {
+  const eventPage = async (filter: EventFilter, cursor: string | undefined, limit: number) => {
     const after = decodeCursor(cursor, ['number'] as const)?.[0] ?? 0;
-    const rows = store.audit.events(filter, after, limit + 1);
+    const rows = await store.audit.events(filter, after, limit + 1);
     const items = rows.slice(0, limit);
     const tail = items[items.length - 1];
     return { items: items.map(eventView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.seq]) : null };
   };
   /** Every page of a listing, one at a time: an export never holds more than a page in memory. */
-  async function* allPages<T>(page: (cursor: string | undefined, limit: number) => { items: T[]; next_cursor: string | null }) {
+  async function* allPages<T>(page: (cursor: string | undefined, limit: number) => Promise<{ items: T[]; next_cursor: string | null }>) {
     let cursor: string | undefined;
     do {
-      const { items, next_cursor } = page(cursor, EXPORT_PAGE_SIZE);
+      const { items, next_cursor } = await page(cursor, EXPORT_PAGE_SIZE);
       yield items;
       cursor = next_cursor ?? undefined;
     } while (cursor);

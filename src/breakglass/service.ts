@@ -1,9 +1,9 @@
-import type { AuditLog } from '../audit/log.js';
+import { LISTING_SCAN_BUDGET } from '../approval/index.js';
 import { requireRole, type Identity } from '../identity/index.js';
-import type { Policy } from '../policy/index.js';
-import { mayApprove, maySee, requestDetails, requestView, separationBar, type RequestView } from '../requests/index.js';
+import { mayApprove, maySee, requestView, separationBar, type RequestView } from '../requests/index.js';
+import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
-import { decodeCursor, filteredPage } from '../shared/cursor.js';
+import { decodeCursor, scanPage } from '../shared/cursor.js';
 import { Conflict, NotFound, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import type { ReviewOutcome, Store } from '../store/index.js';
 
@@ -13,9 +13,8 @@ export interface ReviewInput {
 }
 
 export interface BreakGlassServiceDeps {
-  policy: Policy;
+  settings: () => Settings;
   store: Store;
-  audit: AuditLog;
   clock: Clock;
 }
 
@@ -23,53 +22,59 @@ export type BreakGlassService = ReturnType<typeof createBreakGlassService>;
 
 /** After the emergency: every break-glass grant is reviewed, once, by someone other than its requester. */
 export function createBreakGlassService(deps: BreakGlassServiceDeps) {
-  const { policy, store, audit, clock } = deps;
+  const { settings, store, clock } = deps;
 
   return {
     /**
      * Records the post-review. The reviewer must be an approver who could have approved the
-     * request's scopes, and neither its requester nor the person who started its job.
+     * request's scopes, and neither its requester nor the person who asked or started its job,
+     * under any identity.
      */
-    review(identity: Identity, id: string, input: ReviewInput): RequestView {
+    async review(identity: Identity, id: string, input: ReviewInput): Promise<RequestView> {
+      const { policy } = settings();
       const now = clock();
-      const reviewed = store.transaction(() => {
-        const request = store.requests.get(id);
-        if (!request || !request.breakGlass || !maySee(policy, identity, request)) {
+      const after = await store.change(id, (state) => {
+        if (!state || !state.request.breakGlass || !maySee(policy, identity, state.request)) {
           throw new NotFound(`No break-glass grant ${id} that you may see.`);
         }
-        const bar = separationBar(identity, request);
+        const bar = separationBar(identity, state.request);
         if (bar) throw new SeparationOfDuties(`Separation of duties: ${bar.replace('decide', 'review')}.`);
-        if (!mayApprove(policy, identity, request)) throw PolicyDenied.action('Only an approver of its scopes may review a break-glass grant.');
-        if (!store.reviews.record(id, input.outcome, input.notes, identity, now)) {
-          throw new Conflict('This break-glass grant has already been reviewed.');
-        }
-        audit.append({
-          type: 'breakglass.reviewed',
-          actor: identity,
-          requestId: id,
-          data: { outcome: input.outcome, notes: input.notes },
-        });
-        return request;
+        if (!mayApprove(policy, identity, state.request)) throw PolicyDenied.action('Only an approver of its scopes may review a break-glass grant.');
+        if (!state.review || state.review.outcome !== null) throw new Conflict('This break-glass grant has already been reviewed.');
+        const reviewer = { iss: identity.iss, sub: identity.sub };
+        return {
+          review: { outcome: input.outcome, notes: input.notes, reviewer, at: now },
+          events: [{ type: 'breakglass.reviewed', actor: identity, requestId: id, data: { outcome: input.outcome, notes: input.notes } }],
+          result: { ...state, review: { ...state.review, outcome: input.outcome, notes: input.notes, reviewer, reviewedAt: now } },
+        };
       });
-      return requestView(requestDetails(store, reviewed), now);
+      return requestView(after, now);
     },
 
     /**
      * Break-glass grants by review state: auditors and admins see all of them, an approver those
-     * whose scopes it may approve.
+     * whose scopes it may approve. Each page reads a bounded number of rows.
      */
-    list(identity: Identity, state: 'pending' | 'done', cursor: string | undefined, limit: number) {
+    async list(identity: Identity, state: 'pending' | 'done', cursor: string | undefined, limit: number) {
       requireRole(identity, 'approver', 'auditor', 'admin');
+      const { policy } = settings();
       const now = clock();
       const seesAll = identity.roles.has('auditor') || identity.roles.has('admin');
-      const { items, next_cursor } = filteredPage(
-        (after, count) => store.reviews.list(state, after && { dueAt: after[0], requestId: after[1] }, count),
-        (row) => [row.dueAt, row.request.id] as const,
-        (row) => seesAll || mayApprove(policy, identity, row.request),
-        decodeCursor(cursor, ['number', 'string'] as const),
+      return scanPage({
+        read: (after, count) => store.reviews.list(state, after && { dueAt: after[0], requestId: after[1] }, count),
+        key: (row) => [row.dueAt, row.request.id] as const,
+        async select(rows) {
+          const visible = rows.filter((row) => seesAll || mayApprove(policy, identity, row.request)).map((row) => row.request);
+          const states = new Map((await store.requests.states(visible)).map((s) => [s.request.id, s]));
+          return rows.map((row) => {
+            const found = states.get(row.request.id);
+            return found ? requestView(found, now) : undefined;
+          });
+        },
+        after: decodeCursor(cursor, ['number', 'string'] as const),
         limit,
-      );
-      return { items: items.map((row) => requestView(requestDetails(store, row.request), now)), next_cursor };
+        budget: LISTING_SCAN_BUDGET,
+      });
     },
   };
 }

@@ -184,6 +184,7 @@ const configShape = z
         algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of the tokens the broker mints.'),
         keyDir: z.string().default('./data/keys').describe('Private signing keys, files mode 0600, created on first start.'),
         rotateEvery: duration('A new signing key after this long; old keys stay in the JWKS until their tokens expire.').prefault('24h'),
+        publishAhead: duration('A new key is in the JWKS this long before any token uses it.').prefault('10m'),
       })
       .prefault({})
       .describe('The keys the broker signs its tokens with.'),
@@ -222,6 +223,13 @@ const configShape = z
       })
       .prefault({})
       .describe('Emergency access: issued at once, loudly, with a quota and a mandatory review.'),
+    limits: z
+      .strictObject({
+        requestsPerMinute: z.number().int().min(1).default(600),
+        liveGrants: z.number().int().min(1).default(1000),
+        pendingRequests: z.number().int().min(1).default(20),
+      })
+      .prefault({}),
     notify: z
       .strictObject({
         timeout: duration('How long one webhook delivery attempt may take.').prefault('5s'),

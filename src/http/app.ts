@@ -1,16 +1,7 @@
 import express, { type Express, type RequestHandler } from 'express';
-import type { Logger } from 'pino';
-import type { ApprovalService } from '../approval/index.js';
-import type { AuditService } from '../audit/index.js';
-import type { BreakGlassService } from '../breakglass/index.js';
-import type { BrokerConfig } from '../config/index.js';
-import type { CredentialService } from '../credentials/index.js';
 import type { Metrics } from '../observability/index.js';
-import type { Clock } from '../shared/clock.js';
 import { NotFound } from '../shared/errors.js';
-import type { Store } from '../store/index.js';
-import type { Keyring } from '../tokens/index.js';
-import type { Authenticator } from './auth.js';
+import type { AppDeps } from './deps.js';
 import { errorHandler } from './errors.js';
 import { requestLogging } from './logging.js';
 import { auditRoutes } from './routes/audit.js';
@@ -19,20 +10,6 @@ import { discoveryRoutes } from './routes/discovery.js';
 import { healthRoutes } from './routes/health.js';
 import { listingRoutes } from './routes/listings.js';
 import { oauthRoutes } from './routes/oauth.js';
-
-export interface AppDeps {
-  config: BrokerConfig;
-  auth: Authenticator;
-  credentials: CredentialService;
-  approvals: ApprovalService;
-  breakGlass: BreakGlassService;
-  audit: AuditService;
-  keyring: Keyring;
-  store: Store;
-  metrics: Metrics;
-  logger: Logger;
-  clock: Clock;
-}
 
 /** The broker's HTTP face, apart from `listen` so tests drive the real app on a temporary database. */
 export function buildApp(deps: AppDeps): Express {

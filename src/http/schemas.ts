@@ -55,6 +55,11 @@ export const pageQuery = z.strictObject({
   cursor: z.string().max(512).optional(),
 });
 
+/** `GET /v1/credentials`: the caller's own requests. */
+export const ownRequestsQuery = pageQuery.extend({
+  status: z.enum(['pending_approval', 'approved', 'issued', 'denied', 'expired', 'revoked']).optional(),
+});
+
 export const breakGlassQuery = pageQuery.extend({ review: z.enum(['pending', 'done']).default('pending') });
 
 /** Form fields of `POST /oauth2/token` (RFC 8693 and the broker's extension parameters). */

@@ -19,6 +19,10 @@ export interface Identity {
   username?: string;
   /** Workload issuers: the `initiatorClaim` value, the person who started the job. */
   initiator?: string;
+  /** The person key (CONTRACT section 1, "People"); absent for a workload that names no initiator. */
+  person?: string;
+  /** The `bindClaims` values, nested as in the token; present only when the issuer binds jobs. */
+  boundClaims?: Record<string, unknown>;
 }
 
 /** Two identities are the same only when issuer and subject both match. */

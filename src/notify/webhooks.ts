@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { AuditLog } from '../audit/log.js';
 import type { BrokerConfig, WebhookEvent } from '../config/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
@@ -15,8 +14,7 @@ export interface Notifier {
 
 export interface NotifierOptions {
   config: BrokerConfig['notify'];
-  store: Store;
-  audit: AuditLog;
+  store: Pick<Store, 'append'>;
   logger: Logger;
   clock: Clock;
   fetch?: typeof fetch;
@@ -31,11 +29,16 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
     at: toIso(at),
     request_id: request.id,
     requester: { iss: request.requester.iss, sub: request.requester.sub },
+    ...(request.initiator !== null ? { initiator: request.initiator } : {}),
+    ...(request.boundClaims !== null ? { bound_claims: request.boundClaims } : {}),
     task_id: request.taskId,
     scopes: request.scopes,
     audience: request.audience,
     break_glass: request.breakGlass,
     justification: request.justification,
+    digest: request.digest,
+    approvals_required: request.approvalsRequired,
+    expires_at: toIso(request.expiresAt),
   };
 }
 
@@ -46,7 +49,7 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
  * Secret files are read now, so a bad one stops the broker at start rather than at 3 a.m.
  */
 export function createNotifier(options: NotifierOptions): Notifier {
-  const { config, store, audit, logger, clock } = options;
+  const { config, store, logger, clock } = options;
   const send = options.fetch ?? fetch;
   const backoffMs = options.backoffMs ?? 1_000;
   const inFlight = new Set<Promise<void>>();
@@ -89,9 +92,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     const attempts = config.retries + 1;
     logger.warn({ event, target, attempts, problem, request_id: request.id }, 'webhook delivery failed');
     try {
-      store.transaction(() =>
-        audit.append({ type: 'notify.failed', requestId: request.id, data: { event, target, attempts, problem } }),
-      );
+      await store.append([{ type: 'notify.failed', requestId: request.id, data: { event, target, attempts, problem } }]);
     } catch (error) {
       logger.error({ err: error, event, target }, 'could not audit a failed webhook delivery');
     }

@@ -4,10 +4,10 @@ import type { Store } from '../store/index.js';
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /**
- * Prometheus metrics, one registry per broker instance (tests build several). Grant and review
- * gauges are read from the store at scrape time, so they are right across broker processes.
+ * Prometheus metrics, one registry per broker instance (tests build several). The review gauge
+ * is read from the store at scrape time, so it is right across broker processes.
  */
-export function createMetrics(store: Store, clock: () => number) {
+export function createMetrics(store: Pick<Store, 'reviews'>) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'broker_process_' });
 
@@ -43,35 +43,14 @@ export function createMetrics(store: Store, clock: () => number) {
     registers: [registry],
   });
   new Gauge({
-    name: 'broker_live_requests',
-    help: 'Requests pending approval, approved awaiting collection, and issued grants not yet expired.',
-    labelNames: ['status'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      const counts = store.db
-        .prepare<[number], { status: string; n: number }>(
-          `SELECT status, count(*) AS n FROM requests
-           WHERE status IN ('pending_approval', 'approved', 'issued') AND expires_at > ? GROUP BY status`,
-        )
-        .all(clock());
-      for (const { status, n } of counts) this.set({ status }, n);
-    },
-  });
-  new Gauge({
     name: 'broker_break_glass_reviews_pending',
     help: 'Break-glass grants awaiting post-review, and how many of them are overdue.',
     labelNames: ['overdue'] as const,
     registers: [registry],
-    collect() {
-      this.reset();
-      const rows = store.db
-        .prepare<[], { overdue: number; n: number }>(
-          `SELECT overdue_at IS NOT NULL AS overdue, count(*) AS n FROM break_glass_reviews
-           WHERE outcome IS NULL GROUP BY 1`,
-        )
-        .all();
-      for (const { overdue, n } of rows) this.set({ overdue: overdue ? 'true' : 'false' }, n);
+    async collect() {
+      const { pending, overdue } = await store.reviews.pendingCounts();
+      this.set({ overdue: 'true' }, overdue);
+      this.set({ overdue: 'false' }, pending - overdue);
     },
   });
 

@@ -45,6 +45,11 @@ export interface Policy {
   approverRules(scopes: readonly string[]): IdentityMatcher[];
   /** The first `separation` rule that `live` grants plus `requested` would break, if any. */
   separationConflict(requested: readonly string[], live: readonly LiveGrant[]): SeparationConflict | undefined;
+  /**
+   * The scopes a live grant must not hold for `requested` to be granted: the other scopes of
+   * every rule the request touches. Holding a scope of the request itself again is no conflict.
+   */
+  conflictingScopes(requested: readonly string[]): string[];
 }
 
 interface CompiledPolicy {
@@ -137,6 +142,16 @@ export function compilePolicy(config: Pick<BrokerConfig, 'scopes' | 'policies' |
         }
       }
       return undefined;
+    },
+
+    conflictingScopes(requested) {
+      const conflicting = new Set<string>();
+      for (const rule of separation) {
+        const asked = requested.filter((scope) => rule.scopes.has(scope));
+        if (asked.length === 0) continue;
+        for (const scope of rule.scopes) if (!asked.includes(scope)) conflicting.add(scope);
+      }
+      return [...conflicting];
     },
   };
 }

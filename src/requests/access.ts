@@ -1,6 +1,15 @@
 import { sameIdentity, type Identity } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
-import type { RequestRecord } from '../store/index.js';
+import { jobKey, type RequestRecord } from '../store/index.js';
+
+/**
+ * Who owns a request: the identity that asked, and when its issuer binds jobs (`bindClaims`),
+ * only from the same job. Another run of the same CI job has the same subject but not the same
+ * run: to it the request does not exist.
+ */
+export function isOwner(identity: Identity, request: RequestRecord): boolean {
+  return sameIdentity(identity, request.requester) && jobKey(identity.boundClaims) === jobKey(request.boundClaims);
+}
 
 /**
  * Who may decide a request: a person holding the `approver` role and inside every requested
@@ -18,33 +27,24 @@ export function mayApprove(policy: Policy, identity: Identity, request: RequestR
 }
 
 /**
- * Why this identity is barred from deciding a request it could otherwise decide: it is the
- * requester, or the person who started the requesting job (or may be: a person whose token has
- * no username cannot decide a request that names an initiator). Usernames compare without regard
- * to case or Unicode form, so that `Alice` cannot approve what `alice` started.
+ * Why this identity is barred from deciding (or reviewing) a request it could otherwise decide:
+ * it is the requester, or the same person as the requester or as whoever started the requesting
+ * job, by person key, whichever issuer it comes from. Only ever restricts.
  */
 export function separationBar(identity: Identity, request: RequestRecord): string | undefined {
   if (sameIdentity(identity, request.requester)) return 'the requester cannot decide its own request';
-  if (request.initiator !== null) {
-    // Fail closed: without a username the broker cannot tell this person from the initiator,
-    // and leaving the claim out of a token must not be a way around the rule.
-    if (identity.username === undefined) {
-      return 'the request names the person who started its job, and your token carries no username to compare';
-    }
-    if (sameUsername(request.initiator, identity.username)) {
-      return 'the person who started the requesting job cannot decide its request';
-    }
+  if (request.person !== null && identity.person === request.person) {
+    return request.initiator !== null
+      ? 'the person who started the requesting job cannot decide its request'
+      : 'the requester cannot decide its own request, under another identity either';
   }
   return undefined;
 }
 
-const sameUsername = (a: string, b: string): boolean =>
-  a.normalize('NFKC').toLowerCase() === b.normalize('NFKC').toLowerCase();
-
-/** Who may see a request: its requester, its possible approvers, auditors and admins. */
+/** Who may see a request: its owner, its possible approvers, auditors and admins. */
 export function maySee(policy: Policy, identity: Identity, request: RequestRecord): boolean {
   return (
-    sameIdentity(identity, request.requester) ||
+    isOwner(identity, request) ||
     identity.roles.has('auditor') ||
     identity.roles.has('admin') ||
     mayApprove(policy, identity, request)

@@ -4,6 +4,9 @@ import type { Principal } from '../store/index.js';
 export interface DigestInput {
   requestId: string;
   requester: Principal;
+  /** Who started the requesting job, and which job it is: part of what is approved. */
+  initiator?: string | null | undefined;
+  boundClaims?: Record<string, unknown> | null | undefined;
   taskId: string;
   scopes: readonly string[];
   audience: string;
@@ -22,6 +25,8 @@ export function requestDigest(input: DigestInput): string {
     canonicalJson({
       request_id: input.requestId,
       requester: { iss: input.requester.iss, sub: input.requester.sub },
+      ...(input.initiator ? { initiator: input.initiator } : {}),
+      ...(input.boundClaims ? { bound_claims: input.boundClaims } : {}),
       task_id: input.taskId,
       scopes: input.scopes,
       audience: input.audience,

@@ -1,5 +1,5 @@
-export { mayApprove, maySee, separationBar } from './access.js';
+export { isOwner, mayApprove, maySee, separationBar } from './access.js';
 export { requestDigest } from './digest.js';
 export type { DigestInput } from './digest.js';
-export { effectiveStatus, issuedView, pendingView, requestDetails, requestView, reviewView } from './view.js';
-export type { IssuedView, PendingView, RequestDetails, RequestView } from './view.js';
+export { effectiveStatus, issuedView, pendingView, requestView, reviewView } from './view.js';
+export type { IssuedView, PendingView, RequestView } from './view.js';

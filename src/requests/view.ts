@@ -1,13 +1,5 @@
 import { toIso } from '../shared/clock.js';
-import type {
-  ApprovalRecord,
-  BreakGlassReviewRecord,
-  IssuanceRecord,
-  RequestRecord,
-  RequestStatus,
-  Store,
-} from '../store/index.js';
-import { LIVE_STATUSES } from '../store/index.js';
+import { isLive, type BreakGlassReviewRecord, type RequestRecord, type RequestState, type RequestStatus } from '../store/index.js';
 import type { MintedToken } from '../tokens/mint.js';
 
 /**
@@ -15,32 +7,20 @@ import type { MintedToken } from '../tokens/mint.js';
  * what callers see, and what the broker acts on, never lags the clock.
  */
 export function effectiveStatus(request: RequestRecord, now: number): RequestStatus {
-  return LIVE_STATUSES.includes(request.status) && request.expiresAt <= now ? 'expired' : request.status;
+  return isLive(request.status) && request.expiresAt <= now ? 'expired' : request.status;
 }
 
-export interface RequestDetails {
-  request: RequestRecord;
-  approvals: ApprovalRecord[];
-  review: BreakGlassReviewRecord | undefined;
-  issuance: IssuanceRecord | undefined;
-}
-
-/** Loads what a request view shows besides the request itself. */
-export function requestDetails(store: Store, request: RequestRecord): RequestDetails {
-  return {
-    request,
-    approvals: store.approvals.list(request.id),
-    review: request.breakGlass ? store.reviews.get(request.id) : undefined,
-    issuance: request.issuedAt !== null ? store.issuances.forRequest(request.id) : undefined,
-  };
-}
-
-/** CONTRACT section 4, `GET /v1/credentials/{id}`, plus when and why it ended. */
-export function requestView({ request, approvals, review, issuance }: RequestDetails, now: number) {
+/**
+ * CONTRACT section 4, `GET /v1/credentials/{id}`, plus who started the job, which job it is
+ * bound to, and when and why it ended.
+ */
+export function requestView({ request, approvals, review, issuance }: RequestState, now: number) {
   return {
     request_id: request.id,
     status: effectiveStatus(request, now),
     requester: request.requester,
+    ...(request.initiator !== null ? { initiator: request.initiator } : {}),
+    ...(request.boundClaims !== null ? { bound_claims: request.boundClaims } : {}),
     task_id: request.taskId,
     scopes: request.scopes,
     audience: request.audience,

@@ -1,79 +1,92 @@
-import type { AuditLog } from '../audit/log.js';
-import type { Notifier } from '../notify/webhooks.js';
+import type { Notifier } from '../notify/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
 
 export interface JobDeps {
   store: Store;
-  audit: AuditLog;
   keyring: Keyring;
   notifier: Notifier;
   clock: Clock;
+  /** Records per store operation: no job holds the write lock for long however much is due. */
+  batchSize?: number;
 }
 
 /** A job returns how many records it changed. */
 export type Job = () => number | Promise<number>;
 
+export const DEFAULT_BATCH_SIZE = 500;
+
 /**
- * CONTRACT section 6. Each job changes a record with a conditional UPDATE ... RETURNING and
- * writes one event per returned row in the same transaction: running a job twice, or in two
- * processes at once, changes each record once and records it once. Each job works from the
- * clock, not from what it last saw, so its first run after a restart catches up.
+ * CONTRACT section 6. Each job moves due records in batches, each batch one store operation that
+ * changes a record only from the state the job expects and writes one event per record changed:
+ * running a job twice, or in two processes or replicas at once, changes each record once and
+ * records it once. Each job works from the clock, not from what it last saw, so its first run
+ * after a restart catches up.
  */
 export function createJobs(deps: JobDeps): Record<string, Job> {
-  const { store, audit, keyring, notifier, clock } = deps;
+  const { store, keyring, notifier, clock } = deps;
+  const batchSize = deps.batchSize ?? DEFAULT_BATCH_SIZE;
+
+  /** Runs `batch` until it returns fewer than a full batch; other requests' writes interleave between batches. */
+  const inBatches = async <T>(batch: (limit: number) => Promise<T[]>, each: (item: T) => void = () => {}) => {
+    let total = 0;
+    for (;;) {
+      const done = await batch(batchSize);
+      done.forEach(each);
+      total += done.length;
+      if (done.length < batchSize) return total;
+    }
+  };
 
   return {
-    'expire-grants'() {
-      const now = clock();
-      return store.transaction(() => {
-        const expired = store.requests.sweep('issued', 'expired', now);
-        for (const grant of expired) {
-          audit.append({
-            type: 'grant.expired',
-            requestId: grant.id,
-            data: { jti: store.issuances.forRequest(grant.id)?.jti ?? null, scopes: grant.scopes, expired_at: toIso(grant.expiresAt) },
-          });
-        }
-        return expired.length;
-      });
-    },
+    'expire-grants': () =>
+      inBatches((limit) =>
+        store.sweep.grants(clock(), limit, (grant, jti) => ({
+          type: 'grant.expired',
+          requestId: grant.id,
+          data: { jti, scopes: grant.scopes, expired_at: toIso(grant.expiresAt) },
+        })),
+      ),
 
-    'expire-requests'() {
-      const now = clock();
-      return store.transaction(() => {
-        const expired = [
-          ...store.requests.sweep('pending_approval', 'expired', now).map((r) => [r, 'pending_approval'] as const),
-          ...store.requests.sweep('approved', 'expired', now).map((r) => [r, 'approved'] as const),
-        ];
-        for (const [request, previous] of expired) {
-          audit.append({
-            type: 'request.expired',
-            requestId: request.id,
-            data: { previous_status: previous, deadline: toIso(request.expiresAt) },
-          });
-        }
-        return expired.length;
-      });
-    },
+    'expire-requests': () =>
+      inBatches((limit) =>
+        store.sweep.requests(clock(), limit, (request) => ({
+          type: 'request.expired',
+          requestId: request.id,
+          data: { previous_status: request.status, deadline: toIso(request.expiresAt) },
+        })),
+      ),
 
-    'flag-overdue-reviews'() {
-      const now = clock();
-      const flagged = store.transaction(() =>
-        store.reviews.flagOverdue(now).map((review) => {
-          audit.append({ type: 'breakglass.review_overdue', requestId: review.requestId, data: { due_at: toIso(review.dueAt) } });
-          return store.requests.get(review.requestId) as RequestRecord;
-        }),
-      );
-      // After the commit: a webhook goes out only for a flag that was recorded.
-      for (const request of flagged) notifier.notify('breakglass.review_overdue', request);
-      return flagged.length;
+    'flag-overdue-reviews': () =>
+      inBatches(
+        (limit) =>
+          store.sweep.overdueReviews(clock(), limit, (review) => ({
+            type: 'breakglass.review_overdue',
+            requestId: review.requestId,
+            data: { due_at: toIso(review.dueAt) },
+          })),
+        // After the commit: a webhook goes out only for a flag that was recorded.
+        (request: RequestRecord) => notifier.notify('breakglass.review_overdue', request),
+      ),
+
+    'report-refusals': async () => {
+      let total = 0;
+      for (;;) {
+        const reported = await store.sweep.refusals(clock(), batchSize, (tally) => ({
+          type: 'request.refused',
+          actor: tally.actor,
+          data: { count: tally.count, aggregated: true, minute: toIso(tally.minuteStart) },
+        }));
+        total += reported;
+        if (reported < batchSize) return total;
+      }
     },
 
     async 'rotate-keys'() {
+      await keyring.refresh();
       const rotated = await keyring.rotateIfDue();
-      return (rotated ? 1 : 0) + keyring.retireUnused().length;
+      return (rotated ? 1 : 0) + (await keyring.retireUnused()).length;
     },
   };
 }

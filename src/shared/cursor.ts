@@ -27,30 +27,43 @@ export function decodeCursor<T extends readonly ('string' | 'number')[]>(
 }
 
 /**
- * One page of a listing that is filtered after the query, by what the caller may see: reads
- * batches after `after` until more than `limit` rows pass `keep` (so a next page is known to
- * exist) or the rows run out.
+ * One page of a listing filtered after the query (by what the caller may see or decide), at a
+ * bounded cost: it reads rows in batches after `after` and keeps those `select` gives a value
+ * for, until it has `limit` of them or has read `budget` rows. A page cut short by the budget
+ * may hold fewer items, even none, and still carries a `next_cursor`: the caller reads on from
+ * there, and no single call reads the whole table however few rows pass.
  */
-export function filteredPage<T, Key extends readonly (string | number)[]>(
-  read: (after: Key | undefined, count: number) => T[],
-  keyOf: (row: T) => Key,
-  keep: (row: T) => boolean,
-  after: Key | undefined,
-  limit: number,
-): { items: T[]; next_cursor: string | null } {
-  const found: T[] = [];
-  const batch = Math.max(limit * 2, 100);
-  for (;;) {
-    const page = read(after, batch);
-    for (const row of page) {
-      if (keep(row)) found.push(row);
-      if (found.length > limit) break;
+export async function scanPage<Row, Item, Key extends readonly (string | number)[]>(options: {
+  read: (after: Key | undefined, count: number) => Promise<Row[]>;
+  key: (row: Row) => Key;
+  /** For each row, the item to list, or undefined to skip it. */
+  select: (rows: Row[]) => Promise<(Item | undefined)[]>;
+  after: Key | undefined;
+  limit: number;
+  budget: number;
+}): Promise<{ items: Item[]; next_cursor: string | null }> {
+  const { read, key, select, limit, budget } = options;
+  const items: Item[] = [];
+  let after = options.after;
+  let scanned = 0;
+  while (scanned < budget) {
+    const count = Math.min(budget - scanned, Math.max(limit * 2, 100));
+    const rows = await read(after, count);
+    const selected = await select(rows);
+    for (const [i, row] of rows.entries()) {
+      const item = selected[i];
+      if (item === undefined) continue;
+      items.push(item);
+      // Full: there is a next page unless this was the very last row there is.
+      if (items.length === limit) {
+        const last = i === rows.length - 1 && rows.length < count;
+        return { items, next_cursor: last ? null : encodeCursor(key(row)) };
+      }
     }
-    const last = page[page.length - 1];
-    if (found.length > limit || page.length < batch || !last) break;
-    after = keyOf(last);
+    scanned += rows.length;
+    const tail = rows[rows.length - 1];
+    if (rows.length < count || !tail) return { items, next_cursor: null };
+    after = key(tail);
   }
-  const items = found.slice(0, limit);
-  const tail = items[items.length - 1];
-  return { items, next_cursor: found.length > limit && tail ? encodeCursor(keyOf(tail)) : null };
+  return { items, next_cursor: after === undefined ? null : encodeCursor(after) };
 }

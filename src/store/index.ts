@@ -1,11 +1,23 @@
-export { MIGRATIONS_DIR, migrate, openDatabase } from './database.js';
-export type { Db } from './database.js';
-export { createStore, openStore } from './store.js';
-export type { Store, TransitionFields } from './store.js';
-export { LIVE_STATUSES } from './records.js';
+export type {
+  Admission,
+  AdmissionFacts,
+  AdmissionProbe,
+  HolderCounts,
+  Holders,
+  OwnedFilter,
+  Owner,
+  Position,
+  RefusalTally,
+  RequestChange,
+  RequestState,
+  Store,
+  TransitionFields,
+} from './contract.js';
 export type {
   ApprovalRecord,
+  AuditEntry,
   AuditEventRecord,
+  AuditEventType,
   BreakGlassReviewRecord,
   Decision,
   EventFilter,
@@ -19,3 +31,6 @@ export type {
   ReviewOutcome,
   SigningKeyRecord,
 } from './records.js';
+export { isLive, jobKey, LIVE_STATUSES } from './shared.js';
+export { openStore } from './open.js';
+export { openSqliteReadOnly } from './sqlite/index.js';

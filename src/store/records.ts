@@ -17,7 +17,15 @@ export interface RequestRecord {
   requester: Principal;
   /** Configured name of the requester's issuer. */
   requesterIdp: string;
+  /** The raw `initiatorClaim` value of a workload requester: who started the job. */
   initiator: string | null;
+  /**
+   * The requester's person key (CONTRACT section 1, "People"): its own for a person, the job
+   * initiator's for a workload; null for a workload that names no initiator.
+   */
+  person: string | null;
+  /** The `bindClaims` values of the requesting job, nested as in its token; null when unbound. */
+  boundClaims: Record<string, unknown> | null;
   taskId: string;
   scopes: string[];
   audience: string;
@@ -43,6 +51,8 @@ export type Decision = 'approve' | 'deny';
 export interface ApprovalRecord {
   requestId: string;
   approver: Principal;
+  /** The approver's person key: approvals count distinct people. */
+  person: string | null;
   decision: Decision;
   reason: string;
   digest: string;
@@ -75,6 +85,8 @@ export interface SigningKeyRecord {
   alg: string;
   publicJwk: JWK;
   createdAt: number;
+  /** When it may start signing: published in the JWKS from `createdAt`, used from here on. */
+  activatesAt: number;
   retiredAt: number | null;
 }
 
@@ -119,6 +131,37 @@ export interface IssuanceAuditRecord {
   breakGlass: boolean;
   revokedAt: number | null;
   revokeReason: string | null;
+}
+
+/** CONTRACT section 5 event types, and the broker's own additions. */
+export type AuditEventType =
+  | 'config.loaded'
+  | 'request.created'
+  | 'request.refused'
+  | 'request.denied'
+  | 'request.approved'
+  | 'request.expired'
+  | 'request.revoked'
+  | 'approval.recorded'
+  | 'token.issued'
+  | 'token.revoked'
+  | 'grant.expired'
+  | 'breakglass.used'
+  | 'breakglass.reviewed'
+  | 'breakglass.review_overdue'
+  | 'key.rotated'
+  | 'key.retired'
+  | 'audit.checkpoint'
+  | 'notify.failed';
+
+/** An event to append to the audit log; the store gives it its time, seq and hashes. */
+export interface AuditEntry {
+  type: AuditEventType;
+  /** Who acted; absent when the broker itself did (the scheduler, start-up). */
+  actor?: Principal | null;
+  requestId?: string | null;
+  /** Never a token, never a secret. */
+  data?: Record<string, unknown>;
 }
 
 export interface EventFilter {

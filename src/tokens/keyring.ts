@@ -1,8 +1,9 @@
-import { unlinkSync } from 'node:fs';
+import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   calculateJwkThumbprint,
   createLocalJWKSet,
+  errors,
   exportJWK,
   generateKeyPair,
   importJWK,
@@ -10,18 +11,21 @@ import {
   type JSONWebKeySet,
   type JWTVerifyGetKey,
 } from 'jose';
-import type { AuditLog } from '../audit/log.js';
 import type { Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
 import { ensureKeyDir, publicJwk, readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
 import type { SigningKeyRecord, Store } from '../store/index.js';
 
 /**
- * How long a superseded key keeps signing rights in other processes' eyes: a process that read
- * the old key just before a rotation may still be recording a token signed with it, so the old
- * key is not retired until this has passed, whatever its tokens.
+ * A key is used for signing at most this long past its `rotateEvery`: its successor should be
+ * signing by then. When rotation keeps failing, signing stops (503) rather than outlive the point
+ * after which the key may be retired and vanish from the JWKS.
  */
+export const SIGNING_SLACK_MS = 5 * 60_000;
+/** And it stays in the JWKS at least this much longer, for tokens signed at its last moment. */
 export const RETIRE_GRACE_MS = 60_000;
+/** How often an unknown `kid` in a token may make the keyring re-read the store. */
+const REFRESH_COOLDOWN_MS = 5_000;
 
 export interface SigningKey {
   kid: string;
@@ -30,33 +34,48 @@ export interface SigningKey {
 }
 
 export interface Keyring {
-  /** The newest unretired key: every broker process on one database signs with the same one. */
+  /** The newest key this process holds that may sign now. */
   signingKey(): Promise<SigningKey>;
-  /** Public halves of every unretired key: what `/.well-known/jwks.json` serves. */
+  /** Public halves of every unretired key of every process on this database: what `/.well-known/jwks.json` serves. */
   jwks(): JSONWebKeySet;
   /** A key resolver over `jwks()`, for checking the broker's own tokens. */
   verificationKeys(): JWTVerifyGetKey;
-  /** Creates a new signing key when none exists, the newest is `rotateEvery` old, or the algorithm changed. */
+  /** Re-reads the keys from the store (other processes rotate too). */
+  refresh(): Promise<void>;
+  /** Creates this process's next key when due, published `publishAhead` before it signs. */
   rotateIfDue(): Promise<SigningKeyRecord | undefined>;
-  /** Retires superseded keys that no unexpired token uses; returns their kids. */
-  retireUnused(): string[];
+  /** Retires keys past their time that no unexpired token uses; returns their kids. */
+  retireUnused(): Promise<string[]>;
 }
 
 export interface KeyringOptions {
   store: Store;
-  audit: AuditLog;
   keyDir: string;
   algorithm: 'ES256' | 'EdDSA' | 'RS256';
   rotateEveryMs: number;
+  publishAheadMs: number;
   clock: Clock;
 }
 
+/**
+ * The broker's signing keys. Public halves live in the store, so every process on one database
+ * (or every replica on PostgreSQL) serves the same JWKS; private halves live in files under
+ * `keyDir`, which processes may share or keep each to their own. A process signs with the newest
+ * key whose private half it holds, and only once that key has been published for
+ * `publishAhead`: a resource server that cached the JWKS a moment before a rotation still knows
+ * every key that signs.
+ */
 export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
-  const { store, audit, keyDir, algorithm, rotateEveryMs, clock } = options;
+  const { store, keyDir, algorithm, rotateEveryMs, publishAheadMs, clock } = options;
   ensureKeyDir(keyDir);
   const keyFile = (kid: string) => join(keyDir, `${kid}.jwk.json`);
   const privateKeys = new Map<string, CryptoKey>();
+  let active: SigningKeyRecord[] = [];
   let verification: { version: string; keys: JWTVerifyGetKey } | undefined;
+  let refreshedAt = 0;
+
+  const held = (key: SigningKeyRecord) => privateKeys.has(key.kid) || existsSync(keyFile(key.kid));
+  const signsUntil = (key: SigningKeyRecord) => key.activatesAt + rotateEveryMs + SIGNING_SLACK_MS;
 
   async function loadPrivateKey(record: SigningKeyRecord): Promise<CryptoKey> {
     let key = privateKeys.get(record.kid);
@@ -67,92 +86,119 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     return key;
   }
 
-  const isDue = (newest: SigningKeyRecord | undefined, now: number) =>
-    !newest || newest.alg !== algorithm || newest.createdAt + rotateEveryMs <= now;
+  /** This process's next key is due when it has none of the configured algorithm that is still young enough. */
+  const isDue = (keys: readonly SigningKeyRecord[], now: number) => {
+    const newest = keys.find((key) => key.alg === algorithm && held(key));
+    return !newest || newest.activatesAt + rotateEveryMs - publishAheadMs <= now;
+  };
+
+  async function refresh(): Promise<void> {
+    active = await store.keys.active();
+    refreshedAt = clock();
+  }
 
   const keyring: Keyring = {
     async signingKey() {
-      const newest = store.keys.active()[0];
-      if (!newest) throw new Unavailable('The broker has no signing key yet.');
+      const now = clock();
+      const usable = active.find((key) => key.activatesAt <= now && now < signsUntil(key) && held(key));
+      if (!usable) throw new Unavailable('The broker has no signing key it may use yet.', { internal: { keyDir } });
       try {
-        return { kid: newest.kid, alg: newest.alg, privateKey: await loadPrivateKey(newest) };
+        return { kid: usable.kid, alg: usable.alg, privateKey: await loadPrivateKey(usable) };
       } catch (error) {
         throw new Unavailable('The broker cannot sign right now.', {
           cause: error,
-          internal: { kid: newest.kid, keyDir, problem: (error as Error).message },
+          internal: { kid: usable.kid, keyDir, problem: (error as Error).message },
         });
       }
     },
 
     jwks() {
-      return { keys: store.keys.active().map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
+      return { keys: active.map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
     },
 
     verificationKeys() {
       const jwks = keyring.jwks();
       const version = jwks.keys.map((key) => key.kid).join(' ');
-      if (verification?.version !== version) verification = { version, keys: createLocalJWKSet(jwks) };
+      if (verification?.version !== version) {
+        const local = createLocalJWKSet(jwks);
+        // A key another process published since the last refresh: read the store again, once in a while.
+        const keys: JWTVerifyGetKey = async (header, token) => {
+          try {
+            return await local(header, token);
+          } catch (error) {
+            if (!(error instanceof errors.JWKSNoMatchingKey) || clock() - refreshedAt < REFRESH_COOLDOWN_MS) throw error;
+            await refresh();
+            return keyring.verificationKeys()(header, token);
+          }
+        };
+        verification = { version, keys };
+      }
       return verification.keys;
     },
 
+    refresh,
+
     async rotateIfDue() {
       const now = clock();
-      if (!isDue(store.keys.active()[0], now)) return undefined;
+      if (!isDue(active, now)) return undefined;
 
-      // Generate outside the transaction (it is async), then claim the rotation under the write
-      // lock: when two processes race, one inserts and the other discards its key.
+      // Generate outside the store operation (it is async), then claim the rotation under the
+      // store's lock: when two processes sharing keyDir race, one inserts and the other discards.
       const { privateKey } = await generateKeyPair(algorithm, { extractable: true });
       const jwk = await exportJWK(privateKey);
       const kid = await calculateJwkThumbprint(jwk);
       writePrivateJwk(keyFile(kid), { ...jwk, kid, alg: algorithm });
-      const record: SigningKeyRecord = { kid, alg: algorithm, publicJwk: publicJwk(jwk), createdAt: now, retiredAt: null };
-      const inserted = store.transaction(() => {
-        const newest = store.keys.active()[0];
-        if (!isDue(newest, now)) return false;
-        store.keys.insert(record);
-        audit.append({ type: 'key.rotated', data: { kid, alg: algorithm, previous_kid: newest?.kid ?? null } });
-        return true;
-      });
+      let record: SigningKeyRecord | undefined;
+      const inserted = await store.keys.add(
+        (keys) => {
+          if (!isDue(keys.filter((key) => key.kid !== kid), now)) return false;
+          const mine = keys.find((key) => key.alg === algorithm && held(key) && key.kid !== kid);
+          // Nobody can have cached a JWKS of a store with no keys: the first key signs at once.
+          const activatesAt = keys.length === 0 ? now : Math.max(now + publishAheadMs, mine ? mine.activatesAt + rotateEveryMs : 0);
+          record = { kid, alg: algorithm, publicJwk: publicJwk(jwk), createdAt: now, activatesAt, retiredAt: null };
+          return record;
+        },
+        (key) => ({
+          type: 'key.rotated',
+          data: { kid, alg: algorithm, activates_at: new Date(key.activatesAt).toISOString(), previous_kid: active.find(held)?.kid ?? null },
+        }),
+      );
       if (!inserted) {
         unlinkSync(keyFile(kid));
+        await refresh();
         return undefined;
       }
       privateKeys.set(kid, privateKey);
+      await refresh();
       return record;
     },
 
-    retireUnused() {
+    async retireUnused() {
       const now = clock();
-      const active = store.keys.active();
       const retired: string[] = [];
-      // active[0] signs; each older key was superseded when the key just newer than it appeared.
-      for (let i = 1; i < active.length; i += 1) {
-        const key = active[i] as SigningKeyRecord;
-        const successor = active[i - 1] as SigningKeyRecord;
-        if (successor.createdAt + RETIRE_GRACE_MS > now) continue;
-        const done = store.transaction(() => {
-          if (store.issuances.anyUnexpiredSignedBy(key.kid, now)) return false;
-          if (!store.keys.retire(key.kid, now)) return false;
-          audit.append({ type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
-          return true;
-        });
-        if (done) {
-          retired.push(key.kid);
-          privateKeys.delete(key.kid);
-          // Its tokens are all expired: the private half has nothing left to do.
-          try {
-            unlinkSync(keyFile(key.kid));
-          } catch {
-            // Another process sharing keyDir removed it first.
-          }
+      // The newest key always stays, so the JWKS is never empty.
+      for (const key of active.slice(1)) {
+        if (signsUntil(key) + RETIRE_GRACE_MS > now) continue;
+        const done = await store.keys.retire(key.kid, now, { type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
+        if (!done) continue;
+        retired.push(key.kid);
+        privateKeys.delete(key.kid);
+        // Its tokens are all expired: the private half has nothing left to do.
+        try {
+          unlinkSync(keyFile(key.kid));
+        } catch {
+          // Another process sharing keyDir removed it first, or it was never ours.
         }
       }
+      if (retired.length > 0) await refresh();
       return retired;
     },
   };
 
+  await refresh();
   await keyring.rotateIfDue();
   // Fail at start, not at the first request, when the signing key cannot be read.
-  await loadPrivateKey(store.keys.active()[0] as SigningKeyRecord);
+  const first = active.find((key) => key.activatesAt <= clock() && held(key));
+  if (first) await loadPrivateKey(first);
   return keyring;
 }

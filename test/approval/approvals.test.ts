@@ -39,6 +39,7 @@ describe('a high-risk request', () => {
       digest: requestDigest({
         requestId: response.body.request_id,
         requester: { iss: 'https://ci.test', sub: 'repo:acme/ml:ref:refs/heads/main' },
+        initiator: 'bob', // who started the job is part of what an approver signs off on
         taskId: 'deploy-7',
         scopes: ['model:deploy'],
         audience: 'registry.acme.internal',
@@ -69,9 +70,9 @@ describe('a high-risk request', () => {
     expect(claims.exp).toBe(Math.floor(t.clock() / 1000) + 600);
     expect(claims.approvers).toEqual([{ iss: 'https://sso.test', sub: 'alice', at: approved.body.approvals[0].at }]);
 
-    const types = eventsOf(t, pending.request_id).map((e) => e.type);
+    const types = (await eventsOf(t, pending.request_id)).map((e) => e.type);
     expect(types).toEqual(['request.created', 'approval.recorded', 'request.approved', 'token.issued']);
-    const recorded = eventsOf(t, pending.request_id)[1];
+    const recorded = (await eventsOf(t, pending.request_id))[1];
     expect(recorded).toMatchObject({
       actor: { iss: 'https://sso.test', sub: 'alice' },
       data: { decision: 'approve', reason: 'release 7 reviewed', digest: pending.digest },
@@ -181,7 +182,7 @@ describe('counting decisions', () => {
     expect((await decide(await dba('heidi'), pending.request_id, 'approve', pending.digest)).status).toBe(409);
     const collect = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await dbWorkload()));
     expect(collect.status).toBe(409);
-    expect(eventsOf(t, pending.request_id).map((e) => e.type)).toContain('request.denied');
+    expect((await eventsOf(t, pending.request_id)).map((e) => e.type)).toContain('request.denied');
   });
 });
 
@@ -195,9 +196,9 @@ describe('collecting', () => {
     );
     expect(responses.map((r) => r.status).sort()).toEqual([201, ...Array<number>(19).fill(409)]);
     expect(responses.filter((r) => r.body.access_token).length).toBe(1);
-    const issued = t.broker.store.db.prepare('SELECT count(*) AS n FROM issuances WHERE request_id = ?').get(pending.request_id);
-    expect(issued).toEqual({ n: 1 });
-    expect(eventsOf(t, pending.request_id).filter((e) => e.type === 'token.issued')).toHaveLength(1);
+    const issued = await t.db.sql<{ n: number }>('SELECT count(*) AS n FROM issuances WHERE request_id = ?', [pending.request_id]);
+    expect(Number(issued[0]?.n)).toBe(1);
+    expect((await eventsOf(t, pending.request_id)).filter((e) => e.type === 'token.issued')).toHaveLength(1);
   });
 
   it('refuses to collect before approval (409) and hides the request from any other identity (404)', async () => {
@@ -371,9 +372,9 @@ describe('expiry', () => {
     await t.broker.scheduler.runAll(); // idempotent: a second sweep changes nothing
     expect(await view(pending.request_id, await t.as.ml())).toBe('expired');
     for (const id of [pending.request_id, migration.request_id, approved.request_id]) {
-      const expired = eventsOf(t, id).filter((e) => e.type === 'request.expired');
+      const expired = (await eventsOf(t, id)).filter((e) => e.type === 'request.expired');
       expect(expired).toHaveLength(1);
     }
-    expect(eventsOf(t, approved.request_id).find((e) => e.type === 'request.expired')?.data).toMatchObject({ previous_status: 'approved' });
+    expect((await eventsOf(t, approved.request_id)).find((e) => e.type === 'request.expired')?.data).toMatchObject({ previous_status: 'approved' });
   });
 });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENGINE } from '../helpers/engine.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 /**
@@ -211,9 +212,10 @@ describe('GET /v1/audit/events', () => {
 describe('the chain', () => {
   it('verifies, and the store refuses to rewrite it', async () => {
     const verdict = (await get('/v1/audit/verify')).body;
-    const count = (t.broker.store.db.prepare('SELECT count(*) AS n FROM audit_events').get() as { n: number }).n;
-    expect(verdict).toEqual({ ok: true, events: count, head: expect.stringMatching(/^[0-9a-f]{64}$/) });
-    expect(() => t.broker.store.db.prepare(`UPDATE audit_events SET data = '{}' WHERE seq = 3`).run()).toThrow(/append-only/);
-    expect(() => t.broker.store.db.prepare('DELETE FROM audit_events WHERE seq = 3').run()).toThrow(/append-only/);
+    const [count] = await t.db.sql<{ n: number }>('SELECT count(*) AS n FROM audit_events');
+    expect(verdict).toEqual({ ok: true, events: Number(count?.n), head: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    await expect(t.db.sql(`UPDATE audit_events SET type = 'x' WHERE seq = 3`)).rejects.toThrow(/append-only/);
+    await expect(t.db.sql('DELETE FROM audit_events WHERE seq = 3')).rejects.toThrow(/append-only/);
+    await expect(t.db.sql(ENGINE === 'postgres' ? 'TRUNCATE audit_events' : 'DELETE FROM audit_events')).rejects.toThrow(/append-only/);
   });
 });

@@ -44,8 +44,8 @@ describe('break-glass issuance', () => {
     expect(claims).toMatchObject({ break_glass: true, scope: 'model:deploy', sub: 'olga' });
     expect(claims.exp! - claims.iat!).toBe(300);
 
-    expect(eventsOf(t, response.body.request_id).map((e) => e.type)).toEqual(['request.created', 'breakglass.used', 'token.issued']);
-    expect(eventsOf(t, response.body.request_id)[1]?.data).toMatchObject({ justification: JUSTIFICATION });
+    expect((await eventsOf(t, response.body.request_id)).map((e) => e.type)).toEqual(['request.created', 'breakglass.used', 'token.issued']);
+    expect((await eventsOf(t, response.body.request_id))[1]?.data).toMatchObject({ justification: JUSTIFICATION });
     const warning = t.logs.map((line) => JSON.parse(line)).find((line) => line.msg?.startsWith('BREAK-GLASS'));
     expect(warning).toMatchObject({ level: 'warn', request_id: response.body.request_id });
     await t.broker.notifier.idle();
@@ -129,7 +129,7 @@ describe('post-review', () => {
       reviewed_at: new Date(t.clock()).toISOString(),
     });
     expect((await review(await reviewer('bob'), grant.request_id, 'unjustified')).status).toBe(409);
-    expect(eventsOf(t, grant.request_id).filter((e) => e.type === 'breakglass.reviewed')).toHaveLength(1);
+    expect((await eventsOf(t, grant.request_id)).filter((e) => e.type === 'breakglass.reviewed')).toHaveLength(1);
   });
 
   it('refuses the requester (403 separation_of_duties), a non-approver (403) and an outsider (404)', async () => {
@@ -177,7 +177,7 @@ describe('overdue reviews', () => {
 
     t.clock.advance(24 * 3600_000 - 5_000);
     await t.broker.scheduler.runAll();
-    expect(allEvents(t).filter((e) => e.type === 'breakglass.review_overdue')).toHaveLength(0);
+    expect((await allEvents(t)).filter((e) => e.type === 'breakglass.review_overdue')).toHaveLength(0);
 
     t.clock.advance(10_000);
     await t.broker.scheduler.runAll();
@@ -186,7 +186,7 @@ describe('overdue reviews', () => {
     await t.broker.scheduler.runAll();
     await t.broker.notifier.idle();
 
-    const overdue = allEvents(t).filter((e) => e.type === 'breakglass.review_overdue');
+    const overdue = (await allEvents(t)).filter((e) => e.type === 'breakglass.review_overdue');
     expect(overdue.map((e) => e.requestId)).toEqual([late.request_id]);
     expect(receiver.deliveries.filter((d) => d.body.event === 'breakglass.review_overdue').map((d) => d.body.request_id)).toEqual([late.request_id]);
     const view = await t.http.get(`/v1/credentials/${late.request_id}`).set(bearer(await reviewer()));

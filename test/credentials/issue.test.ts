@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/index.js';
-import { BROKER_ISSUER, bearer, readDatabaseBytes, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { READINESS_CACHE_MS } from '../../src/http/routes/health.js';
+import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { allEvents } from '../helpers/records.js';
 
 const body = { task_id: 'build-42', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
@@ -76,16 +77,16 @@ describe('POST /v1/credentials, low risk', () => {
     const response = await issue(body);
     const token = response.body.access_token as string;
     const { jti } = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()) as { jti: string };
-    const row = t.broker.store.db.prepare('SELECT * FROM issuances WHERE jti = ?').get(jti) as Record<string, unknown>;
+    const [row] = await t.db.sql('SELECT * FROM issuances WHERE jti = ?', [jti]);
     expect(row).toMatchObject({
       request_id: response.body.request_id,
       token_sha256: createHash('sha256').update(token).digest('hex'),
       kid: decodeProtectedHeader(token).kid,
     });
-    const events = allEvents(t).filter((e) => e.requestId === response.body.request_id);
+    const events = (await allEvents(t)).filter((e) => e.requestId === response.body.request_id);
     expect(events.map((e) => e.type)).toEqual(['request.created', 'token.issued']);
     expect(events[1]?.data).toMatchObject({ jti, scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
-    expect(verifyChain(allEvents(t))).toMatchObject({ ok: true });
+    expect(verifyChain((await allEvents(t)))).toMatchObject({ ok: true });
   });
 
   it('never writes a token to the log or the database file', async () => {
@@ -104,11 +105,9 @@ describe('POST /v1/credentials, low risk', () => {
       });
     expect(exchanged.status).toBe(200);
     await t.http.post('/v1/credentials').set(bearer(response.body.access_token)).send(body); // a token misused as identity is logged as refused
-    t.broker.store.db.pragma('wal_checkpoint(FULL)');
-
     const secrets = [identity, response.body.access_token as string, exchanged.body.access_token as string];
     const logs = t.logs.join('\n');
-    const database = readDatabaseBytes(t.dir);
+    const database = await t.db.contents();
     for (const secret of secrets) {
       // Signatures are what make a token a token; no part of one may be written down.
       const signature = secret.split('.')[2] as string;
@@ -163,7 +162,7 @@ describe('policy: default deny', () => {
 
   it('leaves an audit event for every refusal', async () => {
     await issue({ ...body, scopes: ['nope:never'] });
-    const refusal = allEvents(t).filter((e) => e.type === 'request.refused').at(-1);
+    const refusal = (await allEvents(t)).filter((e) => e.type === 'request.refused').at(-1);
     expect(refusal).toMatchObject({
       actor: { iss: 'https://ci.test', sub: 'repo:acme/app:ref:refs/heads/main' },
       data: { problem: 'policy_denied', scopes: ['nope:never'] },
@@ -234,36 +233,37 @@ describe('bad input', () => {
 
 describe('fail closed', () => {
   it('answers 503 and hands out no token when the store cannot write', async () => {
-    const db = t.broker.store.db;
-    const before = allEvents(t).length;
-    const requests = (db.prepare('SELECT count(*) AS n FROM requests').get() as { n: number }).n;
-    db.exec(`CREATE TEMP TRIGGER fail_issuance BEFORE INSERT ON issuances BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`);
+    const before = (await allEvents(t)).length;
+    const requests = async () => Number((await t.db.sql<{ n: number }>('SELECT count(*) AS n FROM requests'))[0]?.n);
+    const requestsBefore = await requests();
+    const undo = await t.db.failWrites('issuances', 'INSERT');
     try {
       const response = await issue(body);
       expect(response.status).toBe(503);
       expect(response.body.type).toMatch(/unavailable$/);
       expect(response.text).not.toContain('eyJ'); // no JWT anywhere in the answer
-      expect(allEvents(t).length).toBe(before); // nothing partial: no request row, no event
-      expect((db.prepare('SELECT count(*) AS n FROM requests').get() as { n: number }).n).toBe(requests);
+      expect((await allEvents(t)).length).toBe(before); // nothing partial: no request row, no event
+      expect(await requests()).toBe(requestsBefore);
 
       const ready = await t.http.get('/readyz');
       expect(ready.status).toBe(200); // the probe row still writes; it is the issuance that cannot
     } finally {
-      db.exec('DROP TRIGGER temp.fail_issuance');
+      await undo();
     }
     expect((await issue(body)).status).toBe(201);
   });
 
   it('reports not ready when the store refuses writes', async () => {
-    const db = t.broker.store.db;
-    db.exec(`CREATE TEMP TRIGGER fail_probe BEFORE UPDATE ON readiness_probe BEGIN SELECT RAISE(FAIL, 'disk full'); END`);
+    t.clock.advance(READINESS_CACHE_MS); // not the verdict of an earlier probe
+    const undo = await t.db.failWrites('readiness_probe', 'UPDATE');
     try {
       const response = await t.http.get('/readyz');
       expect(response.status).toBe(503);
       expect(response.body.type).toMatch(/unavailable$/);
     } finally {
-      db.exec('DROP TRIGGER temp.fail_probe');
+      await undo();
     }
+    t.clock.advance(READINESS_CACHE_MS); // the verdict is reused that long
     expect((await t.http.get('/readyz')).status).toBe(200);
   });
 });
@@ -301,6 +301,6 @@ describe('public endpoints', () => {
     // Refusals are counted coarsely: the exact failed check would help a forger.
     expect(metrics.text).toMatch(/broker_identity_rejections_total\{reason="invalid"\} [1-9]/);
     expect(metrics.text).not.toMatch(/broker_identity_rejections_total\{reason="(?!invalid|missing|jwks_unavailable)/);
-    expect(metrics.text).toContain('broker_live_requests{status="issued"}');
+    expect(metrics.text).toContain('broker_break_glass_reviews_pending{overdue="false"}');
   });
 });

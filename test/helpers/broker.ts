@@ -1,13 +1,16 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { createBroker, type Broker } from '../../src/broker.js';
 import { parseConfig, type BrokerConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/observability/index.js';
+import { createTestDatabase, type TestDatabase } from './engine.js';
 import { createTestIssuer, type TestIssuer } from './issuer.js';
 
 export const BROKER_ISSUER = 'http://broker.test';
+/** Who started the CI jobs of the usual cast, unless a test says otherwise: nobody else in the cast. */
+export const DEFAULT_ACTOR = 'pat';
 
 /** A clock the test moves by hand. */
 export interface TestClock {
@@ -54,10 +57,10 @@ export async function createTestIssuers(): Promise<TestIssuers> {
  * A configuration close to a real deployment: a workload issuer (CI) and a person issuer
  * (SSO), low- and high-risk scopes, a toxic pair, roles by SSO group.
  */
-export function baseConfig(dir: string, issuers: TestIssuers): Record<string, unknown> {
+export function baseConfig(dir: string, issuers: TestIssuers, database = join(dir, 'broker.db')): Record<string, unknown> {
   return {
     issuer: BROKER_ISSUER,
-    database: join(dir, 'broker.db'),
+    database,
     clockSkew: '30s',
     scheduler: { interval: '1s' },
     signing: { algorithm: 'ES256', keyDir: join(dir, 'keys'), rotateEvery: '24h' },
@@ -130,6 +133,8 @@ export interface TestBroker {
   clock: TestClock;
   issuers: TestIssuers;
   dir: string;
+  /** The test's own database (SQLite file or PostgreSQL database), reachable behind the broker's back. */
+  db: TestDatabase;
   /** Every log line the broker wrote, as text. */
   logs: string[];
   /** Identity tokens for the usual cast, minted at the clock's now. */
@@ -138,8 +143,8 @@ export interface TestBroker {
     ml(claims?: Record<string, unknown>): Promise<string>;
     person(sub: string, groups: string[], claims?: Record<string, unknown>): Promise<string>;
   };
-  /** Restarts the broker on the same directory and database (and the same clock). */
-  restart(): Promise<void>;
+  /** Restarts the broker on the same directory and database (and the same clock), its configuration edited by `configure` if given. */
+  restart(configure?: (config: Record<string, unknown>) => void): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -155,9 +160,10 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'jit-broker-test-'));
   const issuers = options.issuers ?? (await createTestIssuers());
   const clock = options.clock ?? testClock();
-  const raw = baseConfig(dir, issuers);
+  const db = await createTestDatabase(dir);
+  const raw = baseConfig(dir, issuers, db.url);
   options.configure?.(raw);
-  const config = parseConfig('test', raw);
+  let config = parseConfig('test', raw);
   const logs: string[] = [];
   const logger = createLogger({ level: 'debug', destination: { write: (line: string) => void logs.push(line) } });
 
@@ -172,23 +178,34 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     clock,
     issuers,
     dir,
+    db,
     logs,
     as: {
       pipeline: (claims = {}, sub = 'repo:acme/app:ref:refs/heads/main') =>
-        issuers.ci.token(sub, { repository: 'acme/app', ...claims }, { now: clock() }),
+        issuers.ci.token(sub, { repository: 'acme/app', actor: DEFAULT_ACTOR, ...claims }, { now: clock() }),
       ml: (claims = {}) =>
-        issuers.ci.token('repo:acme/ml:ref:refs/heads/main', { repository: 'acme/ml', ref: 'refs/heads/main', ...claims }, { now: clock() }),
+        issuers.ci.token(
+          'repo:acme/ml:ref:refs/heads/main',
+          { repository: 'acme/ml', ref: 'refs/heads/main', actor: DEFAULT_ACTOR, ...claims },
+          { now: clock() },
+        ),
       person: (sub, groups, claims = {}) =>
         issuers.sso.token(sub, { groups, preferred_username: sub, ...claims }, { now: clock() }),
     },
-    async restart() {
+    async restart(configure) {
       await broker.close();
+      if (configure) {
+        configure(raw);
+        config = parseConfig('test', raw);
+        test.config = config;
+      }
       broker = await open();
       test.broker = broker;
       test.http = request(broker.app);
     },
     async close() {
       await broker.close();
+      await db.drop();
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -197,15 +214,6 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
 
 /** The broker's log lines that mention `text`. */
 export const logsContaining = (logs: string[], text: string) => logs.filter((line) => line.includes(text));
-
-export const readDatabaseBytes = (dir: string) =>
-  ['broker.db', 'broker.db-wal'].map((name) => {
-    try {
-      return readFileSync(join(dir, name)).toString('latin1');
-    } catch {
-      return '';
-    }
-  }).join('');
 
 export const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
 

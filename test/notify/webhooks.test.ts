@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/index.js';
-import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { DEFAULT_ACTOR, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { allEvents } from '../helpers/records.js';
 
@@ -60,11 +60,15 @@ describe('webhooks', () => {
       at: new Date(t.clock()).toISOString(),
       request_id: pending.body.request_id,
       requester: { iss: 'https://ci.test', sub: 'repo:acme/ml:ref:refs/heads/main' },
+      initiator: DEFAULT_ACTOR,
       task_id: 'deploy-7',
       scopes: ['model:deploy'],
       audience: 'registry.acme.internal',
       break_glass: false,
       justification: 'release 7, see change 123',
+      digest: pending.body.digest,
+      approvals_required: 1,
+      expires_at: pending.body.expires_at,
     });
     expect(approved?.body.request_id).toBe(pending.body.request_id);
     const everything = JSON.stringify(receiver!.deliveries);
@@ -88,14 +92,14 @@ describe('webhooks', () => {
     expect(pending.status).toBe(202);
     await t.broker.notifier.idle();
     expect(receiver!.attempts).toBe(3); // one try and two retries
-    const failure = allEvents(t).find((e) => e.type === 'notify.failed');
+    const failure = (await allEvents(t)).find((e) => e.type === 'notify.failed');
     expect(failure).toMatchObject({
       requestId: pending.body.request_id,
       data: { event: 'approval.requested', target: receiver!.url(''), attempts: 3, problem: 'HTTP 503' },
     });
     expect(t.logs.some((line) => line.includes('webhook delivery failed'))).toBe(true);
     expect(t.logs.join('\n')).not.toContain('s3cr3t');
-    expect(JSON.stringify(allEvents(t))).not.toContain('s3cr3t');
+    expect(JSON.stringify((await allEvents(t)))).not.toContain('s3cr3t');
   });
 
   it('never delays the request that caused it, even when the receiver hangs', async () => {
@@ -103,9 +107,9 @@ describe('webhooks', () => {
     const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
     expect(pending.status).toBe(202);
     // The answer is here while the delivery is still hanging: it was not waited for.
-    expect(allEvents(t).some((e) => e.type === 'notify.failed')).toBe(false);
+    expect((await allEvents(t)).some((e) => e.type === 'notify.failed')).toBe(false);
     await t.broker.notifier.idle();
-    expect(allEvents(t).find((e) => e.type === 'notify.failed')?.data).toMatchObject({ problem: 'timeout', attempts: 1 });
+    expect((await allEvents(t)).find((e) => e.type === 'notify.failed')?.data).toMatchObject({ problem: 'timeout', attempts: 1 });
   });
 
   it('signs each delivery with the secret file, as Standard Webhooks receivers verify it', async () => {

@@ -16,16 +16,15 @@ afterEach(async () => {
   t = undefined;
 });
 
-const until = async (check: () => boolean, ms = 10_000) => {
+const until = async (check: () => boolean | Promise<boolean>, ms = 10_000) => {
   const deadline = Date.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error('timed out waiting');
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 };
-const status = (t: TestBroker, id: string) =>
-  (t.broker.store.db.prepare('SELECT status FROM requests WHERE id = ?').get(id) as { status: string }).status;
-const expiredEvents = (t: TestBroker, id: string) => allEvents(t).filter((e) => e.type === 'grant.expired' && e.requestId === id);
+const status = async (t: TestBroker, id: string) => (await t.db.sql<{ status: string }>('SELECT status FROM requests WHERE id = ?', [id]))[0]?.status;
+const expiredEvents = async (t: TestBroker, id: string) => (await allEvents(t)).filter((e) => e.type === 'grant.expired' && e.requestId === id);
 
 describe('the scheduler', () => {
   it('marks a grant expired on its own ticks, with exactly one event', async () => {
@@ -33,10 +32,10 @@ describe('the scheduler', () => {
     await t.broker.scheduler.start();
     const grant = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ ...body, ttl_seconds: 2 });
     expect(grant.body.expires_in).toBe(2);
-    await until(() => status(t!, grant.body.request_id) === 'expired');
+    await until(async () => (await status(t!, grant.body.request_id)) === 'expired');
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // another tick or so
-    expect(expiredEvents(t, grant.body.request_id)).toHaveLength(1);
-    expect(expiredEvents(t, grant.body.request_id)[0]?.data).toMatchObject({ scopes: ['artifacts:read'], jti: expect.any(String) });
+    expect(await expiredEvents(t, grant.body.request_id)).toHaveLength(1);
+    expect((await expiredEvents(t, grant.body.request_id))[0]?.data).toMatchObject({ scopes: ['artifacts:read'], jti: expect.any(String) });
   });
 
   it('catches up at start on grants that expired while the broker was down', async () => {
@@ -46,8 +45,8 @@ describe('the scheduler', () => {
     t.clock.advance(5 * 60_000);
     await t.restart();
     await t.broker.scheduler.start(); // its first run is immediate
-    expect(status(t, grant.body.request_id)).toBe('expired');
-    expect(expiredEvents(t, grant.body.request_id)).toHaveLength(1);
+    expect(await status(t, grant.body.request_id)).toBe('expired');
+    expect(await expiredEvents(t, grant.body.request_id)).toHaveLength(1);
   });
 
   it('records one event per change when two broker processes sweep one database', async () => {
@@ -59,7 +58,7 @@ describe('the scheduler', () => {
     const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send({ ...body, scopes: ['model:deploy'] });
     const later = t.clock() + 25 * 3600_000; // every grant and the pending request past due; a key rotation due
     const configFile = join(t.dir, 'config.json');
-    writeFileSync(configFile, JSON.stringify(baseConfig(t.dir, t.issuers)));
+    writeFileSync(configFile, JSON.stringify(baseConfig(t.dir, t.issuers, t.db.url)));
 
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/run-jobs.ts', configFile, String(later), '30'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let output = '';
@@ -73,11 +72,11 @@ describe('the scheduler', () => {
     }
     expect(await exited).toBe(0);
 
-    for (const id of ids) expect(expiredEvents(t, id)).toHaveLength(1);
-    expect(allEvents(t).filter((e) => e.type === 'request.expired' && e.requestId === pending.body.request_id)).toHaveLength(1);
-    expect(allEvents(t).filter((e) => e.type === 'key.rotated')).toHaveLength(2); // the first key, and one rotation
-    expect(t.broker.store.keys.active().length).toBeLessThanOrEqual(2);
-    expect(verifyChain(allEvents(t))).toMatchObject({ ok: true });
+    for (const id of ids) expect(await expiredEvents(t, id)).toHaveLength(1);
+    expect((await allEvents(t)).filter((e) => e.type === 'request.expired' && e.requestId === pending.body.request_id)).toHaveLength(1);
+    expect((await allEvents(t)).filter((e) => e.type === 'key.rotated')).toHaveLength(2); // the first key, and one rotation
+    expect((await t.broker.store.keys.active()).length).toBeLessThanOrEqual(2);
+    expect(verifyChain((await allEvents(t)))).toMatchObject({ ok: true });
   });
 });
 
@@ -98,7 +97,7 @@ describe('scheduler jobs', () => {
       },
       intervalMs: 1_000,
       logger,
-      metrics: createMetrics(t.broker.store, t.clock),
+      metrics: createMetrics(t.broker.store),
     });
     await scheduler.start();
     await until(() => runs >= 2, 5_000);
@@ -125,7 +124,7 @@ describe('scheduler jobs', () => {
       },
       intervalMs: 1_000,
       logger,
-      metrics: createMetrics(t.broker.store, t.clock),
+      metrics: createMetrics(t.broker.store),
     });
     await scheduler.start();
     await new Promise((resolve) => setTimeout(resolve, 2_600));

@@ -1,9 +1,10 @@
 import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RETIRE_GRACE_MS } from '../../src/tokens/index.js';
+import { RETIRE_GRACE_MS, SIGNING_SLACK_MS } from '../../src/tokens/index.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { ENGINE } from '../helpers/engine.js';
 import { allEvents } from '../helpers/records.js';
 
 let t: TestBroker | undefined;
@@ -12,10 +13,19 @@ afterEach(async () => {
   t = undefined;
 });
 
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
 const body = { task_id: 'build-1', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
-const jwks = async (t: TestBroker) => (await t.http.get('/.well-known/jwks.json')).body as { keys: { kid: string }[] };
+const jwks = async (t: TestBroker) => (await t.http.get('/.well-known/jwks.json')).body as JSONWebKeySet & { keys: { kid: string }[] };
+const kids = async (t: TestBroker) => (await jwks(t)).keys.map((k) => k.kid);
 const issue = async (t: TestBroker, ttl = 900) =>
   (await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ ...body, ttl_seconds: ttl })).body.access_token as string;
+const kidOf = (token: string) => decodeProtectedHeader(token).kid as string;
+const verifies = (token: string, keys: JSONWebKeySet, now: number) =>
+  jwtVerify(token, createLocalJWKSet(keys), { issuer: BROKER_ISSUER, currentDate: new Date(now) }).then(
+    () => true,
+    () => false,
+  );
 
 describe('signing keys', () => {
   it('are created on first start as files readable by the owner alone, and loaded on the next', async () => {
@@ -26,11 +36,11 @@ describe('signing keys', () => {
     const files = readdirSync(keyDir);
     expect(files).toEqual([`${first?.kid}.jwk.json`]);
     expect(statSync(join(keyDir, files[0] as string)).mode & 0o777).toBe(0o600);
-    expect(statSync(join(t.dir, 'broker.db')).mode & 0o077).toBe(0);
+    if (ENGINE === 'sqlite') expect(statSync(t.db.url).mode & 0o077).toBe(0);
 
     await t.restart();
-    expect((await jwks(t)).keys.map((k) => k.kid)).toEqual([first?.kid]);
-    expect(decodeProtectedHeader(await issue(t)).kid).toBe(first?.kid);
+    expect(await kids(t)).toEqual([first?.kid]);
+    expect(kidOf(await issue(t))).toBe(first?.kid);
   });
 
   it('refuses to start with a key file others can read', async () => {
@@ -38,66 +48,91 @@ describe('signing keys', () => {
     const keyDir = join(t.dir, 'keys');
     chmodSync(join(keyDir, readdirSync(keyDir)[0] as string), 0o644);
     await expect(t.restart()).rejects.toThrow(/readable by other users.*chmod 600/);
-    t = undefined;
+    chmodSync(join(keyDir, readdirSync(keyDir)[0] as string), 0o600);
+    await t.restart();
   });
 
-  it('rotate on schedule; a token of the old key verifies until it expires, then the old key leaves the JWKS', async () => {
-    t = await startTestBroker();
+  it('publish the next key publishAhead before it signs, so a JWKS cached before the rotation verifies every token', async () => {
+    t = await startTestBroker(); // rotateEvery 24h, publishAhead 10m (the default)
+    const start = t.clock();
     const oldToken = await issue(t, 900);
-    const oldKid = decodeProtectedHeader(oldToken).kid as string;
+    const oldKid = kidOf(oldToken);
 
-    t.clock.advance(24 * 3600_000);
+    t.clock.set(start + 24 * HOUR - 10 * MINUTE);
     await t.broker.scheduler.runAll();
-    const afterRotation = (await jwks(t)).keys.map((k) => k.kid);
-    expect(afterRotation).toHaveLength(2);
-    const newToken = await issue(t);
-    const newKid = decodeProtectedHeader(newToken).kid as string;
+    const [nextKid, ...rest] = await kids(t);
+    expect(rest).toEqual([oldKid]);
+    expect(kidOf(await issue(t))).toBe(oldKid); // published, not yet signing
+    const rotated = (await allEvents(t)).filter((e) => e.type === 'key.rotated').at(-1);
+    expect(rotated?.data).toMatchObject({ kid: nextKid, previous_kid: oldKid, activates_at: new Date(start + 24 * HOUR).toISOString() });
+
+    // A resource server's cache, fetched a moment before the new key starts to sign.
+    t.clock.set(start + 24 * HOUR - 1);
+    const cached = await jwks(t);
+    const tokens = [await issue(t)];
+    t.clock.set(start + 24 * HOUR);
+    tokens.push(await issue(t), await issue(t));
+    expect(tokens.map(kidOf)).toEqual([oldKid, nextKid, nextKid]);
+    for (const token of tokens) expect(await verifies(token, cached, t.clock())).toBe(true);
+  });
+
+  it('say in Cache-Control that the JWKS may be cached for at most half of publishAhead', async () => {
+    t = await startTestBroker({ configure: (c) => ((c.signing as Record<string, unknown>).publishAhead = '4m') });
+    const response = await t.http.get('/.well-known/jwks.json');
+    const maxAge = Number(/max-age=(\d+)/.exec(response.headers['cache-control'] ?? '')?.[1]);
+    expect(maxAge).toBeGreaterThan(0);
+    expect(maxAge).toBeLessThanOrEqual(120);
+  });
+
+  it('retire a superseded key once its tokens have expired, and not before', async () => {
+    t = await startTestBroker({
+      configure: (c) => Object.assign(c.signing as Record<string, unknown>, { rotateEvery: '10m', publishAhead: '2m' }),
+    });
+    const start = t.clock();
+    t.clock.set(start + 8 * MINUTE);
+    await t.broker.scheduler.runAll(); // the next key is published at 8 min, signs from 10 min
+    t.clock.set(start + 9 * MINUTE);
+    const oldToken = await issue(t, 900); // signed by the old key at 9 min, valid until 24 min
+    const oldKid = kidOf(oldToken);
+
+    t.clock.set(start + 10 * MINUTE);
+    const newKid = kidOf(await issue(t));
     expect(newKid).not.toBe(oldKid);
-    expect(afterRotation).toEqual([newKid, oldKid]);
-    expect(allEvents(t).filter((e) => e.type === 'key.rotated').at(-1)?.data).toMatchObject({ kid: newKid, previous_kid: oldKid });
 
-    const published = createLocalJWKSet(await jwks(t));
-    await expect(jwtVerify(newToken, published, { issuer: BROKER_ISSUER, currentDate: new Date(t.clock()) })).resolves.toBeTruthy();
-
-    // The old key's only token expired long ago; once the grace has passed it is retired.
-    t.clock.advance(RETIRE_GRACE_MS);
+    // Past the old key's signing time and grace, but its token is live: it stays published.
+    t.clock.set(start + 10 * MINUTE + SIGNING_SLACK_MS + RETIRE_GRACE_MS);
     await t.broker.scheduler.runAll();
-    expect((await jwks(t)).keys.map((k) => k.kid)).toEqual([newKid]);
+    expect(await verifies(oldToken, await jwks(t), t.clock())).toBe(true);
+    expect(await kids(t)).toContain(oldKid);
+
+    t.clock.set(start + 24 * MINUTE + 1_000); // its token has expired
+    await t.broker.scheduler.runAll();
+    expect(await kids(t)).not.toContain(oldKid);
+    expect(await kids(t)).toContain(newKid);
     expect(existsSync(join(t.dir, 'keys', `${oldKid}.jwk.json`))).toBe(false);
-    expect(allEvents(t).filter((e) => e.type === 'key.retired').map((e) => e.data.kid)).toEqual([oldKid]);
+    expect((await allEvents(t)).filter((e) => e.type === 'key.retired').map((e) => e.data.kid)).toEqual([oldKid]);
   });
 
-  it('keep a superseded key published while any token it signed is unexpired', async () => {
-    t = await startTestBroker({ configure: (config) => ((config.signing as Record<string, unknown>).rotateEvery = '10m') });
-    t.clock.advance(9 * 60_000);
-    const oldToken = await issue(t, 900); // signed 1 min before rotation, valid 14 more minutes after it
-    const oldKid = decodeProtectedHeader(oldToken).kid as string;
-
-    t.clock.advance(60_000);
-    await t.broker.scheduler.runAll();
-    const newKid = decodeProtectedHeader(await issue(t)).kid as string;
-    expect(newKid).not.toBe(oldKid);
-
-    t.clock.advance(10 * 60_000); // the old key is superseded well past the grace, its token still live
-    await t.broker.scheduler.runAll();
-    const keys = createLocalJWKSet(await jwks(t));
-    await expect(jwtVerify(oldToken, keys, { issuer: BROKER_ISSUER, currentDate: new Date(t.clock()) })).resolves.toBeTruthy();
-
-    t.clock.advance(4 * 60_000 + 1_000); // now it has expired
-    await t.broker.scheduler.runAll();
-    expect((await jwks(t)).keys.map((k) => k.kid)).not.toContain(oldKid);
-    const rotatedAgain = (await jwks(t)).keys.map((k) => k.kid);
-    expect(rotatedAgain).toContain(newKid);
+  it('stop signing with a key that outlived its rotation: 503 rather than a token from a key about to be retired', async () => {
+    t = await startTestBroker({
+      configure: (c) => Object.assign(c.signing as Record<string, unknown>, { rotateEvery: '10m', publishAhead: '2m' }),
+    });
+    // No scheduler run: the key is never rotated.
+    t.clock.advance(10 * MINUTE + SIGNING_SLACK_MS);
+    const response = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send(body);
+    expect(response.status).toBe(503);
+    expect((await t.http.get('/readyz')).status).toBe(503);
   });
 
-  it.each(['EdDSA', 'RS256'])('sign with %s when configured, replacing a key of another algorithm', async (algorithm) => {
+  it.each(['EdDSA', 'RS256'])('sign with %s when configured, once its first key has been published publishAhead', async (algorithm) => {
     t = await startTestBroker();
-    const dir = t.dir;
-    await t.close();
-    t = await startTestBroker({ dir, issuers: t.issuers, configure: (config) => ((config.signing as Record<string, unknown>).algorithm = algorithm) });
+    const before = kidOf(await issue(t));
+    await t.restart((c) => ((c.signing as Record<string, unknown>).algorithm = algorithm));
+    expect(kidOf(await issue(t))).toBe(before); // the new key is only published yet
+    t.clock.advance(10 * MINUTE);
+    await t.broker.scheduler.runAll();
     const token = await issue(t);
     expect(decodeProtectedHeader(token).alg).toBe(algorithm);
-    const keys = createLocalJWKSet(await jwks(t));
-    await expect(jwtVerify(token, keys, { issuer: BROKER_ISSUER, currentDate: new Date(t.clock()) })).resolves.toBeTruthy();
+    expect(await verifies(token, await jwks(t), t.clock())).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { verifyStoredChain, type EventView, type IssuanceView } from '../../audit/index.js';
-import { createStore, openDatabase } from '../../store/index.js';
+import { openSqliteReadOnly } from '../../store/index.js';
 import { createClient } from '../client.js';
 import { brokerUrl, CliError, connectionOptions, identityToken, parse, shown, usage, type CliIo } from '../io.js';
 
@@ -73,17 +73,17 @@ async function verify(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, { ...connectionOptions, db: { type: 'string' } });
   let verdict: { ok: boolean; events?: number; head?: string; first_bad_seq?: number };
   if (values.db) {
-    let db;
+    let store;
     try {
-      db = openDatabase(values.db, { readonly: true });
+      store = openSqliteReadOnly(values.db, Date.now);
     } catch (error) {
       throw new CliError(`cannot open ${values.db}: ${(error as Error).message}`);
     }
     try {
-      const result = await verifyStoredChain(createStore(db).events);
+      const result = await verifyStoredChain(store.events);
       verdict = result.ok ? { ok: true, events: result.events, head: result.head } : { ok: false, first_bad_seq: result.firstBadSeq };
     } finally {
-      db.close();
+      await store.close();
     }
   } else {
     const client = createClient(io, brokerUrl(io, values), identityToken(io, values['identity-file']));

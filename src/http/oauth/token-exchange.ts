@@ -26,7 +26,7 @@ export async function exchange(
   const identity = await subjectIdentity(deps.auth, params.subject_token);
 
   if (params.request_id !== undefined) {
-    const request = deps.credentials.get(identity, params.request_id);
+    const request = await deps.credentials.get(identity, params.request_id);
     if (request.requester.iss !== identity.iss || request.requester.sub !== identity.sub) {
       throw new InvalidRequest('request_id names a request of another identity.');
     }

@@ -2,7 +2,7 @@ import { Router, type Response } from 'express';
 import { stringify } from 'csv-stringify/sync';
 import type { IssuanceView } from '../../audit/index.js';
 import { toIso } from '../../shared/clock.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import { eventsQuery, issuancesQuery } from '../schemas.js';
 import { parseInput } from '../validation.js';
@@ -62,7 +62,7 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
     const { since, until, subject, scope, status, break_glass, limit, cursor, format } = parseInput(issuancesQuery, req.query, 'query');
     const filter = { since, until, subject, scope, status, breakGlass: break_glass };
     if (format === 'json') {
-      res.json(audit.issuances(identityOf(res), filter, cursor, limit));
+      res.json(await audit.issuances(identityOf(res), filter, cursor, limit));
       return;
     }
     const pages = audit.exportIssuances(identityOf(res), filter);
@@ -88,7 +88,7 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
       requestId: request_id,
     };
     if (format === 'json') {
-      res.json(audit.events(identityOf(res), filter, cursor, limit));
+      res.json(await audit.events(identityOf(res), filter, cursor, limit));
       return;
     }
     res.type('application/x-ndjson');

@@ -1,7 +1,7 @@
 import { Router } from 'express';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
-import { credentialRequestBody, decisionBody, noBody, revokeBody, reviewBody } from '../schemas.js';
+import { credentialRequestBody, decisionBody, noBody, ownRequestsQuery, revokeBody, reviewBody } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 /** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
@@ -25,8 +25,13 @@ export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps
     }
   });
 
-  router.get('/:id', (req, res) => {
-    res.json(credentials.get(identityOf(res), req.params.id));
+  router.get('/', async (req, res) => {
+    const { status, limit, cursor } = parseInput(ownRequestsQuery, req.query, 'query');
+    res.json(await credentials.list(identityOf(res), status, cursor, limit));
+  });
+
+  router.get('/:id', async (req, res) => {
+    res.json(await credentials.get(identityOf(res), req.params.id));
   });
 
   router.post('/:id/token', async (req, res) => {
@@ -34,22 +39,22 @@ export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps
     res.status(201).json(await credentials.collect(identityOf(res), req.params.id));
   });
 
-  router.post('/:id/complete', (req, res) => {
+  router.post('/:id/complete', async (req, res) => {
     if (req.body !== undefined) parseInput(noBody, req.body, 'body');
-    res.json(credentials.complete(identityOf(res), req.params.id));
+    res.json(await credentials.complete(identityOf(res), req.params.id));
   });
 
-  router.post('/:id/revoke', (req, res) => {
+  router.post('/:id/revoke', async (req, res) => {
     const { reason } = parseInput(revokeBody, req.body, 'body');
-    res.json(credentials.revoke(identityOf(res), req.params.id, reason));
+    res.json(await credentials.revoke(identityOf(res), req.params.id, reason));
   });
 
-  router.post('/:id/approvals', (req, res) => {
-    res.json(approvals.decide(identityOf(res), req.params.id, parseInput(decisionBody, req.body, 'body')));
+  router.post('/:id/approvals', async (req, res) => {
+    res.json(await approvals.decide(identityOf(res), req.params.id, parseInput(decisionBody, req.body, 'body')));
   });
 
-  router.post('/:id/review', (req, res) => {
-    res.json(breakGlass.review(identityOf(res), req.params.id, parseInput(reviewBody, req.body, 'body')));
+  router.post('/:id/review', async (req, res) => {
+    res.json(await breakGlass.review(identityOf(res), req.params.id, parseInput(reviewBody, req.body, 'body')));
   });
 
   return router;

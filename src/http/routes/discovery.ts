@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
@@ -21,9 +21,11 @@ export function discoveryRoutes({ config, keyring }: AppDeps): Router {
   router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], (_req, res) => {
     res.set('Cache-Control', 'public, max-age=300').json(metadata);
   });
+  // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
+  // between a key's publication and its first token.
+  const jwksMaxAge = Math.max(1, Math.min(300, Math.floor(config.signing.publishAhead / 2000)));
   router.get('/.well-known/jwks.json', (_req, res) => {
-    // Short: after a rotation, verifiers that miss a kid refetch anyway.
-    res.set('Cache-Control', 'public, max-age=60').json(keyring.jwks());
+    res.set('Cache-Control', `public, max-age=${jwksMaxAge}`).json(keyring.jwks());
   });
   return router;
 }

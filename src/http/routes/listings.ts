@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import { breakGlassQuery, pageQuery } from '../schemas.js';
 import { parseInput } from '../validation.js';
@@ -8,19 +8,19 @@ import { parseInput } from '../validation.js';
 export function listingRoutes({ credentials, approvals, breakGlass }: AppDeps): Router {
   const router = Router();
 
-  router.get('/approvals', (req, res) => {
+  router.get('/approvals', async (req, res) => {
     const { limit, cursor } = parseInput(pageQuery, req.query, 'query');
-    res.json(approvals.pending(identityOf(res), cursor, limit));
+    res.json(await approvals.pending(identityOf(res), cursor, limit));
   });
 
-  router.get('/break-glass', (req, res) => {
+  router.get('/break-glass', async (req, res) => {
     const { review, limit, cursor } = parseInput(breakGlassQuery, req.query, 'query');
-    res.json(breakGlass.list(identityOf(res), review, cursor, limit));
+    res.json(await breakGlass.list(identityOf(res), review, cursor, limit));
   });
 
-  router.get('/revocations', (req, res) => {
+  router.get('/revocations', async (req, res) => {
     const { limit, cursor } = parseInput(pageQuery, req.query, 'query');
-    res.json(credentials.revocations(identityOf(res), cursor, limit));
+    res.json(await credentials.revocations(identityOf(res), cursor, limit));
   });
 
   return router;

@@ -1,6 +1,6 @@
 import express, { Router } from 'express';
 import { InvalidRequest } from '../../shared/errors.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import * as tokenExchange from '../oauth/token-exchange.js';
 

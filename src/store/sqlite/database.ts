@@ -5,12 +5,13 @@ import Database from 'better-sqlite3';
 
 export type Db = Database.Database;
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', import.meta.url));
 const MIGRATION_FILE = /^(\d+)_[a-z0-9_]+\.sql$/;
 
 /**
  * Opens the broker's SQLite file: WAL so readers never block the writer; synchronous=FULL
- * because a token may only leave once its record is durable; a busy timeout so two broker
+ * because a token may only leave once its record is durable (the writer commits many requests
+ * at once, so that costs one fsync per batch, not per token); a busy timeout so two broker
  * processes on one file wait for each other instead of failing.
  */
 export function openDatabase(path: string, options: { readonly?: boolean } = {}): Db {

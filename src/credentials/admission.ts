@@ -1,0 +1,136 @@
+import type { BrokerConfig } from '../config/index.js';
+import type { Identity } from '../identity/index.js';
+import type { Policy } from '../policy/index.js';
+import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
+import type { AdmissionFacts, AdmissionProbe, AuditEntry } from '../store/index.js';
+
+const DAY_MS = 86_400_000;
+
+/** Refusals of one identity recorded one by one in a minute; the rest are counted into one event. */
+export const REFUSALS_RECORDED_PER_MINUTE = 5;
+
+interface Ask {
+  /** Whether the request would wait for approval (counts against `pendingRequests`). */
+  pending: boolean;
+  breakGlass: boolean;
+  now: number;
+}
+
+/** Which facts the store must read for this request: only those a rule could turn on. */
+export function admissionProbe(
+  identity: Identity,
+  scopes: readonly string[],
+  policy: Policy,
+  config: Pick<BrokerConfig, 'limits' | 'breakGlass'>,
+  ask: Ask,
+): AdmissionProbe {
+  return {
+    now: ask.now,
+    holders: { identity: { iss: identity.iss, sub: identity.sub }, person: identity.person ?? null },
+    conflicting: policy.conflictingScopes(scopes),
+    // Counted only as far as the limit: no count costs more than the limit, however many grants exist.
+    liveCap: scopes.length > 0 ? config.limits.liveGrants : undefined,
+    pendingCap: ask.pending ? config.limits.pendingRequests : undefined,
+    breakGlass: ask.breakGlass ? { since: ask.now - DAY_MS, cap: config.breakGlass.maxPerIdentityPerDay } : undefined,
+  };
+}
+
+/**
+ * The checks that turn on what the caller already holds or did, in order: the request rate
+ * (abuse first), separation of duties (a refusal that retrying will not change), the
+ * break-glass quota, then the live and pending limits. Each counts per identity and per person.
+ * Returns the refusal, or undefined to admit.
+ */
+export function judgeAdmission(
+  facts: AdmissionFacts,
+  config: Pick<BrokerConfig, 'limits' | 'breakGlass'>,
+  ask: Ask,
+  policy: Policy,
+  scopes: readonly string[],
+): BrokerError | undefined {
+  const { limits } = config;
+  const over = (counts: { identity: number; person: number }, limit: number) =>
+    counts.identity >= limit ? 'identity' : counts.person >= limit ? 'person' : undefined;
+  const seconds = (until: number | null | undefined, fallback: number) =>
+    Math.max(1, Math.ceil(((until ?? ask.now + fallback) - ask.now) / 1000));
+
+  const rate = over(facts.requestsThisMinute, limits.requestsPerMinute);
+  if (rate) {
+    return new RateLimited(
+      `Too many credential requests: at most ${limits.requestsPerMinute} a minute per ${rate}.`,
+      seconds(facts.minuteEndsAt, 60_000),
+    );
+  }
+
+  if (facts.conflict) {
+    const conflict = policy.separationConflict(scopes, [facts.conflict]);
+    if (conflict) return separationError(conflict.rule, conflict.scopes, facts.conflict);
+  }
+
+  if (facts.breakGlass) {
+    const max = config.breakGlass.maxPerIdentityPerDay;
+    const who = facts.breakGlass.identity.count >= max ? 'identity' : facts.breakGlass.person.count >= max ? 'person' : undefined;
+    if (who) {
+      const oldest = facts.breakGlass[who].oldest;
+      return new RateLimited(`Break-glass quota spent: ${max} grants per ${who} in any 24 hours.`, seconds(oldest === null ? null : oldest + DAY_MS, DAY_MS));
+    }
+  }
+
+  const live = facts.live && over(facts.live, limits.liveGrants);
+  if (live && facts.live) {
+    return new RateLimited(
+      `Too many live grants: at most ${limits.liveGrants} held at once per ${live}; complete or revoke one, or wait for one to expire.`,
+      seconds(facts.live.soonestEnd, 60_000),
+    );
+  }
+  const pending = facts.pending && over(facts.pending, limits.pendingRequests);
+  if (pending && facts.pending) {
+    return new RateLimited(
+      `Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${pending}.`,
+      seconds(facts.pending.soonestEnd, 60_000),
+    );
+  }
+  return undefined;
+}
+
+/** Stored inputs of a refusal are capped: a refused caller must not be able to write much. */
+const cap = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}…` : text);
+const MAX_LISTED_SCOPES = 8;
+
+/**
+ * The `request.refused` event for a refusal, or none when this identity already had
+ * `REFUSALS_RECORDED_PER_MINUTE` recorded this minute: then the refusal is only counted, and the
+ * scheduler reports the count in one event once the minute is over.
+ */
+export function refusalEvent(
+  identity: Identity,
+  input: { taskId: string; scopes: readonly string[]; audience: string; breakGlass: boolean },
+  error: BrokerError, facts: AdmissionFacts): { event?: AuditEntry } {
+  if (facts.refusalsRecorded >= REFUSALS_RECORDED_PER_MINUTE) return {};
+  return {
+    event: {
+      type: 'request.refused',
+      actor: identity,
+      data: {
+        problem: error.type,
+        detail: cap(error.detail, 500),
+        task_id: cap(input.taskId, 128),
+        scopes: input.scopes.slice(0, MAX_LISTED_SCOPES),
+        ...(input.scopes.length > MAX_LISTED_SCOPES ? { more_scopes: input.scopes.length - MAX_LISTED_SCOPES } : {}),
+        audience: cap(input.audience, 256),
+        break_glass: input.breakGlass,
+        count: 1,
+      },
+    },
+  };
+}
+
+/** 403 `separation_of_duties`, naming the rule, the scopes and, when there is one, the live grant in the way. */
+export function separationError(rule: string, scopes: readonly string[], against?: { requestId: string; byPerson: boolean }): SeparationOfDuties {
+  const who = against?.byPerson ? 'one person (under any of their identities)' : 'one identity';
+  const live = against ? ` with live request ${against.requestId}` : '';
+  return new SeparationOfDuties(`Separation rule "${rule}": ${who} may not hold ${scopes.join(' and ')} at once${live}.`, {
+    extensions: { rule, scopes: [...scopes], ...(against ? { conflicting_request_id: against.requestId } : {}) },
+  });
+}
+

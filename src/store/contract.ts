@@ -1,0 +1,209 @@
+import type {
+  ApprovalRecord,
+  AuditEntry,
+  AuditEventRecord,
+  BreakGlassReviewRecord,
+  EventFilter,
+  IssuanceAuditRecord,
+  IssuanceFilter,
+  IssuanceRecord,
+  Principal,
+  RequestRecord,
+  RequestStatus,
+  ReviewOutcome,
+  SigningKeyRecord,
+} from './records.js';
+
+/**
+ * The broker's records, behind one small contract with an implementation per engine
+ * (`sqlite/`, `postgres/`). Reads return what is committed. Every change is one operation that
+ * the engine makes atomic its own way (SQLite: one write transaction, group-committed with
+ * others; PostgreSQL: one transaction under per-identity locks): the checks a change depends on
+ * are read inside it, so no other request, process or replica can slip between the check and
+ * the write. A change and the audit events that record it commit together, and a returned
+ * promise means the commit is durable. Domain code decides; the engine only loads the facts the
+ * decision needs and applies what it decided.
+ *
+ * Decision callbacks run inside the operation: they must be synchronous and pure, and may throw
+ * (a `BrokerError`) to abandon the operation without writing anything.
+ *
+ * A failure of the engine itself (disk full, lost connection, lock timeout) rejects with
+ * `Unavailable`: nothing was written.
+ */
+export interface Store {
+  readonly engine: 'sqlite' | 'postgres';
+
+  requests: {
+    get(id: string): Promise<RequestRecord | undefined>;
+    /** A request with everything its view shows; undefined when there is no such request. */
+    state(id: string): Promise<RequestState | undefined>;
+    /** The same for several requests at once (listings), in the order given. */
+    states(requests: readonly RequestRecord[]): Promise<RequestState[]>;
+    /** The owner's requests, newest first, after the given position. */
+    owned(owner: Owner, filter: OwnedFilter, after: Position | undefined, limit: number): Promise<RequestRecord[]>;
+    /** Pending requests not past their deadline, oldest first, after the given position. */
+    pending(now: number, after: Position | undefined, limit: number): Promise<RequestRecord[]>;
+  };
+  issuances: {
+    get(jti: string): Promise<IssuanceRecord | undefined>;
+    /** Revoked tokens not yet expired, by jti. */
+    revokedUnexpired(now: number, afterJti: string | undefined, limit: number): Promise<IssuanceRecord[]>;
+  };
+  reviews: {
+    /** Break-glass requests whose review is pending (or done), by due time. */
+    list(state: 'pending' | 'done', after: { dueAt: number; requestId: string } | undefined, limit: number): Promise<{ request: RequestRecord; dueAt: number }[]>;
+    /** How many reviews are pending, and how many of those are overdue (for metrics). */
+    pendingCounts(): Promise<{ pending: number; overdue: number }>;
+  };
+  events: {
+    head(): Promise<{ seq: number; hash: string } | undefined>;
+    /** Events with seq above `afterSeq`, in order: the chain as stored. */
+    after(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+    /** The event at `seq`, if the chain still holds it. */
+    at(seq: number): Promise<AuditEventRecord | undefined>;
+  };
+  audit: {
+    /** Issuances matching `filter`, in (issued_at, request id) order, after the given position. */
+    issuances(filter: IssuanceFilter, after: { issuedAt: number; requestId: string } | undefined, limit: number, now: number): Promise<IssuanceAuditRecord[]>;
+    /** Events matching `filter`, in seq order, after `afterSeq`. */
+    events(filter: EventFilter, afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+  };
+  keys: {
+    /** Keys not retired, newest first. */
+    active(): Promise<SigningKeyRecord[]>;
+    /**
+     * Adds the signing key `decide` returns, judged on the keys not retired (newest first) under
+     * the lock, with its event; false when `decide` declines (another process rotated first).
+     */
+    add(decide: (active: SigningKeyRecord[]) => SigningKeyRecord | false, event: (key: SigningKeyRecord) => AuditEntry): Promise<boolean>;
+    /** Retires a key when no token signed by it expires after `now`, with its event. */
+    retire(kid: string, now: number, event: AuditEntry): Promise<boolean>;
+  };
+
+  /** A new request: the facts it is judged on, the judgement, and what it writes, as one operation. */
+  admit<R>(probe: AdmissionProbe, decide: (facts: AdmissionFacts) => Admission<R>): Promise<R>;
+  /** A change to one request, judged on its current state (undefined when it does not exist). */
+  change<R>(id: string, decide: (state: RequestState | undefined) => RequestChange<R>): Promise<R>;
+  /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
+  append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
+
+  /**
+   * Scheduler sweeps: each moves at most `limit` due records, with one event each, and returns
+   * them; a caller repeats until fewer than `limit` come back. Records another process is
+   * sweeping at the same moment are left to it.
+   */
+  sweep: {
+    /** Issued grants past their token's expiry: `expired`. */
+    grants(now: number, limit: number, event: (grant: RequestRecord, jti: string | null) => AuditEntry): Promise<RequestRecord[]>;
+    /** Pending and approved requests past their deadline: `expired`. */
+    requests(now: number, limit: number, event: (request: RequestRecord) => AuditEntry): Promise<RequestRecord[]>;
+    /** Pending reviews past due, flagged once. */
+    overdueReviews(now: number, limit: number, event: (review: BreakGlassReviewRecord) => AuditEntry): Promise<RequestRecord[]>;
+    /** Closed minutes whose refusals were counted rather than recorded: one event each. */
+    refusals(now: number, limit: number, event: (tally: RefusalTally) => AuditEntry): Promise<number>;
+  };
+
+  /** Throws `Unavailable` unless the store can take a write now (for /readyz). */
+  probe(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Who owns a request: its requester and, for an issuer with `bindClaims`, the job. */
+export interface Owner extends Principal {
+  boundClaims: Record<string, unknown> | null;
+}
+
+export interface OwnedFilter {
+  /** The status as callers see it (a live request past its deadline is `expired`). */
+  status?: RequestStatus | undefined;
+  now: number;
+}
+
+/** A listing position: the sort key of the last row returned. */
+export interface Position {
+  createdAt: number;
+  id: string;
+}
+
+/** A request with what its view shows. */
+export interface RequestState {
+  request: RequestRecord;
+  approvals: ApprovalRecord[];
+  review: BreakGlassReviewRecord | undefined;
+  issuance: IssuanceRecord | undefined;
+}
+
+/** Fields a status transition may set besides the status itself. */
+export interface TransitionFields {
+  expiresAt?: number;
+  decidedAt?: number;
+  issuedAt?: number;
+  endedAt?: number;
+  revokeReason?: string;
+  revokedBy?: Principal | null;
+}
+
+/** What one change to a request writes; `transition.from` is checked again when it is applied. */
+export interface RequestChange<R> {
+  transition?: { from: readonly RequestStatus[]; to: RequestStatus; fields?: TransitionFields };
+  approval?: ApprovalRecord;
+  issuance?: IssuanceRecord;
+  review?: { outcome: ReviewOutcome; notes: string; reviewer: Principal; at: number };
+  events: AuditEntry[];
+  result: R;
+}
+
+/** The identity and the person a request counts against. */
+export interface Holders {
+  identity: Principal;
+  person: string | null;
+}
+
+/** Which facts an admission needs. Counts stop at their cap, so no count costs more than its limit. */
+export interface AdmissionProbe {
+  now: number;
+  holders: Holders;
+  /** Scopes whose live grants would conflict with the request (separation rules). */
+  conflicting: readonly string[];
+  /** Count live grants (pending, approved, issued, not past deadline) up to this many. */
+  liveCap?: number | undefined;
+  /** Count pending requests up to this many. */
+  pendingCap?: number | undefined;
+  /** Count break-glass grants issued after `since`, up to `cap`. */
+  breakGlass?: { since: number; cap: number } | undefined;
+}
+
+/** A count for the identity and for the person (0 without a person). */
+export interface HolderCounts {
+  identity: number;
+  person: number;
+}
+
+export interface AdmissionFacts {
+  /** Credential requests already counted in the current minute (before this one). */
+  requestsThisMinute: HolderCounts;
+  /** When the current minute ends, ms. */
+  minuteEndsAt: number;
+  /** Refusals of this identity recorded one by one in the current minute. */
+  refusalsRecorded: number;
+  live?: HolderCounts & { soonestEnd: number | null };
+  pending?: HolderCounts & { soonestEnd: number | null };
+  /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */
+  conflict?: { requestId: string; scopes: string[]; byPerson: boolean };
+  breakGlass?: { identity: { count: number; oldest: number | null }; person: { count: number; oldest: number | null } };
+}
+
+/**
+ * What an admission writes. Either way the request counts toward this minute's rate. A refusal
+ * writes `event` when given, else it is only counted, and reported later in one aggregated event.
+ */
+export type Admission<R> =
+  | { admit: { request: RequestRecord; issuance?: IssuanceRecord; reviewDueAt?: number; events: AuditEntry[] }; result: R }
+  | { refuse: { event?: AuditEntry }; result: R };
+
+/** Refusals of one identity in one minute that were counted instead of recorded. */
+export interface RefusalTally {
+  actor: Principal;
+  minuteStart: number;
+  count: number;
+}

@@ -1,0 +1,29 @@
+import { canonicalJson } from '../shared/canonical-json.js';
+import type { Principal, RequestStatus } from './records.js';
+
+/**
+ * What both engines compute the same way, so their records agree byte for byte.
+ */
+
+/** Statuses in which a request may still give, or gives, access. */
+export const LIVE_STATUSES: readonly RequestStatus[] = ['pending_approval', 'approved', 'issued'];
+
+export const isLive = (status: RequestStatus): boolean => LIVE_STATUSES.includes(status);
+
+/**
+ * The key an identity is counted under in the tables shared with person keys (rates, live
+ * scopes). Person keys start with `u:` or `i:`, so the two kinds never meet. The same text is
+ * written by the migration that backfills these tables: `'identity:' || iss || char(10) || sub`.
+ */
+export const identityHolder = (identity: Principal): string => `identity:${identity.iss}\n${identity.sub}`;
+
+/** The holders a request counts against: its identity, and its person when it has one. */
+export const holderKeys = (identity: Principal, person: string | null): string[] =>
+  person === null ? [identityHolder(identity)] : [identityHolder(identity), person];
+
+/** A job's bound claims as stored and compared: canonical JSON, or '' for a request bound to no job. */
+export const jobKey = (boundClaims: Record<string, unknown> | null | undefined): string =>
+  boundClaims ? canonicalJson(boundClaims) : '';
+
+export const MINUTE_MS = 60_000;
+export const minuteStart = (now: number): number => Math.floor(now / MINUTE_MS) * MINUTE_MS;

@@ -1,0 +1,211 @@
+import type {
+  ApprovalRecord,
+  AuditEventRecord,
+  BreakGlassReviewRecord,
+  GrantStatus,
+  IssuanceAuditRecord,
+  IssuanceRecord,
+  Principal,
+  RequestRecord,
+  RequestStatus,
+  ReviewOutcome,
+  SigningKeyRecord,
+} from '../records.js';
+
+/** SQLite rows as better-sqlite3 returns them, and their records. Times are integers (ms). */
+
+export const mapOptional = <R, T>(value: R | undefined, map: (row: R) => T): T | undefined =>
+  value === undefined ? undefined : map(value);
+
+export const principal = (iss: string | null, sub: string | null): Principal | null =>
+  iss === null || sub === null ? null : { iss, sub };
+
+export interface RequestRow {
+  id: string;
+  requester_iss: string;
+  requester_sub: string;
+  requester_idp: string;
+  initiator: string | null;
+  person: string | null;
+  job: string;
+  task_id: string;
+  scopes: string;
+  audience: string;
+  ttl_seconds: number;
+  justification: string | null;
+  break_glass: number;
+  policy_ids: string;
+  digest: string;
+  approvals_required: number;
+  status: RequestStatus;
+  created_at: number;
+  expires_at: number;
+  decided_at: number | null;
+  issued_at: number | null;
+  ended_at: number | null;
+  revoke_reason: string | null;
+  revoked_by_iss: string | null;
+  revoked_by_sub: string | null;
+}
+
+export const toRequest = (r: RequestRow): RequestRecord => ({
+  id: r.id,
+  requester: { iss: r.requester_iss, sub: r.requester_sub },
+  requesterIdp: r.requester_idp,
+  initiator: r.initiator,
+  person: r.person,
+  boundClaims: r.job === '' ? null : (JSON.parse(r.job) as Record<string, unknown>),
+  taskId: r.task_id,
+  scopes: JSON.parse(r.scopes) as string[],
+  audience: r.audience,
+  ttlSeconds: r.ttl_seconds,
+  justification: r.justification,
+  breakGlass: r.break_glass === 1,
+  policyIds: JSON.parse(r.policy_ids) as string[],
+  digest: r.digest,
+  approvalsRequired: r.approvals_required,
+  status: r.status,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  decidedAt: r.decided_at,
+  issuedAt: r.issued_at,
+  endedAt: r.ended_at,
+  revokeReason: r.revoke_reason,
+  revokedBy: principal(r.revoked_by_iss, r.revoked_by_sub),
+});
+
+export interface ApprovalRow {
+  request_id: string;
+  approver_iss: string;
+  approver_sub: string;
+  person: string | null;
+  decision: 'approve' | 'deny';
+  reason: string;
+  digest: string;
+  at: number;
+}
+
+export const toApproval = (r: ApprovalRow): ApprovalRecord => ({
+  requestId: r.request_id,
+  approver: { iss: r.approver_iss, sub: r.approver_sub },
+  person: r.person,
+  decision: r.decision,
+  reason: r.reason,
+  digest: r.digest,
+  at: r.at,
+});
+
+export interface IssuanceRow {
+  jti: string;
+  request_id: string;
+  token_sha256: string;
+  kid: string;
+  issued_at: number;
+  expires_at: number;
+}
+
+export const toIssuance = (r: IssuanceRow): IssuanceRecord => ({
+  jti: r.jti,
+  requestId: r.request_id,
+  tokenSha256: r.token_sha256,
+  kid: r.kid,
+  issuedAt: r.issued_at,
+  expiresAt: r.expires_at,
+});
+
+export interface EventRow {
+  seq: number;
+  at: string;
+  type: string;
+  actor_iss: string | null;
+  actor_sub: string | null;
+  request_id: string | null;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export const toEvent = (r: EventRow): AuditEventRecord => ({
+  seq: r.seq,
+  at: r.at,
+  type: r.type,
+  actor: principal(r.actor_iss, r.actor_sub),
+  requestId: r.request_id,
+  data: JSON.parse(r.data) as Record<string, unknown>,
+  prevHash: r.prev_hash,
+  hash: r.hash,
+});
+
+export interface IssuanceAuditRow {
+  jti: string;
+  request_id: string;
+  issued_at: number;
+  expires_at: number;
+  requester_iss: string;
+  requester_sub: string;
+  task_id: string;
+  scopes: string;
+  audience: string;
+  justification: string | null;
+  break_glass: number;
+  ended_at: number | null;
+  revoke_reason: string | null;
+  status: GrantStatus;
+  approvers: string;
+}
+
+export const toIssuanceAudit = (r: IssuanceAuditRow): IssuanceAuditRecord => ({
+  jti: r.jti,
+  requestId: r.request_id,
+  requester: { iss: r.requester_iss, sub: r.requester_sub },
+  taskId: r.task_id,
+  scopes: JSON.parse(r.scopes) as string[],
+  audience: r.audience,
+  justification: r.justification,
+  issuedAt: r.issued_at,
+  expiresAt: r.expires_at,
+  status: r.status,
+  approvers: JSON.parse(r.approvers) as IssuanceAuditRecord['approvers'],
+  breakGlass: r.break_glass === 1,
+  revokedAt: r.status === 'revoked' ? r.ended_at : null,
+  revokeReason: r.status === 'revoked' ? r.revoke_reason : null,
+});
+
+export interface KeyRow {
+  kid: string;
+  alg: string;
+  public_jwk: string;
+  created_at: number;
+  activates_at: number;
+  retired_at: number | null;
+}
+
+export const toKey = (r: KeyRow): SigningKeyRecord => ({
+  kid: r.kid,
+  alg: r.alg,
+  publicJwk: JSON.parse(r.public_jwk),
+  createdAt: r.created_at,
+  activatesAt: r.activates_at,
+  retiredAt: r.retired_at,
+});
+
+export interface ReviewRow {
+  request_id: string;
+  due_at: number;
+  outcome: ReviewOutcome | null;
+  notes: string | null;
+  reviewer_iss: string | null;
+  reviewer_sub: string | null;
+  reviewed_at: number | null;
+  overdue_at: number | null;
+}
+
+export const toReview = (r: ReviewRow): BreakGlassReviewRecord => ({
+  requestId: r.request_id,
+  dueAt: r.due_at,
+  outcome: r.outcome,
+  notes: r.notes,
+  reviewer: principal(r.reviewer_iss, r.reviewer_sub),
+  reviewedAt: r.reviewed_at,
+  overdueAt: r.overdue_at,
+});

@@ -1,0 +1,123 @@
+import Database from 'better-sqlite3';
+import { Unavailable } from '../../shared/errors.js';
+import type { Db } from './database.js';
+
+interface Queued {
+  work: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+export interface Writer {
+  /**
+   * Runs `work` in a write transaction shared with the other operations queued in the same turn
+   * of the event loop (group commit), and resolves once the shared commit is on disk. Each
+   * operation stays all-or-nothing: it runs inside its own savepoint, and a throw rolls back its
+   * writes alone and rejects its promise with what it threw.
+   */
+  run<T>(work: () => T): Promise<T>;
+  /** When the last batch failed to commit (ms), or undefined: a store that cannot write is not ready. */
+  lastFailure(): number | undefined;
+  /** Commits what is queued; further `run` calls are refused. */
+  close(): void;
+}
+
+const storeFailure = (error: unknown) =>
+  new Unavailable('The broker could not record this change; nothing was granted. Try again shortly.', {
+    cause: error,
+    internal: { sqlite: (error as { code?: string }).code, message: (error as Error).message },
+  });
+
+/**
+ * Group commit on one better-sqlite3 connection. SQLite in WAL mode with synchronous=FULL pays
+ * one fsync per commit; committing every operation queued during a turn of the event loop
+ * together pays it once per batch. Nothing else runs while a batch runs (better-sqlite3 is
+ * synchronous), so reads outside `run` never see a batch half done.
+ */
+export function createWriter(db: Db, clock: () => number): Writer {
+  let queue: Queued[] = [];
+  let scheduled = false;
+  let closed = false;
+  let failedAt: number | undefined;
+  const statements = {
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
+    savepoint: db.prepare('SAVEPOINT operation'),
+    release: db.prepare('RELEASE operation'),
+    undo: db.prepare('ROLLBACK TO operation'),
+  };
+
+  function flush(): void {
+    scheduled = false;
+    const batch = queue;
+    queue = [];
+    if (batch.length === 0) return;
+    try {
+      statements.begin.run();
+    } catch (error) {
+      // Another process has held the write lock past the busy timeout, or the file is unusable.
+      failedAt = clock();
+      for (const op of batch) op.reject(storeFailure(error));
+      return;
+    }
+    const done: { op: Queued; value: unknown }[] = [];
+    for (const op of batch) {
+      statements.savepoint.run();
+      try {
+        const value = op.work();
+        statements.release.run();
+        done.push({ op, value });
+      } catch (error) {
+        try {
+          statements.undo.run();
+          statements.release.run();
+        } catch (rollbackError) {
+          // The transaction itself is gone (SQLite aborts it on some I/O errors): nothing commits.
+          abort(rollbackError, [...done.map((d) => d.op), op, ...batch.slice(batch.indexOf(op) + 1)]);
+          return;
+        }
+        op.reject(error instanceof Database.SqliteError ? storeFailure(error) : error);
+      }
+    }
+    try {
+      statements.commit.run();
+      failedAt = undefined;
+    } catch (error) {
+      abort(error, done.map((d) => d.op));
+      return;
+    }
+    for (const { op, value } of done) op.resolve(value);
+  }
+
+  function abort(error: unknown, ops: Queued[]): void {
+    failedAt = clock();
+    if (db.inTransaction) {
+      try {
+        statements.rollback.run();
+      } catch {
+        // Already rolled back by SQLite.
+      }
+    }
+    for (const op of ops) op.reject(storeFailure(error));
+  }
+
+  return {
+    run<T>(work: () => T): Promise<T> {
+      if (closed) return Promise.reject(storeFailure(new Error('the store is closed')));
+      return new Promise<T>((resolve, reject) => {
+        queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
+        if (!scheduled) {
+          scheduled = true;
+          // setImmediate, not a microtask: requests whose I/O completes in this turn join the batch.
+          setImmediate(flush);
+        }
+      });
+    },
+    lastFailure: () => failedAt,
+    close() {
+      closed = true;
+      flush();
+    },
+  };
+}
