@@ -15,6 +15,18 @@ export function canonicalEvent(event: Omit<AuditEventRecord, 'prevHash' | 'hash'
   });
 }
 
+/**
+ * The canonical JSON of an event in two parts around its seq, for an appender that assigns the
+ * seq itself (PostgreSQL's `append_audit_events`): `before + seq + after` is `canonicalEvent`.
+ * Keys sort as actor, at, data, request_id, seq, type.
+ */
+export function canonicalParts(event: Omit<AuditEventRecord, 'seq' | 'prevHash' | 'hash'>): { before: string; after: string } {
+  const before =
+    `{"actor":${canonicalJson(event.actor)},"at":${canonicalJson(event.at)},"data":${canonicalJson(event.data)},` +
+    `"request_id":${canonicalJson(event.requestId)},"seq":`;
+  return { before, after: `,"type":${canonicalJson(event.type)}}` };
+}
+
 /** hash = hex(sha256(prev_hash + canonical)) */
 export const chainHash = (prevHash: string, canonical: string): string => sha256Hex(prevHash + canonical);
 

@@ -1,4 +1,5 @@
 import { canonicalJson } from '../shared/canonical-json.js';
+import type { TransitionFields } from './contract.js';
 import type { Principal, RequestStatus } from './records.js';
 
 /**
@@ -27,3 +28,17 @@ export const jobKey = (boundClaims: Record<string, unknown> | null | undefined):
 
 export const MINUTE_MS = 60_000;
 export const minuteStart = (now: number): number => Math.floor(now / MINUTE_MS) * MINUTE_MS;
+
+/** The columns a status transition sets besides the status, with their values, in a fixed order. */
+export function transitionColumns(fields: TransitionFields): [column: string, value: unknown][] {
+  const columns: [string, unknown][] = [];
+  if (fields.expiresAt !== undefined) columns.push(['expires_at', fields.expiresAt]);
+  if (fields.decidedAt !== undefined) columns.push(['decided_at', fields.decidedAt]);
+  if (fields.issuedAt !== undefined) columns.push(['issued_at', fields.issuedAt]);
+  if (fields.endedAt !== undefined) columns.push(['ended_at', fields.endedAt]);
+  if (fields.revokeReason !== undefined) columns.push(['revoke_reason', fields.revokeReason]);
+  if (fields.revokedBy !== undefined) {
+    columns.push(['revoked_by_iss', fields.revokedBy?.iss ?? null], ['revoked_by_sub', fields.revokedBy?.sub ?? null]);
+  }
+  return columns;
+}

@@ -169,7 +169,13 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
 
   const open = () =>
     createBroker({ config, logger, clock, webhookBackoffMs: 10, ...(options.fetch ? { fetch: options.fetch } : {}) });
-  let broker = await open();
+  let broker: Broker;
+  try {
+    broker = await open();
+  } catch (error) {
+    await db.drop();
+    throw error;
+  }
 
   const test: TestBroker = {
     broker,

@@ -117,6 +117,7 @@ async function createPostgresDatabase(): Promise<TestDatabase> {
       return parts.join('\n');
     },
     async drop() {
+      if (pool.ended) return;
       await pool.end();
       const dropper = new pg.Client({ connectionString: server.toString() });
       await dropper.connect();

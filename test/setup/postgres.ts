@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ export default async function setup(project: TestProject) {
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'jit-broker-pg-'));
+  chmodSync(dir, 0o755); // the server may run as another user (see createPostgresUser) and must reach its data directory
   const port = await freePort();
   const password = 'test-only';
   const server = new EmbeddedPostgres({

@@ -1,6 +1,19 @@
 import type { Clock } from '../../shared/clock.js';
 import type { Store } from '../contract.js';
+import { createPool } from './client.js';
+import { migratePostgres } from './migrate.js';
+import { createPostgresStore } from './store.js';
 
-export async function openPostgresStore(_url: string, _clock: Clock): Promise<Store> {
-  throw new Error('PostgreSQL engine: not yet');
+export { POSTGRES_MIGRATIONS_DIR, migratePostgres } from './migrate.js';
+
+/** Connects to the database, applies its migrations (once, however many replicas start together), and returns the store. */
+export async function openPostgresStore(url: string, clock: Clock): Promise<Store> {
+  const pool = createPool(url);
+  try {
+    await migratePostgres(pool);
+  } catch (error) {
+    await pool.end();
+    throw new Error(`cannot prepare the PostgreSQL database: ${(error as Error).message}`, { cause: error });
+  }
+  return createPostgresStore(pool, clock);
 }

@@ -16,7 +16,7 @@ import type {
   TransitionFields,
 } from '../contract.js';
 import type { AuditEntry, AuditEventRecord, IssuanceRecord, RequestRecord, RequestStatus } from '../records.js';
-import { holderKeys, identityHolder, isLive, jobKey, MINUTE_MS, minuteStart } from '../shared.js';
+import { holderKeys, identityHolder, isLive, jobKey, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
 import { migrate, openDatabase, type Db } from './database.js';
 import {
   mapOptional,
@@ -34,7 +34,7 @@ import {
   type KeyRow,
   type RequestRow,
   type ReviewRow,
-} from './rows.js';
+} from '../rows.js';
 import { createWriter } from './writer.js';
 
 const LIVE = `('pending_approval', 'approved', 'issued')`;
@@ -165,10 +165,10 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
 
   /** Moves a request on; a request that stops being live leaves the separation index. */
   function transition(request: RequestRecord, from: readonly RequestStatus[], to: RequestStatus, fields: TransitionFields = {}): void {
-    const { assignments, values } = transitionAssignments(fields);
+    const columns = transitionColumns(fields);
     const changed = run(
-      `UPDATE requests SET status = ?${assignments} WHERE id = ? AND status IN (${marks(from.length)})`,
-      to, ...values, request.id, ...from,
+      `UPDATE requests SET status = ?${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id = ? AND status IN (${marks(from.length)})`,
+      to, ...columns.map(([, value]) => value), request.id, ...from,
     ).changes;
     // The state was read in this same transaction: a mismatch is a defect, never a race.
     if (changed !== 1) throw new Error(`request ${request.id} is ${request.status}, not ${from.join('|')}`);
@@ -570,20 +570,3 @@ function conditions(first: string, ...values: unknown[]) {
     },
   };
 }
-
-function transitionAssignments(fields: TransitionFields): { assignments: string; values: unknown[] } {
-  const columns: [string, unknown][] = [];
-  if (fields.expiresAt !== undefined) columns.push(['expires_at', fields.expiresAt]);
-  if (fields.decidedAt !== undefined) columns.push(['decided_at', fields.decidedAt]);
-  if (fields.issuedAt !== undefined) columns.push(['issued_at', fields.issuedAt]);
-  if (fields.endedAt !== undefined) columns.push(['ended_at', fields.endedAt]);
-  if (fields.revokeReason !== undefined) columns.push(['revoke_reason', fields.revokeReason]);
-  if (fields.revokedBy !== undefined) {
-    columns.push(['revoked_by_iss', fields.revokedBy?.iss ?? null], ['revoked_by_sub', fields.revokedBy?.sub ?? null]);
-  }
-  return {
-    assignments: columns.map(([column]) => `, ${column} = ?`).join(''),
-    values: columns.map(([, value]) => value),
-  };
-}
-

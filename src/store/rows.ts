@@ -10,9 +10,12 @@ import type {
   RequestStatus,
   ReviewOutcome,
   SigningKeyRecord,
-} from '../records.js';
+} from './records.js';
 
-/** SQLite rows as better-sqlite3 returns them, and their records. Times are integers (ms). */
+/**
+ * Rows as both engines return them (PostgreSQL's BIGINT parsed to numbers, its BOOLEAN and
+ * SQLite's 0/1 both read through Boolean), and their records. Times are integers (ms).
+ */
 
 export const mapOptional = <R, T>(value: R | undefined, map: (row: R) => T): T | undefined =>
   value === undefined ? undefined : map(value);
@@ -33,7 +36,7 @@ export interface RequestRow {
   audience: string;
   ttl_seconds: number;
   justification: string | null;
-  break_glass: number;
+  break_glass: number | boolean;
   policy_ids: string;
   digest: string;
   approvals_required: number;
@@ -60,7 +63,7 @@ export const toRequest = (r: RequestRow): RequestRecord => ({
   audience: r.audience,
   ttlSeconds: r.ttl_seconds,
   justification: r.justification,
-  breakGlass: r.break_glass === 1,
+  breakGlass: Boolean(r.break_glass),
   policyIds: JSON.parse(r.policy_ids) as string[],
   digest: r.digest,
   approvalsRequired: r.approvals_required,
@@ -147,7 +150,7 @@ export interface IssuanceAuditRow {
   scopes: string;
   audience: string;
   justification: string | null;
-  break_glass: number;
+  break_glass: number | boolean;
   ended_at: number | null;
   revoke_reason: string | null;
   status: GrantStatus;
@@ -166,7 +169,7 @@ export const toIssuanceAudit = (r: IssuanceAuditRow): IssuanceAuditRecord => ({
   expiresAt: r.expires_at,
   status: r.status,
   approvers: JSON.parse(r.approvers) as IssuanceAuditRecord['approvers'],
-  breakGlass: r.break_glass === 1,
+  breakGlass: Boolean(r.break_glass),
   revokedAt: r.status === 'revoked' ? r.ended_at : null,
   revokeReason: r.status === 'revoked' ? r.revoke_reason : null,
 });

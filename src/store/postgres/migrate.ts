@@ -1,0 +1,50 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Pool } from './client.js';
+
+export const POSTGRES_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
+const MIGRATION_FILE = /^(\d+)_[a-z0-9_]+\.sql$/;
+/** A session lock only migrations take: replicas starting at the same moment apply each file once. */
+const MIGRATION_LOCK = 7596286014052352341n;
+
+/**
+ * Applies the numbered SQL files of `migrations/postgres/` not yet applied, in order, each in
+ * its own transaction with its bookkeeping row, under a lock that the other replicas wait on.
+ */
+export async function migratePostgres(pool: Pool, dir: string = POSTGRES_MIGRATIONS_DIR): Promise<number[]> {
+  const files = readdirSync(dir)
+    .filter((name) => MIGRATION_FILE.test(name))
+    .map((name) => ({ name, version: Number(MIGRATION_FILE.exec(name)?.[1]) }))
+    .sort((a, b) => a.version - b.version);
+  if (new Set(files.map((file) => file.version)).size !== files.length) throw new Error(`${dir}: two migrations share a number`);
+
+  const client = await pool.raw.connect();
+  const applied: number[] = [];
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`);
+    const done = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+    for (const file of files) {
+      if (done.has(file.version)) continue;
+      await client.query('BEGIN');
+      try {
+        await client.query(readFileSync(`${dir}/${file.name}`, 'utf8'));
+        await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+          file.version,
+          file.name,
+          new Date().toISOString(),
+        ]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK');
+        throw error;
+      }
+      applied.push(file.version);
+    }
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
+    client.release();
+  }
+  return applied;
+}
