@@ -24,7 +24,8 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { SourceMap, type SourceMapPayload } from 'node:module';
+import { dirname, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -534,8 +535,15 @@ async function sampleFailure(target: Target): Promise<string> {
 
 // --- Profiles ------------------------------------------------------------------------------------
 
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+
 interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  nodes: { id: number; callFrame: CallFrame; children?: number[] }[];
   samples: number[];
   timeDeltas: number[];
 }
@@ -545,38 +553,80 @@ interface HotFunction {
   location: string;
   selfMs: number;
   selfPercent: number;
+  /** The caller under which it spent most of that time: a generic helper (`rows`) says little without it. */
+  calledFrom: string;
 }
 
-/** Where a function lives, short: a path relative to the repository (node_modules/... stays as is), or node's own module. */
-function shortLocation(url: string, line: number): string {
-  if (!url) return '';
-  const path = url.startsWith('file://') ? relative(ROOT, fileURLToPath(url)) : url;
-  return `${path}:${line + 1}`;
+const sourceMaps = new Map<string, SourceMap | undefined>();
+
+/** tsc's source map for a file of dist/, read once. */
+function sourceMapOf(file: string): SourceMap | undefined {
+  if (!sourceMaps.has(file)) {
+    const mapFile = `${file}.map`;
+    sourceMaps.set(file, existsSync(mapFile) ? new SourceMap(JSON.parse(readFileSync(mapFile, 'utf8')) as SourceMapPayload) : undefined);
+  }
+  return sourceMaps.get(file);
 }
 
 /**
- * Self time per function over the whole profile, highest first. Nodes are call-tree positions,
- * so one function appears under many; summing by (name, url, line) gives its total self time.
- * `(idle)` is the process waiting for work, not work: left out of the percentages.
+ * Where a function lives, as the person fixing it would look for it: broker code mapped from
+ * dist/ back to its line in src/, other files relative to the repository (node_modules/...),
+ * node's own modules by their node: name. Lines are 1-based, as editors count.
+ */
+function locate(frame: CallFrame): string {
+  if (!frame.url) return '';
+  if (!frame.url.startsWith('file://')) return `${frame.url}:${frame.lineNumber + 1}`;
+  const file = fileURLToPath(frame.url);
+  const entry = sourceMapOf(file)?.findEntry(frame.lineNumber, frame.columnNumber);
+  if (entry && 'originalSource' in entry) {
+    return `${relative(ROOT, resolve(dirname(file), entry.originalSource))}:${entry.originalLine + 1}`;
+  }
+  return `${relative(ROOT, file)}:${frame.lineNumber + 1}`;
+}
+
+const nameOf = (frame: CallFrame) => frame.functionName || '(anonymous)';
+
+/**
+ * Self time per function over the broker's whole life (start-up and warm-up are a small part),
+ * highest first. Nodes are call-tree positions, so one function appears under many; summing by
+ * name and place gives its total self time. `(idle)` is waiting for work, not work: left out.
  */
 function hottestFunctions(profile: CpuProfile, top: number): HotFunction[] {
-  const nodes = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
-  const selfMicros = new Map<string, { function: string; location: string; micros: number }>();
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parentOf = new Map<number, number>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parentOf.set(child, node.id);
+  const places = new Map<number, string>(); // node id -> location, so each frame is source-mapped once
+  const placeOf = (id: number, frame: CallFrame) => places.get(id) ?? places.set(id, locate(frame)).get(id) ?? '';
+
+  const functions = new Map<string, { function: string; location: string; micros: number; callers: Map<string, number> }>();
   profile.samples.forEach((id, i) => {
-    const frame = nodes.get(id);
-    if (!frame || frame.functionName === '(idle)') return;
-    const name = frame.functionName || '(anonymous)';
-    const location = shortLocation(frame.url, frame.lineNumber);
-    const key = `${name}\u0000${location}`;
-    const entry = selfMicros.get(key) ?? { function: name, location, micros: 0 };
-    entry.micros += profile.timeDeltas[i] ?? 0;
-    selfMicros.set(key, entry);
+    const node = nodes.get(id);
+    if (!node || node.callFrame.functionName === '(idle)') return;
+    const micros = profile.timeDeltas[i] ?? 0;
+    const location = placeOf(id, node.callFrame);
+    const key = `${nameOf(node.callFrame)}\u0000${location}`;
+    const entry = functions.get(key) ?? { function: nameOf(node.callFrame), location, micros: 0, callers: new Map() };
+    entry.micros += micros;
+    const parentId = parentOf.get(id);
+    const parent = parentId === undefined ? undefined : nodes.get(parentId);
+    // `(root)` is the profile's own top, not a caller (it parents GC and idle time).
+    const caller = parent && parent.callFrame.functionName !== '(root)' ? `${nameOf(parent.callFrame)} ${placeOf(parent.id, parent.callFrame)}`.trim() : '';
+    entry.callers.set(caller, (entry.callers.get(caller) ?? 0) + micros);
+    functions.set(key, entry);
   });
-  const total = [...selfMicros.values()].reduce((sum, entry) => sum + entry.micros, 0);
-  return [...selfMicros.values()]
+
+  const total = [...functions.values()].reduce((sum, entry) => sum + entry.micros, 0);
+  const topCaller = (callers: Map<string, number>) => [...callers].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
+  return [...functions.values()]
     .sort((a, b) => b.micros - a.micros)
     .slice(0, top)
-    .map((entry) => ({ function: entry.function, location: entry.location, selfMs: entry.micros / 1000, selfPercent: (100 * entry.micros) / total }));
+    .map((entry) => ({
+      function: entry.function,
+      location: entry.location,
+      selfMs: entry.micros / 1000,
+      selfPercent: (100 * entry.micros) / total,
+      calledFrom: topCaller(entry.callers),
+    }));
 }
 
 /** The newest profile in `dir`: a kept --profile-dir may hold earlier runs' too. */
@@ -706,9 +756,11 @@ function printMarkdown(report: Report): void {
   for (const check of report.targets) out(`| ${check.what} | ${check.measured} | ${check.met === null ? '-' : check.met ? 'yes' : 'NO'} |`);
   for (const profile of report.profiles ?? []) {
     out(`\nHottest functions by self time, ${profile.target} (idle excluded):\n`);
-    out('| self ms | self % | function | where |');
-    out('| --- | --- | --- | --- |');
-    for (const hot of profile.hottest) out(`| ${hot.selfMs.toFixed(0)} | ${hot.selfPercent.toFixed(1)} | ${hot.function} | ${hot.location} |`);
+    out('| self ms | self % | function | where | mostly called from |');
+    out('| --- | --- | --- | --- | --- |');
+    for (const hot of profile.hottest) {
+      out(`| ${hot.selfMs.toFixed(0)} | ${hot.selfPercent.toFixed(1)} | ${hot.function} | ${hot.location} | ${hot.calledFrom} |`);
+    }
   }
 }
 
