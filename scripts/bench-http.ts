@@ -97,7 +97,9 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-class UsageError extends Error {}
+/** A failure the bench explains itself (bad option, a server that would not start or answer): no stack trace. */
+class BenchError extends Error {}
+class UsageError extends BenchError {}
 
 /** Progress and warnings: always stderr, so `--json` leaves stdout to the JSON alone. */
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -231,24 +233,32 @@ interface Child {
 
 /** Every child still running, so any way out of the bench stops them all. */
 const running = new Set<Child>();
+/** Set once the bench is interrupted: no child may start after its siblings were told to stop. */
+let stopping = false;
 const TAIL_LINES = 30;
 
-function startChild(label: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  const proc = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  if (proc.pid === undefined) throw new Error(`${label} could not be started`);
+/**
+ * `node ARGS` as a child whose pid is the server itself (no wrapper), so /proc reads the server.
+ * With `ipc`, the child can notice the bench dying even by SIGKILL (its channel closes).
+ */
+function startChild(label: string, args: string[], env: NodeJS.ProcessEnv, { ipc = false } = {}): Child {
+  if (stopping) throw new BenchError(`not starting ${label}: the bench is stopping`);
+  const proc = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'] });
+  const { pid, stdout, stderr } = proc;
+  if (pid === undefined || !stdout || !stderr) throw new Error(`${label} could not be started`);
   let onFirstLine: (line: string) => void = () => {};
   const child: Child = {
     label,
     process: proc,
-    pid: proc.pid,
+    pid,
     tail: [],
     lines: 0,
     firstLine: new Promise((resolveLine) => (onFirstLine = resolveLine)),
     exited: new Promise((resolveExit) => proc.once('exit', (code, signal) => resolveExit({ code, signal }))),
   };
-  createInterface({ input: proc.stdout }).once('line', (line) => onFirstLine(line));
+  createInterface({ input: stdout }).once('line', (line) => onFirstLine(line));
   // Both pipes must be drained, or a chatty child blocks on a full pipe and the bench measures that.
-  for (const stream of [proc.stdout, proc.stderr]) {
+  for (const stream of [stdout, stderr]) {
     createInterface({ input: stream }).on('line', (line) => {
       child.lines += 1;
       child.tail.push(line);
@@ -280,7 +290,7 @@ async function stopAll(): Promise<void> {
 /** Rejects as soon as the child exits: a server that dies while we wait for it must not hang the bench. */
 function failOnExit(child: Child): Promise<never> {
   return child.exited.then(({ code, signal }) => {
-    throw new Error(`${child.label} exited (${signal ?? `code ${code}`}) before it was ready:\n${child.tail.join('\n')}`);
+    throw new BenchError(`${child.label} exited (${signal ?? `code ${code}`}) before it was ready:\n${child.tail.join('\n')}`);
   });
 }
 
@@ -306,7 +316,7 @@ async function waitUntilReady(url: string, timeoutMs = 20_000): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`${url} was not ready within ${timeoutMs / 1000} s`);
+  throw new BenchError(`${url} was not ready within ${timeoutMs / 1000} s`);
 }
 
 interface BrokerProcess {
@@ -344,7 +354,7 @@ interface PeerReady {
 
 /** The peer prints one JSON line once it listens: its token endpoint and client. */
 async function startPeer(): Promise<{ child: Child; ready: PeerReady }> {
-  const child = startChild('peer (oidc-provider)', [PEER_MAIN, '--alg', SIGNING_ALG], process.env);
+  const child = startChild('peer (oidc-provider)', [PEER_MAIN, '--alg', SIGNING_ALG], process.env, { ipc: true });
   const ready = JSON.parse(await Promise.race([child.firstLine, failOnExit(child)])) as PeerReady;
   return { child, ready };
 }
@@ -415,7 +425,7 @@ async function preflight(target: Target): Promise<void> {
     // not JSON: reported below
   }
   if (status < 200 || status > 299 || !hasToken) {
-    throw new Error(`${target.name} answered ${status} without an access_token: ${redactJwts(text).slice(0, 500)}`);
+    throw new BenchError(`${target.name} answered ${status} without an access_token: ${redactJwts(text).slice(0, 500)}`);
   }
 }
 
@@ -633,7 +643,7 @@ function hottestFunctions(profile: CpuProfile, top: number): HotFunction[] {
 function readProfile(dir: string): CpuProfile {
   const files = existsSync(dir) ? readdirSync(dir).filter((name) => name.endsWith('.cpuprofile')).map((name) => join(dir, name)) : [];
   const newest = files.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
-  if (newest === undefined) throw new Error(`no .cpuprofile in ${dir}: did the broker exit cleanly?`);
+  if (newest === undefined) throw new BenchError(`no .cpuprofile in ${dir}: did the broker exit cleanly?`);
   return JSON.parse(readFileSync(newest, 'utf8')) as CpuProfile;
 }
 
@@ -789,6 +799,7 @@ async function main(options: Options): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'jit-bench-http-'));
   const profileRoot = options.profile ? (options.profileDir ?? join(workDir, 'profiles')) : undefined;
   const onSignal = (signal: NodeJS.Signals) => {
+    stopping = true;
     say(`${signal}: stopping the servers`);
     void stopAll().finally(() => {
       rmSync(workDir, { recursive: true, force: true });
@@ -851,8 +862,8 @@ async function main(options: Options): Promise<number> {
 try {
   process.exitCode = await main(parseOptions(process.argv.slice(2)));
 } catch (error) {
-  // parseArgs refuses unknown or malformed options with ERR_PARSE_ARGS_* codes: a usage error too.
-  const usage = error instanceof UsageError || String((error as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS');
-  say(usage ? `bench:http: ${(error as Error).message}` : `bench:http failed: ${(error as Error).stack ?? String(error)}`);
+  // parseArgs refuses unknown or malformed options with ERR_PARSE_ARGS_* codes: a usage error, explained by its message.
+  const explained = error instanceof BenchError || String((error as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS');
+  say(explained ? `bench:http: ${(error as Error).message}` : `bench:http failed: ${(error as Error).stack ?? String(error)}`);
   process.exitCode = 1;
 }
