@@ -1,0 +1,426 @@
+/**
+ * Loads the built broker over real HTTP, as its own process, side by side with a peer doing
+ * comparable work (panva's oidc-provider minting client_credentials JWT access tokens, also its
+ * own process), and reports what each costs: req/s, p50/p99 latency, CPU time per request and
+ * peak RSS, and the broker/peer throughput ratio. The machine is shared and noisy, so the ratio
+ * measured in one run is the figure to compare, not the absolute times.
+ *
+ *   npm run bench:http                        # 10 s per target, 50 connections, 2 s warm-up
+ *   npm run bench:http -- --duration 3        # a quick look
+ *   npm run bench:http -- --long              # also 30 s of /oauth2/token: late vs early throughput
+ *   npm run bench:http -- --profile           # broker under --cpu-prof: its top self-time functions
+ *   npm run -s bench:http -- --json > r.json  # the results as JSON on stdout (progress stays on stderr;
+ *                                             #   -s keeps npm's own banner off stdout)
+ *
+ * More options: --connections N, --warmup S, --long-duration S, --top N,
+ * --profile-dir DIR (keep the .cpuprofile files, to open in Chrome DevTools).
+ *
+ * Runs dist/main.js (building it first when missing or older than src/), each broker run on a
+ * fresh temporary database, so no run inherits another's grants. Exits 1 when most responses
+ * of a run failed; targets not met are reported, not fatal. Nothing here runs in `npm test`.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import YAML from 'yaml';
+import { BenchError, say, UsageError } from './bench-http/console.js';
+import { measure, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
+import { type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
+import { hottestFunctions, readProfile, type HotFunction } from './bench-http/profile.js';
+import { earlyAndLate, LONG_WINDOW_S, printMarkdown, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const BROKER_MAIN = join(ROOT, 'dist', 'main.js');
+const PEER_MAIN = join(ROOT, 'scripts', 'peer', 'oidc-provider.mjs');
+
+/** Both servers sign with this, so each request costs each of them one signature of one kind. */
+const SIGNING_ALG = 'ES256';
+const GITHUB_ISS = 'https://token.actions.githubusercontent.com';
+const SUBJECT = 'repo:acme/app:ref:refs/heads/main';
+const SCOPE = 'artifacts:read';
+const AUDIENCE = 'registry.acme.internal';
+const TASK_ID = 'bench-http';
+
+// --- Options -----------------------------------------------------------------------------------
+
+interface Options {
+  duration: number;
+  warmup: number;
+  connections: number;
+  long: boolean;
+  longDuration: number;
+  profile: boolean;
+  profileDir: string | undefined;
+  top: number;
+  json: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      duration: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '2' },
+      connections: { type: 'string', default: '50' },
+      long: { type: 'boolean', default: false },
+      'long-duration': { type: 'string', default: '30' },
+      profile: { type: 'boolean', default: false },
+      'profile-dir': { type: 'string' },
+      top: { type: 'string', default: '20' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const positive = (name: string, text: string, min = 1) => {
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be a whole number of at least ${min}, not "${text}"`);
+    return value;
+  };
+  return {
+    duration: positive('duration', values.duration),
+    warmup: positive('warmup', values.warmup, 0),
+    connections: positive('connections', values.connections),
+    long: values.long,
+    // Two disjoint windows of LONG_WINDOW_S, or early and late would share samples.
+    longDuration: positive('long-duration', values['long-duration'], 2 * LONG_WINDOW_S),
+    profile: values.profile || values['profile-dir'] !== undefined,
+    profileDir: values['profile-dir'] === undefined ? undefined : resolve(values['profile-dir']),
+    top: positive('top', values.top),
+    json: values.json,
+  };
+}
+
+// --- The broker under test: build, identity, configuration --------------------------------------
+
+/** The newest modification time of any file under `dir`. */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+  }
+  return newest;
+}
+
+/** The bench runs what would be deployed, dist/; a stale build would measure old code. */
+function ensureBuilt(): void {
+  const reason = !existsSync(BROKER_MAIN)
+    ? 'dist/main.js is missing'
+    : statSync(BROKER_MAIN).mtimeMs < newestMtime(join(ROOT, 'src'))
+      ? 'dist/main.js is older than src/'
+      : undefined;
+  if (!reason) return;
+  say(`${reason}: running npm run build first`);
+  // stdout to stderr as well: `--json` output must stay parseable.
+  execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 2, 2] });
+}
+
+interface Identity {
+  /** The public JWKS of the issuer, for the broker's configuration. */
+  jwks: { keys: JWK[] };
+  /** One identity token, used by every request. */
+  token: string;
+}
+
+/**
+ * A GitHub Actions OIDC token as GitHub sends it (RS256, its claim set with string ids), from a
+ * key made here. One token for the whole run: every request is the same pipeline job, which is
+ * what makes a per-identity cost that grows with history show up.
+ */
+async function createGitHubIdentity(): Promise<Identity> {
+  const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const kid = 'bench-github-actions';
+  const jwk = { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' };
+  const now = Math.floor(Date.now() / 1000);
+  const token = await new SignJWT({
+    repository: 'acme/app',
+    repository_id: '123456789',
+    repository_owner: 'acme',
+    repository_owner_id: '987654',
+    repository_visibility: 'private',
+    ref: 'refs/heads/main',
+    ref_type: 'branch',
+    sha: 'a94a8fe5ccb19ba61c4c0873d391e987982fbbd3',
+    actor: 'octocat',
+    actor_id: '583231',
+    workflow: 'build',
+    workflow_ref: 'acme/app/.github/workflows/build.yml@refs/heads/main',
+    job_workflow_ref: 'acme/app/.github/workflows/build.yml@refs/heads/main',
+    run_id: '9876543210',
+    run_number: '42',
+    run_attempt: '1',
+    event_name: 'push',
+    runner_environment: 'github-hosted',
+  })
+    .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
+    .setIssuer(GITHUB_ISS)
+    .setSubject(SUBJECT)
+    .setAudience('jit-broker')
+    .setIssuedAt(now)
+    .setNotBefore(now)
+    .setExpirationTime(now + 3600)
+    .setJti(randomUUID())
+    .sign(privateKey);
+  return { jwks: { keys: [jwk] }, token };
+}
+
+/**
+ * THE bench configuration of the broker, in one place. A GitHub-shaped workload issuer, a
+ * low-risk scope granted to the pipeline, and a separation rule on two other scopes (so the
+ * separation check runs on every request, as it would in production).
+ * When the schema has `limits:`, add very high limits here, so the bench measures the broker's
+ * work rather than its refusals (each run uses one identity at thousands of requests a minute).
+ */
+function benchBrokerConfig({ port, dir, jwks }: { port: number; dir: string; jwks: Identity['jwks'] }): Record<string, unknown> {
+  return {
+    issuer: `http://127.0.0.1:${port}`,
+    listen: { host: '127.0.0.1', port },
+    database: join(dir, 'broker.db'),
+    clockSkew: '30s',
+    scheduler: { interval: '10s' },
+    signing: { algorithm: SIGNING_ALG, keyDir: join(dir, 'keys'), rotateEvery: '24h' },
+    identity: {
+      issuers: [
+        {
+          name: 'github',
+          kind: 'workload',
+          issuer: GITHUB_ISS,
+          jwks,
+          audiences: ['jit-broker'],
+          algorithms: ['RS256'],
+          requiredClaims: ['repository'],
+          initiatorClaim: 'actor',
+        },
+      ],
+    },
+    scopes: [
+      { name: SCOPE, risk: 'low', maxTtl: '15m' },
+      { name: 'model:train', risk: 'low', maxTtl: '30m' },
+      { name: 'model:deploy', risk: 'high', maxTtl: '10m', approvals: 1 },
+    ],
+    policies: [{ id: 'acme-app', match: { issuer: 'github', subject: 'repo:acme/app:*' }, scopes: [SCOPE] }],
+    separation: [{ name: 'train-vs-deploy', scopes: ['model:train', 'model:deploy'] }],
+  };
+}
+
+// --- The servers -------------------------------------------------------------------------------
+
+interface BrokerProcess {
+  child: Child;
+  base: string;
+  /** Where --cpu-prof writes this broker's profile, when profiling. */
+  profileDir: string | undefined;
+}
+
+/** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
+async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined): Promise<BrokerProcess> {
+  const dir = join(workDir, label);
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const configFile = join(dir, 'broker.yaml');
+  writeFileSync(configFile, YAML.stringify(benchBrokerConfig({ port, dir, jwks: identity.jwks })));
+
+  const profileDir = profileRoot === undefined ? undefined : join(profileRoot, label);
+  const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
+  // Env overrides of the config (PORT, HOST, BROKER_DB, BROKER_CONFIG) would point it elsewhere.
+  const { PORT: _p, HOST: _h, BROKER_DB: _d, BROKER_CONFIG: _c, ...env } = process.env;
+  const child = startChild(`broker (${label})`, [...nodeFlags, BROKER_MAIN, '--config', configFile], { ...env, LOG_LEVEL: 'warn' });
+  const base = `http://127.0.0.1:${port}`;
+  await Promise.race([waitUntilReady(`${base}/readyz`), failOnExit(child)]);
+  return { child, base, profileDir };
+}
+
+interface PeerReady {
+  token_endpoint: string;
+  client_id: string;
+  client_secret: string;
+  resource: string;
+  scope: string;
+}
+
+/** The peer prints one JSON line once it listens: its token endpoint and client. */
+async function startPeer(): Promise<{ child: Child; ready: PeerReady }> {
+  const child = startChild('peer (oidc-provider)', [PEER_MAIN, '--alg', SIGNING_ALG], process.env, { ipc: true });
+  const ready = JSON.parse(await Promise.race([child.firstLine, failOnExit(child)])) as PeerReady;
+  return { child, ready };
+}
+
+// --- What is loaded ------------------------------------------------------------------------------
+
+function tokenExchangeTarget(base: string, identity: Identity): Target {
+  return {
+    name: 'broker POST /oauth2/token',
+    url: `${base}/oauth2/token`,
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: identity.token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      scope: SCOPE,
+      audience: AUDIENCE,
+      task_id: TASK_ID,
+    }).toString(),
+  };
+}
+
+function credentialsTarget(base: string, identity: Identity): Target {
+  return {
+    name: 'broker POST /v1/credentials',
+    url: `${base}/v1/credentials`,
+    method: 'POST',
+    headers: { authorization: `Bearer ${identity.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ task_id: TASK_ID, scopes: [SCOPE], audience: AUDIENCE }),
+  };
+}
+
+function peerTarget(ready: PeerReady): Target {
+  const basic = Buffer.from(`${encodeURIComponent(ready.client_id)}:${encodeURIComponent(ready.client_secret)}`).toString('base64');
+  return {
+    name: 'peer oidc-provider POST /token',
+    url: ready.token_endpoint,
+    method: 'POST',
+    headers: { authorization: `Basic ${basic}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope: ready.scope, resource: ready.resource }).toString(),
+  };
+}
+
+// --- Runs ----------------------------------------------------------------------------------------
+
+interface BrokerRun {
+  measurement: Measurement;
+  profile?: HotFunction[];
+}
+
+interface RunContext {
+  workDir: string;
+  identity: Identity;
+  profileRoot: string | undefined;
+  options: Options;
+}
+
+const planFor = (options: Options, seconds: number): LoadPlan => ({ connections: options.connections, warmupSeconds: options.warmup, seconds });
+
+/** One broker endpoint on a broker of its own: start, check, load, stop, read its profile. */
+async function runBroker(
+  label: string,
+  makeTarget: (base: string, identity: Identity) => Target,
+  seconds: number,
+  { workDir, identity, profileRoot, options }: RunContext,
+): Promise<BrokerRun> {
+  const broker = await startBroker(label, workDir, identity, profileRoot);
+  let measurement: Measurement;
+  try {
+    const target = makeTarget(broker.base, identity);
+    await preflight(target);
+    measurement = await measure(target, broker.child, planFor(options, seconds));
+  } finally {
+    await stopChild(broker.child); // --cpu-prof writes the profile as it exits
+  }
+  if (broker.profileDir === undefined) return { measurement };
+  return { measurement, profile: hottestFunctions(readProfile(broker.profileDir), options.top, ROOT) };
+}
+
+async function runPeer(options: Options): Promise<Measurement> {
+  const peer = await startPeer();
+  try {
+    const target = peerTarget(peer.ready);
+    await preflight(target);
+    return await measure(target, peer.child, planFor(options, options.duration));
+  } finally {
+    await stopChild(peer.child);
+  }
+}
+
+// --- Main ----------------------------------------------------------------------------------------
+
+interface Runs {
+  peer: Measurement;
+  exchange: BrokerRun;
+  credentials: BrokerRun;
+  long?: { run: BrokerRun; trend: LongRun };
+}
+
+/**
+ * One peer, then each broker endpoint on a fresh broker, then (with --long) the long run. The
+ * phases run one after another, never at once: two servers would share the two cores.
+ */
+async function runAll(context: RunContext): Promise<Runs> {
+  const { options } = context;
+  say('peer: oidc-provider, client_credentials, JWT access tokens');
+  const peer = await runPeer(options);
+  say('broker: token exchange');
+  const exchange = await runBroker('oauth2-token', tokenExchangeTarget, options.duration, context);
+  say('broker: credentials API');
+  const credentials = await runBroker('v1-credentials', credentialsTarget, options.duration, context);
+  if (!options.long) return { peer, exchange, credentials };
+  say('broker: long run, token exchange');
+  const run = await runBroker('long-oauth2-token', tokenExchangeTarget, options.longDuration, context);
+  return { peer, exchange, credentials, long: { run, trend: earlyAndLate(run.measurement) } };
+}
+
+function buildReport({ peer, exchange, credentials, long }: Runs, options: Options): Report {
+  const brokerRuns = [exchange.measurement, credentials.measurement];
+  const profiles = [
+    { target: exchange.measurement.target, hottest: exchange.profile },
+    { target: credentials.measurement.target, hottest: credentials.profile },
+    ...(long ? [{ target: `${long.run.measurement.target} (long)`, hottest: long.run.profile }] : []),
+  ];
+  return {
+    node: process.version,
+    platform: `${process.platform}/${process.arch}`,
+    connections: options.connections,
+    durationSeconds: options.duration,
+    warmupSeconds: options.warmup,
+    profiled: options.profile,
+    runs: [peer, ...brokerRuns],
+    ratios: brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })),
+    ...(long ? { long: long.trend } : {}),
+    targets: targetChecks(brokerRuns, peer, long?.trend),
+    ...(options.profile ? { profiles: profiles.map(({ target, hottest }) => ({ target, hottest: hottest ?? [] })) } : {}),
+  };
+}
+
+/** Ctrl-C or a kill mid-run: stop the servers, remove the temporary directory, exit as the signal would. */
+function stopOnSignal(workDir: string): void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    say(`${signal}: stopping the servers`);
+    void stopAll({ forGood: true }).finally(() => {
+      rmSync(workDir, { recursive: true, force: true });
+      process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+    });
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+}
+
+async function main(options: Options): Promise<number> {
+  ensureBuilt();
+  const workDir = mkdtempSync(join(tmpdir(), 'jit-bench-http-'));
+  stopOnSignal(workDir);
+  try {
+    const identity = await createGitHubIdentity();
+    const profileRoot = options.profile ? (options.profileDir ?? join(workDir, 'profiles')) : undefined;
+    const runs = await runAll({ workDir, identity, profileRoot, options });
+    const report = buildReport(runs, options);
+    if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    else printMarkdown(report);
+    if (options.profileDir) say(`profiles kept in ${options.profileDir} (open them in Chrome DevTools, Performance tab)`);
+    return warnAboutFailures([...report.runs, ...(runs.long ? [runs.long.run.measurement] : [])]) ? 1 : 0;
+  } finally {
+    await stopAll();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+try {
+  process.exitCode = await main(parseOptions(process.argv.slice(2)));
+} catch (error) {
+  // parseArgs refuses unknown or malformed options with ERR_PARSE_ARGS_* codes: usage errors, explained by their message.
+  const explained = error instanceof BenchError || String((error as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS');
+  say(explained ? `bench:http: ${(error as Error).message}` : `bench:http failed: ${(error as Error).stack ?? String(error)}`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,142 @@
+/**
+ * Loading one server with autocannon and measuring what it cost: throughput and latency as the
+ * client sees them, CPU time and peak memory as the server's own process records them.
+ */
+import autocannon from 'autocannon';
+import { BenchError, say } from './console.js';
+import { cpuSeconds, peakRssBytes, type Child } from './processes.js';
+
+/** One request, repeated by every connection. */
+export interface Target {
+  name: string;
+  url: string;
+  method: 'POST';
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface LoadPlan {
+  connections: number;
+  warmupSeconds: number;
+  seconds: number;
+}
+
+export interface Measurement {
+  target: string;
+  seconds: number;
+  /** Every response counted by autocannon, whatever its status. */
+  requests: number;
+  ok: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  /** 2xx responses per second: refusals are not throughput. */
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuMsPerRequest: number;
+  peakRssMB: number;
+  /** 2xx responses in each second of the run, in order. */
+  okPerSecond: number[];
+  /** Lines the server wrote during the run (the broker logs at warn: there should be none). */
+  logLines: number;
+  /** What one request answered, when some failed. */
+  failureSample?: string;
+}
+
+/** No token, identity or minted, ever reaches the terminal: bodies are shown with JWTs blanked. */
+const redactJwts = (text: string) => text.replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, '<jwt>');
+
+async function send(target: Target): Promise<{ status: number; text: string }> {
+  const response = await fetch(target.url, { method: target.method, headers: target.headers, body: target.body });
+  return { status: response.status, text: await response.text() };
+}
+
+/** One request before any load: a target that does not answer 2xx with a token is not worth loading. */
+export async function preflight(target: Target): Promise<void> {
+  const { status, text } = await send(target);
+  let hasToken = false;
+  try {
+    hasToken = typeof (JSON.parse(text) as { access_token?: unknown }).access_token === 'string';
+  } catch {
+    // not JSON: reported below
+  }
+  if (status < 200 || status > 299 || !hasToken) {
+    throw new BenchError(`${target.name} answered ${status} without an access_token: ${redactJwts(text).slice(0, 500)}`);
+  }
+}
+
+/** One more request, to show what the failing ones were answered. */
+async function sampleFailure(target: Target): Promise<string> {
+  try {
+    const { status, text } = await send(target);
+    return `${status} ${redactJwts(text).slice(0, 300)}`;
+  } catch (error) {
+    return `no answer: ${(error as Error).message}`;
+  }
+}
+
+interface LoadResult {
+  result: autocannon.Result;
+  okPerSecond: number[];
+}
+
+/** `connections` connections, each sending the target's request again as soon as it is answered, for `seconds`. */
+function load(target: Target, seconds: number, connections: number): Promise<LoadResult> {
+  // autocannon keeps only a histogram of its per-second counts; a trend needs them in order.
+  const okPerSecond: number[] = Array.from({ length: seconds }, () => 0);
+  let started = performance.now();
+  return new Promise((resolveLoad, reject) => {
+    // The callback form, because it returns the instance whose events give those counts.
+    const instance = autocannon(
+      { url: target.url, method: target.method, headers: target.headers, body: target.body, connections, duration: seconds },
+      (error: unknown, result) => (error ? reject(error as Error) : resolveLoad({ result, okPerSecond })),
+    );
+    instance.on('start', () => (started = performance.now()));
+    instance.on('response', (_client, statusCode) => {
+      if (statusCode < 200 || statusCode > 299) return;
+      // A straggler answered after the last full second counts in the last one.
+      const second = Math.min(seconds - 1, Math.floor((performance.now() - started) / 1000));
+      okPerSecond[second] = (okPerSecond[second] ?? 0) + 1;
+    });
+  });
+}
+
+/**
+ * Warms up (JIT, statement caches, connections), then loads the target while reading the
+ * server's CPU time just before and just after, so the warm-up and start-up are not charged.
+ */
+export async function measure(target: Target, server: Child, plan: LoadPlan): Promise<Measurement> {
+  if (plan.warmupSeconds > 0) await load(target, plan.warmupSeconds, plan.connections);
+  const cpuBefore = cpuSeconds(server.pid);
+  const linesBefore = server.lines;
+  say(`  ${target.name}: ${plan.seconds} s at ${plan.connections} connections`);
+  const { result, okPerSecond } = await load(target, plan.seconds, plan.connections);
+  const cpuUsed = cpuSeconds(server.pid) - cpuBefore;
+  const requests = result.requests.total;
+  const measurement: Measurement = {
+    target: target.name,
+    seconds: result.duration,
+    requests,
+    ok: result['2xx'],
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, { count }]) => [code, count ?? 0])),
+    reqPerSec: result['2xx'] / result.duration,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    cpuMsPerRequest: requests > 0 ? (cpuUsed * 1000) / requests : Number.NaN,
+    peakRssMB: peakRssBytes(server.pid) / 1e6,
+    okPerSecond,
+    logLines: server.lines - linesBefore,
+  };
+  if (failures(measurement) > 0) measurement.failureSample = await sampleFailure(target);
+  return measurement;
+}
+
+export const failures = (m: Measurement) => m.non2xx + m.errors;
+
+/** More failures than successes: the figures then describe refusals, not issuance. */
+export const mostlyFailed = (m: Measurement) => m.ok === 0 || failures(m) > m.ok;

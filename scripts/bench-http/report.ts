@@ -1,0 +1,118 @@
+/** What the figures mean: ratios, the long run's trend, the targets, and how they are printed. */
+import { say } from './console.js';
+import { failures, mostlyFailed, type Measurement } from './load.js';
+import type { HotFunction } from './profile.js';
+
+/** What the broker must eventually meet; shown, never fatal (the bench measures, others fix). */
+export const TARGETS = { minRatio: 0.5, maxP99Ms: 40, minLateOverEarly: 0.9, maxPeakRssMB: 200 };
+
+/** The early and the late window of the long run, in seconds. */
+export const LONG_WINDOW_S = 10;
+
+export interface LongRun {
+  measurement: Measurement;
+  earlyReqPerSec: number;
+  lateReqPerSec: number;
+  lateOverEarly: number;
+}
+
+export interface Report {
+  node: string;
+  platform: string;
+  connections: number;
+  durationSeconds: number;
+  warmupSeconds: number;
+  profiled: boolean;
+  /** The peer first, then the broker's endpoints. */
+  runs: Measurement[];
+  ratios: { target: string; brokerOverPeer: number }[];
+  long?: LongRun;
+  targets: { what: string; measured: string; met: boolean | null }[];
+  profiles?: { target: string; hottest: HotFunction[] }[];
+}
+
+/** Throughput of the first and the last LONG_WINDOW_S seconds: a cost that grows with history shows as late < early. */
+export function earlyAndLate(measurement: Measurement): LongRun {
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  const early = mean(measurement.okPerSecond.slice(0, LONG_WINDOW_S));
+  const late = mean(measurement.okPerSecond.slice(-LONG_WINDOW_S));
+  return { measurement, earlyReqPerSec: early, lateReqPerSec: late, lateOverEarly: late / early };
+}
+
+export function targetChecks(brokerRuns: Measurement[], peer: Measurement, long: LongRun | undefined): Report['targets'] {
+  const checks: Report['targets'] = [];
+  for (const run of brokerRuns) {
+    const ratio = run.reqPerSec / peer.reqPerSec;
+    checks.push({ what: `${run.target}: broker/peer >= ${TARGETS.minRatio}`, measured: ratio.toFixed(2), met: ratio >= TARGETS.minRatio });
+    checks.push({ what: `${run.target}: p99 <= ${TARGETS.maxP99Ms} ms`, measured: `${run.p99Ms} ms`, met: run.p99Ms <= TARGETS.maxP99Ms });
+  }
+  const memoryRuns = [...brokerRuns.map((run) => ({ run, label: run.target })), ...(long ? [{ run: long.measurement, label: `${long.measurement.target} (long)` }] : [])];
+  for (const { run, label } of memoryRuns) {
+    checks.push({ what: `${label}: peak RSS <= ${TARGETS.maxPeakRssMB} MB`, measured: `${run.peakRssMB.toFixed(0)} MB`, met: run.peakRssMB <= TARGETS.maxPeakRssMB });
+  }
+  const trend = `late/early >= ${TARGETS.minLateOverEarly}`;
+  checks.push(
+    long
+      ? { what: trend, measured: long.lateOverEarly.toFixed(2), met: long.lateOverEarly >= TARGETS.minLateOverEarly }
+      : { what: trend, measured: 'not measured (run with --long)', met: null },
+  );
+  return checks;
+}
+
+const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+
+/** Markdown tables on stdout, as the other bench scripts print (the README's figures come from them). */
+export function printMarkdown(report: Report): void {
+  const out = (line = '') => process.stdout.write(`${line}\n`);
+  const profiled = report.profiled ? '; BROKER PROFILED (--cpu-prof): its figures are slowed by the profiler' : '';
+  out(`\nnode ${report.node}, ${report.platform}; ${report.connections} connections, ${report.durationSeconds} s each after ${report.warmupSeconds} s of warm-up${profiled}\n`);
+  out('| target | req/s | p50 | p99 | CPU per request | peak RSS | non-2xx / errors | broker/peer |');
+  out('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const run of report.runs) {
+    const ratio = report.ratios.find((r) => r.target === run.target)?.brokerOverPeer;
+    out(
+      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.peakRssMB, 0)} MB | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
+    );
+  }
+  if (report.long) {
+    const { measurement: m, earlyReqPerSec, lateReqPerSec, lateOverEarly } = report.long;
+    out(`\nLong run, one identity, ${m.target}, ${m.seconds} s (${m.ok} tokens; p99 ${m.p99Ms} ms; peak RSS ${fixed(m.peakRssMB, 0)} MB):\n`);
+    out(`| first ${LONG_WINDOW_S} s | last ${LONG_WINDOW_S} s | late/early |`);
+    out('| --- | --- | --- |');
+    out(`| ${fixed(earlyReqPerSec, 0)} req/s | ${fixed(lateReqPerSec, 0)} req/s | ${fixed(lateOverEarly, 2)} |`);
+    out(`\ntokens per second: ${m.okPerSecond.join(' ')}`);
+  }
+  out('\nTargets:\n');
+  out('| target | measured | met |');
+  out('| --- | --- | --- |');
+  for (const check of report.targets) out(`| ${check.what} | ${check.measured} | ${check.met === null ? '-' : check.met ? 'yes' : 'NO'} |`);
+  for (const profile of report.profiles ?? []) {
+    out(`\nHottest functions by self time, ${profile.target} (idle excluded):\n`);
+    out('| self ms | self % | function | where | mostly called from |');
+    out('| --- | --- | --- | --- | --- |');
+    for (const hot of profile.hottest) {
+      out(`| ${hot.selfMs.toFixed(0)} | ${hot.selfPercent.toFixed(1)} | ${hot.function} | ${hot.location} | ${hot.calledFrom} |`);
+    }
+  }
+}
+
+/**
+ * Says on stderr what failed, loudly when failures are most of a run, so no one quotes a table
+ * of refusal timings. True when some run mostly failed (the bench then exits 1).
+ */
+export function warnAboutFailures(runs: Measurement[]): boolean {
+  let anyMostlyFailed = false;
+  for (const run of runs) {
+    if (run.logLines > 0) say(`note: ${run.target}: the server wrote ${run.logLines} log lines during the run`);
+    if (failures(run) === 0) continue;
+    const codes = Object.entries(run.statusCodes).map(([code, count]) => `${code}: ${count}`).join(', ');
+    const detail = `${run.non2xx} non-2xx and ${run.errors} errors (${run.timeouts} timeouts) of ${run.requests} responses [${codes}]; one of them: ${run.failureSample ?? '?'}`;
+    if (mostlyFailed(run)) {
+      anyMostlyFailed = true;
+      say(`\n!!! ${run.target}: MOST RESPONSES FAILED: its figures measure refusals, not issuance.\n!!! ${detail}\n`);
+    } else {
+      say(`warning: ${run.target}: ${detail}`);
+    }
+  }
+  return anyMostlyFailed;
+}
