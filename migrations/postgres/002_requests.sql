@@ -88,3 +88,12 @@ CREATE TABLE caller_minutes (
   PRIMARY KEY (holder, minute)
 );
 CREATE INDEX caller_minutes_by_minute ON caller_minutes (minute);
+
+-- How many live (pending, approved, issued) and pending requests each holder has: kept with
+-- every insert and transition, so the limits cost one row read however many grants a caller
+-- holds. A grant counts until the scheduler marks it expired (within scheduler.interval).
+CREATE TABLE holder_load (
+  holder  TEXT    PRIMARY KEY,
+  live    INTEGER NOT NULL DEFAULT 0,
+  pending INTEGER NOT NULL DEFAULT 0
+);

@@ -64,3 +64,16 @@ CREATE INDEX break_glass_reviews_unflagged ON break_glass_reviews (due_at) WHERE
 -- A key is published before it signs (signing.publishAhead); existing keys sign already.
 ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER;
 UPDATE signing_keys SET activates_at = created_at;
+
+-- How many live (pending, approved, issued) and pending requests each holder has: kept with
+-- every insert and transition, so the limits cost one row read however many grants a caller
+-- holds. A grant counts until the scheduler marks it expired (within scheduler.interval).
+CREATE TABLE holder_load (
+  holder  TEXT    PRIMARY KEY,
+  live    INTEGER NOT NULL DEFAULT 0,
+  pending INTEGER NOT NULL DEFAULT 0
+) STRICT, WITHOUT ROWID;
+INSERT INTO holder_load (holder, live, pending)
+  SELECT 'identity:' || requester_iss || char(10) || requester_sub, count(*), sum(status = 'pending_approval')
+  FROM requests WHERE status IN ('pending_approval', 'approved', 'issued')
+  GROUP BY requester_iss, requester_sub;

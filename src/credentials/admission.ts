@@ -28,9 +28,7 @@ export function admissionProbe(
     now: ask.now,
     holders: { identity: { iss: identity.iss, sub: identity.sub }, person: identity.person ?? null },
     conflicting: policy.conflictingScopes(scopes),
-    // Counted only as far as the limit: no count costs more than the limit, however many grants exist.
-    liveCap: scopes.length > 0 ? config.limits.liveGrants : undefined,
-    pendingCap: ask.pending ? config.limits.pendingRequests : undefined,
+    limits: { live: config.limits.liveGrants, pending: config.limits.pendingRequests },
     breakGlass: ask.breakGlass ? { since: ask.now - DAY_MS, cap: config.breakGlass.maxPerIdentityPerDay } : undefined,
   };
 }
@@ -43,7 +41,7 @@ export function admissionProbe(
  */
 export function judgeAdmission(
   facts: AdmissionFacts,
-  config: Pick<BrokerConfig, 'limits' | 'breakGlass'>,
+  config: Pick<BrokerConfig, 'limits' | 'breakGlass' | 'scheduler'>,
   ask: Ask,
   policy: Policy,
   scopes: readonly string[],
@@ -76,20 +74,17 @@ export function judgeAdmission(
     }
   }
 
-  const live = facts.live && over(facts.live, limits.liveGrants);
-  if (live && facts.live) {
+  // A grant past its deadline counts until the scheduler marks it expired: then retry after a tick.
+  const retry = () => seconds(facts.soonestEnd !== undefined && facts.soonestEnd !== null && facts.soonestEnd <= ask.now ? ask.now + config.scheduler.interval : facts.soonestEnd, 60_000);
+  const live = over(facts.live, limits.liveGrants);
+  if (live) {
     return new RateLimited(
       `Too many live grants: at most ${limits.liveGrants} held at once per ${live}; complete or revoke one, or wait for one to expire.`,
-      seconds(facts.live.soonestEnd, 60_000),
+      retry(),
     );
   }
-  const pending = facts.pending && over(facts.pending, limits.pendingRequests);
-  if (pending && facts.pending) {
-    return new RateLimited(
-      `Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${pending}.`,
-      seconds(facts.pending.soonestEnd, 60_000),
-    );
-  }
+  const pending = ask.pending ? over(facts.pending, limits.pendingRequests) : undefined;
+  if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${pending}.`, retry());
   return undefined;
 }
 

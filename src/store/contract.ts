@@ -159,16 +159,14 @@ export interface Holders {
   person: string | null;
 }
 
-/** Which facts an admission needs. Counts stop at their cap, so no count costs more than its limit. */
+/** Which facts an admission needs. None costs more as a caller's history grows. */
 export interface AdmissionProbe {
   now: number;
   holders: Holders;
   /** Scopes whose live grants would conflict with the request (separation rules). */
   conflicting: readonly string[];
-  /** Count live grants (pending, approved, issued, not past deadline) up to this many. */
-  liveCap?: number | undefined;
-  /** Count pending requests up to this many. */
-  pendingCap?: number | undefined;
+  /** The live and pending limits: at one, the store also finds when the holder's soonest grant ends. */
+  limits: { live: number; pending: number };
   /** Count break-glass grants issued after `since`, up to `cap`. */
   breakGlass?: { since: number; cap: number } | undefined;
 }
@@ -186,8 +184,11 @@ export interface AdmissionFacts {
   minuteEndsAt: number;
   /** Refusals of this identity recorded one by one in the current minute. */
   refusalsRecorded: number;
-  live?: HolderCounts & { soonestEnd: number | null };
-  pending?: HolderCounts & { soonestEnd: number | null };
+  /** Live requests (pending, approved, issued), counted until the scheduler marks them expired. */
+  live: HolderCounts;
+  pending: HolderCounts;
+  /** At a limit: the earliest deadline among the holders' live requests (past, when one awaits the scheduler). */
+  soonestEnd?: number | null;
   /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */
   conflict?: { requestId: string; scopes: string[]; byPerson: boolean };
   breakGlass?: { identity: { count: number; oldest: number | null }; person: { count: number; oldest: number | null } };

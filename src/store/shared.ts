@@ -1,5 +1,5 @@
 import { canonicalJson } from '../shared/canonical-json.js';
-import type { TransitionFields } from './contract.js';
+import type { AdmissionFacts, AdmissionProbe, TransitionFields } from './contract.js';
 import type { Principal, RequestStatus } from './records.js';
 
 /**
@@ -42,3 +42,16 @@ export function transitionColumns(fields: TransitionFields): [column: string, va
   }
   return columns;
 }
+
+/** How a transition changes a holder's count of live and of pending requests. */
+export function loadDelta(from: RequestStatus, to: RequestStatus): { live: number; pending: number } {
+  return {
+    live: isLive(from) && !isLive(to) ? -1 : 0,
+    pending: from === 'pending_approval' && to !== 'pending_approval' ? -1 : 0,
+  };
+}
+
+/** Whether a holder is at its live or pending limit: only then is its soonest deadline worth reading. */
+export const atLimit = (facts: Pick<AdmissionFacts, 'live' | 'pending'>, probe: Pick<AdmissionProbe, 'limits'>): boolean =>
+  Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
+  Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;

@@ -19,7 +19,7 @@ import {
   type RequestRow,
   type ReviewRow,
 } from '../rows.js';
-import { holderKeys, identityHolder, isLive, jobKey, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
+import { atLimit, holderKeys, identityHolder, isLive, jobKey, loadDelta, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
 import type { Pool, Query } from './client.js';
 
 const LIVE = `('pending_approval', 'approved', 'issued')`;
@@ -106,11 +106,14 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
       ],
     );
     if (!isLive(r.status)) return;
+    const holders = holderKeys(r.requester, r.person);
     await query(
       `INSERT INTO live_scopes (holder, scope, request_id)
        SELECT h, s, $3 FROM unnest($1::text[]) h, unnest($2::text[]) s`,
-      [holderKeys(r.requester, r.person), r.scopes, r.id],
+      [holders, r.scopes, r.id],
     );
+    const delta = { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 };
+    await adjustLoad(query, new Map(holders.map((holder) => [holder, delta])));
   }
 
   async function insertIssuance(query: Query, i: IssuanceRecord, scopes: readonly string[]): Promise<void> {
@@ -136,7 +139,33 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
     ]);
     // The row is locked by this transaction: a mismatch is a defect, never a race.
     if (changed.length !== 1) throw new Error(`request ${request.id} is ${request.status}, not ${from.join('|')}`);
-    if (isLive(request.status) && !isLive(to)) await query('DELETE FROM live_scopes WHERE request_id = $1', [request.id]);
+  }
+
+  /** Moves a batch of locked, due requests to `expired` in one statement. */
+  async function expire(query: Query, requests: readonly RequestRecord[], now: number): Promise<void> {
+    if (requests.length === 0) return;
+    const changed = await query(`UPDATE requests SET status = 'expired', ended_at = $1 WHERE id = ANY($2) AND status IN ${LIVE} RETURNING id`, [
+      now,
+      requests.map((r) => r.id),
+    ]);
+    if (changed.length !== requests.length) throw new Error('a locked request changed status during its sweep');
+  }
+
+  /** After transitions: the holders' counts, and the separation index of requests no longer live. */
+  async function settle(query: Query, moves: readonly { request: RequestRecord; to: RequestStatus }[]): Promise<void> {
+    const deltas = new Map<string, { live: number; pending: number }>();
+    const ended: string[] = [];
+    for (const { request, to } of moves) {
+      const { live, pending } = loadDelta(request.status, to);
+      if (live < 0) ended.push(request.id);
+      if (live === 0 && pending === 0) continue;
+      for (const holder of holderKeys(request.requester, request.person)) {
+        const sum = deltas.get(holder) ?? { live: 0, pending: 0 };
+        deltas.set(holder, { live: sum.live + live, pending: sum.pending + pending });
+      }
+    }
+    await adjustLoad(query, deltas);
+    if (ended.length > 0) await query('DELETE FROM live_scopes WHERE request_id = ANY($1)', [ended]);
   }
 
   /** Takes the holders' locks, in a fixed order: one judgement per caller at a time, on every replica. */
@@ -149,53 +178,55 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
     const { identity, person } = probe.holders;
     const holders = holderKeys(identity, person);
     const [identityKey, personKey = null] = holders;
-    // One round trip: every count stops at its cap, so none costs more than its limit.
-    const countUpTo = (where: string, status: string, cap: string) =>
-      `(SELECT json_build_object('n', count(*), 'soonest', min(expires_at)) FROM
-         (SELECT expires_at FROM requests WHERE ${where} AND status IN ${status} AND expires_at > $3 LIMIT ${cap}) c)`;
-    const breakGlassUpTo = (where: string) =>
-      `(SELECT json_build_object('count', count(*), 'oldest', min(issued_at)) FROM
-         (SELECT issued_at FROM requests WHERE ${where} AND break_glass AND issued_at > $10 LIMIT $11) b)`;
+    // One round trip, and every part of it an index probe: none grows with the caller's history.
     const [facts] = await query<{
       minute_rows: { holder: string; requests: number; refusals_recorded: number }[] | null;
-      live_identity: { n: number; soonest: number | null } | null;
-      live_person: { n: number; soonest: number | null } | null;
-      pending_identity: { n: number; soonest: number | null } | null;
-      pending_person: { n: number; soonest: number | null } | null;
+      load_rows: { holder: string; live: number; pending: number }[] | null;
       conflict: { id: string; scopes: string; holder: string } | null;
       bg_identity: { count: number; oldest: number | null } | null;
       bg_person: { count: number; oldest: number | null } | null;
     }>(
       `SELECT
          (SELECT json_agg(json_build_object('holder', holder, 'requests', requests, 'refusals_recorded', refusals_recorded))
-            FROM caller_minutes WHERE holder = ANY($12) AND minute = $4) AS minute_rows,
-         CASE WHEN $5::int IS NULL THEN NULL ELSE ${countUpTo('requester_iss = $1 AND requester_sub = $2', LIVE, '$5')} END AS live_identity,
-         CASE WHEN $5::int IS NULL OR $9::text IS NULL THEN NULL ELSE ${countUpTo('person = $9', LIVE, '$5')} END AS live_person,
-         CASE WHEN $6::int IS NULL THEN NULL ELSE ${countUpTo('requester_iss = $1 AND requester_sub = $2', `('pending_approval')`, '$6')} END AS pending_identity,
-         CASE WHEN $6::int IS NULL OR $9::text IS NULL THEN NULL ELSE ${countUpTo('person = $9', `('pending_approval')`, '$6')} END AS pending_person,
+            FROM caller_minutes WHERE holder = ANY($1) AND minute = $2) AS minute_rows,
+         (SELECT json_agg(json_build_object('holder', holder, 'live', live, 'pending', pending))
+            FROM holder_load WHERE holder = ANY($1)) AS load_rows,
          (SELECT json_build_object('id', r.id, 'scopes', r.scopes, 'holder', l.holder)
             FROM live_scopes l JOIN requests r ON r.id = l.request_id
-           WHERE l.holder = ANY($12) AND l.scope = ANY($7) AND r.status IN ${LIVE} AND r.expires_at > $3 LIMIT 1) AS conflict,
-         CASE WHEN $8::boolean THEN ${breakGlassUpTo('requester_iss = $1 AND requester_sub = $2')} END AS bg_identity,
-         CASE WHEN $8::boolean AND $9::text IS NOT NULL THEN ${breakGlassUpTo('person = $9')} END AS bg_person`,
+           WHERE l.holder = ANY($1) AND l.scope = ANY($3) AND r.status IN ${LIVE} AND r.expires_at > $4 LIMIT 1) AS conflict,
+         CASE WHEN $5::boolean THEN
+           (SELECT json_build_object('count', count(*), 'oldest', min(issued_at)) FROM
+              (SELECT issued_at FROM requests WHERE requester_iss = $8 AND requester_sub = $9 AND break_glass AND issued_at > $6 LIMIT $7) b)
+         END AS bg_identity,
+         CASE WHEN $5::boolean AND $10::text IS NOT NULL THEN
+           (SELECT json_build_object('count', count(*), 'oldest', min(issued_at)) FROM
+              (SELECT issued_at FROM requests WHERE person = $10 AND break_glass AND issued_at > $6 LIMIT $7) b)
+         END AS bg_person`,
       [
-        identity.iss, identity.sub, probe.now, minute, probe.liveCap ?? null, probe.pendingCap ?? null, probe.conflicting,
-        probe.breakGlass !== undefined, personKey, probe.breakGlass?.since ?? 0, probe.breakGlass?.cap ?? 0, holders,
+        holders, minute, probe.conflicting, probe.now, probe.breakGlass !== undefined, probe.breakGlass?.since ?? 0,
+        probe.breakGlass?.cap ?? 0, identity.iss, identity.sub, personKey,
       ],
     );
-    const rows = facts?.minute_rows ?? [];
-    const mine = rows.find((r) => r.holder === identityKey);
+    const minutes = facts?.minute_rows ?? [];
+    const loads = facts?.load_rows ?? [];
+    const mine = minutes.find((r) => r.holder === identityKey);
+    const load = (holder: string | null) => loads.find((r) => r.holder === holder);
     const result: AdmissionFacts = {
-      requestsThisMinute: { identity: mine?.requests ?? 0, person: rows.find((r) => r.holder === personKey)?.requests ?? 0 },
+      requestsThisMinute: { identity: mine?.requests ?? 0, person: minutes.find((r) => r.holder === personKey)?.requests ?? 0 },
       minuteEndsAt: minute + MINUTE_MS,
       refusalsRecorded: mine?.refusals_recorded ?? 0,
+      live: { identity: load(identityKey ?? null)?.live ?? 0, person: load(personKey)?.live ?? 0 },
+      pending: { identity: load(identityKey ?? null)?.pending ?? 0, person: load(personKey)?.pending ?? 0 },
     };
-    const counts = (byIdentity: { n: number; soonest: number | null } | null | undefined, byPerson: typeof byIdentity) => {
-      const soonest = [byIdentity?.soonest, byPerson?.soonest].filter((t): t is number => typeof t === 'number');
-      return { identity: byIdentity?.n ?? 0, person: byPerson?.n ?? 0, soonestEnd: soonest.length > 0 ? Math.min(...soonest) : null };
-    };
-    if (probe.liveCap !== undefined) result.live = counts(facts?.live_identity, facts?.live_person);
-    if (probe.pendingCap !== undefined) result.pending = counts(facts?.pending_identity, facts?.pending_person);
+    if (atLimit(result, probe)) {
+      const [soonest] = await query<{ at: number | null }>(
+        `SELECT least(
+           (SELECT min(expires_at) FROM requests WHERE requester_iss = $1 AND requester_sub = $2 AND status IN ${LIVE}),
+           (SELECT min(expires_at) FROM requests WHERE person = $3 AND status IN ${LIVE})) AS at`,
+        [identity.iss, identity.sub, personKey],
+      );
+      result.soonestEnd = soonest?.at ?? null;
+    }
     if (facts?.conflict) {
       result.conflict = {
         requestId: facts.conflict.id,
@@ -210,6 +241,18 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
       };
     }
     return result;
+  }
+
+  /** Changes holders' counts, locking their rows in a fixed order (no two transactions wait on each other in a cycle). */
+  async function adjustLoad(query: Query, deltas: ReadonlyMap<string, { live: number; pending: number }>): Promise<void> {
+    const holders = [...deltas.keys()].sort();
+    if (holders.length === 0) return;
+    await query(
+      `INSERT INTO holder_load (holder, live, pending)
+       SELECT holder, live, pending FROM unnest($1::text[], $2::int[], $3::int[]) AS d (holder, live, pending) ORDER BY holder
+       ON CONFLICT (holder) DO UPDATE SET live = holder_load.live + excluded.live, pending = holder_load.pending + excluded.pending`,
+      [holders, holders.map((h) => deltas.get(h)?.live ?? 0), holders.map((h) => deltas.get(h)?.pending ?? 0)],
+    );
   }
 
   async function countRequest(query: Query, probe: AdmissionProbe, refusal: 'recorded' | 'counted' | undefined): Promise<void> {
@@ -241,6 +284,7 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
     if (change.transition) {
       if (!state) throw new Error('a transition needs a request');
       await transition(query, state.request, change.transition.from, change.transition.to, change.transition.fields);
+      await settle(query, [{ request: state.request, to: change.transition.to }]);
     }
     if (change.approval) {
       const a = change.approval;
@@ -475,7 +519,8 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
               [now, limit],
             )
           ).map((row) => ({ grant: toRequest(row), jti: row.jti }));
-          for (const { grant } of due) await transition(query, grant, ['issued'], 'expired', { endedAt: now });
+          await expire(query, due.map(({ grant }) => grant), now);
+          await settle(query, due.map(({ grant }) => ({ request: grant, to: 'expired' as const })));
           await appendEvents(query, due.map(({ grant, jti }) => event(grant, jti)));
           return due.map(({ grant }) => ({ ...grant, status: 'expired' as const, endedAt: now }));
         }),
@@ -488,7 +533,8 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
               [now, limit],
             )
           ).map(toRequest);
-          for (const request of due) await transition(query, request, [request.status], 'expired', { endedAt: now });
+          await expire(query, due, now);
+          await settle(query, due.map((request) => ({ request, to: 'expired' as const })));
           await appendEvents(query, due.map(event));
           return due;
         }),

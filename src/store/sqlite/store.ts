@@ -16,7 +16,7 @@ import type {
   TransitionFields,
 } from '../contract.js';
 import type { AuditEntry, AuditEventRecord, IssuanceRecord, RequestRecord, RequestStatus } from '../records.js';
-import { holderKeys, identityHolder, isLive, jobKey, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
+import { atLimit, holderKeys, identityHolder, isLive, jobKey, loadDelta, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
 import { migrate, openDatabase, type Db } from './database.js';
 import {
   mapOptional,
@@ -146,8 +146,20 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
       r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
     );
     if (!isLive(r.status)) return;
-    for (const holder of holderKeys(r.requester, r.person)) {
+    const holders = holderKeys(r.requester, r.person);
+    for (const holder of holders) {
       for (const scope of r.scopes) run('INSERT INTO live_scopes (holder, scope, request_id) VALUES (?, ?, ?)', holder, scope, r.id);
+    }
+    adjustLoad(holders, 1, r.status === 'pending_approval' ? 1 : 0);
+  }
+
+  function adjustLoad(holders: readonly string[], live: number, pending: number): void {
+    for (const holder of holders) {
+      run(
+        `INSERT INTO holder_load (holder, live, pending) VALUES (?, ?, ?)
+         ON CONFLICT (holder) DO UPDATE SET live = live + excluded.live, pending = pending + excluded.pending`,
+        holder, live, pending,
+      );
     }
   }
 
@@ -172,35 +184,12 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     ).changes;
     // The state was read in this same transaction: a mismatch is a defect, never a race.
     if (changed !== 1) throw new Error(`request ${request.id} is ${request.status}, not ${from.join('|')}`);
-    if (isLive(request.status) && !isLive(to)) run('DELETE FROM live_scopes WHERE request_id = ?', request.id);
+    const { live, pending } = loadDelta(request.status, to);
+    if (live !== 0 || pending !== 0) adjustLoad(holderKeys(request.requester, request.person), live, pending);
+    if (live < 0) run('DELETE FROM live_scopes WHERE request_id = ?', request.id);
   }
 
   // ---- admission facts ----
-
-  const countUpTo = (select: string, params: unknown[], cap: number) =>
-    row<{ n: number; soonest: number | null }>(
-      `SELECT count(*) AS n, min(expires_at) AS soonest FROM (${select} LIMIT ?)`,
-      ...params, cap,
-    ) ?? { n: 0, soonest: null };
-
-  function holderCounts(
-    probe: AdmissionProbe,
-    status: string,
-    cap: number,
-  ): HolderCounts & { soonestEnd: number | null } {
-    const { identity, person } = probe.holders;
-    const byIdentity = countUpTo(
-      `SELECT expires_at FROM requests WHERE requester_iss = ? AND requester_sub = ? AND status IN ${status} AND expires_at > ?`,
-      [identity.iss, identity.sub, probe.now],
-      cap,
-    );
-    const byPerson =
-      person === null
-        ? { n: 0, soonest: null }
-        : countUpTo(`SELECT expires_at FROM requests WHERE person = ? AND status IN ${status} AND expires_at > ?`, [person, probe.now], cap);
-    const soonest = [byIdentity.soonest, byPerson.soonest].filter((t): t is number => t !== null);
-    return { identity: byIdentity.n, person: byPerson.n, soonestEnd: soonest.length > 0 ? Math.min(...soonest) : null };
-  }
 
   function breakGlassSince(column: 'identity' | 'person', probe: AdmissionProbe, since: number, cap: number) {
     const { identity, person } = probe.holders;
@@ -223,13 +212,26 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
         ? undefined
         : row<{ requests: number; refusals_recorded: number }>('SELECT requests, refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', holder, minute);
     const mine = minuteRow(identityKey);
+    const load = (holder: string | undefined) =>
+      holder === undefined ? undefined : row<{ live: number; pending: number }>('SELECT live, pending FROM holder_load WHERE holder = ?', holder);
+    const [identityLoad, personLoad] = [load(identityKey), load(personKey)];
     const facts: AdmissionFacts = {
       requestsThisMinute: { identity: mine?.requests ?? 0, person: minuteRow(personKey)?.requests ?? 0 },
       minuteEndsAt: minute + MINUTE_MS,
       refusalsRecorded: mine?.refusals_recorded ?? 0,
+      live: { identity: identityLoad?.live ?? 0, person: personLoad?.live ?? 0 },
+      pending: { identity: identityLoad?.pending ?? 0, person: personLoad?.pending ?? 0 },
     };
-    if (probe.liveCap !== undefined) facts.live = holderCounts(probe, LIVE, probe.liveCap);
-    if (probe.pendingCap !== undefined) facts.pending = holderCounts(probe, `('pending_approval')`, probe.pendingCap);
+    if (atLimit(facts, probe)) {
+      const { identity, person } = probe.holders;
+      const soonest = row<{ at: number | null }>(
+        `SELECT min(at) AS at FROM (
+           SELECT min(expires_at) AS at FROM requests WHERE requester_iss = ? AND requester_sub = ? AND status IN ${LIVE}
+           UNION ALL SELECT min(expires_at) FROM requests WHERE person = ? AND status IN ${LIVE})`,
+        identity.iss, identity.sub, person,
+      );
+      facts.soonestEnd = soonest?.at ?? null;
+    }
     if (probe.conflicting.length > 0) {
       const holders = holderKeys(probe.holders.identity, probe.holders.person);
       const conflict = row<{ id: string; scopes: string; holder: string }>(
