@@ -44,9 +44,10 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
       const { request, outcome } = store.transaction(() => {
         const request = store.requests.get(id);
         if (!request) throw new NotFound(`No request ${id} that you may see.`);
+        // Who may not approve it cannot see it (404) and learns nothing more: the 403 comes second.
+        if (!mayApprove(policy, identity, request)) throw new NotFound(`No request ${id} that you may see.`);
         const bar = separationBar(identity, request);
         if (bar) throw new SeparationOfDuties(`Separation of duties: ${bar}.`);
-        if (!mayApprove(policy, identity, request)) throw new NotFound(`No request ${id} that you may see.`);
         if (input.digest !== request.digest) {
           throw new Conflict('The digest does not match this request: review it again and decide on what it is now.', {
             extensions: { digest: request.digest },
