@@ -8,7 +8,7 @@ import type { BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
-import { compileRoles, createIdentityVerifier, loadTrustedIssuers } from './identity/index.js';
+import { compileRoles, createIdentityVerifier, createPersonResolver, loadTrustedIssuers } from './identity/index.js';
 import { createNotifier, type Notifier } from './notify/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
 import { compilePolicy } from './policy/index.js';
@@ -76,7 +76,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const issuers = await loadTrustedIssuers(config.identity.issuers, {
       ...(options.fetch ? { fetch: options.fetch as FetchImplementation } : {}),
     });
-    const identity = createIdentityVerifier({ issuers, roles: compileRoles(config.roles), clockSkewMs: config.clockSkew, clock });
+    const identity = createIdentityVerifier({
+      issuers,
+      roles: compileRoles(config.roles),
+      persons: createPersonResolver(config),
+      clockSkewMs: config.clockSkew,
+      clock,
+    });
     const policy = compilePolicy(config);
     const metrics = createMetrics(store, clock);
     const notifier = createNotifier({

@@ -11,6 +11,7 @@ import {
 import { ConfigError } from '../config/index.js';
 import type { IssuerConfig } from '../config/index.js';
 import { devIssuerJwks } from './dev-issuer.js';
+import { jwtSvidKeySet } from './spiffe.js';
 
 /** How often an unknown `kid` may trigger a refetch of a remote JWKS. */
 export const JWKS_COOLDOWN_MS = 5_000;
@@ -21,6 +22,14 @@ export interface TrustedIssuer {
   config: IssuerConfig;
   /** Resolves the verification key for a token; throws `KeySourceUnavailable` when keys cannot be had. */
   keys: JWTVerifyGetKey;
+}
+
+/** Every trusted issuer, by the two ways a token is routed to one. */
+export interface TrustedIssuers {
+  /** By exact `iss`: every issuer configured with an `issuer`. */
+  byIss: ReadonlyMap<string, TrustedIssuer>;
+  /** By SPIFFE trust domain: issuers with a `spiffeTrustDomain`, whose tokens are routed by `sub`. */
+  byTrustDomain: ReadonlyMap<string, TrustedIssuer>;
 }
 
 /** The issuer's keys could not be obtained (JWKS unreachable, slow, or not a JWKS): fail closed. */
@@ -36,19 +45,21 @@ export interface IssuerOptions {
   fetch?: FetchImplementation;
 }
 
-/** Builds every trusted issuer's key source, keyed by exact `iss`. File and inline sets are read now. */
-export async function loadTrustedIssuers(
-  configs: readonly IssuerConfig[],
-  options: IssuerOptions = {},
-): Promise<Map<string, TrustedIssuer>> {
-  const issuers = new Map<string, TrustedIssuer>();
+/** Builds every trusted issuer's key source. File and inline sets are read now, remote ones on first use. */
+export async function loadTrustedIssuers(configs: readonly IssuerConfig[], options: IssuerOptions = {}): Promise<TrustedIssuers> {
+  const byIss = new Map<string, TrustedIssuer>();
+  const byTrustDomain = new Map<string, TrustedIssuer>();
   for (const config of configs) {
-    issuers.set(config.issuer, { config, keys: guardKeySource(await keySource(config, options)) });
+    const issuer = { config, keys: guardKeySource(await keySource(config, options)) };
+    if (config.issuer !== undefined) byIss.set(config.issuer, issuer);
+    if (config.spiffeTrustDomain !== undefined) byTrustDomain.set(config.spiffeTrustDomain, issuer);
   }
-  return issuers;
+  return { byIss, byTrustDomain };
 }
 
 async function keySource(config: IssuerConfig, options: IssuerOptions): Promise<JWTVerifyGetKey> {
+  // A SPIFFE trust bundle marks its JWT-SVID keys `use: jwt-svid`; other sets are taken as they are.
+  const prepare = config.spiffeTrustDomain !== undefined ? jwtSvidKeySet : (jwks: JSONWebKeySet) => jwks;
   if (config.jwksUri !== undefined) {
     return createRemoteJWKSet(new URL(config.jwksUri), {
       timeoutDuration: config.jwksTimeout,
@@ -57,8 +68,8 @@ async function keySource(config: IssuerConfig, options: IssuerOptions): Promise<
       ...(options.fetch ? { [customFetch]: options.fetch } : {}),
     });
   }
-  if (config.jwksFile !== undefined) return createLocalJWKSet(readJwksFile(config));
-  if (config.jwks !== undefined) return createLocalJWKSet(config.jwks as JSONWebKeySet);
+  if (config.jwksFile !== undefined) return createLocalJWKSet(prepare(readJwksFile(config)));
+  if (config.jwks !== undefined) return createLocalJWKSet(prepare(config.jwks as JSONWebKeySet));
   if (config.dev !== undefined) return createLocalJWKSet(await devIssuerJwks(config.dev.keyDir));
   throw new ConfigError(config.name, ['no key source']); // the schema makes this unreachable
 }

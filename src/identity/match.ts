@@ -1,4 +1,4 @@
-import type { MatchConfig } from '../config/index.js';
+import type { ClaimPattern, MatchConfig } from '../config/index.js';
 
 /** What a `match` rule looks at: the issuer's configured name, `sub`, and the token's claims. */
 export interface Matchable {
@@ -39,18 +39,50 @@ export function compileGlob(pattern: string): (value: string) => boolean {
   };
 }
 
-/** Claims compare as strings; an array claim matches when any element does; objects never match. */
-function claimMatches(value: unknown, test: (v: string) => boolean): boolean {
-  if (Array.isArray(value)) return value.some((item) => claimMatches(item, test));
-  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return test(String(value));
-  return false;
+/** A compiled `claims` value: tests one claim's value. */
+type ClaimTest = (value: unknown) => boolean;
+
+const isScalar = (value: unknown): value is string | number | boolean =>
+  typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean';
+
+/** A claim object: not an array, not null. */
+const isClaimObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** The JSON text of a number or boolean; a string is itself. */
+const textOf = (value: string | number | boolean): string => (typeof value === 'string' ? value : JSON.stringify(value));
+
+/**
+ * Claims compare as text: a number or boolean as its JSON text. An array claim matches when any
+ * of its string, number or boolean elements does; an object, or an array inside the array,
+ * never matches a string.
+ */
+function compileText(pattern: string): ClaimTest {
+  const glob = compileGlob(pattern);
+  const scalar = (value: unknown) => isScalar(value) && glob(textOf(value));
+  return (value) => (Array.isArray(value) ? value.some(scalar) : scalar(value));
+}
+
+/**
+ * A map matches the claim object of that name member by member, at any depth. Each key is one
+ * claim name, never a path: `{kubernetes.io: {namespace: prod}}` needs a claim `kubernetes.io`
+ * holding an object, and a top-level claim named `kubernetes.io.namespace` is another claim.
+ */
+function compileMembers(patterns: { readonly [name: string]: ClaimPattern }): (claims: Readonly<Record<string, unknown>>) => boolean {
+  const members = Object.entries(patterns).map(([name, pattern]) => [name, compileClaim(pattern)] as const);
+  // Own members only: a claim named `constructor` or `__proto__` is looked up in the token, not in Object.prototype.
+  return (claims) => members.every(([name, test]) => Object.hasOwn(claims, name) && test(claims[name]));
+}
+
+function compileClaim(pattern: ClaimPattern): ClaimTest {
+  if (typeof pattern === 'string') return compileText(pattern);
+  const members = compileMembers(pattern);
+  // A map never matches a string, a number, or an array (even an array of objects).
+  return (value) => isClaimObject(value) && members(value);
 }
 
 export function compileMatch(match: MatchConfig): IdentityMatcher {
   const subject = match.subject === undefined ? undefined : compileGlob(match.subject);
-  const claims = Object.entries(match.claims ?? {}).map(([name, pattern]) => [name, compileGlob(pattern)] as const);
-  return (identity) =>
-    identity.idp === match.issuer &&
-    (subject === undefined || subject(identity.sub)) &&
-    claims.every(([name, test]) => Object.hasOwn(identity.claims, name) && claimMatches(identity.claims[name], test));
+  const claims = compileMembers(match.claims ?? {});
+  return (identity) => identity.idp === match.issuer && (subject === undefined || subject(identity.sub)) && claims(identity.claims);
 }

@@ -174,10 +174,12 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     dir,
     logs,
     as: {
+      // `ci` names its initiator (`actor`), so its tokens must carry one: by default a person
+      // who approves nothing here, so that only the tests about initiators meet the rule.
       pipeline: (claims = {}, sub = 'repo:acme/app:ref:refs/heads/main') =>
-        issuers.ci.token(sub, { repository: 'acme/app', ...claims }, { now: clock() }),
+        issuers.ci.token(sub, { repository: 'acme/app', actor: 'octocat', ...claims }, { now: clock() }),
       ml: (claims = {}) =>
-        issuers.ci.token('repo:acme/ml:ref:refs/heads/main', { repository: 'acme/ml', ref: 'refs/heads/main', ...claims }, { now: clock() }),
+        issuers.ci.token('repo:acme/ml:ref:refs/heads/main', { repository: 'acme/ml', ref: 'refs/heads/main', actor: 'octocat', ...claims }, { now: clock() }),
       person: (sub, groups, claims = {}) =>
         issuers.sso.token(sub, { groups, preferred_username: sub, ...claims }, { now: clock() }),
     },

@@ -66,7 +66,7 @@ describe('remote JWKS', () => {
     // The issuer rotates: a token under a new kid, published in the JWKS.
     const rotated = await createTestIssuer(t.issuers.ci.iss);
     keys = { keys: [...t.issuers.ci.jwks.keys, rotated.publicJwk] };
-    const token = await rotated.token(pipelineSub, { repository: 'acme/app' }, { now: t.clock() });
+    const token = await rotated.token(pipelineSub, { repository: 'acme/app', actor: 'octocat' }, { now: t.clock() });
 
     // Within the cooldown after the last fetch, an unknown kid does not hammer the issuer.
     const early = await t.http.post('/v1/credentials').set(bearer(token)).send(body);
