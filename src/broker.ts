@@ -75,6 +75,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     });
     const issuers = await loadTrustedIssuers(config.identity.issuers, {
       ...(options.fetch ? { fetch: options.fetch as FetchImplementation } : {}),
+      clock,
     });
     const identity = createIdentityVerifier({
       issuers,

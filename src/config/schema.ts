@@ -186,7 +186,7 @@ const issuerSchema = z
       .describe(
         'Workload issuers: a SPIFFE trust domain (`example.org`). Its JWT-SVIDs are routed to it by `sub` (`spiffe://example.org/...`); `iss` may be absent and, when present, must equal `issuer` (with no `issuer`, a token carrying `iss` is refused). Its identities show `iss` as `issuer`, else `spiffe://<trust domain>`. Keys marked `use: jwt-svid` count as signing keys.',
       ),
-    jwksUri: secureUrl('Where its public keys are fetched (cached, refetched on an unknown `kid` at most every few seconds).').optional(),
+    jwksUri: secureUrl('Where its public keys are fetched (cached up to 10 minutes, refetched on an unknown `kid` at most every 5 seconds, at most 512 KiB and 100 keys; after a failed fetch its identities are refused for 30 seconds without another try).').optional(),
     jwksFile: z.string().optional().describe('A file holding its JWKS, read at start.'),
     jwks: jwkSetSchema.optional().describe('Its JWKS inline.'),
     dev: z

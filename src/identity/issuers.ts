@@ -1,22 +1,13 @@
 import { readFileSync } from 'node:fs';
-import {
-  createLocalJWKSet,
-  createRemoteJWKSet,
-  customFetch,
-  errors,
-  type FetchImplementation,
-  type JSONWebKeySet,
-  type JWTVerifyGetKey,
-} from 'jose';
+import { createLocalJWKSet, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { ConfigError } from '../config/index.js';
 import type { IssuerConfig } from '../config/index.js';
+import type { Clock } from '../shared/clock.js';
 import { devIssuerJwks } from './dev-issuer.js';
+import { createRemoteKeySource, KeySourceUnavailable } from './remote-jwks.js';
 import { jwtSvidKeySet } from './spiffe.js';
 
-/** How often an unknown `kid` may trigger a refetch of a remote JWKS. */
-export const JWKS_COOLDOWN_MS = 5_000;
-/** How long fetched keys are trusted before they are fetched again. */
-export const JWKS_CACHE_MAX_AGE_MS = 10 * 60_000;
+export { KeySourceUnavailable } from './remote-jwks.js';
 
 export interface TrustedIssuer {
   config: IssuerConfig;
@@ -32,17 +23,11 @@ export interface TrustedIssuers {
   byTrustDomain: ReadonlyMap<string, TrustedIssuer>;
 }
 
-/** The issuer's keys could not be obtained (JWKS unreachable, slow, or not a JWKS): fail closed. */
-export class KeySourceUnavailable extends Error {
-  constructor(cause: unknown) {
-    super(`issuer keys unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause });
-    this.name = 'KeySourceUnavailable';
-  }
-}
-
 export interface IssuerOptions {
   /** Injected so tests can control the network; defaults to global fetch. */
   fetch?: FetchImplementation;
+  /** Judges remote key sets' cooldowns and cache age; defaults to the system clock. */
+  clock?: Clock;
 }
 
 /** Builds every trusted issuer's key source. File and inline sets are read now, remote ones on first use. */
@@ -61,11 +46,11 @@ async function keySource(config: IssuerConfig, options: IssuerOptions): Promise<
   // A SPIFFE trust bundle marks its JWT-SVID keys `use: jwt-svid`; other sets are taken as they are.
   const prepare = config.spiffeTrustDomain !== undefined ? jwtSvidKeySet : (jwks: JSONWebKeySet) => jwks;
   if (config.jwksUri !== undefined) {
-    return createRemoteJWKSet(new URL(config.jwksUri), {
-      timeoutDuration: config.jwksTimeout,
-      cooldownDuration: JWKS_COOLDOWN_MS,
-      cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
-      ...(options.fetch ? { [customFetch]: options.fetch } : {}),
+    return createRemoteKeySource(new URL(config.jwksUri), {
+      timeoutMs: config.jwksTimeout,
+      fetch: options.fetch,
+      clock: options.clock,
+      prepare,
     });
   }
   if (config.jwksFile !== undefined) return createLocalJWKSet(prepare(readJwksFile(config)));
@@ -96,6 +81,7 @@ function guardKeySource(resolve: JWTVerifyGetKey): JWTVerifyGetKey {
     } catch (error) {
       if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) throw error;
       if (error instanceof errors.JOSENotSupported || error instanceof errors.JOSEAlgNotAllowed) throw error;
+      if (error instanceof KeySourceUnavailable) throw error;
       throw new KeySourceUnavailable(error);
     }
   };
