@@ -56,7 +56,10 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedCon
 
 export function parseConfig(file: string, raw: unknown): BrokerConfig {
   const result = configSchema.safeParse(raw);
-  const problems = [...protoKeys(raw), ...(result.success ? [] : formatIssues(result.error.issues))];
+  const issues = result.success ? [] : formatIssues(result.error.issues);
+  // Strict objects name such a key themselves (unknown field); records drop it silently.
+  const unnamed = protoKeys(raw).filter((line) => !issues.some((issue) => issue.startsWith(line.slice(0, line.indexOf(': ') + 2))));
+  const problems = [...unnamed, ...issues];
   if (problems.length > 0 || !result.success) throw new ConfigError(file, problems);
   return Object.freeze(result.data) as BrokerConfig;
 }

@@ -345,6 +345,14 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     ).not.toThrow();
   });
 
+  it('refuses a __proto__ key anywhere, which the schema would otherwise drop without a word', async () => {
+    const path = write('proto.yaml', `${YAML.stringify(await config())}\nlimits: { __proto__: { liveGrants: 1 } }\n`);
+    expect(problemsOf(path)).toEqual(['limits.__proto__: unknown field']); // strict sections name it themselves
+    const raw = await config();
+    (raw.roles[0].match as Record<string, unknown>).claims = JSON.parse('{"groups": "approvers", "__proto__": {"tenant": "acme"}}');
+    expect(() => parseConfig('test', raw)).toThrow(/roles\.0\.match\.claims\.__proto__: never a valid key/);
+  });
+
   it('refuses a person listed twice, and names or usernames with nothing left once normalised', async () => {
     const refused = await problems((c) => {
       c.people = [
