@@ -328,7 +328,7 @@ const configShape = z
     people: z
       .array(
         z.strictObject({
-          name: z.string().min(1).describe('The person, as separation of duties counts them. Compared after normalisation (Unicode NFKC, full case folding, white space and invisible characters removed).'),
+          name: z.string().min(1).describe('The person, as separation of duties counts them. Compared after normalisation (Unicode NFKC, full case folding, white space, control and invisible characters removed).'),
           aliases: z
             .array(
               z.strictObject({
@@ -514,7 +514,7 @@ function checkPeople(
   const owners = new Map<string, number>();
   c.people.forEach((person, p) => {
     const name = normalizeName(person.name);
-    if (name === '') issue(['people', p, 'name'], 'nothing is left of it once white space and invisible characters are removed');
+    if (name === '') issue(['people', p, 'name'], 'nothing is left of it once white space, control and invisible characters are removed');
     else if (names.has(name)) issue(['people', p, 'name'], `"${person.name}" is the name of people.${names.get(name)}, once normalised; list each person once`);
     else names.set(name, p);
 
@@ -529,7 +529,7 @@ function checkPeople(
         issue(at('issuer'), `workload issuer "${alias.issuer}" has no initiatorClaim, so no alias on it could ever apply`);
       }
       const username = normalizeName(alias.username);
-      if (username === '') return issue(at('username'), 'nothing is left of it once white space and invisible characters are removed');
+      if (username === '') return issue(at('username'), 'nothing is left of it once white space, control and invisible characters are removed');
       const key = `${alias.issuer}\u0000${username}`;
       const owner = owners.get(key);
       if (owner !== undefined && owner !== p) {

@@ -8,8 +8,12 @@ import type { BrokerConfig } from '../config/index.js';
  * per-person quotas) can compare people. A person key never grants anything.
  */
 
-/** White space, and characters that do not show: zero-width spaces and joiners, bidi marks, soft hyphens, tags. */
-const INVISIBLE = /[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}]/gu;
+/**
+ * White space, and characters that do not show: zero-width spaces and joiners, bidi marks, soft
+ * hyphens, tags, and control characters (removing more can only make more names one name, which
+ * restricts, never grants).
+ */
+const INVISIBLE = /[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}]/gu;
 
 /**
  * A few passes always suffice: removing an invisible character can only let two neighbours
@@ -21,8 +25,8 @@ const MAX_PASSES = 4;
 const pass = (text: string): string => caseFold(text.normalize('NFKC')).normalize('NFKC').replace(INVISIBLE, '');
 
 /**
- * The form in which names are compared: Unicode NFKC, full case folding, then every white space
- * and invisible character removed, repeated until nothing changes. So `Bob `, `b\u200Bob` and
+ * The form in which names are compared: Unicode NFKC, full case folding, then every white space,
+ * control and invisible character removed, repeated until nothing changes. So `Bob `, `b\u200Bob` and
  * `ＢＯＢ` are `bob`, and `Straße`, `STRASSE` and `STRAẞE` are `strasse`: a name spelled another way is
  * the same name, and cannot pass for someone else.
  */

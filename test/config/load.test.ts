@@ -363,8 +363,8 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     });
     expect(refused).toEqual([
       'people.1.name: "bob " is the name of people.0, once normalised; list each person once',
-      'people.2.name: nothing is left of it once white space and invisible characters are removed',
-      'people.2.aliases.0.username: nothing is left of it once white space and invisible characters are removed',
+      'people.2.name: nothing is left of it once white space, control and invisible characters are removed',
+      'people.2.aliases.0.username: nothing is left of it once white space, control and invisible characters are removed',
     ]);
   });
 });

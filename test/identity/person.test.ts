@@ -34,6 +34,7 @@ describe('normalizeName', () => {
     expect(normalizeName('b\u200Eo\u200Fb')).toBe('bob');
     expect(normalizeName('bob\u{E0062}')).toBe('bob');
     expect(normalizeName('\u200B \u2060')).toBe('');
+    expect(normalizeName('bob\u0000\u0007\u009B')).toBe('bob');
   });
 
   it('is stable: normalising a normalised name changes nothing, even where removal lets characters compose', () => {
