@@ -316,7 +316,7 @@ const configShape = z
       .superRefine((signing, ctx) => {
         // A key published as long ahead as keys rotate would never be the one in use.
         if (signing.publishAhead >= signing.rotateEvery) {
-          ctx.addIssue({ code: 'custom', path: ['publishAhead'], message: 'must be shorter than rotateEvery' });
+          ctx.addIssue({ code: 'custom', path: ['publishAhead'], message: 'must be shorter than rotateEvery (publishAhead is 10m unless set)' });
         }
       })
       .describe('The keys the broker signs its tokens with.'),

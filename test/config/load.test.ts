@@ -207,13 +207,18 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
   });
 
   it('refuses a publishAhead not shorter than rotateEvery', async () => {
-    expect(await problems((c) => (c.signing.publishAhead = '24h'))).toEqual(['signing.publishAhead: must be shorter than rotateEvery']);
-    expect(await problems((c) => (c.signing = { ...c.signing, rotateEvery: '1h', publishAhead: '2h' }))).toEqual([
-      'signing.publishAhead: must be shorter than rotateEvery',
+    expect(await problems((c) => (c.signing.publishAhead = '24h'))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
     ]);
-    // Against the default rotateEvery (24h) too.
+    expect(await problems((c) => (c.signing = { ...c.signing, rotateEvery: '1h', publishAhead: '2h' }))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
+    ]);
+    // Against the defaults too: rotateEvery (24h), and publishAhead (10m) with a short rotateEvery.
     expect(await problems((c) => (c.signing = { algorithm: 'ES256', keyDir: c.signing.keyDir, publishAhead: '25h' }))).toEqual([
-      'signing.publishAhead: must be shorter than rotateEvery',
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
+    ]);
+    expect(await problems((c) => (c.signing = { algorithm: 'ES256', keyDir: c.signing.keyDir, rotateEvery: '10m' }))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
     ]);
   });
 

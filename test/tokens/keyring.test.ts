@@ -68,7 +68,8 @@ describe('signing keys', () => {
   });
 
   it('keep a superseded key published while any token it signed is unexpired', async () => {
-    t = await startTestBroker({ configure: (config) => ((config.signing as Record<string, unknown>).rotateEvery = '10m') });
+    // publishAhead (default 10m) must be shorter than rotateEvery.
+    t = await startTestBroker({ configure: (config) => Object.assign(config.signing as Record<string, unknown>, { rotateEvery: '10m', publishAhead: '1m' }) });
     t.clock.advance(9 * 60_000);
     const oldToken = await issue(t, 900); // signed 1 min before rotation, valid 14 more minutes after it
     const oldKid = decodeProtectedHeader(oldToken).kid as string;
