@@ -82,7 +82,7 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(token, issuer.keys, {
-          // A SPIFFE issuer's `iss` is optional, and judged below.
+          // A JWT-SVID's `iss` is optional; findIssuer has judged it already.
           ...(config.spiffeTrustDomain === undefined ? { issuer: config.issuer as string } : {}),
           audience: config.audiences,
           algorithms: config.algorithms,
