@@ -26,7 +26,11 @@ export const END = '<!-- config-reference:end -->';
 function typeOf(schema: JsonSchema): string {
   if (schema.enum) return schema.enum.map((v) => `\`${String(v)}\``).join(' \\| ');
   if (schema.anyOf) return schema.anyOf.map(typeOf).join(' \\| ');
-  if (schema.type === 'array') return `list of ${schema.items?.properties ? 'objects' : typeOf(schema.items ?? {})}`;
+  if (schema.type === 'array') {
+    if (schema.items?.properties) return 'list of objects';
+    const items = typeOf(schema.items ?? {});
+    return `list of ${schema.items?.anyOf ? `(${items})` : items}`;
+  }
   if (schema.type === 'object' && schema.additionalProperties && typeof schema.additionalProperties === 'object') return 'map';
   return Array.isArray(schema.type) ? schema.type.join(' \\| ') : (schema.type ?? 'any');
 }

@@ -8,7 +8,7 @@ import type { BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
-import { compileRoles, createIdentityVerifier, loadTrustedIssuers } from './identity/index.js';
+import { compileRoles, createIdentityVerifier, createPersonResolver, loadTrustedIssuers } from './identity/index.js';
 import { createNotifier, type Notifier } from './notify/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
 import { createJobs, createScheduler, type Scheduler } from './scheduler/index.js';
@@ -74,8 +74,15 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     });
     const issuers = await loadTrustedIssuers(config.identity.issuers, {
       ...(options.fetch ? { fetch: options.fetch as FetchImplementation } : {}),
+      clock,
     });
-    const identity = createIdentityVerifier({ issuers, roles: compileRoles(config.roles), clockSkewMs: config.clockSkew, clock });
+    const identity = createIdentityVerifier({
+      issuers,
+      roles: compileRoles(config.roles),
+      persons: createPersonResolver(config),
+      clockSkewMs: config.clockSkew,
+      clock,
+    });
     const settingsHolder = createSettingsHolder(config);
     const settings = settingsHolder.current;
     const metrics = createMetrics(store);

@@ -1,4 +1,35 @@
-export { configSchema, cronForInterval, ROLES, SCOPE_NAME, WEBHOOK_EVENTS } from './schema.js';
-export type { BrokerConfig, IssuerConfig, MatchConfig, PolicyConfig, Role, ScopeConfig, WebhookEvent } from './schema.js';
+export {
+  claimPathNames,
+  configSchema,
+  cronForInterval,
+  databaseEngine,
+  issuerIss,
+  normalizeIssuerUrl,
+  redactDatabase,
+  ROLES,
+  SCOPE_NAME,
+  SPIFFE_TRUST_DOMAIN,
+  WEBHOOK_EVENTS,
+  WEBHOOK_FORMATS,
+} from './schema.js';
+export type {
+  AuditConfig,
+  BrokerConfig,
+  ClaimPath,
+  ClaimPattern,
+  DatabaseEngine,
+  IssuerConfig,
+  LimitsConfig,
+  MatchConfig,
+  PeopleConfig,
+  PersonConfig,
+  PolicyConfig,
+  Role,
+  ScopeConfig,
+  SigningConfig,
+  WebhookConfig,
+  WebhookEvent,
+  WebhookFormat,
+} from './schema.js';
 export { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfigPath } from './load.js';
 export type { LoadedConfig } from './load.js';

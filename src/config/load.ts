@@ -56,8 +56,29 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedCon
 
 export function parseConfig(file: string, raw: unknown): BrokerConfig {
   const result = configSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(file, formatIssues(result.error.issues));
+  const issues = result.success ? [] : formatIssues(result.error.issues);
+  // Strict objects name such a key themselves (unknown field); records drop it silently.
+  const unnamed = protoKeys(raw).filter((line) => !issues.some((issue) => issue.startsWith(line.slice(0, line.indexOf(': ') + 2))));
+  const problems = [...unnamed, ...issues];
+  if (problems.length > 0 || !result.success) throw new ConfigError(file, problems);
   return Object.freeze(result.data) as BrokerConfig;
+}
+
+/**
+ * A `__proto__` key (YAML and JSON.parse make it an own key) is dropped without a word by the
+ * schema, which cannot store it as a member: a claim condition named so would silently vanish
+ * and widen its rule. Refused wherever it appears.
+ */
+function protoKeys(raw: unknown): string[] {
+  const found: string[] = [];
+  const pending: [unknown, string][] = [[raw, '']];
+  while (pending.length > 0) {
+    const [value, path] = pending.pop() as [unknown, string];
+    if (typeof value !== 'object' || value === null) continue;
+    if (!Array.isArray(value) && Object.hasOwn(value, '__proto__')) found.push(`${path ? `${path}.` : ''}__proto__: never a valid key`);
+    for (const [key, member] of Object.entries(value)) pending.push([member, path ? `${path}.${key}` : key]);
+  }
+  return found;
 }
 
 function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {

@@ -1,5 +1,6 @@
 import ms from 'ms';
 import { z } from 'zod';
+import { normalizeName } from '../identity/person.js';
 
 /**
  * The broker's configuration file, CONTRACT section 2. This schema is its reference: every
@@ -32,22 +33,60 @@ const lifetime = (description: string) => duration(description, { atLeast: 1000 
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
-/** https everywhere, plain http only to this machine (tests and development). */
+/**
+ * https everywhere, plain http only to this machine (tests and development). Never a user or
+ * password in the URL: URLs end up in logs, proxies and error reports, and fetch refuses them
+ * anyway. Messages never repeat the URL, which may be a secret.
+ */
 const secureUrl = (description: string) =>
   z
     .string()
-    .describe(`${description} https, or plain http to a loopback host.`)
-    .refine(
-      (text) => {
-        try {
-          const url = new URL(text);
-          return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
-        } catch {
-          return false;
-        }
-      },
-      { message: 'must be an https URL (plain http only for loopback hosts)' },
-    );
+    .describe(`${description} https, or plain http to a loopback host; no user or password in it.`)
+    .superRefine((text, ctx) => {
+      const url = URL.parse(text);
+      if (!url || !(url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname)))) {
+        ctx.addIssue({ code: 'custom', message: 'must be an https URL (plain http only for loopback hosts)' });
+      } else if (url.username !== '' || url.password !== '') {
+        ctx.addIssue({ code: 'custom', message: 'must not carry a user or password (a webhook proves itself with secretFile)' });
+      }
+    });
+
+/**
+ * `database`: a SQLite file, or a PostgreSQL URL. Anything that looks like a URL must be a
+ * PostgreSQL one, so a typo (`postgress://`) is refused rather than opened as a file of that
+ * name. A URL may hold a password: no message here ever repeats it.
+ */
+const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
+const POSTGRES_SCHEMES = new Set(['postgres:', 'postgresql:']);
+
+export type DatabaseEngine = 'sqlite' | 'postgres';
+
+/** Which engine a valid `database` value names. */
+export const databaseEngine = (database: string): DatabaseEngine => (URL_LIKE.test(database) ? 'postgres' : 'sqlite');
+
+/** `database` fit for a log line: a URL's password replaced. */
+export function redactDatabase(database: string): string {
+  const url = databaseEngine(database) === 'postgres' ? URL.parse(database) : null;
+  if (!url || url.password === '') return database;
+  url.password = '***';
+  return url.href;
+}
+
+const databaseSchema = z
+  .string()
+  .min(1)
+  .superRefine((text, ctx) => {
+    const scheme = URL_LIKE.exec(text)?.[0].replace(/\/\/$/, '').toLowerCase();
+    if (scheme === undefined) return;
+    const url = URL.parse(text);
+    if (!POSTGRES_SCHEMES.has(scheme)) {
+      ctx.addIssue({ code: 'custom', message: 'a URL here must be postgres:// or postgresql:// (else give a SQLite file path)' });
+    } else if (!url) {
+      ctx.addIssue({ code: 'custom', message: 'is not a valid postgres:// URL (a password with special characters must be percent-encoded)' });
+    } else if (url.hostname === '') {
+      ctx.addIssue({ code: 'custom', message: 'a postgres:// URL must name its host' });
+    }
+  });
 
 export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'RS256'] as const;
 
@@ -71,22 +110,63 @@ export const WEBHOOK_EVENTS = [
   'request.denied',
   'breakglass.used',
   'breakglass.review_overdue',
+  'audit.checkpoint',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
 
+export const WEBHOOK_FORMATS = ['json', 'slack'] as const;
+export type WebhookFormat = (typeof WEBHOOK_FORMATS)[number];
+
 export const SCOPE_NAME = /^[a-z0-9][a-z0-9:._/-]{0,127}$/;
+
+/**
+ * What a `match` compares a claim with: an exact string or glob, or (for a claim holding an
+ * object, such as Kubernetes' `kubernetes.io`) a map compared member by member, at any depth.
+ * Numbers and booleans become their JSON text, as claims compare as text.
+ */
+export type ClaimPattern = string | { readonly [name: string]: ClaimPattern };
+type ClaimPatternInput = string | number | boolean | { [name: string]: ClaimPatternInput };
+
+const claimPatternSchema: z.ZodType<ClaimPattern, ClaimPatternInput> = z.lazy(() =>
+  z.union([
+    z.union([z.string(), z.number(), z.boolean()]).transform(String),
+    z
+      .record(z.string().min(1), claimPatternSchema)
+      // An empty map would match any object at all, which is never what a rule means to say.
+      .refine((map) => Object.keys(map).length > 0, { message: 'an empty map would match any object; name its members' }),
+  ]),
+);
 
 const matchSchema = z
   .strictObject({
     issuer: z.string().describe('Name of a configured identity issuer.'),
     subject: z.string().optional().describe('The token\'s `sub`: an exact string or a glob where `*` matches any run of characters.'),
     claims: z
-      .record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+      .record(z.string().min(1), claimPatternSchema)
       .optional()
-      .describe('Claim name to exact value or glob; a claim holding an array matches when any element matches.'),
+      .describe(
+        'Claim name to exact value or glob; a claim holding an array matches when any of its string, number or boolean elements matches; a number or boolean claim matches its JSON text (`true`, `42`). A map as value matches the claim object of that name member by member, at any depth. A key is a claim name, never a path: `kubernetes.io` is one name.',
+      ),
   })
   .describe('Which identities a rule applies to; every listed key must match.');
 export type MatchConfig = z.output<typeof matchSchema>;
+
+/**
+ * A claim in a token: a top-level claim name (dots are part of the name), or a list of names
+ * leading into nested claim objects, `[kubernetes.io, pod, uid]`.
+ */
+export type ClaimPath = string | string[];
+
+const claimPathSchema = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+/** The names along a claim path, outermost first. */
+export const claimPathNames = (path: ClaimPath): readonly string[] => (typeof path === 'string' ? [path] : path);
+
+/** A path as the configuration writes it: `run_id`, `[kubernetes.io, pod, uid]`. */
+const showPath = (path: readonly string[]) => (path.length === 1 ? (path[0] as string) : `[${path.join(', ')}]`);
+
+/** SPIFFE trust domain names: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec, section 2.1). */
+export const SPIFFE_TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 
 const jwkSetSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) });
 
@@ -94,8 +174,19 @@ const issuerSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'lower-case letters, digits, - and _').describe('Used in policies and records (`idp`, `client_id`): lower-case letters, digits, `-` and `_`.'),
     kind: z.enum(['workload', 'person']).describe('`workload` (pipelines, jobs, services) or `person` (people from an SSO).'),
-    issuer: z.string().min(1).describe('The exact `iss` of its tokens.'),
-    jwksUri: secureUrl('Where its public keys are fetched (cached, refetched on an unknown `kid` at most every few seconds).').optional(),
+    issuer: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('The exact `iss` of its tokens, which are routed to it by `iss`. Required unless `spiffeTrustDomain` is given.'),
+    spiffeTrustDomain: z
+      .string()
+      .regex(SPIFFE_TRUST_DOMAIN, 'must be a SPIFFE trust domain: lower-case letters, digits, ., - and _')
+      .optional()
+      .describe(
+        'Workload issuers: a SPIFFE trust domain (`example.org`). Its JWT-SVIDs are routed to it by `sub` (`spiffe://example.org/...`); `iss` may be absent and, when present, must equal `issuer` (with no `issuer`, a token carrying `iss` is refused). Its identities show `iss` as `issuer`, else `spiffe://<trust domain>`. Keys marked `use: jwt-svid` count as signing keys.',
+      ),
+    jwksUri: secureUrl('Where its public keys are fetched (cached up to 10 minutes, refetched on an unknown `kid` at most every 5 seconds, at most 512 KiB and 100 keys; after a failed fetch its identities are refused for 30 seconds without another try).').optional(),
     jwksFile: z.string().optional().describe('A file holding its JWKS, read at start.'),
     jwks: jwkSetSchema.optional().describe('Its JWKS inline.'),
     dev: z
@@ -106,24 +197,53 @@ const issuerSchema = z
     audiences: z.array(z.string().min(1)).min(1).describe('Its token\'s `aud` must name one of these.'),
     algorithms: z.array(identityAlgorithm).min(1).describe('Accepted `alg` values: asymmetric only (RS*, PS*, ES*, EdDSA); never none or HMAC.'),
     maxTokenAge: duration('Refuse its tokens older than this, by `iat`.').optional(),
-    requiredClaims: z.array(z.string().min(1)).default([]).describe('Claims its tokens must carry (`sub` and `exp` always are).'),
-    initiatorClaim: z.string().optional().describe('Workload issuers: the claim naming the person who started the job.'),
-    usernameClaim: z.string().optional().describe('Person issuers: the claim compared with a workload\'s `initiatorClaim`.'),
+    requiredClaims: z
+      .array(claimPathSchema)
+      .default([])
+      .describe('Claims its tokens must carry, not null nor empty (`sub` and `exp` always are): a claim name, or a list of names for a nested claim (`[kubernetes.io, namespace]`).'),
+    initiatorClaim: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Workload issuers: the claim naming the person who started the job. Then required: a token where it is missing, empty or not a string is refused. Its value is that job\'s person (see `people`).'),
+    usernameClaim: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Person issuers: the claim naming the person, compared with a workload\'s `initiatorClaim` (see `people`). Then required: a token where it is missing, empty or not a string is refused. Without it, each identity of this issuer is a person of its own.'),
+    bindClaims: z
+      .array(claimPathSchema)
+      .min(1)
+      .optional()
+      .describe(
+        'Workload issuers: claims that tell one job from another of the same `sub` (GitHub `run_id` and `run_attempt`, GitLab `pipeline_id`, a pod\'s `[kubernetes.io, pod, uid]`). A request belongs to the job that made it: only an identity with the same issuer, subject and these values may see or use it. Required in every token: string, number or boolean values.',
+      ),
   })
   .superRefine((issuer, ctx) => {
+    const issue = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
     const sources = (['jwksUri', 'jwksFile', 'jwks', 'dev'] as const).filter((key) => issuer[key] !== undefined);
-    if (sources.length !== 1) {
-      ctx.addIssue({ code: 'custom', message: 'needs exactly one of jwksUri, jwksFile, jwks, dev', path: [] });
+    if (sources.length !== 1) issue([], 'needs exactly one of jwksUri, jwksFile, jwks, dev');
+    if (issuer.issuer === undefined && issuer.spiffeTrustDomain === undefined) issue(['issuer'], 'required (unless spiffeTrustDomain names a SPIFFE trust domain)');
+    if (issuer.spiffeTrustDomain !== undefined && issuer.kind !== 'workload') {
+      issue(['spiffeTrustDomain'], 'a SPIFFE trust domain names workloads: only workload issuers have one');
     }
+    if (issuer.dev !== undefined && issuer.spiffeTrustDomain !== undefined) issue(['dev'], 'a dev issuer is not a SPIFFE issuer');
     if (issuer.dev !== undefined && !issuer.algorithms.includes(DEV_ISSUER_ALGORITHM)) {
-      ctx.addIssue({ code: 'custom', message: `a dev issuer signs with ${DEV_ISSUER_ALGORITHM}; list it`, path: ['algorithms'] });
+      issue(['algorithms'], `a dev issuer signs with ${DEV_ISSUER_ALGORITHM}; list it`);
     }
-    if (issuer.initiatorClaim !== undefined && issuer.kind !== 'workload') {
-      ctx.addIssue({ code: 'custom', message: 'only workload issuers have an initiatorClaim', path: ['initiatorClaim'] });
-    }
-    if (issuer.usernameClaim !== undefined && issuer.kind !== 'person') {
-      ctx.addIssue({ code: 'custom', message: 'only person issuers have a usernameClaim', path: ['usernameClaim'] });
-    }
+    if (issuer.initiatorClaim !== undefined && issuer.kind !== 'workload') issue(['initiatorClaim'], 'only workload issuers have an initiatorClaim');
+    if (issuer.bindClaims !== undefined && issuer.kind !== 'workload') issue(['bindClaims'], 'only workload issuers have bindClaims');
+    if (issuer.usernameClaim !== undefined && issuer.kind !== 'person') issue(['usernameClaim'], 'only person issuers have a usernameClaim');
+    // A claim cannot be both a value to bind and an object holding another: no token could satisfy both.
+    const bound = (issuer.bindClaims ?? []).map(claimPathNames);
+    if (bound.some((path) => path.length === 0 || path.includes(''))) return; // already refused, path by path
+    const within = (outer: readonly string[], inner: readonly string[]) => outer.every((name, k) => inner[k] === name);
+    bound.forEach((path, i) => {
+      const earlier = bound.slice(0, i).find((other) => within(other, path) || within(path, other));
+      if (earlier === undefined) return;
+      const [outer, inner] = earlier.length <= path.length ? [earlier, path] : [path, earlier];
+      issue(['bindClaims', i], outer.length === inner.length ? `${showPath(path)} is listed twice` : `${showPath(inner)} lies inside ${showPath(outer)}, which is bound as a value`);
+    });
   });
 export type IssuerConfig = z.output<typeof issuerSchema>;
 
@@ -171,7 +291,11 @@ const configShape = z
       })
       .prefault({})
       .describe('Where the HTTP API listens.'),
-    database: z.string().min(1).default('./data/broker.db').describe('SQLite file (env BROKER_DB overrides). Relative paths are from the working directory.'),
+    database: databaseSchema
+      .default('./data/broker.db')
+      .describe(
+        'A SQLite file path (the embedded default; relative paths are from the working directory), or a `postgres://` / `postgresql://` URL (`postgres://user@host:5432/db`) for several broker replicas on several machines. Env BROKER_DB overrides. A URL may carry a password; it is never logged.',
+      ),
     clockSkew: duration('Tolerance for `exp`, `nbf` and `iat` of identity tokens.').prefault('30s'),
     scheduler: z
       .strictObject({
@@ -184,15 +308,42 @@ const configShape = z
         algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of the tokens the broker mints.'),
         keyDir: z.string().default('./data/keys').describe('Private signing keys, files mode 0600, created on first start.'),
         rotateEvery: duration('A new signing key after this long; old keys stay in the JWKS until their tokens expire.').prefault('24h'),
-        publishAhead: duration('A new key is in the JWKS this long before any token uses it.').prefault('10m'),
+        publishAhead: duration(
+          'A new signing key is in the JWKS this long before any token is signed with it, so resource servers that cached the JWKS still verify every token. Shorter than `rotateEvery`.',
+        ).prefault('10m'),
       })
       .prefault({})
+      .superRefine((signing, ctx) => {
+        // A key published as long ahead as keys rotate would never be the one in use.
+        if (signing.publishAhead >= signing.rotateEvery) {
+          ctx.addIssue({ code: 'custom', path: ['publishAhead'], message: 'must be shorter than rotateEvery (publishAhead is 10m unless set)' });
+        }
+      })
       .describe('The keys the broker signs its tokens with.'),
     identity: z
       .strictObject({
         issuers: z.array(issuerSchema).min(1).describe('The identity issuers the broker trusts.'),
       })
       .describe('Who may call the broker: every caller proves itself with a token from one of these.'),
+    people: z
+      .array(
+        z.strictObject({
+          name: z.string().min(1).describe('The person, as separation of duties counts them. Compared after normalisation (Unicode NFKC, full case folding, white space, control and invisible characters removed).'),
+          aliases: z
+            .array(
+              z.strictObject({
+                issuer: z.string().describe('Name of an identity issuer with a `usernameClaim` (person) or an `initiatorClaim` (workload).'),
+                username: z.string().min(1).describe('The value of that claim for this person, compared after the same normalisation.'),
+              }),
+            )
+            .min(1)
+            .describe('Usernames of this person at the issuers; each (issuer, username) names one person only.'),
+        }),
+      )
+      .prefault([])
+      .describe(
+        'One person\'s usernames across issuers, so that `bob-gh` at `github` and `bob@acme.com` at `okta` are one person for every restriction (who may not approve, distinct approvers, quotas, separation). Never grants anything.',
+      ),
     roles: z
       .array(z.strictObject({ role: z.enum(ROLES), match: matchSchema }))
       .prefault([])
@@ -225,11 +376,12 @@ const configShape = z
       .describe('Emergency access: issued at once, loudly, with a quota and a mandatory review.'),
     limits: z
       .strictObject({
-        requestsPerMinute: z.number().int().min(1).default(600),
-        liveGrants: z.number().int().min(1).default(1000),
-        pendingRequests: z.number().int().min(1).default(20),
+        requestsPerMinute: z.number().int().positive().default(600).describe('Credential requests (issued, pending or refused) per identity and per person in any minute.'),
+        liveGrants: z.number().int().positive().default(1000).describe('Pending, approved and issued grants an identity or a person holds at once.'),
+        pendingRequests: z.number().int().positive().default(20).describe('Requests awaiting approval an identity or a person holds at once.'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('Per identity and per person; over a limit: 429 `rate_limited` with `Retry-After`.'),
     notify: z
       .strictObject({
         timeout: duration('How long one webhook delivery attempt may take.').prefault('5s'),
@@ -239,6 +391,10 @@ const configShape = z
             z.strictObject({
               url: secureUrl('Receives a JSON POST per event. Treated as a secret: only its origin is ever logged.'),
               events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).describe('Which events it receives.'),
+              format: z
+                .enum(WEBHOOK_FORMATS)
+                .default('json')
+                .describe('`json`: the event body of the contract; `slack`: a Slack-compatible message (`text`, `blocks`).'),
               secretFile: z
                 .string()
                 .optional()
@@ -251,10 +407,16 @@ const configShape = z
       })
       .prefault({})
       .describe('Webhooks, delivered outside the request that causes them.'),
+    audit: z
+      .strictObject({
+        checkpointEvery: duration('How often the broker signs a checkpoint of the audit chain head (`audit.checkpoint` event and webhook).').prefault('1h'),
+      })
+      .prefault({})
+      .describe('The audit log.'),
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */
-const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'roles', 'scopes', 'policies', 'separation', 'scheduler']);
+const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'scheduler']);
 
 // `when` lets the cross-field rules run although another section (say `listen.port`) is bad,
 // so one start reports every bad field rather than revealing them one fix at a time.
@@ -264,24 +426,44 @@ export const configSchema = configShape.check(
   }),
 );
 export type BrokerConfig = z.output<typeof configSchema>;
+export type PeopleConfig = BrokerConfig['people'];
+export type PersonConfig = PeopleConfig[number];
+export type LimitsConfig = BrokerConfig['limits'];
+export type AuditConfig = BrokerConfig['audit'];
+export type SigningConfig = BrokerConfig['signing'];
+export type WebhookConfig = BrokerConfig['notify']['webhooks'][number];
 
 /** Rules across fields: names unique, every reference resolves, roles fit the issuer's kind. */
 function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx): void {
   const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
 
   const issuers = new Map<string, IssuerConfig>();
-  const issuerUrls = new Set<string>();
+  const issuerUrls = new Map<string, string>();
+  const trustDomains = new Map<string, string>();
+  const brokerUrl = normalizeIssuerUrl(c.issuer);
   c.identity.issuers.forEach((issuer, i) => {
-    if (issuers.has(issuer.name)) issue(['identity', 'issuers', i, 'name'], `duplicate issuer name "${issuer.name}"`);
+    const at = (field: string) => ['identity', 'issuers', i, field];
+    if (issuers.has(issuer.name)) issue(at('name'), `duplicate issuer name "${issuer.name}"`);
     issuers.set(issuer.name, issuer);
-    // Tokens are routed to an issuer by `iss`: two entries for one `iss` would let one silently
-    // take the other's place, giving a workload a person issuer's roles or the reverse.
-    if (issuerUrls.has(issuer.issuer)) issue(['identity', 'issuers', i, 'issuer'], `duplicate issuer "${issuer.issuer}": one entry per iss`);
-    issuerUrls.add(issuer.issuer);
-    if (issuer.issuer === c.issuer) {
-      issue(['identity', 'issuers', i, 'issuer'], 'the broker\'s own issuer can never be a trusted identity issuer');
+    // Tokens are routed to an issuer by `iss`, and identities told apart by it: two entries for one
+    // `iss` (or for two spellings of one URL) would let one take the other's place, giving a
+    // workload a person issuer's roles, or making two issuers' subjects one identity.
+    const iss = issuerIss(issuer);
+    const field = issuer.issuer !== undefined ? 'issuer' : 'spiffeTrustDomain';
+    const holder = issuerUrls.get(normalizeIssuerUrl(iss));
+    if (holder !== undefined) {
+      issue(at(field), `duplicate issuer "${iss}": the same URL as issuer "${holder}" (letter case, default port and trailing slash aside); one entry per iss`);
+    }
+    issuerUrls.set(normalizeIssuerUrl(iss), issuer.name);
+    if (normalizeIssuerUrl(iss) === brokerUrl) issue(at(field), 'the broker\'s own issuer can never be a trusted identity issuer');
+    // SPIFFE tokens are routed by the trust domain of their `sub`: it must name one issuer.
+    if (issuer.spiffeTrustDomain !== undefined) {
+      const owner = trustDomains.get(issuer.spiffeTrustDomain);
+      if (owner !== undefined) issue(at('spiffeTrustDomain'), `trust domain "${issuer.spiffeTrustDomain}" is already issuer "${owner}"'s; one issuer per trust domain`);
+      trustDomains.set(issuer.spiffeTrustDomain, issuer.name);
     }
   });
+  checkPeople(c, issuers, issue);
   const scopes = new Map<string, ScopeConfig>();
   c.scopes.forEach((scope, i) => {
     if (scopes.has(scope.name)) issue(['scopes', i, 'name'], `duplicate scope "${scope.name}"`);
@@ -317,6 +499,62 @@ function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx):
     issue(['scheduler', 'interval'], 'must be whole seconds dividing a minute (1s..30s) or whole minutes dividing an hour (1m..60m)');
   }
 }
+
+/**
+ * `people`: every alias must be able to apply, and name one person only. An alias that could
+ * never apply is refused rather than ignored, as whoever wrote it believes two names are one
+ * person; a username given to two people would make the key depend on which entry won.
+ */
+function checkPeople(
+  c: z.output<typeof configShape>,
+  issuers: ReadonlyMap<string, IssuerConfig>,
+  issue: (path: (string | number)[], message: string) => void,
+): void {
+  const names = new Map<string, number>();
+  const owners = new Map<string, number>();
+  c.people.forEach((person, p) => {
+    const name = normalizeName(person.name);
+    if (name === '') issue(['people', p, 'name'], 'nothing is left of it once white space, control and invisible characters are removed');
+    else if (names.has(name)) issue(['people', p, 'name'], `"${person.name}" is the name of people.${names.get(name)}, once normalised; list each person once`);
+    else names.set(name, p);
+
+    person.aliases.forEach((alias, a) => {
+      const at = (field: string) => ['people', p, 'aliases', a, field];
+      const issuer = issuers.get(alias.issuer);
+      if (!issuer) return issue(at('issuer'), `no identity issuer is named "${alias.issuer}"`);
+      if (issuer.kind === 'person' && issuer.usernameClaim === undefined) {
+        issue(at('issuer'), `person issuer "${alias.issuer}" has no usernameClaim, so no alias on it could ever apply`);
+      }
+      if (issuer.kind === 'workload' && issuer.initiatorClaim === undefined) {
+        issue(at('issuer'), `workload issuer "${alias.issuer}" has no initiatorClaim, so no alias on it could ever apply`);
+      }
+      const username = normalizeName(alias.username);
+      if (username === '') return issue(at('username'), 'nothing is left of it once white space, control and invisible characters are removed');
+      const key = `${alias.issuer}\u0000${username}`;
+      const owner = owners.get(key);
+      if (owner !== undefined && owner !== p) {
+        issue(at('username'), `"${alias.username}" at "${alias.issuer}" is already an alias of people.${owner} ("${c.people[owner]?.name}"); one username names one person`);
+      } else owners.set(key, p);
+    });
+  });
+}
+
+/**
+ * The form in which issuer URLs are compared for uniqueness: scheme and host in lower case,
+ * no default port (the URL parser drops :443 for https and :80 for http), no trailing slash.
+ * A value that is not a URL is compared as it is.
+ */
+export function normalizeIssuerUrl(text: string): string {
+  const url = URL.parse(text);
+  if (!url || url.host === '') return text;
+  const path = url.pathname.replace(/\/+$/, '');
+  const userinfo = url.username === '' ? '' : `${url.username}${url.password === '' ? '' : `:${url.password}`}@`;
+  return `${url.protocol}//${userinfo}${url.host.toLowerCase()}${path}${url.search}${url.hash}`;
+}
+
+/** The `iss` its identities show: the configured `issuer`, else `spiffe://<trust domain>`. */
+export const issuerIss = (issuer: Pick<IssuerConfig, 'issuer' | 'spiffeTrustDomain'>): string =>
+  issuer.issuer ?? `spiffe://${issuer.spiffeTrustDomain}`;
 
 /**
  * node-cron speaks cron, not intervals: an interval maps to a six-field expression only when it

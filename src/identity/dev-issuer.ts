@@ -46,10 +46,14 @@ export interface DevTokenOptions {
 
 /** An identity token as the configured dev issuer would mint it: its `iss`, its first audience. */
 export async function mintDevIdentityToken(issuer: IssuerConfig, options: DevTokenOptions): Promise<string> {
-  if (!issuer.dev) throw new Error(`issuer "${issuer.name}" is not a development issuer`);
+  // The schema gives every dev issuer an `issuer` (it is never a SPIFFE one); checked again here for the types.
+  if (!issuer.dev || issuer.issuer === undefined) throw new Error(`issuer "${issuer.name}" is not a development issuer`);
   const jwk = await loadOrCreateDevKey(issuer.dev.keyDir);
   const now = Math.floor((options.now ?? Date.now()) / 1000);
-  return new SignJWT({ ...options.claims })
+  // The claims its issuer requires, so that a plain `jit dev-token --sub x` is accepted: a person
+  // named by the subject, a job started by no one in particular (a name equal to no person's).
+  const nameClaim = issuer.usernameClaim ?? issuer.initiatorClaim;
+  return new SignJWT({ ...(nameClaim !== undefined ? { [nameClaim]: options.subject } : {}), ...options.claims })
     .setProtectedHeader({ alg: DEV_ISSUER_ALGORITHM, kid: jwk.kid as string, typ: 'JWT' })
     .setIssuer(issuer.issuer)
     .setSubject(options.subject)

@@ -1,9 +1,15 @@
+export { claimsWellFormed, readClaim } from './claims.js';
 export { devIssuerJwks, loadOrCreateDevKey, mintDevIdentityToken } from './dev-issuer.js';
 export { KeySourceUnavailable, loadTrustedIssuers } from './issuers.js';
-export type { IssuerOptions, TrustedIssuer } from './issuers.js';
+export type { IssuerOptions, TrustedIssuer, TrustedIssuers } from './issuers.js';
 export { compileGlob, compileMatch } from './match.js';
 export type { IdentityMatcher, Matchable } from './match.js';
+export { createPersonResolver, normalizeName } from './person.js';
+export type { PersonResolver, PersonSource } from './person.js';
+export { createRemoteKeySource, JWKS_CACHE_MAX_AGE_MS, JWKS_COOLDOWN_MS, JWKS_FAILURE_COOLDOWN_MS, JWKS_MAX_BYTES, JWKS_MAX_KEYS } from './remote-jwks.js';
 export { compileRoles, requireRole } from './roles.js';
 export type { RoleResolver } from './roles.js';
+export { claimedTrustDomain, jwtSvidKeySet, parseSpiffeId } from './spiffe.js';
+export type { SpiffeId } from './spiffe.js';
 export { createIdentityVerifier, MAX_IDENTITY_TOKEN_BYTES, sameIdentity } from './verifier.js';
 export type { Identity, IdentityVerifier } from './verifier.js';

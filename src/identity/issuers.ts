@@ -1,21 +1,13 @@
 import { readFileSync } from 'node:fs';
-import {
-  createLocalJWKSet,
-  createRemoteJWKSet,
-  customFetch,
-  errors,
-  type FetchImplementation,
-  type JSONWebKeySet,
-  type JWTVerifyGetKey,
-} from 'jose';
+import { createLocalJWKSet, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { ConfigError } from '../config/index.js';
 import type { IssuerConfig } from '../config/index.js';
+import type { Clock } from '../shared/clock.js';
 import { devIssuerJwks } from './dev-issuer.js';
+import { createRemoteKeySource, KeySourceUnavailable } from './remote-jwks.js';
+import { jwtSvidKeySet } from './spiffe.js';
 
-/** How often an unknown `kid` may trigger a refetch of a remote JWKS. */
-export const JWKS_COOLDOWN_MS = 5_000;
-/** How long fetched keys are trusted before they are fetched again. */
-export const JWKS_CACHE_MAX_AGE_MS = 10 * 60_000;
+export { KeySourceUnavailable } from './remote-jwks.js';
 
 export interface TrustedIssuer {
   config: IssuerConfig;
@@ -23,42 +15,46 @@ export interface TrustedIssuer {
   keys: JWTVerifyGetKey;
 }
 
-/** The issuer's keys could not be obtained (JWKS unreachable, slow, or not a JWKS): fail closed. */
-export class KeySourceUnavailable extends Error {
-  constructor(cause: unknown) {
-    super(`issuer keys unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause });
-    this.name = 'KeySourceUnavailable';
-  }
+/** Every trusted issuer, by the two ways a token is routed to one. */
+export interface TrustedIssuers {
+  /** By exact `iss`: every issuer configured with an `issuer`. */
+  byIss: ReadonlyMap<string, TrustedIssuer>;
+  /** By SPIFFE trust domain: issuers with a `spiffeTrustDomain`, whose tokens are routed by `sub`. */
+  byTrustDomain: ReadonlyMap<string, TrustedIssuer>;
 }
 
 export interface IssuerOptions {
   /** Injected so tests can control the network; defaults to global fetch. */
   fetch?: FetchImplementation;
+  /** Judges remote key sets' cooldowns and cache age; defaults to the system clock. */
+  clock?: Clock;
 }
 
-/** Builds every trusted issuer's key source, keyed by exact `iss`. File and inline sets are read now. */
-export async function loadTrustedIssuers(
-  configs: readonly IssuerConfig[],
-  options: IssuerOptions = {},
-): Promise<Map<string, TrustedIssuer>> {
-  const issuers = new Map<string, TrustedIssuer>();
+/** Builds every trusted issuer's key source. File and inline sets are read now, remote ones on first use. */
+export async function loadTrustedIssuers(configs: readonly IssuerConfig[], options: IssuerOptions = {}): Promise<TrustedIssuers> {
+  const byIss = new Map<string, TrustedIssuer>();
+  const byTrustDomain = new Map<string, TrustedIssuer>();
   for (const config of configs) {
-    issuers.set(config.issuer, { config, keys: guardKeySource(await keySource(config, options)) });
+    const issuer = { config, keys: guardKeySource(await keySource(config, options)) };
+    if (config.issuer !== undefined) byIss.set(config.issuer, issuer);
+    if (config.spiffeTrustDomain !== undefined) byTrustDomain.set(config.spiffeTrustDomain, issuer);
   }
-  return issuers;
+  return { byIss, byTrustDomain };
 }
 
 async function keySource(config: IssuerConfig, options: IssuerOptions): Promise<JWTVerifyGetKey> {
+  // A SPIFFE trust bundle marks its JWT-SVID keys `use: jwt-svid`; other sets are taken as they are.
+  const prepare = config.spiffeTrustDomain !== undefined ? jwtSvidKeySet : (jwks: JSONWebKeySet) => jwks;
   if (config.jwksUri !== undefined) {
-    return createRemoteJWKSet(new URL(config.jwksUri), {
-      timeoutDuration: config.jwksTimeout,
-      cooldownDuration: JWKS_COOLDOWN_MS,
-      cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
-      ...(options.fetch ? { [customFetch]: options.fetch } : {}),
+    return createRemoteKeySource(new URL(config.jwksUri), {
+      timeoutMs: config.jwksTimeout,
+      fetch: options.fetch,
+      clock: options.clock,
+      prepare,
     });
   }
-  if (config.jwksFile !== undefined) return createLocalJWKSet(readJwksFile(config));
-  if (config.jwks !== undefined) return createLocalJWKSet(config.jwks as JSONWebKeySet);
+  if (config.jwksFile !== undefined) return createLocalJWKSet(prepare(readJwksFile(config)));
+  if (config.jwks !== undefined) return createLocalJWKSet(prepare(config.jwks as JSONWebKeySet));
   if (config.dev !== undefined) return createLocalJWKSet(await devIssuerJwks(config.dev.keyDir));
   throw new ConfigError(config.name, ['no key source']); // the schema makes this unreachable
 }
@@ -85,6 +81,7 @@ function guardKeySource(resolve: JWTVerifyGetKey): JWTVerifyGetKey {
     } catch (error) {
       if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) throw error;
       if (error instanceof errors.JOSENotSupported || error instanceof errors.JOSEAlgNotAllowed) throw error;
+      if (error instanceof KeySourceUnavailable) throw error;
       throw new KeySourceUnavailable(error);
     }
   };

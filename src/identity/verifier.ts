@@ -1,13 +1,16 @@
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
-import type { Role } from '../config/index.js';
+import { issuerIss, type Role } from '../config/index.js';
 import type { Clock } from '../shared/clock.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
-import { KeySourceUnavailable, type TrustedIssuer } from './issuers.js';
+import { claimsWellFormed, readClaim, writeClaim } from './claims.js';
+import { KeySourceUnavailable, type TrustedIssuer, type TrustedIssuers } from './issuers.js';
+import { normalizeName, type PersonResolver } from './person.js';
 import type { RoleResolver } from './roles.js';
+import { claimedTrustDomain, parseSpiffeId } from './spiffe.js';
 
 /** An identity the broker has verified: who (issuer, subject), of which kind, with which roles. */
 export interface Identity {
-  /** The token's `iss`, exactly. */
+  /** The token's `iss`, exactly; for a SPIFFE issuer the configured `issuer`, else `spiffe://<trust domain>`. */
   iss: string;
   sub: string;
   /** The configured name of its issuer (`idp`, `client_id` in records and tokens). */
@@ -15,13 +18,20 @@ export interface Identity {
   kind: 'workload' | 'person';
   claims: Readonly<JWTPayload>;
   roles: ReadonlySet<Role>;
-  /** Person issuers: the `usernameClaim` value. */
+  /** Person issuers with a `usernameClaim`: its value, exactly as in the token (compare `person`, not this). */
   username?: string;
-  /** Workload issuers: the `initiatorClaim` value, the person who started the job. */
+  /** Workload issuers with an `initiatorClaim`: its value, exactly as in the token, the person who started the job. */
   initiator?: string;
-  /** The person key (CONTRACT section 1, "People"); absent for a workload that names no initiator. */
+  /**
+   * The person key (CONTRACT section 1, "People"): equal keys are one person for every
+   * restriction, never for a grant. Absent only for a workload whose issuer has no `initiatorClaim`.
+   */
   person?: string;
-  /** The `bindClaims` values, nested as in the token; present only when the issuer binds jobs. */
+  /**
+   * Workload issuers with `bindClaims`: those claims' values exactly as in the token, nested as in
+   * the token (`[kubernetes.io, pod, uid]` gives `{"kubernetes.io": {"pod": {"uid": ...}}}`).
+   * Absent when the issuer has no `bindClaims`.
+   */
   boundClaims?: Record<string, unknown>;
 }
 
@@ -41,8 +51,10 @@ export interface IdentityVerifier {
 }
 
 export interface IdentityVerifierOptions {
-  issuers: ReadonlyMap<string, TrustedIssuer>;
+  issuers: TrustedIssuers;
   roles: RoleResolver;
+  /** `createPersonResolver(config)`: the person key of each identity. */
+  persons: PersonResolver;
   clockSkewMs: number;
   clock: Clock;
 }
@@ -59,58 +71,112 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
       const keyHeader = KEY_BEARING_HEADERS.find((name) => name in header);
       if (keyHeader) throw new InvalidToken('embedded_key', { header: keyHeader });
 
-      const claimedIssuer = readUnverifiedIssuer(token);
-      const issuer = claimedIssuer === undefined ? undefined : options.issuers.get(claimedIssuer);
-      if (!issuer) throw new InvalidToken('unknown_issuer', { iss: claimedIssuer });
+      const issuer = findIssuer(options.issuers, readUnverifiedClaims(token));
       const config = issuer.config;
+      const iss = issuerIss(config);
       if (typeof header.alg !== 'string' || !config.algorithms.includes(header.alg)) {
-        throw new InvalidToken('algorithm', { iss: config.issuer, alg: header.alg });
+        throw new InvalidToken('algorithm', { iss, alg: header.alg });
       }
 
       const now = options.clock();
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(token, issuer.keys, {
-          issuer: config.issuer,
+          // A JWT-SVID's `iss` is optional; findIssuer has judged it already.
+          ...(config.spiffeTrustDomain === undefined ? { issuer: config.issuer as string } : {}),
           audience: config.audiences,
           algorithms: config.algorithms,
           clockTolerance: skewSeconds,
           currentDate: new Date(now),
-          requiredClaims: ['sub', 'exp', ...(config.maxTokenAge !== undefined ? ['iat'] : []), ...config.requiredClaims],
+          requiredClaims: ['sub', 'exp', ...(config.maxTokenAge !== undefined ? ['iat'] : [])],
         }));
       } catch (error) {
-        throw new InvalidToken(rejectionFor(error), { iss: config.issuer, kid: header.kid, reason: (error as Error).message });
+        throw new InvalidToken(rejectionFor(error), { iss, kid: header.kid, reason: (error as Error).message });
       }
 
+      // Before any claim is read as text: a lone surrogate has no one meaning to compare.
+      if (!claimsWellFormed(payload)) throw new InvalidToken('invalid_claim', { iss, reason: 'a claim is not well-formed Unicode' });
       // jose judges `iat` only for its own maxTokenAge, which is not used: the contract refuses a future `iat` always.
       if (typeof payload.iat === 'number' && payload.iat > Math.floor(now / 1000) + skewSeconds) {
-        throw new InvalidToken('issued_in_future', { iss: config.issuer });
+        throw new InvalidToken('issued_in_future', { iss });
       }
       if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
-      // jose checks only that the name is there; a null or empty value carries nothing either.
-      const empty = config.requiredClaims.find((claim) => payload[claim] === null || payload[claim] === '');
-      if (empty !== undefined) throw new InvalidToken('missing_claim', { claim: empty });
+      // jose checks only top-level names, and only that they are there; a null or empty value carries nothing either.
+      const missing = config.requiredClaims.find((path) => isAbsent(readClaim(payload, path)));
+      if (missing !== undefined) throw new InvalidToken('missing_claim', { claim: missing });
       // maxTokenAge is checked here, not by jose, which would stretch it by clockSkew: the skew
       // forgives clocks that disagree, not a token older than the issuer's limit.
       if (config.maxTokenAge !== undefined && Math.floor(now / 1000) - (payload.iat as number) > config.maxTokenAge / 1000) {
-        throw new InvalidToken('too_old', { iss: config.issuer });
+        throw new InvalidToken('too_old', { iss });
       }
 
-      const identity = {
-        iss: config.issuer,
-        sub: payload.sub,
-        idp: config.name,
-        kind: config.kind,
-        claims: payload,
-      };
+      const username = nameClaim(config.usernameClaim, payload);
+      const initiator = nameClaim(config.initiatorClaim, payload);
+      const boundClaims = config.bindClaims === undefined ? undefined : bindClaims(config.bindClaims, payload);
+      const identity = { iss, sub: payload.sub, idp: config.name, kind: config.kind, claims: payload };
+      const person = options.persons({ ...identity, username, initiator });
       return {
         ...identity,
-        roles: options.roles({ ...identity, claims: payload }),
-        ...stringClaim('username', config.usernameClaim, payload),
-        ...stringClaim('initiator', config.initiatorClaim, payload),
+        roles: options.roles(identity),
+        ...(username !== undefined ? { username } : {}),
+        ...(initiator !== undefined ? { initiator } : {}),
+        ...(person !== undefined ? { person } : {}),
+        ...(boundClaims !== undefined ? { boundClaims } : {}),
       };
     },
   };
+}
+
+/**
+ * The issuer a token is for, judged on claims not yet verified: the signature, checked next with
+ * this issuer's keys, vouches for the very same claims. A `sub` naming a configured SPIFFE trust
+ * domain routes the token to that issuer (a JWT-SVID may have no `iss`), in any spelling, so
+ * that a malformed SPIFFE ID is refused there rather than taken for something else; any other
+ * token goes by its exact `iss`. A SPIFFE issuer takes only JWT-SVIDs of its own trust domain,
+ * whose `iss`, when present, is its configured `issuer` (none configured: no `iss` at all).
+ */
+function findIssuer(issuers: TrustedIssuers, claims: JWTPayload): TrustedIssuer {
+  const domain = typeof claims.sub === 'string' ? claimedTrustDomain(claims.sub) : undefined;
+  const spiffe = domain === undefined ? undefined : issuers.byTrustDomain.get(domain);
+  const issuer = spiffe ?? (typeof claims.iss === 'string' ? issuers.byIss.get(claims.iss) : undefined);
+  if (!issuer) throw new InvalidToken('unknown_issuer', { iss: claims.iss });
+  const { spiffeTrustDomain: trustDomain, issuer: iss } = issuer.config;
+  if (trustDomain !== undefined) {
+    const id = typeof claims.sub === 'string' ? parseSpiffeId(claims.sub) : undefined;
+    if (id?.trustDomain !== trustDomain) throw new InvalidToken('invalid_claim', { claim: 'sub', reason: `not a SPIFFE ID in ${trustDomain}` });
+    if (Object.hasOwn(claims, 'iss') && claims.iss !== iss) throw new InvalidToken('unknown_issuer', { iss: claims.iss, trustDomain });
+  }
+  return issuer;
+}
+
+const isAbsent = (value: unknown) => value === undefined || value === null || value === '';
+
+/**
+ * A `usernameClaim` or `initiatorClaim` value. When the issuer names the claim, the claim is
+ * required: fail closed, or leaving it out of a token would make its holder nobody, or someone
+ * else, to every separation rule. A value with nothing left once normalised names no one either.
+ */
+function nameClaim(claim: string | undefined, payload: JWTPayload): string | undefined {
+  if (claim === undefined) return undefined;
+  const value = readClaim(payload, claim);
+  if (isAbsent(value)) throw new InvalidToken('missing_claim', { claim });
+  if (typeof value !== 'string') throw new InvalidToken('invalid_claim', { claim, reason: 'not a string' });
+  if (normalizeName(value) === '') throw new InvalidToken('invalid_claim', { claim, reason: 'nothing left once normalised' });
+  return value;
+}
+
+/** The `bindClaims` values, as in the token: each required, and a string, number or boolean. */
+function bindClaims(paths: readonly (string | string[])[], payload: JWTPayload): Record<string, unknown> {
+  const bound: Record<string, unknown> = {};
+  for (const path of paths) {
+    const value = readClaim(payload, path);
+    if (isAbsent(value)) throw new InvalidToken('missing_claim', { claim: path });
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw new InvalidToken('invalid_claim', { claim: path, reason: 'not a string, number or boolean' });
+    }
+    writeClaim(bound, path, value);
+  }
+  return bound;
 }
 
 function readHeader(token: string): ProtectedHeaderParameters {
@@ -121,10 +187,10 @@ function readHeader(token: string): ProtectedHeaderParameters {
   }
 }
 
-function readUnverifiedIssuer(token: string): string | undefined {
+/** The claims before the signature is checked: only to find whose keys check it. */
+function readUnverifiedClaims(token: string): JWTPayload {
   try {
-    const { iss } = decodeJwt(token);
-    return typeof iss === 'string' ? iss : undefined;
+    return decodeJwt(token);
   } catch {
     throw new InvalidToken('malformed');
   }
@@ -135,12 +201,6 @@ function isAccessTokenType(typ: unknown): boolean {
   if (typeof typ !== 'string') return false;
   const type = typ.toLowerCase();
   return type === 'at+jwt' || type === 'application/at+jwt';
-}
-
-function stringClaim<K extends string>(key: K, claim: string | undefined, payload: JWTPayload): { [P in K]?: string } {
-  if (claim === undefined) return {};
-  const value = payload[claim];
-  return typeof value === 'string' && value !== '' ? ({ [key]: value } as { [P in K]: string }) : {};
 }
 
 function rejectionFor(error: unknown): TokenRejection {

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, resolveConfigPath } from '../../src/config/index.js';
-import { baseConfig, createTestIssuers } from '../helpers/broker.js';
+import { ConfigError, databaseEngine, loadConfig, parseConfig, redactDatabase, resolveConfigPath } from '../../src/config/index.js';
+import { baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jit-config-test-'));
 const write = (name: string, content: unknown) => {
@@ -62,7 +62,7 @@ describe('configuration', () => {
     expect(problemsOf(write('bad2.yaml', second))).toEqual([
       'listen.port: Too big: expected number to be <=65535',
       'identity.issuers.0.issuer: the broker\'s own issuer can never be a trusted identity issuer',
-      `identity.issuers.${second.identity.issuers.length - 1}.issuer: duplicate issuer "${second.identity.issuers[1].issuer}": one entry per iss`,
+      `identity.issuers.${second.identity.issuers.length - 1}.issuer: duplicate issuer "${second.identity.issuers[1].issuer}": the same URL as issuer "sso" (letter case, default port and trailing slash aside); one entry per iss`,
       'roles.4.match.issuer: "ci" is a workload issuer; this needs a person issuer',
       'policies.0.scopes.2: no scope is named "no:such-scope"',
       'separation.1.scopes.1: no scope is named "ghost"',
@@ -99,3 +99,285 @@ describe('configuration', () => {
     expect(resolveConfigPath([], {})).toBe('config/broker.yaml');
   });
 });
+
+/** CONTRACT section 2, the fields of 2026-12-01: defaults, and every start-up refusal by the field it names. */
+describe('configuration: people, SPIFFE, limits and the other new fields', () => {
+  let issuers: TestIssuers;
+  const config = async (edit: (c: Record<string, any>) => void = () => {}) => {
+    issuers ??= await createTestIssuers();
+    const raw = baseConfig(dir, issuers) as Record<string, any>;
+    edit(raw);
+    return raw;
+  };
+  const problems = async (edit: (c: Record<string, any>) => void): Promise<string[]> => {
+    try {
+      parseConfig('test', await config(edit));
+    } catch (error) {
+      if (error instanceof ConfigError) return error.problems;
+      throw error;
+    }
+    throw new Error('expected the configuration to be refused');
+  };
+  const spire = (name: string, more: Record<string, unknown> = {}) => ({
+    name,
+    kind: 'workload',
+    spiffeTrustDomain: 'example.org',
+    jwks: issuers.ci.jwks,
+    audiences: ['jit-broker'],
+    algorithms: ['ES256'],
+    ...more,
+  });
+
+  it('gives every new field its default, so an older file still loads', async () => {
+    const parsed = parseConfig('test', await config());
+    expect(parsed.people).toEqual([]);
+    expect(parsed.limits).toEqual({ requestsPerMinute: 600, liveGrants: 1000, pendingRequests: 20 });
+    expect(parsed.audit).toEqual({ checkpointEvery: 3_600_000 });
+    expect(parsed.signing.publishAhead).toBe(600_000);
+    const hooked = parseConfig('test', await config((c) => (c.notify = { webhooks: [{ url: 'https://hooks.example/b', events: ['audit.checkpoint'] }] })));
+    expect(hooked.notify.webhooks[0]).toMatchObject({ format: 'json', events: ['audit.checkpoint'] });
+  });
+
+  it('reads every new field as written', async () => {
+    const parsed = parseConfig(
+      'test',
+      await config((c) => {
+        c.database = 'postgresql://broker@db.internal:5432/jit';
+        c.signing.publishAhead = '30m';
+        c.limits = { requestsPerMinute: 60, liveGrants: 10, pendingRequests: 2 };
+        c.audit = { checkpointEvery: '15m' };
+        c.notify = { webhooks: [{ url: 'https://hooks.example/b', events: ['approval.requested'], format: 'slack' }] };
+        c.identity.issuers[0].bindClaims = ['run_id', ['kubernetes.io', 'pod', 'uid']];
+        c.identity.issuers[0].requiredClaims = ['repository', ['kubernetes.io', 'namespace']];
+        c.identity.issuers.push(spire('spire'));
+        c.people = [{ name: 'Bob', aliases: [{ issuer: 'ci', username: 'bob-gh' }, { issuer: 'sso', username: 'bob@acme.com' }] }];
+      }),
+    );
+    expect(parsed.database).toBe('postgresql://broker@db.internal:5432/jit');
+    expect(databaseEngine(parsed.database)).toBe('postgres');
+    expect(databaseEngine('./data/broker.db')).toBe('sqlite');
+    expect(parsed.signing.publishAhead).toBe(30 * 60_000);
+    expect(parsed.limits).toEqual({ requestsPerMinute: 60, liveGrants: 10, pendingRequests: 2 });
+    expect(parsed.audit.checkpointEvery).toBe(15 * 60_000);
+    expect(parsed.notify.webhooks[0]?.format).toBe('slack');
+    expect(parsed.identity.issuers[0]?.bindClaims).toEqual(['run_id', ['kubernetes.io', 'pod', 'uid']]);
+    expect(parsed.identity.issuers[0]?.requiredClaims).toEqual(['repository', ['kubernetes.io', 'namespace']]);
+    expect(parsed.identity.issuers[2]).toMatchObject({ name: 'spire', spiffeTrustDomain: 'example.org' });
+    expect(parsed.identity.issuers[2]?.issuer).toBeUndefined();
+    expect(parsed.people).toEqual([{ name: 'Bob', aliases: [{ issuer: 'ci', username: 'bob-gh' }, { issuer: 'sso', username: 'bob@acme.com' }] }]);
+  });
+
+  it('takes match claims as nested maps, numbers and booleans as their JSON text', async () => {
+    const parsed = parseConfig(
+      'test',
+      await config((c) => {
+        c.policies[0].match.claims = { 'kubernetes.io': { namespace: 'prod', serviceaccount: { name: 'deployer' } }, run_attempt: 1, fork: false };
+      }),
+    );
+    expect(parsed.policies[0]?.match.claims).toEqual({
+      'kubernetes.io': { namespace: 'prod', serviceaccount: { name: 'deployer' } },
+      run_attempt: '1',
+      fork: 'false',
+    });
+    expect(await problems((c) => (c.policies[0].match.claims = { 'kubernetes.io': {} }))).toEqual([
+      'policies.0.match.claims.kubernetes.io: an empty map would match any object; name its members',
+    ]);
+  });
+
+  it('refuses a database URL of another engine, or one that is not a URL, and never repeats its password', async () => {
+    expect(await problems((c) => (c.database = 'mysql://broker:hunter2@db.internal/jit'))).toEqual([
+      'database: a URL here must be postgres:// or postgresql:// (else give a SQLite file path)',
+    ]);
+    expect(await problems((c) => (c.database = 'postgres:///jit'))).toEqual(['database: a postgres:// URL must name its host']);
+    const bad = await problems((c) => (c.database = 'postgres://broker:hun ter2@db:port/jit'));
+    expect(bad).toEqual(['database: is not a valid postgres:// URL (a password with special characters must be percent-encoded)']);
+    for (const line of bad) expect(line).not.toMatch(/hunter2|hun ter2/);
+    // The env override is judged like the file.
+    const path = write('db.yaml', await config());
+    try {
+      loadConfig(path, { BROKER_DB: 'postgres://broker:hunter2@db.internal:5432/jit' });
+      loadConfig(path, { BROKER_DB: 'mongodb://broker:hunter2@db.internal/jit' });
+      throw new Error('expected a refusal');
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).message).not.toMatch(/hunter2/);
+    }
+    expect(redactDatabase('postgres://broker:hunter2@db.internal:5432/jit')).toBe('postgres://broker:***@db.internal:5432/jit');
+    expect(redactDatabase('./data/broker.db')).toBe('./data/broker.db');
+  });
+
+  it('refuses a publishAhead not shorter than rotateEvery', async () => {
+    expect(await problems((c) => (c.signing.publishAhead = '24h'))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
+    ]);
+    expect(await problems((c) => (c.signing = { ...c.signing, rotateEvery: '1h', publishAhead: '2h' }))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
+    ]);
+    // Against the defaults too: rotateEvery (24h), and publishAhead (10m) with a short rotateEvery.
+    expect(await problems((c) => (c.signing = { algorithm: 'ES256', keyDir: c.signing.keyDir, publishAhead: '25h' }))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
+    ]);
+    expect(await problems((c) => (c.signing = { algorithm: 'ES256', keyDir: c.signing.keyDir, rotateEvery: '10m' }))).toEqual([
+      'signing.publishAhead: must be shorter than rotateEvery (publishAhead is 10m unless set)',
+    ]);
+  });
+
+  it('refuses limits that are not positive whole numbers', async () => {
+    expect(await problems((c) => (c.limits = { requestsPerMinute: 0, liveGrants: -1, pendingRequests: 1.5 }))).toEqual([
+      'limits.requestsPerMinute: Too small: expected number to be >0',
+      'limits.liveGrants: Too small: expected number to be >0',
+      'limits.pendingRequests: Invalid input: expected int, received number',
+    ]);
+  });
+
+  it('refuses a webhook URL carrying a user or password, without repeating it, and an unknown format', async () => {
+    const refused = await problems((c) => {
+      c.notify = {
+        webhooks: [
+          { url: 'https://bot:s3cret@hooks.example/b', events: ['approval.requested'] },
+          { url: 'https://token@hooks.example/b', events: ['approval.requested'] },
+          { url: 'https://hooks.example/b', events: ['approval.requested'], format: 'xml' },
+        ],
+      };
+    });
+    expect(refused).toEqual([
+      'notify.webhooks.0.url: must not carry a user or password (a webhook proves itself with secretFile)',
+      'notify.webhooks.1.url: must not carry a user or password (a webhook proves itself with secretFile)',
+      'notify.webhooks.2.format: Invalid option: expected one of "json"|"slack"',
+    ]);
+    for (const line of refused) expect(line).not.toMatch(/s3cret|token@/);
+  });
+
+  it('refuses two issuers whose URLs differ only in letter case, a default port or a trailing slash', async () => {
+    const twin = (issuer: string) => (c: Record<string, any>) => c.identity.issuers.push({ ...c.identity.issuers[1], name: 'sso-twin', issuer });
+    for (const spelling of ['HTTPS://SSO.TEST', 'https://sso.test/', 'https://Sso.Test:443', 'https://sso.test:443/']) {
+      expect(await problems(twin(spelling))).toEqual([
+        `identity.issuers.2.issuer: duplicate issuer "${spelling}": the same URL as issuer "sso" (letter case, default port and trailing slash aside); one entry per iss`,
+      ]);
+    }
+    const http = (c: Record<string, any>) => {
+      c.identity.issuers[1].issuer = 'http://sso.test/tenant/';
+      c.identity.issuers.push({ ...c.identity.issuers[1], name: 'sso-twin', issuer: 'HTTP://sso.test:80/tenant' });
+    };
+    expect(await problems(http)).toHaveLength(1);
+    // Not the same: another port, another path (paths keep their case), another scheme.
+    for (const other of ['https://sso.test:8443', 'https://sso.test/Tenant', 'https://sso.test/tenant', 'http://sso.test']) {
+      expect(() => parseConfig('test', baseConfigWith(twin(other)))).not.toThrow();
+    }
+  });
+
+  it('refuses the broker\'s own issuer as a trusted issuer in another spelling too', async () => {
+    expect(await problems((c) => (c.identity.issuers[1].issuer = 'HTTP://Broker.Test:80/'))).toEqual([
+      'identity.issuers.1.issuer: the broker\'s own issuer can never be a trusted identity issuer',
+    ]);
+  });
+
+  it('refuses two issuers with one SPIFFE trust domain, and a SPIFFE iss that another issuer names', async () => {
+    expect(await problems((c) => c.identity.issuers.push(spire('spire'), spire('spire-2', { issuer: 'https://spire-2.example' })))).toEqual([
+      'identity.issuers.3.spiffeTrustDomain: trust domain "example.org" is already issuer "spire"\'s; one issuer per trust domain',
+    ]);
+    // Identities of `spire` show iss spiffe://example.org: no other issuer may have that iss.
+    const shown = await problems((c) => c.identity.issuers.push({ ...c.identity.issuers[0], name: 'ci-2', issuer: 'spiffe://example.org' }, spire('spire')));
+    expect(shown).toEqual([
+      'identity.issuers.3.spiffeTrustDomain: duplicate issuer "spiffe://example.org": the same URL as issuer "ci-2" (letter case, default port and trailing slash aside); one entry per iss',
+    ]);
+  });
+
+  it('needs an issuer URL or a SPIFFE trust domain, and a trust domain as SPIFFE writes one', async () => {
+    expect(await problems((c) => delete c.identity.issuers[0].issuer)).toEqual(['identity.issuers.0.issuer: required (unless spiffeTrustDomain names a SPIFFE trust domain)']);
+    for (const domain of ['Example.org', 'example.org/x', 'spiffe://example.org', 'exa mple.org', '']) {
+      expect(await problems((c) => c.identity.issuers.push(spire('spire', { spiffeTrustDomain: domain })))).toEqual([
+        'identity.issuers.2.spiffeTrustDomain: must be a SPIFFE trust domain: lower-case letters, digits, ., - and _',
+      ]);
+    }
+    expect(await problems((c) => c.identity.issuers.push(spire('spire', { kind: 'person' })))).toEqual([
+      'identity.issuers.2.spiffeTrustDomain: a SPIFFE trust domain names workloads: only workload issuers have one',
+    ]);
+  });
+
+  it('refuses bindClaims and initiatorClaim on a person issuer, and bindClaims that no token could satisfy', async () => {
+    expect(
+      await problems((c) => {
+        c.identity.issuers[1].bindClaims = ['session'];
+        c.identity.issuers[1].initiatorClaim = 'actor';
+      }),
+    ).toEqual(['identity.issuers.1.initiatorClaim: only workload issuers have an initiatorClaim', 'identity.issuers.1.bindClaims: only workload issuers have bindClaims']);
+    expect(await problems((c) => (c.identity.issuers[0].bindClaims = ['run_id', ['run_id'], ['kubernetes.io', 'pod', 'uid'], ['kubernetes.io', 'pod']]))).toEqual([
+      'identity.issuers.0.bindClaims.1: run_id is listed twice',
+      'identity.issuers.0.bindClaims.3: [kubernetes.io, pod, uid] lies inside [kubernetes.io, pod], which is bound as a value',
+    ]);
+    expect(await problems((c) => (c.identity.issuers[0].bindClaims = ['run_id', [], ['']]))).toEqual([
+      'identity.issuers.0.bindClaims.1: Too small: expected array to have >=1 items',
+      'identity.issuers.0.bindClaims.2.0: Too small: expected string to have >=1 characters',
+    ]);
+  });
+
+  it('refuses a people alias naming an unknown issuer, or an issuer where no alias could apply', async () => {
+    const refused = await problems((c) => {
+      c.identity.issuers.push({ ...c.identity.issuers[0], name: 'ci-anon', issuer: 'https://ci-anon.test', initiatorClaim: undefined });
+      c.identity.issuers.push({ ...c.identity.issuers[1], name: 'sso-anon', issuer: 'https://sso-anon.test', usernameClaim: undefined });
+      c.people = [
+        {
+          name: 'bob',
+          aliases: [
+            { issuer: 'github', username: 'bob-gh' },
+            { issuer: 'ci-anon', username: 'bob' },
+            { issuer: 'sso-anon', username: 'bob' },
+          ],
+        },
+      ];
+    });
+    expect(refused).toEqual([
+      'people.0.aliases.0.issuer: no identity issuer is named "github"',
+      'people.0.aliases.1.issuer: workload issuer "ci-anon" has no initiatorClaim, so no alias on it could ever apply',
+      'people.0.aliases.2.issuer: person issuer "sso-anon" has no usernameClaim, so no alias on it could ever apply',
+    ]);
+  });
+
+  it('refuses one username, in any spelling, listed for two people', async () => {
+    const refused = await problems((c) => {
+      c.people = [
+        { name: 'bob', aliases: [{ issuer: 'ci', username: 'bob-gh' }] },
+        { name: 'robert', aliases: [{ issuer: 'sso', username: 'bob-gh' }, { issuer: 'ci', username: 'ＢＯＢ-gh\u200b ' }] },
+      ];
+    });
+    expect(refused).toEqual([
+      'people.1.aliases.1.username: "ＢＯＢ-gh\u200b " at "ci" is already an alias of people.0 ("bob"); one username names one person',
+    ]);
+    // One username at two issuers is two usernames; listed twice for one person, it is harmless.
+    expect(() =>
+      parseConfig('test', baseConfigWith((c) => (c.people = [{ name: 'bob', aliases: [{ issuer: 'ci', username: 'bob' }, { issuer: 'sso', username: 'bob' }, { issuer: 'ci', username: 'Bob' }] }]))),
+    ).not.toThrow();
+  });
+
+  it('refuses a __proto__ key anywhere, which the schema would otherwise drop without a word', async () => {
+    const path = write('proto.yaml', `${YAML.stringify(await config())}\nlimits: { __proto__: { liveGrants: 1 } }\n`);
+    expect(problemsOf(path)).toEqual(['limits.__proto__: unknown field']); // strict sections name it themselves
+    const raw = await config();
+    (raw.roles[0].match as Record<string, unknown>).claims = JSON.parse('{"groups": "approvers", "__proto__": {"tenant": "acme"}}');
+    expect(() => parseConfig('test', raw)).toThrow(/roles\.0\.match\.claims\.__proto__: never a valid key/);
+  });
+
+  it('refuses a person listed twice, and names or usernames with nothing left once normalised', async () => {
+    const refused = await problems((c) => {
+      c.people = [
+        { name: 'Bob', aliases: [{ issuer: 'ci', username: 'bob-gh' }] },
+        { name: 'bob ', aliases: [{ issuer: 'sso', username: 'bob@acme.com' }] },
+        { name: '\u200b', aliases: [{ issuer: 'sso', username: ' \u2060' }] },
+      ];
+    });
+    expect(refused).toEqual([
+      'people.1.name: "bob " is the name of people.0, once normalised; list each person once',
+      'people.2.name: nothing is left of it once white space, control and invisible characters are removed',
+      'people.2.aliases.0.username: nothing is left of it once white space, control and invisible characters are removed',
+    ]);
+  });
+});
+
+/** The base configuration with an edit, for the cases that must load. */
+function baseConfigWith(edit: (c: Record<string, any>) => void): Record<string, unknown> {
+  const raw = baseConfig(dir, sharedIssuers) as Record<string, any>;
+  edit(raw);
+  return raw;
+}
+const sharedIssuers = await createTestIssuers();

@@ -187,6 +187,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     db,
     logs,
     as: {
+      // `ci` names its initiator (`actor`), so its tokens must carry one: by default a person
+      // who approves nothing here, so that only the tests about initiators meet the rule.
       pipeline: (claims = {}, sub = 'repo:acme/app:ref:refs/heads/main') =>
         issuers.ci.token(sub, { repository: 'acme/app', actor: DEFAULT_ACTOR, ...claims }, { now: clock() }),
       ml: (claims = {}) =>

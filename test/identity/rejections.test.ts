@@ -38,7 +38,7 @@ async function expectRefused(token: string, reason: string) {
 }
 
 const now = () => Math.floor(t.clock() / 1000);
-const claims = { repository: 'acme/app' };
+const claims = { repository: 'acme/app', actor: 'octocat' };
 const pipelineSub = 'repo:acme/app:ref:refs/heads/main';
 
 describe('identity tokens', () => {
