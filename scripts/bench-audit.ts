@@ -121,13 +121,14 @@ if (!events.ok) throw new Error('the seeded chain does not verify');
 const server = createServer(broker.app);
 await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
 const { port } = server.address() as AddressInfo;
-const token = await issuers.sso.token('ivy', { groups: ['auditors'] }, { now });
+const token = await issuers.sso.token('ivy', { groups: ['auditors'], preferred_username: 'ivy' }, { now });
 rows.push(['RSS before the exports', `${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`]);
 let peakRss = 0;
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
 for (const format of ['ndjson', 'csv']) {
   const started = performance.now();
   const response = await fetch(`http://127.0.0.1:${port}/v1/audit/issuances?format=${format}`, { headers: { authorization: `Bearer ${token}` } });
+  if (!response.ok) throw new Error(`export ${format}: HTTP ${response.status} ${await response.text()}`);
   let bytes = 0;
   let lines = 0;
   for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
