@@ -171,8 +171,9 @@ async function createGitHubIdentity(): Promise<Identity> {
  * THE bench configuration of the broker, in one place. A GitHub-shaped workload issuer, a
  * low-risk scope granted to the pipeline, and a separation rule on two other scopes (so the
  * separation check runs on every request, as it would in production).
- * When the schema has `limits:`, add very high limits here, so the bench measures the broker's
- * work rather than its refusals (each run uses one identity at thousands of requests a minute).
+ * Limits are set far above what one run can reach, so the bench measures the broker's work
+ * (the limits are still counted on every request) rather than its refusals: each run uses one
+ * identity at thousands of requests a minute.
  */
 function benchBrokerConfig({ port, dir, jwks }: { port: number; dir: string; jwks: Identity['jwks'] }): Record<string, unknown> {
   return {
@@ -203,6 +204,7 @@ function benchBrokerConfig({ port, dir, jwks }: { port: number; dir: string; jwk
     ],
     policies: [{ id: 'acme-app', match: { issuer: 'github', subject: 'repo:acme/app:*' }, scopes: [SCOPE] }],
     separation: [{ name: 'train-vs-deploy', scopes: ['model:train', 'model:deploy'] }],
+    limits: { requestsPerMinute: 100_000_000, liveGrants: 100_000_000, pendingRequests: 1_000 },
   };
 }
 

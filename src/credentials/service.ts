@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { requireRole, type Identity } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
@@ -17,6 +16,7 @@ import {
 import type { Settings } from '../settings/index.js';
 import { toEpochSeconds, toIso, type Clock } from '../shared/clock.js';
 import { decodeCursor, encodeCursor } from '../shared/cursor.js';
+import { uuidv7 } from '../shared/ids.js';
 import { BrokerError, Conflict, InvalidRequest, NotFound, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import { isLive, type RequestRecord, type RequestState, type RequestStatus, type Store } from '../store/index.js';
 import { mintAccessToken, readOwnToken, sha256Token, type Keyring, type MintedToken } from '../tokens/index.js';
@@ -162,7 +162,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
       return refuse(identity, input, error, now);
     }
 
-    const id = randomUUID();
+    const id = uuidv7(now);
     const request: RequestRecord = {
       id,
       requester: { iss: identity.iss, sub: identity.sub },

@@ -1,5 +1,6 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { SignJWT } from 'jose';
+import { uuidv7 } from '../shared/ids.js';
 import type { Principal } from '../store/index.js';
 import type { Keyring } from './keyring.js';
 
@@ -35,7 +36,7 @@ export async function mintAccessToken(keyring: Keyring, issuer: string, grant: A
   const key = await keyring.signingKey();
   const iat = Math.floor(now / 1000);
   const exp = iat + grant.ttlSeconds;
-  const jti = randomUUID();
+  const jti = uuidv7(now);
   const token = await new SignJWT({
     client_id: grant.idp,
     scope: grant.scopes.join(' '),

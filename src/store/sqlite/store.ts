@@ -235,7 +235,9 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     if (probe.conflicting.length > 0) {
       const holders = holderKeys(probe.holders.identity, probe.holders.person);
       const conflict = row<{ id: string; scopes: string; holder: string }>(
-        `SELECT r.id, r.scopes, l.holder FROM live_scopes l JOIN requests r ON r.id = l.request_id
+        // CROSS JOIN keeps live_scopes first: the few rows of the conflicting scopes, never the
+        // requests table's live rows, which grow with every caller's grants.
+        `SELECT r.id, r.scopes, l.holder FROM live_scopes l CROSS JOIN requests r ON r.id = l.request_id
          WHERE l.holder IN (${marks(holders.length)}) AND l.scope IN (${marks(probe.conflicting.length)})
            AND r.status IN ${LIVE} AND r.expires_at > ?
          LIMIT 1`,
