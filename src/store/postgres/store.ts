@@ -191,9 +191,12 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
             FROM caller_minutes WHERE holder = ANY($1) AND minute = $2) AS minute_rows,
          (SELECT json_agg(json_build_object('holder', holder, 'live', live, 'pending', pending))
             FROM holder_load WHERE holder = ANY($1)) AS load_rows,
+         -- LATERAL keeps live_scopes first: the conflicting scopes' few rows, never every live request.
          (SELECT json_build_object('id', r.id, 'scopes', r.scopes, 'holder', l.holder)
-            FROM live_scopes l JOIN requests r ON r.id = l.request_id
-           WHERE l.holder = ANY($1) AND l.scope = ANY($3) AND r.status IN ${LIVE} AND r.expires_at > $4 LIMIT 1) AS conflict,
+            FROM live_scopes l
+            CROSS JOIN LATERAL (SELECT id, scopes FROM requests
+                                 WHERE id = l.request_id AND status IN ${LIVE} AND expires_at > $4) r
+           WHERE l.holder = ANY($1) AND l.scope = ANY($3) LIMIT 1) AS conflict,
          CASE WHEN $5::boolean THEN
            (SELECT json_build_object('count', count(*), 'oldest', min(issued_at)) FROM
               (SELECT issued_at FROM requests WHERE requester_iss = $8 AND requester_sub = $9 AND break_glass AND issued_at > $6 LIMIT $7) b)
