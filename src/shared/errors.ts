@@ -185,7 +185,7 @@ export class Conflict extends BrokerError {
 export class RateLimited extends BrokerError {
   readonly type = 'rate_limited';
   readonly status = 429;
-  readonly oauthError = 'rate_limited';
+  readonly oauthError = 'slow_down';
 
   constructor(
     detail: string,

@@ -1,0 +1,168 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { REFUSALS_RECORDED_PER_MINUTE } from '../../src/credentials/admission.js';
+import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { allEvents } from '../helpers/records.js';
+
+/** CONTRACT section 2 `limits`, and section 5's bounded refusal records. */
+
+let t: TestBroker;
+afterEach(async () => {
+  await t.close();
+});
+
+const MINUTE = 60_000;
+const read = { task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
+const migrate = { task_id: 'migrate', scopes: ['db:admin'], audience: 'db.acme.internal' };
+const post = async (token: string, payload: Record<string, unknown> = read) => t.http.post('/v1/credentials').set(bearer(token)).send(payload);
+const start = (limits: Record<string, number>) =>
+  startTestBroker({
+    configure(config) {
+      config.limits = limits;
+      (config.policies as unknown[]).push({ id: 'people-read', match: { issuer: 'sso', claims: { groups: 'builders' } }, scopes: ['artifacts:read'] });
+    },
+  });
+/** The start of the next whole minute on the broker's clock (never back in time: its key must already sign). */
+const nextMinute = () => Math.ceil((t.clock() + 1) / MINUTE) * MINUTE;
+const dbJob = (actor = 'pat') => t.as.pipeline({ repository: 'acme/db', actor }, 'repo:acme/db:ref:refs/heads/main');
+const expect429 = (response: { status: number; body: { type?: string; detail?: string }; headers: Record<string, string> }, why: RegExp) => {
+  expect(response.status).toBe(429);
+  expect(response.body.type).toMatch(/rate_limited$/);
+  expect(response.body.detail).toMatch(why);
+  expect(Number(response.headers['retry-after'])).toBeGreaterThan(0);
+};
+
+describe('requestsPerMinute', () => {
+  it('refuses past the limit in a minute with 429 and Retry-After, counting refusals too, then recovers', async () => {
+    t = await start({ requestsPerMinute: 4 });
+    const minute = nextMinute();
+    t.clock.set(minute + 15_000);
+    const job = await t.as.pipeline();
+    for (let i = 0; i < 3; i += 1) expect((await post(job)).status).toBe(201);
+    expect((await post(job, { ...read, scopes: ['db:admin'] })).status).toBe(403); // refused, and counted
+    const over = await post(job);
+    expect429(over, /4 a minute per identity/);
+    expect(over.headers['retry-after']).toBe('45'); // until the minute is over
+    t.clock.set(minute + MINUTE);
+    expect((await post(await t.as.pipeline())).status).toBe(201);
+  });
+
+  it('counts per person: a second identity of the same person shares the minute', async () => {
+    t = await start({ requestsPerMinute: 3 });
+    for (let i = 0; i < 3; i += 1) expect((await post(await t.as.pipeline({ actor: 'bob' }))).status).toBe(201);
+    expect429(await post(await t.as.person('bob', ['builders'])), /per person/);
+    expect((await post(await t.as.person('carol', ['builders']))).status).toBe(201);
+  });
+
+  it('answers 429 slow_down on the token endpoint', async () => {
+    t = await start({ requestsPerMinute: 1 });
+    const exchange = async () =>
+      t.http.post('/oauth2/token').type('form').send({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: await t.as.pipeline(),
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        scope: 'artifacts:read',
+        audience: 'registry.acme.internal',
+        task_id: 'build',
+      });
+    expect((await exchange()).status).toBe(200);
+    const refused = await exchange();
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toBe('slow_down');
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+  });
+});
+
+describe('liveGrants', () => {
+  it('refuses a grant past the limit until one ends: completed, revoked or expired', async () => {
+    t = await start({ liveGrants: 3 });
+    const job = await t.as.pipeline();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i += 1) ids.push((await post(job, { ...read, ttl_seconds: 600 - i * 60 })).body.request_id);
+    const over = await post(job);
+    expect429(over, /at most 3 held at once per identity/);
+    expect(Number(over.headers['retry-after'])).toBe(480); // the soonest grant ends in 8 minutes
+
+    expect((await t.http.post(`/v1/credentials/${ids[0]}/complete`).set(bearer(job))).status).toBe(200);
+    expect((await post(job)).status).toBe(201);
+    expect429(await post(job), /live grants/);
+
+    t.clock.advance(9 * MINUTE); // one expires; until the scheduler marks it, it still counts
+    const fresh = await t.as.pipeline();
+    const waiting = await post(fresh);
+    expect429(waiting, /live grants/);
+    expect(Number(waiting.headers['retry-after'])).toBeLessThanOrEqual(t.config.scheduler.interval / 1000);
+    await t.broker.scheduler.runAll();
+    expect((await post(fresh)).status).toBe(201);
+  });
+
+  it('counts per person, across the person\'s identities', async () => {
+    t = await start({ liveGrants: 2 });
+    expect((await post(await t.as.pipeline({ actor: 'bob' }))).status).toBe(201);
+    expect((await post(await t.as.person('bob', ['builders']))).status).toBe(201);
+    expect429(await post(await t.as.pipeline({ actor: 'BOB' })), /per person/);
+    expect((await post(await t.as.pipeline({ actor: 'carol' }))).status).toBe(201);
+  });
+
+  it('holds under concurrent requests', async () => {
+    t = await start({ liveGrants: 3 });
+    const job = await t.as.pipeline();
+    const responses = await Promise.all(Array.from({ length: 12 }, () => post(job)));
+    expect(responses.filter((r) => r.status === 201)).toHaveLength(3);
+    expect(responses.filter((r) => r.status === 429)).toHaveLength(9);
+  });
+});
+
+describe('pendingRequests', () => {
+  it('refuses a request that would wait past the limit, not one issued at once, and recovers when one is decided', async () => {
+    t = await start({ pendingRequests: 2 });
+    const job = await dbJob();
+    const first = (await post(job, migrate)).body;
+    await post(job, { ...migrate, task_id: 'migrate-2' });
+    expect429(await post(job, { ...migrate, task_id: 'migrate-3' }), /awaiting approval/);
+    const read = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline({ repository: 'acme/db' }, 'repo:acme/db:ref:refs/heads/main'))).send({ task_id: 'b', scopes: ['artifacts:read'], audience: 'x' });
+    expect(read.status).toBe(201);
+    const deny = await t.http
+      .post(`/v1/credentials/${first.request_id}/approvals`)
+      .set(bearer(await t.as.person('alice', ['approvers'])))
+      .send({ decision: 'deny', reason: 'not today', digest: first.digest });
+    expect(deny.body.status).toBe('denied');
+    expect((await post(job, { ...migrate, task_id: 'migrate-3' })).status).toBe(202);
+  });
+});
+
+describe('refusal records', () => {
+  it('records a few refusals a minute one by one, counts the rest into one event, and the counts add up', async () => {
+    t = await start({ requestsPerMinute: 1_000 });
+    const minute = nextMinute();
+    t.clock.set(minute);
+    const job = await t.as.pipeline();
+    const refusals = 40;
+    for (let i = 0; i < refusals; i += 1) expect((await post(job, { ...read, scopes: ['db:admin'] })).status).toBe(403);
+    const refused = async () => (await allEvents(t)).filter((e) => e.type === 'request.refused');
+    expect(await refused()).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
+
+    await t.broker.scheduler.runAll(); // the minute is not over: nothing to report yet
+    expect(await refused()).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
+    t.clock.advance(MINUTE);
+    await t.broker.scheduler.runAll();
+    await t.broker.scheduler.runAll(); // and reported once
+    const events = await refused();
+    expect(events).toHaveLength(REFUSALS_RECORDED_PER_MINUTE + 1);
+    const aggregated = events.at(-1);
+    expect(aggregated).toMatchObject({ actor: { sub: 'repo:acme/app:ref:refs/heads/main' }, data: { aggregated: true, minute: new Date(minute).toISOString() } });
+    expect(events.reduce((sum, e) => sum + Number(e.data.count), 0)).toBe(refusals);
+  });
+
+  it('caps what a refusal stores, however large the request', async () => {
+    t = await start({});
+    const scopes = Array.from({ length: 32 }, (_, i) => `x${i}:${'s'.repeat(120)}`);
+    const response = await post(await t.as.pipeline(), { task_id: 't'.repeat(256), scopes, audience: 'a'.repeat(512) });
+    expect(response.status).toBe(403);
+    const [event] = (await allEvents(t)).filter((e) => e.type === 'request.refused');
+    expect(event?.data.scopes).toHaveLength(8);
+    expect(event?.data.more_scopes).toBe(24);
+    expect(String(event?.data.task_id).length).toBeLessThanOrEqual(129);
+    expect(String(event?.data.audience).length).toBeLessThanOrEqual(257);
+    expect(JSON.stringify(event?.data).length).toBeLessThan(3_000);
+  });
+});
