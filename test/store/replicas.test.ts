@@ -1,0 +1,170 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyStoredChain } from '../../src/audit/index.js';
+import { openStore, type Store } from '../../src/store/index.js';
+import { BROKER_ISSUER, baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
+import { createTestDatabase, ENGINE, type TestDatabase } from '../helpers/engine.js';
+import { startBrokerProcess, until, type BrokerProcess } from '../helpers/process.js';
+
+/**
+ * CONTRACT section 5: several broker processes on one database (replicas on PostgreSQL, several
+ * processes on one SQLite file) keep every guarantee: each check-then-write is atomic across
+ * them, the audit log stays one chain, and the JWKS of any of them lists the keys of all. Each
+ * replica here keeps its own private key (its own keyDir), and load goes through all three.
+ */
+
+const REPLICAS = 3;
+let dir: string;
+let db: TestDatabase;
+let issuers: TestIssuers;
+let replicas: BrokerProcess[];
+let store: Store;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'jit-replicas-'));
+  db = await createTestDatabase(dir);
+  issuers = await createTestIssuers();
+  const config = (n: number) => {
+    const base = baseConfig(dir, issuers, db.url) as Record<string, Record<string, unknown>>;
+    return {
+      ...base,
+      // Each its own private key, published 2 s before it signs: the others' JWKS know it by then.
+      signing: { ...base.signing, keyDir: join(dir, `keys-${n}`), publishAhead: '2s' },
+      limits: { requestsPerMinute: 1_000_000, liveGrants: 1_000_000, pendingRequests: 1_000_000 },
+    };
+  };
+  // The first creates the schema and the first key; the others start together and wait on it.
+  replicas = [await startBrokerProcess(dir, 'replica-0', config(0))];
+  replicas.push(...(await Promise.all(Array.from({ length: REPLICAS - 1 }, (_, i) => startBrokerProcess(dir, `replica-${i + 1}`, config(i + 1))))));
+  // Every replica ready: its own key published long enough to sign.
+  for (const replica of replicas) await until(async () => (await fetch(`${replica.url}/readyz`)).ok);
+  store = await openStore(db.url, Date.now);
+}, 60_000);
+
+afterAll(async () => {
+  for (const replica of replicas ?? []) if (replica.child.exitCode === null) replica.child.kill('SIGTERM');
+  await Promise.all((replicas ?? []).map((replica) => replica.exited));
+  await store?.close();
+  await db?.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const at = (i: number) => replicas[i % REPLICAS] as BrokerProcess;
+const call = async (i: number, path: string, token: string, body?: unknown) => {
+  const response = await fetch(`${at(i).url}${path}`, {
+    method: body === undefined && !path.endsWith('/token') ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: response.status, body: (await response.json().catch(() => ({}))) as Record<string, any> };
+};
+const ml = (sub: string, actor = 'pat') =>
+  issuers.ci.token(sub, { repository: 'acme/ml', ref: 'refs/heads/main', actor });
+const read = { task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
+
+describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
+  it('issue tokens with distinct jtis that every replica\'s JWKS verifies', async () => {
+    const token = await issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat' });
+    const issued = await Promise.all(Array.from({ length: 60 }, (_, i) => call(i, '/v1/credentials', token, read)));
+    expect(issued.map((r) => r.status)).toEqual(Array(60).fill(201));
+    const tokens = issued.map((r) => r.body.access_token as string);
+    expect(new Set(tokens.map((t) => decodeJwt(t).jti)).size).toBe(60);
+    const kids = new Set(tokens.map((t) => JSON.parse(Buffer.from(t.split('.')[0] as string, 'base64url').toString()).kid));
+    expect(kids.size).toBe(REPLICAS); // each replica signs with its own key
+    for (const replica of replicas) {
+      const jwks = (await (await fetch(`${replica.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
+      const keys = createLocalJWKSet(jwks);
+      for (const t of tokens) await expect(jwtVerify(t, keys, { issuer: BROKER_ISSUER })).resolves.toBeTruthy();
+    }
+  });
+
+  it('let exactly one side of each toxic pair through, whichever replicas the two requests reach', async () => {
+    const pairs = 12;
+    const outcomes = await Promise.all(
+      Array.from({ length: pairs }, async (_, n) => {
+        const job = await ml(`repo:acme/ml:ref:refs/heads/race-${n}`);
+        const [train, deploy] = await Promise.all([
+          call(n, '/v1/credentials', job, { task_id: 'train', scopes: ['model:train'], audience: 'registry.acme.internal' }),
+          call(n + 1, '/v1/credentials', job, { task_id: 'deploy', scopes: ['model:deploy'], audience: 'registry.acme.internal' }),
+        ]);
+        return [train.status, deploy.status];
+      }),
+    );
+    for (const [train, deploy] of outcomes) {
+      const won = [train === 201, deploy === 202].filter(Boolean).length;
+      expect(won, `train ${train}, deploy ${deploy}`).toBe(1);
+      expect([train, deploy]).toContain(403);
+    }
+  });
+
+  it('keep the break-glass quota exact across replicas', async () => {
+    const olga = await issuers.sso.token('olga', { groups: ['on-call'], preferred_username: 'olga' });
+    const emergency = (i: number) => ({
+      task_id: `incident-${i}`,
+      scopes: ['model:deploy'],
+      audience: 'registry.acme.internal',
+      break_glass: true,
+      justification: 'registry down since 03:10, rolling back model 41',
+    });
+    const responses = await Promise.all(Array.from({ length: 12 }, (_, i) => call(i, '/v1/credentials', olga, emergency(i))));
+    expect(responses.filter((r) => r.status === 201)).toHaveLength(3);
+    expect(responses.filter((r) => r.status === 429)).toHaveLength(9);
+  });
+
+  it('hand out an approved request\'s token once, however many replicas are asked', async () => {
+    const job = await ml('repo:acme/ml:ref:refs/heads/main');
+    const pending = await call(0, '/v1/credentials', job, { task_id: 'deploy', scopes: ['model:deploy'], audience: 'registry.acme.internal' });
+    const alice = await issuers.sso.token('alice', { groups: ['approvers', 'ml-release'], preferred_username: 'alice' });
+    const approved = await call(1, `/v1/credentials/${pending.body.request_id}/approvals`, alice, { decision: 'approve', reason: 'ok', digest: pending.body.digest });
+    expect(approved.body.status).toBe('approved');
+    const collects = await Promise.all(Array.from({ length: 15 }, (_, i) => call(i, `/v1/credentials/${pending.body.request_id}/token`, job)));
+    expect(collects.filter((r) => r.status === 201)).toHaveLength(1);
+    expect(collects.filter((r) => r.status === 409)).toHaveLength(14);
+  });
+
+  it('record each expiry once, whichever replica\'s scheduler finds it', async () => {
+    const token = await issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat' });
+    const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => call(i, '/v1/credentials', token, { ...read, ttl_seconds: 1 })));
+    const ids = grants.map((g) => g.body.request_id as string);
+    const expiredOnce = async () => {
+      const events = await store.events.after(0, 1_000_000);
+      const expired = events.filter((e) => e.type === 'grant.expired' && ids.includes(e.requestId as string));
+      return expired.length;
+    };
+    await until(async () => (await expiredOnce()) >= ids.length, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // more ticks of every replica
+    expect(await expiredOnce()).toBe(ids.length);
+  });
+
+  it('keep one intact chain, and lose no record of a token answered by a replica killed mid-load', async () => {
+    const token = await issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat' });
+    const answered: string[] = [];
+    let stop = false;
+    const load = async (i: number) => {
+      while (!stop) {
+        try {
+          const response = await call(i, '/v1/credentials', token, read);
+          if (response.status === 201) answered.push(response.body.access_token as string);
+        } catch {
+          if (i % REPLICAS === 2) return; // the killed replica
+        }
+      }
+    };
+    const workers = Array.from({ length: 24 }, (_, i) => load(i));
+    await until(() => answered.length >= 200);
+    at(2).child.kill('SIGKILL');
+    await at(2).exited;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    stop = true;
+    await Promise.all(workers);
+
+    for (const t of answered) expect(await store.issuances.get(decodeJwt(t).jti as string), 'an answered token\'s record').toBeDefined();
+    const verdict = await verifyStoredChain(store.events);
+    expect(verdict).toMatchObject({ ok: true });
+    const head = await store.events.head();
+    expect(verdict.ok && verdict.events).toBe(head?.seq); // seq 1, 2, 3, ... without a gap
+  });
+});
