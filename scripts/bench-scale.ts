@@ -81,7 +81,7 @@ writeFileSync(
   }),
 );
 
-const env = { ...process.env, LOG_LEVEL: 'warn' };
+const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
 delete env.PORT;
 delete env.BROKER_DB;
 

@@ -94,7 +94,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.webhookBackoffMs !== undefined ? { backoffMs: options.webhookBackoffMs } : {}),
     });
-    const credentials = createCredentialService({ issuer: config.issuer, settings, store, keyring, notifier, logger, clock });
+    const credentials = createCredentialService({ issuer: config.issuer, clockSkewMs: config.clockSkew, settings, store, keyring, notifier, logger, clock });
     const approvals = createApprovalService({ settings, store, notifier, clock });
     const breakGlass = createBreakGlassService({ settings, store, clock });
     const scheduler = createScheduler({

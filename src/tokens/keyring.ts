@@ -1,16 +1,8 @@
+import { createPrivateKey, generateKeyPair, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  calculateJwkThumbprint,
-  createLocalJWKSet,
-  errors,
-  exportJWK,
-  generateKeyPair,
-  importJWK,
-  type CryptoKey,
-  type JSONWebKeySet,
-  type JWTVerifyGetKey,
-} from 'jose';
+import { promisify } from 'node:util';
+import { calculateJwkThumbprint, createLocalJWKSet, errors, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
 import type { Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
 import { ensureKeyDir, publicJwk, readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
@@ -30,7 +22,20 @@ const REFRESH_COOLDOWN_MS = 5_000;
 export interface SigningKey {
   kid: string;
   alg: string;
-  privateKey: CryptoKey;
+  /** A node:crypto key: tokens are signed synchronously (see signCompactJws). */
+  privateKey: KeyObject;
+}
+
+/** A new private key of the algorithm, as a JWK (the form its file keeps). */
+async function newPrivateJwk(algorithm: 'ES256' | 'EdDSA' | 'RS256'): Promise<JWK> {
+  const generate = promisify(generateKeyPair);
+  const { privateKey } =
+    algorithm === 'ES256'
+      ? await generate('ec', { namedCurve: 'P-256' })
+      : algorithm === 'EdDSA'
+        ? await generate('ed25519')
+        : await generate('rsa', { modulusLength: 2048 });
+  return privateKey.export({ format: 'jwk' }) as JWK;
 }
 
 export interface Keyring {
@@ -69,7 +74,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   const { store, keyDir, algorithm, rotateEveryMs, publishAheadMs, clock } = options;
   ensureKeyDir(keyDir);
   const keyFile = (kid: string) => join(keyDir, `${kid}.jwk.json`);
-  const privateKeys = new Map<string, CryptoKey>();
+  const privateKeys = new Map<string, KeyObject>();
   let active: SigningKeyRecord[] = [];
   let verification: { version: string; keys: JWTVerifyGetKey } | undefined;
   let refreshedAt = 0;
@@ -77,10 +82,10 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   const held = (key: SigningKeyRecord) => privateKeys.has(key.kid) || existsSync(keyFile(key.kid));
   const signsUntil = (key: SigningKeyRecord) => key.activatesAt + rotateEveryMs + SIGNING_SLACK_MS;
 
-  async function loadPrivateKey(record: SigningKeyRecord): Promise<CryptoKey> {
+  async function loadPrivateKey(record: SigningKeyRecord): Promise<KeyObject> {
     let key = privateKeys.get(record.kid);
     if (!key) {
-      key = (await importJWK(readPrivateJwk(keyFile(record.kid)), record.alg)) as CryptoKey;
+      key = createPrivateKey({ key: readPrivateJwk(keyFile(record.kid)) as JsonWebKey, format: 'jwk' });
       privateKeys.set(record.kid, key);
     }
     return key;
@@ -144,9 +149,8 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
 
       // Generate outside the store operation (it is async), then claim the rotation under the
       // store's lock: when two processes sharing keyDir race, one inserts and the other discards.
-      const { privateKey } = await generateKeyPair(algorithm, { extractable: true });
-      const jwk = await exportJWK(privateKey);
-      const kid = await calculateJwkThumbprint(jwk);
+      const jwk = await newPrivateJwk(algorithm);
+      const kid = await calculateJwkThumbprint(publicJwk(jwk));
       writePrivateJwk(keyFile(kid), { ...jwk, kid, alg: algorithm });
       let record: SigningKeyRecord | undefined;
       const inserted = await store.keys.add(
@@ -168,7 +172,6 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
         await refresh();
         return undefined;
       }
-      privateKeys.set(kid, privateKey);
       await refresh();
       return record;
     },

@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { SignJWT } from 'jose';
+import { createHash, sign } from 'node:crypto';
 import { uuidv7 } from '../shared/ids.js';
 import type { Principal } from '../store/index.js';
-import type { Keyring } from './keyring.js';
+import type { Keyring, SigningKey } from './keyring.js';
 
 /** CONTRACT section 3: the claims of a broker access token besides iss, iat, nbf, exp and jti. */
 export interface AccessTokenGrant {
@@ -31,13 +30,29 @@ export interface MintedToken {
   ttlSeconds: number;
 }
 
-/** Signs an RFC 9068 access token. The caller records it before handing it out. */
-export async function mintAccessToken(keyring: Keyring, issuer: string, grant: AccessTokenGrant, now: number): Promise<MintedToken> {
+/**
+ * Signs an RFC 9068 access token. The caller records it before handing it out. `nbf` is `iat`
+ * less the clock skew, so a resource server whose clock lags a little accepts a fresh token.
+ */
+export async function mintAccessToken(
+  keyring: Keyring,
+  issuer: string,
+  grant: AccessTokenGrant,
+  now: number,
+  clockSkewMs = 0,
+): Promise<MintedToken> {
   const key = await keyring.signingKey();
   const iat = Math.floor(now / 1000);
   const exp = iat + grant.ttlSeconds;
   const jti = uuidv7(now);
-  const token = await new SignJWT({
+  const claims = {
+    iss: issuer,
+    sub: grant.sub,
+    aud: grant.aud,
+    iat,
+    nbf: iat - Math.ceil(clockSkewMs / 1000),
+    exp,
+    jti,
     client_id: grant.idp,
     scope: grant.scopes.join(' '),
     task_id: grant.taskId,
@@ -45,17 +60,23 @@ export async function mintAccessToken(keyring: Keyring, issuer: string, grant: A
     idp: grant.idp,
     ...(grant.approvers.length > 0 ? { approvers: grant.approvers.map(({ iss, sub, at }) => ({ iss, sub, at })) } : {}),
     ...(grant.breakGlass ? { break_glass: true } : {}),
-  })
-    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
-    .setIssuer(issuer)
-    .setSubject(grant.sub)
-    .setAudience(grant.aud)
-    .setIssuedAt(iat)
-    .setNotBefore(iat)
-    .setExpirationTime(exp)
-    .setJti(jti)
-    .sign(key.privateKey);
+  };
+  const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
   return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };
+}
+
+/**
+ * A compact JWS (RFC 7515) signed by node:crypto synchronously: on the issuance path, WebCrypto's
+ * asynchronous signing (what jose uses) costs a thread-pool round trip per token. ES256
+ * signatures are r || s (IEEE P1363), as JWS requires, not DER.
+ */
+export function signCompactJws(header: { alg: string; kid: string; typ: string }, payload: object, key: Pick<SigningKey, 'alg' | 'privateKey'>): string {
+  const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const signature =
+    key.alg === 'EdDSA'
+      ? sign(null, Buffer.from(input), key.privateKey)
+      : sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${signature.toString('base64url')}`;
 }
 
 export const sha256Token = (token: string): string => createHash('sha256').update(token).digest('hex');
