@@ -61,7 +61,7 @@ const call = async (i: number, path: string, token: string, body?: unknown) => {
   });
   return { status: response.status, body: (await response.json().catch(() => ({}))) as Record<string, any> };
 };
-const ml = (sub: string, actor = 'pat') =>
+const ml = (sub: string, actor: string) =>
   issuers.ci.token(sub, { repository: 'acme/ml', ref: 'refs/heads/main', actor });
 const read = { task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
 
@@ -85,7 +85,7 @@ describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
     const pairs = 12;
     const outcomes = await Promise.all(
       Array.from({ length: pairs }, async (_, n) => {
-        const job = await ml(`repo:acme/ml:ref:refs/heads/race-${n}`);
+        const job = await ml(`repo:acme/ml:ref:refs/heads/race-${n}`, `racer-${n}`); // one person per pair
         const [train, deploy] = await Promise.all([
           call(n, '/v1/credentials', job, { task_id: 'train', scopes: ['model:train'], audience: 'registry.acme.internal' }),
           call(n + 1, '/v1/credentials', job, { task_id: 'deploy', scopes: ['model:deploy'], audience: 'registry.acme.internal' }),
@@ -115,8 +115,9 @@ describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
   });
 
   it('hand out an approved request\'s token once, however many replicas are asked', async () => {
-    const job = await ml('repo:acme/ml:ref:refs/heads/main');
+    const job = await ml('repo:acme/ml:ref:refs/heads/main', 'collector');
     const pending = await call(0, '/v1/credentials', job, { task_id: 'deploy', scopes: ['model:deploy'], audience: 'registry.acme.internal' });
+    expect(pending.status, JSON.stringify(pending.body)).toBe(202);
     const alice = await issuers.sso.token('alice', { groups: ['approvers', 'ml-release'], preferred_username: 'alice' });
     const approved = await call(1, `/v1/credentials/${pending.body.request_id}/approvals`, alice, { decision: 'approve', reason: 'ok', digest: pending.body.digest });
     expect(approved.body.status).toBe('approved');

@@ -45,29 +45,47 @@ export interface SqliteStore extends Store {
   readonly db: Db;
 }
 
-/** Opens (creating if need be) and migrates the database file, then returns the store over it. */
+/**
+ * Opens (creating if need be) and migrates the database file, then returns the store over it:
+ * one connection for the writer, one for reads, so that reads never wait on the write lock.
+ */
 export function openSqliteStore(path: string, clock: Clock): SqliteStore {
   const db = openDatabase(path);
+  let reader: Db | undefined;
   try {
     migrate(db);
+    reader = openDatabase(path);
+    reader.pragma('query_only = ON');
   } catch (error) {
     db.close();
+    reader?.close();
     throw error;
   }
-  return createSqliteStore(db, clock);
+  // The writer takes the write lock without waiting: when another process holds it, the writer
+  // retries on a timer instead of blocking this process's event loop (see writer.ts).
+  db.pragma('busy_timeout = 0');
+  return createSqliteStore(db, clock, reader);
 }
 
 /**
- * The SQLite engine. Reads run on the connection directly; every change runs through the
- * group-commit writer, inside its write transaction: what a change checks, it checks under the
- * write lock, which also serialises other broker processes on the same file.
+ * The SQLite engine. Reads run on the read connection; every change runs through the
+ * group-commit writer, inside its write transaction on the write connection: what a change
+ * checks, it checks under the write lock, which also serialises other broker processes on the
+ * same file.
  */
-export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
-  const cache = new Map<string, Database.Statement>();
+export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): SqliteStore {
+  const caches = new Map<Db, Map<string, Database.Statement>>([
+    [db, new Map()],
+    [reader, new Map()],
+  ]);
+  // better-sqlite3 is synchronous: while an operation runs inside the writer nothing else runs,
+  // so switching the connection for its duration is safe.
+  let active = reader;
   const sql = (text: string): Database.Statement => {
+    const cache = caches.get(active) as Map<string, Database.Statement>;
     let statement = cache.get(text);
     if (!statement) {
-      statement = db.prepare(text);
+      statement = active.prepare(text);
       cache.set(text, statement);
     }
     return statement;
@@ -77,6 +95,16 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
   const run = (text: string, ...params: unknown[]) => sql(text).run(...params);
   const marks = (n: number) => Array.from({ length: n }, () => '?').join(', ');
   const writer = createWriter(db, clock);
+  /** Runs `work` as one operation of the writer's next group commit, on the write connection. */
+  const write = <T>(work: () => T, options?: { rollback?: boolean }): Promise<T> =>
+    writer.run(() => {
+      active = db;
+      try {
+        return work();
+      } finally {
+        active = reader;
+      }
+    }, options);
 
   // ---- reads, usable inside and outside the writer ----
 
@@ -419,7 +447,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     keys: {
       active: async () => activeKeys(),
       add: (decide, event) =>
-        writer.run(() => {
+        write(() => {
           const key = decide(activeKeys());
           if (!key) return false;
           run(
@@ -430,7 +458,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
           return true;
         }),
       retire: (kid, now, event) =>
-        writer.run(() => {
+        write(() => {
           if (row('SELECT 1 FROM issuances WHERE kid = ? AND expires_at > ? LIMIT 1', kid, now)) return false;
           if (run('UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL', now, kid).changes !== 1) return false;
           appendEvents([event]);
@@ -439,7 +467,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     },
 
     admit<R>(probe: AdmissionProbe, decide: (facts: AdmissionFacts) => Admission<R>) {
-      return writer.run(() => {
+      return write(() => {
         const facts = admissionFacts(probe);
         const admission = decide(facts);
         if ('refuse' in admission) {
@@ -458,16 +486,16 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     },
 
     change: (id, decide) =>
-      writer.run(() => {
+      write(() => {
         const state = stateOf(id);
         return applyChange(state, decide(state));
       }),
 
-    append: (entries) => writer.run(() => appendEvents(entries)),
+    append: (entries) => write(() => appendEvents(entries)),
 
     sweep: {
       grants: (now, limit, event) =>
-        writer.run(() => {
+        write(() => {
           const due = rows<RequestRow & { jti: string | null }>(
             `SELECT r.*, i.jti FROM requests r LEFT JOIN issuances i ON i.request_id = r.id
              WHERE r.status = 'issued' AND r.expires_at <= ? ORDER BY r.expires_at LIMIT ?`,
@@ -481,7 +509,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
           });
         }),
       requests: (now, limit, event) =>
-        writer.run(() => {
+        write(() => {
           const expired: RequestRecord[] = [];
           for (const status of ['pending_approval', 'approved'] as const) {
             const due = rows<RequestRow>(
@@ -497,7 +525,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
           return expired;
         }),
       overdueReviews: (now, limit, event) =>
-        writer.run(() => {
+        write(() => {
           const due = rows<ReviewRow>(
             `SELECT * FROM break_glass_reviews WHERE outcome IS NULL AND overdue_at IS NULL AND due_at <= ? ORDER BY due_at LIMIT ?`,
             now, limit,
@@ -509,7 +537,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
           });
         }),
       refusals: (now, limit, event) =>
-        writer.run(() => {
+        write(() => {
           const current = minuteStart(now);
           const tallies = rows<{ holder: string; minute: number; refusals_counted: number; actor_iss: string; actor_sub: string }>(
             `SELECT holder, minute, refusals_counted, actor_iss, actor_sub FROM caller_minutes
@@ -533,18 +561,9 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     async probe() {
       const failed = writer.lastFailure();
       if (failed !== undefined) throw new Unavailable('The last commit failed.', { internal: { failed_at: toIso(failed) } });
-      // A write that is rolled back proves the file takes the write lock and is not read-only
-      // without adding a durable write per probe; free space stands for the rest.
-      try {
-        run('BEGIN IMMEDIATE');
-        try {
-          run('UPDATE readiness_probe SET at = at + 1 WHERE id = 1');
-        } finally {
-          run('ROLLBACK');
-        }
-      } catch (error) {
-        throw new Unavailable('The store cannot take a write.', { cause: error, internal: { message: (error as Error).message } });
-      }
+      // A write through the writer, rolled back: proves the file takes the write lock and is not
+      // read-only, without a durable write per probe; free space stands for the rest.
+      await write(() => run('UPDATE readiness_probe SET at = at + 1 WHERE id = 1'), { rollback: true });
       if (db.name !== ':memory:') {
         const fs = statfsSync(dirname(db.name));
         if (fs.bavail * fs.bsize < MIN_FREE_BYTES) throw new Unavailable('The database disk is full.');
@@ -554,6 +573,7 @@ export function createSqliteStore(db: Db, clock: Clock): SqliteStore {
     async close() {
       if (!db.open) return;
       writer.close();
+      if (reader !== db) reader.close();
       if (!db.readonly) db.pragma('optimize');
       db.close();
     },

@@ -4,6 +4,7 @@ import type { Db } from './database.js';
 
 interface Queued {
   work: () => unknown;
+  rollback: boolean;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -13,14 +14,20 @@ export interface Writer {
    * Runs `work` in a write transaction shared with the other operations queued in the same turn
    * of the event loop (group commit), and resolves once the shared commit is on disk. Each
    * operation stays all-or-nothing: it runs inside its own savepoint, and a throw rolls back its
-   * writes alone and rejects its promise with what it threw.
+   * writes alone and rejects its promise with what it threw. With `rollback`, its writes are
+   * undone even when it succeeds (a probe that the store can write).
    */
-  run<T>(work: () => T): Promise<T>;
+  run<T>(work: () => T, options?: { rollback?: boolean }): Promise<T>;
   /** When the last batch failed to commit (ms), or undefined: a store that cannot write is not ready. */
   lastFailure(): number | undefined;
   /** Commits what is queued; further `run` calls are refused. */
   close(): void;
 }
+
+/** How long operations wait for another process to release the write lock before they fail (503). */
+export const LOCK_WAIT_MS = 5_000;
+/** How often the lock is tried again meanwhile. */
+const LOCK_RETRY_MS = 1;
 
 const storeFailure = (error: unknown) =>
   new Unavailable('The broker could not record this change; nothing was granted. Try again shortly.', {
@@ -28,17 +35,22 @@ const storeFailure = (error: unknown) =>
     internal: { sqlite: (error as { code?: string }).code, message: (error as Error).message },
   });
 
+const isBusy = (error: unknown) => error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
+
 /**
  * Group commit on one better-sqlite3 connection. SQLite in WAL mode with synchronous=FULL pays
  * one fsync per commit; committing every operation queued during a turn of the event loop
  * together pays it once per batch. Nothing else runs while a batch runs (better-sqlite3 is
- * synchronous), so reads outside `run` never see a batch half done.
+ * synchronous), so reads never see a batch half done. When another process holds the write
+ * lock, the batch waits on a timer, not in SQLite's busy handler, which would stall this
+ * process's event loop; operations arriving meanwhile join it.
  */
 export function createWriter(db: Db, clock: () => number): Writer {
   let queue: Queued[] = [];
   let scheduled = false;
   let closed = false;
   let failedAt: number | undefined;
+  let waitingSince: number | undefined;
   const statements = {
     begin: db.prepare('BEGIN IMMEDIATE'),
     commit: db.prepare('COMMIT'),
@@ -48,24 +60,42 @@ export function createWriter(db: Db, clock: () => number): Writer {
     undo: db.prepare('ROLLBACK TO operation'),
   };
 
+  const schedule = (delayMs?: number) => {
+    if (scheduled) return;
+    scheduled = true;
+    // setImmediate, not a microtask: requests whose I/O completes in this turn join the batch.
+    if (delayMs === undefined) setImmediate(flush);
+    else setTimeout(flush, delayMs);
+  };
+
   function flush(): void {
     scheduled = false;
-    const batch = queue;
-    queue = [];
-    if (batch.length === 0) return;
+    if (queue.length === 0) return;
     try {
       statements.begin.run();
     } catch (error) {
-      // Another process has held the write lock past the busy timeout, or the file is unusable.
+      waitingSince ??= clock();
+      if (isBusy(error) && !closed && clock() - waitingSince < LOCK_WAIT_MS) {
+        schedule(LOCK_RETRY_MS);
+        return;
+      }
+      // Another process held the write lock too long, or the file is unusable.
+      waitingSince = undefined;
       failedAt = clock();
-      for (const op of batch) op.reject(storeFailure(error));
+      const failed = queue;
+      queue = [];
+      for (const op of failed) op.reject(storeFailure(error));
       return;
     }
+    waitingSince = undefined;
+    const batch = queue;
+    queue = [];
     const done: { op: Queued; value: unknown }[] = [];
-    for (const op of batch) {
+    for (const [i, op] of batch.entries()) {
       statements.savepoint.run();
       try {
         const value = op.work();
+        if (op.rollback) statements.undo.run();
         statements.release.run();
         done.push({ op, value });
       } catch (error) {
@@ -74,7 +104,7 @@ export function createWriter(db: Db, clock: () => number): Writer {
           statements.release.run();
         } catch (rollbackError) {
           // The transaction itself is gone (SQLite aborts it on some I/O errors): nothing commits.
-          abort(rollbackError, [...done.map((d) => d.op), op, ...batch.slice(batch.indexOf(op) + 1)]);
+          abort(rollbackError, [...done.map((d) => d.op), ...batch.slice(i)]);
           return;
         }
         op.reject(error instanceof Database.SqliteError ? storeFailure(error) : error);
@@ -103,15 +133,11 @@ export function createWriter(db: Db, clock: () => number): Writer {
   }
 
   return {
-    run<T>(work: () => T): Promise<T> {
+    run<T>(work: () => T, options: { rollback?: boolean } = {}): Promise<T> {
       if (closed) return Promise.reject(storeFailure(new Error('the store is closed')));
       return new Promise<T>((resolve, reject) => {
-        queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
-        if (!scheduled) {
-          scheduled = true;
-          // setImmediate, not a microtask: requests whose I/O completes in this turn join the batch.
-          setImmediate(flush);
-        }
+        queue.push({ work, rollback: options.rollback ?? false, resolve: resolve as (value: unknown) => void, reject });
+        schedule();
       });
     },
     lastFailure: () => failedAt,
