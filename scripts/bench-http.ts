@@ -58,6 +58,8 @@ interface Options {
   profileDir: string | undefined;
   top: number;
   json: boolean;
+  /** The broker's `listen.workers`: processes sharing the port. */
+  workers: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -73,6 +75,7 @@ function parseOptions(argv: string[]): Options {
       'profile-dir': { type: 'string' },
       top: { type: 'string', default: '20' },
       json: { type: 'boolean', default: false },
+      workers: { type: 'string', default: '1' },
     },
   });
   const positive = (name: string, text: string, min = 1) => {
@@ -91,6 +94,7 @@ function parseOptions(argv: string[]): Options {
     profileDir: values['profile-dir'] === undefined ? undefined : resolve(values['profile-dir']),
     top: positive('top', values.top),
     json: values.json,
+    workers: positive('workers', values.workers),
   };
 }
 
@@ -175,10 +179,10 @@ async function createGitHubIdentity(): Promise<Identity> {
  * (the limits are still counted on every request) rather than its refusals: each run uses one
  * identity at thousands of requests a minute.
  */
-function benchBrokerConfig({ port, dir, jwks }: { port: number; dir: string; jwks: Identity['jwks'] }): Record<string, unknown> {
+function benchBrokerConfig({ port, dir, jwks, workers }: { port: number; dir: string; jwks: Identity['jwks']; workers: number }): Record<string, unknown> {
   return {
     issuer: `http://127.0.0.1:${port}`,
-    listen: { host: '127.0.0.1', port },
+    listen: { host: '127.0.0.1', port, workers },
     database: join(dir, 'broker.db'),
     clockSkew: '30s',
     scheduler: { interval: '10s' },
@@ -218,12 +222,12 @@ interface BrokerProcess {
 }
 
 /** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
-async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined): Promise<BrokerProcess> {
+async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined, workers: number): Promise<BrokerProcess> {
   const dir = join(workDir, label);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const configFile = join(dir, 'broker.yaml');
-  writeFileSync(configFile, YAML.stringify(benchBrokerConfig({ port, dir, jwks: identity.jwks })));
+  writeFileSync(configFile, YAML.stringify(benchBrokerConfig({ port, dir, jwks: identity.jwks, workers })));
 
   const profileDir = profileRoot === undefined ? undefined : join(profileRoot, label);
   const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
@@ -313,7 +317,7 @@ async function runBroker(
   seconds: number,
   { workDir, identity, profileRoot, options }: RunContext,
 ): Promise<BrokerRun> {
-  const broker = await startBroker(label, workDir, identity, profileRoot);
+  const broker = await startBroker(label, workDir, identity, profileRoot, options.workers);
   let measurement: Measurement;
   try {
     const target = makeTarget(broker.base, identity);

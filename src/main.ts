@@ -1,25 +1,37 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { createServer } from 'node:http';
+import type { Logger } from 'pino';
 import { createBroker } from './broker.js';
-import { ConfigError, loadConfig, resolveConfigPath } from './config/index.js';
+import { ConfigError, loadConfig, resolveConfigPath, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
+import { runPrimary } from './process/primary.js';
 
 /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway. */
 const SHUTDOWN_GRACE_MS = 10_000;
 
 async function main(): Promise<void> {
-  const logger = createLogger();
+  const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
   const loaded = loadConfig(resolveConfigPath(process.argv.slice(2), process.env), process.env);
   const { config } = loaded;
 
   const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
-  if (devIssuers.length > 0) {
+  if (devIssuers.length > 0 && cluster.isPrimary) {
     logger.warn(
       { file: loaded.file, dev_issuers: devIssuers },
       'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.',
     );
   }
+  if (cluster.isPrimary && config.listen.workers > 1) {
+    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host });
+    return;
+  }
+  await serve(loaded, logger);
+}
 
+/** One broker: the whole of it in a single process, or one worker of several. */
+async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
+  const { config } = loaded;
   const broker = await createBroker({ config, source: { file: loaded.file, sha256: loaded.sha256 }, logger });
   await broker.scheduler.start();
 
@@ -31,7 +43,9 @@ async function main(): Promise<void> {
   server.listen(config.listen.port, config.listen.host, () => {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;
-    logger.info({ url: `http://${config.listen.host}:${port}`, issuer: config.issuer, config: loaded.file }, 'broker listening');
+    // With several workers, the primary says where the broker listens, once.
+    const message = cluster.isWorker ? 'worker listening' : 'broker listening';
+    logger.info({ url: `http://${config.listen.host}:${port}`, issuer: config.issuer, config: loaded.file }, message);
   });
 
   let stopping = false;

@@ -3,7 +3,7 @@
  * /proc, and stopped however the bench ends.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { BenchError, say } from './console.js';
@@ -120,16 +120,32 @@ const ticksPerSecond = (() => {
   }
 })();
 
-/** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Field 2 (comm) is in parentheses and may hold spaces: count the fields after its closing one.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond; // utime and stime, fields 14 and 15
+/** The process and every process under it (a broker with `listen.workers` is a primary and its workers). */
+function processTree(pid: number): number[] {
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((task) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  });
+  return [pid, ...children.flatMap(processTree)];
 }
 
-/** Peak resident set (VmHWM) of the process over its life so far, in bytes. */
+/** CPU seconds (user + system) the process and its children have used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  return processTree(pid).reduce((sum, p) => {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    // Field 2 (comm) is in parentheses and may hold spaces: count the fields after its closing one.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return sum + (Number(fields[11]) + Number(fields[12])) / ticksPerSecond; // utime and stime, fields 14 and 15
+  }, 0);
+}
+
+/** Peak resident set (VmHWM) over their lives so far, summed over the process and its children, in bytes. */
 export function peakRssBytes(pid: number): number {
-  const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match ? Number(match[1]) * 1024 : Number.NaN;
+  return processTree(pid).reduce((sum, p) => {
+    const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+    return sum + (match ? Number(match[1]) * 1024 : Number.NaN);
+  }, 0);
 }

@@ -288,6 +288,15 @@ const configShape = z
       .strictObject({
         host: z.string().default('127.0.0.1').describe('Interface to listen on (env HOST overrides).'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port (env PORT overrides).'),
+        workers: z
+          .number()
+          .int()
+          .min(1)
+          .max(64)
+          .default(1)
+          .describe(
+            'Worker processes sharing the port, each a whole broker with its own database connection; more than one uses more cores. Every check stays atomic across them, as across replicas.',
+          ),
       })
       .prefault({})
       .describe('Where the HTTP API listens.'),

@@ -1,3 +1,3 @@
 export { createLogger, REDACTED_PATHS } from './logger.js';
-export { createMetrics } from './metrics.js';
+export { createMetrics, serveClusterMetrics } from './metrics.js';
 export type { Metrics } from './metrics.js';

@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import cluster from 'node:cluster';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Store } from '../store/index.js';
 
 export type Metrics = ReturnType<typeof createMetrics>;
@@ -54,5 +55,60 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
     },
   });
 
-  return { registry, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges };
+  // In a worker of several (listen.workers), a scrape answers for all of them: the primary
+  // gathers every worker's registry (prom-client's AggregatorRegistry).
+  if (cluster.isWorker) AggregatorRegistry.setRegistries([registry]);
+  const text = (): Promise<string> => (cluster.isWorker ? askPrimaryForMetrics() : registry.metrics());
+
+  return { registry, text, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges };
+}
+
+const CLUSTER_METRICS = 'jit-broker:cluster-metrics';
+const CLUSTER_METRICS_TIMEOUT_MS = 5_000;
+interface ClusterMetricsMessage {
+  type: typeof CLUSTER_METRICS;
+  id: number;
+  text?: string;
+  error?: string;
+}
+const isClusterMetrics = (message: unknown): message is ClusterMetricsMessage =>
+  typeof message === 'object' && message !== null && (message as { type?: unknown }).type === CLUSTER_METRICS;
+
+let lastRequest = 0;
+let listening = false;
+const awaiting = new Map<number, (message: ClusterMetricsMessage) => void>();
+
+function askPrimaryForMetrics(): Promise<string> {
+  if (!listening) {
+    listening = true;
+    process.on('message', (message: unknown) => {
+      if (isClusterMetrics(message)) awaiting.get(message.id)?.(message);
+    });
+  }
+  const id = (lastRequest += 1);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      awaiting.delete(id);
+      reject(new Error('the primary did not answer for the cluster\'s metrics'));
+    }, CLUSTER_METRICS_TIMEOUT_MS);
+    awaiting.set(id, (message) => {
+      clearTimeout(timer);
+      awaiting.delete(id);
+      if (message.text !== undefined) resolve(message.text);
+      else reject(new Error(message.error ?? 'no metrics'));
+    });
+    process.send?.({ type: CLUSTER_METRICS, id });
+  });
+}
+
+/** In the primary of several workers: answers each worker's request for every worker's metrics. */
+export function serveClusterMetrics(): void {
+  const aggregator = new AggregatorRegistry();
+  cluster.on('message', (worker, message: unknown) => {
+    if (!isClusterMetrics(message)) return;
+    aggregator.clusterMetrics().then(
+      (text) => worker.send({ type: CLUSTER_METRICS, id: message.id, text }),
+      (error: Error) => worker.send({ type: CLUSTER_METRICS, id: message.id, error: error.message }),
+    );
+  });
 }

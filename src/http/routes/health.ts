@@ -37,7 +37,7 @@ export function healthRoutes({ store, keyring, metrics, clock }: AppDeps): Route
     res.json({ status: 'ready' });
   });
   router.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    res.type(metrics.registry.contentType).send(await metrics.text());
   });
   return router;
 }
