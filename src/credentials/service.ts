@@ -75,6 +75,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
         ttlSeconds: request.ttlSeconds,
       },
       now,
+      { clockSkewMs: settings().config.clockSkew },
     );
   }
 

@@ -31,10 +31,25 @@ export interface MintedToken {
   ttlSeconds: number;
 }
 
+export interface MintOptions {
+  /**
+   * CONTRACT section 3: `nbf` lies this far before `iat`, so a resource server whose clock lags
+   * a little behind the broker's accepts a token the moment it is handed out.
+   */
+  clockSkewMs: number;
+}
+
 /** Signs an RFC 9068 access token. The caller records it before handing it out. */
-export async function mintAccessToken(keyring: Keyring, issuer: string, grant: AccessTokenGrant, now: number): Promise<MintedToken> {
+export async function mintAccessToken(
+  keyring: Keyring,
+  issuer: string,
+  grant: AccessTokenGrant,
+  now: number,
+  options: MintOptions,
+): Promise<MintedToken> {
   const key = await keyring.signingKey();
   const iat = Math.floor(now / 1000);
+  const nbf = Math.max(0, iat - Math.ceil(options.clockSkewMs / 1000));
   const exp = iat + grant.ttlSeconds;
   const jti = uuidv7(now);
   const token = await new SignJWT({
@@ -51,7 +66,7 @@ export async function mintAccessToken(keyring: Keyring, issuer: string, grant: A
     .setSubject(grant.sub)
     .setAudience(grant.aud)
     .setIssuedAt(iat)
-    .setNotBefore(iat)
+    .setNotBefore(nbf)
     .setExpirationTime(exp)
     .setJti(jti)
     .sign(key.privateKey);
