@@ -76,6 +76,8 @@ export const tokenExchangeForm = z.object({
     .optional(),
   scope: z.string().optional(),
   audience: z.string().optional(),
+  // RFC 8707: names the audience when `audience` is absent (the token endpoint reconciles the two first).
+  resource: z.string().optional(),
   task_id: z.string().optional(),
   ttl_seconds: z
     .string()
