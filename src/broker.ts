@@ -98,7 +98,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const approvals = createApprovalService({ settings, store, notifier, clock });
     const breakGlass = createBreakGlassService({ settings, store, clock });
     const scheduler = createScheduler({
-      jobs: createJobs({ store, keyring, notifier, clock }),
+      jobs: createJobs({ store, keyring, notifier, clock, issuer: config.issuer, checkpointEvery: () => settings().config.audit.checkpointEvery }),
       intervalMs: config.scheduler.interval,
       logger,
       metrics,
@@ -109,7 +109,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       credentials,
       approvals,
       breakGlass,
-      audit: createAuditService({ store, clock }),
+      audit: createAuditService({ store, clock, keyring, issuer: config.issuer }),
       keyring,
       store,
       metrics,

@@ -113,3 +113,12 @@ export const eventsQuery = pageQuery.extend({
   request_id: z.string().min(1).max(128).optional(),
   format: z.enum(['json', 'ndjson']).default('json'),
 });
+
+/** `GET /v1/audit/verify` */
+export const verifyQuery = z.strictObject({
+  // A checkpoint+jwt (compact JWS); its signature is checked by the audit service.
+  checkpoint: z.string().min(1).max(4096).regex(/^[\w-]+\.[\w-]+\.[\w-]+$/, 'must be a checkpoint: a compact JWS').optional(),
+});
+
+/** `GET /v1/audit/checkpoint` takes no parameters. */
+export const checkpointQuery = z.strictObject({});
