@@ -49,7 +49,11 @@ export const EMPTY_HEAD: ChainHead = { seq: 0, hash: GENESIS_HASH };
  */
 export async function readCheckpoint(
   jws: string,
-  options: { issuer: string; keys: { get(kid: string): Promise<SigningKeyRecord | undefined> } },
+  options: {
+    /** The broker's `iss`; offline, where no configuration says it, the signing key alone counts. */
+    issuer?: string;
+    keys: { get(kid: string): Promise<SigningKeyRecord | undefined> };
+  },
 ): Promise<(ChainHead & { kid: string }) | undefined> {
   if (jws.length === 0 || jws.length > MAX_CHECKPOINT_LENGTH) return undefined;
   let kid = '';
@@ -61,7 +65,7 @@ export async function readCheckpoint(
   };
   try {
     const { payload } = await jwtVerify(jws, key, {
-      issuer: options.issuer,
+      ...(options.issuer !== undefined ? { issuer: options.issuer } : {}),
       typ: CHECKPOINT_TYPE,
       algorithms: [...SIGNING_ALGORITHMS],
       requiredClaims: ['seq', 'hash', 'iat'],
@@ -69,6 +73,21 @@ export async function readCheckpoint(
     const { seq, hash } = payload as { seq: unknown; hash: unknown };
     if (!Number.isSafeInteger(seq) || (seq as number) < 0 || typeof hash !== 'string' || !/^[0-9a-f]{64}$/.test(hash)) return undefined;
     return { seq: seq as number, hash, kid };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The JWS in what an auditor kept: the JWS itself, or the JSON it came in (the answer of
+ * `GET /v1/audit/checkpoint`, an `audit.checkpoint` webhook body or the event's `data`).
+ */
+export function checkpointFromText(text: string): string | undefined {
+  const trimmed = text.trim();
+  if (!trimmed.startsWith('{')) return trimmed || undefined;
+  try {
+    const { checkpoint } = JSON.parse(trimmed) as { checkpoint?: unknown };
+    return typeof checkpoint === 'string' ? checkpoint : undefined;
   } catch {
     return undefined;
   }
