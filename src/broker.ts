@@ -94,11 +94,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.webhookBackoffMs !== undefined ? { backoffMs: options.webhookBackoffMs } : {}),
     });
-    const credentials = createCredentialService({ issuer: config.issuer, clockSkewMs: config.clockSkew, settings, store, keyring, notifier, logger, clock });
+    const credentials = createCredentialService({ issuer: config.issuer, settings, store, keyring, notifier, logger, clock });
     const approvals = createApprovalService({ settings, store, notifier, clock });
     const breakGlass = createBreakGlassService({ settings, store, clock });
     const scheduler = createScheduler({
-      jobs: createJobs({ store, keyring, notifier, clock }),
+      jobs: createJobs({ store, keyring, notifier, clock, issuer: config.issuer, checkpointEvery: () => settings().config.audit.checkpointEvery }),
       intervalMs: config.scheduler.interval,
       logger,
       metrics,
@@ -109,7 +109,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       credentials,
       approvals,
       breakGlass,
-      audit: createAuditService({ store, clock }),
+      audit: createAuditService({ store, clock, keyring, issuer: config.issuer }),
       keyring,
       store,
       metrics,

@@ -1,8 +1,10 @@
 import { requireRole, type Identity } from '../identity/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import { decodeCursor, encodeCursor } from '../shared/cursor.js';
+import { InvalidRequest } from '../shared/errors.js';
 import type { AuditEventRecord, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
-import { verifyStoredChain } from './chain.js';
+import type { Keyring } from '../tokens/index.js';
+import { EMPTY_HEAD, readCheckpoint, signCheckpoint, verdictView, verifyChainHolds, type Checkpoint, type VerdictView } from './checkpoint.js';
 
 /** Rows per page when an export streams every match. */
 export const EXPORT_PAGE_SIZE = 1_000;
@@ -44,8 +46,17 @@ export type EventView = ReturnType<typeof eventView>;
 
 export type AuditService = ReturnType<typeof createAuditService>;
 
+export interface AuditServiceDeps {
+  store: Store;
+  clock: Clock;
+  /** Signs checkpoints with the broker's current signing key. */
+  keyring: Pick<Keyring, 'signingKey'>;
+  /** The broker's own `iss`. */
+  issuer: string;
+}
+
 /** The auditor's questions, for the `auditor` and `admin` roles. */
-export function createAuditService({ store, clock }: { store: Store; clock: Clock }) {
+export function createAuditService({ store, clock, keyring, issuer }: AuditServiceDeps) {
   const issuancePage = async (filter: IssuanceFilter, cursor: string | undefined, limit: number) => {
     const after = decodeCursor(cursor, ['number', 'string'] as const);
     const rows = await store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, limit + 1, clock());
@@ -90,10 +101,23 @@ export function createAuditService({ store, clock }: { store: Store; clock: Cloc
       auditorOnly(identity);
       return allPages((cursor, limit) => eventPage(filter, cursor, limit));
     },
-    async verify(identity: Identity) {
+    /**
+     * The chain verified link by link; given a checkpoint (a JWS from `checkpoint`, the
+     * `audit.checkpoint` webhook or event), also that the chain still holds its head.
+     */
+    async verify(identity: Identity, checkpoint?: string): Promise<VerdictView> {
       auditorOnly(identity);
-      const verdict = await verifyStoredChain(store.events);
-      return verdict.ok ? { ok: true, events: verdict.events, head: verdict.head } : { ok: false, first_bad_seq: verdict.firstBadSeq };
+      let head;
+      if (checkpoint !== undefined) {
+        head = await readCheckpoint(checkpoint, { issuer, keys: store.keys });
+        if (!head) throw new InvalidRequest('The checkpoint does not verify: it is not a checkpoint+jwt signed by this broker.');
+      }
+      return verdictView(await verifyChainHolds(store.events, head));
+    },
+    /** The chain head, signed now; reading it appends nothing. */
+    async checkpoint(identity: Identity): Promise<Checkpoint> {
+      auditorOnly(identity);
+      return signCheckpoint(keyring, issuer, (await store.events.head()) ?? EMPTY_HEAD, clock());
     },
   };
 }

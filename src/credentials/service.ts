@@ -39,8 +39,6 @@ export type RequestOutcome =
 export interface CredentialServiceDeps {
   /** The broker's own `iss`. */
   issuer: string;
-  /** Tokens are valid from this long before they are minted (`nbf`), for resource servers whose clock lags. */
-  clockSkewMs: number;
   settings: () => Settings;
   store: Store;
   keyring: Keyring;
@@ -59,7 +57,7 @@ const notVisible = (id: string) => new NotFound(`No request ${id} that you may s
  * change with its audit events, and a token leaves only after that operation has committed.
  */
 export function createCredentialService(deps: CredentialServiceDeps) {
-  const { issuer, clockSkewMs, settings, store, keyring, notifier, logger, clock } = deps;
+  const { issuer, settings, store, keyring, notifier, logger, clock } = deps;
 
   function mint(request: RequestRecord, approvers: RequestState['approvals'], now: number): Promise<MintedToken> {
     return mintAccessToken(
@@ -77,7 +75,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
         ttlSeconds: request.ttlSeconds,
       },
       now,
-      clockSkewMs,
+      { clockSkewMs: settings().config.clockSkew },
     );
   }
 

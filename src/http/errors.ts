@@ -46,6 +46,9 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   if (!error) {
     req.log.error({ err }, 'unhandled error');
     if (res.headersSent) return res.destroy();
+    if (isOAuthPath(req)) {
+      return res.status(500).json({ error: 'server_error', error_description: 'The broker could not complete this request; nothing was granted.' });
+    }
     return res.status(500).type('application/problem+json').json({
       type: 'about:blank',
       title: 'Internal Server Error',
@@ -59,10 +62,11 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   else req.log.info(logged, 'request refused');
   if (res.headersSent) return res.destroy();
 
-  res.set(error.headers());
   if (isOAuthPath(req)) {
+    res.set(error.oauthHeaders());
     return res.status(error.oauthStatus).json({ error: error.oauthError, error_description: error.detail, ...error.extensions });
   }
+  res.set(error.headers());
   return res
     .status(error.status)
     .type('application/problem+json')

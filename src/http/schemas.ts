@@ -76,6 +76,8 @@ export const tokenExchangeForm = z.object({
     .optional(),
   scope: z.string().optional(),
   audience: z.string().optional(),
+  // RFC 8707: names the audience when `audience` is absent (the token endpoint reconciles the two first).
+  resource: z.string().optional(),
   task_id: z.string().optional(),
   ttl_seconds: z
     .string()
@@ -111,3 +113,12 @@ export const eventsQuery = pageQuery.extend({
   request_id: z.string().min(1).max(128).optional(),
   format: z.enum(['json', 'ndjson']).default('json'),
 });
+
+/** `GET /v1/audit/verify` */
+export const verifyQuery = z.strictObject({
+  // A checkpoint+jwt (compact JWS); its signature is checked by the audit service.
+  checkpoint: z.string().min(1).max(4096).regex(/^[\w-]+\.[\w-]+\.[\w-]+$/, 'must be a checkpoint: a compact JWS').optional(),
+});
+
+/** `GET /v1/audit/checkpoint` takes no parameters. */
+export const checkpointQuery = z.strictObject({});

@@ -1,2 +1,2 @@
-export { createNotifier, webhookPayload } from './webhooks.js';
-export type { Notifier, NotifierOptions } from './webhooks.js';
+export { checkpointPayload, createNotifier, webhookPayload } from './webhooks.js';
+export type { CheckpointNotice, Notifier, NotifierOptions } from './webhooks.js';

@@ -5,9 +5,19 @@ import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import { readWebhookSecret, signWebhook } from './signing.js';
 
+/** A signed head of the audit chain (`audit.checkpoint`). */
+export interface CheckpointNotice {
+  seq: number;
+  hash: string;
+  /** The JWS: anyone can verify it against the broker's JWKS. */
+  checkpoint: string;
+}
+
 export interface Notifier {
   /** Queues delivery to every webhook listening for `event`; returns at once and never throws. */
   notify(event: WebhookEvent, request: RequestRecord): void;
+  /** The same for an `audit.checkpoint`, so the chain's heads are kept off the broker's host. */
+  checkpoint(notice: CheckpointNotice): void;
   /** Resolves when no delivery is in flight (shutdown and tests). */
   idle(): Promise<void>;
 }
@@ -42,6 +52,11 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
   };
 }
 
+/** The webhook body of an `audit.checkpoint`: the head and its JWS. Public values, no secret. */
+export function checkpointPayload(notice: CheckpointNotice, at: number) {
+  return { event: 'audit.checkpoint' as const, at: toIso(at), seq: notice.seq, hash: notice.hash, checkpoint: notice.checkpoint };
+}
+
 /**
  * Delivers events to webhooks outside the request that caused them: a slow or broken receiver
  * never delays or fails a grant. Each delivery is retried with backoff; one that still fails is
@@ -59,11 +74,16 @@ export function createNotifier(options: NotifierOptions): Notifier {
     secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
   }));
 
-  async function deliver(webhook: (typeof webhooks)[number], event: WebhookEvent, request: RequestRecord): Promise<void> {
+  async function deliver(
+    webhook: (typeof webhooks)[number],
+    event: WebhookEvent,
+    payload: (at: number) => Record<string, unknown>,
+    requestId: string | null,
+  ): Promise<void> {
     const id = randomUUID();
     const at = clock();
     const timestamp = Math.floor(at / 1000);
-    const body = JSON.stringify(webhookPayload(event, request, at));
+    const body = JSON.stringify(payload(at));
     const target = new URL(webhook.url).origin;
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
@@ -90,24 +110,31 @@ export function createNotifier(options: NotifierOptions): Notifier {
       }
     }
     const attempts = config.retries + 1;
-    logger.warn({ event, target, attempts, problem, request_id: request.id }, 'webhook delivery failed');
+    logger.warn({ event, target, attempts, problem, request_id: requestId }, 'webhook delivery failed');
     try {
-      await store.append([{ type: 'notify.failed', requestId: request.id, data: { event, target, attempts, problem } }]);
+      await store.append([{ type: 'notify.failed', requestId, data: { event, target, attempts, problem } }]);
     } catch (error) {
       logger.error({ err: error, event, target }, 'could not audit a failed webhook delivery');
     }
   }
 
+  const queue = (event: WebhookEvent, payload: (at: number) => Record<string, unknown>, requestId: string | null) => {
+    for (const webhook of webhooks) {
+      if (!webhook.events.includes(event)) continue;
+      const delivery = deliver(webhook, event, payload, requestId).catch((error: unknown) =>
+        logger.error({ err: error, event }, 'webhook delivery crashed'),
+      );
+      inFlight.add(delivery);
+      void delivery.finally(() => inFlight.delete(delivery));
+    }
+  };
+
   return {
     notify(event, request) {
-      for (const webhook of webhooks) {
-        if (!webhook.events.includes(event)) continue;
-        const delivery = deliver(webhook, event, request).catch((error: unknown) =>
-          logger.error({ err: error, event }, 'webhook delivery crashed'),
-        );
-        inFlight.add(delivery);
-        void delivery.finally(() => inFlight.delete(delivery));
-      }
+      queue(event, (at) => webhookPayload(event, request, at), request.id);
+    },
+    checkpoint(notice) {
+      queue('audit.checkpoint', (at) => checkpointPayload(notice, at), null);
     },
     async idle() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);

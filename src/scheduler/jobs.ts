@@ -1,3 +1,5 @@
+import { decodeProtectedHeader } from 'jose';
+import { signCheckpoint } from '../audit/index.js';
 import type { Notifier } from '../notify/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
@@ -8,6 +10,10 @@ export interface JobDeps {
   keyring: Keyring;
   notifier: Notifier;
   clock: Clock;
+  /** The broker's own `iss`, for checkpoints. */
+  issuer: string;
+  /** `audit.checkpointEvery` in ms, as the configuration now says. */
+  checkpointEvery: () => number;
   /** Records per store operation: no job holds the write lock for long however much is due. */
   batchSize?: number;
 }
@@ -81,6 +87,28 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
         total += reported;
         if (reported < batchSize) return total;
       }
+    },
+
+    /**
+     * A signed checkpoint of the chain head every `audit.checkpointEvery`, recorded as an
+     * `audit.checkpoint` event and sent to webhooks, so the heads live off the broker's host too.
+     * Judged from the last checkpoint event, so a restart catches up and several processes sign
+     * one between them; nothing is signed while nothing but the last checkpoint was appended.
+     */
+    async 'sign-checkpoint'() {
+      const last = await store.events.latest('audit.checkpoint');
+      if (last && clock() - Date.parse(last.at) < deps.checkpointEvery()) return 0;
+      const head = await store.events.head();
+      if (!head || head.seq === last?.seq) return 0;
+      const signed = await signCheckpoint(keyring, deps.issuer, head, clock());
+      const { kid } = decodeProtectedHeader(signed.checkpoint);
+      const recorded = await store.appendIfLatest(
+        { type: 'audit.checkpoint', data: { seq: signed.seq, hash: signed.hash, kid, checkpoint: signed.checkpoint } },
+        last?.seq ?? 0,
+      );
+      if (!recorded) return 0; // another process signed one first
+      notifier.checkpoint(signed);
+      return 1;
     },
 
     async 'rotate-keys'() {

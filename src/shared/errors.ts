@@ -29,11 +29,29 @@ interface ErrorOptions {
   cause?: unknown;
 }
 
+/**
+ * CONTRACT section 4: every `/oauth2` error uses a code registered by RFC 6749, 6750, 7009, 7662,
+ * 8628, 8693 or 8707, so that OAuth client libraries understand it.
+ */
+export type OAuthErrorCode =
+  | 'invalid_request'
+  | 'invalid_token'
+  | 'insufficient_scope'
+  | 'invalid_scope'
+  | 'invalid_target'
+  | 'unauthorized_client'
+  | 'unsupported_grant_type'
+  | 'unsupported_token_type'
+  | 'authorization_pending'
+  | 'slow_down'
+  | 'server_error'
+  | 'temporarily_unavailable';
+
 export abstract class BrokerError extends Error {
   abstract readonly type: ProblemType;
   abstract readonly status: number;
-  /** RFC 6749 section 5.2 / RFC 8693 error code used by the `/oauth2` endpoints. */
-  abstract readonly oauthError: string;
+  /** The registered OAuth error code the `/oauth2` endpoints answer with. */
+  abstract readonly oauthError: OAuthErrorCode;
   /** Status used by the `/oauth2` endpoints, where most refusals are a 400. */
   get oauthStatus(): number {
     return 400;
@@ -55,16 +73,26 @@ export abstract class BrokerError extends Error {
   headers(): Record<string, string> {
     return {};
   }
+
+  /** The same on the `/oauth2` endpoints, where RFC 6750 adds a `WWW-Authenticate` to a 403. */
+  oauthHeaders(): Record<string, string> {
+    return this.headers();
+  }
 }
 
 export class InvalidRequest extends BrokerError {
   readonly type = 'invalid_request';
   readonly status: number = 400;
-  readonly oauthError = 'invalid_request';
+  readonly oauthError: OAuthErrorCode = 'invalid_request';
 
   constructor(detail: string, errors?: FieldError[], options: ErrorOptions = {}) {
     super(detail, { ...options, extensions: { ...options.extensions, ...(errors ? { errors } : {}) } });
   }
+}
+
+/** RFC 8707 / RFC 8693: the token endpoint cannot tell which one audience is meant. */
+export class InvalidTarget extends InvalidRequest {
+  override readonly oauthError = 'invalid_target';
 }
 
 export class PayloadTooLarge extends InvalidRequest {
@@ -101,7 +129,7 @@ export type TokenRejection =
 export class InvalidToken extends BrokerError {
   readonly type = 'invalid_token';
   readonly status = 401;
-  readonly oauthError = 'invalid_token';
+  readonly oauthError: OAuthErrorCode = 'invalid_token';
 
   constructor(
     readonly rejection: TokenRejection,
@@ -125,21 +153,29 @@ export class InvalidToken extends BrokerError {
   }
 }
 
-/** The policy refuses: scopes no policy grants, an audience not allowed, a role the caller lacks. */
+/**
+ * The policy refuses: scopes no policy grants, an audience not allowed, a role the caller lacks.
+ * On `/oauth2` a refused scope is `invalid_scope` and a refused audience `invalid_target` (400);
+ * a missing role or a forbidden action is RFC 6750's `insufficient_scope` (403).
+ */
 export class PolicyDenied extends BrokerError {
   readonly type = 'policy_denied';
   readonly status = 403;
 
   private constructor(
     detail: string,
-    readonly oauthError: string,
+    readonly oauthError: OAuthErrorCode,
     extensions: Record<string, unknown>,
   ) {
     super(detail, { extensions });
   }
 
   override get oauthStatus(): number {
-    return this.oauthError === 'policy_denied' ? 403 : 400;
+    return this.oauthError === 'insufficient_scope' ? 403 : 400;
+  }
+
+  override oauthHeaders(): Record<string, string> {
+    return this.oauthError === 'insufficient_scope' ? { 'WWW-Authenticate': 'Bearer error="insufficient_scope"' } : {};
   }
 
   static scopes(scopes: readonly string[], why: string): PolicyDenied {
@@ -155,11 +191,11 @@ export class PolicyDenied extends BrokerError {
   }
 
   static role(roles: readonly string[]): PolicyDenied {
-    return new PolicyDenied(`This needs the role ${roles.join(' or ')}.`, 'policy_denied', { required_roles: [...roles] });
+    return new PolicyDenied(`This needs the role ${roles.join(' or ')}.`, 'insufficient_scope', { required_roles: [...roles] });
   }
 
   /** The caller may see the thing but not do this to it. */
-  static action(detail: string, oauthError = 'policy_denied'): PolicyDenied {
+  static action(detail: string, oauthError: OAuthErrorCode = 'insufficient_scope'): PolicyDenied {
     return new PolicyDenied(detail, oauthError, {});
   }
 }
@@ -182,6 +218,7 @@ export class Conflict extends BrokerError {
   readonly oauthError = 'invalid_request';
 }
 
+/** A quota or limit is spent (429 with `Retry-After`); on `/oauth2`, RFC 8628's `slow_down`. */
 export class RateLimited extends BrokerError {
   readonly type = 'rate_limited';
   readonly status = 429;

@@ -2,6 +2,7 @@ import type {
   ApprovalRecord,
   AuditEntry,
   AuditEventRecord,
+  AuditEventType,
   BreakGlassReviewRecord,
   EventFilter,
   IssuanceAuditRecord,
@@ -61,6 +62,8 @@ export interface Store {
     after(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
     /** The event at `seq`, if the chain still holds it. */
     at(seq: number): Promise<AuditEventRecord | undefined>;
+    /** The newest event of `type`, if any. */
+    latest(type: AuditEventType): Promise<AuditEventRecord | undefined>;
   };
   audit: {
     /** Issuances matching `filter`, in (issued_at, request id) order, after the given position. */
@@ -71,6 +74,8 @@ export interface Store {
   keys: {
     /** Keys not retired, newest first. */
     active(): Promise<SigningKeyRecord[]>;
+    /** A key by its kid, retired or not: what it signed (a checkpoint) may outlive it in the JWKS. */
+    get(kid: string): Promise<SigningKeyRecord | undefined>;
     /**
      * Adds the signing key `decide` returns, judged on the keys not retired (newest first) under
      * the lock, with its event; false when `decide` declines (another process rotated first).
@@ -86,6 +91,12 @@ export interface Store {
   change<R>(id: string, decide: (state: RequestState | undefined) => RequestChange<R>): Promise<R>;
   /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
   append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
+  /**
+   * Appends `entry` only while the newest event of its type is still the one at `latestSeq` (0:
+   * none yet), judged under the chain's lock; undefined when another process appended one first.
+   * Periodic work (checkpoints) is done once however many processes run it at the same moment.
+   */
+  appendIfLatest(entry: AuditEntry, latestSeq: number): Promise<AuditEventRecord | undefined>;
 
   /**
    * Scheduler sweeps: each moves at most `limit` due records, with one event each, and returns

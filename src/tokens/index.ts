@@ -2,4 +2,4 @@ export { readOwnToken } from './inspect.js';
 export { openKeyring, RETIRE_GRACE_MS, SIGNING_SLACK_MS } from './keyring.js';
 export type { Keyring, KeyringOptions, SigningKey } from './keyring.js';
 export { mintAccessToken, sha256Token } from './mint.js';
-export type { AccessTokenGrant, MintedToken } from './mint.js';
+export type { AccessTokenGrant, MintedToken, MintOptions } from './mint.js';

@@ -30,19 +30,25 @@ export interface MintedToken {
   ttlSeconds: number;
 }
 
-/**
- * Signs an RFC 9068 access token. The caller records it before handing it out. `nbf` is `iat`
- * less the clock skew, so a resource server whose clock lags a little accepts a fresh token.
- */
+export interface MintOptions {
+  /**
+   * CONTRACT section 3: `nbf` lies this far before `iat`, so a resource server whose clock lags
+   * a little behind the broker's accepts a token the moment it is handed out.
+   */
+  clockSkewMs: number;
+}
+
+/** Signs an RFC 9068 access token. The caller records it before handing it out. */
 export async function mintAccessToken(
   keyring: Keyring,
   issuer: string,
   grant: AccessTokenGrant,
   now: number,
-  clockSkewMs = 0,
+  options: MintOptions,
 ): Promise<MintedToken> {
   const key = await keyring.signingKey();
   const iat = Math.floor(now / 1000);
+  const nbf = Math.max(0, iat - Math.ceil(options.clockSkewMs / 1000));
   const exp = iat + grant.ttlSeconds;
   const jti = uuidv7(now);
   const claims = {
@@ -50,7 +56,7 @@ export async function mintAccessToken(
     sub: grant.sub,
     aud: grant.aud,
     iat,
-    nbf: iat - Math.ceil(clockSkewMs / 1000),
+    nbf,
     exp,
     jti,
     client_id: grant.idp,

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createRemoteJWKSet, customFetch, errors, jwtVerify, type FetchImplementation, type JWTPayload } from 'jose';
+import { errors, jwtVerify, type JWTPayload } from 'jose';
+import { brokerKeys, KeysUnavailable } from './jwks.js';
 
 /**
  * Verifies the broker's access tokens where they are used: in a resource server, offline,
@@ -64,6 +65,13 @@ export interface BrokerVerifierOptions {
   jwksUri?: string;
   /** Leeway for `exp` and `nbf`, seconds (default 30). */
   clockToleranceSeconds?: number;
+  /**
+   * The longest the JWKS is kept (default 10 minutes); within that, as long as the broker's
+   * `Cache-Control: max-age` says, which is never longer than it publishes new keys ahead.
+   */
+  jwksMaxAgeMs?: number;
+  /** A token naming a key the cached JWKS lacks fetches it again, at most once this often (default 30 s). */
+  jwksCooldownMs?: number;
   revocation?: RevocationCheck;
   fetch?: typeof fetch;
   /** For tests: the current time. */
@@ -88,8 +96,13 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
   const base = (options.brokerUrl ?? options.issuer).replace(/\/+$/, '');
   const fetchImpl = options.fetch ?? fetch;
   const now = options.now ?? Date.now;
-  const jwks = createRemoteJWKSet(new URL(options.jwksUri ?? `${base}/.well-known/jwks.json`), {
-    [customFetch]: fetchImpl as FetchImplementation,
+  const jwks = brokerKeys({
+    url: options.jwksUri ?? `${base}/.well-known/jwks.json`,
+    fetch: fetchImpl,
+    now,
+    maxAgeMs: options.jwksMaxAgeMs ?? 10 * 60_000,
+    cooldownMs: options.jwksCooldownMs ?? 30_000,
+    timeoutMs: 5_000,
   });
   const isRevoked = options.revocation ? revocationCheck(base, options.revocation, fetchImpl, now) : undefined;
 
@@ -131,7 +144,14 @@ export function verifyBrokerToken(
   options: Omit<BrokerVerifierOptions, 'fetch' | 'now'> & VerifyRequirements,
 ): Promise<BrokerTokenClaims> {
   const { requiredScopes, requireApprovals, refuseBreakGlass, ...verifierOptions } = options;
-  const key = JSON.stringify([options.issuer, options.audience, options.brokerUrl ?? null, options.jwksUri ?? null, options.revocation?.mode ?? null]);
+  const key = JSON.stringify([
+    options.issuer,
+    options.audience,
+    options.brokerUrl ?? null,
+    options.jwksUri ?? null,
+    options.revocation?.mode ?? null,
+    options.clockToleranceSeconds ?? null,
+  ]);
   let verifier = verifiers.get(key);
   if (!verifier) {
     verifier = createBrokerVerifier(verifierOptions);
@@ -149,7 +169,7 @@ function refusal(error: unknown): BrokerTokenError {
   if (error instanceof errors.JWTClaimValidationFailed && error.claim === 'aud') {
     return new BrokerTokenError('audience', 'token is for another audience', { cause: error });
   }
-  if (error instanceof errors.JWKSTimeout || (error instanceof Error && !(error instanceof errors.JOSEError))) {
+  if (error instanceof KeysUnavailable || error instanceof errors.JWKSTimeout || (error instanceof Error && !(error instanceof errors.JOSEError))) {
     return new BrokerTokenError('unavailable', 'broker keys could not be fetched', { cause: error });
   }
   return new BrokerTokenError('invalid', 'not a valid broker token', { cause: error });

@@ -57,7 +57,7 @@ describe('POST /v1/credentials, low risk', () => {
         sub: 'repo:acme/app:ref:refs/heads/main',
         aud: 'registry.acme.internal',
         iat,
-        nbf: iat - 30, // backdated by clockSkew: a resource server whose clock lags accepts it
+        nbf: iat - 30, // clockSkew: a resource server lagging a little still accepts it
         exp: iat + 120,
         jti: expect.any(String),
         client_id: 'ci',

@@ -143,7 +143,8 @@ describe('POST /oauth2/introspect (RFC 7662)', () => {
     const grant = await issue();
     const denied = await introspect(grant.access_token, await t.as.pipeline());
     expect(denied.status).toBe(403);
-    expect(denied.body.error).toBe('policy_denied');
+    expect(denied.body.error).toBe('insufficient_scope'); // RFC 6750: /oauth2 answers registered codes only
+    expect(denied.headers['www-authenticate']).toBe('Bearer error="insufficient_scope"');
     const anonymous = await t.http.post('/oauth2/introspect').type('form').send({ token: grant.access_token });
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers['www-authenticate']).toBe('Bearer');

@@ -74,9 +74,36 @@ describe('POST /oauth2/token (RFC 8693)', () => {
   });
 
   it('refuses a repeated parameter (RFC 6749 section 3.2)', async () => {
-    const response = await exchange({ ...(await base()), audience: ['a', 'b'] });
+    const response = await exchange({ ...(await base()), task_id: ['a', 'b'] });
     expect(response.status).toBe(400);
     expect(response.body.error).toBe('invalid_request');
+  });
+
+  it('takes RFC 8707 resource as the audience when audience is absent', async () => {
+    const { audience, ...form } = await base();
+    const response = await exchange({ ...form, resource: audience });
+    expect(response.status).toBe(200);
+    expect(decodeJwt(response.body.access_token).aud).toBe('registry.acme.internal');
+    // Both, naming the same target, is one target.
+    const both = await exchange({ ...(await base()), resource: 'registry.acme.internal' });
+    expect(both.status).toBe(200);
+    // A resource the policy does not allow is refused like an audience.
+    const refused = await exchange({ ...form, subject_token: await t.as.ml(), scope: 'model:train', resource: 'https://elsewhere.example' });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toBe('invalid_target');
+  });
+
+  it.each([
+    ['two audiences', { audience: ['registry.acme.internal', 'db.acme.internal'] }],
+    ['two resources', { audience: undefined, resource: ['registry.acme.internal', 'db.acme.internal'] }],
+    ['the same audience twice', { audience: ['registry.acme.internal', 'registry.acme.internal'] }],
+    ['an audience and a different resource', { resource: 'db.acme.internal' }],
+  ])('answers %s with 400 invalid_target, issuing nothing', async (_name, override) => {
+    const form: Record<string, string | string[] | undefined> = { ...(await base()), ...override };
+    for (const key of Object.keys(form)) if (form[key] === undefined) delete form[key];
+    const response = await exchange(form as Record<string, string | string[]>);
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({ error: 'invalid_target', error_description: expect.any(String) });
   });
 
   it('answers authorization_pending for a request that needs approval, then collects it with request_id, once', async () => {

@@ -1,14 +1,28 @@
-import { verifyStoredChain, type EventView, type IssuanceView } from '../../audit/index.js';
-import { openSqliteReadOnly } from '../../store/index.js';
+import { readFileSync } from 'node:fs';
+import { decodeJwt } from 'jose';
+import {
+  CheckpointRefused,
+  checkpointFromText,
+  EvidenceUnreadable,
+  verifyDatabaseFile,
+  type EventView,
+  type IssuanceView,
+  type VerdictView,
+} from '../../audit/index.js';
 import { createClient } from '../client.js';
 import { brokerUrl, CliError, connectionOptions, identityToken, parse, shown, usage, type CliIo } from '../io.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
                     [--break-glass true|false] [--limit N] [--all] [--format table|ndjson|csv]
 jit audit events [--since T] [--until T] [--type T] [--request-id ID] [--limit N] [--all] [--format table|ndjson]
-jit audit verify [--db FILE]
+jit audit verify [--db FILE] [--checkpoint FILE|-]
   Auditors and admins. T is an ISO 8601 time. ndjson and csv stream every match.
-  verify --db checks a database file offline, without the broker; exit 1 when the chain is broken.`;
+  verify checks the hash chain through the broker; --db checks a SQLite database file offline,
+  without the broker, on a private copy (the file is only read; nothing is written beside it).
+  --checkpoint also checks that the chain still holds the head a checkpoint names (the JWS, or
+  the JSON of GET /v1/audit/checkpoint or of an audit.checkpoint webhook): deleting the newest
+  events shows only this way. Exit 0 intact, 65 tampered or truncated, 66 cannot read the
+  database or checkpoint file, 1 checkpoint not signed by this broker (or the broker refused).`;
 
 const filterOptions = {
   since: { type: 'string' },
@@ -70,30 +84,53 @@ async function events(args: string[], io: CliIo): Promise<number> {
 }
 
 async function verify(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, { ...connectionOptions, db: { type: 'string' } });
-  let verdict: { ok: boolean; events?: number; head?: string; first_bad_seq?: number };
-  if (values.db) {
-    let store;
+  const { values } = parse(args, { ...connectionOptions, db: { type: 'string' }, checkpoint: { type: 'string' } });
+  let checkpoint: string | undefined;
+  if (values.checkpoint !== undefined) {
+    let text: string;
     try {
-      store = openSqliteReadOnly(values.db, Date.now);
+      text = values.checkpoint === '-' ? io.readStdin() : readFileSync(values.checkpoint, 'utf8');
     } catch (error) {
-      throw new CliError(`cannot open ${values.db}: ${(error as Error).message}`);
+      throw new CliError(`cannot read ${values.checkpoint}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, EXIT_UNREADABLE);
     }
+    checkpoint = checkpointFromText(text);
+    if (!checkpoint) throw new CliError(`${values.checkpoint} holds no checkpoint (a JWS, or JSON with a "checkpoint" field)`, EXIT_UNREADABLE);
+  }
+
+  let verdict: VerdictView;
+  if (values.db !== undefined) {
+    if (/^postgres(ql)?:\/\//i.test(values.db)) throw usage('--db takes a SQLite file; verify a PostgreSQL database through the broker');
     try {
-      const result = await verifyStoredChain(store.events);
-      verdict = result.ok ? { ok: true, events: result.events, head: result.head } : { ok: false, first_bad_seq: result.firstBadSeq };
-    } finally {
-      await store.close();
+      verdict = (await verifyDatabaseFile(values.db, checkpoint)).verdict;
+    } catch (error) {
+      if (error instanceof EvidenceUnreadable) throw new CliError(error.message, EXIT_UNREADABLE);
+      if (error instanceof CheckpointRefused) throw new CliError(error.message);
+      throw error;
     }
   } else {
     const client = createClient(io, brokerUrl(io, values), identityToken(io, values['identity-file']));
-    verdict = await client.get('/v1/audit/verify');
+    verdict = await client.get(`/v1/audit/verify${checkpoint ? `?checkpoint=${encodeURIComponent(checkpoint)}` : ''}`);
   }
+
   if (values.json) io.stdout(`${JSON.stringify(verdict)}\n`);
-  else if (verdict.ok) io.stdout(`ok: ${verdict.events} events, head ${verdict.head}\n`);
+  else if (verdict.ok) io.stdout(`ok: ${verdict.events} events, head ${verdict.head}${checkpoint ? `, holding the checkpoint's head (seq ${claimedSeq(checkpoint)})` : ''}\n`);
+  else if ('reason' in verdict) io.stdout(`TRUNCATED: the chain no longer holds the checkpoint's head (seq ${claimedSeq(checkpoint)})\n`);
   else io.stdout(`BROKEN: the chain fails at seq ${verdict.first_bad_seq}\n`);
-  return verdict.ok ? 0 : 1;
+  return verdict.ok ? 0 : EXIT_TAMPERED;
 }
+
+/** sysexits: the data is wrong (the chain), or the input cannot be read. */
+const EXIT_TAMPERED = 65;
+const EXIT_UNREADABLE = 66;
+
+/** The seq a checkpoint names, for the message (its signature was checked where it was verified). */
+const claimedSeq = (checkpoint: string | undefined) => {
+  try {
+    return String(checkpoint ? decodeJwt(checkpoint).seq : '?');
+  } catch {
+    return '?';
+  }
+};
 
 type Values = { broker?: string | undefined; config?: string | undefined; 'identity-file'?: string | undefined; all: boolean; format: string; json: boolean };
 

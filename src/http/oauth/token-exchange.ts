@@ -1,6 +1,6 @@
 import type { CredentialService } from '../../credentials/index.js';
 import type { Identity } from '../../identity/index.js';
-import { InvalidRequest, InvalidToken } from '../../shared/errors.js';
+import { InvalidRequest, InvalidTarget, InvalidToken } from '../../shared/errors.js';
 import type { Authenticator } from '../auth.js';
 import { credentialRequestBody, tokenExchangeForm } from '../schemas.js';
 import { parseInput } from '../validation.js';
@@ -22,7 +22,7 @@ export async function exchange(
   form: unknown,
   deps: { auth: Authenticator; credentials: CredentialService },
 ): Promise<ExchangeResult> {
-  const params = parseInput(tokenExchangeForm, form, 'body');
+  const params = parseInput(tokenExchangeForm, { ...(form as Record<string, unknown>), ...target(form) }, 'body');
   const identity = await subjectIdentity(deps.auth, params.subject_token);
 
   if (params.request_id !== undefined) {
@@ -56,6 +56,28 @@ export async function exchange(
     breakGlass: input.break_glass,
   });
   return outcome.status === 'issued' ? granted(outcome.view) : pending(outcome.view.request_id);
+}
+
+/**
+ * The one audience the token is for: `audience`, or RFC 8707's `resource` when `audience` is
+ * absent. Two values of either, or both naming different targets, is `invalid_target`: a token
+ * has one audience here, and guessing which was meant would hand out a token for the wrong one.
+ */
+function target(form: unknown): { audience?: string; resource?: undefined } {
+  const { audience, resource } = (form ?? {}) as Record<string, unknown>;
+  const values = (value: unknown) => (value === undefined ? [] : Array.isArray(value) ? value : [value]);
+  const audiences = values(audience);
+  const resources = values(resource);
+  if (audiences.length > 1 || resources.length > 1) {
+    throw new InvalidTarget('Name one target: a single audience (or resource) parameter; a token here has one audience.');
+  }
+  const [named] = audiences;
+  const [resourceNamed] = resources;
+  if (named !== undefined && resourceNamed !== undefined && named !== resourceNamed) {
+    throw new InvalidTarget('audience and resource name different targets; send one of them.');
+  }
+  const chosen = named ?? resourceNamed;
+  return chosen === undefined ? { resource: undefined } : { audience: chosen as string, resource: undefined };
 }
 
 /** A subject token that is not accepted is a bad parameter of this request (400), not a failed login. */

@@ -4,7 +4,7 @@ import type { IssuanceView } from '../../audit/index.js';
 import { toIso } from '../../shared/clock.js';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
-import { eventsQuery, issuancesQuery } from '../schemas.js';
+import { checkpointQuery, eventsQuery, issuancesQuery, verifyQuery } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 const CSV_COLUMNS = [
@@ -95,8 +95,14 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
     await stream(res, audit.exportEvents(identityOf(res), filter), ndjson);
   });
 
-  router.get('/verify', async (_req, res) => {
-    res.json(await audit.verify(identityOf(res)));
+  router.get('/verify', async (req, res) => {
+    const { checkpoint } = parseInput(verifyQuery, req.query, 'query');
+    res.json(await audit.verify(identityOf(res), checkpoint));
+  });
+
+  router.get('/checkpoint', async (req, res) => {
+    parseInput(checkpointQuery, req.query, 'query');
+    res.json(await audit.checkpoint(identityOf(res)));
   });
 
   return router;

@@ -3,7 +3,14 @@ import type { AppDeps } from '../deps.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
-/** RFC 8414 metadata (served at both well-known paths) and the JWKS resource servers verify with. */
+/**
+ * RFC 8414 metadata, served at both well-known paths, and the JWKS resource servers verify with.
+ * The broker has no authorization endpoint (callers arrive with an identity already), so it
+ * supports no `response_type`: RFC 8414 still requires the field, and an empty list says so.
+ * Each endpoint says how it takes its caller: the token endpoint needs no client authentication
+ * (the identity is the `subject_token`), introspection and revocation take the caller's identity
+ * as a Bearer token (RFC 8414 section 2 admits access token types there).
+ */
 export function discoveryRoutes({ config, keyring }: AppDeps): Router {
   const base = config.issuer.replace(/\/+$/, '');
   const metadata = {
@@ -12,14 +19,18 @@ export function discoveryRoutes({ config, keyring }: AppDeps): Router {
     token_endpoint: `${base}/oauth2/token`,
     introspection_endpoint: `${base}/oauth2/introspect`,
     revocation_endpoint: `${base}/oauth2/revoke`,
+    response_types_supported: [],
     grant_types_supported: [TOKEN_EXCHANGE_GRANT],
     token_endpoint_auth_methods_supported: ['none'],
+    introspection_endpoint_auth_methods_supported: ['Bearer'],
+    revocation_endpoint_auth_methods_supported: ['Bearer'],
     scopes_supported: config.scopes.map((scope) => scope.name),
-    access_token_signing_alg_values_supported: [config.signing.algorithm],
   };
   const router = Router();
   router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], (_req, res) => {
-    res.set('Cache-Control', 'public, max-age=300').json(metadata);
+    // Every algorithm a published key signs with: after a change of `signing.algorithm`, tokens of the old one stay valid.
+    const algorithms = [...new Set([config.signing.algorithm, ...keyring.jwks().keys.map((key) => key.alg as string)])];
+    res.set('Cache-Control', 'public, max-age=300').json({ ...metadata, access_token_signing_alg_values_supported: algorithms });
   });
   // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
   // between a key's publication and its first token.

@@ -25,6 +25,8 @@ import type { Pool, Query } from './client.js';
 const LIVE = `('pending_approval', 'approved', 'issued')`;
 /** Signing keys change under this lock, so two replicas sharing a key directory rotate once. */
 const KEYS_LOCK = 7596286014052352342n;
+/** Conditional appends (`appendIfLatest`) judge and write under this lock, taken before the chain's. */
+const APPEND_IF_LATEST_LOCK = 7596286014052352343n;
 
 /**
  * The PostgreSQL engine, for several broker replicas on one database. Each change is one
@@ -402,6 +404,10 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
         const [row] = await pool.query<EventRow>('SELECT * FROM audit_events WHERE seq = $1', [seq]);
         return row ? toEvent(row) : undefined;
       },
+      async latest(type) {
+        const [row] = await pool.query<EventRow>('SELECT * FROM audit_events WHERE type = $1 ORDER BY seq DESC LIMIT 1', [type]);
+        return row ? toEvent(row) : undefined;
+      },
     },
 
     audit: {
@@ -463,6 +469,10 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
 
     keys: {
       active: () => activeKeys(pool.query),
+      async get(kid) {
+        const [row] = await pool.query<KeyRow>('SELECT * FROM signing_keys WHERE kid = $1', [kid]);
+        return row ? toKey(row) : undefined;
+      },
       add: (decide, event) =>
         pool.transaction(async (query) => {
           await query('SELECT pg_advisory_xact_lock($1)', [KEYS_LOCK]);
@@ -511,6 +521,15 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
       }),
 
     append: (entries) => pool.transaction((query) => appendEvents(query, entries)),
+
+    appendIfLatest: (entry, latestSeq) =>
+      pool.transaction(async (query) => {
+        // Held to commit: a second process waits here, then sees the first one's event.
+        await query('SELECT pg_advisory_xact_lock($1)', [APPEND_IF_LATEST_LOCK]);
+        const [newest] = await query<{ seq: number }>('SELECT seq FROM audit_events WHERE type = $1 ORDER BY seq DESC LIMIT 1', [entry.type]);
+        if (Number(newest?.seq ?? 0) !== latestSeq) return undefined;
+        return (await appendEvents(query, [entry]))[0];
+      }),
 
     sweep: {
       grants: (now, limit, event) =>

@@ -395,6 +395,7 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
       after: async (afterSeq, limit) =>
         rows<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', afterSeq, limit).map(toEvent),
       at: async (seq) => mapOptional(row<EventRow>('SELECT * FROM audit_events WHERE seq = ?', seq), toEvent),
+      latest: async (type) => mapOptional(row<EventRow>('SELECT * FROM audit_events WHERE type = ? ORDER BY seq DESC LIMIT 1', type), toEvent),
     },
 
     audit: {
@@ -446,6 +447,7 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
 
     keys: {
       active: async () => activeKeys(),
+      get: async (kid) => mapOptional(row<KeyRow>('SELECT * FROM signing_keys WHERE kid = ?', kid), toKey),
       add: (decide, event) =>
         write(() => {
           const key = decide(activeKeys());
@@ -492,6 +494,12 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
       }),
 
     append: (entries) => write(() => appendEvents(entries)),
+
+    appendIfLatest: (entry, latestSeq) =>
+      writer.run(() => {
+        const newest = row<{ seq: number }>('SELECT seq FROM audit_events WHERE type = ? ORDER BY seq DESC LIMIT 1', entry.type);
+        return (newest?.seq ?? 0) === latestSeq ? appendEvents([entry])[0] : undefined;
+      }),
 
     sweep: {
       grants: (now, limit, event) =>

@@ -1,0 +1,83 @@
+import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+
+export interface BrokerKeysOptions {
+  url: string;
+  fetch: typeof fetch;
+  now: () => number;
+  /** The longest a fetched JWKS is used, whatever its `Cache-Control` allows. */
+  maxAgeMs: number;
+  /** The least time between two fetches prompted by a `kid` the cached JWKS does not hold. */
+  cooldownMs: number;
+  timeoutMs: number;
+}
+
+/** A fetch that could not give a usable JWKS: the token is refused as `unavailable`, never accepted. */
+export class KeysUnavailable extends Error {
+  override readonly name = 'KeysUnavailable';
+}
+
+interface CachedKeys {
+  keys: JWTVerifyGetKey;
+  fetchedAt: number;
+  freshUntil: number;
+}
+
+/**
+ * The broker's JWKS as a resource server should hold it: fetched once, kept as long as the
+ * broker's `Cache-Control: max-age` says (the broker publishes a key at least twice that long
+ * before it signs with it, so a cache kept that long always knows the signing key), and fetched
+ * again early when a token names a `kid` it does not hold, at most once per `cooldownMs` so a
+ * stream of tokens with made-up kids cannot make this process hammer the broker. Time is the
+ * caller's `now`, not the process clock. Whatever cannot be fetched or found is refused.
+ */
+export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
+  const { url, now } = options;
+  let cached: CachedKeys | undefined;
+  let loading: Promise<CachedKeys> | undefined;
+
+  async function load(): Promise<CachedKeys> {
+    const fetchedAt = now();
+    let response: Response;
+    let body: unknown;
+    try {
+      response = await options.fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(options.timeoutMs) });
+      body = response.ok ? await response.json() : undefined;
+    } catch (error) {
+      throw new KeysUnavailable(`the broker's JWKS at ${url} could not be fetched`, { cause: error });
+    }
+    if (!response.ok) throw new KeysUnavailable(`the broker's JWKS at ${url} answered ${response.status}`);
+    if (!isKeySet(body)) throw new KeysUnavailable(`the broker's JWKS at ${url} is not a JWK set`);
+    const maxAgeMs = Math.min(options.maxAgeMs, cacheLifetimeMs(response.headers.get('cache-control')) ?? options.maxAgeMs);
+    return { keys: createLocalJWKSet(body), fetchedAt, freshUntil: fetchedAt + maxAgeMs };
+  }
+
+  /** One fetch at a time: verifications waiting on a refresh share it. */
+  const refresh = async (): Promise<CachedKeys> => {
+    loading ??= load().finally(() => {
+      loading = undefined;
+    });
+    cached = await loading;
+    return cached;
+  };
+
+  return async (header, token) => {
+    const current = cached && now() < cached.freshUntil ? cached : await refresh();
+    try {
+      return await current.keys(header, token);
+    } catch (error) {
+      if (!(error instanceof errors.JWKSNoMatchingKey) || now() - current.fetchedAt < options.cooldownMs) throw error;
+      return (await refresh()).keys(header, token);
+    }
+  };
+}
+
+/** `max-age` in ms; 0 for `no-store` or `no-cache`; undefined when the response says nothing. */
+function cacheLifetimeMs(cacheControl: string | null): number | undefined {
+  if (!cacheControl) return undefined;
+  if (/(?:^|,)\s*no-(?:store|cache)\b/i.test(cacheControl)) return 0;
+  const maxAge = /(?:^|,)\s*max-age\s*=\s*"?(\d+)"?/i.exec(cacheControl);
+  return maxAge ? Number(maxAge[1]) * 1000 : undefined;
+}
+
+const isKeySet = (body: unknown): body is JSONWebKeySet =>
+  typeof body === 'object' && body !== null && Array.isArray((body as { keys?: unknown }).keys);

@@ -1,0 +1,133 @@
+import * as client from 'openid-client';
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bearer } from '../helpers/broker.js';
+import { startServedBroker, type ServedBroker } from './served-broker.js';
+
+/**
+ * panva's openid-client, as an OAuth client written by nobody here would use the broker:
+ * discovery, RFC 8693 token exchange as a public client, introspection and revocation with the
+ * caller's identity as a Bearer token.
+ */
+
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+let served: ServedBroker;
+beforeAll(async () => {
+  served = await startServedBroker();
+});
+afterAll(async () => {
+  await served.close();
+});
+
+/** The broker's way in to introspection and revocation: the caller's own identity token. */
+const bearerIdentity =
+  (token: string): client.ClientAuth =>
+  (_server, _client, _body, headers) => {
+    headers.set('authorization', `Bearer ${token}`);
+  };
+const discover = (clientAuth: client.ClientAuth = client.None(), algorithm: 'oauth2' | 'oidc' = 'oauth2') =>
+  client.discovery(new URL(served.url), 'ci-pipeline', undefined, clientAuth, { execute: [client.allowInsecureRequests], algorithm });
+
+/** The OAuth error code of a refusal, whether in the body or in WWW-Authenticate. */
+const oauthError = async (promise: Promise<unknown>) => {
+  const error = await promise.then(() => undefined, (e: unknown) => e);
+  if (error instanceof client.ResponseBodyError) return { error: error.error, body: error.cause as Record<string, unknown> };
+  if (error instanceof client.WWWAuthenticateChallengeError) return { error: error.cause[0]?.parameters.error, body: {} as Record<string, unknown> };
+  throw new Error(`not an OAuth refusal: ${String(error)}`);
+};
+
+const exchange = async (config: client.Configuration, parameters: Record<string, string> | URLSearchParams) =>
+  client.genericGrantRequest(config, GRANT, parameters);
+const form = async (extra: Record<string, string> = {}) => ({
+  subject_token: await served.t.as.pipeline(),
+  subject_token_type: JWT_TYPE,
+  scope: 'artifacts:read',
+  task_id: 'build-1',
+  ...extra,
+});
+
+describe('openid-client', () => {
+  it.each(['oauth2', 'oidc'] as const)('discovers the broker (%s well-known document) with every endpoint and how each takes its caller', async (algorithm) => {
+    const metadata = (await discover(client.None(), algorithm)).serverMetadata();
+    expect(metadata).toMatchObject({
+      issuer: served.url,
+      token_endpoint: `${served.url}/oauth2/token`,
+      introspection_endpoint: `${served.url}/oauth2/introspect`,
+      revocation_endpoint: `${served.url}/oauth2/revoke`,
+      jwks_uri: `${served.url}/.well-known/jwks.json`,
+      response_types_supported: [],
+      grant_types_supported: [GRANT],
+      token_endpoint_auth_methods_supported: ['none'],
+      introspection_endpoint_auth_methods_supported: ['Bearer'],
+      revocation_endpoint_auth_methods_supported: ['Bearer'],
+    });
+  });
+
+  it('exchanges an identity for an access token as a public client, naming the audience as audience or RFC 8707 resource', async () => {
+    const config = await discover();
+    for (const target of [{ audience: 'registry.acme.internal' }, { resource: 'registry.acme.internal' }] as Record<string, string>[]) {
+      const tokens = await exchange(config, await form(target));
+      expect(tokens).toMatchObject({
+        token_type: 'bearer',
+        issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        expires_in: 900,
+        scope: 'artifacts:read',
+      });
+      expect(decodeJwt(tokens.access_token)).toMatchObject({ iss: served.url, aud: 'registry.acme.internal', task_id: 'build-1' });
+    }
+  });
+
+  it('understands every refusal as a registered OAuth error', async () => {
+    const config = await discover();
+    const twoAudiences = new URLSearchParams(await form());
+    twoAudiences.append('audience', 'registry.acme.internal');
+    twoAudiences.append('audience', 'db.acme.internal');
+    expect((await oauthError(exchange(config, twoAudiences))).error).toBe('invalid_target');
+    expect((await oauthError(exchange(config, await form({ audience: 'a', resource: 'b' })))).error).toBe('invalid_target');
+    expect((await oauthError(exchange(config, await form({ audience: 'x', scope: 'db:admin secrets:all' })))).error).toBe('invalid_scope');
+    expect((await oauthError(exchange(config, await form({ audience: 'x', subject_token: 'forged' })))).error).toBe('invalid_request');
+  });
+
+  it('gets authorization_pending with a request_id for a high-risk scope, and collects the token with it once approved', async () => {
+    const config = await discover();
+    const workload = await served.t.as.ml();
+    const pending = await oauthError(exchange(config, await form({ subject_token: workload, scope: 'model:deploy', audience: 'registry.acme.internal' })));
+    expect(pending.error).toBe('authorization_pending');
+    const requestId = pending.body.request_id as string;
+
+    const { t } = served;
+    const view = await t.http.get(`/v1/credentials/${requestId}`).set(bearer(workload));
+    await t.http
+      .post(`/v1/credentials/${requestId}/approvals`)
+      .set(bearer(await t.as.person('alice', ['approvers', 'ml-release'])))
+      .send({ decision: 'approve', reason: 'release reviewed', digest: view.body.digest });
+
+    const tokens = await exchange(config, { subject_token: workload, subject_token_type: JWT_TYPE, request_id: requestId });
+    expect(decodeJwt(tokens.access_token)).toMatchObject({ request_id: requestId, approvers: [expect.objectContaining({ sub: 'alice' })] });
+  });
+
+  it('introspects with the resource server\'s identity as Bearer, and the holder revokes its own token the same way', async () => {
+    const holder = await served.t.as.pipeline();
+    const { access_token } = await exchange(await discover(), await form({ subject_token: holder, audience: 'registry.acme.internal' }));
+    const resourceServer = await discover(bearerIdentity(await served.t.as.pipeline({}, 'resource-server:registry')));
+
+    expect(await client.tokenIntrospection(resourceServer, access_token)).toMatchObject({
+      active: true,
+      sub: 'repo:acme/app:ref:refs/heads/main',
+      aud: 'registry.acme.internal',
+      scope: 'artifacts:read',
+      client_id: 'ci',
+    });
+
+    await client.tokenRevocation(await discover(bearerIdentity(holder)), access_token);
+    expect(await client.tokenIntrospection(resourceServer, access_token)).toEqual({ active: false });
+  });
+
+  it('is told insufficient_scope when the caller lacks the introspector role', async () => {
+    const { access_token } = await exchange(await discover(), await form({ audience: 'registry.acme.internal' }));
+    const notAnIntrospector = await discover(bearerIdentity(await served.t.as.pipeline()));
+    expect((await oauthError(client.tokenIntrospection(notAnIntrospector, access_token))).error).toBe('insufficient_scope');
+  });
+});

@@ -1,0 +1,156 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BrokerTokenError, createBrokerVerifier } from '../../src/verifier/index.js';
+import { testClock, type TestClock } from '../helpers/broker.js';
+
+/**
+ * How the exported verifier holds the broker's JWKS, against a JWKS server the test controls:
+ * kept as long as Cache-Control says, fetched again on an unknown kid at most once per cooldown,
+ * and refused (never accepted) whatever it cannot fetch or find.
+ */
+
+const ISSUER = 'https://broker.example';
+const AUDIENCE = 'registry.acme.internal';
+
+interface Key {
+  kid: string;
+  privateKey: CryptoKey;
+  publicJwk: JWK;
+}
+const makeKey = async (): Promise<Key> => {
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const publicJwk = await exportJWK(publicKey);
+  const kid = await calculateJwkThumbprint(publicJwk);
+  return { kid, privateKey, publicJwk: { ...publicJwk, kid, alg: 'ES256', use: 'sig' } };
+};
+
+let clock: TestClock;
+let published: Key[];
+let answer: { status: number; cacheControl: string };
+let fetches: number;
+let server: ReturnType<typeof createServer>;
+let jwksUri: string;
+
+beforeEach(async () => {
+  clock = testClock();
+  published = [];
+  answer = { status: 200, cacheControl: 'public, max-age=60' };
+  fetches = 0;
+  server = createServer((_req, res) => {
+    fetches += 1;
+    res.writeHead(answer.status, { 'content-type': 'application/json', 'cache-control': answer.cacheControl });
+    res.end(JSON.stringify({ keys: published.map((key) => key.publicJwk) }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  jwksUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+});
+afterEach(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const token = (key: Key, kid = key.kid) =>
+  new SignJWT({ scope: 'artifacts:read', client_id: 'ci', idp: 'ci', task_id: 't', request_id: 'r' })
+    .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
+    .setIssuer(ISSUER)
+    .setSubject('repo:acme/app')
+    .setAudience(AUDIENCE)
+    .setIssuedAt(Math.floor(clock() / 1000))
+    .setExpirationTime(Math.floor(clock() / 1000) + 3600)
+    .setJti(crypto.randomUUID())
+    .sign(key.privateKey);
+
+const verifier = () => createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, now: () => clock(), jwksCooldownMs: 30_000 });
+const outcome = (promise: Promise<unknown>) =>
+  promise.then(
+    () => 'ok',
+    (error: unknown) => (error instanceof BrokerTokenError ? error.code : `unexpected ${String(error)}`),
+  );
+
+describe('the verifier\'s copy of the JWKS', () => {
+  it('is kept as long as Cache-Control says, and fetched again after', async () => {
+    const a = await makeKey();
+    published = [a];
+    const rs = verifier();
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+    clock.advance(59_000);
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+    expect(fetches).toBe(1);
+    clock.advance(1_000);
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+    expect(fetches).toBe(2);
+  });
+
+  it('is fetched once for verifications that arrive together', async () => {
+    const a = await makeKey();
+    published = [a];
+    const rs = verifier();
+    const tokens = await Promise.all([1, 2, 3, 4, 5].map(() => token(a)));
+    expect(await Promise.all(tokens.map((t) => outcome(rs.verify(t))))).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+    expect(fetches).toBe(1);
+  });
+
+  it('is fetched again for a kid it lacks, at most once per cooldown, and an unknown kid is refused', async () => {
+    const [a, b] = [await makeKey(), await makeKey()];
+    published = [a];
+    const rs = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, now: () => clock(), jwksCooldownMs: 30_000, jwksMaxAgeMs: 3_600_000 });
+    answer.cacheControl = 'public, max-age=3600';
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+
+    // b signs before this copy knows it (a broker without publishAhead, or another replica's key).
+    published = [a, b];
+    expect(await outcome(rs.verify(await token(b)))).toBe('invalid'); // fetched a moment ago: not again yet
+    expect(fetches).toBe(1);
+    clock.advance(30_000);
+    expect(await outcome(rs.verify(await token(b)))).toBe('ok');
+    expect(fetches).toBe(2);
+
+    // An attacker's made-up kids cost the broker one fetch per cooldown, however many.
+    const forger = await makeKey();
+    clock.advance(30_000);
+    for (let i = 0; i < 20; i += 1) expect(await outcome(rs.verify(await token(forger, `made-up-${i}`)))).toBe('invalid');
+    expect(fetches).toBe(3);
+    // And a token signed by a key the broker never published stays refused after the refetch.
+    clock.advance(30_000);
+    expect(await outcome(rs.verify(await token(forger, a.kid)))).toBe('invalid');
+  });
+
+  it('fails closed: a JWKS that cannot be fetched, or is not a JWKS, refuses every token as unavailable', async () => {
+    const a = await makeKey();
+    published = [a];
+    const rs = verifier();
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+    clock.advance(60_000);
+    answer.status = 503;
+    expect(await outcome(rs.verify(await token(a)))).toBe('unavailable');
+    answer.status = 200;
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+
+    // A refetch for an unknown kid that fails is refused too.
+    clock.advance(30_000);
+    answer.status = 500;
+    expect(await outcome(rs.verify(await token(await makeKey())))).toBe('unavailable');
+
+    const elsewhere = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri: 'http://127.0.0.1:9/jwks', now: () => clock() });
+    expect(await outcome(elsewhere.verify(await token(a)))).toBe('unavailable');
+  });
+
+  it('never keeps a copy longer than jwksMaxAgeMs, nor past no-store', async () => {
+    const a = await makeKey();
+    published = [a];
+    answer.cacheControl = 'public, max-age=86400';
+    const capped = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, now: () => clock(), jwksMaxAgeMs: 120_000 });
+    expect(await outcome(capped.verify(await token(a)))).toBe('ok');
+    clock.advance(120_000);
+    expect(await outcome(capped.verify(await token(a)))).toBe('ok');
+    expect(fetches).toBe(2);
+
+    answer.cacheControl = 'no-store';
+    const uncached = verifier();
+    await uncached.verify(await token(a));
+    await uncached.verify(await token(a));
+    expect(fetches).toBe(4);
+  });
+});
