@@ -496,7 +496,7 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
     append: (entries) => write(() => appendEvents(entries)),
 
     appendIfLatest: (entry, latestSeq) =>
-      writer.run(() => {
+      write(() => {
         const newest = row<{ seq: number }>('SELECT seq FROM audit_events WHERE type = ? ORDER BY seq DESC LIMIT 1', entry.type);
         return (newest?.seq ?? 0) === latestSeq ? appendEvents([entry])[0] : undefined;
       }),
