@@ -1,2 +1,4 @@
+export { slackMessage } from './slack.js';
+export type { SlackMessage } from './slack.js';
 export { createNotifier, webhookPayload } from './webhooks.js';
-export type { Notifier, NotifierOptions } from './webhooks.js';
+export type { Notifier, NotifierOptions, WebhookPayload } from './webhooks.js';

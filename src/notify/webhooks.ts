@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BrokerConfig, WebhookEvent } from '../config/index.js';
+import { consoleRequestUrl } from '../console/links.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import { readWebhookSecret, signWebhook } from './signing.js';
+import { slackMessage } from './slack.js';
 
 export interface Notifier {
   /** Queues delivery to every webhook listening for `event`; returns at once and never throws. */
@@ -17,13 +19,22 @@ export interface NotifierOptions {
   store: Pick<Store, 'append'>;
   logger: Logger;
   clock: Clock;
+  /**
+   * The broker's `issuer` (its public base URL) when the web console is configured: bodies then
+   * carry `url`, the console's page for the request.
+   */
+  consoleBase?: string | undefined;
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
 }
 
-/** CONTRACT section 2: the webhook body. Never a token. */
-export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: number) {
+/**
+ * CONTRACT section 2: the webhook body, plus `ttl_seconds` (how long the token would live).
+ * `url` is where a person sees and decides the request: given when the console is configured.
+ * Never a token.
+ */
+export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: number, consoleBase?: string) {
   return {
     event,
     at: toIso(at),
@@ -34,13 +45,17 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
     task_id: request.taskId,
     scopes: request.scopes,
     audience: request.audience,
+    ttl_seconds: request.ttlSeconds,
     break_glass: request.breakGlass,
     justification: request.justification,
     digest: request.digest,
     approvals_required: request.approvalsRequired,
     expires_at: toIso(request.expiresAt),
+    ...(consoleBase !== undefined ? { url: consoleRequestUrl(consoleBase, request.id) } : {}),
   };
 }
+
+export type WebhookPayload = ReturnType<typeof webhookPayload>;
 
 /**
  * Delivers events to webhooks outside the request that caused them: a slow or broken receiver
@@ -56,6 +71,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const webhooks = config.webhooks.map((webhook, i) => ({
     url: webhook.url,
     events: webhook.events,
+    format: webhook.format,
     secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
   }));
 
@@ -63,7 +79,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
     const id = randomUUID();
     const at = clock();
     const timestamp = Math.floor(at / 1000);
-    const body = JSON.stringify(webhookPayload(event, request, at));
+    const payload = webhookPayload(event, request, at, options.consoleBase);
+    const body = JSON.stringify(webhook.format === 'slack' ? slackMessage(payload) : payload);
     const target = new URL(webhook.url).origin;
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
