@@ -73,6 +73,8 @@ export async function startTestSso(options: TestSsoOptions): Promise<TestSso> {
       return client.redirectUris.some((uri) => URL.parse(uri)?.origin === origin);
     },
     pkce: { required: () => true },
+    // Set, so oidc-provider does not print a notice for each default.
+    ttl: { AccessToken: 600, AuthorizationCode: 60, Grant: 3600, IdToken: 3600, Interaction: 600, Session: 3600 },
   });
   provider.on('server_error', (_ctx: unknown, error: Error) => process.stderr.write(`test SSO server_error: ${error.stack ?? error}\n`));
   server.on('request', provider.callback());
