@@ -33,7 +33,7 @@ beforeAll(async () => {
   receiver = await startReceiver();
   sso = await startTestSso({
     consoleOrigin: brokerUrl,
-    accounts: { alice: ['approvers', 'ml-release'], bob: ['approvers', 'ml-release'], ivy: ['auditors'] },
+    accounts: { alice: ['approvers', 'ml-release'], olga: ['on-call'], bob: ['approvers', 'ml-release'], ivy: ['auditors'] },
   });
   t = await startTestBroker({
     clock: liveClock(),
@@ -272,6 +272,21 @@ describe('the console', () => {
     await page.getByText('Your review is recorded.').waitFor();
     const view = (await t.http.get(`/v1/credentials/${used.body.request_id}`).set(bearer(await ml('pat', 'run-6')))).body;
     expect(view.review).toMatchObject({ status: 'done', outcome: 'justified', notes: 'matches incident 99', reviewer: { iss: sso.issuer, sub: 'alice' } });
+  });
+
+  it('shows a person their own requests and their state', async () => {
+    const { page, idTokens } = await signIn('olga', '/console/mine');
+    const asked = await t.http
+      .post('/v1/credentials')
+      .set(bearer(idTokens[0] as string))
+      .send({ task_id: 'read-logs-12', scopes: ['logs:read'], audience: 'logs.acme.internal' });
+    expect(asked.status).toBe(201);
+    await page.getByRole('link', { name: 'Decide' }).click();
+    await page.getByRole('link', { name: 'My requests' }).click();
+    const row = page.locator(`tr[data-request-id="${asked.body.request_id}"]`);
+    await row.waitFor();
+    expect(await row.getByText('read-logs-12').count()).toBe(1);
+    expect(await row.getByTestId('status').textContent()).toBe('issued');
   });
 
   it('shows an auditor the chain\'s status and the issuances, and exports them', async () => {
