@@ -23,7 +23,12 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: 'sqlite', include: ['test/**/*.test.ts'], env: { BROKER_TEST_ENGINE: 'sqlite' } },
+        test: {
+          name: 'sqlite',
+          include: ['test/**/*.test.ts'],
+          env: { BROKER_TEST_ENGINE: 'sqlite' },
+          globalSetup: ['test/setup/console.ts'],
+        },
       },
       {
         extends: true,

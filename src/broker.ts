@@ -88,6 +88,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const metrics = createMetrics(store);
     const notifier = createNotifier({
       config: config.notify,
+      // Webhook bodies link to the console's page for the request, when there is a console.
+      consoleBase: config.console ? config.issuer : undefined,
       store,
       logger,
       clock,

@@ -6,6 +6,7 @@ import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
 import * as lifecycle from './commands/lifecycle.js';
+import * as loginCommand from './commands/login.js';
 import * as requestCommand from './commands/request.js';
 import { CliError, shown, type CliIo } from './io.js';
 
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, Command> = {
   review: lifecycle.review,
   decode: decodeCommand.decode,
   audit: auditCommand.audit,
+  login: loginCommand.login, logout: loginCommand.logout,
 };
 
 const HELP = `jit: the just-in-time credential broker's command line
@@ -39,6 +41,8 @@ ${lifecycle.help}
 ${auditCommand.help}
 
 ${decodeCommand.help}
+
+${loginCommand.help}
 
 Every command that calls the broker takes:
   --broker URL            the broker (default: env BROKER_URL, else the config's issuer)

@@ -17,6 +17,7 @@ export type {
   BrokerConfig,
   ClaimPath,
   ClaimPattern,
+  ConsoleConfig,
   DatabaseEngine,
   IssuerConfig,
   LimitsConfig,

@@ -422,10 +422,42 @@ const configShape = z
       })
       .prefault({})
       .describe('The audit log.'),
+    console: z
+      .strictObject({
+        issuer: z.string().describe('Name of the person issuer people sign in with (OpenID Connect, authorization code with PKCE).'),
+        clientId: z
+          .string()
+          .min(1)
+          .describe(
+            'The console\'s client id at that issuer: a public client (no secret) allowed the authorization code grant with PKCE, its redirect URI `<issuer>/console/callback` (the broker\'s `issuer`). Its ID tokens name it in `aud`, so it must be one of the issuer\'s `audiences`.',
+          ),
+        cliClientId: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            '`jit login`\'s client id, when not `clientId`: a public native client whose redirect URI is `http://127.0.0.1/callback` on any port (RFC 8252). Also one of the issuer\'s `audiences`.',
+          ),
+        scopes: z
+          .array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'an OAuth scope: printable ASCII, no space, quote or backslash'))
+          .min(1)
+          .default(['openid', 'profile', 'email'])
+          .refine((scopes) => scopes.includes('openid'), 'must include openid')
+          .describe('Scopes asked for at sign-in: `openid`, and whatever makes the issuer put the claims the `roles` rules read (such as `groups`) into the ID token.'),
+        discoveryUrl: secureUrl('The issuer\'s OpenID Connect discovery document (default: `<its issuer>/.well-known/openid-configuration`). The broker reads the endpoints from it, and `jit login` is told where it is.').optional(),
+        devSignIn: z
+          .boolean()
+          .default(false)
+          .describe(
+            'DEVELOPMENT ONLY: the broker itself signs people in as the dev issuer (a page where you choose who you are). Refused unless `issuer` names a `dev:` issuer; the broker warns at start. Never in production.',
+          ),
+      })
+      .optional()
+      .describe('The web console at `/console`, for people: who signs in, and where. Without it the console says it is not configured.'),
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */
-const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'scheduler']);
+const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'scheduler', 'console']);
 
 // `when` lets the cross-field rules run although another section (say `listen.port`) is bad,
 // so one start reports every bad field rather than revealing them one fix at a time.
@@ -441,6 +473,7 @@ export type LimitsConfig = BrokerConfig['limits'];
 export type AuditConfig = BrokerConfig['audit'];
 export type SigningConfig = BrokerConfig['signing'];
 export type WebhookConfig = BrokerConfig['notify']['webhooks'][number];
+export type ConsoleConfig = NonNullable<BrokerConfig['console']>;
 
 /** Rules across fields: names unique, every reference resolves, roles fit the issuer's kind. */
 function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx): void {
@@ -504,8 +537,40 @@ function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx):
   });
   c.separation.forEach((rule, i) => checkScopeNames(rule.scopes, ['separation', i, 'scopes']));
 
+  if (c.console) checkConsole(c.console, issuers, issue);
+
   if (cronForInterval(c.scheduler.interval) === undefined) {
     issue(['scheduler', 'interval'], 'must be whole seconds dividing a minute (1s..30s) or whole minutes dividing an hour (1m..60m)');
+  }
+}
+
+/**
+ * `console`: people sign in at a person issuer whose ID tokens the broker accepts (their `aud`
+ * is the client id), and the development sign-in only ever signs for a development issuer, so a
+ * production configuration cannot turn it on by accident.
+ */
+function checkConsole(
+  web: ConsoleConfig,
+  issuers: ReadonlyMap<string, IssuerConfig>,
+  issue: (path: (string | number)[], message: string) => void,
+): void {
+  const issuer = issuers.get(web.issuer);
+  if (!issuer) return issue(['console', 'issuer'], `no identity issuer is named "${web.issuer}"`);
+  if (issuer.kind !== 'person') return issue(['console', 'issuer'], `"${web.issuer}" is a workload issuer; people sign in with a person issuer`);
+  for (const field of ['clientId', 'cliClientId'] as const) {
+    const clientId = web[field];
+    if (clientId !== undefined && !issuer.audiences.includes(clientId)) {
+      issue(['console', field], `"${clientId}" is not one of issuer "${issuer.name}"'s audiences, so its ID tokens would be refused; add it there`);
+    }
+  }
+  if (web.devSignIn && !issuer.dev) {
+    issue(['console', 'devSignIn'], `DEVELOPMENT ONLY: the development sign-in signs only for a dev: issuer, and "${issuer.name}" is a real one`);
+  }
+  if (!web.devSignIn && issuer.dev) {
+    issue(['console', 'issuer'], `"${issuer.name}" is a dev: issuer, which has no sign-in page of its own; set devSignIn: true (development only) or name a real issuer`);
+  }
+  if (web.devSignIn && web.discoveryUrl !== undefined) {
+    issue(['console', 'discoveryUrl'], 'the development sign-in is its own discovery document; leave discoveryUrl out');
   }
 }
 

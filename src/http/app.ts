@@ -1,4 +1,5 @@
 import express, { type Express, type RequestHandler } from 'express';
+import { consoleRoutes } from '../console/index.js';
 import type { Metrics } from '../observability/index.js';
 import { NotFound } from '../shared/errors.js';
 import type { AppDeps } from './deps.js';
@@ -27,6 +28,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(discoveryRoutes(deps));
   app.use(healthRoutes(deps));
   app.use('/oauth2', oauthRoutes(deps));
+  app.use('/console', consoleRoutes(deps));
 
   // Every /v1 endpoint acts for a verified identity; bodies are read only once it is known.
   const v1 = express.Router();

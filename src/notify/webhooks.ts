@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BrokerConfig, WebhookEvent } from '../config/index.js';
+import { consoleRequestUrl } from '../console/links.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import { readWebhookSecret, signWebhook } from './signing.js';
+import { slackCheckpoint, slackMessage } from './slack.js';
 
 /** A signed head of the audit chain (`audit.checkpoint`). */
 export interface CheckpointNotice {
@@ -27,13 +29,22 @@ export interface NotifierOptions {
   store: Pick<Store, 'append'>;
   logger: Logger;
   clock: Clock;
+  /**
+   * The broker's `issuer` (its public base URL) when the web console is configured: bodies then
+   * carry `url`, the console's page for the request.
+   */
+  consoleBase?: string | undefined;
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
 }
 
-/** CONTRACT section 2: the webhook body. Never a token. */
-export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: number) {
+/**
+ * CONTRACT section 2: the webhook body, plus `ttl_seconds` (how long the token would live).
+ * `url` is where a person sees and decides the request: given when the console is configured.
+ * Never a token.
+ */
+export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: number, consoleBase?: string) {
   return {
     event,
     at: toIso(at),
@@ -44,17 +55,27 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
     task_id: request.taskId,
     scopes: request.scopes,
     audience: request.audience,
+    ttl_seconds: request.ttlSeconds,
     break_glass: request.breakGlass,
     justification: request.justification,
     digest: request.digest,
     approvals_required: request.approvalsRequired,
     expires_at: toIso(request.expiresAt),
+    ...(consoleBase !== undefined ? { url: consoleRequestUrl(consoleBase, request.id) } : {}),
   };
 }
+
+export type WebhookPayload = ReturnType<typeof webhookPayload>;
 
 /** The webhook body of an `audit.checkpoint`: the head and its JWS. Public values, no secret. */
 export function checkpointPayload(notice: CheckpointNotice, at: number) {
   return { event: 'audit.checkpoint' as const, at: toIso(at), seq: notice.seq, hash: notice.hash, checkpoint: notice.checkpoint };
+}
+
+/** A delivery's body in both formats: the contract's JSON, and a Slack message for `format: slack`. */
+interface Bodies {
+  json: object;
+  slack: object;
 }
 
 /**
@@ -71,19 +92,20 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const webhooks = config.webhooks.map((webhook, i) => ({
     url: webhook.url,
     events: webhook.events,
+    format: webhook.format,
     secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
   }));
 
   async function deliver(
     webhook: (typeof webhooks)[number],
     event: WebhookEvent,
-    payload: (at: number) => Record<string, unknown>,
+    bodies: (at: number) => Bodies,
     requestId: string | null,
   ): Promise<void> {
     const id = randomUUID();
     const at = clock();
     const timestamp = Math.floor(at / 1000);
-    const body = JSON.stringify(payload(at));
+    const body = JSON.stringify(bodies(at)[webhook.format === 'slack' ? 'slack' : 'json']);
     const target = new URL(webhook.url).origin;
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
@@ -118,10 +140,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
     }
   }
 
-  const queue = (event: WebhookEvent, payload: (at: number) => Record<string, unknown>, requestId: string | null) => {
+  const queue = (event: WebhookEvent, bodies: (at: number) => Bodies, requestId: string | null) => {
     for (const webhook of webhooks) {
       if (!webhook.events.includes(event)) continue;
-      const delivery = deliver(webhook, event, payload, requestId).catch((error: unknown) =>
+      const delivery = deliver(webhook, event, bodies, requestId).catch((error: unknown) =>
         logger.error({ err: error, event }, 'webhook delivery crashed'),
       );
       inFlight.add(delivery);
@@ -131,10 +153,17 @@ export function createNotifier(options: NotifierOptions): Notifier {
 
   return {
     notify(event, request) {
-      queue(event, (at) => webhookPayload(event, request, at), request.id);
+      queue(
+        event,
+        (at) => {
+          const json = webhookPayload(event, request, at, options.consoleBase);
+          return { json, slack: slackMessage(json) };
+        },
+        request.id,
+      );
     },
     checkpoint(notice) {
-      queue('audit.checkpoint', (at) => checkpointPayload(notice, at), null);
+      queue('audit.checkpoint', (at) => ({ json: checkpointPayload(notice, at), slack: slackCheckpoint(notice) }), null);
     },
     async idle() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);

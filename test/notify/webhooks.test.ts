@@ -64,6 +64,7 @@ describe('webhooks', () => {
       task_id: 'deploy-7',
       scopes: ['model:deploy'],
       audience: 'registry.acme.internal',
+      ttl_seconds: 600,
       break_glass: false,
       justification: 'release 7, see change 123',
       digest: pending.body.digest,
@@ -74,6 +75,26 @@ describe('webhooks', () => {
     const everything = JSON.stringify(receiver!.deliveries);
     expect(everything).not.toContain((collected.body.access_token as string).split('.')[2]);
     expect(everything).not.toContain('eyJ');
+  });
+
+  it('links to the request\'s page in the console, built from the broker\'s issuer, when there is a console', async () => {
+    const t = await brokerNotifying();
+    await t.restart((config) => {
+      config.issuer = 'https://broker.acme.example/';
+      const issuers = (config.identity as { issuers: Record<string, unknown>[] }).issuers;
+      issuers[1] = { ...issuers[1], audiences: ['jit-broker', 'jit-console'] };
+      config.console = { issuer: 'sso', clientId: 'jit-console' };
+    });
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    await t.broker.notifier.idle();
+    expect(receiver!.deliveries[0]?.body.url).toBe(`https://broker.acme.example/console/requests/${pending.body.request_id}`);
+  });
+
+  it('gives no url without a console', async () => {
+    const t = await brokerNotifying();
+    await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    await t.broker.notifier.idle();
+    expect(receiver!.deliveries[0]?.body).not.toHaveProperty('url');
   });
 
   it('delivers request.denied', async () => {

@@ -1,0 +1,231 @@
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
+import ms from 'ms';
+import { brokerUrl, CliError, parse, shown, usage, type CliIo } from '../io.js';
+
+export const help = `jit login [--broker URL] [--no-browser] [--timeout 5m] [--json]
+  Signs you in at the SSO the broker names (OpenID Connect, authorization code with PKCE through
+  a loopback redirect) and keeps your ID token in <config dir>/login.json (mode 0600) until it
+  expires; later commands use it when no other identity is given. The config dir is env
+  JIT_CONFIG_DIR, else $XDG_CONFIG_HOME/jit, else ~/.config/jit.
+jit logout
+  Forgets that ID token.`;
+
+/** `<config dir>/login.json`, as the other commands read it. */
+export interface LoginFile {
+  broker: string;
+  issuer: string;
+  id_token: string;
+  expires_at: string;
+}
+
+/** Where `jit` keeps what it keeps: env JIT_CONFIG_DIR, else $XDG_CONFIG_HOME/jit, else ~/.config/jit. */
+export function configDir(env: NodeJS.ProcessEnv): string {
+  if (env.JIT_CONFIG_DIR) return env.JIT_CONFIG_DIR;
+  if (env.XDG_CONFIG_HOME) return join(env.XDG_CONFIG_HOME, 'jit');
+  return join(env.HOME || homedir(), '.config', 'jit');
+}
+
+export const loginFilePath = (env: NodeJS.ProcessEnv) => join(configDir(env), 'login.json');
+
+/** What `/console/config.json` says about signing in. */
+interface SignInDocument {
+  issuer: string;
+  discovery_url: string;
+  cli_client_id: string;
+  scopes: string[];
+}
+
+interface Discovery {
+  issuer: string;
+  authorization_endpoint: string;
+  token_endpoint: string;
+  jwks_uri?: string;
+}
+
+export async function login(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse(args, {
+    broker: { type: 'string' },
+    config: { type: 'string' },
+    'no-browser': { type: 'boolean', default: false },
+    timeout: { type: 'string', default: '5m' },
+    json: { type: 'boolean', default: false },
+  });
+  const timeoutMs = ms(values.timeout as ms.StringValue);
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 1000) throw usage(`--timeout ${values.timeout} is not a duration such as 5m`);
+  const broker = brokerUrl(io, values).replace(/\/+$/, '');
+
+  const signIn = await getJson<SignInDocument>(io, `${broker}/console/config.json`, (status) =>
+    status === 404 ? `the broker at ${broker} has no console configured, so it names no SSO to sign in at` : `the broker at ${broker} answered ${status}`,
+  );
+  const discovery = await getJson<Discovery>(io, signIn.discovery_url, (status) => `the SSO's discovery document answered ${status}`);
+  if (discovery.issuer !== signIn.issuer) throw new CliError(`the SSO's discovery document names issuer ${shown(String(discovery.issuer))}, not ${shown(signIn.issuer)}`);
+
+  const verifier = randomBytes(32).toString('base64url');
+  const state = randomBytes(16).toString('base64url');
+  const nonce = randomBytes(16).toString('base64url');
+  const loopback = await listenLoopback();
+  try {
+    const redirectUri = `http://127.0.0.1:${loopback.port}/callback`;
+    const url = new URL(discovery.authorization_endpoint);
+    const params = {
+      response_type: 'code',
+      client_id: signIn.cli_client_id,
+      redirect_uri: redirectUri,
+      scope: signIn.scopes.join(' '),
+      state,
+      nonce,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+    };
+    for (const [name, value] of Object.entries(params)) url.searchParams.set(name, value);
+    io.stderr(`Sign in at ${shown(signIn.issuer)} in your browser:\n  ${url.href}\nWaiting for it (up to ${values.timeout})...\n`);
+    if (io.interactive && !values['no-browser']) openBrowser(url.href);
+
+    const callback = await loopback.callback(timeoutMs);
+    if (callback.get('error')) throw new CliError(`the SSO refused: ${shown(callback.get('error_description') ?? callback.get('error') ?? '')}`);
+    if (callback.get('state') !== state) throw new CliError('the answer does not belong to this sign-in (state); run jit login again');
+    if (callback.has('iss') && callback.get('iss') !== signIn.issuer) throw new CliError('the answer came from another issuer');
+    const code = callback.get('code');
+    if (!code) throw new CliError('the SSO sent no code');
+
+    const idToken = await redeem(io, discovery.token_endpoint, { code, redirect_uri: redirectUri, client_id: signIn.cli_client_id, code_verifier: verifier });
+    const claims = await checkIdToken(idToken, discovery, signIn, nonce);
+    const saved: LoginFile = { broker, issuer: signIn.issuer, id_token: idToken, expires_at: new Date((claims.exp as number) * 1000).toISOString() };
+    const path = writeLoginFile(io.env, saved);
+    const name = String(claims.preferred_username ?? claims.email ?? claims.sub);
+    if (values.json) io.stdout(`${JSON.stringify({ issuer: saved.issuer, sub: claims.sub, expires_at: saved.expires_at, file: path })}\n`);
+    io.stderr(`Signed in as ${shown(name)} at ${shown(signIn.issuer)} until ${saved.expires_at}; kept in ${path}.\n`);
+    return 0;
+  } finally {
+    await loopback.close();
+  }
+}
+
+export async function logout(args: string[], io: CliIo): Promise<number> {
+  parse(args, {});
+  const path = loginFilePath(io.env);
+  rmSync(path, { force: true });
+  io.stderr(`Signed out: ${path} is gone.\n`);
+  return 0;
+}
+
+async function getJson<T>(io: CliIo, url: string, refused: (status: number) => string): Promise<T> {
+  let response: Response;
+  try {
+    response = await io.fetch(url, { headers: { accept: 'application/json' }, redirect: 'error', signal: AbortSignal.timeout(10_000) });
+  } catch {
+    throw new CliError(`cannot reach ${new URL(url).origin}`);
+  }
+  if (!response.ok) throw new CliError(refused(response.status));
+  try {
+    return (await response.json()) as T;
+  } catch {
+    throw new CliError(`${new URL(url).origin} did not answer JSON`);
+  }
+}
+
+async function redeem(io: CliIo, tokenEndpoint: string, params: Record<string, string>): Promise<string> {
+  let body: { id_token?: unknown; error?: unknown; error_description?: unknown };
+  try {
+    const response = await io.fetch(tokenEndpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', ...params }).toString(),
+      redirect: 'error',
+      signal: AbortSignal.timeout(10_000),
+    });
+    body = (await response.json()) as typeof body;
+  } catch {
+    throw new CliError('cannot redeem the code at the SSO\'s token endpoint');
+  }
+  if (typeof body.id_token !== 'string') {
+    throw new CliError(`the SSO gave no ID token${typeof body.error === 'string' ? `: ${shown(body.error)}${typeof body.error_description === 'string' ? ` (${shown(body.error_description)})` : ''}` : ''}`);
+  }
+  return body.id_token;
+}
+
+/**
+ * The ID token answers this sign-in: its issuer, for this client, with this nonce, not expired;
+ * its signature checked against the SSO's keys where the discovery document names them (the
+ * development sign-in names none). The broker verifies it again on every call.
+ */
+async function checkIdToken(idToken: string, discovery: Discovery, signIn: SignInDocument, nonce: string): Promise<JWTPayload> {
+  let claims: JWTPayload;
+  try {
+    claims = discovery.jwks_uri
+      ? (await jwtVerify(idToken, createRemoteJWKSet(new URL(discovery.jwks_uri)), { issuer: signIn.issuer, audience: signIn.cli_client_id })).payload
+      : decodeJwt(idToken);
+  } catch (error) {
+    throw new CliError(`the SSO's ID token does not verify: ${shown((error as Error).message)}`);
+  }
+  const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (claims.iss !== signIn.issuer || !audiences.includes(signIn.cli_client_id)) throw new CliError('the ID token is not from the SSO for this client');
+  if (claims.nonce !== nonce) throw new CliError('the ID token does not answer this sign-in (nonce)');
+  if (typeof claims.exp !== 'number' || claims.exp * 1000 <= Date.now()) throw new CliError('the ID token has already expired');
+  return claims;
+}
+
+/** Written whole or not at all: a 0600 file renamed into a 0700 directory. */
+function writeLoginFile(env: NodeJS.ProcessEnv, login: LoginFile): string {
+  const dir = configDir(env);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  const path = join(dir, 'login.json');
+  const temporary = join(dir, `.login.json.${process.pid}.${randomBytes(4).toString('hex')}`);
+  writeFileSync(temporary, `${JSON.stringify(login, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  renameSync(temporary, path);
+  return path;
+}
+
+/** A one-shot HTTP listener on 127.0.0.1 for the SSO's redirect (RFC 8252, section 7.3). */
+async function listenLoopback() {
+  let resolve: (params: URLSearchParams) => void = () => undefined;
+  const arrived = new Promise<URLSearchParams>((done) => (resolve = done));
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    if (req.method !== 'GET' || url.pathname !== '/callback') return res.writeHead(404).end();
+    const ok = url.searchParams.has('code');
+    res
+      .writeHead(ok ? 200 : 400, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' })
+      .end(ok ? 'Signed in: you may close this window and return to the terminal.\n' : 'The sign-in did not succeed: see the terminal.\n');
+    resolve(url.searchParams);
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  return {
+    port: (server.address() as AddressInfo).port,
+    async callback(timeoutMs: number): Promise<URLSearchParams> {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new CliError('no answer from the browser in time; run jit login again')), timeoutMs);
+      });
+      try {
+        return await Promise.race([arrived, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    close: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+  };
+}
+
+/** Best effort: the URL is on the terminal anyway. */
+function openBrowser(url: string): void {
+  const [command, args] =
+    process.platform === 'darwin' ? ['open', [url]] : process.platform === 'win32' ? ['cmd', ['/c', 'start', '', url]] : ['xdg-open', [url]];
+  try {
+    spawn(command as string, args as string[], { stdio: 'ignore', detached: true }).on('error', () => undefined).unref();
+  } catch {
+    // No opener on this machine: the user opens the printed URL.
+  }
+}

@@ -1,0 +1,349 @@
+import { ApiError, call, get, post, type Issuance, type Page, type RequestView } from './api.js';
+import { fromNow, h, lifetime, show, time, untrusted, type Child } from './dom.js';
+
+/**
+ * The console's views. Each draws into `root` from what the API answers; every value that came
+ * from a request goes through `untrusted`, which shows it as inert text.
+ */
+
+export interface ViewContext {
+  root: HTMLElement;
+  /** Moves to another console path without reloading (the ID token lives in this page). */
+  go(path: string): void;
+}
+
+const enc = encodeURIComponent;
+
+function problem(error: unknown): HTMLElement {
+  const text = error instanceof Error ? error.message : String(error);
+  return h('p', { class: 'problem', role: 'alert' }, untrusted(text));
+}
+
+const status = (view: { status: string }) => h('span', { class: `status ${view.status}`, 'data-testid': 'status' }, view.status.replace('_', ' '));
+
+function jobOf(view: RequestView): Child {
+  if (!view.bound_claims) return null;
+  return Object.entries(view.bound_claims).map(([name, value], i) => [i > 0 ? ', ' : '', untrusted(name), ' = ', untrusted(value)]);
+}
+
+const approvalsCount = (view: RequestView) =>
+  `${view.approvals.filter((a) => a.decision === 'approve').length} of ${view.approvals_required}`;
+
+/** The fields an approver decides on, in the order they read them. */
+function fields(view: RequestView, detail: boolean): HTMLElement {
+  const rows: [string, Child, string?][] = [
+    ['Requester', [untrusted(view.requester.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(view.requester.iss), ')')], 'requester'],
+    ['Started by', view.initiator !== undefined ? untrusted(view.initiator) : null, 'initiator'],
+    ['Job', jobOf(view), 'bound-claims'],
+    ['Scopes', untrusted(view.scopes.join(' ')), 'scopes'],
+    ['Audience', untrusted(view.audience), 'audience'],
+    ['Lifetime', [lifetime(view.ttl_seconds), view.break_glass ? h('span', { class: 'breakglass' }, '  BREAK-GLASS') : null]],
+    ['Task', untrusted(view.task_id), 'task'],
+    ['Justification', view.justification ? untrusted(view.justification) : h('span', { class: 'muted' }, 'none given'), 'justification'],
+    ['Approvals', view.approvals_required > 0 ? approvalsCount(view) : null, 'approvals'],
+    [view.status === 'pending_approval' ? 'Time left' : 'Until', [fromNow(view.expires_at), ' (', time(view.expires_at), ')'], 'expires'],
+  ];
+  if (detail) {
+    rows.push(['Status', status(view)], ['Requested', time(view.created_at)], ['Digest', h('code', { class: 'digest', 'data-testid': 'digest' }, view.digest)]);
+    if (view.review) {
+      rows.push([
+        'Review',
+        view.review.status === 'pending'
+          ? [`due ${fromNow(view.review.due_at)}`, view.review.overdue ? h('span', { class: 'breakglass' }, ' OVERDUE') : null]
+          : [untrusted(view.review.outcome ?? ''), ' by ', untrusted(view.review.reviewer?.sub ?? ''), ': ', untrusted(view.review.notes ?? '')],
+      ]);
+    }
+  }
+  return h(
+    'dl',
+    { class: 'fields' },
+    rows.filter(([, value]) => value !== null).map(([label, value, id]) => [h('dt', {}, label), h('dd', id ? { 'data-testid': id } : {}, value)]),
+  );
+}
+
+function card(view: RequestView, ctx: ViewContext): HTMLElement {
+  const link = `/console/requests/${enc(view.request_id)}`;
+  return h(
+    'article',
+    { class: 'card', 'data-request-id': view.request_id, 'data-testid': 'request' },
+    h('h3', {}, untrusted(view.scopes.join(' ')), ' for ', untrusted(view.audience), ' ', status(view)),
+    fields(view, false),
+    h('p', {}, h('a', { href: link, onclick: follow(ctx, link) }, view.status === 'pending_approval' ? 'Review and decide' : 'Open')),
+  );
+}
+
+/** A click on an internal link stays in this page. */
+export const follow = (ctx: ViewContext, path: string) => (event: MouseEvent) => {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  event.preventDefault();
+  ctx.go(path);
+};
+
+/** `/console`: what awaits this person's decision, and break-glass grants awaiting review. */
+export async function decideView(ctx: ViewContext): Promise<void> {
+  const [pending, reviews] = await Promise.all([
+    get<Page<RequestView>>('/v1/approvals?limit=100'),
+    get<Page<RequestView>>('/v1/break-glass?review=pending&limit=100').catch((error: unknown) => {
+      if (error instanceof ApiError && error.status === 403) return null; // not an approver nor an auditor
+      throw error;
+    }),
+  ]);
+  show(
+    ctx.root,
+    h('h1', {}, 'Awaiting your decision'),
+    pending.items.length === 0 ? h('p', { class: 'muted', 'data-testid': 'nothing-pending' }, 'Nothing awaits your decision.') : pending.items.map((view) => card(view, ctx)),
+    reviews
+      ? [
+          h('h2', {}, 'Break-glass grants awaiting review'),
+          reviews.items.length === 0 ? h('p', { class: 'muted' }, 'None.') : reviews.items.map((view) => card(view, ctx)),
+        ]
+      : null,
+  );
+}
+
+/** `/console/requests/{id}`: one request, and the decision or review made on it. */
+export async function requestView(ctx: ViewContext, id: string, notice?: string): Promise<void> {
+  const view = await get<RequestView>(`/v1/credentials/${enc(id)}`);
+  const outcome = h('div', { 'data-testid': 'outcome' }, notice ? h('p', { class: 'notice', role: 'status' }, notice) : null);
+  show(
+    ctx.root,
+    h('h1', {}, 'Request ', h('code', {}, view.request_id)),
+    h('section', { class: 'card' }, fields(view, true), approvalsList(view)),
+    outcome,
+    view.status === 'pending_approval' ? decisionForm(ctx, view, outcome) : null,
+    view.break_glass && view.review?.status === 'pending' ? reviewForm(ctx, view, outcome) : null,
+  );
+}
+
+function approvalsList(view: RequestView): Child {
+  if (view.approvals.length === 0) return null;
+  return [
+    h('h3', {}, 'Decisions'),
+    h('ul', {}, view.approvals.map((a) => h('li', {}, h('strong', {}, a.decision), ' by ', untrusted(a.sub), ' ', time(a.at), ': ', untrusted(a.reason)))),
+  ];
+}
+
+/**
+ * Approve or deny, bound to the digest of the request as shown here: if the request the broker
+ * holds is not the one on screen, the broker refuses the decision (409) and the page says so.
+ */
+function decisionForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement): HTMLElement {
+  const reason = h('textarea', { id: 'reason', name: 'reason', required: true, placeholder: 'Why you approve or deny it' });
+  const buttons = [
+    h('button', { type: 'submit', class: 'approve', value: 'approve', 'data-testid': 'approve' }, 'Approve'),
+    h('button', { type: 'submit', class: 'deny', value: 'deny', 'data-testid': 'deny' }, 'Deny'),
+  ];
+  return h(
+    'form',
+    {
+      'aria-label': 'Decision',
+      async onsubmit(event) {
+        event.preventDefault();
+        const decision = (event.submitter as HTMLButtonElement | null)?.value === 'deny' ? 'deny' : 'approve';
+        buttons.forEach((button) => (button.disabled = true));
+        try {
+          const after = await post<RequestView>(`/v1/credentials/${enc(view.request_id)}/approvals`, { decision, reason: reason.value, digest: view.digest });
+          await requestView(ctx, view.request_id, decision === 'approve' ? `You approved it. The request is ${after.status.replace('_', ' ')}.` : 'You denied it.');
+        } catch (error) {
+          show(outcome, problem(error));
+          buttons.forEach((button) => (button.disabled = false));
+        }
+      },
+    },
+    h('label', { for: 'reason' }, 'Reason'),
+    reason,
+    h('p', { class: 'muted' }, 'Your decision is bound to digest ', h('code', { class: 'digest' }, view.digest), '.'),
+    h('div', { class: 'actions' }, buttons),
+  );
+}
+
+function reviewForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement): HTMLElement {
+  const verdict = h('select', { id: 'outcome', name: 'outcome' }, h('option', { value: 'justified' }, 'justified'), h('option', { value: 'unjustified' }, 'unjustified'));
+  const notes = h('textarea', { id: 'notes', name: 'notes', required: true, placeholder: 'What you checked' });
+  const submit = h('button', { type: 'submit', class: 'primary', 'data-testid': 'review' }, 'Record the review');
+  return h(
+    'form',
+    {
+      'aria-label': 'Break-glass review',
+      async onsubmit(event) {
+        event.preventDefault();
+        submit.disabled = true;
+        try {
+          await post(`/v1/credentials/${enc(view.request_id)}/review`, { outcome: verdict.value, notes: notes.value });
+          await requestView(ctx, view.request_id, 'Your review is recorded.');
+        } catch (error) {
+          show(outcome, problem(error));
+          submit.disabled = false;
+        }
+      },
+    },
+    h('h2', {}, 'Post-review of this break-glass grant'),
+    h('label', { for: 'outcome' }, 'Outcome'),
+    verdict,
+    h('label', { for: 'notes' }, 'Notes'),
+    notes,
+    h('div', { class: 'actions' }, submit),
+  );
+}
+
+/** `/console/mine`: the person's own requests. */
+export async function mineView(ctx: ViewContext): Promise<void> {
+  const page = await get<Page<RequestView>>('/v1/credentials?limit=100');
+  show(
+    ctx.root,
+    h('h1', {}, 'Your requests'),
+    page.items.length === 0
+      ? h('p', { class: 'muted' }, 'You have made no requests.')
+      : h(
+          'table',
+          {},
+          h('thead', {}, h('tr', {}, ['Requested', 'Task', 'Scopes', 'Audience', 'Status', 'Until'].map((label) => h('th', {}, label)))),
+          h(
+            'tbody',
+            {},
+            page.items.map((view) => {
+              const link = `/console/requests/${enc(view.request_id)}`;
+              return h(
+                'tr',
+                { 'data-request-id': view.request_id },
+                h('td', {}, h('a', { href: link, onclick: follow(ctx, link) }, time(view.created_at))),
+                h('td', {}, untrusted(view.task_id)),
+                h('td', {}, untrusted(view.scopes.join(' '))),
+                h('td', {}, untrusted(view.audience)),
+                h('td', {}, status(view)),
+                h('td', {}, fromNow(view.expires_at)),
+              );
+            }),
+          ),
+        ),
+  );
+}
+
+/** `/console/break-glass`: grants awaiting review and those reviewed. */
+export async function breakGlassView(ctx: ViewContext): Promise<void> {
+  const [pending, done] = await Promise.all([
+    get<Page<RequestView>>('/v1/break-glass?review=pending&limit=100'),
+    get<Page<RequestView>>('/v1/break-glass?review=done&limit=100'),
+  ]);
+  show(
+    ctx.root,
+    h('h1', {}, 'Break-glass grants'),
+    h('h2', {}, 'Awaiting review'),
+    pending.items.length === 0 ? h('p', { class: 'muted' }, 'None.') : pending.items.map((view) => card(view, ctx)),
+    h('h2', {}, 'Reviewed'),
+    done.items.length === 0 ? h('p', { class: 'muted' }, 'None.') : done.items.map((view) => card(view, ctx)),
+  );
+}
+
+const FILTERS = ['since', 'until', 'subject', 'scope', 'status', 'break_glass'] as const;
+
+/** `/console/audit`: the chain's verify status, issuances with filters, and the exports. */
+export async function auditView(ctx: ViewContext): Promise<void> {
+  const verify = await get<{ ok: boolean; events?: number; head?: string; first_bad_seq?: number; reason?: string }>('/v1/audit/verify');
+  const inputs = Object.fromEntries(
+    FILTERS.map((name) => [
+      name,
+      name === 'status'
+        ? h('select', { name }, ['', 'issued', 'expired', 'revoked'].map((value) => h('option', { value }, value || 'any')))
+        : name === 'break_glass'
+          ? h('select', { name }, ['', 'true', 'false'].map((value) => h('option', { value }, value || 'any')))
+          : h('input', { name, placeholder: name === 'since' || name === 'until' ? '2026-01-31T00:00:00Z' : '' }),
+    ]),
+  ) as Record<(typeof FILTERS)[number], HTMLInputElement | HTMLSelectElement>;
+  const results = h('div', { 'data-testid': 'issuances' });
+  const query = () => {
+    const params = new URLSearchParams();
+    for (const name of FILTERS) if (inputs[name].value.trim()) params.set(name, inputs[name].value.trim());
+    return params;
+  };
+
+  async function load(cursor?: string) {
+    const params = query();
+    params.set('limit', '50');
+    if (cursor) params.set('cursor', cursor);
+    try {
+      const page = await get<Page<Issuance>>(`/v1/audit/issuances?${params}`);
+      const more = page.next_cursor;
+      show(
+        results,
+        h(
+          'table',
+          {},
+          h('thead', {}, h('tr', {}, ['Issued', 'Requester', 'Task', 'Scopes', 'Audience', 'Status', 'Approvers'].map((label) => h('th', {}, label)))),
+          h(
+            'tbody',
+            {},
+            page.items.map((row) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, time(row.issued_at)),
+                h('td', {}, untrusted(row.requester.sub)),
+                h('td', {}, untrusted(row.task_id)),
+                h('td', {}, untrusted(row.scopes.join(' '))),
+                h('td', {}, untrusted(row.audience)),
+                h('td', {}, row.status, row.break_glass ? h('span', { class: 'breakglass' }, ' break-glass') : null),
+                h('td', {}, (row.approvers ?? []).map((a, i) => [i > 0 ? ', ' : '', untrusted(a.sub)])),
+              ),
+            ),
+          ),
+        ),
+        page.items.length === 0 ? h('p', { class: 'muted' }, 'No issuance matches.') : null,
+        more ? h('p', {}, h('button', { type: 'button', onclick: () => void load(more) }, 'Next page')) : null,
+      );
+    } catch (error) {
+      show(results, problem(error));
+    }
+  }
+
+  /** The export as a file: fetched with the ID token in a header, then saved from memory. */
+  async function download(format: 'csv' | 'ndjson') {
+    const params = query();
+    params.set('format', format);
+    try {
+      const blob = await (await call('GET', `/v1/audit/issuances?${params}`)).blob();
+      const url = URL.createObjectURL(blob);
+      const link = h('a', {});
+      link.setAttribute('href', url);
+      link.setAttribute('download', `issuances.${format}`);
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (error) {
+      show(results, problem(error));
+    }
+  }
+
+  show(
+    ctx.root,
+    h('h1', {}, 'Audit'),
+    h(
+      'p',
+      { class: verify.ok ? 'notice' : 'problem', 'data-testid': 'verify' },
+      verify.ok
+        ? `The audit chain verifies: ${verify.events ?? 0} events, head ${verify.head?.slice(0, 16) ?? ''}…`
+        : `The audit chain is BROKEN${verify.first_bad_seq !== undefined ? ` at event ${verify.first_bad_seq}` : ''}${verify.reason ? ` (${verify.reason})` : ''}.`,
+    ),
+    h('h2', {}, 'Issuances'),
+    h(
+      'form',
+      {
+        class: 'filters',
+        'aria-label': 'Filters',
+        onsubmit(event) {
+          event.preventDefault();
+          void load();
+        },
+      },
+      FILTERS.map((name) => h('label', {}, name.replace('_', '-'), inputs[name])),
+      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Filter')),
+    ),
+    h(
+      'p',
+      { class: 'actions' },
+      h('button', { type: 'button', onclick: () => void download('csv') }, 'Export CSV'),
+      h('button', { type: 'button', onclick: () => void download('ndjson') }, 'Export NDJSON'),
+    ),
+    results,
+  );
+  await load();
+}

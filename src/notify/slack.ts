@@ -1,0 +1,116 @@
+import type { CheckpointNotice, WebhookPayload } from './webhooks.js';
+
+/**
+ * `format: slack`: the event as a Slack message (`text` plus Block Kit `blocks`), which an
+ * incoming webhook accepts where it refuses the plain JSON body. Who asks for what, for which
+ * job, why and for how long, and a button to the request in the console. Never a token.
+ *
+ * Everything from the request is untrusted: it goes into `plain_text` objects, which Slack shows
+ * literally, and the one `mrkdwn` string (the notification text) escapes `&`, `<` and `>`, so a
+ * justification cannot mention `@channel` or hide a link. Invisible format characters (bidi
+ * overrides among them) are shown as escapes, as the CLI shows them. Lengths stay under Slack's
+ * limits: 150 characters in a header, 2,000 in a field, 3,000 in a section, 75 in a button.
+ */
+
+const HEADLINES: Record<string, string> = {
+  'approval.requested': 'Approval requested',
+  'request.approved': 'Request approved',
+  'request.denied': 'Request denied',
+  'breakglass.used': 'BREAK-GLASS used',
+  'breakglass.review_overdue': 'Break-glass review overdue',
+};
+
+const BUTTONS: Record<string, string> = {
+  'approval.requested': 'Review and decide',
+  'breakglass.used': 'Review the break-glass grant',
+  'breakglass.review_overdue': 'Review the break-glass grant',
+};
+
+export interface SlackMessage {
+  text: string;
+  blocks: Record<string, unknown>[];
+}
+
+export function slackMessage(payload: WebhookPayload): SlackMessage {
+  const headline = HEADLINES[payload.event] ?? payload.event;
+  const what = `${payload.scopes.join(' ')} for ${payload.audience}`;
+  const who = payload.requester.sub;
+  const job = jobOf(payload);
+  const lifetime = duration(payload.ttl_seconds);
+
+  const fields: [label: string, value: string | undefined][] = [
+    ['Requester', `${who} (${payload.requester.iss})`],
+    ['Scopes', payload.scopes.join(' ')],
+    ['Audience', payload.audience],
+    ['Task', payload.task_id],
+    ['Job', job],
+    ['Lifetime', lifetime],
+    ['Approvals needed', payload.approvals_required > 0 ? String(payload.approvals_required) : undefined],
+    ['Decide by', payload.event === 'approval.requested' ? payload.expires_at : undefined],
+  ];
+  const blocks: Record<string, unknown>[] = [
+    { type: 'header', text: plain(`${headline}: ${what}`, 150) },
+    {
+      type: 'section',
+      fields: fields.filter((field): field is [string, string] => field[1] !== undefined).map(([label, value]) => plain(`${label}\n${value}`, 2000)),
+    },
+  ];
+  if (payload.justification) blocks.push({ type: 'section', text: plain(`Why: ${payload.justification}`, 3000) });
+  blocks.push({ type: 'context', elements: [plain(`request ${payload.request_id} · digest ${payload.digest}`, 2000)] });
+  if (payload.url !== undefined) {
+    blocks.push({
+      type: 'actions',
+      elements: [
+        {
+          type: 'button',
+          action_id: 'open_console',
+          text: plain(BUTTONS[payload.event] ?? 'Open in the console', 75),
+          url: payload.url,
+          ...(payload.event === 'approval.requested' ? { style: 'primary' } : {}),
+        },
+      ],
+    });
+  }
+
+  const text = `${headline}: ${who} asks for ${what}${job ? ` (job: ${job})` : ''}, ${lifetime}`;
+  return { text: escapeMrkdwn(shown(text)).slice(0, 3000), blocks };
+}
+
+/** The job a request belongs to: who started it and the claims that tell its run apart. */
+function jobOf(payload: WebhookPayload): string | undefined {
+  const parts = [
+    ...(payload.initiator !== undefined ? [`started by ${payload.initiator}`] : []),
+    ...(payload.bound_claims !== undefined ? [JSON.stringify(payload.bound_claims)] : []),
+  ];
+  return parts.length > 0 ? parts.join(', ') : undefined;
+}
+
+const plain = (text: string, max: number) => {
+  const safe = shown(text);
+  return { type: 'plain_text', text: safe.length > max ? `${safe.slice(0, max - 1)}…` : safe, emoji: false };
+};
+
+/** Control and invisible format characters as visible escapes; newlines and tabs stay. */
+const shown = (text: string) =>
+  text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => (c === '\n' || c === '\t' ? c : `\\u{${(c.codePointAt(0) as number).toString(16)}}`));
+
+/** Slack's three control characters in mrkdwn (its docs: "Escaping text"). */
+const escapeMrkdwn = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+function duration(seconds: number): string {
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+/** `audit.checkpoint` as a Slack message: the head, so a copy of it lives off the broker's host. */
+export function slackCheckpoint(notice: CheckpointNotice): SlackMessage {
+  const text = `Audit checkpoint: the chain holds ${notice.seq} events, head ${notice.hash}.`;
+  return {
+    text,
+    blocks: [
+      { type: 'section', text: { type: 'plain_text', text } },
+      { type: 'context', elements: [{ type: 'plain_text', text: `checkpoint JWS: ${notice.checkpoint.slice(0, 2_900)}` }] },
+    ],
+  };
+}

@@ -1,0 +1,328 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { decodeJwt } from 'jose';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { bearer, liveClock, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { launchBrowser } from '../helpers/browser.js';
+import { startReceiver } from '../helpers/receiver.js';
+import { startTestSso, type TestSso } from '../helpers/sso.js';
+
+/**
+ * The console in a real browser (headless Chromium), against the real broker on a loopback port
+ * and a real OpenID provider as the SSO. One browser for the file; each test a fresh context
+ * (no cookie, no storage), so each person signs in anew.
+ */
+
+const deploy = { task_id: 'deploy-7', scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: 'release 7, see change 123' };
+const ML_SUB = 'repo:acme/ml:ref:refs/heads/main';
+
+let browser: Browser;
+let sso: TestSso;
+let t: TestBroker;
+let server: Server;
+let brokerUrl: string;
+let receiver: Awaited<ReturnType<typeof startReceiver>>;
+let context: BrowserContext | undefined;
+
+beforeAll(async () => {
+  // The broker's address first: the SSO registers the console's redirect URI on it.
+  server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  brokerUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  receiver = await startReceiver();
+  sso = await startTestSso({
+    consoleOrigin: brokerUrl,
+    accounts: { alice: ['approvers', 'ml-release'], olga: ['on-call'], bob: ['approvers', 'ml-release'], ivy: ['auditors'] },
+  });
+  t = await startTestBroker({
+    clock: liveClock(),
+    configure(config) {
+      config.issuer = brokerUrl;
+      const issuers = (config.identity as { issuers: Record<string, unknown>[] }).issuers;
+      issuers[0] = { ...issuers[0], bindClaims: ['run_id'] };
+      // The person issuer is the real OpenID provider: people sign in there.
+      issuers[1] = {
+        name: 'sso',
+        kind: 'person',
+        issuer: sso.issuer,
+        jwksUri: sso.jwksUri,
+        audiences: ['jit-console', 'jit-cli'],
+        algorithms: ['ES256'],
+        usernameClaim: 'preferred_username',
+      };
+      config.console = { issuer: 'sso', clientId: 'jit-console', cliClientId: 'jit-cli', scopes: ['openid', 'profile', 'groups'] };
+      config.notify = { webhooks: [{ url: receiver.url('/hook'), events: ['approval.requested'] }] };
+    },
+  });
+  server.on('request', t.broker.app);
+  browser = await launchBrowser();
+});
+
+afterEach(async () => {
+  await context?.close();
+  context = undefined;
+});
+
+afterAll(async () => {
+  await browser?.close();
+  server?.closeAllConnections();
+  await new Promise((resolve) => server?.close(resolve));
+  await t?.close();
+  await sso?.close();
+  await receiver?.close();
+});
+
+/** A CI job of acme/ml on main, run `runId`, started by `actor`. */
+const ml = (actor = 'pat', runId = 'run-1', sub = ML_SUB) =>
+  t.issuers.ci.token(sub, { repository: 'acme/ml', ref: 'refs/heads/main', actor, run_id: runId }, { now: t.clock() });
+
+async function pendingRequest(identity: string, body: Record<string, unknown> = deploy) {
+  const response = await t.http.post('/v1/credentials').set(bearer(identity)).send(body);
+  expect(response.status).toBe(202);
+  return response.body as { request_id: string; digest: string };
+}
+
+interface Session {
+  page: Page;
+  /** Every ID token the SSO handed this page. */
+  idTokens: string[];
+  /** Every request the page made: URL and Authorization header. */
+  requests: { url: string; authorization: string | undefined }[];
+  /** Console messages and page errors (CSP violations show here). */
+  messages: string[];
+}
+
+/** A new browser context; `login` signs in at the SSO's login form, starting at `path`. */
+async function signIn(login: string, path = '/console', options: { acceptDownloads?: boolean } = {}): Promise<Session> {
+  context = await browser.newContext({ acceptDownloads: options.acceptDownloads ?? false });
+  const page = await context.newPage();
+  const session: Session = { page, idTokens: [], requests: [], messages: [] };
+  page.on('request', (request) => session.requests.push({ url: request.url(), authorization: request.headers().authorization }));
+  page.on('response', async (response) => {
+    if (response.url().startsWith(`${sso.issuer}/token`) && response.request().method() === 'POST') {
+      const body = (await response.json().catch(() => ({}))) as { id_token?: string };
+      if (body.id_token) session.idTokens.push(body.id_token);
+    }
+  });
+  page.on('console', (message) => session.messages.push(message.text()));
+  page.on('pageerror', (error) => session.messages.push(String(error)));
+  page.on('dialog', (dialog) => {
+    session.messages.push(`dialog: ${dialog.message()}`);
+    void dialog.dismiss();
+  });
+
+  await page.goto(`${brokerUrl}${path}`);
+  await page.locator('input[name=login]').fill(login);
+  await page.locator('input[name=password]').fill('any password');
+  await page.locator('button[type=submit]').click();
+  await page.getByTestId('signed-in-as').waitFor();
+  expect(await page.getByTestId('signed-in-as').textContent()).toBe(login);
+  return session;
+}
+
+/** The request as its own job sees it. */
+const statusOf = async (id: string, actor: string, runId: string) => (await t.http.get(`/v1/credentials/${id}`).set(bearer(await ml(actor, runId)))).body as { status: string; approvals: unknown[] };
+
+describe('the console', () => {
+  it('lets an approver sign in, see a pending request with its job initiator, approve it; the waiting workload collects', async () => {
+    const workload = await ml('pat', 'run-1');
+    const pending = await pendingRequest(workload);
+    const { page, requests, idTokens, messages } = await signIn('alice');
+
+    const card = page.locator(`[data-request-id="${pending.request_id}"]`);
+    await card.waitFor();
+    expect(await card.getByTestId('requester').textContent()).toContain(ML_SUB);
+    expect(await card.getByTestId('initiator').textContent()).toBe('pat');
+    expect(await card.getByTestId('bound-claims').textContent()).toBe('run_id = run-1');
+    expect(await card.getByTestId('justification').textContent()).toBe('release 7, see change 123');
+    expect(await card.getByTestId('approvals').textContent()).toBe('0 of 1');
+    expect(await card.getByTestId('expires').textContent()).toMatch(/^in \d+ minutes/);
+
+    await card.getByRole('link', { name: 'Review and decide' }).click();
+    await page.waitForURL(`${brokerUrl}/console/requests/${pending.request_id}`);
+    expect(await page.getByTestId('digest').textContent()).toBe(pending.digest);
+    await page.locator('#reason').fill('release 7 reviewed');
+    await page.getByTestId('approve').click();
+    await page.getByText('You approved it. The request is approved.').waitFor();
+    expect(await page.getByTestId('status').textContent()).toBe('approved');
+
+    // The workload that waited collects its token, approved by alice at the SSO.
+    const collected = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(workload));
+    expect(collected.status).toBe(201);
+    expect(decodeJwt(collected.body.access_token as string).approvers).toEqual([{ iss: sso.issuer, sub: 'alice', at: expect.any(String) }]);
+
+    // The console used the API as every client does: the ID token in the Authorization header.
+    const api = requests.filter((r) => new URL(r.url).pathname.startsWith('/v1/'));
+    expect(api.length).toBeGreaterThan(0);
+    expect(api.every((r) => r.authorization === `Bearer ${idTokens[0]}`)).toBe(true);
+    expect(requests.some((r) => r.url.includes(idTokens[0] as string))).toBe(false);
+    expect(messages.filter((m) => /Content.Security.Policy|Trusted Type/i.test(m))).toEqual([]);
+  });
+
+  it('shows an approver who started the job the broker\'s refusal, at the link the webhook carried', async () => {
+    const pending = await pendingRequest(await ml('bob', 'run-2'));
+    await t.broker.notifier.idle();
+    const delivery = receiver.deliveries.find((d) => d.body.request_id === pending.request_id);
+    expect(delivery?.body.url).toBe(`${brokerUrl}/console/requests/${pending.request_id}`);
+
+    const { page } = await signIn('bob', new URL(delivery?.body.url as string).pathname);
+    await page.waitForURL(`${brokerUrl}/console/requests/${pending.request_id}`);
+    expect(await page.getByTestId('initiator').textContent()).toBe('bob');
+    await page.locator('#reason').fill('looks fine to me');
+    await page.getByTestId('approve').click();
+    const refusal = page.getByRole('alert');
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toBe('Separation of duties: the person who started the requesting job cannot decide its request.');
+    expect((await statusOf(pending.request_id, 'bob', 'run-2')).status).toBe('pending_approval');
+
+    // Nor is it among what bob may decide.
+    await page.getByRole('link', { name: 'Decide' }).click();
+    await page.getByRole('heading', { name: 'Awaiting your decision' }).waitFor();
+    expect(await page.locator(`[data-request-id="${pending.request_id}"]`).count()).toBe(0);
+  });
+
+  it('renders hostile text from a request as inert text: markup, script and bidi overrides', async () => {
+    const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> ship it\u200f';
+    const sub = `${ML_SUB}\u202egpj.exe`;
+    const pending = await pendingRequest(await ml('pat', 'run-\u202e3', sub), { ...deploy, justification: hostile });
+    // The API refuses bidi overrides in justifications; one that got into the store some other
+    // way (an older broker, a restore) must still be drawn inert.
+    await t.db.sql('UPDATE requests SET task_id = ? WHERE id = ?', ['deploy-\u202e7', pending.request_id]);
+
+    const { page, messages } = await signIn('alice', `/console/requests/${pending.request_id}`);
+    await page.getByTestId('justification').waitFor();
+    expect(await page.getByTestId('justification').textContent()).toBe('<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> ship itU+200F');
+    expect(await page.getByTestId('requester').textContent()).toContain(`${ML_SUB}U+202Egpj.exe`);
+    expect(await page.getByTestId('bound-claims').textContent()).toBe('run_id = run-U+202E3');
+    expect(await page.getByTestId('task').textContent()).toBe('deploy-U+202E7');
+
+    const app = page.locator('#app');
+    expect(await app.locator('img, script').count()).toBe(0);
+    expect(await page.evaluate('typeof window.__pwned')).toBe('undefined');
+    // No invisible character reaches the page: each is a visible marker, inside an isolated run.
+    expect(await app.evaluate((element) => /[\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(element.textContent ?? ''))).toBe(false);
+    expect(await page.getByTestId('task').locator('bdi.value .escape').textContent()).toBe('U+202E');
+    expect(messages.filter((m) => m.startsWith('dialog'))).toEqual([]);
+  });
+
+  it('sends the digest of the request as viewed, so a decision on a view that is not the request is refused', async () => {
+    const pending = await pendingRequest(await ml('pat', 'run-4'));
+    context = await browser.newContext();
+    const { page } = await signInWithView(pending.request_id, (view) => ({ ...view, justification: 'a harmless change', digest: 'f'.repeat(64) }));
+    expect(await page.getByTestId('digest').textContent()).toBe('f'.repeat(64));
+    await page.locator('#reason').fill('harmless');
+    await page.getByTestId('approve').click();
+    const refusal = page.getByRole('alert');
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toBe('The digest does not match this request: review it again and decide on what it is now.');
+    const after = await statusOf(pending.request_id, 'pat', 'run-4');
+    expect(after.status).toBe('pending_approval');
+    expect(after.approvals).toEqual([]);
+  });
+
+  it('signs out leaving no token anywhere: storage, cookies, IndexedDB, the URL, the history', async () => {
+    const pending = await pendingRequest(await ml('pat', 'run-5'));
+    const { page, idTokens } = await signIn('alice', `/console/requests/${pending.request_id}`);
+    await page.getByTestId('digest').waitFor();
+    const [idToken] = idTokens;
+    expect(idToken).toMatch(/^eyJ/);
+    const signature = (idToken as string).split('.')[2] as string;
+
+    await page.getByTestId('sign-out').click();
+    await page.waitForURL(`${brokerUrl}/console/signed-out`);
+    await page.getByRole('heading', { name: 'You have signed out' }).waitFor();
+
+    // Run in the page (a string: this file is compiled without the DOM's types).
+    const storage = (await page.evaluate(`(async () => ({
+      local: JSON.stringify({ ...localStorage }),
+      session: JSON.stringify({ ...sessionStorage }),
+      cookie: document.cookie,
+      databases: (await indexedDB.databases()).map((db) => db.name),
+      url: location.href,
+      html: document.documentElement.outerHTML,
+    }))()`)) as { local: string; session: string; cookie: string; databases: string[]; url: string; html: string };
+    expect(storage).toEqual({ local: '{}', session: '{}', cookie: '', databases: [], url: `${brokerUrl}/console/signed-out`, html: expect.any(String) });
+    expect(storage.html).not.toContain(signature);
+    const cookies = await page.context().cookies();
+    expect(cookies.filter((cookie) => cookie.value.includes(signature) || cookie.value.startsWith('eyJ'))).toEqual([]);
+    expect(cookies.filter((cookie) => cookie.domain === '127.0.0.1' && new URL(brokerUrl).port && cookie.path.startsWith('/console'))).toEqual([]);
+
+    const cdp = await page.context().newCDPSession(page);
+    const { entries } = (await cdp.send('Page.getNavigationHistory')) as { entries: { url: string }[] };
+    expect(entries.length).toBeGreaterThan(1);
+    expect(entries.filter((entry) => entry.url.includes(signature) || /[?&#](id_token|access_token|code)=/.test(entry.url.replace(sso.issuer, '')) && entry.url.startsWith(brokerUrl))).toEqual([]);
+
+    // And the broker no longer hears from this page as alice: the next view asks to sign in.
+    await page.getByTestId('sign-in').waitFor();
+  });
+
+  it('lets an approver review a break-glass grant', async () => {
+    const used = await t.http
+      .post('/v1/credentials')
+      .set(bearer(await ml('pat', 'run-6')))
+      .send({ ...deploy, task_id: 'incident-99', break_glass: true, justification: 'registry down since 03:10, rolling back model 41' });
+    expect(used.status).toBe(201);
+    const { page } = await signIn('alice');
+    const card = page.locator(`[data-request-id="${used.body.request_id}"]`);
+    await card.getByRole('link', { name: 'Open' }).click();
+    await page.locator('#outcome').selectOption('justified');
+    await page.locator('#notes').fill('matches incident 99');
+    await page.getByTestId('review').click();
+    await page.getByText('Your review is recorded.').waitFor();
+    const view = (await t.http.get(`/v1/credentials/${used.body.request_id}`).set(bearer(await ml('pat', 'run-6')))).body;
+    expect(view.review).toMatchObject({ status: 'done', outcome: 'justified', notes: 'matches incident 99', reviewer: { iss: sso.issuer, sub: 'alice' } });
+  });
+
+  it('shows a person their own requests and their state', async () => {
+    const { page, idTokens } = await signIn('olga', '/console/mine');
+    const asked = await t.http
+      .post('/v1/credentials')
+      .set(bearer(idTokens[0] as string))
+      .send({ task_id: 'read-logs-12', scopes: ['logs:read'], audience: 'logs.acme.internal' });
+    expect(asked.status).toBe(201);
+    await page.getByRole('link', { name: 'Decide' }).click();
+    await page.getByRole('link', { name: 'My requests' }).click();
+    const row = page.locator(`tr[data-request-id="${asked.body.request_id}"]`);
+    await row.waitFor();
+    expect(await row.getByText('read-logs-12').count()).toBe(1);
+    expect(await row.getByTestId('status').textContent()).toBe('issued');
+  });
+
+  it('shows an auditor the chain\'s status and the issuances, and exports them', async () => {
+    const issued = await t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat', run_id: 'run-7' }, { now: t.clock() })))
+      .send({ task_id: 'build-42', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+    expect(issued.status).toBe(201);
+    const { page } = await signIn('ivy', '/console/audit', { acceptDownloads: true });
+    expect(await page.getByTestId('verify').textContent()).toMatch(/^The audit chain verifies: \d+ events/);
+    await page.locator('input[name=subject]').fill('repo:acme/app:ref:refs/heads/main');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByTestId('issuances').getByText('build-42').waitFor();
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
+    expect(download.suggestedFilename()).toBe('issuances.csv');
+    const { readFile } = await import('node:fs/promises');
+    const csv = await readFile(await download.path(), 'utf8');
+    expect(csv).toContain(issued.body.request_id);
+    expect(csv).not.toContain(issued.body.access_token);
+  });
+});
+
+/** Signs alice in, with the request's view as the page receives it rewritten by `rewrite`. */
+async function signInWithView(id: string, rewrite: (view: Record<string, unknown>) => Record<string, unknown>) {
+  await context?.close();
+  context = await browser.newContext();
+  const page = await context.newPage();
+  await page.route(`${brokerUrl}/v1/credentials/${id}`, async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, json: rewrite((await response.json()) as Record<string, unknown>) });
+  });
+  await page.goto(`${brokerUrl}/console/requests/${id}`);
+  await page.locator('input[name=login]').fill('alice');
+  await page.locator('input[name=password]').fill('any password');
+  await page.locator('button[type=submit]').click();
+  await page.getByTestId('digest').waitFor();
+  return { page };
+}

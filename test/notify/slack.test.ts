@@ -1,0 +1,164 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+
+/**
+ * `format: slack` against a receiver that answers as a Slack incoming webhook does: 200 for a
+ * message of Slack's shape (`text`, Block Kit `blocks` within Slack's documented limits), 400
+ * `invalid_blocks` or `no_text` for anything else, such as the plain JSON body.
+ */
+
+const plainText = (max: number) => z.strictObject({ type: z.literal('plain_text'), text: z.string().min(1).max(max), emoji: z.boolean().optional() });
+const mrkdwn = (max: number) => z.strictObject({ type: z.literal('mrkdwn'), text: z.string().min(1).max(max), verbatim: z.boolean().optional() });
+const textObject = (max: number) => z.union([plainText(max), mrkdwn(max)]);
+const button = z.strictObject({
+  type: z.literal('button'),
+  text: plainText(75),
+  action_id: z.string().max(255).optional(),
+  url: z.url({ protocol: /^https?$/ }).max(3000).optional(),
+  value: z.string().max(2000).optional(),
+  style: z.enum(['primary', 'danger']).optional(),
+});
+const block = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('header'), text: plainText(150), block_id: z.string().optional() }),
+  z
+    .strictObject({ type: z.literal('section'), text: textObject(3000).optional(), fields: z.array(textObject(2000)).min(1).max(10).optional(), block_id: z.string().optional() })
+    .refine((section) => section.text !== undefined || section.fields !== undefined, 'a section needs text or fields'),
+  z.strictObject({ type: z.literal('context'), elements: z.array(textObject(3000)).min(1).max(10) }),
+  z.strictObject({ type: z.literal('actions'), elements: z.array(button).min(1).max(25) }),
+  z.strictObject({ type: z.literal('divider') }),
+]);
+const slackMessage = z.strictObject({ text: z.string().min(1).max(40_000), blocks: z.array(block).min(1).max(50) });
+type SlackMessage = z.output<typeof slackMessage>;
+
+async function startSlack() {
+  const accepted: SlackMessage[] = [];
+  const refused: unknown[] = [];
+  const server = createServer((req, res) => {
+    let text = '';
+    req.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    req.on('end', () => {
+      const parsed = slackMessage.safeParse((() => { try { return JSON.parse(text); } catch { return undefined; } })());
+      if (!parsed.success) {
+        refused.push(parsed.error.issues);
+        return res.writeHead(400, { 'content-type': 'text/plain' }).end('invalid_blocks');
+      }
+      accepted.push(parsed.data);
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/services/T000/B000/XXXX`,
+    accepted,
+    refused,
+    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+let t: TestBroker | undefined;
+let slack: Awaited<ReturnType<typeof startSlack>> | undefined;
+afterEach(async () => {
+  await t?.close();
+  await slack?.close();
+});
+
+async function brokerPostingTo(format: 'slack' | 'json') {
+  slack = await startSlack();
+  const url = slack.url;
+  t = await startTestBroker({
+    configure(config) {
+      config.issuer = 'https://broker.acme.example';
+      const issuers = (config.identity as { issuers: Record<string, unknown>[] }).issuers;
+      issuers[0] = { ...issuers[0], bindClaims: ['run_id'] };
+      issuers[1] = { ...issuers[1], audiences: ['jit-broker', 'jit-console'] };
+      config.console = { issuer: 'sso', clientId: 'jit-console' };
+      config.notify = { retries: 0, webhooks: [{ url, format, events: ['approval.requested', 'request.approved', 'breakglass.used'] }] };
+    },
+  });
+  return t;
+}
+
+const headerOf = (message: SlackMessage) => (message.blocks[0] as { text: { text: string } }).text.text;
+const fieldsOf = (message: SlackMessage) =>
+  Object.fromEntries(
+    message.blocks
+      .flatMap((b) => ('fields' in b && b.fields ? b.fields : []))
+      .map((field) => field.text.split('\n') as [string, string]),
+  );
+const buttonOf = (message: SlackMessage) => message.blocks.flatMap((b) => (b.type === 'actions' ? b.elements : []))[0];
+
+describe('format: slack', () => {
+  it('posts a Slack message: who asks for what, for which job, why, how long, and a button to the console', async () => {
+    const t = await brokerPostingTo('slack');
+    const ml = await t.as.ml({ run_id: 4242, actor: 'bob' });
+    const pending = await t.http
+      .post('/v1/credentials')
+      .set(bearer(ml))
+      .send({ task_id: 'deploy-7', scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: 'release 7, see change 123' });
+    const approver = await t.as.person('alice', ['approvers', 'ml-release']);
+    await t.http.post(`/v1/credentials/${pending.body.request_id}/approvals`).set(bearer(approver)).send({ decision: 'approve', reason: 'ok', digest: pending.body.digest });
+    const collected = await t.http.post(`/v1/credentials/${pending.body.request_id}/token`).set(bearer(ml));
+    await t.broker.notifier.idle();
+
+    expect(slack!.refused).toEqual([]);
+    const [requested, approved] = slack!.accepted;
+    expect(requested?.text).toBe('Approval requested: repo:acme/ml:ref:refs/heads/main asks for model:deploy for registry.acme.internal (job: started by bob, {"run_id":4242}), 10 min');
+    expect(headerOf(requested as SlackMessage)).toBe('Approval requested: model:deploy for registry.acme.internal');
+    expect(fieldsOf(requested as SlackMessage)).toMatchObject({
+      Requester: 'repo:acme/ml:ref:refs/heads/main (https://ci.test)',
+      Scopes: 'model:deploy',
+      Audience: 'registry.acme.internal',
+      Task: 'deploy-7',
+      Job: 'started by bob, {"run_id":4242}',
+      Lifetime: '10 min',
+      'Approvals needed': '1',
+      'Decide by': pending.body.expires_at,
+    });
+    expect(JSON.stringify(requested)).toContain('Why: release 7, see change 123');
+    expect(JSON.stringify(requested)).toContain(pending.body.digest);
+    expect(buttonOf(requested as SlackMessage)).toEqual({
+      type: 'button',
+      action_id: 'open_console',
+      text: { type: 'plain_text', text: 'Review and decide', emoji: false },
+      url: `https://broker.acme.example/console/requests/${pending.body.request_id}`,
+      style: 'primary',
+    });
+    expect(approved?.text).toMatch(/^Request approved: /);
+    expect(JSON.stringify(slack!.accepted)).not.toContain((collected.body.access_token as string).split('.')[2]);
+    expect(JSON.stringify(slack!.accepted)).not.toContain('eyJ');
+  });
+
+  it('keeps a hostile justification from mentioning, linking or reordering: plain text, escaped, invisible characters shown', async () => {
+    const t = await brokerPostingTo('slack');
+    const justification = `<!channel> see <https://evil.example|the change> & ${'x'.repeat(1900)}`;
+    const used = await t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.as.ml({ run_id: 'r\u202e1' })))
+      .send({ task_id: 'deploy-8', scopes: ['model:deploy'], audience: 'registry.acme.internal', break_glass: true, justification });
+    expect(used.status).toBe(201);
+    await t.broker.notifier.idle();
+
+    expect(slack!.refused).toEqual([]);
+    const [message] = slack!.accepted;
+    expect(message?.text).not.toMatch(/<[!@#]|<https?:/);
+    expect(message?.text).toContain('{"run_id":"r\\u{202e}1"}');
+    const mrkdwnTexts = message!.blocks.flatMap((b) => ('text' in b && b.text && b.text.type === 'mrkdwn' ? [b.text] : []));
+    expect(mrkdwnTexts).toEqual([]); // everything from the request is plain_text
+    const why = message!.blocks.find((b) => b.type === 'section' && 'text' in b && b.text?.text.startsWith('Why: ')) as { text: { text: string } };
+    expect(why.text.text.startsWith('Why: <!channel> see <https://evil.example|the change> & xxx')).toBe(true);
+    expect(JSON.stringify(message)).not.toContain('\u202e');
+    expect(headerOf(message as SlackMessage)).toBe('BREAK-GLASS used: model:deploy for registry.acme.internal');
+    expect(buttonOf(message as SlackMessage)?.text.text).toBe('Review the break-glass grant');
+  });
+
+  it('is what a Slack webhook needs: the plain JSON body is refused by the same receiver', async () => {
+    const t = await brokerPostingTo('json');
+    await t.http.post('/v1/credentials').set(bearer(await t.as.ml({ run_id: 1 }))).send({ task_id: 'deploy-9', scopes: ['model:deploy'], audience: 'registry.acme.internal' });
+    await t.broker.notifier.idle();
+    expect(slack!.accepted).toEqual([]);
+    expect(slack!.refused).toHaveLength(1);
+  });
+});
