@@ -1,4 +1,4 @@
-import { callerOptions, connect } from '../client.js';
+import { callerOptions, connect, type CallerValues } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { claims } from '../identity.js';
 import { EXIT, parse, shown, usage, type Options } from '../io.js';
@@ -27,7 +27,7 @@ async function post(
   if (positionals.length > 1) throw usage('one request at a time');
   const id = options.acceptsToken ? requestIdOf(io, positionals[0]) : positionals[0];
   const { path, body, done } = build(values, id);
-  const client = connect(io, values as never);
+  const client = connect(io, values as CallerValues);
   const response = await client.post<RequestView>(`/v1/credentials/${encodeURIComponent(id)}/${path}`, body);
   if (values.json) printJson(io, response.body);
   else io.stderr(`${done ?? `request ${shown(id)} is now ${shown(response.body.status)}`}\n`);
