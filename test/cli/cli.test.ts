@@ -158,6 +158,14 @@ describe('break-glass, review, complete and revoke', () => {
     const byToken = await jit(['revoke', second.access_token, '--reason', 'leaked'], as(identity));
     expect(byToken).toMatchObject({ code: 0, stdout: '', stderr: `request ${second.request_id} is now revoked\n` });
 
+    // show takes the credential too; commands that need the id refuse a token rather than send it.
+    expect(JSON.parse((await jit(['show', second.access_token], as(identity))).stdout)).toMatchObject({ request_id: second.request_id, status: 'revoked' });
+    for (const command of [['collect'], ['approve', '--reason', 'x', '--yes'], ['review', '--outcome', 'justified', '--notes', 'x']]) {
+      const refused = await jit([command[0] as string, second.access_token, ...command.slice(1)], as(identity));
+      expect(refused, command[0]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, command[0]).toContain('that is a token, not a request id');
+      expect(refused.stderr, command[0]).not.toContain(second.access_token);
+    }
     // A JWT that is not the broker's (here the caller's own identity) names no request: refused, not echoed.
     const wrong = await jit(['complete', identity], as(identity));
     expect(wrong.code).toBe(2);

@@ -2,13 +2,14 @@ import { callerOptions, connect } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { CliError, EXIT, parse, usage } from '../io.js';
 import { readListing } from '../listing.js';
+import { requestIdArgument } from '../request-id.js';
 import { describe, printJson, type RequestView } from '../views.js';
 
 export const approvalsHelp = `jit approvals
   The requests you may decide, each with its digest (with --json: the broker's request views).`;
 
-export const showHelp = `jit show REQUEST_ID
-  One request as the broker shows it to you, as JSON.`;
+export const showHelp = `jit show REQUEST_ID|TOKEN|-
+  One request as the broker shows it to you, as JSON (by its id, or by the credential).`;
 
 export const decideHelp = (decision: 'approve' | 'deny') => `jit ${decision} REQUEST_ID --reason TEXT [--digest HEX] [--yes]
   Shows the request and its digest on stderr, asks for confirmation on a terminal, then records
@@ -29,8 +30,8 @@ export async function approvals(args: string[], io: CliIo): Promise<number> {
 
 export async function show(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, callerOptions);
-  if (!positionals[0]) throw usage('show needs a request id');
-  printJson(io, await connect(io, values).get(`/v1/credentials/${encodeURIComponent(positionals[0])}`));
+  const id = requestIdArgument(io, positionals[0], true);
+  printJson(io, await connect(io, values).get(`/v1/credentials/${encodeURIComponent(id)}`));
   return EXIT.ok;
 }
 
@@ -44,8 +45,7 @@ async function decide(decision: 'approve' | 'deny', args: string[], io: CliIo): 
     digest: { type: 'string' },
     yes: { type: 'boolean', default: false },
   });
-  const id = positionals[0];
-  if (!id) throw usage(`${decision} needs a request id`);
+  const id = requestIdArgument(io, positionals[0], false);
   if (!values.reason) throw usage('--reason is required');
   // A script that forgot --yes must not decide by accident: nobody could have answered the question.
   if (!values.yes && !io.interactive) throw usage(`${decision} asks for confirmation and stdin is not a terminal: add --yes to decide from a script. Nothing was decided`);

@@ -1,7 +1,7 @@
 import { callerOptions, connect, type CallerValues } from '../client.js';
 import type { CliIo } from '../cli-io.js';
-import { claims } from '../identity.js';
 import { EXIT, parse, shown, usage, type Options } from '../io.js';
+import { requestIdArgument } from '../request-id.js';
 import { printJson, type RequestView } from '../views.js';
 
 export const completeHelp = `jit complete REQUEST_ID|TOKEN|-
@@ -23,28 +23,14 @@ async function post(
   options: { acceptsToken: boolean },
 ) {
   const { values, positionals } = parse(args, { ...callerOptions, ...extra });
-  if (!positionals[0]) throw usage(options.acceptsToken ? 'a request id or a token is required' : 'a request id is required');
   if (positionals.length > 1) throw usage('one request at a time');
-  const id = options.acceptsToken ? requestIdOf(io, positionals[0]) : positionals[0];
+  const id = requestIdArgument(io, positionals[0], options.acceptsToken);
   const { path, body, done } = build(values, id);
   const client = connect(io, values as CallerValues);
   const response = await client.post<RequestView>(`/v1/credentials/${encodeURIComponent(id)}/${path}`, body);
   if (values.json) printJson(io, response.body);
   else io.stderr(`${done ?? `request ${shown(id)} is now ${shown(response.body.status)}`}\n`);
   return EXIT.ok;
-}
-
-/**
- * A request id, or a broker token whose `request_id` claim names it. The token is only read
- * (decoded, not verified: the broker decides what the caller may end), and never shown.
- */
-function requestIdOf(io: CliIo, argument: string): string {
-  const text = (argument === '-' ? io.readStdin() : argument).trim();
-  if (!text) throw usage('stdin held no request id or token');
-  if (!text.includes('.')) return text;
-  const requestId = claims(text)?.request_id;
-  if (typeof requestId !== 'string' || !requestId) throw usage('that is neither a request id nor a broker token (no request_id claim)');
-  return requestId;
 }
 
 export const complete = (args: string[], io: CliIo) => post(io, args, {}, () => ({ path: 'complete' }), { acceptsToken: true });

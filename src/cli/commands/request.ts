@@ -3,6 +3,7 @@ import { callerOptions, connect, type BrokerClient } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { parseDuration, parseTtlSeconds } from '../duration.js';
 import { CliError, EXIT, parse, shown, usage } from '../io.js';
+import { requestIdArgument } from '../request-id.js';
 import { printJson, type IssuedView, type RequestView } from '../views.js';
 
 export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience AUD --task TASK_ID [options]
@@ -71,8 +72,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
 
 export async function collect(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' } });
-  const id = positionals[0];
-  if (!id) throw usage('collect needs a request id');
+  const id = requestIdArgument(io, positionals[0], false);
   const wait = parseDuration(values.wait, '--wait');
   const client = connect(io, values);
   return waitAndCollect(io, client, id, { waitMs: wait, pollMs: pollInterval(io), json: values.json });
