@@ -2,7 +2,8 @@
 /**
  * The action's main step: the job's OIDC token in, a credential out. A high-risk scope waits
  * for approval (input `wait`); the credential is masked before it reaches any output, then
- * exported. The request id is kept for the post step, which ends the grant.
+ * exported. The request id is kept for the post step, which ends the grant. A wait asks the
+ * broker every 5s (env JIT_POLL_INTERVAL, as for the CLI).
  */
 import { ActionError, booleanInput, brokerClient, duration, exportVariable, info, input, mask, runStep, saveState, setOutput } from './lib.mjs';
 

@@ -23,7 +23,8 @@ export const callerOptions = {
 } as const;
 
 export const BROKER_HELP = `Broker (the first that is given): --broker URL, env BROKER_URL, the CLI profile
-  (jit profile set --broker URL), the broker of your jit login. https, or http to this machine.`;
+  (jit profile set --broker URL), the broker of your jit login. https, or http to this machine
+  (JIT_ALLOW_HTTP=1 allows plain http elsewhere, where the path is protected otherwise).`;
 
 export type CallerValues = IdentityValues & { broker?: string | undefined };
 

@@ -18,7 +18,8 @@ export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience A
   --break-glass            emergency access: issued at once, loudly, reviewed afterwards
   --wait DURATION          how long to wait for approval (default 15m; 0: do not wait)
   --request-id-file FILE   also write the request id to FILE (mode 0600), for a later
-                           jit collect or jit complete in another step`;
+                           jit collect or jit complete in another step
+  A wait asks the broker every 2s (env JIT_POLL_INTERVAL sets another interval).`;
 
 export const collectHelp = `jit collect REQUEST_ID [--wait DURATION]
   Waits for an approved request (default 15m; 0: look once) and prints its token (with --json:
