@@ -160,12 +160,13 @@ describe('break-glass, review, complete and revoke', () => {
 
     // show takes the credential too; commands that need the id refuse a token rather than send it.
     expect(JSON.parse((await jit(['show', second.access_token], as(identity))).stdout)).toMatchObject({ request_id: second.request_id, status: 'revoked' });
-    for (const command of [['collect'], ['approve', '--reason', 'x', '--yes'], ['review', '--outcome', 'justified', '--notes', 'x']]) {
-      const refused = await jit([command[0] as string, second.access_token, ...command.slice(1)], as(identity));
-      expect(refused, command[0]).toMatchObject({ code: 2, stdout: '' });
-      expect(refused.stderr, command[0]).toContain('that is a token, not a request id');
-      expect(refused.stderr, command[0]).not.toContain(second.access_token);
-    }
+    const needId = [['collect'], ['approve', '--reason', 'x', '--yes'], ['review', '--outcome', 'justified', '--notes', 'x']];
+    const refusals = await Promise.all(needId.map(([command, ...rest]) => jit([command as string, second.access_token, ...rest], as(identity))));
+    refusals.forEach((refused, i) => {
+      expect(refused, needId[i]?.[0]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, needId[i]?.[0]).toContain('that is a token, not a request id');
+      expect(refused.stderr, needId[i]?.[0]).not.toContain(second.access_token);
+    });
     // A JWT that is not the broker's (here the caller's own identity) names no request: refused, not echoed.
     const wrong = await jit(['complete', identity], as(identity));
     expect(wrong.code).toBe(2);

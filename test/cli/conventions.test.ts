@@ -93,11 +93,12 @@ describe('durations and times', () => {
     // Over the scope's maximum (15m): clamped by the broker, not refused.
     expect(lifetime((await jit([...lowRisk(), '--ttl', '1h'], as(identity))).stdout.trim())).toBe(900);
 
-    for (const bad of ['5x', '1.5s', '0s', '-5m']) {
-      const refused = await jit([...lowRisk(), '--ttl', bad], as(identity));
-      expect(refused, bad).toMatchObject({ code: 2, stdout: '' });
-      expect(refused.stderr, bad).toMatch(/^jit request: .*--ttl.* \(see jit request --help\)\n$/);
-    }
+    const bad = ['5x', '1.5s', '0s', '-5m'];
+    const refusals = await Promise.all(bad.map((ttl) => jit([...lowRisk(), '--ttl', ttl], as(identity))));
+    refusals.forEach((refused, i) => {
+      expect(refused, bad[i]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, bad[i]).toMatch(/^jit request: .*--ttl.* \(see jit request --help\)\n$/);
+    });
     const wait = await jit([...lowRisk(), '--wait', 'soon'], as(identity));
     expect(wait).toMatchObject({ code: 2, stderr: 'jit request: --wait soon is not a duration such as 30s, 5m or 1h (see jit request --help)\n' });
   });
@@ -109,9 +110,9 @@ describe('durations and times', () => {
     expect(recent.map((row) => row.task_id)).toContain('since-1');
     const iso = new Date(Date.now() + 3_600_000).toISOString();
     expect(JSON.parse((await jit(['audit', 'issuances', '--since', iso, '--json'], as(ivy))).stdout)).toEqual([]);
-    for (const bad of ['yesterday', '2026-13-45', '15']) {
-      expect((await jit(['audit', 'events', '--since', bad], as(ivy))).code, bad).toBe(2);
-    }
+    const bad = ['yesterday', '2026-13-45', '15'];
+    const refusals = await Promise.all(bad.map((since) => jit(['audit', 'events', '--since', since], as(ivy))));
+    expect(refusals.map((result) => result.code)).toEqual([2, 2, 2]);
   });
 });
 
