@@ -1,17 +1,52 @@
-import { CliError, type CliIo } from './io.js';
+import { checkBrokerUrl, resolveBroker } from './broker.js';
+import type { CliIo } from './cli-io.js';
+import { CliError, EXIT, usage } from './errors.js';
+import { claims, identityOptions, resolveIdentity, type IdentitySource, type IdentityValues } from './identity.js';
 
 /** A thin HTTP client for the broker's API, speaking as one identity. */
 export interface BrokerClient {
+  readonly base: string;
   get<T = Record<string, unknown>>(path: string): Promise<T>;
   post<T = Record<string, unknown>>(path: string, body?: unknown): Promise<{ status: number; body: T }>;
   /** GETs a path and returns the raw response (exports stream). */
   raw(path: string): Promise<Response>;
 }
 
-export function createClient(io: CliIo, baseUrl: string, token: string): BrokerClient {
+/** How long one call to the broker may take. */
+const CALL_TIMEOUT_MS = 30_000;
+
+/** The options of every command that calls the broker as someone. */
+export const callerOptions = {
+  broker: { type: 'string' },
+  ...identityOptions,
+  json: { type: 'boolean', default: false },
+} as const;
+
+export const BROKER_HELP = `Broker (the first that is given): --broker URL, env BROKER_URL, the CLI profile
+  (jit profile set --broker URL), the broker of your jit login. https, or http to this machine
+  (JIT_ALLOW_HTTP=1 allows plain http elsewhere, where the path is protected otherwise).`;
+
+export type CallerValues = IdentityValues & { broker?: string | undefined };
+
+/** The caller's client: its identity and the broker it talks to, each by its precedence. */
+export function connect(io: CliIo, values: CallerValues): BrokerClient {
+  const identity = resolveIdentity(io, values);
+  const loginBroker = identity.loginBroker;
+  const broker = resolveBroker(io.env, values, loginBroker !== undefined ? { url: loginBroker, source: identity.describe } : undefined);
+  // A login's ID token is for the broker it was made at; it is never sent to another one.
+  if (loginBroker !== undefined && checkBrokerUrl(loginBroker, identity.describe, io.env) !== broker.url) {
+    throw usage(`${identity.describe} is for ${loginBroker}, not ${broker.url} (from ${broker.source}); run jit login there, or give another identity`);
+  }
+  return createClient(io, broker.url, identity);
+}
+
+export function createClient(io: CliIo, baseUrl: string, identity: IdentitySource | string): BrokerClient {
   const base = baseUrl.replace(/\/+$/, '');
+  const source: IdentitySource =
+    typeof identity === 'string' ? { describe: 'the given token', token: async () => identity } : identity;
 
   async function call(method: string, path: string, body?: unknown): Promise<Response> {
+    const token = await source.token();
     let response: Response;
     try {
       response = await io.fetch(`${base}${path}`, {
@@ -22,35 +57,81 @@ export function createClient(io: CliIo, baseUrl: string, token: string): BrokerC
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
       });
-    } catch {
-      throw new CliError(`cannot reach the broker at ${base} (is it running? see --broker or BROKER_URL)`);
+    } catch (error) {
+      const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${CALL_TIMEOUT_MS / 1000}s` : causeCode(error);
+      throw new CliError(`cannot reach the broker at ${base} (${reason})`, EXIT.unreachable);
     }
-    if (response.status >= 400) throw await problem(response);
+    if (response.status === 401) throw identityRefused(source, token);
+    if (response.status >= 400) throw await problem(response, base);
     return response;
   }
 
+  async function json<T>(response: Response): Promise<T> {
+    const text = await response.text();
+    try {
+      return (text ? JSON.parse(text) : {}) as T;
+    } catch {
+      throw new CliError(`the answer from ${base} is not JSON: is that the broker?`);
+    }
+  }
+
   return {
+    base,
     async get(path) {
-      return (await (await call('GET', path)).json()) as never;
+      return json(await call('GET', path));
     },
     async post(path, body) {
       const response = await call('POST', path, body);
-      const text = await response.text();
-      return { status: response.status, body: (text ? JSON.parse(text) : {}) as never };
+      return { status: response.status, body: await json(response) };
     },
     raw: (path) => call('GET', path),
   };
 }
 
-async function problem(response: Response): Promise<CliError> {
+/**
+ * The broker answers every refused identity alike (the reason is in its log, not for a forger);
+ * the one refusal the caller can safely fix, an expired token, the CLI tells by reading `exp`.
+ */
+function identityRefused(source: IdentitySource, token: string): CliError {
+  const exp = claims(token)?.exp;
+  if (typeof exp === 'number' && exp * 1000 <= Date.now()) {
+    return new CliError(
+      `the identity token from ${source.describe} expired at ${new Date(exp * 1000).toISOString()}; get a fresh one and run again`,
+      EXIT.identityExpired,
+    );
+  }
+  return new CliError(
+    `the broker did not accept the identity token from ${source.describe} (its issuer, audience, signature, age or a required claim; the broker's log says which)`,
+    EXIT.identityRejected,
+  );
+}
+
+const REFUSALS = new Set(['policy_denied', 'separation_of_duties', 'rate_limited']);
+
+async function problem(response: Response, base: string): Promise<CliError> {
+  let type: string | undefined;
   let detail = `HTTP ${response.status}`;
   try {
-    const body = (await response.json()) as { detail?: string; type?: string; errors?: { pointer: string; detail: string }[] };
-    const type = body.type?.split(':').pop();
-    detail = `${type ? `${type}: ` : ''}${body.detail ?? detail}`;
+    const body = (await response.json()) as { detail?: unknown; type?: unknown };
+    if (typeof body.type === 'string') type = body.type.split(':').pop();
+    if (typeof body.detail === 'string') detail = body.detail;
   } catch {
-    // Not JSON: the status says enough.
+    // Not JSON (a proxy's page, another server): the status says enough.
   }
-  return new CliError(detail);
+  const retryAfter = response.headers.get('retry-after');
+  const message = `${type ? `${type}: ` : ''}${detail}${response.status === 429 && retryAfter ? ` (retry after ${retryAfter}s)` : ''}`;
+  if (response.status === 502 || response.status === 503 || response.status === 504) {
+    return new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
+  }
+  if (type !== undefined && REFUSALS.has(type)) return new CliError(message, EXIT.refused);
+  return new CliError(message);
+}
+
+function causeCode(error: unknown): string {
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
+  if (typeof cause?.code === 'string') return cause.code;
+  if (typeof cause?.message === 'string') return cause.message;
+  return 'no connection';
 }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JSONWebKeySet, type JWK } from 'jose';
 import { DEV_ISSUER_ALGORITHM, type IssuerConfig } from '../config/schema.js';
@@ -31,6 +32,14 @@ export async function loadOrCreateDevKey(keyDir: string): Promise<JWK> {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readPrivateJwk(path); // another process won
     throw error;
   }
+}
+
+/**
+ * Whether the broker (or an earlier mint) has made this issuer's key. `jit dev-token` mints only
+ * then: a key it made itself, where no broker looks, would sign tokens no broker accepts.
+ */
+export function devKeyExists(keyDir: string): boolean {
+  return existsSync(join(keyDir, KEY_FILE));
 }
 
 export async function devIssuerJwks(keyDir: string): Promise<JSONWebKeySet> {

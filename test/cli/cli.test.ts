@@ -1,174 +1,186 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { decodeJwt } from 'jose';
-import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveClock, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
-import { runCli } from '../helpers/cli.js';
+import { jit, type JitOptions } from '../helpers/jit-process.js';
 
 /**
- * The CLI against a broker on a real port, with development issuers as in the shipped config:
- * the CLI mints identities with `dev-token` from the same configuration file.
+ * The `jit` binary as a pipeline and a person run it: a child process against the broker on a
+ * loopback port, its stdout, stderr and exit code asserted.
  */
 
 let t: TestBroker;
 let server: Awaited<ReturnType<typeof listen>>;
-let configFile: string;
-let env: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
-  t = await startTestBroker({
-    clock: liveClock(),
-    configure(config) {
-      const dir = String(config.database).replace(/broker\.db$/, '');
-      for (const issuer of (config.identity as { issuers: Record<string, unknown>[] }).issuers) {
-        delete issuer.jwks;
-        issuer.dev = { keyDir: join(dir, 'dev-issuer') };
-      }
-      configFile = join(dir, 'broker.yaml');
-      writeFileSync(configFile, YAML.stringify(config));
-    },
-  });
+  t = await startTestBroker({ clock: liveClock() });
   server = await listen(t);
-  env = { BROKER_URL: server.url, BROKER_CONFIG: configFile };
 });
 afterAll(async () => {
-  await server.close();
-  await t.close();
+  await server?.close();
+  await t?.close();
 });
 
-const devToken = async (...args: string[]) => {
-  const result = await runCli(['dev-token', ...args], env);
-  expect(result.code).toBe(0);
-  return result.stdout.trim();
-};
-const workload = () => devToken('--sub', 'repo:acme/ml:ref:refs/heads/main', '--claim', 'ref=refs/heads/main', '--claim', 'repository=acme/ml', '--claim', 'actor=bob');
-const person = (sub: string, groups: string[]) => devToken('--issuer', 'sso', '--sub', sub, '--claim', `groups=${JSON.stringify(groups)}`, '--claim', `preferred_username=${sub}`);
-const as = (token: string) => ({ ...env, BROKER_IDENTITY_TOKEN: token });
-const deployArgs = ['request', '--scope', 'model:deploy', '--audience', 'registry.acme.internal', '--task', 'deploy-7'];
+const as = (identity: string, options: JitOptions = {}): JitOptions => ({
+  ...options,
+  env: { BROKER_URL: server.url, BROKER_IDENTITY_TOKEN: identity, JIT_POLL_INTERVAL: '100ms', ...options.env },
+});
+const approver = (sub = 'alice') => t.as.person(sub, ['approvers', 'ml-release']);
+const auditor = () => t.as.person('ivy', ['auditors']);
+const deploy = ['request', '--scope', 'model:deploy', '--audience', 'registry.acme.internal', '--task', 'deploy-7'];
+const JWT = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 
-async function pendingId(approver: string): Promise<string> {
-  for (let i = 0; i < 100; i += 1) {
-    const listed = await runCli(['approvals', '--json'], as(approver));
-    const items = JSON.parse(listed.stdout || '[]') as { request_id: string }[];
-    if (items[0]) return items[0].request_id;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error('no pending request appeared');
+/** Starts `jit request` for a high-risk scope and answers its request id once the CLI has printed it. */
+function requestAndWait(identity: string, extra: string[] = []) {
+  let announce: (id: string) => void;
+  const id = new Promise<string>((resolve) => (announce = resolve));
+  const result = jit([...deploy, '--wait', '30s', ...extra], as(identity, {
+    onStderr: (stderr) => {
+      const found = /request (\S+) needs/.exec(stderr);
+      if (found) announce(found[1] as string);
+    },
+  }));
+  return { id, result };
 }
 
-describe('jit dev-token and request', () => {
-  it('print a development identity token, then the credential alone on stdout', async () => {
-    const identity = await workload();
-    expect(decodeJwt(identity)).toMatchObject({ iss: 'https://ci.test', sub: 'repo:acme/ml:ref:refs/heads/main', aud: 'jit-broker', ref: 'refs/heads/main' });
-    const result = await runCli(['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'build-1'], as(identity));
-    expect(result).toMatchObject({ code: 0, stderr: '' });
-    expect(result.stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
-    expect(decodeJwt(result.stdout)).toMatchObject({ scope: 'artifacts:read', task_id: 'build-1' });
-  });
+describe('jit request', () => {
+  it('prints the credential alone on stdout, and the broker\'s answer with --json', async () => {
+    const identity = await t.as.ml();
+    const plain = await jit(['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'build-1'], as(identity));
+    expect(plain).toMatchObject({ code: 0, stderr: '' });
+    expect(plain.stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+    expect(decodeJwt(plain.stdout)).toMatchObject({ scope: 'artifacts:read', task_id: 'build-1' });
 
-  it('reads the identity from a file or stdin', async () => {
-    const file = join(t.dir, 'identity.jwt');
-    writeFileSync(file, `${await workload()}\n`);
-    const args = ['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'b'];
-    expect((await runCli([...args, '--identity-file', file], env)).code).toBe(0);
-    expect((await runCli([...args, '--identity-file', '-'], env, { stdin: await workload() })).code).toBe(0);
+    const json = await jit(['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'build-2', '--json'], as(identity));
+    expect(json).toMatchObject({ code: 0, stderr: '' });
+    const body = JSON.parse(json.stdout) as Record<string, unknown>;
+    expect(body).toMatchObject({ status: 'issued', token_type: 'Bearer', scopes: ['artifacts:read'], audience: 'registry.acme.internal', break_glass: false });
+    expect(decodeJwt(body.access_token as string).request_id).toBe(body.request_id);
   });
 
   it('waits for approval with progress on stderr, then prints the token', async () => {
-    const requesting = runCli([...deployArgs, '--wait', '30s'], as(await workload()));
-    const approver = await person('alice', ['approvers', 'ml-release']);
-    const id = await pendingId(approver);
-    const decided = await runCli(['approve', id, '--reason', 'release 7 reviewed', '--yes'], as(approver));
-    expect(decided.code).toBe(0);
-    expect(decided.stderr).toContain(`request       ${id} (pending_approval)`);
+    const { id, result } = requestAndWait(await t.as.ml());
+    const requestId = await id;
+    const decided = await jit(['approve', requestId, '--reason', 'release 7 reviewed', '--yes'], as(await approver()));
+    expect(decided).toMatchObject({ code: 0, stdout: '' });
+    expect(decided.stderr).toContain(`request       ${requestId} (pending_approval)`);
     expect(decided.stderr).toMatch(/digest        [0-9a-f]{64}/);
     expect(decided.stderr).toContain('recorded: approve; the request is now approved');
 
-    const result = await requesting;
-    expect(result.code).toBe(0);
-    expect(result.stderr).toContain(`request ${id} needs 1 approval(s); digest`);
-    expect(result.stderr).toContain(`waiting for approval of ${id}`);
-    expect(decodeJwt(result.stdout)).toMatchObject({ request_id: id, approvers: [expect.objectContaining({ sub: 'alice' })] });
+    const requested = await result;
+    expect(requested.code).toBe(0);
+    expect(requested.stderr).toContain(`request ${requestId} needs 1 approval(s); digest`);
+    expect(requested.stderr).toContain(`waiting for approval of ${requestId}: 0/1 approvals`);
+    expect(requested.stderr).toContain(`request ${requestId} approved; collecting the token`);
+    expect(decodeJwt(requested.stdout)).toMatchObject({ request_id: requestId, approvers: [expect.objectContaining({ sub: 'alice' })] });
   });
 
-  it('ends with exit 1 when the request is denied', async () => {
-    const requesting = runCli([...deployArgs, '--wait', '30s'], as(await workload()));
-    const approver = await person('carol', ['approvers', 'ml-release']);
-    const id = await pendingId(approver);
-    expect((await runCli(['deny', id, '--reason', 'not today', '--yes'], as(approver))).code).toBe(0);
-    const result = await requesting;
-    expect(result).toMatchObject({ code: 1, stdout: '' });
-    expect(result.stderr).toContain(`request ${id} is denied; no token`);
+  it('exits 3 when an approver denies the request, saying who and why; --json prints the denied request', async () => {
+    const { id, result } = requestAndWait(await t.as.ml(), ['--json']);
+    const requestId = await id;
+    expect((await jit(['deny', requestId, '--reason', 'not today', '--yes'], as(await approver('carol')))).code).toBe(0);
+    const requested = await result;
+    expect(requested.code).toBe(3);
+    expect(requested.stderr).toContain(`request ${requestId} was denied by carol: not today; no token`);
+    expect(JSON.parse(requested.stdout)).toMatchObject({ request_id: requestId, status: 'denied', approvals: [{ sub: 'carol', decision: 'deny' }] });
   });
 
-  it('stops waiting with exit 75 and a way to collect later', async () => {
-    const identity = await workload();
-    const result = await runCli([...deployArgs, '--wait', '0'], as(identity));
-    expect(result.code).toBe(75);
-    const id = /jit collect (\S+)/.exec(result.stderr)?.[1] as string;
-    const approver = await person('alice', ['approvers', 'ml-release']);
-    // A decision bound to a digest the approver did not review is refused before anything is sent.
-    const stale = await runCli(['approve', id, '--reason', 'ok', '--digest', 'f'.repeat(64), '--yes'], as(approver));
-    expect(stale.code).toBe(1);
-    expect(stale.stderr).toContain('no longer matches the digest');
-    // On a terminal, answering no decides nothing.
-    const declined = await runCli(['approve', id, '--reason', 'ok'], as(approver), { interactive: true, answer: false });
-    expect(declined).toMatchObject({ code: 1 });
-    expect((await runCli(['show', id], as(identity))).stdout).toContain('"status": "pending_approval"');
+  it('with --wait 0 exits 75 and prints the pending request as JSON; collect picks the token up once', async () => {
+    const identity = await t.as.ml();
+    const pending = await jit([...deploy, '--wait', '0', '--json'], as(identity));
+    expect(pending.code).toBe(75);
+    const body = JSON.parse(pending.stdout) as { request_id: string; digest: string };
+    expect(body).toMatchObject({ status: 'pending_approval', approvals_required: 1, approvals: [], digest: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(pending.stderr).toContain(`collect the token later with: jit collect ${body.request_id}`);
 
-    await runCli(['approve', id, '--reason', 'ok', '--yes'], as(approver));
-    const collected = await runCli(['collect', id], as(identity));
+    const plain = await jit([...deploy, '--wait', '0'], as(identity));
+    expect(plain).toMatchObject({ code: 75, stdout: '' });
+
+    const notYet = await jit(['collect', body.request_id, '--wait', '0', '--json'], as(identity));
+    expect(notYet.code).toBe(75);
+    expect(JSON.parse(notYet.stdout)).toMatchObject({ request_id: body.request_id, status: 'pending_approval' });
+
+    await jit(['approve', body.request_id, '--reason', 'ok', '--digest', body.digest, '--yes'], as(await approver()));
+    const collected = await jit(['collect', body.request_id, '--json'], as(identity));
     expect(collected.code).toBe(0);
-    expect(decodeJwt(collected.stdout).request_id).toBe(id);
+    expect(JSON.parse(collected.stdout)).toMatchObject({ request_id: body.request_id, status: 'issued', access_token: expect.stringMatching(JWT) });
+    const again = await jit(['collect', body.request_id], as(identity));
+    expect(again).toMatchObject({ code: 1, stdout: '' });
+    expect(again.stderr).toContain('was already collected: its token is given once');
   });
 
-  it('runs break-glass, review, complete and revoke', async () => {
-    const olga = await person('olga', ['on-call']);
-    const glass = await runCli(['request', '--scope', 'model:deploy', '--audience', 'registry.acme.internal', '--task', 'incident-1', '--break-glass', '--justification', 'registry down, rolling back model 41', '--json'], as(olga));
+  it('refuses a decision bound to a digest the approver did not review, before sending it', async () => {
+    const identity = await t.as.ml();
+    const { request_id: id } = JSON.parse((await jit([...deploy, '--wait', '0', '--json'], as(identity))).stdout) as { request_id: string };
+    const stale = await jit(['approve', id, '--reason', 'ok', '--digest', 'f'.repeat(64), '--yes'], as(await approver()));
+    expect(stale.code).toBe(1);
+    expect(stale.stderr).toContain('no longer matches the digest you reviewed; nothing was decided');
+    expect(JSON.parse((await jit(['show', id], as(identity))).stdout)).toMatchObject({ status: 'pending_approval' });
+  });
+});
+
+describe('break-glass, review, complete and revoke', () => {
+  it('runs the whole life of a grant, ending it by the token itself', async () => {
+    const olga = await t.as.person('olga', ['on-call']);
+    const glass = await jit(
+      ['request', '--scope', 'model:deploy', '--audience', 'registry.acme.internal', '--task', 'incident-1', '--break-glass', '--justification', 'registry down, rolling back model 41', '--json'],
+      as(olga),
+    );
     expect(glass.code).toBe(0);
     const { request_id: id, access_token } = JSON.parse(glass.stdout) as { request_id: string; access_token: string };
     expect(decodeJwt(access_token).break_glass).toBe(true);
-    const own = await runCli(['review', id, '--outcome', 'justified', '--notes', 'me'], as(olga));
-    expect(own).toMatchObject({ code: 1 });
-    expect(own.stderr).toContain('separation_of_duties');
-    expect((await runCli(['review', id, '--outcome', 'justified', '--notes', 'incident 1 confirmed'], as(await person('alice', ['approvers', 'ml-release'])))).code).toBe(0);
-    expect((await runCli(['complete', id], as(olga))).stderr).toBe(`request ${id} is now revoked\n`);
 
-    const identity = await workload();
-    const plain = await runCli(['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'x', '--json'], as(identity));
-    const plainId = (JSON.parse(plain.stdout) as { request_id: string }).request_id;
-    expect((await runCli(['revoke', plainId, '--reason', 'leaked'], as(identity))).code).toBe(0);
+    const own = await jit(['review', id, '--outcome', 'justified', '--notes', 'me'], as(olga));
+    expect(own.code).toBe(3);
+    expect(own.stderr).toMatch(/^jit review: separation_of_duties: /);
+    const reviewed = await jit(['review', id, '--outcome', 'justified', '--notes', 'incident 1 confirmed', '--json'], as(await approver()));
+    expect(reviewed.code).toBe(0);
+    expect(JSON.parse(reviewed.stdout)).toMatchObject({ request_id: id, review: { status: 'done', outcome: 'justified' } });
+
+    // The token on stdin: never in the process list, never echoed.
+    const completed = await jit(['complete', '-'], as(olga, { stdin: `${access_token}\n` }));
+    expect(completed).toMatchObject({ code: 0, stdout: '', stderr: `request ${id} is now revoked\n` });
+    expect(JSON.parse((await jit(['show', id], as(olga))).stdout)).toMatchObject({ status: 'revoked', revoke_reason: 'task_completed' });
   });
 
-  it('reports refusals and usage errors with distinct exit codes, in one line', async () => {
-    const refused = await runCli(['request', '--scope', 'secrets:all', '--audience', 'x', '--task', 'y'], as(await workload()));
-    expect(refused).toMatchObject({ code: 1, stdout: '' });
-    expect(refused.stderr).toBe('jit request: policy_denied: Scope secrets:all refused: no policy grants them to this identity.\n');
-    expect((await runCli(['request', '--audience', 'x', '--task', 'y'], as(await workload()))).code).toBe(2);
-    expect((await runCli(['request', '--scope', 'a', '--audience', 'x', '--task', 'y'], env)).stderr).toContain('no identity token');
-    expect((await runCli(['request', '--bogus'], env)).code).toBe(2);
-    expect((await runCli(['frobnicate'], env)).code).toBe(2);
-    const down = await runCli(['approvals', '--broker', 'http://127.0.0.1:9'], as(await workload()));
-    expect(down).toMatchObject({ code: 1 });
-    expect(down.stderr).toContain('cannot reach the broker at http://127.0.0.1:9');
+  it('revokes by request id or by token, with --json printing the request', async () => {
+    const identity = await t.as.ml();
+    const issue = async () =>
+      JSON.parse((await jit(['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'x', '--json'], as(identity))).stdout) as {
+        request_id: string;
+        access_token: string;
+      };
+    const first = await issue();
+    const byId = await jit(['revoke', first.request_id, '--reason', 'leaked', '--json'], as(identity));
+    expect(byId).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(byId.stdout)).toMatchObject({ request_id: first.request_id, status: 'revoked', revoke_reason: 'leaked' });
+
+    const second = await issue();
+    const byToken = await jit(['revoke', second.access_token, '--reason', 'leaked'], as(identity));
+    expect(byToken).toMatchObject({ code: 0, stdout: '', stderr: `request ${second.request_id} is now revoked\n` });
+
+    // show takes the credential too; commands that need the id refuse a token rather than send it.
+    expect(JSON.parse((await jit(['show', second.access_token], as(identity))).stdout)).toMatchObject({ request_id: second.request_id, status: 'revoked' });
+    const needId = [['collect'], ['approve', '--reason', 'x', '--yes'], ['review', '--outcome', 'justified', '--notes', 'x']];
+    const refusals = await Promise.all(needId.map(([command, ...rest]) => jit([command as string, second.access_token, ...rest], as(identity))));
+    refusals.forEach((refused, i) => {
+      expect(refused, needId[i]?.[0]).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr, needId[i]?.[0]).toContain('that is a token, not a request id');
+      expect(refused.stderr, needId[i]?.[0]).not.toContain(second.access_token);
+    });
+    // A JWT that is not the broker's (here the caller's own identity) names no request: refused, not echoed.
+    const wrong = await jit(['complete', identity], as(identity));
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toContain('neither a request id nor a broker token');
+    expect(wrong.stderr).not.toContain(identity);
   });
 });
 
 describe('what the CLI prints from the broker', () => {
   it('shows control characters in a request as escapes, so it cannot redraw the approver\'s terminal', async () => {
-    const sub = 'repo:acme/ml:ref:refs/heads/main\u001b[1A\u001b[2Kjustification checked by security';
-    const hostile = await devToken('--sub', sub, '--claim', 'ref=refs/heads/main', '--claim', 'repository=acme/ml');
-    const response = await fetch(`${server.url}/v1/credentials`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${hostile}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ task_id: 'spoof-1', scopes: ['model:deploy'], audience: 'registry.acme.internal' }),
-    });
-    expect(response.status).toBe(202);
-
-    const listed = await runCli(['approvals'], as(await person('mallory-watcher', ['approvers', 'ml-release'])));
+    const hostile = await t.as.ml({ sub: 'repo:acme/ml:ref:refs/heads/main\u001b[1A\u001b[2Kjustification checked by security' });
+    const pending = await jit([...deploy, '--wait', '0'], as(hostile));
+    expect(pending.code).toBe(75);
+    const listed = await jit(['approvals'], as(await approver('mallory-watcher')));
     expect(listed.code).toBe(0);
     expect(listed.stdout).toContain('requester     repo:acme/ml:ref:refs/heads/main\\u{1b}[1A\\u{1b}[2Kjustification checked by security');
     expect(listed.stdout).not.toMatch(/\u001b/);
@@ -176,39 +188,43 @@ describe('what the CLI prints from the broker', () => {
 });
 
 describe('jit audit', () => {
-  it('prints issuances as a table, CSV or NDJSON, events, and verifies the chain', async () => {
-    const auditor = as(await person('ivy', ['auditors']));
-    const tableOut = await runCli(['audit', 'issuances', '--all'], auditor);
-    expect(tableOut.code).toBe(0);
-    expect(tableOut.stdout.split('\n')[0]).toMatch(/^ISSUED\s+STATUS\s+SUBJECT\s+SCOPES\s+AUDIENCE\s+TASK\s+APPROVERS$/);
-    expect(tableOut.stdout).toMatch(/repo:acme\/ml:ref:refs\/heads\/main\s+model:deploy\s+registry\.acme\.internal\s+deploy-7\s+alice/);
-    const csv = await runCli(['audit', 'issuances', '--format', 'csv', '--break-glass', 'true'], auditor);
+  it('prints issuances as a table, JSON objects, CSV or NDJSON, and events since a while ago', async () => {
+    const identity = await t.as.ml();
+    await jit(['request', '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'audited-1'], as(identity));
+    const ivy = await auditor();
+
+    const table = await jit(['audit', 'issuances', '--all'], as(ivy));
+    expect(table.code).toBe(0);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ISSUED\s+STATUS\s+SUBJECT\s+SCOPES\s+AUDIENCE\s+TASK\s+APPROVERS$/);
+    expect(table.stdout).toMatch(/repo:acme\/ml:ref:refs\/heads\/main\s+artifacts:read\s+registry\.acme\.internal\s+audited-1/);
+
+    const json = await jit(['audit', 'issuances', '--all', '--json', '--since', '1h'], as(ivy));
+    expect(json.code).toBe(0);
+    const rows = JSON.parse(json.stdout) as Record<string, unknown>[];
+    expect(rows).toContainEqual(
+      expect.objectContaining({ task_id: 'audited-1', scopes: ['artifacts:read'], requester: expect.objectContaining({ sub: 'repo:acme/ml:ref:refs/heads/main' }), jti: expect.any(String) }),
+    );
+    // --until 1h: an hour ago, before anything here happened.
+    expect(JSON.parse((await jit(['audit', 'issuances', '--json', '--until', '1h'], as(ivy))).stdout)).toEqual([]);
+
+    const csv = await jit(['audit', 'issuances', '--format', 'csv'], as(ivy));
     expect(csv.stdout.split('\r\n')[0]).toMatch(/^jti,request_id,/);
-    expect(csv.stdout).toContain('registry down, rolling back model 41');
-    const ndjson = await runCli(['audit', 'events', '--format', 'ndjson', '--type', 'breakglass.reviewed'], auditor);
-    expect(ndjson.stdout.trim().split('\n').map((line) => JSON.parse(line).type)).toEqual(['breakglass.reviewed']);
-    expect((await runCli(['audit', 'verify'], auditor)).stdout).toMatch(/^ok: \d+ events/);
-    const refused = await runCli(['audit', 'issuances'], as(await workload()));
-    expect(refused.code).toBe(1);
+    const events = await jit(['audit', 'events', '--format', 'ndjson', '--type', 'token.issued', '--since', '10m'], as(ivy));
+    expect(events.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { type: string }).type)).toContain('token.issued');
+    const eventsJson = JSON.parse((await jit(['audit', 'events', '--json', '--type', 'token.issued', '--limit', '1'], as(ivy))).stdout) as Record<string, unknown>[];
+    expect(eventsJson).toEqual([expect.objectContaining({ seq: expect.any(Number), type: 'token.issued', hash: expect.any(String) })]);
+
+    expect((await jit(['audit', 'verify'], as(ivy))).stdout).toMatch(/^ok: \d+ events/);
+    const both = await jit(['audit', 'issuances', '--json', '--format', 'csv'], as(ivy));
+    expect(both.code).toBe(2);
+    const refused = await jit(['audit', 'issuances'], as(identity));
+    expect(refused).toMatchObject({ code: 3, stdout: '' });
+    expect(refused.stderr).toMatch(/^jit audit: policy_denied: /);
   });
 
   it('decodes a token for reading', async () => {
-    const result = await runCli(['decode', '-'], env, { stdin: await workload() });
+    const result = await jit(['decode', '-'], { stdin: await t.as.ml() });
+    expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout)).toMatchObject({ header: { alg: 'ES256', typ: 'JWT' }, claims: { iss: 'https://ci.test' } });
-  });
-});
-
-describe('the jit binary', () => {
-  it('prints only the token on stdout, so a pipeline can capture it', async () => {
-    const file = join(t.dir, 'ci-identity.jwt');
-    writeFileSync(file, await workload());
-    // Asynchronously: this process serves the broker the child talks to.
-    const result = await promisify(execFile)(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', 'request', '--identity-file', file, '--scope', 'artifacts:read', '--audience', 'registry.acme.internal', '--task', 'build-9'],
-      { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 15_000 },
-    );
-    expect(result.stderr).toBe('');
-    expect(result.stdout).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+\n$/);
   });
 });

@@ -9,14 +9,17 @@ import {
   type IssuanceView,
   type VerdictView,
 } from '../../audit/index.js';
-import { createClient } from '../client.js';
-import { brokerUrl, CliError, connectionOptions, identityToken, parse, shown, usage, type CliIo } from '../io.js';
+import { callerOptions, connect, type CallerValues } from '../client.js';
+import { parseTime } from '../duration.js';
+import { CliError, EXIT, parse, usage, type CliIo } from '../io.js';
+import { printListing, query, readListing } from '../listing.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
                     [--break-glass true|false] [--limit N] [--all] [--format table|ndjson|csv]
 jit audit events [--since T] [--until T] [--type T] [--request-id ID] [--limit N] [--all] [--format table|ndjson]
 jit audit verify [--db FILE] [--checkpoint FILE|-]
-  Auditors and admins. T is an ISO 8601 time. ndjson and csv stream every match.
+  Auditors and admins. T is an ISO 8601 time or a duration ago (--since 1h, --since 7d).
+  --json prints the broker's rows as a JSON array; --format ndjson and csv stream every match.
   verify checks the hash chain through the broker; --db checks a SQLite database file offline,
   without the broker, on a private copy (the file is only read; nothing is written beside it).
   --checkpoint also checks that the chain still holds the head a checkpoint names (the JWS, or
@@ -42,49 +45,63 @@ export async function audit(args: string[], io: CliIo): Promise<number> {
 
 async function issuances(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, {
-    ...connectionOptions,
+    ...callerOptions,
     ...filterOptions,
     subject: { type: 'string' },
     scope: { type: 'string' },
     status: { type: 'string' },
     'break-glass': { type: 'string' },
   });
-  const query = queryString({
-    since: values.since,
-    until: values.until,
+  const search = query({
+    ...timeRange(values),
     subject: values.subject,
     scope: values.scope,
     status: values.status,
     break_glass: values['break-glass'],
     limit: values.limit,
   });
-  return list<IssuanceView>(io, values, '/v1/audit/issuances', query, ['csv', 'ndjson'], (row) => [
-    row.issued_at,
-    row.status,
-    row.requester.sub,
-    row.scopes.join(' '),
-    row.audience,
-    row.task_id,
-    row.approvers.map((a) => a.sub).join(',') || '-',
-    row.break_glass ? 'BREAK-GLASS' : '',
-  ], ['ISSUED', 'STATUS', 'SUBJECT', 'SCOPES', 'AUDIENCE', 'TASK', 'APPROVERS', '']);
+  return list<IssuanceView>(io, values, '/v1/audit/issuances', search, ['csv', 'ndjson'], {
+    header: ['ISSUED', 'STATUS', 'SUBJECT', 'SCOPES', 'AUDIENCE', 'TASK', 'APPROVERS', ''],
+    row: (row) => [
+      row.issued_at,
+      row.status,
+      row.requester.sub,
+      row.scopes.join(' '),
+      row.audience,
+      row.task_id,
+      row.approvers.map((a) => a.sub).join(',') || '-',
+      row.break_glass ? 'BREAK-GLASS' : '',
+    ],
+  });
 }
 
 async function events(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, { ...connectionOptions, ...filterOptions, type: { type: 'string' }, 'request-id': { type: 'string' } });
-  const query = queryString({ since: values.since, until: values.until, type: values.type, request_id: values['request-id'], limit: values.limit });
-  return list<EventView>(io, values, '/v1/audit/events', query, ['ndjson'], (event) => [
-    String(event.seq),
-    event.at,
-    event.type,
-    event.actor ? event.actor.sub : '(broker)',
-    event.request_id ?? '-',
-    JSON.stringify(event.data),
-  ], ['SEQ', 'AT', 'TYPE', 'ACTOR', 'REQUEST', 'DATA']);
+  const { values } = parse(args, { ...callerOptions, ...filterOptions, type: { type: 'string' }, 'request-id': { type: 'string' } });
+  const search = query({ ...timeRange(values), type: values.type, request_id: values['request-id'], limit: values.limit });
+  return list<EventView>(io, values, '/v1/audit/events', search, ['ndjson'], {
+    header: ['SEQ', 'AT', 'TYPE', 'ACTOR', 'REQUEST', 'DATA'],
+    row: (event) => [
+      String(event.seq),
+      event.at,
+      event.type,
+      event.actor ? event.actor.sub : '(broker)',
+      event.request_id ?? '-',
+      JSON.stringify(event.data),
+    ],
+  });
+}
+
+/** `--since` and `--until` as the API takes them: ISO times, from ISO times or durations ago. */
+function timeRange(values: { since?: string | undefined; until?: string | undefined }) {
+  const now = Date.now();
+  return {
+    since: values.since === undefined ? undefined : parseTime(values.since, '--since', now),
+    until: values.until === undefined ? undefined : parseTime(values.until, '--until', now),
+  };
 }
 
 async function verify(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, { ...connectionOptions, db: { type: 'string' }, checkpoint: { type: 'string' } });
+  const { values } = parse(args, { ...callerOptions, db: { type: 'string' }, checkpoint: { type: 'string' } });
   let checkpoint: string | undefined;
   if (values.checkpoint !== undefined) {
     let text: string;
@@ -108,8 +125,7 @@ async function verify(args: string[], io: CliIo): Promise<number> {
       throw error;
     }
   } else {
-    const client = createClient(io, brokerUrl(io, values), identityToken(io, values['identity-file']));
-    verdict = await client.get(`/v1/audit/verify${checkpoint ? `?checkpoint=${encodeURIComponent(checkpoint)}` : ''}`);
+    verdict = await connect(io, values).get(`/v1/audit/verify${checkpoint ? `?checkpoint=${encodeURIComponent(checkpoint)}` : ''}`);
   }
 
   if (values.json) io.stdout(`${JSON.stringify(verdict)}\n`);
@@ -132,48 +148,28 @@ const claimedSeq = (checkpoint: string | undefined) => {
   }
 };
 
-type Values = { broker?: string | undefined; config?: string | undefined; 'identity-file'?: string | undefined; all: boolean; format: string; json: boolean };
+type Values = CallerValues & { all: boolean; format: string; json: boolean };
 
-/** Prints a listing: streamed as-is in a machine format, or as a table page by page. */
+/** Prints a listing: streamed as-is in a machine format, or read page by page as a table or JSON. */
 async function list<T>(
   io: CliIo,
   values: Values,
   path: string,
-  query: string,
+  search: URLSearchParams,
   streamed: string[],
-  columns: (row: T) => string[],
-  header: string[],
+  view: { header: string[]; row: (item: T) => string[] },
 ): Promise<number> {
   if (values.format !== 'table' && !streamed.includes(values.format)) throw usage(`--format is table or ${streamed.join(' or ')}`);
-  const client = createClient(io, brokerUrl(io, values), identityToken(io, values['identity-file']));
+  if (values.format !== 'table' && values.json) throw usage(`--json and --format ${values.format} are two different outputs: choose one`);
+  const client = connect(io, values);
   if (values.format !== 'table') {
-    const response = await client.raw(`${path}?${query}${query ? '&' : ''}format=${values.format}`);
+    search.set('format', values.format);
+    const response = await client.raw(`${path}?${search}`);
     const reader = response.body?.getReader();
     const decoder = new TextDecoder();
     for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader?.read()) io.stdout(decoder.decode(chunk.value, { stream: true }));
-    return 0;
+    return EXIT.ok;
   }
-  const rows: string[][] = [];
-  let cursor: string | null = null;
-  do {
-    const page: { items: T[]; next_cursor: string | null } = await client.get(`${path}?${query}${cursor ? `${query ? '&' : ''}cursor=${cursor}` : ''}`);
-    rows.push(...page.items.map(columns));
-    cursor = page.next_cursor;
-  } while (cursor && values.all);
-  if (values.json) io.stdout(`${JSON.stringify(rows)}\n`);
-  else io.stdout(table([header, ...rows]));
-  if (cursor) io.stderr(`more rows: add --all, or --format ndjson for everything\n`);
-  return 0;
-}
-
-function table(rows: string[][]): string {
-  const cells = rows.map((row) => row.map((cell) => shown(cell.replace(/\s+/g, ' ')).slice(0, 48)));
-  const widths = cells[0]?.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length))) ?? [];
-  return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
-}
-
-function queryString(params: Record<string, string | undefined>): string {
-  const search = new URLSearchParams();
-  for (const [key, value] of Object.entries(params)) if (value !== undefined) search.set(key, value);
-  return search.toString();
+  printListing(io, await readListing<T>(client, path, search, values.all), { json: values.json, empty: 'no rows', ...view });
+  return EXIT.ok;
 }

@@ -1,39 +1,61 @@
-import { createClient } from '../client.js';
-import { brokerUrl, connectionOptions, identityToken, parse, usage, type CliIo } from '../io.js';
+import { callerOptions, connect, type CallerValues } from '../client.js';
+import type { CliIo } from '../cli-io.js';
+import { EXIT, parse, shown, usage, type Options } from '../io.js';
+import { requestIdArgument } from '../request-id.js';
+import { printJson, type RequestView } from '../views.js';
 
-export const help = `jit complete REQUEST_ID                the task is done: revoke its grant
-jit revoke REQUEST_ID --reason TEXT   revoke a request or grant (requester or admin)
-jit review REQUEST_ID --outcome justified|unjustified --notes TEXT
-                                      post-review a break-glass grant (an approver, not its requester)`;
+export const completeHelp = `jit complete REQUEST_ID|TOKEN|-
+  The task is done: the grant ends now (requester or admin). Takes the request id, or the
+  credential itself (its request_id claim is read); - reads either from stdin, which keeps a
+  token out of the process list.`;
+
+export const revokeHelp = `jit revoke REQUEST_ID|TOKEN|- --reason TEXT
+  Revokes a request or grant (requester or admin). Takes the id or the credential, as complete.`;
+
+export const reviewHelp = `jit review REQUEST_ID --outcome justified|unjustified --notes TEXT
+  Post-reviews a break-glass grant (an approver, not its requester), once.`;
 
 async function post(
   io: CliIo,
   args: string[],
-  extra: Parameters<typeof parse>[1],
+  extra: Options,
   build: (values: Record<string, unknown>, id: string) => { path: string; body?: unknown; done?: string },
+  options: { acceptsToken: boolean },
 ) {
-  const { values, positionals } = parse(args, { ...connectionOptions, ...extra });
-  const id = positionals[0];
-  if (!id) throw usage('a request id is required');
-  const client = createClient(io, brokerUrl(io, values as never), identityToken(io, values['identity-file'] as string | undefined));
+  const { values, positionals } = parse(args, { ...callerOptions, ...extra });
+  if (positionals.length > 1) throw usage('one request at a time');
+  const id = requestIdArgument(io, positionals[0], options.acceptsToken);
   const { path, body, done } = build(values, id);
-  const response = await client.post<{ status: string }>(`/v1/credentials/${encodeURIComponent(id)}/${path}`, body);
-  if (values.json) io.stdout(`${JSON.stringify(response.body, null, 2)}\n`);
-  else io.stderr(`${done ?? `request ${id} is now ${response.body.status}`}\n`);
-  return 0;
+  const client = connect(io, values as CallerValues);
+  const response = await client.post<RequestView>(`/v1/credentials/${encodeURIComponent(id)}/${path}`, body);
+  if (values.json) printJson(io, response.body);
+  else io.stderr(`${done ?? `request ${shown(id)} is now ${shown(response.body.status)}`}\n`);
+  return EXIT.ok;
 }
 
-export const complete = (args: string[], io: CliIo) => post(io, args, {}, () => ({ path: 'complete' }));
+export const complete = (args: string[], io: CliIo) => post(io, args, {}, () => ({ path: 'complete' }), { acceptsToken: true });
 
 export const revoke = (args: string[], io: CliIo) =>
-  post(io, args, { reason: { type: 'string' } }, (values) => {
-    if (!values.reason) throw usage('--reason is required');
-    return { path: 'revoke', body: { reason: values.reason } };
-  });
+  post(
+    io,
+    args,
+    { reason: { type: 'string' } },
+    (values) => {
+      if (!values.reason) throw usage('--reason is required');
+      return { path: 'revoke', body: { reason: values.reason } };
+    },
+    { acceptsToken: true },
+  );
 
 export const review = (args: string[], io: CliIo) =>
-  post(io, args, { outcome: { type: 'string' }, notes: { type: 'string' } }, (values) => {
-    if (values.outcome !== 'justified' && values.outcome !== 'unjustified') throw usage('--outcome is justified or unjustified');
-    if (!values.notes) throw usage('--notes is required');
-    return { path: 'review', body: { outcome: values.outcome, notes: values.notes }, done: `review recorded: ${values.outcome}` };
-  });
+  post(
+    io,
+    args,
+    { outcome: { type: 'string' }, notes: { type: 'string' } },
+    (values) => {
+      if (values.outcome !== 'justified' && values.outcome !== 'unjustified') throw usage('--outcome is justified or unjustified');
+      if (!values.notes) throw usage('--notes is required');
+      return { path: 'review', body: { outcome: values.outcome, notes: values.notes }, done: `review recorded: ${values.outcome}` };
+    },
+    { acceptsToken: false },
+  );

@@ -3,10 +3,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import ms from 'ms';
+import { configDir, loginFile } from '../config-dir.js';
 import { brokerUrl, CliError, parse, shown, usage, type CliIo } from '../io.js';
 
 export const help = `jit login [--broker URL] [--no-browser] [--timeout 5m] [--json]
@@ -25,14 +25,6 @@ export interface LoginFile {
   expires_at: string;
 }
 
-/** Where `jit` keeps what it keeps: env JIT_CONFIG_DIR, else $XDG_CONFIG_HOME/jit, else ~/.config/jit. */
-export function configDir(env: NodeJS.ProcessEnv): string {
-  if (env.JIT_CONFIG_DIR) return env.JIT_CONFIG_DIR;
-  if (env.XDG_CONFIG_HOME) return join(env.XDG_CONFIG_HOME, 'jit');
-  return join(env.HOME || homedir(), '.config', 'jit');
-}
-
-export const loginFilePath = (env: NodeJS.ProcessEnv) => join(configDir(env), 'login.json');
 
 /** What `/console/config.json` says about signing in. */
 interface SignInDocument {
@@ -110,7 +102,7 @@ export async function login(args: string[], io: CliIo): Promise<number> {
 
 export async function logout(args: string[], io: CliIo): Promise<number> {
   parse(args, {});
-  const path = loginFilePath(io.env);
+  const path = loginFile(io.env);
   rmSync(path, { force: true });
   io.stderr(`Signed out: ${path} is gone.\n`);
   return 0;

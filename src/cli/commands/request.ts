@@ -1,26 +1,36 @@
-import ms from 'ms';
-import { createClient, type BrokerClient } from '../client.js';
-import { brokerUrl, CliError, connectionOptions, identityToken, parse, usage, type CliIo } from '../io.js';
+import { writeFileSync } from 'node:fs';
+import { callerOptions, connect, type BrokerClient } from '../client.js';
+import type { CliIo } from '../cli-io.js';
+import { parseDuration, parseTtlSeconds } from '../duration.js';
+import { CliError, EXIT, parse, shown, usage } from '../io.js';
+import { requestIdArgument } from '../request-id.js';
+import { printJson, type IssuedView, type RequestView } from '../views.js';
 
-export const help = `jit request --scope SCOPE [--scope ...] --audience AUD --task TASK_ID [options]
-  Exchanges your identity token for a credential and prints the token alone on stdout.
-  --ttl SECONDS           requested lifetime (clamped by policy)
-  --justification TEXT    why; required for --break-glass
-  --break-glass           emergency access: issued at once, loudly, reviewed afterwards
-  --wait DURATION         how long to wait for approval (default 15m; 0 = do not wait)
-jit collect REQUEST_ID [--wait DURATION]
-  Waits for an approved request and prints its token.`;
+export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience AUD --task TASK_ID [options]
+  Exchanges your identity for a credential and prints the token alone on stdout (with --json:
+  the broker's answer; with --wait 0, the pending request). A high-risk scope waits for
+  approval, with progress on stderr; still pending when the wait ends: exit 75.
+  --scope SCOPE            a scope (repeat it, or separate scopes by spaces or commas)
+  --audience AUD           the resource server the token is for
+  --task TASK_ID           the task, as recorded with the grant
+  --ttl DURATION           requested lifetime (5m, 1h; a bare number is seconds), clamped by policy
+  --justification TEXT     why; required for --break-glass
+  --break-glass            emergency access: issued at once, loudly, reviewed afterwards
+  --wait DURATION          how long to wait for approval (default 15m; 0: do not wait)
+  --request-id-file FILE   also write the request id to FILE (mode 0600), for a later
+                           jit collect or jit complete in another step
+  A wait asks the broker every 2s (env JIT_POLL_INTERVAL sets another interval).`;
 
-const POLL_MS = 2_000;
+export const collectHelp = `jit collect REQUEST_ID [--wait DURATION]
+  Waits for an approved request (default 15m; 0: look once) and prints its token (with --json:
+  the broker's answer). A token is given once: collecting it again is refused.`;
 
-interface IssuedResponse {
-  access_token: string;
-  request_id: string;
-}
+/** How often a wait asks the broker; env JIT_POLL_INTERVAL changes it. */
+const DEFAULT_POLL = '2s';
 
 export async function request(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, {
-    ...connectionOptions,
+    ...callerOptions,
     scope: { type: 'string', multiple: true, default: [] },
     audience: { type: 'string' },
     task: { type: 'string' },
@@ -28,15 +38,17 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     justification: { type: 'string' },
     'break-glass': { type: 'boolean', default: false },
     wait: { type: 'string', default: '15m' },
+    'request-id-file': { type: 'string' },
   });
   const scopes = values.scope.flatMap((scope) => scope.split(/[\s,]+/)).filter(Boolean);
   if (scopes.length === 0) throw usage('at least one --scope is required');
   if (!values.audience) throw usage('--audience is required');
   if (!values.task) throw usage('--task is required');
-  const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
-  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl > 0)) throw usage('--ttl is a whole number of seconds');
+  const ttl = values.ttl === undefined ? undefined : parseTtlSeconds(values.ttl);
+  const wait = parseDuration(values.wait, '--wait');
+  const poll = pollInterval(io);
 
-  const client = createClient(io, brokerUrl(io, values), identityToken(io, values['identity-file']));
+  const client = connect(io, values);
   const { status, body } = await client.post<Record<string, unknown>>('/v1/credentials', {
     task_id: values.task,
     scopes,
@@ -45,59 +57,109 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     ...(values.justification !== undefined ? { justification: values.justification } : {}),
     break_glass: values['break-glass'],
   });
-  if (status === 201) return printIssued(io, body as unknown as IssuedResponse, values.json);
+  const id = String(body.request_id);
+  if (values['request-id-file'] !== undefined) writeRequestId(values['request-id-file'], id);
+  if (status === 201) return printIssued(io, body as unknown as IssuedView, values.json);
 
-  const id = body.request_id as string;
-  io.stderr(`request ${id} needs ${String(body.approvals_required)} approval(s); digest ${String(body.digest)}\n`);
-  io.stderr(`an approver runs: jit approve ${id} --reason "..."\n`);
-  const issued = await waitAndCollect(io, client, id, waitMs(values.wait));
-  return printIssued(io, issued, values.json);
+  io.stderr(`request ${shown(id)} needs ${String(body.approvals_required)} approval(s); digest ${shown(String(body.digest))}\n`);
+  io.stderr(`an approver runs: jit approve ${shown(id)} --reason "..."\n`);
+  if (wait === 0) {
+    if (values.json) printJson(io, body);
+    io.stderr(`not waiting; collect the token later with: jit collect ${shown(id)}\n`);
+    return EXIT.pending;
+  }
+  return waitAndCollect(io, client, id, { waitMs: wait, pollMs: poll, json: values.json });
 }
 
 export async function collect(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...connectionOptions, wait: { type: 'string', default: '15m' } });
-  const id = positionals[0];
-  if (!id) throw usage('collect needs a request id');
-  const client = createClient(io, brokerUrl(io, values), identityToken(io, values['identity-file']));
-  return printIssued(io, await waitAndCollect(io, client, id, waitMs(values.wait)), values.json);
+  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' } });
+  const id = requestIdArgument(io, positionals[0], false);
+  const wait = parseDuration(values.wait, '--wait');
+  const client = connect(io, values);
+  return waitAndCollect(io, client, id, { waitMs: wait, pollMs: pollInterval(io), json: values.json });
 }
 
-function waitMs(text: string): number {
-  if (text === '0') return 0;
-  const value = ms(text as ms.StringValue);
-  if (!Number.isFinite(value) || value < 0) throw usage(`--wait ${text} is not a duration such as 15m`);
+function pollInterval(io: CliIo): number {
+  const value = parseDuration(io.env.JIT_POLL_INTERVAL || DEFAULT_POLL, 'JIT_POLL_INTERVAL');
+  if (value < 100) throw usage('JIT_POLL_INTERVAL must be at least 100ms');
   return value;
 }
 
-/** Polls the request until it is approved (then collects its token), ends, or the wait runs out. */
-async function waitAndCollect(io: CliIo, client: BrokerClient, id: string, limitMs: number): Promise<IssuedResponse> {
-  const started = Date.now();
-  const clear = () => io.interactive && io.stderr('\r\x1b[K');
-  for (;;) {
-    const view = await client.get<{ status: string; approvals: unknown[]; approvals_required: number; expires_at: string }>(
-      `/v1/credentials/${encodeURIComponent(id)}`,
-    );
-    if (view.status === 'approved') {
-      clear();
-      io.stderr(`request ${id} approved; collecting the token\n`);
-      return (await client.post<IssuedResponse>(`/v1/credentials/${encodeURIComponent(id)}/token`)).body;
-    }
-    if (view.status !== 'pending_approval') {
-      clear();
-      throw new CliError(`request ${id} is ${view.status}; no token`);
-    }
-    const elapsed = Date.now() - started;
-    if (elapsed >= limitMs) {
-      clear();
-      throw new CliError(`request ${id} is still pending approval; collect it later with: jit collect ${id}`, 75);
-    }
-    const line = `waiting for approval of ${id}: ${view.approvals.length}/${view.approvals_required} approvals, ${Math.round(elapsed / 1000)}s elapsed, request expires ${view.expires_at}`;
-    io.stderr(io.interactive ? `\r\x1b[K${line}` : `${line}\n`);
-    await io.sleep(Math.min(POLL_MS, limitMs - elapsed));
+function writeRequestId(path: string, id: string): void {
+  try {
+    writeFileSync(path, `${id}\n`, { mode: 0o600 });
+  } catch (error) {
+    throw new CliError(`cannot write ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'}); the request ${id} was made`);
   }
 }
 
-function printIssued(io: CliIo, issued: IssuedResponse, json: boolean): number {
-  io.stdout(json ? `${JSON.stringify(issued, null, 2)}\n` : `${issued.access_token}\n`);
-  return 0;
+/**
+ * Polls the request until it is approved (then collects its token), ends, or the wait runs out.
+ * Progress goes to stderr: redrawn in place on a terminal; in a log, a line when the approvals
+ * change and once a minute.
+ */
+async function waitAndCollect(io: CliIo, client: BrokerClient, id: string, options: { waitMs: number; pollMs: number; json: boolean }): Promise<number> {
+  const path = `/v1/credentials/${encodeURIComponent(id)}`;
+  const started = Date.now();
+  const clear = () => io.interactive && io.stderr('\r\x1b[K');
+  let reported: { approvals: number; at: number } | undefined;
+  for (;;) {
+    const view = await duringWait(id, () => client.get<RequestView>(path));
+    if (view.status === 'approved') {
+      clear();
+      io.stderr(`request ${shown(id)} approved; collecting the token\n`);
+      return printIssued(io, (await duringWait(id, () => client.post<IssuedView>(`${path}/token`))).body, options.json);
+    }
+    if (view.status !== 'pending_approval') {
+      clear();
+      if (options.json) printJson(io, view);
+      return ended(io, view);
+    }
+    const elapsed = Date.now() - started;
+    if (elapsed >= options.waitMs) {
+      clear();
+      if (options.json) printJson(io, view);
+      io.stderr(`request ${shown(id)} is still pending approval; collect the token later with: jit collect ${shown(id)}\n`);
+      return EXIT.pending;
+    }
+    const approvals = view.approvals.filter((a) => a.decision === 'approve').length;
+    const line = `waiting for approval of ${shown(id)}: ${approvals}/${view.approvals_required} approvals, ${Math.round(elapsed / 1000)}s elapsed, request expires ${shown(view.expires_at)}`;
+    if (io.interactive) io.stderr(`\r\x1b[K${line}`);
+    else if (!reported || reported.approvals !== approvals || Date.now() - reported.at >= 60_000) {
+      io.stderr(`${line}\n`);
+      reported = { approvals, at: Date.now() };
+    }
+    await io.sleep(Math.min(options.pollMs, options.waitMs - elapsed));
+  }
+}
+
+/** An identity that expires during a wait is the usual way a wait fails: say how to carry on. */
+async function duringWait<T>(id: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof CliError && error.exitCode === EXIT.identityExpired) {
+      throw new CliError(`${error.message}; the request stays as it is: jit collect ${id} with a fresh identity`, error.exitCode);
+    }
+    throw error;
+  }
+}
+
+/** A request that will give no token: denied (refused), expired, revoked, or already collected. */
+function ended(io: CliIo, view: RequestView): number {
+  const id = shown(view.request_id);
+  if (view.status === 'denied') {
+    const denial = view.approvals.find((a) => a.decision === 'deny');
+    io.stderr(`request ${id} was denied${denial ? ` by ${shown(denial.sub)}: ${shown(denial.reason)}` : ''}; no token\n`);
+    return EXIT.refused;
+  }
+  if (view.status === 'issued') io.stderr(`request ${id} was already collected: its token is given once\n`);
+  else io.stderr(`request ${id} is ${shown(view.status)}; no token\n`);
+  return EXIT.failed;
+}
+
+function printIssued(io: CliIo, issued: IssuedView, json: boolean): number {
+  if (json) printJson(io, issued);
+  else io.stdout(`${issued.access_token}\n`);
+  return EXIT.ok;
 }

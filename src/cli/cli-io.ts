@@ -1,0 +1,13 @@
+/** Everything a command touches outside itself, so tests can run the CLI in-process. */
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Whether stdin and stderr are a terminal: a question can be asked, progress lines redraw in place. */
+  interactive: boolean;
+  env: NodeJS.ProcessEnv;
+  readStdin: () => string;
+  /** Asks a yes/no question on the terminal. */
+  confirm: (question: string) => Promise<boolean>;
+  fetch: typeof fetch;
+  sleep: (ms: number) => Promise<void>;
+}

@@ -1,0 +1,43 @@
+/**
+ * The exit codes a script can switch on. 75 and 69 are the sysexits.h codes that mean "try again
+ * later" (EX_TEMPFAIL) and "a service is unavailable" (EX_UNAVAILABLE).
+ */
+export const EXIT = {
+  ok: 0,
+  /** Anything else: an unknown request, a conflict, a request that expired or was revoked. */
+  failed: 1,
+  /** Bad arguments, or a missing setting (no broker, no identity). */
+  usage: 2,
+  /** Refused: by policy (`policy_denied`, `separation_of_duties`, a spent limit) or by an approver. */
+  refused: 3,
+  /** The broker did not accept the identity token (and it has not expired). */
+  identityRejected: 4,
+  /** The identity token has expired: get a fresh one and run again. */
+  identityExpired: 5,
+  /** The broker (or the CI system's token endpoint) cannot be reached, or answers 502/503/504. */
+  unreachable: 69,
+  /** The request awaits approval: collect it later with `jit collect`. */
+  pending: 75,
+} as const;
+
+export const EXIT_CODES_HELP = `Exit codes:
+  0   done
+  1   failed (unknown request, conflict, a request that expired or was revoked, ...)
+  2   usage: bad arguments, or no broker or identity configured
+  3   refused: by policy (policy_denied, separation_of_duties, a spent limit) or by an approver
+  4   identity not accepted by the broker
+  5   identity expired: get a fresh one and run again
+  69  broker unreachable (or the CI system's token endpoint)
+  75  pending approval: collect it later with jit collect`;
+
+/** A failure the user can act on: printed as one line, never a stack trace. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.failed,
+  ) {
+    super(message);
+  }
+}
+
+export const usage = (message: string) => new CliError(message, EXIT.usage);

@@ -1,0 +1,50 @@
+import type { BrokerClient } from './client.js';
+import type { CliIo } from './cli-io.js';
+import { shown } from './io.js';
+
+/** A listing's page, as every `/v1` listing answers. */
+interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+/** Reads a listing: its first page, or with `all` every page. `more` says whether pages were left. */
+export async function readListing<T>(client: BrokerClient, path: string, query: URLSearchParams, all: boolean): Promise<{ items: T[]; more: boolean }> {
+  const items: T[] = [];
+  let cursor: string | null = null;
+  do {
+    const params = new URLSearchParams(query);
+    if (cursor) params.set('cursor', cursor);
+    const search = params.toString();
+    const page: Page<T> = await client.get(`${path}${search ? `?${search}` : ''}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor && all);
+  return { items, more: cursor !== null };
+}
+
+/** Prints a listing: the broker's objects as a JSON array with --json, else a table. */
+export function printListing<T>(
+  io: CliIo,
+  listing: { items: T[]; more: boolean },
+  options: { json: boolean; header: string[]; row: (item: T) => string[]; empty: string },
+): void {
+  if (options.json) io.stdout(`${JSON.stringify(listing.items, null, 2)}\n`);
+  else if (listing.items.length === 0) io.stderr(`${options.empty}\n`);
+  else io.stdout(table([options.header, ...listing.items.map(options.row)]));
+  if (listing.more) io.stderr('more rows: add --all\n');
+}
+
+/** Columns padded to their widest cell; each cell one line, made safe for the terminal, cut at 48. */
+export function table(rows: string[][]): string {
+  const cells = rows.map((row) => row.map((cell) => shown(cell.replace(/\s+/g, ' ')).slice(0, 48)));
+  const widths = cells[0]?.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length))) ?? [];
+  return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+/** The query of a listing from the flags given (unset ones left out). */
+export function query(params: Record<string, string | undefined>): URLSearchParams {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value !== undefined) search.set(key, value);
+  return search;
+}
