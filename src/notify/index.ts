@@ -1,2 +1,2 @@
-export { createNotifier, webhookPayload } from './webhooks.js';
-export type { Notifier, NotifierOptions } from './webhooks.js';
+export { compileWebhooks, createNotifier, webhookPayload } from './webhooks.js';
+export type { Notifier, NotifierOptions, NotifySettings, Webhook } from './webhooks.js';

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { BrokerConfig, WebhookEvent } from '../config/index.js';
+import type { BrokerConfig, WebhookEvent, WebhookFormat } from '../config/index.js';
+import type { BrokerObserver } from '../observability/observer.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import { readWebhookSecret, signWebhook } from './signing.js';
@@ -12,14 +13,42 @@ export interface Notifier {
   idle(): Promise<void>;
 }
 
+/** A webhook ready to deliver to: its secret read from `secretFile`. */
+export interface Webhook {
+  url: string;
+  events: readonly WebhookEvent[];
+  format: WebhookFormat;
+  secret: Buffer | undefined;
+}
+
+/**
+ * Reads every webhook's secret file now, so a missing, exposed or malformed one is refused at
+ * start (or at a reload) rather than at 3 a.m.
+ */
+export function compileWebhooks(config: BrokerConfig['notify']): Webhook[] {
+  return config.webhooks.map((webhook, i) => ({
+    url: webhook.url,
+    events: webhook.events,
+    format: webhook.format,
+    secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
+  }));
+}
+
+/** What a delivery is made with, read at the moment an event is queued: a reload changes it for later events. */
+export interface NotifySettings {
+  config: Pick<BrokerConfig, 'notify'>;
+  webhooks: readonly Webhook[];
+}
+
 export interface NotifierOptions {
-  config: BrokerConfig['notify'];
+  settings: () => NotifySettings;
   store: Pick<Store, 'append'>;
   logger: Logger;
   clock: Clock;
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
+  observer?: Pick<BrokerObserver, 'webhookDelivered'>;
 }
 
 /** CONTRACT section 2: the webhook body. Never a token. */
@@ -46,20 +75,21 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
  * Delivers events to webhooks outside the request that caused them: a slow or broken receiver
  * never delays or fails a grant. Each delivery is retried with backoff; one that still fails is
  * logged and audited. A webhook URL may embed a secret, so only its origin is ever written down.
- * Secret files are read now, so a bad one stops the broker at start rather than at 3 a.m.
+ * Which webhooks exist, and their timeout and retries, are read from the settings when an event
+ * is queued, so a reload takes effect for every later event.
  */
 export function createNotifier(options: NotifierOptions): Notifier {
-  const { config, store, logger, clock } = options;
+  const { settings, store, logger, clock } = options;
   const send = options.fetch ?? fetch;
   const backoffMs = options.backoffMs ?? 1_000;
   const inFlight = new Set<Promise<void>>();
-  const webhooks = config.webhooks.map((webhook, i) => ({
-    url: webhook.url,
-    events: webhook.events,
-    secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
-  }));
 
-  async function deliver(webhook: (typeof webhooks)[number], event: WebhookEvent, request: RequestRecord): Promise<void> {
+  async function deliver(
+    webhook: Webhook,
+    config: BrokerConfig['notify'],
+    event: WebhookEvent,
+    request: RequestRecord,
+  ): Promise<void> {
     const id = randomUUID();
     const at = clock();
     const timestamp = Math.floor(at / 1000);
@@ -83,13 +113,17 @@ export function createNotifier(options: NotifierOptions): Notifier {
           signal: AbortSignal.timeout(config.timeout),
         });
         await response.body?.cancel();
-        if (response.ok) return;
+        if (response.ok) {
+          options.observer?.webhookDelivered('delivered');
+          return;
+        }
         problem = `HTTP ${response.status}`;
       } catch (error) {
         problem = (error as Error).name === 'TimeoutError' ? 'timeout' : 'unreachable';
       }
     }
     const attempts = config.retries + 1;
+    options.observer?.webhookDelivered('failed');
     logger.warn({ event, target, attempts, problem, request_id: request.id }, 'webhook delivery failed');
     try {
       await store.append([{ type: 'notify.failed', requestId: request.id, data: { event, target, attempts, problem } }]);
@@ -100,9 +134,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
 
   return {
     notify(event, request) {
+      const { config, webhooks } = settings();
       for (const webhook of webhooks) {
         if (!webhook.events.includes(event)) continue;
-        const delivery = deliver(webhook, event, request).catch((error: unknown) =>
+        const delivery = deliver(webhook, config.notify, event, request).catch((error: unknown) =>
           logger.error({ err: error, event }, 'webhook delivery crashed'),
         );
         inFlight.add(delivery);
