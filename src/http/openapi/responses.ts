@@ -16,6 +16,9 @@ export const principal = z
   })
   .meta({ id: 'Identity', description: 'An identity: issuer and subject.' });
 
+/** An identity or null: a union, as `.nullable()` on a named schema generates a type that refuses null. */
+const principalOrNull = z.union([principal, z.null()]);
+
 export const problem = z
   .looseObject({
     type: z.string().meta({ description: 'urn:jit-broker:problem:<invalid_request|invalid_token|policy_denied|separation_of_duties|not_found|conflict|rate_limited|unavailable>' }),
@@ -68,7 +71,7 @@ const review = z.object({
   overdue: z.boolean(),
   outcome: z.enum(['justified', 'unjustified']).optional(),
   notes: z.string().nullable().optional(),
-  reviewer: principal.nullable().optional(),
+  reviewer: principalOrNull.optional(),
   reviewed_at: instant.optional(),
 });
 
@@ -96,7 +99,7 @@ export const credentialRequest = z
     jti: z.string().optional(),
     ended_at: instant.optional(),
     revoke_reason: z.string().optional(),
-    revoked_by: principal.nullable().optional(),
+    revoked_by: principalOrNull.optional(),
     review: review.optional().meta({ description: 'Break-glass grants: the post-review.' }),
   })
   .meta({ id: 'CredentialRequest', description: 'A credential request as its requester, approvers and auditors see it.' });
@@ -134,7 +137,7 @@ export const auditEvent = z
     seq: z.number().int().min(1),
     at: instant,
     type: z.string(),
-    actor: principal.nullable(),
+    actor: principalOrNull,
     request_id: z.string().optional(),
     data: z.record(z.string(), z.unknown()),
     prev_hash: z.string(),
