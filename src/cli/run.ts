@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { ConfigError } from '../config/index.js';
 import * as auditCommand from './commands/audit.js';
+import * as backupCommand from './commands/backup.js';
 import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
@@ -24,6 +25,8 @@ const COMMANDS: Record<string, Command> = {
   review: lifecycle.review,
   decode: decodeCommand.decode,
   audit: auditCommand.audit,
+  backup: backupCommand.backup,
+  restore: backupCommand.restore,
 };
 
 const HELP = `jit: the just-in-time credential broker's command line
@@ -37,6 +40,8 @@ ${decide.help}
 ${lifecycle.help}
 
 ${auditCommand.help}
+
+${backupCommand.help}
 
 ${decodeCommand.help}
 
