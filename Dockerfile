@@ -1,4 +1,9 @@
-# The broker as a container. Build: docker compose build (or docker build -t jit-broker .)
+# The broker as a container. Build: docker build -t jit-broker .   (or: docker compose build)
+#
+# The image runs with NODE_ENV=production, where the broker refuses development issuers: the
+# shipped config/broker.yaml (a development configuration) does not start unless
+# BROKER_ALLOW_DEV_ISSUERS=true says so (docker-compose.yml does, for local use). In production,
+# mount your own configuration and point BROKER_CONFIG at it (README, "Containers").
 FROM node:20-bookworm-slim AS build
 # better-sqlite3 compiles its native addon when no prebuilt binary can be fetched.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
@@ -17,10 +22,14 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY migrations ./migrations
 COPY config ./config
-RUN mkdir -p /app/data && chown node:node /app/data
+# `jit` on the PATH (backup, restore, audit verify, dev-token), and a data directory the
+# unprivileged user owns: a named volume mounted there starts with this owner.
+RUN chmod +x dist/cli/main.js && ln -s /app/dist/cli/main.js /usr/local/bin/jit \
+    && mkdir -p /app/data && chown node:node /app/data
 USER node
 EXPOSE 8080
 VOLUME ["/app/data"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s \
   CMD node -e "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+# SIGHUP reloads the configuration (docker kill -s HUP <container>); SIGTERM stops cleanly.
 CMD ["node", "dist/main.js"]

@@ -4,15 +4,14 @@ import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
 import { createAuditService } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
-import type { BrokerConfig } from './config/index.js';
+import { ConfigError, loadConfig, type BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
-import { compileRoles, createIdentityVerifier, createPersonResolver, loadTrustedIssuers } from './identity/index.js';
 import { createNotifier, type Notifier } from './notify/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
 import { createJobs, createScheduler, type Scheduler } from './scheduler/index.js';
-import { createSettingsHolder, type SettingsHolder } from './settings/index.js';
+import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { openStore, type Store } from './store/index.js';
 import { openKeyring, type Keyring } from './tokens/index.js';
@@ -28,9 +27,23 @@ export interface BrokerOptions {
   webhookBackoffMs?: number;
 }
 
+/** What a reload did: applied the file, or refused it (the running configuration stays), and why. */
+export type ReloadOutcome =
+  | { status: 'applied'; file: string; sha256: string; changed: string[] }
+  | { status: 'refused'; file: string; problems: string[] };
+
+/**
+ * Settings bound at start to things that live as long as the process: the socket, the database
+ * connection, the signing keyring, the scheduler's timers, and the broker's own name in every
+ * token and document. A reload that changes one of them is refused whole, saying which: applying
+ * the rest would leave the broker running a configuration that is in no file.
+ */
+export const RESTART_ONLY_SETTINGS = ['issuer', 'listen', 'database', 'signing', 'scheduler', 'audit'] as const;
+
 export interface Broker {
   app: Express;
-  config: BrokerConfig;
+  /** The configuration in force: the one loaded at start, or by the last reload applied. */
+  readonly config: BrokerConfig;
   store: Store;
   settings: SettingsHolder;
   keyring: Keyring;
@@ -40,9 +53,35 @@ export interface Broker {
   credentials: CredentialService;
   approvals: ApprovalService;
   breakGlass: BreakGlassService;
+  /**
+   * Reads the configuration file again (SIGHUP) with what it points at (`jwksFile`, webhook
+   * secret files), and swaps every rule at once for every later request, recording
+   * `config.loaded`; an invalid file, or one that changes a restart-only setting, is refused and
+   * the running configuration stays. Reloads run one at a time, in the order asked. `env` gives
+   * the overrides (PORT, HOST, BROKER_DB) as at start.
+   */
+  reload(file: string, env?: NodeJS.ProcessEnv): Promise<ReloadOutcome>;
   /** Stops the scheduler, lets webhook deliveries finish, closes the database. */
   close(): Promise<void>;
 }
+
+const loadedEvent = (config: BrokerConfig, source: { file: string; sha256: string } | undefined, trigger: 'start' | 'reload') => ({
+  type: 'config.loaded' as const,
+  data: {
+    file: source?.file ?? null,
+    sha256: source?.sha256 ?? null,
+    trigger,
+    issuers: config.identity.issuers.map((issuer) => issuer.name),
+    scopes: config.scopes.length,
+    policies: config.policies.length,
+  },
+});
+
+/** Top-level sections whose value differs (durations compare as parsed, so `60m` equals `1h`). */
+const changedSections = (before: BrokerConfig, after: BrokerConfig): string[] =>
+  [...new Set([...Object.keys(before), ...Object.keys(after)])].filter(
+    (key) => JSON.stringify(before[key as keyof BrokerConfig]) !== JSON.stringify(after[key as keyof BrokerConfig]),
+  );
 
 /** Wires the broker from its configuration: the one place that knows every part. */
 export async function createBroker(options: BrokerOptions): Promise<Broker> {
@@ -52,18 +91,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   const store = await openStore(config.database, clock);
   try {
-    await store.append([
-      {
-        type: 'config.loaded',
-        data: {
-          file: options.source?.file ?? null,
-          sha256: options.source?.sha256 ?? null,
-          issuers: config.identity.issuers.map((issuer) => issuer.name),
-          scopes: config.scopes.length,
-          policies: config.policies.length,
-        },
-      },
-    ]);
+    await store.append([loadedEvent(config, options.source, 'start')]);
     const keyring = await openKeyring({
       store,
       keyDir: config.signing.keyDir,
@@ -72,32 +100,22 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       publishAheadMs: config.signing.publishAhead,
       clock,
     });
-    const issuers = await loadTrustedIssuers(config.identity.issuers, {
-      ...(options.fetch ? { fetch: options.fetch as FetchImplementation } : {}),
-      clock,
-    });
-    const identity = createIdentityVerifier({
-      issuers,
-      roles: compileRoles(config.roles),
-      persons: createPersonResolver(config),
-      clockSkewMs: config.clockSkew,
-      clock,
-    });
-    const settingsHolder = createSettingsHolder(config);
+    const compileOptions = { clock, fetch: options.fetch as FetchImplementation | undefined };
+    const settingsHolder = createSettingsHolder(await compileSettings(config, compileOptions));
     const settings = settingsHolder.current;
     const metrics = createMetrics(store);
+    const { observer } = metrics;
     const notifier = createNotifier({
-      config: config.notify,
-      // Webhook bodies link to the console's page for the request, when there is a console.
-      consoleBase: config.console ? config.issuer : undefined,
+      settings,
+      observer,
       store,
       logger,
       clock,
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.webhookBackoffMs !== undefined ? { backoffMs: options.webhookBackoffMs } : {}),
     });
-    const credentials = createCredentialService({ issuer: config.issuer, settings, store, keyring, notifier, logger, clock });
-    const approvals = createApprovalService({ settings, store, notifier, clock });
+    const credentials = createCredentialService({ issuer: config.issuer, settings, store, keyring, notifier, logger, clock, observer });
+    const approvals = createApprovalService({ settings, store, notifier, clock, observer });
     const breakGlass = createBreakGlassService({ settings, store, clock });
     const scheduler = createScheduler({
       jobs: createJobs({ store, keyring, notifier, clock, issuer: config.issuer, checkpointEvery: () => settings().config.audit.checkpointEvery }),
@@ -107,7 +125,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     });
     const app = buildApp({
       config,
-      auth: createAuthenticator(identity, metrics),
+      settings: settingsHolder,
+      auth: createAuthenticator(settings, metrics),
       credentials,
       approvals,
       breakGlass,
@@ -119,9 +138,50 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       clock,
     });
 
+    let reloads: Promise<unknown> = Promise.resolve();
+    const reloadNow = async (file: string, env: NodeJS.ProcessEnv): Promise<ReloadOutcome> => {
+      const refuse = (problems: string[], at = file): ReloadOutcome => {
+        metrics.reloads.inc({ outcome: 'refused' });
+        logger.error({ file: at, problems }, 'invalid configuration; the running configuration stays');
+        return { status: 'refused', file, problems };
+      };
+      let next;
+      try {
+        const loaded = loadConfig(file, env);
+        const fixed = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
+        if (fixed.length > 0) {
+          return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));
+        }
+        next = { loaded, settings: await compileSettings(loaded.config, compileOptions) };
+      } catch (error) {
+        if (error instanceof ConfigError) return refuse(error.problems, error.file);
+        return refuse([`cannot be applied: ${(error as Error).message}`]);
+      }
+      const { loaded } = next;
+      try {
+        // Recorded before it applies: no request is judged by rules the audit log does not show.
+        await store.append([loadedEvent(loaded.config, { file: loaded.file, sha256: loaded.sha256 }, 'reload')]);
+      } catch (error) {
+        metrics.reloads.inc({ outcome: 'refused' });
+        logger.error({ err: error, file }, 'the reload could not be recorded; the running configuration stays');
+        return { status: 'refused', file, problems: ['the config.loaded event could not be recorded'] };
+      }
+      const changed = changedSections(settingsHolder.current().config, loaded.config);
+      settingsHolder.replace(next.settings);
+      metrics.reloads.inc({ outcome: 'applied' });
+      logger.info({ file: loaded.file, sha256: loaded.sha256, changed }, 'configuration reloaded');
+      const devIssuers = loaded.config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
+      if (devIssuers.length > 0) {
+        logger.warn({ file: loaded.file, dev_issuers: devIssuers }, 'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.');
+      }
+      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, changed };
+    };
+
     return {
       app,
-      config,
+      get config() {
+        return settingsHolder.current().config;
+      },
       store,
       settings: settingsHolder,
       keyring,
@@ -131,6 +191,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       credentials,
       approvals,
       breakGlass,
+      reload(file, env = process.env) {
+        const outcome = reloads.then(() => reloadNow(file, env));
+        reloads = outcome.catch(() => {});
+        return outcome;
+      },
       async close() {
         await scheduler.stop();
         // Deliveries still retrying get a few seconds; the audit log already holds their events.

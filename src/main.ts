@@ -3,16 +3,23 @@ import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
 import { createBroker } from './broker.js';
-import { ConfigError, loadConfig, resolveConfigPath, type LoadedConfig } from './config/index.js';
+import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
+import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
 
 /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway. */
 const SHUTDOWN_GRACE_MS = 10_000;
 
 async function main(): Promise<void> {
+  const command = await readCommandLine(process.argv.slice(2), process.env);
+  if ('exit' in command) {
+    if (command.exit.stdout) process.stdout.write(command.exit.stdout);
+    if (command.exit.stderr) process.stderr.write(command.exit.stderr);
+    process.exit(command.exit.code);
+  }
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
-  const loaded = loadConfig(resolveConfigPath(process.argv.slice(2), process.env), process.env);
+  const loaded = loadConfig(command.start.configFile, process.env);
   const { config } = loaded;
 
   const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
@@ -65,6 +72,8 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
     });
     server.closeIdleConnections();
   };
+  // The same file again; an invalid one is refused and logged, and the running configuration stays.
+  process.on('SIGHUP', () => void broker.reload(loaded.file));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -1,5 +1,6 @@
 import { sameIdentity, type Identity } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
+import { quietObserver, type BrokerObserver } from '../observability/observer.js';
 import { effectiveStatus, mayApprove, requestView, separationBar, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
@@ -19,6 +20,8 @@ export interface ApprovalServiceDeps {
   store: Store;
   notifier: Notifier;
   clock: Clock;
+  /** Told of every recorded decision. */
+  observer?: Pick<BrokerObserver, 'decisionRecorded'>;
 }
 
 export type ApprovalService = ReturnType<typeof createApprovalService>;
@@ -102,6 +105,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
           result: { after: withApproval({ ...request, status: 'approved', ...fields }), outcome: 'request.approved' },
         };
       });
+      (deps.observer ?? quietObserver).decisionRecorded(input.decision);
       if (outcome) notifier.notify(outcome, after.request);
       return requestView(after, now);
     },

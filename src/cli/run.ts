@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline/promises';
 import { ConfigError } from '../config/index.js';
 import { BROKER_HELP } from './client.js';
 import * as auditCommand from './commands/audit.js';
+import * as backupCommand from './commands/backup.js';
 import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
@@ -36,6 +37,8 @@ const COMMANDS: Record<string, Command> = {
   login: loginCommand.login,
   logout: loginCommand.logout,
   profile: profileCommand.profile,
+  backup: backupCommand.backup,
+  restore: backupCommand.restore,
 };
 
 const CALLER_OPTIONS_HELP = `${BROKER_HELP}
@@ -63,8 +66,10 @@ const COMMAND_HELP: Record<string, string> = {
   profile: profileCommand.help,
   login: loginCommand.help,
   logout: loginCommand.help,
+  backup: backupCommand.help,
+  restore: backupCommand.help,
 };
-const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout']);
+const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore']);
 
 const HELP = `jit: the just-in-time credential broker's command line
 
@@ -87,6 +92,9 @@ Setting up:
   login       sign in with your SSO (the broker's person issuer); later commands use it
   logout      forget that sign-in
   profile     the broker this CLI talks to
+Operating:
+  backup      a consistent copy of a SQLite database, while a broker runs
+  restore     put a verified backup in place
   dev-token   a development identity token (development configuration only)
   decode      a JWT's header and claims, unverified
 

@@ -32,5 +32,5 @@ export type {
   WebhookEvent,
   WebhookFormat,
 } from './schema.js';
-export { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfigPath } from './load.js';
+export { ALLOW_DEV_ISSUERS_ENV, ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfigPath } from './load.js';
 export type { LoadedConfig } from './load.js';

@@ -36,7 +36,15 @@ export function resolveConfigPath(argv: readonly string[], env: NodeJS.ProcessEn
   return env.BROKER_CONFIG || DEFAULT_CONFIG_PATH;
 }
 
-/** Reads, parses and validates the file, then applies the env overrides PORT, HOST and BROKER_DB. */
+/** The env flag that lets development issuers run where NODE_ENV is production. */
+export const ALLOW_DEV_ISSUERS_ENV = 'BROKER_ALLOW_DEV_ISSUERS';
+
+/**
+ * Reads, parses and validates the file, then applies the env overrides PORT, HOST and BROKER_DB.
+ * Where NODE_ENV is `production` (the container image sets it), development issuers are refused
+ * unless BROKER_ALLOW_DEV_ISSUERS is `true`: their private key sits beside the broker, and whoever
+ * reads it can be anyone, so running one must be a decision, never a default.
+ */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedConfig {
   let text: string;
   try {
@@ -51,6 +59,8 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedCon
     throw new ConfigError(file, [`not valid YAML: ${(error as Error).message.split('\n')[0]}`]);
   }
   const config = parseConfig(file, applyEnvOverrides(raw, env));
+  const refused = devIssuersRefused(config, env);
+  if (refused.length > 0) throw new ConfigError(file, refused);
   return { config, file, sha256: createHash('sha256').update(text).digest('hex') };
 }
 
@@ -79,6 +89,17 @@ function protoKeys(raw: unknown): string[] {
     for (const [key, member] of Object.entries(value)) pending.push([member, path ? `${path}.${key}` : key]);
   }
   return found;
+}
+
+function devIssuersRefused(config: BrokerConfig, env: NodeJS.ProcessEnv): string[] {
+  if (env.NODE_ENV !== 'production' || env[ALLOW_DEV_ISSUERS_ENV] === 'true') return [];
+  return config.identity.issuers.flatMap((issuer, i) =>
+    issuer.dev === undefined
+      ? []
+      : [
+          `identity.issuers.${i}.dev: "${issuer.name}" is a development issuer, refused where NODE_ENV=production (anyone who can read its key directory can be anyone); configure your real issuers, or set ${ALLOW_DEV_ISSUERS_ENV}=true to run it knowingly`,
+        ],
+  );
 }
 
 function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {

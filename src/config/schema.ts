@@ -187,7 +187,7 @@ const issuerSchema = z
         'Workload issuers: a SPIFFE trust domain (`example.org`). Its JWT-SVIDs are routed to it by `sub` (`spiffe://example.org/...`); `iss` may be absent and, when present, must equal `issuer` (with no `issuer`, a token carrying `iss` is refused). Its identities show `iss` as `issuer`, else `spiffe://<trust domain>`. Keys marked `use: jwt-svid` count as signing keys.',
       ),
     jwksUri: secureUrl('Where its public keys are fetched (cached up to 10 minutes, refetched on an unknown `kid` at most every 5 seconds, at most 512 KiB and 100 keys; after a failed fetch its identities are refused for 30 seconds without another try).').optional(),
-    jwksFile: z.string().optional().describe('A file holding its JWKS, read at start.'),
+    jwksFile: z.string().optional().describe('A file holding its JWKS, read at start and again at each reload (SIGHUP).'),
     jwks: jwkSetSchema.optional().describe('Its JWKS inline.'),
     dev: z
       .strictObject({ keyDir: z.string().describe('Where the development key pair lives (created on first use).') })
@@ -283,7 +283,7 @@ const configShape = z
   .strictObject({
     issuer: z
       .url({ protocol: /^https?$/ })
-      .describe('The broker\'s own `iss` and public base URL. Never one of the trusted identity issuers.'),
+      .describe('The broker\'s own `iss` and public base URL. Never one of the trusted identity issuers. Restart-only: a reload that changes it is refused.'),
     listen: z
       .strictObject({
         host: z.string().default('127.0.0.1').describe('Interface to listen on (env HOST overrides).'),
@@ -299,11 +299,11 @@ const configShape = z
           ),
       })
       .prefault({})
-      .describe('Where the HTTP API listens.'),
+      .describe('Where the HTTP API listens. Restart-only: a reload that changes it is refused.'),
     database: databaseSchema
       .default('./data/broker.db')
       .describe(
-        'A SQLite file path (the embedded default; relative paths are from the working directory), or a `postgres://` / `postgresql://` URL (`postgres://user@host:5432/db`) for several broker replicas on several machines. Env BROKER_DB overrides. A URL may carry a password; it is never logged.',
+        'A SQLite file path (the embedded default; relative paths are from the working directory), or a `postgres://` / `postgresql://` URL (`postgres://user@host:5432/db`) for several broker replicas on several machines. Env BROKER_DB overrides. A URL may carry a password; it is never logged. Restart-only: a reload that changes it is refused.',
       ),
     clockSkew: duration('Tolerance for `exp`, `nbf` and `iat` of identity tokens.').prefault('30s'),
     scheduler: z
@@ -311,7 +311,7 @@ const configShape = z
         interval: duration('How often the expiry, review and key jobs run: whole seconds dividing a minute, or whole minutes dividing an hour.').prefault('10s'),
       })
       .prefault({})
-      .describe('The in-process jobs: expiry, overdue reviews, key rotation.'),
+      .describe('The in-process jobs: expiry, overdue reviews, key rotation. Restart-only: a reload that changes it is refused.'),
     signing: z
       .strictObject({
         algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of the tokens the broker mints.'),
@@ -328,7 +328,7 @@ const configShape = z
           ctx.addIssue({ code: 'custom', path: ['publishAhead'], message: 'must be shorter than rotateEvery (publishAhead is 10m unless set)' });
         }
       })
-      .describe('The keys the broker signs its tokens with.'),
+      .describe('The keys the broker signs its tokens with. Restart-only: a reload that changes it is refused.'),
     identity: z
       .strictObject({
         issuers: z.array(issuerSchema).min(1).describe('The identity issuers the broker trusts.'),
@@ -408,7 +408,7 @@ const configShape = z
                 .string()
                 .optional()
                 .describe(
-                  'A file (mode 0600) holding a Standard Webhooks secret, `whsec_` and base64 of at least 24 bytes. Each delivery is then signed in a `webhook-signature` header, so the receiver can tell the broker from a forger.',
+                  'A file (mode 0600) holding a Standard Webhooks secret, `whsec_` and base64 of at least 24 bytes, read at start and again at each reload (SIGHUP). Each delivery is then signed in a `webhook-signature` header, so the receiver can tell the broker from a forger.',
                 ),
             }),
           )
@@ -421,7 +421,7 @@ const configShape = z
         checkpointEvery: duration('How often the broker signs a checkpoint of the audit chain head (`audit.checkpoint` event and webhook).').prefault('1h'),
       })
       .prefault({})
-      .describe('The audit log.'),
+      .describe('The audit log. Restart-only: a reload that changes it is refused.'),
     console: z
       .strictObject({
         issuer: z.string().describe('Name of the person issuer people sign in with (OpenID Connect, authorization code with PKCE).'),

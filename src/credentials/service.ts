@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { requireRole, type Identity } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
+import { quietObserver, refusalOutcome, type BrokerObserver } from '../observability/observer.js';
 import {
   effectiveStatus,
   isOwner,
@@ -45,6 +46,8 @@ export interface CredentialServiceDeps {
   notifier: Notifier;
   logger: Logger;
   clock: Clock;
+  /** Told of every answered request and every minted token. */
+  observer?: Pick<BrokerObserver, 'credentialRequested' | 'tokenIssued'>;
 }
 
 export type CredentialService = ReturnType<typeof createCredentialService>;
@@ -58,6 +61,7 @@ const notVisible = (id: string) => new NotFound(`No request ${id} that you may s
  */
 export function createCredentialService(deps: CredentialServiceDeps) {
   const { issuer, settings, store, keyring, notifier, logger, clock } = deps;
+  const observer = deps.observer ?? quietObserver;
 
   function mint(request: RequestRecord, approvers: RequestState['approvals'], now: number): Promise<MintedToken> {
     return mintAccessToken(
@@ -277,7 +281,18 @@ export function createCredentialService(deps: CredentialServiceDeps) {
 
   return {
     /** `POST /v1/credentials`: issue at once, or open a request for approval. */
-    request: createRequest,
+    async request(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
+      let outcome: RequestOutcome;
+      try {
+        outcome = await createRequest(identity, input);
+      } catch (error) {
+        observer.credentialRequested(refusalOutcome(error instanceof BrokerError ? error.type : undefined));
+        throw error;
+      }
+      observer.credentialRequested(outcome.status);
+      if (outcome.status === 'issued') observer.tokenIssued({ breakGlass: outcome.view.break_glass, approved: false });
+      return outcome;
+    },
 
     async get(identity: Identity, id: string): Promise<RequestView> {
       return requestView(await visibleState(identity, id), clock());
@@ -326,6 +341,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
           result: updated,
         };
       });
+      observer.tokenIssued({ breakGlass: issued.breakGlass, approved: true });
       return issuedView(issued, token);
     },
 

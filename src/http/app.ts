@@ -5,6 +5,7 @@ import { NotFound } from '../shared/errors.js';
 import type { AppDeps } from './deps.js';
 import { errorHandler } from './errors.js';
 import { requestLogging } from './logging.js';
+import { findOperation } from './openapi/index.js';
 import { auditRoutes } from './routes/audit.js';
 import { credentialRoutes } from './routes/credentials.js';
 import { discoveryRoutes } from './routes/discovery.js';
@@ -18,6 +19,8 @@ export function buildApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
+  // Each request is judged by one set of rules from start to end, whatever a reload does meanwhile.
+  app.use((_req, _res, next) => deps.settings.pin(next));
   app.use(requestLogging(deps.logger));
   app.use(measure(deps.metrics));
   app.use((_req, res, next) => {
@@ -50,14 +53,22 @@ export function buildApp(deps: AppDeps): Express {
   return app;
 }
 
-/** Counts and times each request under its route pattern, never its raw path (ids would explode the labels). */
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/**
+ * Counts and times each request under its operation's path template (`/v1/credentials/{id}`),
+ * never its raw path (ids would explode the labels). The template is found from the method and
+ * path alone, so a request has the same label whether it succeeds, is refused before its route
+ * runs (a 401), or fails; anything that is no operation is `unmatched`.
+ */
 function measure(metrics: Metrics): RequestHandler {
   return (req, res, next) => {
     const end = metrics.httpDuration.startTimer();
+    const route = findOperation(req.method, req.path)?.path ?? 'unmatched';
+    const method = METHODS.has(req.method) ? req.method : 'other';
     res.on('finish', () => {
-      const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
-      end({ method: req.method, route });
-      metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      end({ method, route });
+      metrics.httpRequests.inc({ method, route, status: String(res.statusCode) });
     });
     next();
   };

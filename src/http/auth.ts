@@ -10,10 +10,17 @@ export interface Authenticator {
   requireIdentity: RequestHandler;
 }
 
-export function createAuthenticator(identity: IdentityVerifier, metrics: Pick<Metrics, 'identityRejections'>): Authenticator {
+/**
+ * Verifies with the identity rules of the current settings (trusted issuers, roles, person
+ * keys), which a reload replaces with the rest of the configuration.
+ */
+export function createAuthenticator(
+  settings: () => { identity: IdentityVerifier },
+  metrics: Pick<Metrics, 'identityRejections'>,
+): Authenticator {
   const verify = async (token: string) => {
     try {
-      return await identity.verify(token);
+      return await settings().identity.verify(token);
     } catch (error) {
       if (error instanceof InvalidToken) metrics.identityRejections.inc({ reason: metricReason(error.rejection) });
       throw error;

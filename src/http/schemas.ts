@@ -3,17 +3,28 @@ import { SCOPE_NAME } from '../config/index.js';
 
 // Control characters and bidirectional overrides would let a value rewrite what an approver
 // reads in a terminal or a log; these values end up in logs, CSV exports and webhook bodies.
-const BIDI_OVERRIDES = '\u202a-\u202e\u2066-\u2069';
-const ONE_LINE = new RegExp(`^[^\\p{Cc}${BIDI_OVERRIDES}]*$`, 'u');
-const LINES = new RegExp(`^(?:[\\t\\n]|[^\\p{Cc}${BIDI_OVERRIDES}])*$`, 'u');
+// Written with escapes, so the OpenAPI document shows the same pattern, readably (its generator
+// cannot carry the `u` flag, which JSON Schema patterns imply).
+const BIDI_OVERRIDES = '\\u202a-\\u202e\\u2066-\\u2069';
+const ONE_LINE = `^[^\\p{Cc}${BIDI_OVERRIDES}]*$`;
+const LINES = `^(?:[\\t\\n]|[^\\p{Cc}${BIDI_OVERRIDES}])*$`;
 
 /** A name-like value: one line. */
 const printable = (max: number) =>
-  z.string().min(1).max(max).regex(ONE_LINE, 'must not contain control characters or bidirectional overrides');
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(new RegExp(ONE_LINE, 'u'), 'must not contain control characters or bidirectional overrides')
+    .meta({ pattern: ONE_LINE });
 
 /** Free text a person writes (justifications, reasons, notes): tabs and newlines allowed. */
 const prose = (max: number) =>
-  z.string().max(max).regex(LINES, 'must not contain control characters (other than tab and newline) or bidirectional overrides');
+  z
+    .string()
+    .max(max)
+    .regex(new RegExp(LINES, 'u'), 'must not contain control characters (other than tab and newline) or bidirectional overrides')
+    .meta({ pattern: LINES });
 
 const scopes = z
   .array(z.string().regex(SCOPE_NAME, 'not a scope name'))
@@ -55,10 +66,15 @@ export const pageQuery = z.strictObject({
   cursor: z.string().max(512).optional(),
 });
 
+export const REQUEST_STATUSES = ['pending_approval', 'approved', 'issued', 'denied', 'expired', 'revoked'] as const;
+
 /** `GET /v1/credentials`: the caller's own requests. */
 export const ownRequestsQuery = pageQuery.extend({
-  status: z.enum(['pending_approval', 'approved', 'issued', 'denied', 'expired', 'revoked']).optional(),
+  status: z.enum(REQUEST_STATUSES).optional(),
 });
+
+/** The `{id}` of `/v1/credentials/{id}...`: any text; an unknown id is a 404. */
+export const requestIdParams = z.object({ id: z.string().meta({ description: 'The request_id.' }) });
 
 export const breakGlassQuery = pageQuery.extend({ review: z.enum(['pending', 'done']).default('pending') });
 
@@ -87,7 +103,19 @@ export const tokenExchangeForm = z.object({
   justification: z.string().optional(),
   break_glass: z.enum(['true', 'false'], { message: 'break_glass must be true or false' }).optional(),
   request_id: z.string().max(128).optional(),
-  actor_token: z.undefined({ message: 'delegation (actor_token) is not supported' }).optional(),
+  actor_token: z
+    .undefined({ message: 'delegation (actor_token) is not supported' })
+    .optional()
+    .meta({ type: 'string', description: 'Not supported: a request carrying it is refused (no delegation).', not: {} }),
+});
+
+/**
+ * `POST /oauth2/introspect` (RFC 7662) and `/oauth2/revoke` (RFC 7009): the token, once.
+ * Other parameters (`token_type_hint`) are ignored, as both RFCs allow.
+ */
+export const tokenForm = z.looseObject({
+  token: z.string({ message: 'The token parameter is required, once.' }).min(1, 'The token parameter is required, once.'),
+  token_type_hint: z.string().optional(),
 });
 
 const instant = z.iso

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { BrokerConfig, WebhookEvent } from '../config/index.js';
+import type { BrokerConfig, WebhookEvent, WebhookFormat } from '../config/index.js';
 import { consoleRequestUrl } from '../console/links.js';
+import type { BrokerObserver } from '../observability/observer.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import { readWebhookSecret, signWebhook } from './signing.js';
@@ -24,19 +25,42 @@ export interface Notifier {
   idle(): Promise<void>;
 }
 
+/** A webhook ready to deliver to: its secret read from `secretFile`. */
+export interface Webhook {
+  url: string;
+  events: readonly WebhookEvent[];
+  format: WebhookFormat;
+  secret: Buffer | undefined;
+}
+
+/**
+ * Reads every webhook's secret file now, so a missing, exposed or malformed one is refused at
+ * start (or at a reload) rather than at 3 a.m.
+ */
+export function compileWebhooks(config: BrokerConfig['notify']): Webhook[] {
+  return config.webhooks.map((webhook, i) => ({
+    url: webhook.url,
+    events: webhook.events,
+    format: webhook.format,
+    secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
+  }));
+}
+
+/** What a delivery is made with, read at the moment an event is queued: a reload changes it for later events. */
+export interface NotifySettings {
+  config: Pick<BrokerConfig, 'notify' | 'console' | 'issuer'>;
+  webhooks: readonly Webhook[];
+}
+
 export interface NotifierOptions {
-  config: BrokerConfig['notify'];
+  settings: () => NotifySettings;
   store: Pick<Store, 'append'>;
   logger: Logger;
   clock: Clock;
-  /**
-   * The broker's `issuer` (its public base URL) when the web console is configured: bodies then
-   * carry `url`, the console's page for the request.
-   */
-  consoleBase?: string | undefined;
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
+  observer?: Pick<BrokerObserver, 'webhookDelivered'>;
 }
 
 /**
@@ -85,19 +109,14 @@ interface Bodies {
  * Secret files are read now, so a bad one stops the broker at start rather than at 3 a.m.
  */
 export function createNotifier(options: NotifierOptions): Notifier {
-  const { config, store, logger, clock } = options;
+  const { settings, store, logger, clock } = options;
   const send = options.fetch ?? fetch;
   const backoffMs = options.backoffMs ?? 1_000;
   const inFlight = new Set<Promise<void>>();
-  const webhooks = config.webhooks.map((webhook, i) => ({
-    url: webhook.url,
-    events: webhook.events,
-    format: webhook.format,
-    secret: webhook.secretFile === undefined ? undefined : readWebhookSecret(webhook.secretFile, `notify.webhooks.${i}.secretFile`),
-  }));
 
   async function deliver(
-    webhook: (typeof webhooks)[number],
+    webhook: Webhook,
+    config: BrokerConfig['notify'],
     event: WebhookEvent,
     bodies: (at: number) => Bodies,
     requestId: string | null,
@@ -125,13 +144,17 @@ export function createNotifier(options: NotifierOptions): Notifier {
           signal: AbortSignal.timeout(config.timeout),
         });
         await response.body?.cancel();
-        if (response.ok) return;
+        if (response.ok) {
+          options.observer?.webhookDelivered('delivered');
+          return;
+        }
         problem = `HTTP ${response.status}`;
       } catch (error) {
         problem = (error as Error).name === 'TimeoutError' ? 'timeout' : 'unreachable';
       }
     }
     const attempts = config.retries + 1;
+    options.observer?.webhookDelivered('failed');
     logger.warn({ event, target, attempts, problem, request_id: requestId }, 'webhook delivery failed');
     try {
       await store.append([{ type: 'notify.failed', requestId, data: { event, target, attempts, problem } }]);
@@ -141,9 +164,10 @@ export function createNotifier(options: NotifierOptions): Notifier {
   }
 
   const queue = (event: WebhookEvent, bodies: (at: number) => Bodies, requestId: string | null) => {
+    const { config, webhooks } = settings();
     for (const webhook of webhooks) {
       if (!webhook.events.includes(event)) continue;
-      const delivery = deliver(webhook, event, bodies, requestId).catch((error: unknown) =>
+      const delivery = deliver(webhook, config.notify, event, bodies, requestId).catch((error: unknown) =>
         logger.error({ err: error, event }, 'webhook delivery crashed'),
       );
       inFlight.add(delivery);
@@ -156,7 +180,9 @@ export function createNotifier(options: NotifierOptions): Notifier {
       queue(
         event,
         (at) => {
-          const json = webhookPayload(event, request, at, options.consoleBase);
+          // Bodies link to the console's page for the request, when there is a console.
+          const { config } = settings();
+          const json = webhookPayload(event, request, at, config.console ? config.issuer : undefined);
           return { json, slack: slackMessage(json) };
         },
         request.id,

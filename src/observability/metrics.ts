@@ -1,26 +1,35 @@
 import cluster from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Store } from '../store/index.js';
+import { DECISIONS, DELIVERY_OUTCOMES, REQUEST_OUTCOMES, type BrokerObserver } from './observer.js';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/** The reasons `broker_identity_rejections_total` tells apart (see http/auth.ts for why so few). */
+export const IDENTITY_REJECTION_REASONS = ['missing', 'invalid', 'jwks_unavailable'] as const;
+
 /**
- * Prometheus metrics, one registry per broker instance (tests build several). The review gauge
- * is read from the store at scrape time, so it is right across broker processes.
+ * Prometheus metrics, one registry per broker instance (tests build several). Names follow the
+ * Prometheus conventions: the process and Node.js metrics exactly as prom-client names them
+ * (`process_cpu_seconds_total`, `nodejs_heap_size_used_bytes`), so the standard Node.js
+ * dashboards work; the broker's own under `broker_`, counters ending in `_total`. Every series
+ * of a bounded label set exists from the start at zero, so a rate() or an alert on it has data
+ * before the first event. The review gauge is read from the store at scrape time, so it is right
+ * across broker processes.
  */
 export function createMetrics(store: Pick<Store, 'reviews'>) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'broker_process_' });
+  collectDefaultMetrics({ register: registry });
 
   const httpRequests = new Counter({
     name: 'broker_http_requests_total',
-    help: 'HTTP requests by route and status.',
+    help: 'HTTP requests by method, route (the OpenAPI path template, or "unmatched") and status.',
     labelNames: ['method', 'route', 'status'] as const,
     registers: [registry],
   });
   const httpDuration = new Histogram({
     name: 'broker_http_request_duration_seconds',
-    help: 'HTTP request latency by route.',
+    help: 'HTTP request latency by method and route.',
     labelNames: ['method', 'route'] as const,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
@@ -31,6 +40,43 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
     labelNames: ['reason'] as const,
     registers: [registry],
   });
+  for (const reason of IDENTITY_REJECTION_REASONS) identityRejections.inc({ reason }, 0);
+
+  const requests = new Counter({
+    name: 'broker_requests_total',
+    help: 'Credential requests by outcome: issued, pending_approval, or the problem type of the refusal.',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  for (const outcome of REQUEST_OUTCOMES) requests.inc({ outcome }, 0);
+
+  const issuances = new Counter({
+    name: 'broker_issuances_total',
+    help: 'Access tokens minted and recorded, by whether they were break-glass and whether approvers approved them.',
+    labelNames: ['break_glass', 'approved'] as const,
+    registers: [registry],
+  });
+  // The three kinds a grant can be: break-glass is issued at once, never approved.
+  for (const [breakGlass, approved] of [['false', 'false'], ['false', 'true'], ['true', 'false']] as const) {
+    issuances.inc({ break_glass: breakGlass, approved }, 0);
+  }
+
+  const approvals = new Counter({
+    name: 'broker_approvals_total',
+    help: 'Approvers\' decisions recorded, by decision.',
+    labelNames: ['decision'] as const,
+    registers: [registry],
+  });
+  for (const decision of DECISIONS) approvals.inc({ decision }, 0);
+
+  const webhookDeliveries = new Counter({
+    name: 'broker_webhook_deliveries_total',
+    help: 'Webhook deliveries by outcome: delivered, or failed after every retry.',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  for (const outcome of DELIVERY_OUTCOMES) webhookDeliveries.inc({ outcome }, 0);
+
   const jobRuns = new Counter({
     name: 'broker_scheduler_job_runs_total',
     help: 'Scheduler job runs by outcome.',
@@ -43,6 +89,14 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
     labelNames: ['job'] as const,
     registers: [registry],
   });
+  const reloads = new Counter({
+    name: 'broker_config_reloads_total',
+    help: 'Configuration reloads (SIGHUP) by outcome: applied, or refused (the running configuration stays).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  for (const outcome of ['applied', 'refused'] as const) reloads.inc({ outcome }, 0);
+
   new Gauge({
     name: 'broker_break_glass_reviews_pending',
     help: 'Break-glass grants awaiting post-review, and how many of them are overdue.',
@@ -55,12 +109,20 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
     },
   });
 
+  const observer: BrokerObserver = {
+    credentialRequested: (outcome) => requests.inc({ outcome }),
+    tokenIssued: ({ breakGlass, approved }) => issuances.inc({ break_glass: String(breakGlass), approved: String(approved) }),
+    decisionRecorded: (decision) => approvals.inc({ decision }),
+    webhookDelivered: (outcome) => webhookDeliveries.inc({ outcome }),
+  };
+
+
   // In a worker of several (listen.workers), a scrape answers for all of them: the primary
   // gathers every worker's registry (prom-client's AggregatorRegistry).
   if (cluster.isWorker) AggregatorRegistry.setRegistries([registry]);
   const text = (): Promise<string> => (cluster.isWorker ? askPrimaryForMetrics() : registry.metrics());
 
-  return { registry, text, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges };
+  return { registry, text, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges, reloads, observer };
 }
 
 const CLUSTER_METRICS = 'jit-broker:cluster-metrics';

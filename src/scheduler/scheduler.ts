@@ -30,6 +30,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const expression = cronForInterval(options.intervalMs);
   if (!expression) throw new Error(`scheduler interval ${options.intervalMs} ms has no cron form`);
   const running = new Set<Promise<void>>();
+  // Every job's series exist at zero from the start, so an alert on failures has data at once.
+  for (const name of Object.keys(jobs)) for (const outcome of ['ok', 'failed']) metrics.jobRuns.inc({ job: name, outcome }, 0);
 
   const run = (name: string, job: Job): Promise<void> => {
     const execution = (async () => {

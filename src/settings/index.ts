@@ -1,32 +1,80 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { FetchImplementation } from 'jose';
 import type { BrokerConfig } from '../config/index.js';
+import {
+  compileRoles,
+  createIdentityVerifier,
+  createPersonResolver,
+  loadTrustedIssuers,
+  type IdentityVerifier,
+} from '../identity/index.js';
+import { compileWebhooks, type Webhook } from '../notify/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
+import type { Clock } from '../shared/clock.js';
 
 /**
- * What a request is judged by: the configuration and the policy compiled from it. Services read
- * it once per request through `current()`, so a reload (SIGHUP) swaps it as one value and every
- * later request sees all of the new rules and none of the old.
+ * What a request is judged by, compiled from one configuration file: the configuration itself,
+ * the policy, the identity verifier (trusted issuers and their keys, roles, person keys) and the
+ * webhooks with their secrets. A reload (SIGHUP) swaps all of it as one value, so no request ever
+ * sees the new roles with the old policy, or the old issuers with the new webhooks.
  */
 export interface Settings {
   config: BrokerConfig;
   policy: Policy;
+  identity: IdentityVerifier;
+  webhooks: readonly Webhook[];
 }
 
 export interface SettingsHolder {
+  /** The settings of the request in progress (see `pin`); outside a request, the latest. */
   current(): Settings;
-  replace(config: BrokerConfig): Settings;
+  /** Makes `next` the settings of every request that starts from now on. */
+  replace(next: Settings): void;
+  /**
+   * Runs `work` (one request) with the settings current now, for everything it does and starts,
+   * however long it takes: a reload in the middle of a request does not change its rules.
+   */
+  pin<T>(work: () => T): T;
 }
 
-export function compileSettings(config: BrokerConfig): Settings {
-  return { config, policy: compilePolicy(config) };
+export interface CompileOptions {
+  clock: Clock;
+  /** The network, injectable: remote JWKS fetches. */
+  fetch?: FetchImplementation | undefined;
 }
 
-export function createSettingsHolder(config: BrokerConfig): SettingsHolder {
-  let settings = compileSettings(config);
+/**
+ * Compiles a configuration into settings, reading what it points at now: `jwksFile` and
+ * inline key sets, development issuers' keys, webhook secret files. Remote key sets are fetched
+ * on first use. Throws `ConfigError` when a file it needs is missing, exposed or malformed.
+ */
+export async function compileSettings(config: BrokerConfig, options: CompileOptions): Promise<Settings> {
+  const issuers = await loadTrustedIssuers(config.identity.issuers, {
+    clock: options.clock,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
   return {
-    current: () => settings,
+    config,
+    policy: compilePolicy(config),
+    identity: createIdentityVerifier({
+      issuers,
+      roles: compileRoles(config.roles),
+      persons: createPersonResolver(config),
+      clockSkewMs: config.clockSkew,
+      clock: options.clock,
+    }),
+    webhooks: compileWebhooks(config.notify),
+  };
+}
+
+export function createSettingsHolder(initial: Settings): SettingsHolder {
+  let latest = initial;
+  const pinned = new AsyncLocalStorage<Settings>();
+  return {
+    current: () => pinned.getStore() ?? latest,
     replace(next) {
-      settings = compileSettings(next);
-      return settings;
+      latest = next;
     },
+    pin: (work) => pinned.run(latest, work),
   };
 }

@@ -31,6 +31,6 @@ export type {
   ReviewOutcome,
   SigningKeyRecord,
 } from './records.js';
-export { isLive, jobKey, LIVE_STATUSES } from './shared.js';
+export { isLive, jobKey, LIVE_STATUSES, SchemaTooNew } from './shared.js';
 export { openStore } from './open.js';
 export { openSqliteReadOnly } from './sqlite/index.js';

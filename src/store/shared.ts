@@ -55,3 +55,13 @@ export function loadDelta(from: RequestStatus, to: RequestStatus): { live: numbe
 export const atLimit = (facts: Pick<AdmissionFacts, 'live' | 'pending'>, probe: Pick<AdmissionProbe, 'limits'>): boolean =>
   Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
   Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
+
+/** A database migrated by a newer release than this one. */
+export class SchemaTooNew extends Error {
+  constructor(readonly versions: number[]) {
+    super(
+      `the database holds schema version${versions.length > 1 ? 's' : ''} ${versions.join(', ')}, which this release does not know: a newer release migrated it. Run that release, or restore the backup taken before the upgrade.`,
+    );
+    this.name = 'SchemaTooNew';
+  }
+}

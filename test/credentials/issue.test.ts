@@ -297,7 +297,7 @@ describe('public endpoints', () => {
     expect((await t.http.get('/healthz')).body).toEqual({ status: 'ok' });
     const metrics = await t.http.get('/metrics');
     expect(metrics.headers['content-type']).toMatch(/^text\/plain/);
-    expect(metrics.text).toMatch(/broker_http_requests_total\{method="POST",route="\/v1\/credentials\/",status="201"\} \d+/);
+    expect(metrics.text).toMatch(/broker_http_requests_total\{method="POST",route="\/v1\/credentials",status="201"\} \d+/);
     // Refusals are counted coarsely: the exact failed check would help a forger.
     expect(metrics.text).toMatch(/broker_identity_rejections_total\{reason="invalid"\} [1-9]/);
     expect(metrics.text).not.toMatch(/broker_identity_rejections_total\{reason="(?!invalid|missing|jwks_unavailable)/);

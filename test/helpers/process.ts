@@ -1,44 +1,64 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 
-/** A broker as its own process (`node src/main.ts` through tsx), as an operator runs it. */
+/** A broker process, as `npm start` runs it but from src/ through tsx; its output kept. */
 export interface BrokerProcess {
-  child: ChildProcess;
-  /** Where it listens (from its "broker listening" log line). */
-  url: string;
+  child: ReturnType<typeof spawn>;
   output: { stdout: string; stderr: string };
   exited: Promise<number | null>;
+  /** The JSON log lines written so far. */
+  lines(): Record<string, unknown>[];
 }
 
-export async function until(check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** Writes `config` to `<dir>/<name>.yaml` and starts a broker on it, listening on a free port (LOG_LEVEL stays info: its listening line says where). */
-export async function startBrokerProcess(dir: string, name: string, config: Record<string, unknown>, env: Record<string, string> = {}): Promise<BrokerProcess> {
-  const file = join(dir, `${name}.yaml`);
-  writeFileSync(file, YAML.stringify({ ...config, listen: { host: '127.0.0.1', port: 0 } }));
-  const { PORT: _port, BROKER_DB: _db, BROKER_CONFIG: _config, ...inherited } = process.env;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], {
-    env: { ...inherited, LOG_LEVEL: 'info', ...env },
+/**
+ * Spawns `entry` (default src/main.ts) with `args`. `env` replaces the environment entirely when
+ * `replaceEnv` is set (as a container image would), else adds to the test's own.
+ */
+export function startProcess(
+  args: string[],
+  env: Record<string, string> = {},
+  options: { entry?: string; replaceEnv?: boolean } = {},
+): BrokerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', options.entry ?? 'src/main.ts', ...args], {
+    env: options.replaceEnv ? env : { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output = { stdout: '', stderr: '' };
   child.stdout?.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  let url: string | undefined;
-  await until(() => {
-    if (child.exitCode !== null) throw new Error(`broker ${name} exited: ${output.stderr || output.stdout}`);
-    const line = output.stdout.split('\n').find((l) => l.includes('broker listening'));
-    if (line) url = (JSON.parse(line) as { url: string }).url;
-    return url !== undefined;
-  });
-  return { child, url: url as string, output, exited };
+  const lines = () =>
+    output.stdout
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  return { child, output, exited, lines };
+}
+
+/** Waits for `check` to hold (an event the process reports, or the state it leaves), polling; fails after `ms`. */
+export async function until(check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the process');
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** Starts a broker on `configFile` (PORT 0) and resolves with its URL once it listens. */
+export async function startBroker(configFile: string, env: Record<string, string> = {}): Promise<BrokerProcess & { url: string }> {
+  const { PORT: _port, BROKER_DB: _db, BROKER_CONFIG: _config, ...inherited } = process.env;
+  const broker = startProcess(['--config', configFile], { ...(inherited as Record<string, string>), LOG_LEVEL: 'info', PORT: '0', ...env }, { replaceEnv: true });
+  await until(() => broker.lines().some((line) => line.msg === 'broker listening') || broker.child.exitCode !== null, 30_000);
+  const listening = broker.lines().find((line) => line.msg === 'broker listening');
+  if (!listening) throw new Error(`the broker did not start:\n${broker.output.stdout}\n${broker.output.stderr}`);
+  return { ...broker, url: listening.url as string };
+}
+
+/** Writes `config` to `<dir>/<name>.yaml` and starts a broker on it (several may share one database). */
+export function startBrokerProcess(dir: string, name: string, config: Record<string, unknown>, env: Record<string, string> = {}) {
+  const file = join(dir, `${name}.yaml`);
+  writeFileSync(file, YAML.stringify(config));
+  return startBroker(file, env);
 }

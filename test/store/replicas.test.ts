@@ -20,7 +20,7 @@ const REPLICAS = 3;
 let dir: string;
 let db: TestDatabase;
 let issuers: TestIssuers;
-let replicas: BrokerProcess[];
+let replicas: (BrokerProcess & { url: string })[];
 let store: Store;
 
 beforeAll(async () => {
@@ -52,7 +52,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const at = (i: number) => replicas[i % REPLICAS] as BrokerProcess;
+const at = (i: number) => replicas[i % REPLICAS] as BrokerProcess & { url: string };
 const call = async (i: number, path: string, token: string, body?: unknown) => {
   const response = await fetch(`${at(i).url}${path}`, {
     method: body === undefined && !path.endsWith('/token') ? 'GET' : 'POST',

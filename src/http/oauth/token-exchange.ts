@@ -21,9 +21,12 @@ export type ExchangeResult =
 export async function exchange(
   form: unknown,
   deps: { auth: Authenticator; credentials: CredentialService },
+  /** Told who the caller is once the subject token is verified (for the request log). */
+  verified: (identity: Identity) => void = () => {},
 ): Promise<ExchangeResult> {
   const params = parseInput(tokenExchangeForm, { ...(form as Record<string, unknown>), ...target(form) }, 'body');
   const identity = await subjectIdentity(deps.auth, params.subject_token);
+  verified(identity);
 
   if (params.request_id !== undefined) {
     const request = await deps.credentials.get(identity, params.request_id);

@@ -1,17 +1,20 @@
 import { Router } from 'express';
+import { BROKER_VERSION } from '../../shared/version.js';
 import type { AppDeps } from '../deps.js';
+import { openApiDocument } from '../openapi/index.js';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
 /**
- * RFC 8414 metadata, served at both well-known paths, and the JWKS resource servers verify with.
+ * RFC 8414 metadata, served at both well-known paths, the JWKS resource servers verify with, and
+ * the OpenAPI document.
  * The broker has no authorization endpoint (callers arrive with an identity already), so it
  * supports no `response_type`: RFC 8414 still requires the field, and an empty list says so.
  * Each endpoint says how it takes its caller: the token endpoint needs no client authentication
  * (the identity is the `subject_token`), introspection and revocation take the caller's identity
  * as a Bearer token (RFC 8414 section 2 admits access token types there).
  */
-export function discoveryRoutes({ config, keyring }: AppDeps): Router {
+export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router {
   const base = config.issuer.replace(/\/+$/, '');
   const metadata = {
     issuer: config.issuer,
@@ -24,19 +27,25 @@ export function discoveryRoutes({ config, keyring }: AppDeps): Router {
     token_endpoint_auth_methods_supported: ['none'],
     introspection_endpoint_auth_methods_supported: ['Bearer'],
     revocation_endpoint_auth_methods_supported: ['Bearer'],
-    scopes_supported: config.scopes.map((scope) => scope.name),
   };
   const router = Router();
   router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], (_req, res) => {
+    // Scopes come from the settings in force: a reload may add or remove some.
+    const scopes = settings.current().config.scopes.map((scope) => scope.name);
     // Every algorithm a published key signs with: after a change of `signing.algorithm`, tokens of the old one stay valid.
     const algorithms = [...new Set([config.signing.algorithm, ...keyring.jwks().keys.map((key) => key.alg as string)])];
-    res.set('Cache-Control', 'public, max-age=300').json({ ...metadata, access_token_signing_alg_values_supported: algorithms });
+    res.set('Cache-Control', 'public, max-age=300').json({ ...metadata, scopes_supported: scopes, access_token_signing_alg_values_supported: algorithms });
   });
   // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
   // between a key's publication and its first token.
   const jwksMaxAge = Math.max(1, Math.min(300, Math.floor(config.signing.publishAhead / 2000)));
   router.get('/.well-known/jwks.json', (_req, res) => {
     res.set('Cache-Control', `public, max-age=${jwksMaxAge}`).json(keyring.jwks());
+  });
+  let document: ReturnType<typeof openApiDocument> | undefined;
+  router.get('/openapi.json', (_req, res) => {
+    document ??= openApiDocument({ issuer: config.issuer, version: BROKER_VERSION });
+    res.set('Cache-Control', 'public, max-age=300').json(document);
   });
   return router;
 }

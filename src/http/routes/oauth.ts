@@ -1,8 +1,9 @@
 import express, { Router } from 'express';
-import { InvalidRequest } from '../../shared/errors.js';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import * as tokenExchange from '../oauth/token-exchange.js';
+import { tokenForm } from '../schemas.js';
+import { parseInput } from '../validation.js';
 
 /** RFC 6749 section 5.1: token responses and errors are never cached. */
 const noStore: express.RequestHandler = (_req, res, next) => {
@@ -11,11 +12,7 @@ const noStore: express.RequestHandler = (_req, res, next) => {
 };
 
 /** The `token` parameter of introspection and revocation. */
-function tokenParam(body: unknown): string {
-  const token = (body as Record<string, unknown> | undefined)?.token;
-  if (typeof token !== 'string' || token === '') throw new InvalidRequest('The token parameter is required, once.');
-  return token;
-}
+const tokenParam = (body: unknown): string => parseInput(tokenForm, body ?? {}, 'body').token;
 
 /** `/oauth2`: the token endpoint (RFC 8693), introspection (RFC 7662), revocation (RFC 7009). */
 export function oauthRoutes(deps: AppDeps): Router {
@@ -32,7 +29,7 @@ export function oauthRoutes(deps: AppDeps): Router {
       });
       return;
     }
-    const result = await tokenExchange.exchange(req.body, deps);
+    const result = await tokenExchange.exchange(req.body, deps, (identity) => (res.locals.identity = identity));
     res.status(result.status).json(result.body);
   });
 

@@ -1,5 +1,6 @@
 import type { Clock } from '../../shared/clock.js';
 import type { Store } from '../contract.js';
+import { SchemaTooNew } from '../shared.js';
 import { createPool } from './client.js';
 import { migratePostgres } from './migrate.js';
 import { createPostgresStore } from './store.js';
@@ -13,6 +14,7 @@ export async function openPostgresStore(url: string, clock: Clock): Promise<Stor
     await migratePostgres(pool);
   } catch (error) {
     await pool.end();
+    if (error instanceof SchemaTooNew) throw error; // says all there is to say, as on SQLite
     throw new Error(`cannot prepare the PostgreSQL database: ${(error as Error).message}`, { cause: error });
   }
   return createPostgresStore(pool, clock);

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { SchemaTooNew } from '../shared.js';
 import type { Pool } from './client.js';
 
 export const POSTGRES_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
@@ -10,6 +11,7 @@ const MIGRATION_LOCK = 7596286014052352341n;
 /**
  * Applies the numbered SQL files of `migrations/postgres/` not yet applied, in order, each in
  * its own transaction with its bookkeeping row, under a lock that the other replicas wait on.
+ * A database that a newer release has migrated is refused (`SchemaTooNew`).
  */
 export async function migratePostgres(pool: Pool, dir: string = POSTGRES_MIGRATIONS_DIR): Promise<number[]> {
   const files = readdirSync(dir)
@@ -25,6 +27,10 @@ export async function migratePostgres(pool: Pool, dir: string = POSTGRES_MIGRATI
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`);
     const done = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+    // Migrated by a newer release: refused before anything is written, as on SQLite.
+    const known = new Set(files.map((file) => file.version));
+    const newer = [...done].filter((version) => !known.has(version)).sort((a, b) => a - b);
+    if (newer.length > 0) throw new SchemaTooNew(newer);
     for (const file of files) {
       if (done.has(file.version)) continue;
       await client.query('BEGIN');

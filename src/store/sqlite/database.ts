@@ -2,6 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'nod
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { SchemaTooNew } from '../shared.js';
 
 export type Db = Database.Database;
 
@@ -31,20 +32,41 @@ export function openDatabase(path: string, options: { readonly?: boolean } = {})
   return db;
 }
 
-/**
- * Applies the numbered SQL files of `migrations/` not yet applied, in order, each in its own
- * transaction with its bookkeeping row. Taking the write lock first (IMMEDIATE) lets two
- * processes start at once: the second sees the first's work and skips it.
- */
-export function migrate(db: Db, dir: string = MIGRATIONS_DIR): number[] {
-  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`);
+/** The numbered migration files of `dir`, in order. */
+export function migrationFiles(dir: string = MIGRATIONS_DIR): { name: string; version: number }[] {
   const files = readdirSync(dir)
     .filter((name) => MIGRATION_FILE.test(name))
     .map((name) => ({ name, version: Number(MIGRATION_FILE.exec(name)?.[1]) }))
     .sort((a, b) => a.version - b.version);
-  const versions = new Set(files.map((file) => file.version));
-  if (versions.size !== files.length) throw new Error(`${dir}: two migrations share a number`);
+  if (new Set(files.map((file) => file.version)).size !== files.length) throw new Error(`${dir}: two migrations share a number`);
+  return files;
+}
+
+/**
+ * The schema versions a database holds that this build does not know: migrations applied by a
+ * newer release. Such a database is refused, by the broker and by `jit restore`: an older
+ * release would write rows a newer schema does not expect. Empty for a database not yet created.
+ */
+export function unknownSchemaVersions(db: Db, dir: string = MIGRATIONS_DIR): number[] {
+  const table = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get();
+  if (!table) return [];
+  const known = new Set(migrationFiles(dir).map((file) => file.version));
+  const applied = db.prepare('SELECT version FROM schema_migrations ORDER BY version').all() as { version: number }[];
+  return applied.map((row) => row.version).filter((version) => !known.has(version));
+}
+
+/**
+ * Applies the numbered SQL files of `migrations/` not yet applied, in order, each in its own
+ * transaction with its bookkeeping row. Taking the write lock first (IMMEDIATE) lets two
+ * processes start at once: the second sees the first's work and skips it. A database that a
+ * newer release has migrated is refused before anything is written (`SchemaTooNew`).
+ */
+export function migrate(db: Db, dir: string = MIGRATIONS_DIR): number[] {
+  const newer = unknownSchemaVersions(db, dir);
+  if (newer.length > 0) throw new SchemaTooNew(newer);
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`);
+  const files = migrationFiles(dir);
 
   const isApplied = db.prepare<[number], { version: number }>('SELECT version FROM schema_migrations WHERE version = ?');
   const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');

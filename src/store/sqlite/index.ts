@@ -2,7 +2,7 @@ import type { Clock } from '../../shared/clock.js';
 import { openDatabase } from './database.js';
 import { createSqliteStore, type SqliteStore } from './store.js';
 
-export { MIGRATIONS_DIR, migrate, openDatabase } from './database.js';
+export { MIGRATIONS_DIR, migrate, migrationFiles, openDatabase, unknownSchemaVersions } from './database.js';
 export type { Db } from './database.js';
 export { createSqliteStore, openSqliteStore } from './store.js';
 export type { SqliteStore } from './store.js';

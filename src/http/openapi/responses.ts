@@ -1,0 +1,200 @@
+import { z } from 'zod';
+import { REQUEST_STATUSES } from '../schemas.js';
+
+/**
+ * What the broker answers, as zod schemas: the OpenAPI document is generated from these, and the
+ * document's test checks real answers against them. Field sets follow CONTRACT section 4 and the
+ * views that build them (requests/view.ts, audit/service.ts).
+ */
+
+const instant = z.string().meta({ format: 'date-time', description: 'ISO 8601 UTC time.', example: '2026-12-01T10:00:00.000Z' });
+
+export const principal = z
+  .object({
+    iss: z.string().meta({ description: 'The issuer URL exactly as in the identity token.' }),
+    sub: z.string(),
+  })
+  .meta({ id: 'Identity', description: 'An identity: issuer and subject.' });
+
+/** An identity or null: a union, as `.nullable()` on a named schema generates a type that refuses null. */
+const principalOrNull = z.union([principal, z.null()]);
+
+export const problem = z
+  .looseObject({
+    type: z.string().meta({ description: 'urn:jit-broker:problem:<invalid_request|invalid_token|policy_denied|separation_of_duties|not_found|conflict|rate_limited|unavailable>' }),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    errors: z
+      .array(z.object({ pointer: z.string(), detail: z.string() }))
+      .optional()
+      .meta({ description: 'A 400 from validation: each bad field, as a JSON pointer.' }),
+  })
+  .meta({ id: 'Problem', description: 'RFC 9457 problem details (`application/problem+json`).' });
+
+export const oauthError = z
+  .looseObject({
+    error: z.string().meta({ description: 'A registered OAuth error code.' }),
+    error_description: z.string().optional(),
+    request_id: z.string().optional().meta({ description: 'With `authorization_pending`: the request to collect once approved.' }),
+  })
+  .meta({ id: 'OAuthError', description: 'RFC 6749 section 5.2 error.' });
+
+export const issuedCredential = z
+  .object({
+    request_id: z.string(),
+    status: z.literal('issued'),
+    access_token: z.string().meta({ description: 'An RFC 9068 JWT access token. Never stored, never logged.' }),
+    token_type: z.literal('Bearer'),
+    expires_in: z.number().int(),
+    expires_at: instant,
+    scopes: z.array(z.string()),
+    audience: z.string(),
+    break_glass: z.boolean(),
+  })
+  .meta({ id: 'IssuedCredential' });
+
+export const pendingCredential = z
+  .object({
+    request_id: z.string(),
+    status: z.literal('pending_approval'),
+    approvals_required: z.number().int(),
+    approvals: z.array(z.unknown()).max(0).meta({ description: 'Empty: no decision yet.' }),
+    digest: z.string().meta({ description: 'SHA-256 (hex) of what the request asks; approvers echo it.' }),
+    expires_at: instant,
+  })
+  .meta({ id: 'PendingCredential' });
+
+const review = z.object({
+  status: z.enum(['pending', 'done']),
+  due_at: instant,
+  overdue: z.boolean(),
+  outcome: z.enum(['justified', 'unjustified']).optional(),
+  notes: z.string().nullable().optional(),
+  reviewer: principalOrNull.optional(),
+  reviewed_at: instant.optional(),
+});
+
+export const credentialRequest = z
+  .object({
+    request_id: z.string(),
+    status: z.enum(REQUEST_STATUSES),
+    requester: principal,
+    initiator: z.string().optional().meta({ description: 'Who started the requesting job (the issuer\'s `initiatorClaim`).' }),
+    bound_claims: z.record(z.string(), z.unknown()).optional().meta({ description: 'The job the request is bound to (the issuer\'s `bindClaims`).' }),
+    task_id: z.string(),
+    scopes: z.array(z.string()),
+    audience: z.string(),
+    ttl_seconds: z.number().int(),
+    justification: z.string().nullable(),
+    break_glass: z.boolean(),
+    digest: z.string(),
+    approvals_required: z.number().int(),
+    approvals: z.array(
+      z.object({ iss: z.string(), sub: z.string(), decision: z.enum(['approve', 'deny']), reason: z.string(), at: instant }),
+    ),
+    created_at: instant,
+    expires_at: instant,
+    issued_at: instant.optional(),
+    jti: z.string().optional(),
+    ended_at: instant.optional(),
+    revoke_reason: z.string().optional(),
+    revoked_by: principalOrNull.optional(),
+    review: review.optional().meta({ description: 'Break-glass grants: the post-review.' }),
+  })
+  .meta({ id: 'CredentialRequest', description: 'A credential request as its requester, approvers and auditors see it.' });
+
+/** `{items, next_cursor}`: every listing. */
+export const page = <T extends z.ZodType>(item: T, id: string) =>
+  z
+    .object({
+      items: z.array(item),
+      next_cursor: z.string().nullable().meta({ description: 'Pass as `cursor` for the next page; null at the end.' }),
+    })
+    .meta({ id });
+
+export const issuanceRow = z
+  .object({
+    jti: z.string(),
+    request_id: z.string(),
+    requester: principal,
+    task_id: z.string(),
+    scopes: z.array(z.string()),
+    audience: z.string(),
+    justification: z.string().nullable(),
+    issued_at: instant,
+    expires_at: instant,
+    status: z.enum(['issued', 'expired', 'revoked']),
+    approvers: z.array(z.object({ iss: z.string(), sub: z.string(), at: instant })),
+    break_glass: z.boolean(),
+    revoked_at: instant.optional(),
+    revoke_reason: z.string().nullable().optional(),
+  })
+  .meta({ id: 'Issuance', description: 'One minted token.' });
+
+export const auditEvent = z
+  .object({
+    seq: z.number().int().min(1),
+    at: instant,
+    type: z.string(),
+    actor: principalOrNull,
+    request_id: z.string().optional(),
+    data: z.record(z.string(), z.unknown()),
+    prev_hash: z.string(),
+    hash: z.string().meta({ description: 'hex(sha256(prev_hash + canonical JSON of {seq, at, type, actor, request_id, data})).' }),
+  })
+  .meta({ id: 'AuditEvent' });
+
+export const chainVerdict = z
+  .union([
+    z.object({ ok: z.literal(true), events: z.number().int(), head: z.string() }),
+    z.object({ ok: z.literal(false), first_bad_seq: z.number().int() }),
+  ])
+  .meta({ id: 'ChainVerdict' });
+
+export const revocation = z.object({ jti: z.string(), exp: z.number().int().meta({ description: 'Seconds since the epoch, as in the token.' }) });
+
+export const tokenExchangeSuccess = z
+  .object({
+    access_token: z.string(),
+    issued_token_type: z.literal('urn:ietf:params:oauth:token-type:access_token'),
+    token_type: z.literal('Bearer'),
+    expires_in: z.number().int(),
+    scope: z.string(),
+    request_id: z.string(),
+  })
+  .meta({ id: 'TokenExchangeResponse' });
+
+export const introspection = z
+  .looseObject({
+    active: z.boolean(),
+    token_type: z.literal('Bearer').optional(),
+    iss: z.string().optional(),
+    sub: z.string().optional(),
+    aud: z.union([z.string(), z.array(z.string())]).optional(),
+    exp: z.number().int().optional(),
+    jti: z.string().optional(),
+    scope: z.string().optional(),
+  })
+  .meta({ id: 'Introspection', description: 'RFC 7662: `{active: false}`, or `active: true` with the token\'s claims.' });
+
+export const serverMetadata = z
+  .looseObject({
+    issuer: z.string(),
+    jwks_uri: z.string(),
+    token_endpoint: z.string(),
+    introspection_endpoint: z.string(),
+    revocation_endpoint: z.string(),
+    grant_types_supported: z.array(z.string()),
+    token_endpoint_auth_methods_supported: z.array(z.string()),
+    scopes_supported: z.array(z.string()),
+  })
+  .meta({ id: 'ServerMetadata', description: 'RFC 8414 authorization server metadata.' });
+
+export const jwks = z
+  .object({ keys: z.array(z.looseObject({ kty: z.string(), kid: z.string() })) })
+  .meta({ id: 'JWKS', description: 'The broker\'s public signing keys.' });
+
+export const status = <T extends string>(value: T) => z.object({ status: z.literal(value) });
+
+export const text = z.string();

@@ -1,0 +1,83 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
+import { compileWebhooks } from '../notify/index.js';
+import { loadTrustedIssuers } from '../identity/index.js';
+import { BROKER_VERSION } from '../shared/version.js';
+
+/** sysexits.h: a wrong command line, and a configuration that cannot be used. */
+export const EX_USAGE = 64;
+export const EX_CONFIG = 78;
+
+export const BROKER_HELP = `jit-broker ${BROKER_VERSION}: the just-in-time credential broker
+
+Usage: node dist/main.js [--config FILE]      (npm start -- [--config FILE])
+       node dist/main.js --check-config FILE
+       node dist/main.js --help | --version
+
+Options:
+  --config FILE        the configuration file (default: env BROKER_CONFIG, else config/broker.yaml)
+  --check-config FILE  validate FILE as the broker would at start, with the files it names
+                       (jwksFile, webhook secretFile), and exit: 0 valid, ${EX_CONFIG} invalid
+  -h, --help           this text
+  -v, --version        the version
+
+Environment:
+  BROKER_CONFIG  the configuration file        PORT, HOST  override listen.port, listen.host
+  BROKER_DB      overrides database            LOG_LEVEL   pino level (default info)
+  ${ALLOW_DEV_ISSUERS_ENV}=true  allows development issuers where NODE_ENV=production
+
+Signals:
+  SIGHUP           reload the configuration file (an invalid one is refused; the running one stays)
+  SIGTERM, SIGINT  stop: finish in-flight requests, close the database
+
+Exit codes: 0 stopped cleanly, 1 failed, ${EX_USAGE} bad command line, ${EX_CONFIG} invalid configuration.
+`;
+
+/** What the command line asks for: to start the broker on a file, or to exit after saying something. */
+export type BrokerCommand = { start: { configFile: string } } | { exit: { code: number; stdout?: string; stderr?: string } };
+
+/**
+ * Reads the broker's own command line. Unknown flags and stray arguments are refused (exit 64)
+ * rather than ignored: `--chek-config prod.yaml` must not start a broker on the default file.
+ */
+export async function readCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<BrokerCommand> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        config: { type: 'string' },
+        'check-config': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    return { exit: { code: EX_USAGE, stderr: `jit-broker: ${(error as Error).message}\nTry --help.\n` } };
+  }
+  if (values.help) return { exit: { code: 0, stdout: BROKER_HELP } };
+  if (values.version) return { exit: { code: 0, stdout: `${BROKER_VERSION}\n` } };
+  if (values['check-config'] !== undefined) return checkConfig(values['check-config'], env);
+  return { start: { configFile: values.config ?? resolveConfigPath([], env) } };
+}
+
+/**
+ * Validates a file as a start would, without opening the database or the keys: the schema and
+ * its cross-references, the env overrides and the development-issuer rule, and the files it
+ * names (each `jwksFile`, each webhook `secretFile`). Remote JWKS are not fetched, and no file
+ * is written (development issuers' keys are made on first start, so they are not read here).
+ */
+export async function checkConfig(file: string, env: NodeJS.ProcessEnv): Promise<BrokerCommand> {
+  try {
+    const { config } = loadConfig(file, env);
+    await loadTrustedIssuers(config.identity.issuers.filter((issuer) => issuer.dev === undefined));
+    compileWebhooks(config.notify);
+    const summary = `${config.identity.issuers.length} issuers, ${config.scopes.length} scopes, ${config.policies.length} policies`;
+    return { exit: { code: 0, stdout: `${file}: valid (${summary})\n` } };
+  } catch (error) {
+    if (error instanceof ConfigError) return { exit: { code: EX_CONFIG, stderr: `${error.message}\n` } };
+    return { exit: { code: EX_CONFIG, stderr: `${file}: cannot be checked: ${(error as Error).message}\n` } };
+  }
+}

@@ -1,0 +1,217 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RESTART_ONLY_SETTINGS } from '../../src/broker.js';
+import { loadConfig, ConfigError } from '../../src/config/index.js';
+import { baseConfig, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { startReceiver } from '../helpers/receiver.js';
+
+/**
+ * `broker.reload(file)` in-process: what a SIGHUP does, judged request by request. The signal
+ * itself, on a real process, is in test/process/reload-signal.test.ts.
+ */
+describe('reloading the configuration', () => {
+  let t: TestBroker | undefined;
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    await t?.close();
+    t = undefined;
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  /** The test broker's configuration as a file, edited by `edit`. */
+  const configFile = (broker: TestBroker, edit: (raw: Record<string, any>) => void = () => {}, name = 'broker.yaml') => {
+    const raw = baseConfig(broker.dir, broker.issuers, broker.db.url) as Record<string, any>;
+    edit(raw);
+    const file = join(broker.dir, name);
+    writeFileSync(file, YAML.stringify(raw));
+    return file;
+  };
+  const ask = async (broker: TestBroker, scopes: string[], token?: string) =>
+    broker.http
+      .post('/v1/credentials')
+      .set(bearer(token ?? (await broker.as.pipeline())))
+      .send({ task_id: 'reload', scopes, audience: 'registry.acme.internal' });
+
+  it('applies a valid file to the next request and records config.loaded', async () => {
+    t = await startTestBroker();
+    expect((await ask(t, ['logs:read'])).status).toBe(201);
+    const file = configFile(t, (raw) => {
+      raw.policies[0].scopes = ['artifacts:read'];
+      raw.limits = { requestsPerMinute: 2 };
+    });
+    const outcome = await t.broker.reload(file, {});
+    expect(outcome).toMatchObject({ status: 'applied', file, changed: ['policies', 'limits'] });
+    expect(t.broker.config.limits.requestsPerMinute).toBe(2);
+
+    expect((await ask(t, ['logs:read'])).status).toBe(403);
+    expect((await ask(t, ['artifacts:read'])).status).toBe(429); // three requests this minute, two allowed
+    const events = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'config.loaded' ORDER BY seq`);
+    expect(events.map((row) => JSON.parse(row.data).trigger)).toEqual(['start', 'reload']);
+    expect(JSON.parse(events[1]?.data as string)).toMatchObject({ file, sha256: outcome.status === 'applied' ? outcome.sha256 : '' });
+    expect((await t.http.get('/metrics')).text).toContain('broker_config_reloads_total{outcome="applied"} 1');
+  });
+
+  it('refuses an invalid file with the problems loadConfig names, and keeps every running rule', async () => {
+    t = await startTestBroker();
+    const file = configFile(t, (raw) => {
+      raw.policies[0].scopes = ['artifacts:read', 'no:such-scope'];
+      raw.roles.push({ role: 'approver', match: { issuer: 'nobody' } });
+    });
+    const expected = (() => {
+      try {
+        loadConfig(file, {});
+      } catch (error) {
+        return (error as ConfigError).problems;
+      }
+      throw new Error('the file should be invalid');
+    })();
+    const outcome = await t.broker.reload(file, {});
+    expect(outcome).toEqual({ status: 'refused', file, problems: expected });
+    expect(expected.length).toBe(2);
+    const line = t.logs.map((text) => JSON.parse(text)).find((entry) => entry.msg === 'invalid configuration; the running configuration stays');
+    expect(line).toMatchObject({ level: 'error', file, problems: expected });
+
+    expect((await ask(t, ['logs:read'])).status).toBe(201);
+    expect(await t.db.sql(`SELECT seq FROM audit_events WHERE type = 'config.loaded'`)).toHaveLength(1);
+    expect((await t.http.get('/metrics')).text).toContain('broker_config_reloads_total{outcome="refused"} 1');
+  });
+
+  it.each(RESTART_ONLY_SETTINGS)('refuses a change to %s, which needs a restart', async (key) => {
+    t = await startTestBroker();
+    const changes: Record<(typeof RESTART_ONLY_SETTINGS)[number], (raw: Record<string, any>) => void> = {
+      issuer: (raw) => (raw.issuer = 'http://other-broker.test'),
+      listen: (raw) => (raw.listen = { port: 9999 }),
+      database: (raw) => (raw.database = join(t?.dir as string, 'other.db')),
+      signing: (raw) => (raw.signing.rotateEvery = '12h'),
+      scheduler: (raw) => (raw.scheduler.interval = '2s'),
+      audit: (raw) => (raw.audit = { checkpointEvery: '2h' }),
+    };
+    const file = configFile(t, (raw) => {
+      changes[key](raw);
+      raw.policies[0].scopes = ['artifacts:read'];
+    });
+    const outcome = await t.broker.reload(file, {});
+    expect(outcome).toMatchObject({ status: 'refused', problems: [expect.stringMatching(new RegExp(`^${key}: cannot change while the broker runs; restart`))] });
+    expect((await ask(t, ['logs:read'])).status).toBe(201); // the policy change did not apply either
+  });
+
+  it('takes a value that only looks different (60m for 1h) as no change', async () => {
+    t = await startTestBroker({ configure: (raw) => (raw.audit = { checkpointEvery: '1h' }) });
+    const file = configFile(t, (raw) => (raw.audit = { checkpointEvery: '60m' }));
+    expect(await t.broker.reload(file, {})).toMatchObject({ status: 'applied', changed: [] });
+  });
+
+  it('refuses development issuers where NODE_ENV is production, as a start does', async () => {
+    t = await startTestBroker();
+    const file = configFile(t, (raw) => {
+      raw.identity.issuers.push({
+        name: 'dev-ci',
+        kind: 'workload',
+        issuer: 'https://dev-ci.invalid',
+        dev: { keyDir: join(t?.dir as string, 'dev-issuer') },
+        audiences: ['jit-broker'],
+        algorithms: ['ES256'],
+      });
+    });
+    const refused = await t.broker.reload(file, { NODE_ENV: 'production' });
+    expect(refused).toMatchObject({ status: 'refused', problems: [expect.stringContaining('identity.issuers.2.dev: "dev-ci" is a development issuer, refused where NODE_ENV=production')] });
+    expect(await t.broker.reload(file, { NODE_ENV: 'production', BROKER_ALLOW_DEV_ISSUERS: 'true' })).toMatchObject({ status: 'applied' });
+    expect(t.logs.some((line) => line.includes('DEVELOPMENT CONFIGURATION'))).toBe(true);
+  });
+
+  it('judges a request in flight by the rules it arrived under, and the next one by the new', async () => {
+    // The CI issuer's keys are fetched from a server that answers only when the test says so:
+    // the first request waits in identity verification while the reload happens.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let arrived!: () => void;
+    const waiting = new Promise<void>((resolve) => (arrived = resolve));
+    const keys = createServer((_req, res) => {
+      arrived();
+      void released.then(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(t?.issuers.ci.jwks)));
+    });
+    await new Promise<void>((resolve) => keys.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => keys.close(() => resolve())));
+    const jwksUri = `http://127.0.0.1:${(keys.address() as AddressInfo).port}/jwks`;
+    const useKeyServer = (raw: Record<string, any>) => {
+      delete raw.identity.issuers[0].jwks;
+      raw.identity.issuers[0].jwksUri = jwksUri;
+    };
+    t = await startTestBroker({ configure: useKeyServer });
+
+    const inFlight = ask(t, ['logs:read']);
+    await waiting;
+    const file = configFile(t, (raw) => {
+      useKeyServer(raw);
+      raw.policies[0].scopes = ['artifacts:read'];
+    });
+    expect(await t.broker.reload(file, {})).toMatchObject({ status: 'applied' });
+    release();
+    expect((await inFlight).status).toBe(201);
+    expect((await ask(t, ['logs:read'])).status).toBe(403);
+  });
+
+  it('delivers later events to the webhooks of the new file, signed with the secret read at the reload', async () => {
+    const before = await startReceiver();
+    const after = await startReceiver();
+    cleanups.push(before.close, after.close);
+    const secretPath = (dir: string) => join(dir, 'webhook.secret');
+    const writeSecret = (dir: string) => {
+      const secret = randomBytes(32);
+      writeFileSync(secretPath(dir), `whsec_${secret.toString('base64')}\n`, { mode: 0o600 });
+      return secret;
+    };
+    const notify = (url: string, dir?: string) => (raw: Record<string, any>) => {
+      raw.notify = { webhooks: [{ url, events: ['approval.requested'], ...(dir ? { secretFile: secretPath(dir) } : {}) }] };
+    };
+    t = await startTestBroker({ configure: notify(before.url('/hook')) });
+    const pending = async () => {
+      const response = await ask(t as TestBroker, ['model:deploy'], await t?.as.ml());
+      expect(response.status).toBe(202);
+      await t?.broker.notifier.idle();
+    };
+    await pending();
+    expect(before.deliveries).toHaveLength(1);
+
+    let secret = writeSecret(t.dir);
+    expect(await t.broker.reload(configFile(t, notify(after.url('/hook'), t.dir)), {})).toMatchObject({ status: 'applied', changed: ['notify'] });
+    const signed = (secretKey: Buffer) => {
+      const delivery = after.deliveries.at(-1);
+      const expected = createHmac('sha256', secretKey)
+        .update(`${delivery?.headers['webhook-id']}.${delivery?.headers['webhook-timestamp']}.${delivery?.raw}`)
+        .digest('base64');
+      return delivery?.headers['webhook-signature'] === `v1,${expected}`;
+    };
+    await pending();
+    expect(before.deliveries).toHaveLength(1);
+    expect(after.deliveries).toHaveLength(1);
+    expect(signed(secret)).toBe(true);
+
+    secret = writeSecret(t.dir);
+    expect(await t.broker.reload(configFile(t, notify(after.url('/hook'), t.dir)), {})).toMatchObject({ status: 'applied', changed: [] });
+    await pending();
+    expect(after.deliveries).toHaveLength(2);
+    expect(signed(secret)).toBe(true);
+  });
+
+  it('refuses a webhook secret file that others may read, and keeps delivering as before', async () => {
+    const receiver = await startReceiver();
+    cleanups.push(receiver.close);
+    t = await startTestBroker({ configure: (raw) => (raw.notify = { webhooks: [{ url: receiver.url('/hook'), events: ['approval.requested'] }] }) });
+    const secret = join(t.dir, 'exposed.secret');
+    writeFileSync(secret, `whsec_${randomBytes(32).toString('base64')}\n`, { mode: 0o644 });
+    const file = configFile(t, (raw) => (raw.notify = { webhooks: [{ url: receiver.url('/other'), events: ['approval.requested'], secretFile: secret }] }));
+    expect(await t.broker.reload(file, {})).toMatchObject({
+      status: 'refused',
+      problems: [expect.stringMatching(/^notify\.webhooks\.0\.secretFile: .*readable by other users/)],
+    });
+    expect((await ask(t, ['model:deploy'], await t.as.ml())).status).toBe(202);
+    await t.broker.notifier.idle();
+    expect(receiver.deliveries.map((delivery) => delivery.path)).toEqual(['/hook']);
+  });
+});
