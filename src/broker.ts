@@ -36,9 +36,10 @@ export type ReloadOutcome =
  * Settings bound at start to things that live as long as the process: the socket, the database
  * connection, the signing keyring, the scheduler's timers, and the broker's own name in every
  * token and document. A reload that changes one of them is refused whole, saying which: applying
- * the rest would leave the broker running a configuration that is in no file.
+ * the rest would leave the broker running a configuration that is in no file. The console's
+ * routes and its sign-in document are built at start too.
  */
-export const RESTART_ONLY_SETTINGS = ['issuer', 'listen', 'database', 'signing', 'scheduler', 'audit'] as const;
+export const RESTART_ONLY_SETTINGS = ['issuer', 'listen', 'database', 'signing', 'scheduler', 'audit', 'console'] as const;
 
 export interface Broker {
   app: Express;

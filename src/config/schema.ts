@@ -453,7 +453,7 @@ const configShape = z
           ),
       })
       .optional()
-      .describe('The web console at `/console`, for people: who signs in, and where. Without it the console says it is not configured.'),
+      .describe('The web console at `/console`, for people: who signs in, and where. Without it the console says it is not configured. Restart-only: a reload that changes it is refused.'),
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */

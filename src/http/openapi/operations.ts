@@ -8,6 +8,7 @@ import {
   noBody,
   ownRequestsQuery,
   pageQuery,
+  verifyQuery,
   requestIdParams,
   revokeBody,
   reviewBody,
@@ -23,7 +24,7 @@ import * as r from './responses.js';
  * template, whatever the outcome.
  */
 
-type Media = 'application/json' | 'application/x-www-form-urlencoded' | 'application/problem+json' | 'application/x-ndjson' | 'text/csv' | 'text/plain';
+type Media = 'application/json' | 'application/x-www-form-urlencoded' | 'application/problem+json' | 'application/x-ndjson' | 'text/csv' | 'text/plain' | 'text/html';
 
 export interface Body {
   contentType: Media;
@@ -39,7 +40,7 @@ export interface Operation {
   operationId: string;
   summary: string;
   description?: string;
-  tag: 'discovery' | 'health' | 'oauth' | 'requesters' | 'approvers' | 'auditors' | 'resource servers';
+  tag: 'discovery' | 'health' | 'oauth' | 'requesters' | 'approvers' | 'auditors' | 'resource servers' | 'console';
   /** `identity`: `Authorization: Bearer <identity JWT>`. */
   auth: 'none' | 'identity';
   params?: z.ZodObject;
@@ -504,14 +505,77 @@ export const OPERATIONS: readonly Operation[] = [
     path: '/v1/audit/verify',
     operationId: 'auditVerify',
     summary: 'Verify the audit chain (auditors, admins)',
+    description: 'With `checkpoint`, also checks that the chain still holds the head that checkpoint names: `{ok: false, reason: "truncated"}` when it does not.',
+    tag: 'auditors',
+    auth: 'identity',
+    query: verifyQuery,
+    responses: {
+      ...v1(200, 'The verdict.', json(r.chainVerdict, { ok: true, events: 1042, head: '7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a3f1c5a' })),
+      ...problems(400, 401, 403),
+    },
+  },
+  {
+    method: 'get',
+    path: '/v1/audit/checkpoint',
+    operationId: 'auditCheckpoint',
+    summary: 'The chain head, signed by the broker (auditors, admins)',
+    description: 'Keep it off the broker\'s host; `verify?checkpoint=` later tells whether the chain still holds it. Reading it appends nothing.',
     tag: 'auditors',
     auth: 'identity',
     responses: {
-      ...v1(200, 'The verdict.', json(r.chainVerdict, { ok: true, events: 1042, head: '7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a3f1c5a' })),
+      ...v1(200, 'The signed head.', json(r.checkpoint, { seq: 1042, hash: '7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a3f1c5a', at: T0, checkpoint: ACCESS_TOKEN })),
       ...problems(401, 403),
     },
   },
+  ...consolePages(),
+  {
+    method: 'get',
+    path: '/console/config.json',
+    operationId: 'consoleConfig',
+    summary: 'Where people sign in: what the console and `jit login` read',
+    tag: 'console',
+    auth: 'none',
+    responses: {
+      200: {
+        description: 'The sign-in document.',
+        content: [
+          json(r.consoleConfig, {
+            issuer: 'https://sso.example.com',
+            discovery_url: 'https://sso.example.com/.well-known/openid-configuration',
+            client_id: 'jit-console',
+            cli_client_id: 'jit-cli',
+            scopes: ['openid', 'profile', 'groups'],
+          }),
+        ],
+      },
+      404: { description: 'No console is configured.' },
+      503: { description: 'The issuer\'s discovery document cannot be used.' },
+    },
+  },
 ];
+
+/** The console's pages: one HTML page for each of its views (the browser code draws them). */
+function consolePages(): Operation[] {
+  const views = [
+    ['/console', 'consolePage', 'The web console for people: sign in with the person issuer, then decide, review and audit through this API'],
+    ['/console/callback', 'consoleCallback', 'Where the person issuer returns the sign-in (authorization code with PKCE)'],
+    ['/console/signed-out', 'consoleSignedOut', 'The console after sign-out'],
+    ['/console/mine', 'consoleMine', 'The console: your own requests'],
+    ['/console/break-glass', 'consoleBreakGlass', 'The console: break-glass grants awaiting review'],
+    ['/console/audit', 'consoleAudit', 'The console: the auditor\'s view'],
+    ['/console/requests/{id}', 'consoleRequest', 'The console: one request, to decide (the `url` of webhook bodies)'],
+  ] as const;
+  return views.map(([path, operationId, summary]) => ({
+    method: 'get' as const,
+    path,
+    operationId,
+    summary,
+    tag: 'console' as const,
+    auth: 'none' as const,
+    ...(path.includes('{id}') ? { params: requestIdParams } : {}),
+    responses: { 200: { description: 'The console page (its script loads from /console/assets/).', content: [{ contentType: 'text/html' as const, schema: r.text }] } },
+  }));
+}
 
 const templates = OPERATIONS.map((operation) => ({
   operation,

@@ -149,8 +149,22 @@ export const chainVerdict = z
   .union([
     z.object({ ok: z.literal(true), events: z.number().int(), head: z.string() }),
     z.object({ ok: z.literal(false), first_bad_seq: z.number().int() }),
+    z.object({ ok: z.literal(false), reason: z.literal('truncated').meta({ description: 'The chain no longer holds the checkpoint\'s head.' }) }),
   ])
   .meta({ id: 'ChainVerdict' });
+
+export const checkpoint = z
+  .object({
+    seq: z.number().int(),
+    hash: z.string(),
+    at: z.string(),
+    checkpoint: z.string().meta({ description: 'A JWS, header `typ: checkpoint+jwt`, claims `iss`, `seq`, `hash`, `iat`, signed with a key of the JWKS.' }),
+  })
+  .meta({ id: 'Checkpoint' });
+
+export const consoleConfig = z
+  .looseObject({ issuer: z.string(), discovery_url: z.string(), client_id: z.string(), cli_client_id: z.string(), scopes: z.array(z.string()) })
+  .meta({ id: 'ConsoleConfig', description: 'Where people sign in: the person issuer, its discovery document, the client ids of the console and of `jit login`.' });
 
 export const revocation = z.object({ jti: z.string(), exp: z.number().int().meta({ description: 'Seconds since the epoch, as in the token.' }) });
 
