@@ -104,6 +104,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const compileOptions = { clock, fetch: options.fetch as FetchImplementation | undefined };
     const settingsHolder = createSettingsHolder(await compileSettings(config, compileOptions));
     const settings = settingsHolder.current;
+    /** The settings a request is judged by: those that verified its caller. */
+    const settingsOf = settingsHolder.for;
     const metrics = createMetrics(store);
     const { observer } = metrics;
     const notifier = createNotifier({
@@ -115,9 +117,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       ...(options.fetch ? { fetch: options.fetch } : {}),
       ...(options.webhookBackoffMs !== undefined ? { backoffMs: options.webhookBackoffMs } : {}),
     });
-    const credentials = createCredentialService({ issuer: config.issuer, settings, store, keyring, notifier, logger, clock, observer });
-    const approvals = createApprovalService({ settings, store, notifier, clock, observer });
-    const breakGlass = createBreakGlassService({ settings, store, clock });
+    const credentials = createCredentialService({ issuer: config.issuer, settings: settingsOf, store, keyring, notifier, logger, clock, observer });
+    const approvals = createApprovalService({ settings: settingsOf, store, notifier, clock, observer });
+    const breakGlass = createBreakGlassService({ settings: settingsOf, store, clock });
     const scheduler = createScheduler({
       jobs: createJobs({ store, keyring, notifier, clock, issuer: config.issuer, checkpointEvery: () => settings().config.audit.checkpointEvery }),
       intervalMs: config.scheduler.interval,
@@ -127,7 +129,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const app = buildApp({
       config,
       settings: settingsHolder,
-      auth: createAuthenticator(settings, metrics),
+      auth: createAuthenticator(settingsHolder, metrics),
       credentials,
       approvals,
       breakGlass,

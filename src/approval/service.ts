@@ -16,7 +16,7 @@ export interface DecisionInput {
 }
 
 export interface ApprovalServiceDeps {
-  settings: () => Settings;
+  settings: (caller?: Identity) => Settings;
   store: Store;
   notifier: Notifier;
   clock: Clock;
@@ -47,7 +47,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
      * One deny denies; `approvals_required` approvals by distinct people approve.
      */
     async decide(identity: Identity, id: string, input: DecisionInput): Promise<RequestView> {
-      const { config, policy } = settings();
+      const { config, policy } = settings(identity);
       const now = clock();
       type Decided = { after: RequestState; outcome: 'request.approved' | 'request.denied' | undefined };
       const { after, outcome } = await store.change<Decided>(id, (state) => {
@@ -116,7 +116,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
      * bounded number of rows.
      */
     async pending(identity: Identity, cursor: string | undefined, limit: number): Promise<{ items: RequestView[]; next_cursor: string | null }> {
-      const { policy } = settings();
+      const { policy } = settings(identity);
       if (identity.kind !== 'person' || !identity.roles.has('approver')) return { items: [], next_cursor: null };
       const now = clock();
       return scanPage({

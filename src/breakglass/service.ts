@@ -13,7 +13,7 @@ export interface ReviewInput {
 }
 
 export interface BreakGlassServiceDeps {
-  settings: () => Settings;
+  settings: (caller?: Identity) => Settings;
   store: Store;
   clock: Clock;
 }
@@ -31,7 +31,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
      * under any identity.
      */
     async review(identity: Identity, id: string, input: ReviewInput): Promise<RequestView> {
-      const { policy } = settings();
+      const { policy } = settings(identity);
       const now = clock();
       const after = await store.change(id, (state) => {
         if (!state || !state.request.breakGlass || !maySee(policy, identity, state.request)) {
@@ -57,7 +57,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
      */
     async list(identity: Identity, state: 'pending' | 'done', cursor: string | undefined, limit: number) {
       requireRole(identity, 'approver', 'auditor', 'admin');
-      const { policy } = settings();
+      const { policy } = settings(identity);
       const now = clock();
       const seesAll = identity.roles.has('auditor') || identity.roles.has('admin');
       return scanPage({

@@ -40,7 +40,7 @@ export type RequestOutcome =
 export interface CredentialServiceDeps {
   /** The broker's own `iss`. */
   issuer: string;
-  settings: () => Settings;
+  settings: (caller?: Identity) => Settings;
   store: Store;
   keyring: Keyring;
   notifier: Notifier;
@@ -113,13 +113,13 @@ export function createCredentialService(deps: CredentialServiceDeps) {
   /** A request, for whoever may see it; anyone else learns nothing, not even that it exists. */
   async function visibleState(identity: Identity, id: string): Promise<RequestState> {
     const state = await store.requests.state(id);
-    if (!state || !maySee(settings().policy, identity, state.request)) throw notVisible(id);
+    if (!state || !maySee(settings(identity).policy, identity, state.request)) throw notVisible(id);
     return state;
   }
 
   /** Ends a live grant: the request is revoked and, if a token was minted, so is the token. */
   async function end(identity: Identity, id: string, reason: string): Promise<RequestView> {
-    const { policy } = settings();
+    const { policy } = settings(identity);
     const now = clock();
     const after = await store.change(id, (state) => {
       if (!state || !maySee(policy, identity, state.request)) throw notVisible(id);
@@ -147,7 +147,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
   }
 
   async function createRequest(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
-    const { config, policy } = settings();
+    const { config, policy } = settings(identity);
     const justification = input.justification?.trim() ? input.justification : null;
     if (input.breakGlass && visibleLength(justification ?? '') < config.breakGlass.justificationMinLength) {
       throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
@@ -270,7 +270,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
 
   /** A request refused before any fact was read: counted toward the rate (which may turn it into a 429), and recorded. */
   async function refuse(identity: Identity, input: CredentialInput, error: BrokerError, now: number): Promise<never> {
-    const { config, policy } = settings();
+    const { config, policy } = settings(identity);
     const probe = admissionProbe(identity, [], policy, config, { pending: false, breakGlass: false, now });
     const refusal = await store.admit(probe, (facts) => {
       const final = judgeAdmission(facts, config, { pending: false, breakGlass: false, now }, policy, []) ?? error;

@@ -19,8 +19,6 @@ export function buildApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  // Each request is judged by one set of rules from start to end, whatever a reload does meanwhile.
-  app.use((_req, _res, next) => deps.settings.pin(next));
   app.use(requestLogging(deps.logger));
   app.use(measure(deps.metrics));
   app.use((_req, res, next) => {

@@ -1,6 +1,7 @@
 import type { RequestHandler, Response } from 'express';
-import type { Identity, IdentityVerifier } from '../identity/index.js';
+import type { Identity } from '../identity/index.js';
 import type { Metrics } from '../observability/index.js';
+import type { SettingsHolder } from '../settings/index.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 
 export interface Authenticator {
@@ -12,15 +13,19 @@ export interface Authenticator {
 
 /**
  * Verifies with the identity rules of the current settings (trusted issuers, roles, person
- * keys), which a reload replaces with the rest of the configuration.
+ * keys), which a reload replaces with the rest of the configuration, and binds the identity to
+ * those settings: the rest of its request is judged by them too.
  */
 export function createAuthenticator(
-  settings: () => { identity: IdentityVerifier },
+  settings: Pick<SettingsHolder, 'current' | 'bind'>,
   metrics: Pick<Metrics, 'identityRejections'>,
 ): Authenticator {
   const verify = async (token: string) => {
+    const rules = settings.current();
     try {
-      return await settings().identity.verify(token);
+      const identity = await rules.identity.verify(token);
+      settings.bind(identity, rules);
+      return identity;
     } catch (error) {
       if (error instanceof InvalidToken) metrics.identityRejections.inc({ reason: metricReason(error.rejection) });
       throw error;

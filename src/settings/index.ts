@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { FetchImplementation } from 'jose';
 import type { BrokerConfig } from '../config/index.js';
 import {
@@ -26,15 +25,18 @@ export interface Settings {
 }
 
 export interface SettingsHolder {
-  /** The settings of the request in progress (see `pin`); outside a request, the latest. */
+  /** The latest settings: those a request that starts now is judged by. */
   current(): Settings;
+  /**
+   * The settings that verified `caller` (see `bind`), else the latest. A request is judged by
+   * the settings that verified its caller, however long it takes: a reload in the middle of a
+   * request never mixes the old roles with the new policy.
+   */
+  for(caller?: object): Settings;
+  /** Records that `settings` verified `caller`. */
+  bind(caller: object, settings: Settings): void;
   /** Makes `next` the settings of every request that starts from now on. */
   replace(next: Settings): void;
-  /**
-   * Runs `work` (one request) with the settings current now, for everything it does and starts,
-   * however long it takes: a reload in the middle of a request does not change its rules.
-   */
-  pin<T>(work: () => T): T;
 }
 
 export interface CompileOptions {
@@ -69,12 +71,15 @@ export async function compileSettings(config: BrokerConfig, options: CompileOpti
 
 export function createSettingsHolder(initial: Settings): SettingsHolder {
   let latest = initial;
-  const pinned = new AsyncLocalStorage<Settings>();
+  // Keyed by the verified identity, which lives as long as its request: no bookkeeping to clean up.
+  // (An AsyncLocalStorage would do it for every promise of every request, at a cost in CPU.)
+  const verifiedBy = new WeakMap<object, Settings>();
   return {
-    current: () => pinned.getStore() ?? latest,
+    current: () => latest,
+    for: (caller) => (caller && verifiedBy.get(caller)) ?? latest,
+    bind: (caller, settings) => void verifiedBy.set(caller, settings),
     replace(next) {
       latest = next;
     },
-    pin: (work) => pinned.run(latest, work),
   };
 }

@@ -90,6 +90,7 @@ describe('reloading the configuration', () => {
       signing: (raw) => (raw.signing.rotateEvery = '12h'),
       scheduler: (raw) => (raw.scheduler.interval = '2s'),
       audit: (raw) => (raw.audit = { checkpointEvery: '2h' }),
+      console: (raw) => (raw.console = { issuer: 'sso', clientId: 'jit-broker' }),
     };
     const file = configFile(t, (raw) => {
       changes[key](raw);
