@@ -38,6 +38,7 @@ import {
 import { createWriter } from './writer.js';
 
 const LIVE = `('pending_approval', 'approved', 'issued')`;
+const EVENTS_PER_STATEMENT = 500;
 /** Below this much free space a commit may fail half-way through a batch: not ready. */
 const MIN_FREE_BYTES = 16 * 1024 * 1024;
 
@@ -138,9 +139,10 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
   // ---- writes, only inside the writer ----
 
   function appendEvents(entries: readonly AuditEntry[]): AuditEventRecord[] {
+    if (entries.length === 0) return [];
     let head = row<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
     const at = toIso(clock());
-    return entries.map((entry) => {
+    const records = entries.map((entry) => {
       const event = {
         seq: (head?.seq ?? 0) + 1,
         at,
@@ -151,15 +153,21 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
       };
       const prevHash = head?.hash ?? GENESIS_HASH;
       const record = { ...event, prevHash, hash: chainHash(prevHash, canonicalEvent(event)) };
-      run(
-        `INSERT INTO audit_events (seq, at, type, actor_iss, actor_sub, request_id, data, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        record.seq, record.at, record.type, record.actor?.iss ?? null, record.actor?.sub ?? null, record.requestId,
-        canonicalJson(record.data), record.prevHash, record.hash,
-      );
       head = record;
       return record;
     });
+    // A statement per event costs more than its row; SQLite takes at most 32,766 parameters.
+    for (let i = 0; i < records.length; i += EVENTS_PER_STATEMENT) {
+      const chunk = records.slice(i, i + EVENTS_PER_STATEMENT);
+      run(
+        `INSERT INTO audit_events (seq, at, type, actor_iss, actor_sub, request_id, data, prev_hash, hash)
+         VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+        ...chunk.flatMap((r) => [
+          r.seq, r.at, r.type, r.actor?.iss ?? null, r.actor?.sub ?? null, r.requestId, canonicalJson(r.data), r.prevHash, r.hash,
+        ]),
+      );
+    }
+    return records;
   }
 
   function insertRequest(r: RequestRecord): void {
@@ -175,20 +183,18 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
     );
     if (!isLive(r.status)) return;
     const holders = holderKeys(r.requester, r.person);
-    for (const holder of holders) {
-      for (const scope of r.scopes) run('INSERT INTO live_scopes (holder, scope, request_id) VALUES (?, ?, ?)', holder, scope, r.id);
-    }
+    const rows = holders.flatMap((holder) => r.scopes.map((scope) => [holder, scope, r.id]));
+    run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, ...rows.flat());
     adjustLoad(holders, 1, r.status === 'pending_approval' ? 1 : 0);
   }
 
+  /** One statement per change, however many holders: each statement costs more than its rows. */
   function adjustLoad(holders: readonly string[], live: number, pending: number): void {
-    for (const holder of holders) {
-      run(
-        `INSERT INTO holder_load (holder, live, pending) VALUES (?, ?, ?)
-         ON CONFLICT (holder) DO UPDATE SET live = live + excluded.live, pending = pending + excluded.pending`,
-        holder, live, pending,
-      );
-    }
+    run(
+      `INSERT INTO holder_load (holder, live, pending) VALUES ${holders.map(() => '(?, ?, ?)').join(', ')}
+       ON CONFLICT (holder) DO UPDATE SET live = live + excluded.live, pending = pending + excluded.pending`,
+      ...holders.flatMap((holder) => [holder, live, pending]),
+    );
   }
 
   function insertIssuance(i: IssuanceRecord): void {
@@ -235,16 +241,20 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
   function admissionFacts(probe: AdmissionProbe): AdmissionFacts {
     const minute = minuteStart(probe.now);
     const [identityKey, personKey] = holderKeys(probe.holders.identity, probe.holders.person);
-    const minuteRow = (holder: string | undefined) =>
-      holder === undefined
-        ? undefined
-        : row<{ requests: number; refusals_recorded: number }>('SELECT requests, refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', holder, minute);
-    const mine = minuteRow(identityKey);
-    const load = (holder: string | undefined) =>
-      holder === undefined ? undefined : row<{ live: number; pending: number }>('SELECT live, pending FROM holder_load WHERE holder = ?', holder);
-    const [identityLoad, personLoad] = [load(identityKey), load(personKey)];
+    const holders = holderKeys(probe.holders.identity, probe.holders.person);
+    const minutes = rows<{ holder: string; requests: number; refusals_recorded: number }>(
+      `SELECT holder, requests, refusals_recorded FROM caller_minutes WHERE minute = ? AND holder IN (${marks(holders.length)})`,
+      minute, ...holders,
+    );
+    const loads = rows<{ holder: string; live: number; pending: number }>(
+      `SELECT holder, live, pending FROM holder_load WHERE holder IN (${marks(holders.length)})`,
+      ...holders,
+    );
+    const mine = minutes.find((m) => m.holder === identityKey);
+    const identityLoad = loads.find((l) => l.holder === identityKey);
+    const personLoad = loads.find((l) => l.holder === personKey);
     const facts: AdmissionFacts = {
-      requestsThisMinute: { identity: mine?.requests ?? 0, person: minuteRow(personKey)?.requests ?? 0 },
+      requestsThisMinute: { identity: mine?.requests ?? 0, person: minutes.find((m) => m.holder === personKey)?.requests ?? 0 },
       minuteEndsAt: minute + MINUTE_MS,
       refusalsRecorded: mine?.refusals_recorded ?? 0,
       live: { identity: identityLoad?.live ?? 0, person: personLoad?.live ?? 0 },
@@ -261,7 +271,6 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
       facts.soonestEnd = soonest?.at ?? null;
     }
     if (probe.conflicting.length > 0) {
-      const holders = holderKeys(probe.holders.identity, probe.holders.person);
       const conflict = row<{ id: string; scopes: string; holder: string }>(
         // CROSS JOIN keeps live_scopes first: the few rows of the conflicting scopes, never the
         // requests table's live rows, which grow with every caller's grants.
@@ -285,21 +294,17 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
   function countRequest(probe: AdmissionProbe, refusal: 'recorded' | 'counted' | undefined): void {
     const minute = minuteStart(probe.now);
     const { identity, person } = probe.holders;
+    // The identity's row also counts its refusals and names it (for the aggregated event); the
+    // person's counts requests only.
+    const people = person === null ? [] : [person, minute, 0, 0, null, null];
     run(
       `INSERT INTO caller_minutes (holder, minute, requests, refusals_recorded, refusals_counted, actor_iss, actor_sub)
-       VALUES (?, ?, 1, ?, ?, ?, ?)
+       VALUES (?, ?, 1, ?, ?, ?, ?)${person === null ? '' : ', (?, ?, 1, ?, ?, ?, ?)'}
        ON CONFLICT (holder, minute) DO UPDATE SET requests = requests + 1,
          refusals_recorded = refusals_recorded + excluded.refusals_recorded,
          refusals_counted = refusals_counted + excluded.refusals_counted`,
-      identityHolder(identity), minute, refusal === 'recorded' ? 1 : 0, refusal === 'counted' ? 1 : 0, identity.iss, identity.sub,
+      identityHolder(identity), minute, refusal === 'recorded' ? 1 : 0, refusal === 'counted' ? 1 : 0, identity.iss, identity.sub, ...people,
     );
-    if (person !== null) {
-      run(
-        `INSERT INTO caller_minutes (holder, minute, requests) VALUES (?, ?, 1)
-         ON CONFLICT (holder, minute) DO UPDATE SET requests = requests + 1`,
-        person, minute,
-      );
-    }
   }
 
   function applyChange<R>(state: RequestState | undefined, change: RequestChange<R>): R {
