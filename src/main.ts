@@ -2,7 +2,6 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
-import { createBroker } from './broker.js';
 import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
@@ -39,6 +38,8 @@ async function main(): Promise<void> {
 /** One broker: the whole of it in a single process, or one worker of several. */
 async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
   const { config } = loaded;
+  // Loaded here, not at the top: the primary of several workers serves nothing and stays small.
+  const { createBroker } = await import('./broker.js');
   const broker = await createBroker({ config, source: { file: loaded.file, sha256: loaded.sha256 }, logger });
   await broker.scheduler.start();
 

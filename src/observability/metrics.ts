@@ -119,7 +119,11 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
 
   // In a worker of several (listen.workers), a scrape answers for all of them: the primary
   // gathers every worker's registry (prom-client's AggregatorRegistry).
-  if (cluster.isWorker) AggregatorRegistry.setRegistries([registry]);
+  if (cluster.isWorker) {
+    // prom-client installs a worker's answering listener when an AggregatorRegistry is made.
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([registry]);
+  }
   const text = (): Promise<string> => (cluster.isWorker ? askPrimaryForMetrics() : registry.metrics());
 
   return { registry, text, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges, reloads, observer };

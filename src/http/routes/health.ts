@@ -36,8 +36,16 @@ export function healthRoutes({ store, keyring, metrics, clock }: AppDeps): Route
     }
     res.json({ status: 'ready' });
   });
-  router.get('/metrics', async (_req, res) => {
-    res.type(metrics.registry.contentType).send(await metrics.text());
+  router.get('/metrics', async (req, res) => {
+    let text: string;
+    try {
+      text = await metrics.text();
+    } catch (error) {
+      // A worker of several asks the primary for everyone's metrics; no answer is no scrape.
+      req.log.warn({ err: error }, 'metrics unavailable');
+      throw new Unavailable('The metrics cannot be gathered right now.');
+    }
+    res.type(metrics.registry.contentType).send(text);
   });
   return router;
 }
