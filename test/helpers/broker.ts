@@ -150,6 +150,11 @@ export interface TestBroker {
 
 export interface TestBrokerOptions {
   configure?: (config: Record<string, unknown>) => void;
+  /**
+   * A whole configuration instead of the usual one (a preset file, say): the test's database and
+   * key directory replace its own.
+   */
+  config?: Record<string, unknown>;
   clock?: TestClock;
   issuers?: TestIssuers;
   fetch?: typeof fetch;
@@ -161,7 +166,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const issuers = options.issuers ?? (await createTestIssuers());
   const clock = options.clock ?? testClock();
   const db = await createTestDatabase(dir);
-  const raw = baseConfig(dir, issuers, db.url);
+  const raw = options.config
+    ? { ...options.config, database: db.url, signing: { ...(options.config.signing as object), keyDir: join(dir, 'keys') } }
+    : baseConfig(dir, issuers, db.url);
   options.configure?.(raw);
   let config = parseConfig('test', raw);
   const logs: string[] = [];
