@@ -30,6 +30,7 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
 import { measure, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
+import { startPostgres, type PostgresServer } from './bench-http/postgres.js';
 import { type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
 import { hottestFunctions, readProfile, type HotFunction } from './bench-http/profile.js';
 import { earlyAndLate, LONG_WINDOW_S, printMarkdown, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
@@ -60,6 +61,8 @@ interface Options {
   json: boolean;
   /** The broker's `listen.workers`: processes sharing the port. */
   workers: number;
+  /** Also run the broker on PostgreSQL: one replica, then three on one database. */
+  postgres: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -76,6 +79,7 @@ function parseOptions(argv: string[]): Options {
       top: { type: 'string', default: '20' },
       json: { type: 'boolean', default: false },
       workers: { type: 'string', default: '1' },
+      postgres: { type: 'boolean', default: false },
     },
   });
   const positive = (name: string, text: string, min = 1) => {
@@ -95,6 +99,7 @@ function parseOptions(argv: string[]): Options {
     top: positive('top', values.top),
     json: values.json,
     workers: positive('workers', values.workers),
+    postgres: values.postgres,
   };
 }
 
@@ -179,14 +184,15 @@ async function createGitHubIdentity(): Promise<Identity> {
  * (the limits are still counted on every request) rather than its refusals: each run uses one
  * identity at thousands of requests a minute.
  */
-function benchBrokerConfig({ port, dir, jwks, workers }: { port: number; dir: string; jwks: Identity['jwks']; workers: number }): Record<string, unknown> {
+function benchBrokerConfig({ port, dir, jwks, workers, database }: BrokerSetup & { port: number; dir: string; jwks: Identity['jwks'] }): Record<string, unknown> {
   return {
-    issuer: `http://127.0.0.1:${port}`,
+    issuer: 'http://127.0.0.1:8080', // one issuer for every replica of a run: their tokens are one broker's
     listen: { host: '127.0.0.1', port, workers },
-    database: join(dir, 'broker.db'),
+    database: database ?? join(dir, 'broker.db'),
     clockSkew: '30s',
     scheduler: { interval: '10s' },
-    signing: { algorithm: SIGNING_ALG, keyDir: join(dir, 'keys'), rotateEvery: '24h' },
+    // Each replica keeps its own key, published a moment before it signs: the others know it by then.
+    signing: { algorithm: SIGNING_ALG, keyDir: join(dir, 'keys'), rotateEvery: '24h', publishAhead: '2s' },
     identity: {
       issuers: [
         {
@@ -222,12 +228,18 @@ interface BrokerProcess {
 }
 
 /** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
-async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined, workers: number): Promise<BrokerProcess> {
+/** How a broker of a run is set up: its processes, and its database when not a SQLite file of its own. */
+interface BrokerSetup {
+  workers: number;
+  database?: string | undefined;
+}
+
+async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined, setup: BrokerSetup): Promise<BrokerProcess> {
   const dir = join(workDir, label);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
   const configFile = join(dir, 'broker.yaml');
-  writeFileSync(configFile, YAML.stringify(benchBrokerConfig({ port, dir, jwks: identity.jwks, workers })));
+  writeFileSync(configFile, YAML.stringify(benchBrokerConfig({ port, dir, jwks: identity.jwks, ...setup })));
 
   const profileDir = profileRoot === undefined ? undefined : join(profileRoot, label);
   const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
@@ -317,7 +329,7 @@ async function runBroker(
   seconds: number,
   { workDir, identity, profileRoot, options }: RunContext,
 ): Promise<BrokerRun> {
-  const broker = await startBroker(label, workDir, identity, profileRoot, options.workers);
+  const broker = await startBroker(label, workDir, identity, profileRoot, { workers: options.workers });
   let measurement: Measurement;
   try {
     const target = makeTarget(broker.base, identity);
@@ -341,13 +353,70 @@ async function runPeer(options: Options): Promise<Measurement> {
   }
 }
 
+/**
+ * `replicas` brokers on one PostgreSQL database, each its own process with its own key, loaded
+ * at once (the connections split between them), measured as one broker: their throughput summed,
+ * their worst p99, their CPU and memory added up; and how fast their one audit chain grew.
+ */
+async function runReplicas(replicas: number, postgres: PostgresServer, { workDir, identity, options }: RunContext): Promise<ReplicaRun> {
+  const database = await postgres.createDatabase(`bench_replicas_${replicas}`);
+  const brokers: BrokerProcess[] = [];
+  try {
+    // The first creates the schema and the first key; the others start on it.
+    for (let i = 0; i < replicas; i += 1) brokers.push(await startBroker(`pg-${replicas}-${i}`, workDir, identity, undefined, { workers: 1, database }));
+    const targets = brokers.map((broker) => tokenExchangeTarget(broker.base, identity));
+    for (const target of targets) await preflight(target);
+    const connections = (i: number) => Math.floor(options.connections / replicas) + (i < options.connections % replicas ? 1 : 0);
+    const plan = (i: number, seconds: number, warmupSeconds = 0) => ({ connections: connections(i), warmupSeconds, seconds });
+    if (options.warmup > 0) await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.warmup))));
+    const before = await postgres.chainLength(database);
+    const runs = await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.duration))));
+    const appended = (await postgres.chainLength(database)) - before;
+    const seconds = Math.max(...runs.map((run) => run.seconds));
+    return { measurement: combine(`broker on PostgreSQL, ${replicas} replica${replicas > 1 ? 's' : ''}, POST /oauth2/token`, runs), eventsPerSecond: appended / seconds };
+  } finally {
+    for (const broker of brokers) await stopChild(broker.child);
+  }
+}
+
+/** Several replicas' measurements as one broker's. */
+function combine(target: string, runs: Measurement[]): Measurement {
+  const sum = (pick: (run: Measurement) => number) => runs.reduce((total, run) => total + pick(run), 0);
+  const requests = sum((run) => run.requests);
+  return {
+    target,
+    seconds: Math.max(...runs.map((run) => run.seconds)),
+    requests,
+    ok: sum((run) => run.ok),
+    non2xx: sum((run) => run.non2xx),
+    errors: sum((run) => run.errors),
+    timeouts: sum((run) => run.timeouts),
+    statusCodes: Object.assign({}, ...runs.map((run) => run.statusCodes)),
+    reqPerSec: sum((run) => run.reqPerSec),
+    p50Ms: Math.max(...runs.map((run) => run.p50Ms)),
+    p99Ms: Math.max(...runs.map((run) => run.p99Ms)),
+    cpuMsPerRequest: sum((run) => run.cpuMsPerRequest * run.requests) / requests,
+    peakRssMB: sum((run) => run.peakRssMB),
+    okPerSecond: (runs[0]?.okPerSecond ?? []).map((_, i) => sum((run) => run.okPerSecond[i] ?? 0)),
+    logLines: sum((run) => run.logLines),
+    ...(runs.find((run) => run.failureSample) ? { failureSample: runs.find((run) => run.failureSample)?.failureSample } : {}),
+  };
+}
+
 // --- Main ----------------------------------------------------------------------------------------
+
+interface ReplicaRun {
+  measurement: Measurement;
+  /** Audit events appended per second by all the replicas together, into their one chain. */
+  eventsPerSecond: number;
+}
 
 interface Runs {
   peer: Measurement;
   exchange: BrokerRun;
   credentials: BrokerRun;
   long?: { run: BrokerRun; trend: LongRun };
+  replicas?: ReplicaRun[];
 }
 
 /**
@@ -362,14 +431,30 @@ async function runAll(context: RunContext): Promise<Runs> {
   const exchange = await runBroker('oauth2-token', tokenExchangeTarget, options.duration, context);
   say('broker: credentials API');
   const credentials = await runBroker('v1-credentials', credentialsTarget, options.duration, context);
-  if (!options.long) return { peer, exchange, credentials };
-  say('broker: long run, token exchange');
-  const run = await runBroker('long-oauth2-token', tokenExchangeTarget, options.longDuration, context);
-  return { peer, exchange, credentials, long: { run, trend: earlyAndLate(run.measurement) } };
+  const runs: Runs = { peer, exchange, credentials };
+  if (options.long) {
+    say('broker: long run, token exchange');
+    const run = await runBroker('long-oauth2-token', tokenExchangeTarget, options.longDuration, context);
+    runs.long = { run, trend: earlyAndLate(run.measurement) };
+  }
+  if (options.postgres) {
+    say('PostgreSQL: starting the server');
+    const postgres = await startPostgres();
+    try {
+      runs.replicas = [];
+      for (const replicas of [1, 3]) {
+        say(`broker on PostgreSQL: ${replicas} replica(s) on one database`);
+        runs.replicas.push(await runReplicas(replicas, postgres, context));
+      }
+    } finally {
+      await postgres.stop();
+    }
+  }
+  return runs;
 }
 
-function buildReport({ peer, exchange, credentials, long }: Runs, options: Options): Report {
-  const brokerRuns = [exchange.measurement, credentials.measurement];
+function buildReport({ peer, exchange, credentials, long, replicas }: Runs, options: Options): Report {
+  const brokerRuns = [exchange.measurement, credentials.measurement, ...(replicas ?? []).map((run) => run.measurement)];
   const profiles = [
     { target: exchange.measurement.target, hottest: exchange.profile },
     { target: credentials.measurement.target, hottest: credentials.profile },
@@ -385,7 +470,8 @@ function buildReport({ peer, exchange, credentials, long }: Runs, options: Optio
     runs: [peer, ...brokerRuns],
     ratios: brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })),
     ...(long ? { long: long.trend } : {}),
-    targets: targetChecks(brokerRuns, peer, long?.trend),
+    targets: targetChecks(brokerRuns.slice(0, 2), peer, long?.trend),
+    ...(replicas ? { chain: replicas.map((run) => ({ target: run.measurement.target, eventsPerSecond: run.eventsPerSecond })) } : {}),
     ...(options.profile ? { profiles: profiles.map(({ target, hottest }) => ({ target, hottest: hottest ?? [] })) } : {}),
   };
 }

@@ -29,6 +29,8 @@ export interface Report {
   long?: LongRun;
   targets: { what: string; measured: string; met: boolean | null }[];
   profiles?: { target: string; hottest: HotFunction[] }[];
+  /** With --postgres: how fast the replicas' one audit chain grew. */
+  chain?: { target: string; eventsPerSecond: number }[];
 }
 
 /** Throughput of the first and the last LONG_WINDOW_S seconds: a cost that grows with history shows as late < early. */
@@ -81,6 +83,12 @@ export function printMarkdown(report: Report): void {
     out('| --- | --- | --- |');
     out(`| ${fixed(earlyReqPerSec, 0)} req/s | ${fixed(lateReqPerSec, 0)} req/s | ${fixed(lateOverEarly, 2)} |`);
     out(`\ntokens per second: ${m.okPerSecond.join(' ')}`);
+  }
+  if (report.chain) {
+    out('\nThe audit chain on PostgreSQL: one chain, however many replicas append to it:\n');
+    out('| run | events appended per second |');
+    out('| --- | --- |');
+    for (const run of report.chain) out(`| ${run.target} | ${fixed(run.eventsPerSecond, 0)} |`);
   }
   out('\nTargets:\n');
   out('| target | measured | met |');

