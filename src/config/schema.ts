@@ -1,6 +1,6 @@
 import ms from 'ms';
 import { z } from 'zod';
-import { normalizeName } from '../identity/person.js';
+import { normalizeName } from '../shared/names.js';
 
 /**
  * The broker's configuration file, CONTRACT section 2. This schema is its reference: every

@@ -4,7 +4,8 @@ import type { Clock } from '../shared/clock.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 import { claimsWellFormed, readClaim, writeClaim } from './claims.js';
 import { KeySourceUnavailable, type TrustedIssuer, type TrustedIssuers } from './issuers.js';
-import { normalizeName, type PersonResolver } from './person.js';
+import { normalizeName } from '../shared/names.js';
+import type { PersonResolver } from './person.js';
 import type { RoleResolver } from './roles.js';
 import { claimedTrustDomain, parseSpiffeId } from './spiffe.js';
 

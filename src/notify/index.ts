@@ -1,4 +1,6 @@
 export { slackMessage } from './slack.js';
 export type { SlackMessage } from './slack.js';
-export { checkpointPayload, compileWebhooks, createNotifier, webhookPayload } from './webhooks.js';
-export type { CheckpointNotice, Notifier, NotifierOptions, NotifySettings, Webhook, WebhookPayload } from './webhooks.js';
+export { checkpointPayload, webhookPayload } from './payloads.js';
+export type { CheckpointNotice, WebhookPayload } from './payloads.js';
+export { compileWebhooks, createNotifier } from './webhooks.js';
+export type { Notifier, NotifierOptions, NotifySettings, Webhook } from './webhooks.js';

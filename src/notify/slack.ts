@@ -1,4 +1,4 @@
-import type { CheckpointNotice, WebhookPayload } from './webhooks.js';
+import type { CheckpointNotice, WebhookPayload } from './payloads.js';
 
 /**
  * `format: slack`: the event as a Slack message (`text` plus Block Kit `blocks`), which an

@@ -1,20 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BrokerConfig, WebhookEvent, WebhookFormat } from '../config/index.js';
-import { consoleRequestUrl } from '../console/links.js';
 import type { BrokerObserver } from '../observability/observer.js';
-import { toIso, type Clock } from '../shared/clock.js';
+import type { Clock } from '../shared/clock.js';
 import type { RequestRecord, Store } from '../store/index.js';
 import { readWebhookSecret, signWebhook } from './signing.js';
+import { checkpointPayload, webhookPayload, type CheckpointNotice } from './payloads.js';
 import { slackCheckpoint, slackMessage } from './slack.js';
-
-/** A signed head of the audit chain (`audit.checkpoint`). */
-export interface CheckpointNotice {
-  seq: number;
-  hash: string;
-  /** The JWS: anyone can verify it against the broker's JWKS. */
-  checkpoint: string;
-}
 
 export interface Notifier {
   /** Queues delivery to every webhook listening for `event`; returns at once and never throws. */
@@ -61,39 +53,6 @@ export interface NotifierOptions {
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
   observer?: Pick<BrokerObserver, 'webhookDelivered'>;
-}
-
-/**
- * CONTRACT section 2: the webhook body, plus `ttl_seconds` (how long the token would live).
- * `url` is where a person sees and decides the request: given when the console is configured.
- * Never a token.
- */
-export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: number, consoleBase?: string) {
-  return {
-    event,
-    at: toIso(at),
-    request_id: request.id,
-    requester: { iss: request.requester.iss, sub: request.requester.sub },
-    ...(request.initiator !== null ? { initiator: request.initiator } : {}),
-    ...(request.boundClaims !== null ? { bound_claims: request.boundClaims } : {}),
-    task_id: request.taskId,
-    scopes: request.scopes,
-    audience: request.audience,
-    ttl_seconds: request.ttlSeconds,
-    break_glass: request.breakGlass,
-    justification: request.justification,
-    digest: request.digest,
-    approvals_required: request.approvalsRequired,
-    expires_at: toIso(request.expiresAt),
-    ...(consoleBase !== undefined ? { url: consoleRequestUrl(consoleBase, request.id) } : {}),
-  };
-}
-
-export type WebhookPayload = ReturnType<typeof webhookPayload>;
-
-/** The webhook body of an `audit.checkpoint`: the head and its JWS. Public values, no secret. */
-export function checkpointPayload(notice: CheckpointNotice, at: number) {
-  return { event: 'audit.checkpoint' as const, at: toIso(at), seq: notice.seq, hash: notice.hash, checkpoint: notice.checkpoint };
 }
 
 /** A delivery's body in both formats: the contract's JSON, and a Slack message for `format: slack`. */

@@ -1,0 +1,90 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, normalize, relative } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * The shape of src/: a request flows route -> domain service -> store, so the domain folders know
+ * nothing of express or of which database is underneath, and no module imports itself through
+ * others (type imports included: a cycle of types is a design knot even where it costs nothing at
+ * run time).
+ */
+
+const SRC = 'src';
+const DOMAIN = ['approval', 'audit', 'breakglass', 'credentials', 'identity', 'notify', 'policy', 'requests', 'scheduler', 'settings', 'tokens'];
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return sourceFiles(path);
+    return entry.name.endsWith('.ts') ? [path] : [];
+  });
+}
+
+/** Every module specifier a file imports or re-exports from, static or dynamic. */
+function specifiers(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  const found = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'";]*?from\s+'([^']+)'/g), ...text.matchAll(/import\(\s*'([^']+)'\s*\)/g)];
+  return found.map((match) => match[1] as string);
+}
+
+const files = sourceFiles(SRC);
+const graph = new Map(
+  files.map((file) => [
+    file,
+    specifiers(file)
+      .filter((specifier) => specifier.startsWith('.'))
+      .map((specifier) => normalize(join(dirname(file), specifier)).replace(/\.js$/, '.ts')),
+  ]),
+);
+
+/** Strongly connected components of more than one module (Tarjan). */
+function cycles(): string[][] {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const found: string[][] = [];
+  const visit = (node: string) => {
+    index.set(node, index.size);
+    low.set(node, index.get(node)!);
+    stack.push(node);
+    for (const next of graph.get(node) ?? []) {
+      if (!graph.has(next)) continue;
+      if (!index.has(next)) {
+        visit(next);
+        low.set(node, Math.min(low.get(node)!, low.get(next)!));
+      } else if (stack.includes(next)) low.set(node, Math.min(low.get(node)!, index.get(next)!));
+    }
+    if (low.get(node) === index.get(node)) {
+      const component: string[] = [];
+      let member: string;
+      do {
+        member = stack.pop()!;
+        component.push(member);
+      } while (member !== node);
+      if (component.length > 1) found.push(component);
+    }
+  };
+  for (const node of graph.keys()) if (!index.has(node)) visit(node);
+  return found;
+}
+
+describe('the layout of src/', () => {
+  it('reads the imports it checks', () => {
+    expect(graph.get(join(SRC, 'main.ts'))?.length).toBeGreaterThan(0);
+  });
+
+  it('has no import cycles', () => {
+    expect(cycles()).toEqual([]);
+  });
+
+  it.each(DOMAIN)('%s/ knows neither express nor a database engine', (folder) => {
+    const offending = files
+      .filter((file) => relative(SRC, file).startsWith(`${folder}/`))
+      .flatMap((file) =>
+        specifiers(file)
+          .filter((specifier) => /^(express|better-sqlite3|pg)$/.test(specifier) || /\/store\/(sqlite|postgres)\//.test(specifier))
+          .map((specifier) => `${file}: ${specifier}`),
+      );
+    expect(offending).toEqual([]);
+  });
+});
