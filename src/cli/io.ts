@@ -18,14 +18,6 @@ export const shown = (text: string): string =>
 
 export type Options = ParseArgsConfig['options'];
 
-/** What `jit audit verify` parses (it keeps its own options; every other command takes `callerOptions`). */
-export const connectionOptions = {
-  broker: { type: 'string' },
-  'identity-file': { type: 'string' },
-  config: { type: 'string' },
-  json: { type: 'boolean', default: false },
-} as const satisfies Options;
-
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
 
 export function parse<O extends Options>(args: string[], options: O): Parsed<O> {

@@ -75,7 +75,10 @@ export function judgeAdmission(
   }
 
   // A grant past its deadline counts until the scheduler marks it expired: then retry after a tick.
-  const retry = () => seconds(facts.soonestEnd !== undefined && facts.soonestEnd !== null && facts.soonestEnd <= ask.now ? ask.now + config.scheduler.interval : facts.soonestEnd, 60_000);
+  const retry = () => {
+    const end = facts.soonestEnd ?? null;
+    return seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000);
+  };
   const live = over(facts.live, limits.liveGrants);
   if (live) {
     return new RateLimited(
@@ -100,7 +103,9 @@ const MAX_LISTED_SCOPES = 8;
 export function refusalEvent(
   identity: Identity,
   input: { taskId: string; scopes: readonly string[]; audience: string; breakGlass: boolean },
-  error: BrokerError, facts: AdmissionFacts): { event?: AuditEntry } {
+  error: BrokerError,
+  facts: AdmissionFacts,
+): { event?: AuditEntry } {
   if (facts.refusalsRecorded >= REFUSALS_RECORDED_PER_MINUTE) return {};
   return {
     event: {

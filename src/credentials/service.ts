@@ -54,6 +54,10 @@ export type CredentialService = ReturnType<typeof createCredentialService>;
 
 const notVisible = (id: string) => new NotFound(`No request ${id} that you may see.`);
 
+/** The approvers a token and its `token.issued` event name. */
+const approversOf = (approvals: RequestState['approvals']) =>
+  approvals.filter((a) => a.decision === 'approve').map((a) => ({ ...a.approver, at: toIso(a.at) }));
+
 /**
  * The life of a grant: asked for, decided by policy (and by approvers, elsewhere), minted and
  * recorded, collected, completed, revoked. Every change is one store operation that writes the
@@ -63,7 +67,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
   const { issuer, settings, store, keyring, notifier, logger, clock } = deps;
   const observer = deps.observer ?? quietObserver;
 
-  function mint(request: RequestRecord, approvers: RequestState['approvals'], now: number): Promise<MintedToken> {
+  function mint(request: RequestRecord, approvals: RequestState['approvals'], now: number): Promise<MintedToken> {
     return mintAccessToken(
       keyring,
       issuer,
@@ -74,7 +78,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
         scopes: request.scopes,
         taskId: request.taskId,
         requestId: request.id,
-        approvers: approvers.filter((a) => a.decision === 'approve').map((a) => ({ ...a.approver, at: toIso(a.at) })),
+        approvers: approversOf(approvals),
         breakGlass: request.breakGlass,
         ttlSeconds: request.ttlSeconds,
       },
@@ -84,7 +88,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
   }
 
   const issuedEvent = (request: RequestRecord, token: MintedToken, approvals: RequestState['approvals']) => {
-    const approvers = approvals.filter((a) => a.decision === 'approve').map((a) => ({ ...a.approver, at: toIso(a.at) }));
+    const approvers = approversOf(approvals);
     return {
       type: 'token.issued' as const,
       actor: request.requester,
@@ -222,8 +226,8 @@ export function createCredentialService(deps: CredentialServiceDeps) {
     };
 
     const pending = decision.approvalsRequired > 0;
-    // Sign first (it is async), record second: the token exists only in memory until its
-    // records have committed, and is dropped if the admission refuses or fails.
+    // Sign first, record second: the token exists only in memory until its records (which
+    // name its jti and hash) have committed, and is dropped if the admission refuses or fails.
     const token = pending ? undefined : await mint(request, [], now);
     const admitted: RequestRecord = token
       ? { ...request, status: 'issued', issuedAt: token.issuedAt, expiresAt: token.expiresAt }
