@@ -30,12 +30,13 @@ const deploy = ['request', '--scope', 'model:deploy', '--audience', 'registry.ac
 const JWT = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 
 /** Starts `jit request` for a high-risk scope and answers its request id once the CLI has printed it. */
+/** Starts `jit request --wait`; `id` resolves once it has polled and said it waits, so a decision comes after that line. */
 function requestAndWait(identity: string, extra: string[] = []) {
   let announce: (id: string) => void;
   const id = new Promise<string>((resolve) => (announce = resolve));
   const result = jit([...deploy, '--wait', '30s', ...extra], as(identity, {
     onStderr: (stderr) => {
-      const found = /request (\S+) needs/.exec(stderr);
+      const found = /waiting for approval of (\S+):/.exec(stderr);
       if (found) announce(found[1] as string);
     },
   }));

@@ -163,8 +163,9 @@ describe('the GitHub Action', () => {
     const pending = new Promise<string>((resolve) => (announced = resolve));
     const running = runStep('main', withBroker({ scopes: 'model:deploy', audience: 'registry.acme.internal', wait: '30s' }), {
       env: { JIT_POLL_INTERVAL: '100ms' },
+      // Approve only once the action has polled and said it waits, so that line is always there.
       onLog: (log) => {
-        const found = /request (\S+) needs 1 approval\(s\)/.exec(log);
+        const found = /waiting for approval of (\S+): 0\/1/.exec(log);
         if (found) announced(found[1] as string);
       },
     });
@@ -175,7 +176,7 @@ describe('the GitHub Action', () => {
 
     const main = await running;
     expect(main.code).toBe(0);
-    expect(main.log).toContain(`waiting for approval of ${id}: 0/1`);
+    expect(main.log).toContain(`request ${id} needs 1 approval(s)`);
     expect(decodeJwt(main.outputs.token as string)).toMatchObject({ request_id: id, approvers: [expect.objectContaining({ sub: 'alice' })] });
     expect((await runStep('post', withBroker({}), { state: main.state })).code).toBe(0);
   });
