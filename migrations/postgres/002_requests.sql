@@ -33,15 +33,11 @@ CREATE TABLE requests (
 CREATE INDEX requests_by_deadline ON requests (status, expires_at);
 -- A caller's own requests, newest first (GET /v1/credentials).
 CREATE INDEX requests_by_owner ON requests (requester_iss, requester_sub, job, created_at, id);
--- Live and pending grants per identity and per person (limits), read up to the limit at most.
+-- Live grants per identity and per person: when a caller is at a limit, which ends first (Retry-After).
 CREATE INDEX requests_live_by_identity ON requests (requester_iss, requester_sub, expires_at)
   WHERE status IN ('pending_approval', 'approved', 'issued');
 CREATE INDEX requests_live_by_person ON requests (person, expires_at)
   WHERE person IS NOT NULL AND status IN ('pending_approval', 'approved', 'issued');
-CREATE INDEX requests_pending_by_identity ON requests (requester_iss, requester_sub, expires_at)
-  WHERE status = 'pending_approval';
-CREATE INDEX requests_pending_by_person ON requests (person, expires_at)
-  WHERE person IS NOT NULL AND status = 'pending_approval';
 -- Approvers' listing walks pending requests in creation order.
 CREATE INDEX requests_pending ON requests (created_at, id) WHERE status = 'pending_approval';
 -- The break-glass quota, per identity and per person.
