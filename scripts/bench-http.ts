@@ -31,7 +31,7 @@ import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
 import { measure, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
 import { startPostgres, type PostgresServer } from './bench-http/postgres.js';
-import { type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
+import { brokerArgs, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
 import { hottestFunctions, readProfile, type HotFunction } from './bench-http/profile.js';
 import { earlyAndLate, LONG_WINDOW_S, printMarkdown, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
 
@@ -245,7 +245,7 @@ async function startBroker(label: string, workDir: string, identity: Identity, p
   const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
   // Env overrides of the config (PORT, HOST, BROKER_DB, BROKER_CONFIG) would point it elsewhere.
   const { PORT: _p, HOST: _h, BROKER_DB: _d, BROKER_CONFIG: _c, ...env } = process.env;
-  const child = startChild(`broker (${label})`, [...nodeFlags, BROKER_MAIN, '--config', configFile], { ...env, LOG_LEVEL: 'warn' });
+  const child = startChild(`broker (${label})`, [...nodeFlags, ...brokerArgs('--config', configFile)], { ...env, LOG_LEVEL: 'warn' });
   const base = `http://127.0.0.1:${port}`;
   await Promise.race([waitUntilReady(`${base}/readyz`), failOnExit(child)]);
   return { child, base, profileDir };

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import YAML from 'yaml';
-import { startChild, stopAll, stopChild, waitUntilReady, freePort } from './bench-http/processes.js';
+import { brokerArgs, startChild, stopAll, stopChild, waitUntilReady, freePort } from './bench-http/processes.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const { values } = parseArgs({
@@ -86,7 +86,7 @@ delete env.PORT;
 delete env.BROKER_DB;
 
 // A first start creates the schema and the signing key; then the rows go in behind its back.
-let broker = startChild('broker', [join(ROOT, 'dist', 'main.js'), '--config', configFile], env);
+let broker = startChild('broker', brokerArgs('--config', configFile), env);
 await waitUntilReady(`http://127.0.0.1:${port}/readyz`);
 await stopChild(broker);
 
@@ -123,7 +123,7 @@ db.exec('ANALYZE');
 db.close();
 const seedSeconds = (performance.now() - seedStarted) / 1000;
 
-broker = startChild('broker', [join(ROOT, 'dist', 'main.js'), '--config', configFile], env);
+broker = startChild('broker', brokerArgs('--config', configFile), env);
 const base = `http://127.0.0.1:${port}`;
 await waitUntilReady(`${base}/readyz`);
 

@@ -5,6 +5,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BenchError, say } from './console.js';
 
@@ -26,6 +27,19 @@ const running = new Set<Child>();
 /** Set once the bench is interrupted: no child may start after its siblings were told to stop. */
 let stopping = false;
 const TAIL_LINES = 30;
+
+const ROOT = resolve(import.meta.dirname, '../..');
+
+/**
+ * `node`'s arguments for the built broker exactly as `npm start` runs it (its V8 flags included),
+ * so the benches measure what is deployed.
+ */
+export function brokerArgs(...args: string[]): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  const [node, ...words] = scripts.start.split(/\s+/);
+  if (node !== 'node') throw new BenchError(`npm start runs "${scripts.start}", not node: the bench cannot follow it`);
+  return [...words.map((word) => (word.startsWith('-') ? word : join(ROOT, word))), ...args];
+}
 const STOP_GRACE_MS = 15_000;
 
 /**

@@ -68,8 +68,10 @@ describe('the Dockerfile', () => {
     for (const path of ['data', 'node_modules', 'dist', '.git']) expect(ignored(path), path).toBe(true);
   });
 
-  it('runs the build as the command expects: dist/main.js from src/main.ts, as an unprivileged user, NODE_ENV=production', () => {
-    expect(command).toEqual(['node', 'dist/main.js']);
+  it('runs the build as npm start does: dist/main.js from src/main.ts, as an unprivileged user, NODE_ENV=production', () => {
+    const start = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start;
+    expect(command).toEqual(start.split(' '));
+    expect(command.at(-1)).toBe('dist/main.js');
     expect(existsSync('src/main.ts')).toBe(true);
     expect(imageEnv.NODE_ENV).toBe('production');
     const user = finalStage.filter((instruction) => instruction.getKeyword() === 'USER').at(-1);
@@ -113,8 +115,9 @@ describe('the image\'s entry point', () => {
 
   /** The image's command with the image's environment only (plus what the test adds), from /app. */
   const runImage = (extraArgs: string[] = [], env: Record<string, string> = {}) => {
-    const entry = resolve(ROOT, (command[1] as string).replace(/^dist\//, 'src/').replace(/\.js$/, '.ts'));
-    const child = spawn(process.execPath, ['--import', pathToFileURL(resolve(ROOT, 'node_modules/tsx/dist/loader.mjs')).href, entry, ...extraArgs], {
+    const nodeFlags = command.slice(1, -1);
+    const entry = resolve(ROOT, (command.at(-1) as string).replace(/^dist\//, 'src/').replace(/\.js$/, '.ts'));
+    const child = spawn(process.execPath, [...nodeFlags, '--import', pathToFileURL(resolve(ROOT, 'node_modules/tsx/dist/loader.mjs')).href, entry, ...extraArgs], {
       cwd: app,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: app, ...imageEnv, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
