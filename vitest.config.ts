@@ -20,6 +20,7 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 20_000,
     hookTimeout: 30_000,
+    setupFiles: ['test/setup/temp-dirs.ts'],
     projects: [
       {
         extends: true,

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { baseConfig, createTestIssuers } from './helpers/broker.js';
+import { tempDir } from './helpers/temp.js';
 
 /** The broker as a process: `node src/main.ts`, through tsx, as `npm start` runs its build. */
 function startProcess(args: string[], env: Record<string, string> = {}) {
@@ -29,7 +29,7 @@ const until = async (check: () => boolean, ms = 15_000) => {
 
 describe('the broker process', () => {
   it('refuses to start on an invalid file: exit 78, one line per bad field, no stack trace', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'jit-main-test-'));
+    const dir = tempDir('jit-main-test-');
     const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
     config.clockSkew = 'later';
     config.listen = { port: 'eighty' };
@@ -43,7 +43,7 @@ describe('the broker process', () => {
   });
 
   it('logs where it listens, serves, and stops cleanly on SIGTERM', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'jit-main-test-'));
+    const dir = tempDir('jit-main-test-');
     writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(baseConfig(dir, await createTestIssuers())));
     const { child, output, exited } = startProcess([], { BROKER_CONFIG: join(dir, 'ok.yaml'), PORT: '0' });
     await until(() => output.stdout.includes('broker listening'));

@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveClock, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { jit, jitBundle, type JitOptions } from '../helpers/jit-process.js';
+import { tempDir } from '../helpers/temp.js';
 
 /**
  * What a user of vault, tsh or gh expects of a command line: help on every command, a version,
@@ -199,7 +199,7 @@ describe('confirmation', () => {
     const onTerminal = async (answer: string) => {
       const command = [process.execPath, await jitBundle(), 'approve', pending.request_id, '--reason', 'reviewed on a terminal'].map((arg) => `'${arg}'`).join(' ');
       const child = spawn('script', ['-qec', command, '/dev/null'], {
-        env: { PATH: process.env.PATH, BROKER_URL: server.url, BROKER_IDENTITY_TOKEN: await approver(), JIT_CONFIG_DIR: mkdtempSync(join(tmpdir(), 'jit-tty-')) },
+        env: { PATH: process.env.PATH, BROKER_URL: server.url, BROKER_IDENTITY_TOKEN: await approver(), JIT_CONFIG_DIR: tempDir('jit-tty-') },
         stdio: ['pipe', 'pipe', 'pipe'],
       });
       let output = '';
@@ -280,7 +280,7 @@ describe('exit codes', () => {
 
 describe('finding the broker', () => {
   it('is an error, not a silent default, when nothing names the broker, even with the server\'s configuration at hand', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'jit-noconf-'));
+    const dir = tempDir('jit-noconf-');
     writeFileSync(join(dir, 'broker.yaml'), YAML.stringify({ ...t.config, issuer: server.url }));
     const none = await jit(lowRisk(), { env: { BROKER_IDENTITY_TOKEN: await t.as.ml(), BROKER_CONFIG: join(dir, 'broker.yaml') } });
     expect(none).toEqual({
@@ -292,7 +292,7 @@ describe('finding the broker', () => {
   });
 
   it('takes --broker over BROKER_URL over the profile', async () => {
-    const configDir = mkdtempSync(join(tmpdir(), 'jit-profile-'));
+    const configDir = tempDir('jit-profile-');
     const identity = await t.as.ml();
     const base = { JIT_CONFIG_DIR: configDir, BROKER_IDENTITY_TOKEN: identity };
     const set = await jit(['profile', 'set', '--broker', `${server.url}/`], { env: base });
@@ -309,7 +309,7 @@ describe('finding the broker', () => {
     expect(JSON.parse((await jit(['profile', 'show', '--json', '--broker', server.url], { env: { ...base, BROKER_URL: down } })).stdout)).toMatchObject({ source: '--broker' });
 
     // XDG_CONFIG_HOME/jit when JIT_CONFIG_DIR is not set.
-    const xdg = mkdtempSync(join(tmpdir(), 'jit-xdg-'));
+    const xdg = tempDir('jit-xdg-');
     await jit(['profile', 'set', '--broker', server.url], { env: { JIT_CONFIG_DIR: '', XDG_CONFIG_HOME: xdg } });
     expect(JSON.parse(readFileSync(join(xdg, 'jit', 'profile.json'), 'utf8'))).toEqual({ broker: server.url });
 

@@ -1,11 +1,11 @@
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveClock, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { jit } from '../helpers/jit-process.js';
+import { tempDir } from '../helpers/temp.js';
 
 /**
  * `jit dev-token` with development issuers, as in the shipped config: their key is made by the
@@ -19,7 +19,7 @@ let home: string;
 let configFile: string;
 
 beforeAll(async () => {
-  home = mkdtempSync(join(tmpdir(), 'jit-dev-home-'));
+  home = tempDir('jit-dev-home-');
   configFile = join(home, 'broker.yaml');
   t = await startTestBroker({
     clock: liveClock(),
@@ -67,7 +67,7 @@ describe('jit dev-token', () => {
   });
 
   it('refuses, and makes no key, when run where the broker did not make one', async () => {
-    const elsewhere = mkdtempSync(join(tmpdir(), 'jit-dev-elsewhere-'));
+    const elsewhere = tempDir('jit-dev-elsewhere-');
     const result = await devToken(['--sub', 'repo:acme/app:ref:refs/heads/main'], elsewhere);
     expect(result).toEqual({
       code: 1,

@@ -1,5 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +6,7 @@ import { liveClock, listen, startTestBroker, type TestBroker } from '../helpers/
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { jit, type JitResult } from '../helpers/jit-process.js';
 import { startFakeActions, type FakeActions } from '../integrations/fake-actions.js';
+import { tempDir } from '../helpers/temp.js';
 
 /**
  * `--identity-from`: the CLI takes the identity a CI system or platform already gives the job,
@@ -47,7 +47,7 @@ beforeAll(async () => {
     },
   });
   server = await listen(t);
-  dir = mkdtempSync(join(tmpdir(), 'jit-identity-'));
+  dir = tempDir('jit-identity-');
 });
 afterAll(async () => {
   await server?.close();

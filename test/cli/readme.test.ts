@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jitBundle } from '../helpers/jit-process.js';
+import { tempDir } from '../helpers/temp.js';
 
 /**
  * The README's walks, run as a newcomer runs them after `npm ci && npm start`: the shipped
@@ -27,7 +27,7 @@ let url: string;
 
 beforeAll(async () => {
   // A checkout as `npm ci` leaves it: config/, node_modules/, and the CLI built into dist/.
-  checkout = mkdtempSync(join(tmpdir(), 'jit-readme-'));
+  checkout = tempDir('jit-readme-');
   mkdirSync(join(checkout, 'config'));
   copyFileSync(join(ROOT, 'config/broker.yaml'), join(checkout, 'config/broker.yaml'));
   symlinkSync(join(ROOT, 'node_modules'), join(checkout, 'node_modules'));

@@ -1,12 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, databaseEngine, loadConfig, parseConfig, redactDatabase, resolveConfigPath } from '../../src/config/index.js';
 import { baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
+import { tempDir } from '../helpers/temp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'jit-config-test-'));
+const dir = tempDir('jit-config-test-');
 const write = (name: string, content: unknown) => {
   const path = join(dir, name);
   writeFileSync(path, typeof content === 'string' ? content : YAML.stringify(content));

@@ -1,5 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import request from 'supertest';
 import { createBroker, type Broker } from '../../src/broker.js';
@@ -7,6 +6,7 @@ import { parseConfig, type BrokerConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/observability/index.js';
 import { createTestDatabase, type TestDatabase } from './engine.js';
 import { createTestIssuer, type TestIssuer } from './issuer.js';
+import { tempDir } from './temp.js';
 
 export const BROKER_ISSUER = 'http://broker.test';
 /** Who started the CI jobs of the usual cast, unless a test says otherwise: nobody else in the cast. */
@@ -162,7 +162,7 @@ export interface TestBrokerOptions {
 }
 
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'jit-broker-test-'));
+  const dir = options.dir ?? tempDir('jit-broker-test-');
   const issuers = options.issuers ?? (await createTestIssuers());
   const clock = options.clock ?? testClock();
   const db = await createTestDatabase(dir);

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
+import { tempDir } from './temp.js';
 
 /**
  * The `jit` CLI as a child process, as a pipeline runs it. The CLI is bundled from src/ once per
@@ -70,7 +70,7 @@ export async function jit(args: string[], options: JitOptions = {}): Promise<Jit
 
 let configDirs: string | undefined;
 function emptyConfigDir(): string {
-  configDirs ??= mkdtempSync(join(tmpdir(), 'jit-config-'));
+  configDirs ??= tempDir('jit-config-');
   return mkdtempSync(join(configDirs, 'dir-'));
 }
 

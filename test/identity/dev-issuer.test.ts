@@ -1,16 +1,14 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, type IssuerConfig } from '../../src/config/index.js';
 import { compileRoles, createIdentityVerifier, createPersonResolver, loadTrustedIssuers, mintDevIdentityToken } from '../../src/identity/index.js';
+import { tempDir } from '../helpers/temp.js';
 
 /** The development issuers of the shipped config: their tokens must pass the checks real ones do. */
 
 describe('dev identity tokens', () => {
   const { config: shipped } = loadConfig('config/broker.yaml');
-  const keyDir = mkdtempSync(join(tmpdir(), 'jit-dev-issuer-test-'));
+  const keyDir = tempDir('jit-dev-issuer-test-');
   const config = {
     ...shipped,
     identity: { issuers: shipped.identity.issuers.map((issuer) => ({ ...issuer, dev: { keyDir } })) },

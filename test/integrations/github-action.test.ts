@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { decodeJwt } from 'jose';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, liveClock, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { startFakeActions, type FakeActions } from './fake-actions.js';
+import { tempDir } from '../helpers/temp.js';
 
 /**
  * integrations/github-action as the runner runs it: its main script, then its post step, as
@@ -79,7 +79,7 @@ async function runStep(
   inputs: Record<string, string>,
   options: { env?: Record<string, string>; state?: Record<string, string>; onLog?: (log: string) => void } = {},
 ): Promise<Step> {
-  const dir = mkdtempSync(join(tmpdir(), 'jit-action-'));
+  const dir = tempDir('jit-action-');
   const files = { GITHUB_OUTPUT: join(dir, 'output'), GITHUB_ENV: join(dir, 'env'), GITHUB_STATE: join(dir, 'state') };
   for (const file of Object.values(files)) writeFileSync(file, '');
   const env: Record<string, string> = {

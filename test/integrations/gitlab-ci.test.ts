@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { decodeJwt } from 'jose';
 import YAML from 'yaml';
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, liveClock, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { jitBundle } from '../helpers/jit-process.js';
+import { tempDir } from '../helpers/temp.js';
 
 /**
  * integrations/gitlab/jit-broker.gitlab-ci.yml as a runner runs a job extending it: the
@@ -54,7 +54,7 @@ beforeAll(async () => {
     },
   });
   server = await listen(t);
-  bin = mkdtempSync(join(tmpdir(), 'jit-gitlab-bin-'));
+  bin = tempDir('jit-gitlab-bin-');
   writeFileSync(join(bin, 'jit'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(await jitBundle())} "$@"\n`);
   chmodSync(join(bin, 'jit'), 0o755);
 });
@@ -72,7 +72,7 @@ interface Job {
 
 /** Runs a job that extends .jit-broker: before_script + script in one shell, after_script in another, as GitLab does. */
 async function runJob(variables: Record<string, string>, script: string[], pipeline = '4711'): Promise<Job> {
-  const project = mkdtempSync(join(tmpdir(), 'jit-gitlab-project-'));
+  const project = tempDir('jit-gitlab-project-');
   mkdirSync(project, { recursive: true });
   // The job's own script: it uses the credential, and keeps it for the test to look at.
   writeFileSync(join(project, 'publish.sh'), '#!/bin/sh\nprintf "%s" "$JIT_TOKEN" > used-token\necho published\n');
