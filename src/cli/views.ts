@@ -1,31 +1,8 @@
+import type { RequestView } from '../requests/index.js';
 import { shown } from './io.js';
 
-/** The broker's request view (CONTRACT section 4, `GET /v1/credentials/{id}`), as far as the CLI reads it. */
-export interface RequestView {
-  request_id: string;
-  status: string;
-  requester: { iss: string; sub: string };
-  task_id: string;
-  scopes: string[];
-  audience: string;
-  ttl_seconds: number;
-  justification: string | null;
-  break_glass: boolean;
-  digest: string;
-  approvals_required: number;
-  approvals: { sub: string; decision: string; reason: string }[];
-  created_at: string;
-  expires_at: string;
-  review?: { status: string; due_at: string; overdue: boolean };
-}
-
-/** The 201 of `POST /v1/credentials` and `/token`. */
-export interface IssuedView {
-  request_id: string;
-  status: 'issued';
-  access_token: string;
-  expires_at: string;
-}
+/** The broker's own answers (CONTRACT section 4), typed where the broker makes them. */
+export type { IssuedView, RequestView } from '../requests/index.js';
 
 /** A request as an approver reads it before deciding. */
 export function describe(view: RequestView): string {

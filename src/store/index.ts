@@ -31,6 +31,7 @@ export type {
   ReviewOutcome,
   SigningKeyRecord,
 } from './records.js';
-export { isLive, jobKey, LIVE_STATUSES, SchemaTooNew } from './shared.js';
+export { LIVE_STATUSES } from './records.js';
+export { isLive, jobKey, SchemaTooNew } from './shared.js';
 export { openStore } from './open.js';
 export { openSqliteReadOnly } from './sqlite/index.js';

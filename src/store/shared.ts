@@ -1,13 +1,13 @@
 import { canonicalJson } from '../shared/canonical-json.js';
 import type { AdmissionFacts, AdmissionProbe, TransitionFields } from './contract.js';
-import type { Principal, RequestStatus } from './records.js';
+import { LIVE_STATUSES, type Principal, type RequestStatus } from './records.js';
 
 /**
  * What both engines compute the same way, so their records agree byte for byte.
  */
 
-/** Statuses in which a request may still give, or gives, access. */
-export const LIVE_STATUSES: readonly RequestStatus[] = ['pending_approval', 'approved', 'issued'];
+/** `LIVE_STATUSES` as an SQL list, for `status IN ${LIVE_SQL}` on both engines. */
+export const LIVE_SQL = `(${LIVE_STATUSES.map((status) => `'${status}'`).join(', ')})`;
 
 export const isLive = (status: RequestStatus): boolean => LIVE_STATUSES.includes(status);
 

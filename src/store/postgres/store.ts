@@ -19,11 +19,10 @@ import {
   type RequestRow,
   type ReviewRow,
 } from '../rows.js';
-import { atLimit, holderKeys, identityHolder, isLive, jobKey, loadDelta, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
+import { atLimit, holderKeys, identityHolder, isLive, jobKey, LIVE_SQL, loadDelta, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
 import { createBatcher, type Emit } from './batch.js';
 import type { Pool, Query } from './client.js';
 
-const LIVE = `('pending_approval', 'approved', 'issued')`;
 /** Signing keys change under this lock, so two replicas sharing a key directory rotate once. */
 const KEYS_LOCK = 7596286014052352342n;
 /** Conditional appends (`appendIfLatest`) judge and write under this lock, taken before the chain's. */
@@ -126,7 +125,7 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
   /** Moves a batch of locked, due requests to `expired` in one statement. */
   async function expire(query: Query, requests: readonly RequestRecord[], now: number): Promise<void> {
     if (requests.length === 0) return;
-    const changed = await query(`UPDATE requests SET status = 'expired', ended_at = $1 WHERE id = ANY($2) AND status IN ${LIVE} RETURNING id`, [
+    const changed = await query(`UPDATE requests SET status = 'expired', ended_at = $1 WHERE id = ANY($2) AND status IN ${LIVE_SQL} RETURNING id`, [
       now,
       requests.map((r) => r.id),
     ]);
@@ -178,7 +177,7 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
          (SELECT json_build_object('id', r.id, 'scopes', r.scopes, 'holder', l.holder)
             FROM live_scopes l
             CROSS JOIN LATERAL (SELECT id, scopes FROM requests
-                                 WHERE id = l.request_id AND status IN ${LIVE} AND expires_at > $4) r
+                                 WHERE id = l.request_id AND status IN ${LIVE_SQL} AND expires_at > $4) r
            WHERE l.holder = ANY($1) AND l.scope = ANY($3) LIMIT 1) AS conflict,
          CASE WHEN $5::boolean THEN
            (SELECT json_build_object('count', count(*), 'oldest', min(issued_at)) FROM
@@ -207,8 +206,8 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
     if (atLimit(result, probe)) {
       const [soonest] = await query<{ at: number | null }>(
         `SELECT least(
-           (SELECT min(expires_at) FROM requests WHERE requester_iss = $1 AND requester_sub = $2 AND status IN ${LIVE}),
-           (SELECT min(expires_at) FROM requests WHERE person = $3 AND status IN ${LIVE})) AS at`,
+           (SELECT min(expires_at) FROM requests WHERE requester_iss = $1 AND requester_sub = $2 AND status IN ${LIVE_SQL}),
+           (SELECT min(expires_at) FROM requests WHERE person = $3 AND status IN ${LIVE_SQL})) AS at`,
         [identity.iss, identity.sub, personKey],
       );
       result.soonestEnd = soonest?.at ?? null;
@@ -368,7 +367,7 @@ export function createPostgresStore(pool: Pool, clock: Clock): Store {
         const params: unknown[] = [owner.iss, owner.sub, jobKey(owner.boundClaims), after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? ''];
         const next = () => `$${params.length + 1}`;
         if (filter.status === 'expired') {
-          where.push(`(status = 'expired' OR (status IN ${LIVE} AND expires_at <= ${next()}))`);
+          where.push(`(status = 'expired' OR (status IN ${LIVE_SQL} AND expires_at <= ${next()}))`);
           params.push(filter.now);
         } else if (filter.status !== undefined && isLive(filter.status)) {
           where.push(`status = ${next()}`);

@@ -16,7 +16,7 @@ import type {
   TransitionFields,
 } from '../contract.js';
 import type { AuditEntry, AuditEventRecord, IssuanceRecord, RequestRecord, RequestStatus } from '../records.js';
-import { atLimit, holderKeys, identityHolder, isLive, jobKey, loadDelta, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
+import { atLimit, holderKeys, identityHolder, isLive, jobKey, LIVE_SQL, loadDelta, MINUTE_MS, minuteStart, transitionColumns } from '../shared.js';
 import { migrate, openDatabase, type Db } from './database.js';
 import {
   mapOptional,
@@ -37,7 +37,6 @@ import {
 } from '../rows.js';
 import { createWriter } from './writer.js';
 
-const LIVE = `('pending_approval', 'approved', 'issued')`;
 const EVENTS_PER_STATEMENT = 500;
 /** Below this much free space a commit may fail half-way through a batch: not ready. */
 const MIN_FREE_BYTES = 16 * 1024 * 1024;
@@ -264,8 +263,8 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
       const { identity, person } = probe.holders;
       const soonest = row<{ at: number | null }>(
         `SELECT min(at) AS at FROM (
-           SELECT min(expires_at) AS at FROM requests WHERE requester_iss = ? AND requester_sub = ? AND status IN ${LIVE}
-           UNION ALL SELECT min(expires_at) FROM requests WHERE person = ? AND status IN ${LIVE})`,
+           SELECT min(expires_at) AS at FROM requests WHERE requester_iss = ? AND requester_sub = ? AND status IN ${LIVE_SQL}
+           UNION ALL SELECT min(expires_at) FROM requests WHERE person = ? AND status IN ${LIVE_SQL})`,
         identity.iss, identity.sub, person,
       );
       facts.soonestEnd = soonest?.at ?? null;
@@ -276,7 +275,7 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
         // requests table's live rows, which grow with every caller's grants.
         `SELECT r.id, r.scopes, l.holder FROM live_scopes l CROSS JOIN requests r ON r.id = l.request_id
          WHERE l.holder IN (${marks(holders.length)}) AND l.scope IN (${marks(probe.conflicting.length)})
-           AND r.status IN ${LIVE} AND r.expires_at > ?
+           AND r.status IN ${LIVE_SQL} AND r.expires_at > ?
          LIMIT 1`,
         ...holders, ...probe.conflicting, probe.now,
       );
@@ -347,7 +346,7 @@ export function createSqliteStore(db: Db, clock: Clock, reader: Db = db): Sqlite
         const params: unknown[] = [owner.iss, owner.sub, jobKey(owner.boundClaims), after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? ''];
         // Statuses as callers see them: a live request past its deadline is expired.
         if (filter.status === 'expired') {
-          where.push(`(status = 'expired' OR (status IN ${LIVE} AND expires_at <= ?))`);
+          where.push(`(status = 'expired' OR (status IN ${LIVE_SQL} AND expires_at <= ?))`);
           params.push(filter.now);
         } else if (filter.status !== undefined && isLive(filter.status)) {
           where.push('status = ? AND expires_at > ?');
