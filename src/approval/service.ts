@@ -90,10 +90,8 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
             result: { after: withApproval({ ...request, status: 'denied', ...fields }), outcome: 'request.denied' },
           };
         }
-        // Distinct people: a person key counts once however many identities it approved under.
-        const people = new Set(
-          [...approvals, approval].filter((a) => a.decision === 'approve').map((a) => a.person ?? `${a.approver.iss}\n${a.approver.sub}`),
-        ).size;
+        // Approvals are by distinct people: decidedBy refused anyone who decided already, under any identity.
+        const people = approvals.filter((a) => a.decision === 'approve').length + 1;
         if (people < request.approvalsRequired) {
           return { approval, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
         }
