@@ -1,34 +1,5 @@
-import { canonicalJson, sha256Hex } from '../shared/canonical-json.js';
-import type { AuditEventRecord } from '../store/records.js';
-
-export const GENESIS_HASH = '0'.repeat(64);
-
-/** CONTRACT section 5: the JSON of {seq, at, type, actor, request_id, data}, keys sorted, no white space. */
-export function canonicalEvent(event: Omit<AuditEventRecord, 'prevHash' | 'hash'>): string {
-  return canonicalJson({
-    seq: event.seq,
-    at: event.at,
-    type: event.type,
-    actor: event.actor,
-    request_id: event.requestId,
-    data: event.data,
-  });
-}
-
-/**
- * The canonical JSON of an event in two parts around its seq, for an appender that assigns the
- * seq itself (PostgreSQL's `append_audit_events`): `before + seq + after` is `canonicalEvent`.
- * Keys sort as actor, at, data, request_id, seq, type.
- */
-export function canonicalParts(event: Omit<AuditEventRecord, 'seq' | 'prevHash' | 'hash'>): { before: string; after: string } {
-  const before =
-    `{"actor":${canonicalJson(event.actor)},"at":${canonicalJson(event.at)},"data":${canonicalJson(event.data)},` +
-    `"request_id":${canonicalJson(event.requestId)},"seq":`;
-  return { before, after: `,"type":${canonicalJson(event.type)}}` };
-}
-
-/** hash = hex(sha256(prev_hash + canonical)) */
-export const chainHash = (prevHash: string, canonical: string): string => sha256Hex(prevHash + canonical);
+import { canonicalEvent, chainHash, GENESIS_HASH } from '../shared/chain-hash.js';
+import type { AuditEventRecord } from '../store/index.js';
 
 export type ChainVerdict = { ok: true; events: number; head: string } | { ok: false; firstBadSeq: number };
 

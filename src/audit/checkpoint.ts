@@ -3,7 +3,8 @@ import { SIGNING_ALGORITHMS } from '../config/schema.js';
 import { toIso } from '../shared/clock.js';
 import type { AuditEventRecord, SigningKeyRecord } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
-import { GENESIS_HASH, verifyStoredChain, type ChainVerdict } from './chain.js';
+import { GENESIS_HASH } from '../shared/chain-hash.js';
+import { verifyStoredChain, type ChainVerdict } from './chain.js';
 
 /** The JWS header `typ` of a checkpoint (CONTRACT section 4): never mistaken for an access token. */
 export const CHECKPOINT_TYPE = 'checkpoint+jwt';

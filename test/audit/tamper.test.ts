@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { canonicalEvent, chainHash } from '../../src/audit/index.js';
+import { canonicalEvent, chainHash } from '../../src/shared/chain-hash.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { runCli } from '../helpers/cli.js';
 import { ENGINE } from '../helpers/engine.js';
