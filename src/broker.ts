@@ -14,7 +14,7 @@ import { createJobs, createScheduler, type Scheduler } from './scheduler/index.j
 import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { openStore, type Store } from './store/index.js';
-import { openKeyring, type Keyring } from './tokens/index.js';
+import { createTokenService, openKeyring, type Keyring } from './tokens/index.js';
 
 export interface BrokerOptions {
   config: BrokerConfig;
@@ -131,6 +131,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       settings: settingsHolder,
       auth: createAuthenticator(settingsHolder, metrics),
       credentials,
+      tokens: createTokenService({ issuer: config.issuer, store, keyring, clock }),
       approvals,
       breakGlass,
       audit: createAuditService({ store, clock, keyring, issuer: config.issuer }),

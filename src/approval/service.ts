@@ -1,7 +1,7 @@
-import { sameIdentity, type Identity } from '../identity/index.js';
+import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
 import { quietObserver, type BrokerObserver } from '../observability/observer.js';
-import { effectiveStatus, mayApprove, requestView, separationBar, type RequestView } from '../requests/index.js';
+import { effectiveStatus, mayApprove, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, scanPage } from '../shared/cursor.js';
@@ -29,9 +29,12 @@ export type ApprovalService = ReturnType<typeof createApprovalService>;
 /** Rows a listing page may read, however few of them this approver may decide. */
 export const LISTING_SCAN_BUDGET = 1_000;
 
-/** Whether this approver, or this person under another identity, has decided the request already. */
-const decidedBy = (identity: Identity, approvals: readonly ApprovalRecord[]) =>
-  approvals.some((a) => sameIdentity(a.approver, identity) || (a.person !== null && a.person === identity.person));
+/**
+ * Whether this approver, or this person under another identity, has decided the request already:
+ * each earlier decider's recorded key resolved through the running configuration.
+ */
+const decidedBy = (identity: Identity, approvals: readonly ApprovalRecord[], people: People) =>
+  approvals.some((a) => sameIdentity(a.approver, identity) || (a.person !== null && people.personOf(a.person) === identity.person));
 
 /** The approver's side: what one may decide, and deciding it. */
 export function createApprovalService(deps: ApprovalServiceDeps) {
@@ -47,14 +50,14 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
      * One deny denies; `approvals_required` approvals by distinct people approve.
      */
     async decide(identity: Identity, id: string, input: DecisionInput): Promise<RequestView> {
-      const { config, policy } = settings(identity);
+      const { config, policy, people } = settings(identity);
       const now = clock();
       type Decided = { after: RequestState; outcome: 'request.approved' | 'request.denied' | undefined };
       const { after, outcome } = await store.change<Decided>(id, (state) => {
         if (!state || !mayApprove(policy, identity, state.request)) throw new NotFound(`No request ${id} that you may see.`);
         const { request, approvals } = state;
-        const bar = separationBar(identity, request);
-        if (bar) throw new SeparationOfDuties(`Separation of duties: ${bar}.`);
+        const bar = separationBar(identity, request, people);
+        if (bar) throw new SeparationOfDuties(separationMessage(bar, 'decide'));
         if (input.digest !== request.digest) {
           throw new Conflict('The digest does not match this request: review it again and decide on what it is now.', {
             extensions: { digest: request.digest },
@@ -62,12 +65,12 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         }
         const status = effectiveStatus(request, now);
         if (status !== 'pending_approval') throw new Conflict(`The request is ${status}, no longer pending.`);
-        if (decidedBy(identity, approvals)) throw new Conflict('You have already decided this request.');
+        if (decidedBy(identity, approvals, people)) throw new Conflict('You have already decided this request.');
 
         const approval: ApprovalRecord = {
           requestId: id,
           approver: { iss: identity.iss, sub: identity.sub },
-          person: identity.person ?? null,
+          person: identity.personKey ?? null,
           decision: input.decision,
           reason: input.reason,
           digest: input.digest,
@@ -91,15 +94,15 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
           };
         }
         // Approvals are by distinct people: decidedBy refused anyone who decided already, under any identity.
-        const people = approvals.filter((a) => a.decision === 'approve').length + 1;
-        if (people < request.approvalsRequired) {
+        const approvers = approvals.filter((a) => a.decision === 'approve').length + 1;
+        if (approvers < request.approvalsRequired) {
           return { approval, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
         }
         const fields = { decidedAt: now, expiresAt: now + config.approval.collectWithin };
         return {
           transition: { from: ['pending_approval'], to: 'approved', fields },
           approval,
-          events: [recorded, { type: 'request.approved', actor: identity, requestId: id, data: { approvals: people } }],
+          events: [recorded, { type: 'request.approved', actor: identity, requestId: id, data: { approvals: approvers } }],
           result: { after: withApproval({ ...request, status: 'approved', ...fields }), outcome: 'request.approved' },
         };
       });
@@ -114,18 +117,18 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
      * bounded number of rows.
      */
     async pending(identity: Identity, cursor: string | undefined, limit: number): Promise<{ items: RequestView[]; next_cursor: string | null }> {
-      const { policy } = settings(identity);
+      const { policy, people } = settings(identity);
       if (identity.kind !== 'person' || !identity.roles.has('approver')) return { items: [], next_cursor: null };
       const now = clock();
       return scanPage({
         read: (after, count) => store.requests.pending(now, after && { createdAt: after[0], id: after[1] }, count),
         key: (request) => [request.createdAt, request.id] as const,
         async select(requests) {
-          const decidable = requests.filter((r) => mayApprove(policy, identity, r) && separationBar(identity, r) === undefined);
+          const decidable = requests.filter((r) => mayApprove(policy, identity, r) && separationBar(identity, r, people) === undefined);
           const states = new Map((await store.requests.states(decidable)).map((state) => [state.request.id, state]));
           return requests.map((request) => {
             const state = states.get(request.id);
-            return state && !decidedBy(identity, state.approvals) ? requestView(state, now) : undefined;
+            return state && !decidedBy(identity, state.approvals, people) ? requestView(state, now) : undefined;
           });
         },
         after: decodeCursor(cursor, ['number', 'string'] as const),

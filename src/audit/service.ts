@@ -1,6 +1,6 @@
 import { requireRole, type Identity } from '../identity/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
-import { decodeCursor, encodeCursor } from '../shared/cursor.js';
+import { keysetPage } from '../shared/cursor.js';
 import { InvalidRequest } from '../shared/errors.js';
 import type { AuditEventRecord, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
@@ -57,20 +57,24 @@ export interface AuditServiceDeps {
 
 /** The auditor's questions, for the `auditor` and `admin` roles. */
 export function createAuditService({ store, clock, keyring, issuer }: AuditServiceDeps) {
-  const issuancePage = async (filter: IssuanceFilter, cursor: string | undefined, limit: number) => {
-    const after = decodeCursor(cursor, ['number', 'string'] as const);
-    const rows = await store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, limit + 1, clock());
-    const items = rows.slice(0, limit);
-    const tail = items[items.length - 1];
-    return { items: items.map(issuanceView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.issuedAt, tail.requestId]) : null };
-  };
-  const eventPage = async (filter: EventFilter, cursor: string | undefined, limit: number) => {
-    const after = decodeCursor(cursor, ['number'] as const)?.[0] ?? 0;
-    const rows = await store.audit.events(filter, after, limit + 1);
-    const items = rows.slice(0, limit);
-    const tail = items[items.length - 1];
-    return { items: items.map(eventView), next_cursor: rows.length > limit && tail ? encodeCursor([tail.seq]) : null };
-  };
+  const issuancePage = (filter: IssuanceFilter, cursor: string | undefined, limit: number) =>
+    keysetPage({
+      cursor,
+      shape: ['number', 'string'] as const,
+      limit,
+      read: (after, count) => store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, count, clock()),
+      key: (row) => [row.issuedAt, row.requestId],
+      view: (rows) => rows.map(issuanceView),
+    });
+  const eventPage = (filter: EventFilter, cursor: string | undefined, limit: number) =>
+    keysetPage({
+      cursor,
+      shape: ['number'] as const,
+      limit,
+      read: (after, count) => store.audit.events(filter, after?.[0] ?? 0, count),
+      key: (event) => [event.seq],
+      view: (rows) => rows.map(eventView),
+    });
   /** Every page of a listing, one at a time: an export never holds more than a page in memory. */
   async function* allPages<T>(page: (cursor: string | undefined, limit: number) => Promise<{ items: T[]; next_cursor: string | null }>) {
     let cursor: string | undefined;

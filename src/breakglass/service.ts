@@ -1,6 +1,6 @@
 import { LISTING_SCAN_BUDGET } from '../approval/index.js';
 import { requireRole, type Identity } from '../identity/index.js';
-import { mayApprove, maySee, requestView, separationBar, type RequestView } from '../requests/index.js';
+import { mayApprove, maySee, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, scanPage } from '../shared/cursor.js';
@@ -31,14 +31,14 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
      * under any identity.
      */
     async review(identity: Identity, id: string, input: ReviewInput): Promise<RequestView> {
-      const { policy } = settings(identity);
+      const { policy, people } = settings(identity);
       const now = clock();
       const after = await store.change(id, (state) => {
         if (!state || !state.request.breakGlass || !maySee(policy, identity, state.request)) {
           throw new NotFound(`No break-glass grant ${id} that you may see.`);
         }
-        const bar = separationBar(identity, state.request);
-        if (bar) throw new SeparationOfDuties(`Separation of duties: ${bar.replace('decide', 'review')}.`);
+        const bar = separationBar(identity, state.request, people);
+        if (bar) throw new SeparationOfDuties(separationMessage(bar, 'review'));
         if (!mayApprove(policy, identity, state.request)) throw PolicyDenied.action('Only an approver of its scopes may review a break-glass grant.');
         if (!state.review || state.review.outcome !== null) throw new Conflict('This break-glass grant has already been reviewed.');
         const reviewer = { iss: identity.iss, sub: identity.sub };

@@ -1,8 +1,9 @@
 import type { BrokerConfig } from '../config/index.js';
-import type { Identity } from '../identity/index.js';
+import type { Identity, People } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
-import type { AdmissionFacts, AdmissionProbe, AuditEntry } from '../store/index.js';
+import { secondsUntilBelow, total } from '../shared/rate-window.js';
+import type { AdmissionFacts, AdmissionProbe, AuditEntry, Holder } from '../store/index.js';
 
 const DAY_MS = 86_400_000;
 
@@ -16,9 +17,21 @@ interface Ask {
   now: number;
 }
 
+/**
+ * Whom a request counts against: the identity, and its person under every key records may hold
+ * for them (the running configuration's aliases decide which).
+ */
+export function holderOf(identity: Identity, people: People): Holder {
+  const { personKey, person } = identity;
+  return {
+    identity: { iss: identity.iss, sub: identity.sub },
+    person: personKey === undefined || person === undefined ? null : { key: personKey, same: [...new Set([personKey, ...people.keysOf(person)])] },
+  };
+}
+
 /** Which facts the store must read for this request: only those a rule could turn on. */
 export function admissionProbe(
-  identity: Identity,
+  holder: Holder,
   scopes: readonly string[],
   policy: Policy,
   config: Pick<BrokerConfig, 'limits' | 'breakGlass'>,
@@ -26,7 +39,7 @@ export function admissionProbe(
 ): AdmissionProbe {
   return {
     now: ask.now,
-    holders: { identity: { iss: identity.iss, sub: identity.sub }, person: identity.person ?? null },
+    holder,
     conflicting: policy.conflictingScopes(scopes),
     limits: { live: config.limits.liveGrants, pending: config.limits.pendingRequests },
     breakGlass: ask.breakGlass ? { since: ask.now - DAY_MS, cap: config.breakGlass.maxPerIdentityPerDay } : undefined,
@@ -52,11 +65,12 @@ export function judgeAdmission(
   const seconds = (until: number | null | undefined, fallback: number) =>
     Math.max(1, Math.ceil(((until ?? ask.now + fallback) - ask.now) / 1000));
 
-  const rate = over(facts.requestsThisMinute, limits.requestsPerMinute);
+  const recent = { identity: total(facts.recent.identity), person: total(facts.recent.person) };
+  const rate = over(recent, limits.requestsPerMinute);
   if (rate) {
     return new RateLimited(
-      `Too many credential requests: at most ${limits.requestsPerMinute} a minute per ${rate}.`,
-      seconds(facts.minuteEndsAt, 60_000),
+      `Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${rate}.`,
+      secondsUntilBelow(facts.recent[rate], limits.requestsPerMinute),
     );
   }
 

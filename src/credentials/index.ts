@@ -1,2 +1,4 @@
 export { createCredentialService } from './service.js';
-export type { CredentialInput, CredentialService, RequestOutcome } from './service.js';
+export type { CredentialService } from './service.js';
+export type { CredentialServiceDeps } from './grant.js';
+export type { CredentialInput, RequestOutcome } from './requesting.js';

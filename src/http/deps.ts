@@ -8,7 +8,7 @@ import type { Metrics } from '../observability/index.js';
 import type { SettingsHolder } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import type { Store } from '../store/index.js';
-import type { Keyring } from '../tokens/index.js';
+import type { Keyring, TokenService } from '../tokens/index.js';
 import type { Authenticator } from './auth.js';
 
 /** What the HTTP layer is built from: the services it calls and the little it reads itself. */
@@ -19,6 +19,7 @@ export interface AppDeps {
   settings: SettingsHolder;
   auth: Authenticator;
   credentials: CredentialService;
+  tokens: TokenService;
   approvals: ApprovalService;
   breakGlass: BreakGlassService;
   audit: AuditService;

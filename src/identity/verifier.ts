@@ -5,7 +5,7 @@ import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 import { claimsWellFormed, readClaim, writeClaim } from './claims.js';
 import { KeySourceUnavailable, type TrustedIssuer, type TrustedIssuers } from './issuers.js';
 import { normalizeName } from '../shared/names.js';
-import type { PersonResolver } from './person.js';
+import type { People } from './person.js';
 import type { RoleResolver } from './roles.js';
 import { claimedTrustDomain, parseSpiffeId } from './spiffe.js';
 
@@ -24,10 +24,13 @@ export interface Identity {
   /** Workload issuers with an `initiatorClaim`: its value, exactly as in the token, the person who started the job. */
   initiator?: string;
   /**
-   * The person key (CONTRACT section 1, "People"): equal keys are one person for every
-   * restriction, never for a grant. Absent only for a workload whose issuer has no `initiatorClaim`.
+   * The person (CONTRACT section 1, "People"), under the configuration that verified it: equal
+   * values are one person for every restriction, never for a grant. Absent only for a workload
+   * whose issuer has no `initiatorClaim`.
    */
   person?: string;
+  /** The key records keep for that person: its name as the token gave it (see `People`). */
+  personKey?: string;
   /**
    * Workload issuers with `bindClaims`: those claims' values exactly as in the token, nested as in
    * the token (`[kubernetes.io, pod, uid]` gives `{"kubernetes.io": {"pod": {"uid": ...}}}`).
@@ -54,8 +57,8 @@ export interface IdentityVerifier {
 export interface IdentityVerifierOptions {
   issuers: TrustedIssuers;
   roles: RoleResolver;
-  /** `createPersonResolver(config)`: the person key of each identity. */
-  persons: PersonResolver;
+  /** `createPeople(config)`: who the person behind each identity is. */
+  people: People;
   clockSkewMs: number;
   clock: Clock;
 }
@@ -115,13 +118,13 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
       const initiator = nameClaim(config.initiatorClaim, payload);
       const boundClaims = config.bindClaims === undefined ? undefined : bindClaims(config.bindClaims, payload);
       const identity = { iss, sub: payload.sub, idp: config.name, kind: config.kind, claims: payload };
-      const person = options.persons({ ...identity, username, initiator });
+      const personKey = options.people.keyOf({ ...identity, username, initiator });
       return {
         ...identity,
         roles: options.roles(identity),
         ...(username !== undefined ? { username } : {}),
         ...(initiator !== undefined ? { initiator } : {}),
-        ...(person !== undefined ? { person } : {}),
+        ...(personKey !== undefined ? { personKey, person: options.people.personOf(personKey) } : {}),
         ...(boundClaims !== undefined ? { boundClaims } : {}),
       };
     },

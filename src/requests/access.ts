@@ -1,4 +1,4 @@
-import { sameIdentity, type Identity } from '../identity/index.js';
+import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
 import { jobKey, type RequestRecord } from '../store/index.js';
 
@@ -13,32 +13,44 @@ export function isOwner(identity: Identity, request: RequestRecord): boolean {
 
 /**
  * Who may decide a request: a person holding the `approver` role and inside every requested
- * scope's `approvers`. Workloads never approve. Only requests with a human step have approvers:
- * those that needed approval, and break-glass grants (which need a review). A low-risk request
- * has none, so an approver cannot see it. Anyone else cannot even see the request.
+ * scope's `approvers`, under the running configuration. Workloads never approve. Only requests
+ * with a human step have approvers: those that needed approval, and break-glass grants (which
+ * need a review). A low-risk request has none, so an approver cannot see it; nor has a request
+ * for a scope the configuration no longer has, whose approver rule went with it. Anyone else
+ * cannot even see the request.
  */
 export function mayApprove(policy: Policy, identity: Identity, request: RequestRecord): boolean {
   return (
     (request.approvalsRequired > 0 || request.breakGlass) &&
     identity.kind === 'person' &&
     identity.roles.has('approver') &&
+    request.scopes.every((scope) => policy.scope(scope) !== undefined) &&
     policy.approverRules(request.scopes).every((matches) => matches(identity))
   );
 }
 
+/** What bars a decider: the requester, or whoever started its job, under any identity. */
+export type SeparationBar = 'requester' | 'initiator';
+
 /**
  * Why this identity is barred from deciding (or reviewing) a request it could otherwise decide:
  * it is the requester, or the same person as the requester or as whoever started the requesting
- * job, by person key, whichever issuer it comes from. Only ever restricts.
+ * job, by person key under the running configuration, whichever issuer it comes from. Only ever
+ * restricts.
  */
-export function separationBar(identity: Identity, request: RequestRecord): string | undefined {
-  if (sameIdentity(identity, request.requester)) return 'the requester cannot decide its own request';
-  if (request.person !== null && identity.person === request.person) {
-    return request.initiator !== null
-      ? 'the person who started the requesting job cannot decide its request'
-      : 'the requester cannot decide its own request, under another identity either';
+export function separationBar(identity: Identity, request: RequestRecord, people: People): SeparationBar | undefined {
+  if (sameIdentity(identity, request.requester)) return 'requester';
+  if (request.person !== null && identity.person !== undefined && people.personOf(request.person) === identity.person) {
+    return request.initiator !== null ? 'initiator' : 'requester';
   }
   return undefined;
+}
+
+/** The refusal of a barred decider, in the words of the action refused. */
+export function separationMessage(bar: SeparationBar, action: 'decide' | 'review'): string {
+  return bar === 'initiator'
+    ? `Separation of duties: the person who started the requesting job cannot ${action} its request.`
+    : `Separation of duties: the requester cannot ${action} its own request, under any of their identities.`;
 }
 
 /** Who may see a request: its owner, its possible approvers, auditors and admins. */

@@ -1,4 +1,5 @@
-export { isOwner, mayApprove, maySee, separationBar } from './access.js';
+export { isOwner, mayApprove, maySee, separationBar, separationMessage } from './access.js';
+export type { SeparationBar } from './access.js';
 export { requestDigest } from './digest.js';
 export type { DigestInput } from './digest.js';
 export { effectiveStatus, issuedView, pendingView, requestView, reviewView } from './view.js';

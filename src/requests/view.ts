@@ -1,6 +1,5 @@
 import { toIso } from '../shared/clock.js';
 import { isLive, type BreakGlassReviewRecord, type RequestRecord, type RequestState, type RequestStatus } from '../store/index.js';
-import type { MintedToken } from '../tokens/mint.js';
 
 /**
  * A live request past its deadline is expired, whether or not the scheduler has swept it yet:
@@ -59,8 +58,16 @@ export function reviewView(review: BreakGlassReviewRecord) {
   };
 }
 
+/** A token as its holder receives it. */
+export interface HandedToken {
+  token: string;
+  ttlSeconds: number;
+  /** Its `exp`, in ms. */
+  expiresAt: number;
+}
+
 /** CONTRACT section 4, the 201 of `POST /v1/credentials` and `/token`. */
-export function issuedView(request: RequestRecord, token: MintedToken) {
+export function issuedView(request: RequestRecord, token: HandedToken) {
   return {
     request_id: request.id,
     status: 'issued' as const,

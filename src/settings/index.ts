@@ -3,9 +3,10 @@ import type { BrokerConfig } from '../config/index.js';
 import {
   compileRoles,
   createIdentityVerifier,
-  createPersonResolver,
+  createPeople,
   loadTrustedIssuers,
   type IdentityVerifier,
+  type People,
 } from '../identity/index.js';
 import { compileWebhooks, type Webhook } from '../notify/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
@@ -21,6 +22,8 @@ export interface Settings {
   config: BrokerConfig;
   policy: Policy;
   identity: IdentityVerifier;
+  /** Who the person behind each recorded key is, under this configuration's aliases. */
+  people: People;
   webhooks: readonly Webhook[];
 }
 
@@ -55,13 +58,15 @@ export async function compileSettings(config: BrokerConfig, options: CompileOpti
     clock: options.clock,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   });
+  const people = createPeople(config);
   return {
     config,
     policy: compilePolicy(config),
+    people,
     identity: createIdentityVerifier({
       issuers,
       roles: compileRoles(config.roles),
-      persons: createPersonResolver(config),
+      people,
       clockSkewMs: config.clockSkew,
       clock: options.clock,
     }),

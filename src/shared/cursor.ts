@@ -26,6 +26,27 @@ export function decodeCursor<T extends readonly ('string' | 'number')[]>(
   return key as never;
 }
 
+type KeyShape = readonly ('string' | 'number')[];
+type KeyOf<T extends KeyShape> = { [K in keyof T]: T[K] extends 'number' ? number : string };
+
+/**
+ * One page of a keyset listing: the rows after the cursor's key, one more than a page read to
+ * tell whether another page follows, the cursor of the next page keyed on the last row shown.
+ */
+export async function keysetPage<Shape extends KeyShape, Row, Item>(options: {
+  cursor: string | undefined;
+  shape: Shape;
+  limit: number;
+  read: (after: KeyOf<Shape> | undefined, count: number) => Promise<Row[]>;
+  key: (row: Row) => KeyOf<Shape>;
+  view: (rows: Row[]) => Item[] | Promise<Item[]>;
+}): Promise<{ items: Item[]; next_cursor: string | null }> {
+  const rows = await options.read(decodeCursor(options.cursor, options.shape) as KeyOf<Shape> | undefined, options.limit + 1);
+  const page = rows.slice(0, options.limit);
+  const tail = page[page.length - 1];
+  return { items: await options.view(page), next_cursor: rows.length > options.limit && tail !== undefined ? encodeCursor(options.key(tail)) : null };
+}
+
 /**
  * One page of a listing filtered after the query (by what the caller may see or decide), at a
  * bounded cost: it reads rows in batches after `after` and keeps those `select` gives a value

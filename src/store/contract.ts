@@ -14,6 +14,7 @@ import type {
   ReviewOutcome,
   SigningKeyRecord,
 } from './records.js';
+import type { RateWindow } from '../shared/rate-window.js';
 
 /**
  * The broker's records, behind one small contract with an implementation per engine
@@ -164,16 +165,25 @@ export interface RequestChange<R> {
   result: R;
 }
 
-/** The identity and the person a request counts against. */
-export interface Holders {
+/** A person a request counts against, by the keys records keep (see `People` in identity/). */
+export interface PersonHolder {
+  /** The key this request is recorded under: the name as the caller's token gave it. */
+  key: string;
+  /** Every recorded key that is this person under the running configuration, `key` among them: counted as one. */
+  same: readonly string[];
+}
+
+/** One holder a request counts against: an identity and, when one is known behind it, its person. */
+export interface Holder {
   identity: Principal;
-  person: string | null;
+  person: PersonHolder | null;
 }
 
 /** Which facts an admission needs. None costs more as a caller's history grows. */
 export interface AdmissionProbe {
   now: number;
-  holders: Holders;
+  /** Who the request is for: separation, quotas and limits count for it. */
+  holder: Holder;
   /** Scopes whose live grants would conflict with the request (separation rules). */
   conflicting: readonly string[];
   /** The live and pending limits: at one, the store also finds when the holder's soonest grant ends. */
@@ -189,11 +199,9 @@ export interface HolderCounts {
 }
 
 export interface AdmissionFacts {
-  /** Credential requests already counted in the current minute (before this one). */
-  requestsThisMinute: HolderCounts;
-  /** When the current minute ends, ms. */
-  minuteEndsAt: number;
-  /** Refusals of this identity recorded one by one in the current minute. */
+  /** Credential requests in the last 60 seconds, before this one, by second (as of `now`). */
+  recent: { identity: RateWindow; person: RateWindow };
+  /** Refusals of this identity recorded one by one in the current clock minute. */
   refusalsRecorded: number;
   /** Live requests (pending, approved, issued), counted until the scheduler marks them expired. */
   live: HolderCounts;
@@ -206,7 +214,7 @@ export interface AdmissionFacts {
 }
 
 /**
- * What an admission writes. Either way the request counts toward this minute's rate. A refusal
+ * What an admission writes. Either way the request counts toward the caller's rate. A refusal
  * writes `event` when given, else it is only counted, and reported later in one aggregated event.
  */
 export type Admission<R> =

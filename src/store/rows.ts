@@ -154,10 +154,9 @@ export interface IssuanceAuditRow {
   ended_at: number | null;
   revoke_reason: string | null;
   status: GrantStatus;
-  approvers: string;
 }
 
-export const toIssuanceAudit = (r: IssuanceAuditRow): IssuanceAuditRecord => ({
+export const toIssuanceAudit = (r: IssuanceAuditRow, approvers: IssuanceAuditRecord['approvers']): IssuanceAuditRecord => ({
   jti: r.jti,
   requestId: r.request_id,
   requester: { iss: r.requester_iss, sub: r.requester_sub },
@@ -168,7 +167,7 @@ export const toIssuanceAudit = (r: IssuanceAuditRow): IssuanceAuditRecord => ({
   issuedAt: r.issued_at,
   expiresAt: r.expires_at,
   status: r.status,
-  approvers: JSON.parse(r.approvers) as IssuanceAuditRecord['approvers'],
+  approvers,
   breakGlass: Boolean(r.break_glass),
   revokedAt: r.status === 'revoked' ? r.ended_at : null,
   revokeReason: r.status === 'revoked' ? r.revoke_reason : null,

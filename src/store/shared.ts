@@ -1,9 +1,9 @@
 import { canonicalJson } from '../shared/canonical-json.js';
-import type { AdmissionFacts, AdmissionProbe, TransitionFields } from './contract.js';
-import { LIVE_STATUSES, type Principal, type RequestStatus } from './records.js';
+import type { Holder, TransitionFields } from './contract.js';
+import { LIVE_STATUSES, type Principal, type RequestRecord, type RequestStatus } from './records.js';
 
 /**
- * What both engines compute the same way, so their records agree byte for byte.
+ * Small pieces of the store that both its code and its callers compute the same way.
  */
 
 /** `LIVE_STATUSES` as an SQL list, for `status IN ${LIVE_SQL}` on both engines. */
@@ -13,14 +13,20 @@ export const isLive = (status: RequestStatus): boolean => LIVE_STATUSES.includes
 
 /**
  * The key an identity is counted under in the tables shared with person keys (rates, live
- * scopes). Person keys start with `u:` or `i:`, so the two kinds never meet. The same text is
- * written by the migration that backfills these tables: `'identity:' || iss || char(10) || sub`.
+ * scopes, loads). Person keys start with `n:`, `i:` or `u:`, so the two kinds never meet. The
+ * same text is written by the migration that backfilled these tables: `'identity:' || iss || char(10) || sub`.
  */
 export const identityHolder = (identity: Principal): string => `identity:${identity.iss}\n${identity.sub}`;
 
-/** The holders a request counts against: its identity, and its person when it has one. */
-export const holderKeys = (identity: Principal, person: string | null): string[] =>
+/** The keys a request is recorded under: its identity's, and its person's when it has one. */
+export const recordedKeys = (identity: Principal, person: string | null): string[] =>
   person === null ? [identityHolder(identity)] : [identityHolder(identity), person];
+
+/** The keys a holder's counts are read from: its identity's, and every key of its person. */
+export const countedKeys = (holder: Holder): string[] => [identityHolder(holder.identity), ...(holder.person?.same ?? [])];
+
+/** The keys a request counts under, as recorded: a request's holders never change. */
+export const requestKeys = (request: Pick<RequestRecord, 'requester' | 'person'>): string[] => recordedKeys(request.requester, request.person);
 
 /** A job's bound claims as stored and compared: canonical JSON, or '' for a request bound to no job. */
 export const jobKey = (boundClaims: Record<string, unknown> | null | undefined): string =>
@@ -51,10 +57,8 @@ export function loadDelta(from: RequestStatus, to: RequestStatus): { live: numbe
   };
 }
 
-/** Whether a holder is at its live or pending limit: only then is its soonest deadline worth reading. */
-export const atLimit = (facts: Pick<AdmissionFacts, 'live' | 'pending'>, probe: Pick<AdmissionProbe, 'limits'>): boolean =>
-  Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
-  Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
+/** `?, ?, ?`: placeholders for a list of `n` values. */
+export const marks = (n: number): string => Array.from({ length: n }, () => '?').join(', ');
 
 /** A database migrated by a newer release than this one. */
 export class SchemaTooNew extends Error {

@@ -3,3 +3,5 @@ export { openKeyring, RETIRE_GRACE_MS, SIGNING_SLACK_MS } from './keyring.js';
 export type { Keyring, KeyringOptions, SigningKey } from './keyring.js';
 export { mintAccessToken, sha256Token } from './mint.js';
 export type { AccessTokenGrant, MintedToken, MintOptions } from './mint.js';
+export { createTokenService } from './service.js';
+export type { TokenService, TokenServiceDeps } from './service.js';

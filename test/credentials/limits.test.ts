@@ -32,7 +32,7 @@ const expect429 = (response: { status: number; body: { type?: string; detail?: s
 };
 
 describe('requestsPerMinute', () => {
-  it('refuses past the limit in a minute with 429 and Retry-After, counting refusals too, then recovers', async () => {
+  it('refuses past the limit in 60 seconds with 429 and Retry-After, counting refusals too, then recovers', async () => {
     t = await start({ requestsPerMinute: 4 });
     const minute = nextMinute();
     t.clock.set(minute + 15_000);
@@ -40,10 +40,44 @@ describe('requestsPerMinute', () => {
     for (let i = 0; i < 3; i += 1) expect((await post(job)).status).toBe(201);
     expect((await post(job, { ...read, scopes: ['db:admin'] })).status).toBe(403); // refused, and counted
     const over = await post(job);
-    expect429(over, /4 a minute per identity/);
-    expect(over.headers['retry-after']).toBe('45'); // until the minute is over
-    t.clock.set(minute + MINUTE);
+    expect429(over, /at most 4 in any 60 seconds per identity/);
+    expect(over.headers['retry-after']).toBe('60'); // until those four are a minute old
+    t.clock.set(minute + 15_000 + 59_000);
+    expect429(await post(await t.as.pipeline()), /per identity/);
+    t.clock.set(minute + 15_000 + MINUTE);
     expect((await post(await t.as.pipeline())).status).toBe(201);
+  });
+
+  it('holds over any 60 seconds, not per clock minute: a burst at the end of one minute and the start of the next is one burst', async () => {
+    t = await start({ requestsPerMinute: 4 });
+    const minute = nextMinute();
+    t.clock.set(minute - 1_000); // 12:00:59
+    const job = await t.as.pipeline();
+    for (let i = 0; i < 4; i += 1) expect((await post(job)).status).toBe(201);
+    t.clock.set(minute); // 12:01:00: a clock-minute window would start afresh here
+    const over = await post(await t.as.pipeline());
+    expect429(over, /per identity/);
+    expect(over.headers['retry-after']).toBe('59'); // the four leave the window at 12:01:59
+    t.clock.set(minute + 30_000);
+    expect429(await post(await t.as.pipeline()), /per identity/);
+    t.clock.set(minute + 59_000);
+    expect((await post(await t.as.pipeline())).status).toBe(201);
+  });
+
+  it('spreads requests across the window: it admits as many as leave it, second by second', async () => {
+    t = await start({ requestsPerMinute: 3 });
+    const minute = nextMinute();
+    const job = async () => t.as.pipeline();
+    for (const at of [0, 20_000, 40_000]) {
+      t.clock.set(minute + at);
+      expect((await post(await job())).status).toBe(201);
+    }
+    t.clock.set(minute + 60_000); // the first has left
+    expect((await post(await job())).status).toBe(201);
+    t.clock.set(minute + 80_000); // and the second
+    expect((await post(await job())).status).toBe(201);
+    t.clock.set(minute + 99_999); // the third (at 40 s) is still in
+    expect429(await post(await job()), /per identity/);
   });
 
   it('counts per person: a second identity of the same person shares the minute', async () => {

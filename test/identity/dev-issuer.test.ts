@@ -1,7 +1,7 @@
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, type IssuerConfig } from '../../src/config/index.js';
-import { compileRoles, createIdentityVerifier, createPersonResolver, loadTrustedIssuers, mintDevIdentityToken } from '../../src/identity/index.js';
+import { compileRoles, createIdentityVerifier, createPeople, loadTrustedIssuers, mintDevIdentityToken } from '../../src/identity/index.js';
 import { tempDir } from '../helpers/temp.js';
 
 /** The development issuers of the shipped config: their tokens must pass the checks real ones do. */
@@ -19,7 +19,7 @@ describe('dev identity tokens', () => {
     const verifier = createIdentityVerifier({
       issuers: await loadTrustedIssuers(config.identity.issuers),
       roles: compileRoles(config.roles),
-      persons: createPersonResolver(config),
+      people: createPeople(config),
       clockSkewMs: config.clockSkew,
       clock: Date.now,
     });

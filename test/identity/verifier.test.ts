@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.js';
-import { compileRoles, createIdentityVerifier, createPersonResolver, loadTrustedIssuers, type IdentityVerifier } from '../../src/identity/index.js';
+import { compileRoles, createIdentityVerifier, createPeople, loadTrustedIssuers, type IdentityVerifier } from '../../src/identity/index.js';
 import { InvalidToken } from '../../src/shared/errors.js';
 import { baseConfig, bearer, createTestIssuers, startTestBroker, type TestBroker, type TestIssuers } from '../helpers/broker.js';
 
@@ -34,7 +34,7 @@ describe('identity fields', () => {
     verifier = createIdentityVerifier({
       issuers: await loadTrustedIssuers(config.identity.issuers),
       roles: compileRoles(config.roles),
-      persons: createPersonResolver(config),
+      people: createPeople(config),
       clockSkewMs: config.clockSkew,
       clock: () => now,
     });
@@ -68,7 +68,7 @@ describe('identity fields', () => {
     const protoVerifier = createIdentityVerifier({
       issuers: await loadTrustedIssuers(config.identity.issuers),
       roles: compileRoles(config.roles),
-      persons: createPersonResolver(config),
+      people: createPeople(config),
       clockSkewMs: config.clockSkew,
       clock: () => now,
     });

@@ -5,7 +5,7 @@ import { breakGlassQuery, pageQuery } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 /** The `/v1` listings of approvers, break-glass reviewers and resource servers. */
-export function listingRoutes({ credentials, approvals, breakGlass }: AppDeps): Router {
+export function listingRoutes({ tokens, approvals, breakGlass }: AppDeps): Router {
   const router = Router();
 
   router.get('/approvals', async (req, res) => {
@@ -20,7 +20,7 @@ export function listingRoutes({ credentials, approvals, breakGlass }: AppDeps): 
 
   router.get('/revocations', async (req, res) => {
     const { limit, cursor } = parseInput(pageQuery, req.query, 'query');
-    res.json(await credentials.revocations(identityOf(res), cursor, limit));
+    res.json(await tokens.revocations(identityOf(res), cursor, limit));
   });
 
   return router;

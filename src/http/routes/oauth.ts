@@ -16,7 +16,7 @@ const tokenParam = (body: unknown): string => parseInput(tokenForm, body ?? {}, 
 
 /** `/oauth2`: the token endpoint (RFC 8693), introspection (RFC 7662), revocation (RFC 7009). */
 export function oauthRoutes(deps: AppDeps): Router {
-  const { auth, credentials } = deps;
+  const { auth, tokens } = deps;
   const router = Router();
   router.use(noStore, express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 50 }));
 
@@ -34,11 +34,11 @@ export function oauthRoutes(deps: AppDeps): Router {
   });
 
   router.post('/introspect', auth.requireIdentity, async (req, res) => {
-    res.json(await credentials.introspect(identityOf(res), tokenParam(req.body)));
+    res.json(await tokens.introspect(identityOf(res), tokenParam(req.body)));
   });
 
   router.post('/revoke', auth.requireIdentity, async (req, res) => {
-    await credentials.revokeToken(identityOf(res), tokenParam(req.body));
+    await tokens.revoke(identityOf(res), tokenParam(req.body));
     res.status(200).end();
   });
 

@@ -7,16 +7,20 @@ const types = {
     oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-export type Query = <T = Record<string, unknown>>(text: string, params?: unknown[]) => Promise<T[]>;
+export type Query = <T = Record<string, unknown>>(text: string, params?: readonly unknown[]) => Promise<T[]>;
 
-export interface Pool {
-  /** A statement on any pooled connection, outside a transaction. */
+/** Statements: `query` answers rows, `execute` the number of rows a write changed. */
+export interface Connection {
   query: Query;
+  execute(text: string, params?: readonly unknown[]): Promise<number>;
+}
+
+export interface Pool extends Connection {
   /**
    * `work` in one READ COMMITTED transaction on one connection: committed when it resolves
    * (rolled back instead with `rollback`, for probes), rolled back when it throws.
    */
-  transaction<T>(work: (query: Query) => Promise<T>, options?: { rollback?: boolean }): Promise<T>;
+  transaction<T>(work: (tx: Connection) => Promise<T>, options?: { rollback?: boolean }): Promise<T>;
   end(): Promise<void>;
   readonly raw: pg.Pool;
 }
@@ -49,16 +53,19 @@ export function createPool(url: string): Pool {
           internal: { postgres: (error as { code?: string }).code, message: (error as Error).message },
         });
 
+  const run = async (client: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]) => {
+    try {
+      return await client.query(text, params as unknown[]);
+    } catch (error) {
+      throw failure(error);
+    }
+  };
+
   return {
     raw,
-    async query<T>(text: string, params: unknown[] = []) {
-      try {
-        return (await raw.query(text, params)).rows as T[];
-      } catch (error) {
-        throw failure(error);
-      }
-    },
-    async transaction<T>(work: (query: Query) => Promise<T>, options: { rollback?: boolean } = {}): Promise<T> {
+    query: async <T>(text: string, params: readonly unknown[] = []) => (await run(raw, text, params)).rows as T[],
+    execute: async (text, params = []) => (await run(raw, text, params)).rowCount ?? 0,
+    async transaction<T>(work: (tx: Connection) => Promise<T>, options: { rollback?: boolean } = {}): Promise<T> {
       let client: pg.PoolClient;
       try {
         client = await raw.connect();
@@ -66,18 +73,22 @@ export function createPool(url: string): Pool {
         throw failure(error);
       }
       let broken = false;
-      const query: Query = async <R>(text: string, params: unknown[] = []) => {
+      const statement = async (text: string, params: readonly unknown[] = []) => {
         try {
-          return (await client.query(text, params)).rows as R[];
+          return await run(client, text, params);
         } catch (error) {
           broken = true;
-          throw failure(error);
+          throw error;
         }
       };
+      const tx: Connection = {
+        query: async <R>(text: string, params?: readonly unknown[]) => (await statement(text, params)).rows as R[],
+        execute: async (text, params) => (await statement(text, params)).rowCount ?? 0,
+      };
       try {
-        await query('BEGIN');
-        const result = await work(query);
-        await query(options.rollback ? 'ROLLBACK' : 'COMMIT');
+        await tx.query('BEGIN');
+        const result = await work(tx);
+        await tx.query(options.rollback ? 'ROLLBACK' : 'COMMIT');
         return result;
       } catch (error) {
         // A decision that threw is the caller's answer, a failed statement already `Unavailable`,

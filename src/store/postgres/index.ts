@@ -3,7 +3,8 @@ import type { Store } from '../contract.js';
 import { SchemaTooNew } from '../shared.js';
 import { createPool } from './client.js';
 import { migratePostgres } from './migrate.js';
-import { createPostgresStore } from './store.js';
+import { createStore } from '../store.js';
+import { createPostgresEngine } from './engine.js';
 
 export { POSTGRES_MIGRATIONS_DIR, migratePostgres } from './migrate.js';
 
@@ -17,5 +18,5 @@ export async function openPostgresStore(url: string, clock: Clock): Promise<Stor
     if (error instanceof SchemaTooNew) throw error; // says all there is to say, as on SQLite
     throw new Error(`cannot prepare the PostgreSQL database: ${(error as Error).message}`, { cause: error });
   }
-  return createPostgresStore(pool, clock);
+  return createStore(createPostgresEngine(pool, clock), clock);
 }

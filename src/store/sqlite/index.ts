@@ -1,13 +1,39 @@
 import type { Clock } from '../../shared/clock.js';
-import { openDatabase } from './database.js';
-import { createSqliteStore, type SqliteStore } from './store.js';
+import type { Store } from '../contract.js';
+import { createStore } from '../store.js';
+import { migrate, openDatabase, type Db } from './database.js';
+import { createSqliteEngine } from './engine.js';
 
 export { MIGRATIONS_DIR, migrate, migrationFiles, openDatabase, unknownSchemaVersions } from './database.js';
 export type { Db } from './database.js';
-export { createSqliteStore, openSqliteStore } from './store.js';
-export type { SqliteStore } from './store.js';
 
-/** A database file opened read-only, for offline verification of the audit chain: nothing is written. */
-export function openSqliteReadOnly(path: string, clock: Clock): SqliteStore {
-  return createSqliteStore(openDatabase(path, { readonly: true }), clock);
+/**
+ * Opens (creating if need be) and migrates the database file, then returns the store over it:
+ * one connection for the writer, one for reads, so that reads never wait on the write lock.
+ */
+export function openSqliteStore(path: string, clock: Clock): Store {
+  const db = openDatabase(path);
+  let reader;
+  try {
+    migrate(db);
+    reader = openDatabase(path);
+    reader.pragma('query_only = ON');
+  } catch (error) {
+    db.close();
+    reader?.close();
+    throw error;
+  }
+  // The writer takes the write lock without waiting: when another process holds it, the writer
+  // retries on a timer instead of blocking this process's event loop (see writer.ts).
+  db.pragma('busy_timeout = 0');
+  return createStore(createSqliteEngine(db, clock, reader), clock);
+}
+
+/**
+ * A database file opened read-only, for offline verification of the audit chain and backups:
+ * nothing is written. Its connection is there for checks of the file itself.
+ */
+export function openSqliteReadOnly(path: string, clock: Clock): Store & { readonly db: Db } {
+  const db = openDatabase(path, { readonly: true });
+  return Object.assign(createStore(createSqliteEngine(db, clock), clock), { db });
 }

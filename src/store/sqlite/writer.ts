@@ -3,7 +3,7 @@ import { Unavailable } from '../../shared/errors.js';
 import type { Db } from './database.js';
 
 interface Queued {
-  work: () => unknown;
+  work: () => Promise<unknown>;
   rollback: boolean;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
@@ -15,13 +15,14 @@ export interface Writer {
    * of the event loop (group commit), and resolves once the shared commit is on disk. Each
    * operation stays all-or-nothing: it runs inside its own savepoint, and a throw rolls back its
    * writes alone and rejects its promise with what it threw. With `rollback`, its writes are
-   * undone even when it succeeds (a probe that the store can write).
+   * undone even when it succeeds (a probe that the store can write). `beforeCommit` runs last in
+   * the transaction, with the values of the operations that succeeded (the chain's append).
    */
-  run<T>(work: () => T, options?: { rollback?: boolean }): Promise<T>;
+  run<T>(work: () => Promise<T>, options?: { rollback?: boolean }): Promise<T>;
   /** When the last batch failed to commit (ms), or undefined: a store that cannot write is not ready. */
   lastFailure(): number | undefined;
   /** Commits what is queued; further `run` calls are refused. */
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** How long operations wait for another process to release the write lock before they fail (503). */
@@ -29,25 +30,27 @@ export const LOCK_WAIT_MS = 5_000;
 /** How often the lock is tried again meanwhile. */
 const LOCK_RETRY_MS = 1;
 
-const storeFailure = (error: unknown) =>
+export const storeFailure = (error: unknown) =>
   new Unavailable('The broker could not record this change; nothing was granted. Try again shortly.', {
     cause: error,
     internal: { sqlite: (error as { code?: string }).code, message: (error as Error).message },
   });
 
-const isBusy = (error: unknown) => error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
+export const isBusy = (error: unknown) => error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
 
 /**
  * Group commit on one better-sqlite3 connection. SQLite in WAL mode with synchronous=FULL pays
  * one fsync per commit; committing every operation queued during a turn of the event loop
- * together pays it once per batch. Nothing else runs while a batch runs (better-sqlite3 is
- * synchronous), so reads never see a batch half done. When another process holds the write
- * lock, the batch waits on a timer, not in SQLite's busy handler, which would stall this
- * process's event loop; operations arriving meanwhile join it.
+ * together pays it once per batch. Operations are promises only in form: their statements run
+ * synchronously, so a batch runs from BEGIN to COMMIT without yielding to I/O, and reads never
+ * see it half done. When another process holds the write lock, the batch waits on a timer, not
+ * in SQLite's busy handler, which would stall this process's event loop; operations arriving
+ * meanwhile join it.
  */
-export function createWriter(db: Db, clock: () => number): Writer {
+export function createWriter(db: Db, clock: () => number, beforeCommit: (values: unknown[]) => void = () => {}): Writer {
   let queue: Queued[] = [];
   let scheduled = false;
+  let flushing: Promise<void> | undefined;
   let closed = false;
   let failedAt: number | undefined;
   let waitingSince: number | undefined;
@@ -63,13 +66,19 @@ export function createWriter(db: Db, clock: () => number): Writer {
   const schedule = (delayMs?: number) => {
     if (scheduled) return;
     scheduled = true;
+    const go = () => {
+      scheduled = false;
+      flushing ??= flush().finally(() => {
+        flushing = undefined;
+        if (queue.length > 0) schedule();
+      });
+    };
     // setImmediate, not a microtask: requests whose I/O completes in this turn join the batch.
-    if (delayMs === undefined) setImmediate(flush);
-    else setTimeout(flush, delayMs);
+    if (delayMs === undefined) setImmediate(go);
+    else setTimeout(go, delayMs);
   };
 
-  function flush(): void {
-    scheduled = false;
+  async function flush(): Promise<void> {
     if (queue.length === 0) return;
     try {
       statements.begin.run();
@@ -94,7 +103,7 @@ export function createWriter(db: Db, clock: () => number): Writer {
     for (const [i, op] of batch.entries()) {
       statements.savepoint.run();
       try {
-        const value = op.work();
+        const value = await op.work();
         if (op.rollback) statements.undo.run();
         statements.release.run();
         done.push({ op, value });
@@ -111,6 +120,7 @@ export function createWriter(db: Db, clock: () => number): Writer {
       }
     }
     try {
+      beforeCommit(done.map((d) => d.value));
       statements.commit.run();
       failedAt = undefined;
     } catch (error) {
@@ -133,7 +143,7 @@ export function createWriter(db: Db, clock: () => number): Writer {
   }
 
   return {
-    run<T>(work: () => T, options: { rollback?: boolean } = {}): Promise<T> {
+    run<T>(work: () => Promise<T>, options: { rollback?: boolean } = {}): Promise<T> {
       if (closed) return Promise.reject(storeFailure(new Error('the store is closed')));
       return new Promise<T>((resolve, reject) => {
         queue.push({ work, rollback: options.rollback ?? false, resolve: resolve as (value: unknown) => void, reject });
@@ -141,9 +151,10 @@ export function createWriter(db: Db, clock: () => number): Writer {
       });
     },
     lastFailure: () => failedAt,
-    close() {
+    async close() {
       closed = true;
-      flush();
+      while (flushing) await flushing;
+      await flush();
     },
   };
 }

@@ -1,0 +1,575 @@
+import { toIso, type Clock } from '../shared/clock.js';
+import { decodeWindow, emptyWindow, encodeWindow, merge, record, type RateWindow } from '../shared/rate-window.js';
+import type { Admission, AdmissionFacts, AdmissionProbe, Holder, RequestChange, RequestState, Store, TransitionFields } from './contract.js';
+import type { Emit, Engine, Maintenance, Sql } from './engine.js';
+import type { AuditEntry, IssuanceRecord, RequestRecord, RequestStatus } from './records.js';
+import {
+  mapOptional,
+  toApproval,
+  toEvent,
+  toIssuance,
+  toIssuanceAudit,
+  toKey,
+  toRequest,
+  toReview,
+  type ApprovalRow,
+  type EventRow,
+  type IssuanceAuditRow,
+  type IssuanceRow,
+  type KeyRow,
+  type RequestRow,
+  type ReviewRow,
+} from './rows.js';
+import {
+  countedKeys,
+  identityHolder,
+  isLive,
+  jobKey,
+  LIVE_SQL,
+  loadDelta,
+  marks,
+  minuteStart,
+  recordedKeys,
+  requestKeys,
+  transitionColumns,
+} from './shared.js';
+
+/** Signing keys change under this lock, so processes sharing a key directory rotate once. */
+const KEYS_LOCK = 'keys';
+/** Conditional appends (`appendIfLatest`) judge and write under this lock. */
+const APPEND_IF_LATEST_LOCK = 'append-if-latest';
+
+/**
+ * The broker's records, written once for every engine: the SQL here runs unchanged on SQLite and
+ * PostgreSQL, and the engine makes each operation atomic its own way (see engine.ts). An
+ * operation names what it locks before it starts (its caller, its request), which on PostgreSQL
+ * serialises the judgements about one caller or one request across replicas, and reads every
+ * fact its decision depends on inside the same transaction.
+ */
+export function createStore(engine: Engine, clock: Clock): Store {
+  const { dialect, read } = engine;
+
+  const getRequest = async (sql: Sql, id: string) => mapOptional(await sql.get<RequestRow>('SELECT * FROM requests WHERE id = ?', [id]), toRequest);
+
+  /** Requests with what their views show: one statement per table, never one per request. */
+  async function states(sql: Sql, requests: readonly RequestRecord[]): Promise<RequestState[]> {
+    if (requests.length === 0) return [];
+    const ids = requests.map((r) => r.id);
+    const list = marks(ids.length);
+    const approvals = (await sql.all<ApprovalRow>(`SELECT * FROM approvals WHERE request_id IN (${list}) ORDER BY at, approver_iss, approver_sub`, ids)).map(toApproval);
+    const reviews = (await sql.all<ReviewRow>(`SELECT * FROM break_glass_reviews WHERE request_id IN (${list})`, ids)).map(toReview);
+    const issuances = (await sql.all<IssuanceRow>(`SELECT * FROM issuances WHERE request_id IN (${list})`, ids)).map(toIssuance);
+    return requests.map((request) => ({
+      request,
+      approvals: approvals.filter((a) => a.requestId === request.id),
+      review: reviews.find((r) => r.requestId === request.id),
+      issuance: issuances.find((i) => i.requestId === request.id),
+    }));
+  }
+
+  const stateOf = async (sql: Sql, id: string): Promise<RequestState | undefined> => {
+    const request = await getRequest(sql, id);
+    return request ? (await states(sql, [request]))[0] : undefined;
+  };
+
+  const activeKeys = async (sql: Sql) =>
+    (await sql.all<KeyRow>('SELECT * FROM signing_keys WHERE retired_at IS NULL ORDER BY activates_at DESC, created_at DESC, kid DESC')).map(toKey);
+
+  // ---- writes ----
+
+  async function insertRequest(sql: Sql, r: RequestRecord): Promise<void> {
+    await sql.run(
+      `INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes,
+         audience, ttl_seconds, justification, break_glass, policy_ids, digest, approvals_required, status, created_at,
+         expires_at, decided_at, issued_at, ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
+       VALUES (${marks(25)})`,
+      [
+        r.id, r.requester.iss, r.requester.sub, r.requesterIdp, r.initiator, r.person, jobKey(r.boundClaims), r.taskId,
+        JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass, JSON.stringify(r.policyIds),
+        r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt, r.issuedAt, r.endedAt,
+        r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
+      ],
+    );
+    if (!isLive(r.status)) return;
+    const keys = requestKeys(r);
+    const rows = keys.flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
+    await sql.run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat());
+    await adjustLoad(sql, new Map(keys.map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }])));
+  }
+
+  /** Changes holders' counts in one statement, rows in a fixed order (no two transactions wait on each other in a cycle). */
+  async function adjustLoad(sql: Sql, deltas: ReadonlyMap<string, { live: number; pending: number }>): Promise<void> {
+    const keys = [...deltas.keys()].sort();
+    if (keys.length === 0) return;
+    await sql.run(
+      `INSERT INTO holder_load (holder, live, pending) VALUES ${keys.map(() => '(?, ?, ?)').join(', ')}
+       ON CONFLICT (holder) DO UPDATE SET live = holder_load.live + excluded.live, pending = holder_load.pending + excluded.pending`,
+      keys.flatMap((key) => [key, deltas.get(key)?.live ?? 0, deltas.get(key)?.pending ?? 0]),
+    );
+  }
+
+  async function insertIssuance(sql: Sql, i: IssuanceRecord, scopes: readonly string[]): Promise<void> {
+    await sql.run('INSERT INTO issuances (jti, request_id, token_sha256, kid, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
+      i.jti, i.requestId, i.tokenSha256, i.kid, i.issuedAt, i.expiresAt,
+    ]);
+    await sql.run(
+      `INSERT INTO issued_scopes (scope, issued_at, request_id) VALUES ${scopes.map(() => '(?, ?, ?)').join(', ')}`,
+      scopes.flatMap((scope) => [scope, i.issuedAt, i.requestId]),
+    );
+  }
+
+  /** Moves requests on from the statuses they were read in (under this operation's locks). */
+  async function transition(sql: Sql, request: RequestRecord, from: readonly RequestStatus[], to: RequestStatus, fields: TransitionFields = {}): Promise<void> {
+    const columns = transitionColumns(fields);
+    const changed = await sql.run(
+      `UPDATE requests SET status = ?${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id = ? AND status IN (${marks(from.length)})`,
+      [to, ...columns.map(([, value]) => value), request.id, ...from],
+    );
+    // The state was read under this operation's locks: a mismatch is a defect, never a race.
+    if (changed !== 1) throw new Error(`request ${request.id} is ${request.status}, not ${from.join('|')}`);
+    await settle(sql, [{ request, to }]);
+  }
+
+  /** After transitions: the holders' counts, and the separation index of requests no longer live. */
+  async function settle(sql: Sql, moves: readonly { request: RequestRecord; to: RequestStatus }[]): Promise<void> {
+    const deltas = new Map<string, { live: number; pending: number }>();
+    const ended: string[] = [];
+    for (const { request, to } of moves) {
+      const { live, pending } = loadDelta(request.status, to);
+      if (live < 0) ended.push(request.id);
+      if (live === 0 && pending === 0) continue;
+      for (const key of requestKeys(request)) {
+        const sum = deltas.get(key) ?? { live: 0, pending: 0 };
+        deltas.set(key, { live: sum.live + live, pending: sum.pending + pending });
+      }
+    }
+    await adjustLoad(sql, deltas);
+    if (ended.length > 0) await sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended);
+  }
+
+  /** Moves due requests (locked by this transaction) to `expired` in one statement. */
+  async function expire(sql: Sql, requests: readonly RequestRecord[], now: number): Promise<void> {
+    if (requests.length === 0) return;
+    const ids = requests.map((r) => r.id);
+    const changed = await sql.run(`UPDATE requests SET status = 'expired', ended_at = ? WHERE id IN (${marks(ids.length)}) AND status IN ${LIVE_SQL}`, [now, ...ids]);
+    if (changed !== requests.length) throw new Error('a locked request changed status during its sweep');
+    await settle(sql, requests.map((request) => ({ request, to: 'expired' as const })));
+  }
+
+  /**
+   * Due requests this sweep may change: each claimed with the holders its change touches (other
+   * replicas' sweeps and requests in flight keep theirs), then read again under that claim, as
+   * one may have moved on since the first look.
+   */
+  async function claimed(sql: Sql, claim: Maintenance['claim'], due: string, params: readonly unknown[], limit: number): Promise<RequestRecord[]> {
+    const candidates = (await sql.all<RequestRow>(`SELECT * FROM requests WHERE ${due} ORDER BY expires_at LIMIT ?`, [...params, limit])).map(toRequest);
+    if (!engine.lockByName || candidates.length === 0) return candidates;
+    const taken = await claim(candidates.map((request) => [`request:${request.id}`, ...requestKeys(request)]));
+    const ids = candidates.filter((_request, i) => taken[i]).map((request) => request.id);
+    if (ids.length === 0) return [];
+    return (await sql.all<RequestRow>(`SELECT * FROM requests WHERE id IN (${marks(ids.length)}) AND ${due} ORDER BY expires_at`, [...ids, ...params])).map(toRequest);
+  }
+
+  // ---- admission ----
+
+  /** The facts an admission is judged on, and the holder's stored rate windows (which the admission then counts into). */
+  async function admissionFacts(sql: Sql, probe: AdmissionProbe): Promise<{ facts: AdmissionFacts; windows: Map<string, RateWindow> }> {
+    const { holder, now } = probe;
+    const identityKey = identityHolder(holder.identity);
+    const personKeys = holder.person?.same ?? [];
+    const keys = countedKeys(holder);
+    const second = Math.floor(now / 1000);
+    const windows = new Map(
+      (await sql.all<{ holder: string; second: number; counts: string }>(`SELECT holder, second, counts FROM caller_rates WHERE holder IN (${marks(keys.length)})`, keys)).map(
+        (row) => [row.holder, decodeWindow(row.second, row.counts)] as const,
+      ),
+    );
+    const windowOf = (which: readonly string[]) => merge(which.flatMap((key) => windows.get(key) ?? []), second);
+    const loads = await sql.all<{ holder: string; live: number; pending: number }>(
+      `SELECT holder, live, pending FROM holder_load WHERE holder IN (${marks(keys.length)})`,
+      keys,
+    );
+    const sum = (which: readonly string[], field: 'live' | 'pending') =>
+      loads.filter((l) => which.includes(l.holder)).reduce((total, l) => total + l[field], 0);
+    const refusals = await sql.get<{ refusals_recorded: number }>('SELECT refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', [
+      identityKey,
+      minuteStart(now),
+    ]);
+    const facts: AdmissionFacts = {
+      recent: { identity: windowOf([identityKey]), person: windowOf(personKeys) },
+      refusalsRecorded: refusals?.refusals_recorded ?? 0,
+      live: { identity: sum([identityKey], 'live'), person: sum(personKeys, 'live') },
+      pending: { identity: sum([identityKey], 'pending'), person: sum(personKeys, 'pending') },
+    };
+    const atLimit =
+      Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
+      Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
+    if (atLimit) {
+      // Only at a limit is this worth reading: when the holder's soonest live request ends.
+      const byPerson = personKeys.length > 0 ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE person IN (${marks(personKeys.length)}) AND status IN ${LIVE_SQL}` : '';
+      const soonest = await sql.get<{ at: number | null }>(
+        `SELECT min(at) AS at FROM (
+           SELECT min(expires_at) AS at FROM requests WHERE requester_iss = ? AND requester_sub = ? AND status IN ${LIVE_SQL} ${byPerson}) soonest`,
+        [holder.identity.iss, holder.identity.sub, ...personKeys],
+      );
+      facts.soonestEnd = soonest?.at ?? null;
+    }
+    if (probe.conflicting.length > 0) {
+      // Driven by live_scopes: the few rows of the conflicting scopes, never every live request.
+      const conflict = await sql.get<{ request_id: string; holder: string }>(
+        `SELECT l.request_id, l.holder FROM live_scopes l
+         WHERE l.holder IN (${marks(keys.length)}) AND l.scope IN (${marks(probe.conflicting.length)})
+           AND EXISTS (SELECT 1 FROM requests r WHERE r.id = l.request_id AND r.status IN ${LIVE_SQL} AND r.expires_at > ?)
+         LIMIT 1`,
+        [...keys, ...probe.conflicting, now],
+      );
+      const grant = conflict && (await getRequest(sql, conflict.request_id));
+      if (conflict && grant) facts.conflict = { requestId: grant.id, scopes: grant.scopes, byPerson: conflict.holder !== identityKey };
+    }
+    if (probe.breakGlass) {
+      const { since, cap } = probe.breakGlass;
+      const quota = async (where: string, params: readonly unknown[]) => {
+        const found = await sql.get<{ n: number; oldest: number | null }>(
+          `SELECT count(*) AS n, min(issued_at) AS oldest FROM
+             (SELECT issued_at FROM requests WHERE ${where} AND break_glass = ${dialect.true} AND issued_at > ? LIMIT ?) quota`,
+          [...params, since, cap],
+        );
+        return { count: found?.n ?? 0, oldest: found?.oldest ?? null };
+      };
+      facts.breakGlass = {
+        identity: await quota('requester_iss = ? AND requester_sub = ?', [holder.identity.iss, holder.identity.sub]),
+        person: personKeys.length > 0 ? await quota(`person IN (${marks(personKeys.length)})`, personKeys) : { count: 0, oldest: null },
+      };
+    }
+    return { facts, windows };
+  }
+
+  /** One more request in the holder's windows: the identity's, and the person's under the key this request records. */
+  async function countRequest(sql: Sql, probe: AdmissionProbe, windows: ReadonlyMap<string, RateWindow>): Promise<void> {
+    const second = Math.floor(probe.now / 1000);
+    const keys = recordedKeys(probe.holder.identity, probe.holder.person?.key ?? null);
+    await sql.run(
+      `INSERT INTO caller_rates (holder, second, counts) VALUES ${keys.map(() => '(?, ?, ?)').join(', ')}
+       ON CONFLICT (holder) DO UPDATE SET second = excluded.second, counts = excluded.counts`,
+      keys.flatMap((key) => {
+        const counted = record(windows.get(key) ?? emptyWindow(second), second);
+        return [key, counted.second, encodeWindow(counted)];
+      }),
+    );
+  }
+
+  async function countRefusal(sql: Sql, probe: AdmissionProbe, recorded: boolean): Promise<void> {
+    const { identity } = probe.holder;
+    await sql.run(
+      `INSERT INTO caller_minutes (holder, minute, refusals_recorded, refusals_counted, actor_iss, actor_sub) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (holder, minute) DO UPDATE SET
+         refusals_recorded = caller_minutes.refusals_recorded + excluded.refusals_recorded,
+         refusals_counted = caller_minutes.refusals_counted + excluded.refusals_counted`,
+      [identityHolder(identity), minuteStart(probe.now), recorded ? 1 : 0, recorded ? 0 : 1, identity.iss, identity.sub],
+    );
+  }
+
+  async function applyChange<R>(sql: Sql, emit: Emit, state: RequestState | undefined, change: RequestChange<R>): Promise<R> {
+    if (change.transition) {
+      if (!state) throw new Error('a transition needs a request');
+      await transition(sql, state.request, change.transition.from, change.transition.to, change.transition.fields);
+    }
+    if (change.approval) {
+      const a = change.approval;
+      await sql.run(
+        `INSERT INTO approvals (request_id, approver_iss, approver_sub, person, decision, reason, digest, at) VALUES (${marks(8)})`,
+        [a.requestId, a.approver.iss, a.approver.sub, a.person, a.decision, a.reason, a.digest, a.at],
+      );
+    }
+    if (change.issuance) await insertIssuance(sql, change.issuance, state?.request.scopes ?? []);
+    if (change.review) {
+      const { outcome, notes, reviewer, at } = change.review;
+      const changed = await sql.run(
+        `UPDATE break_glass_reviews SET outcome = ?, notes = ?, reviewer_iss = ?, reviewer_sub = ?, reviewed_at = ?
+         WHERE request_id = ? AND outcome IS NULL`,
+        [outcome, notes, reviewer.iss, reviewer.sub, at, state?.request.id],
+      );
+      if (changed !== 1) throw new Error(`review of ${state?.request.id} is not pending`);
+    }
+    emit(change.events);
+    return change.result;
+  }
+
+  /**
+   * What an operation on one request locks: the request, and its holders' counts, which its
+   * transitions change. A request's holders never change, so they are read before the lock.
+   */
+  async function requestLocks(id: string): Promise<string[]> {
+    if (!engine.lockByName) return [];
+    const request = await getRequest(read, id);
+    return [`request:${id}`, ...(request ? requestKeys(request) : [])];
+  }
+
+  const admissionLocks = (holder: Holder): string[] => (engine.lockByName ? countedKeys(holder) : []);
+
+  const store: Store = {
+    engine: engine.name,
+
+    requests: {
+      get: (id) => getRequest(read, id),
+      state: (id) => stateOf(read, id),
+      states: (requests) => states(read, requests),
+      async owned(owner, filter, after, limit) {
+        const where = ['requester_iss = ?', 'requester_sub = ?', 'job = ?', '(created_at, id) < (?, ?)'];
+        const params: unknown[] = [owner.iss, owner.sub, jobKey(owner.boundClaims), after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? ''];
+        // Statuses as callers see them: a live request past its deadline is expired.
+        if (filter.status === 'expired') {
+          where.push(`(status = 'expired' OR (status IN ${LIVE_SQL} AND expires_at <= ?))`);
+          params.push(filter.now);
+        } else if (filter.status !== undefined && isLive(filter.status)) {
+          where.push('status = ? AND expires_at > ?');
+          params.push(filter.status, filter.now);
+        } else if (filter.status !== undefined) {
+          where.push('status = ?');
+          params.push(filter.status);
+        }
+        const rows = await read.all<RequestRow>(`SELECT * FROM requests WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT ?`, [...params, limit]);
+        return rows.map(toRequest);
+      },
+      pending: async (now, after, limit) =>
+        (
+          await read.all<RequestRow>(
+            `SELECT * FROM requests WHERE status = 'pending_approval' AND expires_at > ?
+               AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?`,
+            [now, after?.createdAt ?? -1, after?.id ?? '', limit],
+          )
+        ).map(toRequest),
+    },
+
+    issuances: {
+      get: async (jti) => mapOptional(await read.get<IssuanceRow>('SELECT * FROM issuances WHERE jti = ?', [jti]), toIssuance),
+      revokedUnexpired: async (now, afterJti, limit) =>
+        (
+          await read.all<IssuanceRow>(
+            `SELECT i.* FROM issuances i JOIN requests r ON r.id = i.request_id
+             WHERE r.status = 'revoked' AND i.expires_at > ? AND i.jti > ? ORDER BY i.jti LIMIT ?`,
+            [now, afterJti ?? '', limit],
+          )
+        ).map(toIssuance),
+    },
+
+    reviews: {
+      list: async (state, after, limit) =>
+        (
+          await read.all<RequestRow & { due_at: number }>(
+            `SELECT r.*, b.due_at FROM break_glass_reviews b JOIN requests r ON r.id = b.request_id
+             WHERE b.outcome IS ${state === 'pending' ? '' : 'NOT '}NULL AND (b.due_at, b.request_id) > (?, ?)
+             ORDER BY b.due_at, b.request_id LIMIT ?`,
+            [after?.dueAt ?? -1, after?.requestId ?? '', limit],
+          )
+        ).map((r) => ({ request: toRequest(r), dueAt: r.due_at })),
+      async pendingCounts() {
+        const counts = await read.get<{ pending: number; overdue: number }>(
+          'SELECT count(*) AS pending, count(overdue_at) AS overdue FROM break_glass_reviews WHERE outcome IS NULL',
+        );
+        return { pending: counts?.pending ?? 0, overdue: counts?.overdue ?? 0 };
+      },
+    },
+
+    events: {
+      head: () => read.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
+      after: async (afterSeq, limit) => (await read.all<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit])).map(toEvent),
+      at: async (seq) => mapOptional(await read.get<EventRow>('SELECT * FROM audit_events WHERE seq = ?', [seq]), toEvent),
+      latest: async (type) => mapOptional(await read.get<EventRow>('SELECT * FROM audit_events WHERE type = ? ORDER BY seq DESC LIMIT 1', [type]), toEvent),
+    },
+
+    audit: {
+      async issuances(filter, after, limit, now) {
+        // A request yields at most one token, so (issued_at, request id) orders issuances uniquely.
+        // Every filter has an index in that order. By scope alone, the listing walks issued_scopes,
+        // whose key carries the same two values; with a subject, the subject's few grants are
+        // walked and each is probed for the scope.
+        const byScope = filter.scope !== undefined && filter.subject === undefined;
+        const [source, issuedAt, id] = byScope
+          ? ['issued_scopes s JOIN requests r ON r.id = s.request_id', 's.issued_at', 's.request_id']
+          : ['requests r', 'r.issued_at', 'r.id'];
+        const where = [`${issuedAt} IS NOT NULL AND (${issuedAt}, ${id}) > (?, ?)`];
+        const params: unknown[] = [now, after?.issuedAt ?? -1, after?.requestId ?? ''];
+        const add = (clause: string, ...values: unknown[]) => {
+          where.push(clause);
+          params.push(...values);
+        };
+        if (byScope) add('s.scope = ?', filter.scope);
+        else if (filter.scope !== undefined) {
+          add('EXISTS (SELECT 1 FROM issued_scopes s WHERE s.scope = ? AND s.issued_at = r.issued_at AND s.request_id = r.id)', filter.scope);
+        }
+        if (filter.since !== undefined) add(`${issuedAt} >= ?`, filter.since);
+        if (filter.until !== undefined) add(`${issuedAt} < ?`, filter.until);
+        if (filter.subject !== undefined) add('r.requester_sub = ?', filter.subject);
+        // Literals, not parameters, so the partial index on break-glass grants applies.
+        if (filter.breakGlass !== undefined) add(`r.break_glass = ${filter.breakGlass ? dialect.true : dialect.false}`);
+        // Statuses as they are now: an issued token past its expiry counts as expired before the
+        // scheduler says so. Expired is most grants: walked in time order, not by the status index.
+        const status = dialect.unindexed('r.status');
+        if (filter.status === 'issued') add(`r.status = 'issued' AND r.expires_at > ?`, now);
+        if (filter.status === 'expired') add(`(${status} = 'expired' OR (${status} = 'issued' AND r.expires_at <= ?))`, now);
+        if (filter.status === 'revoked') add(`r.status = 'revoked'`);
+        const rows = await read.all<IssuanceAuditRow>(
+          `SELECT i.jti, r.id AS request_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
+                  r.audience, r.justification, r.break_glass, r.ended_at, r.revoke_reason,
+                  CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status
+           FROM ${source} JOIN issuances i ON i.request_id = r.id
+           WHERE ${where.join(' AND ')}
+           ORDER BY ${issuedAt}, ${id} LIMIT ?`,
+          [...params, limit],
+        );
+        if (rows.length === 0) return [];
+        // Approvers in the order they decided, on every engine.
+        const ids = rows.map((row) => row.request_id);
+        const approvals = await read.all<{ request_id: string; approver_iss: string; approver_sub: string; at: number }>(
+          `SELECT request_id, approver_iss, approver_sub, at FROM approvals WHERE request_id IN (${marks(ids.length)}) AND decision = 'approve'
+           ORDER BY at, approver_iss, approver_sub`,
+          ids,
+        );
+        return rows.map((row) =>
+          toIssuanceAudit(
+            row,
+            approvals.filter((a) => a.request_id === row.request_id).map((a) => ({ iss: a.approver_iss, sub: a.approver_sub, at: a.at })),
+          ),
+        );
+      },
+      async events(filter, afterSeq, limit) {
+        const where = ['seq > ?'];
+        const params: unknown[] = [afterSeq];
+        const add = (clause: string, value: unknown) => {
+          where.push(clause);
+          params.push(value);
+        };
+        if (filter.since !== undefined) add('at >= ?', filter.since);
+        if (filter.until !== undefined) add('at < ?', filter.until);
+        if (filter.type !== undefined) add('type = ?', filter.type);
+        if (filter.requestId !== undefined) add('request_id = ?', filter.requestId);
+        return (await read.all<EventRow>(`SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`, [...params, limit])).map(toEvent);
+      },
+    },
+
+    keys: {
+      active: () => activeKeys(read),
+      get: async (kid) => mapOptional(await read.get<KeyRow>('SELECT * FROM signing_keys WHERE kid = ?', [kid]), toKey),
+      add: (decide, event) =>
+        engine.maintain(KEYS_LOCK, async (sql, { append }) => {
+          const key = decide(await activeKeys(sql));
+          if (!key) return false;
+          await sql.run('INSERT INTO signing_keys (kid, alg, public_jwk, created_at, activates_at, retired_at) VALUES (?, ?, ?, ?, ?, ?)', [
+            key.kid, key.alg, JSON.stringify(key.publicJwk), key.createdAt, key.activatesAt, key.retiredAt,
+          ]);
+          await append([event(key)]);
+          return true;
+        }),
+      retire: (kid, now, event) =>
+        engine.maintain(KEYS_LOCK, async (sql, { append }) => {
+          if (await sql.get('SELECT 1 AS used FROM issuances WHERE kid = ? AND expires_at > ? LIMIT 1', [kid, now])) return false;
+          if ((await sql.run('UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL', [now, kid])) !== 1) return false;
+          await append([event]);
+          return true;
+        }),
+    },
+
+    async admit<R>(probe: AdmissionProbe, decide: (facts: AdmissionFacts) => Admission<R>) {
+      const { result } = await engine.operate(admissionLocks(probe.holder), async (sql, emit) => {
+        const { facts, windows } = await admissionFacts(sql, probe);
+        const admission = decide(facts);
+        await countRequest(sql, probe, windows);
+        if ('refuse' in admission) {
+          await countRefusal(sql, probe, admission.refuse.event !== undefined);
+          if (admission.refuse.event) emit([admission.refuse.event]);
+          return admission.result;
+        }
+        const { request, issuance, reviewDueAt, events } = admission.admit;
+        await insertRequest(sql, request);
+        if (reviewDueAt !== undefined) await sql.run('INSERT INTO break_glass_reviews (request_id, due_at) VALUES (?, ?)', [request.id, reviewDueAt]);
+        if (issuance) await insertIssuance(sql, issuance, request.scopes);
+        emit(events);
+        return admission.result;
+      });
+      return result;
+    },
+
+    async change(id, decide) {
+      const { result } = await engine.operate(await requestLocks(id), async (sql, emit) => {
+        const state = await stateOf(sql, id);
+        return applyChange(sql, emit, state, decide(state));
+      });
+      return result;
+    },
+
+    append: async (entries) => (await engine.operate([], async (_sql, emit) => emit(entries))).events,
+
+    appendIfLatest: (entry, latestSeq) =>
+      engine.maintain(APPEND_IF_LATEST_LOCK, async (sql, { append }) => {
+        const newest = await sql.get<{ seq: number }>('SELECT seq FROM audit_events WHERE type = ? ORDER BY seq DESC LIMIT 1', [entry.type]);
+        return (newest?.seq ?? 0) === latestSeq ? (await append([entry]))[0] : undefined;
+      }),
+
+    sweep: {
+      grants: (now, limit, event) =>
+        engine.maintain(undefined, async (sql, { append, claim }) => {
+          const due = await claimed(sql, claim, `status = 'issued' AND expires_at <= ?`, [now], limit);
+          const jtis = due.length === 0 ? [] : await sql.all<{ request_id: string; jti: string }>(
+            `SELECT request_id, jti FROM issuances WHERE request_id IN (${marks(due.length)})`,
+            due.map((grant) => grant.id),
+          );
+          await expire(sql, due, now);
+          await append(due.map((grant) => event(grant, jtis.find((i) => i.request_id === grant.id)?.jti ?? null)));
+          return due.map((grant) => ({ ...grant, status: 'expired' as const, endedAt: now }));
+        }),
+      requests: (now, limit, event) =>
+        engine.maintain(undefined, async (sql, { append, claim }) => {
+          const due = await claimed(sql, claim, `status IN ('pending_approval', 'approved') AND expires_at <= ?`, [now], limit);
+          await expire(sql, due, now);
+          await append(due.map(event));
+          return due;
+        }),
+      overdueReviews: (now, limit, event) =>
+        engine.maintain(undefined, async (sql, { append }) => {
+          const due = (
+            await sql.all<ReviewRow>(
+              `SELECT * FROM break_glass_reviews WHERE outcome IS NULL AND overdue_at IS NULL AND due_at <= ?
+               ORDER BY due_at LIMIT ? ${dialect.skipLocked()}`,
+              [now, limit],
+            )
+          ).map(toReview);
+          if (due.length === 0) return [];
+          const ids = due.map((review) => review.requestId);
+          await sql.run(`UPDATE break_glass_reviews SET overdue_at = ? WHERE request_id IN (${marks(ids.length)})`, [now, ...ids]);
+          await append(due.map((review) => event({ ...review, overdueAt: now })));
+          const requests = (await sql.all<RequestRow>(`SELECT * FROM requests WHERE id IN (${marks(ids.length)})`, ids)).map(toRequest);
+          return ids.map((id) => requests.find((r) => r.id === id) as RequestRecord);
+        }),
+      refusals: (now, limit, event) =>
+        engine.maintain(undefined, async (sql, { append }) => {
+          const current = minuteStart(now);
+          const tallies = await sql.all<{ holder: string; minute: number; refusals_counted: number; actor_iss: string; actor_sub: string }>(
+            `SELECT holder, minute, refusals_counted, actor_iss, actor_sub FROM caller_minutes
+             WHERE minute < ? AND refusals_counted > 0 ORDER BY minute LIMIT ? ${dialect.skipLocked()}`,
+            [current, limit],
+          );
+          for (const tally of tallies) {
+            await sql.run('UPDATE caller_minutes SET refusals_counted = 0 WHERE holder = ? AND minute = ?', [tally.holder, tally.minute]);
+          }
+          await append(tallies.map((tally) => event({ actor: { iss: tally.actor_iss, sub: tally.actor_sub }, minuteStart: tally.minute, count: tally.refusals_counted })));
+          // Minutes with nothing left to report, and windows a minute idle, are no longer needed.
+          await sql.run(
+            `DELETE FROM caller_minutes WHERE (holder, minute) IN
+               (SELECT holder, minute FROM caller_minutes WHERE minute < ? AND refusals_counted = 0 LIMIT ? ${dialect.skipLocked()})`,
+            [current, limit],
+          );
+          await sql.run(
+            `DELETE FROM caller_rates WHERE holder IN
+               (SELECT holder FROM caller_rates WHERE second <= ? LIMIT ? ${dialect.skipLocked()})`,
+            [Math.floor(now / 1000) - 60, limit],
+          );
+          return tallies.length;
+        }),
+    },
+
+    probe: () => engine.probe(),
+    close: () => engine.close(),
+  };
+  return store;
+}
