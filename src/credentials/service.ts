@@ -18,6 +18,7 @@ import type { Settings } from '../settings/index.js';
 import { toEpochSeconds, toIso, type Clock } from '../shared/clock.js';
 import { decodeCursor, encodeCursor } from '../shared/cursor.js';
 import { uuidv7 } from '../shared/ids.js';
+import { SHOWING } from '../shared/invisible.js';
 import { BrokerError, Conflict, InvalidRequest, NotFound, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import { isLive, type RequestRecord, type RequestState, type RequestStatus, type Store } from '../store/index.js';
 import { mintAccessToken, readOwnToken, sha256Token, type Keyring, type MintedToken } from '../tokens/index.js';
@@ -409,8 +410,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
 
 /**
  * CONTRACT section 4: `justificationMinLength` counts characters that show: letters, digits,
- * punctuation and symbols; not white space, format, combining or filler characters (fillers such
- * as U+3164 are letters to Unicode, but default-ignorable; U+2800 is a blank braille symbol).
+ * punctuation and symbols; not white space, format, combining or filler characters (SHOWING,
+ * the same definition names are normalised with).
  */
-const SHOWING = /(?![\p{Default_Ignorable_Code_Point}\u2800])[\p{L}\p{N}\p{P}\p{S}]/gu;
 const visibleLength = (text: string): number => text.match(SHOWING)?.length ?? 0;
