@@ -40,6 +40,21 @@ export async function signCheckpoint(keyring: Pick<Keyring, 'signingKey'>, issue
   return { seq: head.seq, hash: head.hash, at: toIso(iat * 1000), checkpoint };
 }
 
+/**
+ * Where the keys that may have signed a checkpoint are looked up by `kid`: the broker's store
+ * (online), a database file's signing_keys, or a JWKS the auditor trusts (offline).
+ */
+export interface CheckpointKeys {
+  get(kid: string): Promise<Pick<SigningKeyRecord, 'kid' | 'alg' | 'publicJwk'> | undefined>;
+}
+
+/**
+ * Whose keys vouched for a checkpoint: a JWKS the auditor trusts (`jwks`), the broker's own keys
+ * as the broker read them from its store (`broker`), or only the keys in the database file being
+ * checked (`file`), which whoever rewrote the file could have rewritten too.
+ */
+export type CheckpointTrust = 'jwks' | 'broker' | 'file';
+
 /** The head of an empty chain. */
 export const EMPTY_HEAD: ChainHead = { seq: 0, hash: GENESIS_HASH };
 
@@ -53,7 +68,7 @@ export async function readCheckpoint(
   options: {
     /** The broker's `iss`; offline, where no configuration says it, the signing key alone counts. */
     issuer?: string;
-    keys: { get(kid: string): Promise<SigningKeyRecord | undefined> };
+    keys: CheckpointKeys;
   },
 ): Promise<(ChainHead & { kid: string }) | undefined> {
   if (jws.length === 0 || jws.length > MAX_CHECKPOINT_LENGTH) return undefined;

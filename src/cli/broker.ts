@@ -56,7 +56,8 @@ export function checkBrokerUrl(text: string, source: string, env: NodeJS.Process
   return url.href.replace(/\/+$/, '');
 }
 
-const isLoopback = (host: string) => host === 'localhost' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+/** A host name that is this machine: plain http to it crosses no network. */
+export const isLoopback = (host: string) => host === 'localhost' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
 
 export interface Profile {
   broker?: string;

@@ -129,7 +129,8 @@ async function problem(response: Response, base: string): Promise<CliError> {
   return new CliError(message);
 }
 
-function causeCode(error: unknown): string {
+/** Why a fetch failed, from its cause (ECONNREFUSED, ENOTFOUND, ...). */
+export function causeCode(error: unknown): string {
   const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
   if (typeof cause?.code === 'string') return cause.code;
   if (typeof cause?.message === 'string') return cause.message;

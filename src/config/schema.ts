@@ -337,7 +337,7 @@ const configShape = z
     people: z
       .array(
         z.strictObject({
-          name: z.string().min(1).describe('The person, as separation of duties counts them. Compared after normalisation (Unicode NFKC, full case folding, white space, control and invisible characters removed).'),
+          name: z.string().min(1).describe('The person, as separation of duties counts them. Compared after normalisation (Unicode NFKC, full case folding, white space, control, invisible and filler characters removed).'),
           aliases: z
             .array(
               z.strictObject({

@@ -2,6 +2,7 @@ import type { Identity } from '../identity/index.js';
 import { issuedView, pendingView, requestDigest, type IssuedView, type PendingView } from '../requests/index.js';
 import { BrokerError, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
+import { SHOWING } from '../shared/invisible.js';
 import type { AuditEntry, RequestRecord } from '../store/index.js';
 import { admissionProbe, holderOf, judgeAdmission, refusalEvent, separationError } from './admission.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
@@ -163,8 +164,6 @@ export function createRequesting(deps: CredentialServiceDeps) {
 
 /**
  * CONTRACT section 4: `justificationMinLength` counts characters that show: letters, digits,
- * punctuation and symbols; not white space, format, combining or filler characters (fillers such
- * as U+3164 are letters to Unicode, but default-ignorable; U+2800 is a blank braille symbol).
+ * punctuation and symbols; not white space, format, combining or filler characters.
  */
-const SHOWING = /(?![\p{Default_Ignorable_Code_Point}\u2800])[\p{L}\p{N}\p{P}\p{S}]/gu;
 const visibleLength = (text: string): number => text.match(SHOWING)?.length ?? 0;

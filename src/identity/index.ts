@@ -7,7 +7,7 @@ export type { IdentityMatcher, Matchable } from './match.js';
 export { createPeople, createPersonResolver } from './person.js';
 export { normalizeName } from '../shared/names.js';
 export type { People, PersonResolver, PersonSource } from './person.js';
-export { createRemoteKeySource, JWKS_CACHE_MAX_AGE_MS, JWKS_COOLDOWN_MS, JWKS_FAILURE_COOLDOWN_MS, JWKS_MAX_BYTES, JWKS_MAX_KEYS } from './remote-jwks.js';
+export { createRemoteKeySource, JWKS_CACHE_MAX_AGE_MS, JWKS_COOLDOWN_MS, JWKS_FAILURE_COOLDOWN_MS, JWKS_MAX_BYTES, JWKS_MAX_KEYS, readCapped } from './remote-jwks.js';
 export { compileRoles, requireRole } from './roles.js';
 export type { RoleResolver } from './roles.js';
 export { claimedTrustDomain, jwtSvidKeySet, parseSpiffeId } from './spiffe.js';

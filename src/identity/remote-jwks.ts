@@ -114,8 +114,11 @@ export function createRemoteKeySource(url: URL, options: RemoteKeySourceOptions)
   };
 }
 
-/** The body as text, read piece by piece and given up past `JWKS_MAX_BYTES`, declared or not. */
-async function readCapped(response: Response, abort: AbortController): Promise<string> {
+/**
+ * The body as text, read piece by piece and given up past `JWKS_MAX_BYTES`, declared or not
+ * (`abort` is the fetch's, aborted then). Also how the CLI reads a JWKS an auditor names.
+ */
+export async function readCapped(response: Response, abort: AbortController): Promise<string> {
   const tooLarge = () => new Error(`the JWKS is larger than ${JWKS_MAX_BYTES} bytes`);
   const declared = Number(response.headers.get('content-length') ?? 0);
   if (declared > JWKS_MAX_BYTES) throw tooLarge();

@@ -1,11 +1,5 @@
 import { caseFold } from 'unicode-case-folding';
-
-/**
- * White space, and characters that do not show: zero-width spaces and joiners, bidi marks, soft
- * hyphens, tags, and control characters (removing more can only make more names one name, which
- * restricts, never grants).
- */
-const INVISIBLE = /[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}]/gu;
+import { INVISIBLE } from './invisible.js';
 
 /**
  * A few passes always suffice: removing an invisible character can only let two neighbours
@@ -17,10 +11,12 @@ const MAX_PASSES = 4;
 const pass = (text: string): string => caseFold(text.normalize('NFKC')).normalize('NFKC').replace(INVISIBLE, '');
 
 /**
- * The form in which names are compared: Unicode NFKC, full case folding, then every white space,
- * control and invisible character removed, repeated until nothing changes. So `Bob `, `b\u200Bob` and
- * `ＢＯＢ` are `bob`, and `Straße`, `STRASSE` and `STRAẞE` are `strasse`: a name spelled another way is
- * the same name, and cannot pass for someone else.
+ * The form in which names are compared: Unicode NFKC, full case folding, then every character
+ * that does not show (white space, control, invisible format and filler characters) removed,
+ * repeated until nothing changes. So `Bob `, `b\u200Bob`, `bob\u2800` and `ＢＯＢ` are `bob`, and
+ * `Straße`, `STRASSE` and `STRAẞE` are `strasse`: a name spelled another way is the same name,
+ * and cannot pass for someone else (removing more can only make more names one name, which
+ * restricts, never grants).
  */
 export function normalizeName(text: string): string {
   let current = text;

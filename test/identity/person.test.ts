@@ -5,6 +5,13 @@ import { baseConfig, createTestIssuers } from '../helpers/broker.js';
 
 /** CONTRACT section 1, "People": one human behind several identities, by person key. */
 
+/**
+ * Characters that show as nothing and are not white space: U+115F HANGUL CHOSEONG FILLER, U+1160
+ * HANGUL JUNGSEONG FILLER, U+3164 HANGUL FILLER, U+FFA0 HALFWIDTH HANGUL FILLER, U+2800 BRAILLE
+ * PATTERN BLANK. Spelled out here, not imported, so the test says what the contract means.
+ */
+const FILLERS = ['\u115F', '\u1160', '\u3164', '\uFFA0', '\u2800'];
+
 describe('normalizeName', () => {
   it('makes one name of the spellings of bob: case, trailing and inner white space, zero-width characters, full-width letters', () => {
     const spellings = ['bob', 'Bob', 'BOB', 'Bob ', ' bob', 'b o b', 'bob\t', 'b\u200Bob', 'b\u200Dob', '\uFEFFbob', 'bo\u00ADb', 'b\u2060ob', 'ＢＯＢ', 'ｂｏｂ', 'bob\u00A0', 'bob\u3000'];
@@ -35,6 +42,15 @@ describe('normalizeName', () => {
     expect(normalizeName('bob\u{E0062}')).toBe('bob');
     expect(normalizeName('\u200B \u2060')).toBe('');
     expect(normalizeName('bob\u0000\u0007\u009B')).toBe('bob');
+  });
+
+  it('removes fillers, which show as blank: the Hangul fillers and the blank braille pattern', () => {
+    for (const filler of FILLERS) {
+      for (const spelling of [`bob${filler}`, `${filler}bob`, `b${filler}ob`, `BOB${filler.repeat(3)}`]) expect(normalizeName(spelling), JSON.stringify(spelling)).toBe('bob');
+      expect(normalizeName(filler)).toBe('');
+    }
+    // A braille pattern with dots is a symbol that shows: another name.
+    expect(normalizeName('bob\u2801')).not.toBe('bob');
   });
 
   it('is stable: normalising a normalised name changes nothing, even where removal lets characters compose', () => {
@@ -88,6 +104,20 @@ describe('createPersonResolver', () => {
     expect(person({ idp: 'sso', sub: 's-1', username: 'alice' })).toBe('u:alice');
     expect(person({ idp: 'sso', sub: 's-2', username: 'ＡＬＩＣＥ\u200B ' })).toBe('u:alice');
     expect(person({ idp: 'okta', sub: 'o-1', username: 'Alice' })).toBe('u:alice');
+  });
+
+  it('makes one person of usernames that differ only by a filler: bob\u2800 cannot approve what bob asked for', () => {
+    const person = createPersonResolver(configWith());
+    const bob = person({ idp: 'sso', sub: 's-bob', username: 'bob' });
+    for (const filler of FILLERS) {
+      // The attacker: an account at another issuer whose username is bob's with a blank added.
+      for (const username of [`bob${filler}`, `${filler}bob`, `b${filler}ob`]) {
+        expect(person({ idp: 'okta', sub: 'mallory', username }), JSON.stringify(username)).toBe(bob);
+        expect(person({ idp: 'github', sub: 'repo:evil/x:ref:refs/heads/main', initiator: username }), JSON.stringify(username)).toBe(bob);
+      }
+      // A username of fillers alone names nobody: refused rather than made a key of nothing.
+      expect(() => person({ idp: 'sso', sub: 's-2', username: filler.repeat(2) })).toThrow(/nothing left/);
+    }
   });
 
   it('gives a workload\'s initiator, by the same rule: the job bob started is bob\'s', () => {

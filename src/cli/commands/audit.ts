@@ -4,28 +4,41 @@ import {
   CheckpointRefused,
   checkpointFromText,
   EvidenceUnreadable,
+  readCheckpoint,
   verifyDatabaseFile,
+  type CheckpointTrust,
   type EventView,
   type IssuanceView,
+  type TrustedKeys,
   type VerdictView,
 } from '../../audit/index.js';
 import { callerOptions, connect, type CallerValues } from '../client.js';
 import { parseTime } from '../duration.js';
 import { CliError, EXIT, parse, usage, type CliIo } from '../io.js';
+import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
                     [--break-glass true|false] [--limit N] [--all] [--format table|ndjson|csv]
 jit audit events [--since T] [--until T] [--type T] [--request-id ID] [--limit N] [--all] [--format table|ndjson]
-jit audit verify [--db FILE] [--checkpoint FILE|-]
+jit audit verify [--db FILE] [--checkpoint FILE|-] [--jwks FILE|URL]
   Auditors and admins. T is an ISO 8601 time or a duration ago (--since 1h, --since 7d).
   --json prints the broker's rows as a JSON array; --format ndjson and csv stream every match.
   verify checks the hash chain through the broker; --db checks a SQLite database file offline,
   without the broker, on a private copy (the file is only read; nothing is written beside it).
   --checkpoint also checks that the chain still holds the head a checkpoint names (the JWS, or
   the JSON of GET /v1/audit/checkpoint or of an audit.checkpoint webhook): deleting the newest
-  events shows only this way. Exit 0 intact, 65 tampered or truncated, 66 cannot read the
-  database or checkpoint file, 1 checkpoint not signed by this broker (or the broker refused).`;
+  events shows only this way. --jwks names the keys the checkpoint must be signed with: the
+  broker's /.well-known/jwks.json kept with the checkpoint (a file), or an https URL (plain http
+  only to this machine). Without it, --db checks the checkpoint against the keys in the file
+  itself, which whoever rewrote the file could have rewritten too: that shows only that the
+  chain is consistent with itself (a warning on stderr says so). Through the broker, the broker
+  checks it against its own keys, and --jwks checks it here as well. A broker's JWKS holds the
+  keys of its database, and a key leaves it soon after it stops signing: keep the JWKS of the
+  day the checkpoint was signed. --json adds "trust": "jwks", "broker" or "file" when a
+  checkpoint was checked: whose keys vouched for it. Exit 0 intact, 65 tampered or truncated,
+  66 cannot read the database, checkpoint or JWKS, 1 checkpoint not signed by a trusted key (the
+  JWKS's, else the broker's or the file's; or the broker refused).`;
 
 const filterOptions = {
   since: { type: 'string' },
@@ -101,7 +114,8 @@ function timeRange(values: { since?: string | undefined; until?: string | undefi
 }
 
 async function verify(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse(args, { ...callerOptions, db: { type: 'string' }, checkpoint: { type: 'string' } });
+  const { values } = parse(args, { ...callerOptions, db: { type: 'string' }, checkpoint: { type: 'string' }, jwks: { type: 'string' } });
+  if (values.jwks !== undefined && values.checkpoint === undefined) throw usage('--jwks names the keys a checkpoint must be signed with: give --checkpoint too');
   let checkpoint: string | undefined;
   if (values.checkpoint !== undefined) {
     let text: string;
@@ -113,26 +127,48 @@ async function verify(args: string[], io: CliIo): Promise<number> {
     checkpoint = checkpointFromText(text);
     if (!checkpoint) throw new CliError(`${values.checkpoint} holds no checkpoint (a JWS, or JSON with a "checkpoint" field)`, EXIT_UNREADABLE);
   }
+  if (values.db !== undefined && /^postgres(ql)?:\/\//i.test(values.db)) throw usage('--db takes a SQLite file; verify a PostgreSQL database through the broker');
+  const trusted = values.jwks === undefined ? undefined : await trustedJwks(io, values.jwks);
 
   let verdict: VerdictView;
+  let trust: CheckpointTrust | undefined;
   if (values.db !== undefined) {
-    if (/^postgres(ql)?:\/\//i.test(values.db)) throw usage('--db takes a SQLite file; verify a PostgreSQL database through the broker');
     try {
-      verdict = (await verifyDatabaseFile(values.db, checkpoint)).verdict;
+      ({ verdict, trust } = await verifyDatabaseFile(values.db, checkpoint, trusted));
     } catch (error) {
       if (error instanceof EvidenceUnreadable) throw new CliError(error.message, EXIT_UNREADABLE);
       if (error instanceof CheckpointRefused) throw new CliError(error.message);
       throw error;
     }
+    if (trust === 'file') {
+      io.stderr(
+        `jit audit: warning: the checkpoint was checked only against keys read from ${values.db} itself: whoever rewrote the file could have signed it with a key of their own, so this shows only that the chain is consistent with itself. Give --jwks the broker's JWKS, kept with the checkpoint, to know the broker signed it.\n`,
+      );
+    }
   } else {
+    // The broker checks the checkpoint against the keys in its own database; the trusted JWKS is checked here first.
+    if (checkpoint !== undefined && trusted && !(await readCheckpoint(checkpoint, { keys: trusted.keys }))) {
+      throw new CliError(`the checkpoint is not a checkpoint+jwt signed by one of the keys in ${trusted.name}`);
+    }
     verdict = await connect(io, values).get(`/v1/audit/verify${checkpoint ? `?checkpoint=${encodeURIComponent(checkpoint)}` : ''}`);
+    if (checkpoint !== undefined) trust = trusted ? 'jwks' : 'broker';
   }
 
-  if (values.json) io.stdout(`${JSON.stringify(verdict)}\n`);
+  if (values.json) io.stdout(`${JSON.stringify(trust ? { ...verdict, trust } : verdict)}\n`);
   else if (verdict.ok) io.stdout(`ok: ${verdict.events} events, head ${verdict.head}${checkpoint ? `, holding the checkpoint's head (seq ${claimedSeq(checkpoint)})` : ''}\n`);
   else if ('reason' in verdict) io.stdout(`TRUNCATED: the chain no longer holds the checkpoint's head (seq ${claimedSeq(checkpoint)})\n`);
   else io.stdout(`BROKEN: the chain fails at seq ${verdict.first_bad_seq}\n`);
   return verdict.ok ? 0 : EXIT_TAMPERED;
+}
+
+/** The keys of `--jwks`; one that cannot be had is input that cannot be read. */
+async function trustedJwks(io: CliIo, source: string): Promise<TrustedKeys> {
+  try {
+    return await readTrustedJwks(io, source);
+  } catch (error) {
+    if (error instanceof JwksUnreadable) throw new CliError(error.message, EXIT_UNREADABLE);
+    throw error;
+  }
 }
 
 /** sysexits: the data is wrong (the chain), or the input cannot be read. */

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -8,6 +7,7 @@ import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose'
 import ms from 'ms';
 import { configDir, loginFile } from '../config-dir.js';
 import { brokerUrl, CliError, parse, shown, usage, type CliIo } from '../io.js';
+import { openBrowser } from '../open-browser.js';
 
 export const help = `jit login [--broker URL] [--no-browser] [--timeout 5m] [--json]
   Signs you in at the SSO the broker names (OpenID Connect, authorization code with PKCE through
@@ -209,15 +209,4 @@ async function listenLoopback() {
         server.close(() => done());
       }),
   };
-}
-
-/** Best effort: the URL is on the terminal anyway. */
-function openBrowser(url: string): void {
-  const [command, args] =
-    process.platform === 'darwin' ? ['open', [url]] : process.platform === 'win32' ? ['cmd', ['/c', 'start', '', url]] : ['xdg-open', [url]];
-  try {
-    spawn(command as string, args as string[], { stdio: 'ignore', detached: true }).on('error', () => undefined).unref();
-  } catch {
-    // No opener on this machine: the user opens the printed URL.
-  }
 }
