@@ -1,3 +1,4 @@
+import { malformedText } from '../shared/well-formed.js';
 import { claimPathNames, type ClaimPath } from '../config/index.js';
 
 /** Reading claims by path, and judging their text. */
@@ -35,29 +36,9 @@ export function writeClaim(target: Record<string, unknown>, path: ClaimPath, val
 const define = (target: Record<string, unknown>, name: string, value: unknown) =>
   Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
 
-/** ES2024's String.prototype.isWellFormed: false for a lone surrogate. Node 20 has it; the lib typings here stop at ES2023. */
-const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
-
 /**
  * Whether every string in a claim set, names and values at any depth, is well-formed Unicode.
  * A lone surrogate has no one meaning: normalising, comparing and storing it differ by layer,
- * so two such names could compare equal in one place and not in another. Iterative, so no
- * nesting depth can exhaust the stack.
+ * so two such names could compare equal in one place and not in another.
  */
-export function claimsWellFormed(claims: unknown): boolean {
-  const pending: unknown[] = [claims];
-  while (pending.length > 0) {
-    const value = pending.pop();
-    if (typeof value === 'string') {
-      if (!isWellFormed(value)) return false;
-    } else if (Array.isArray(value)) {
-      for (const item of value) pending.push(item);
-    } else if (typeof value === 'object' && value !== null) {
-      for (const [name, member] of Object.entries(value)) {
-        if (!isWellFormed(name)) return false;
-        pending.push(member);
-      }
-    }
-  }
-  return true;
-}
+export const claimsWellFormed = (claims: unknown): boolean => malformedText(claims) === undefined;
