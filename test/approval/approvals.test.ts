@@ -172,6 +172,19 @@ describe('counting decisions', () => {
     expect(late.status).toBe(409);
   });
 
+  it('names the approvers in the order they decided, in the view, the token and the audit row alike', async () => {
+    const { body: pending } = await post(await dbWorkload(), dbAdmin);
+    // zed before amy: decision time and alphabetical order disagree.
+    await decide(await dba('zed'), pending.request_id, 'approve', pending.digest);
+    t.clock.advance(1_000);
+    const approved = await decide(await dba('amy'), pending.request_id, 'approve', pending.digest);
+    expect(approved.body.approvals.map((a: { sub: string }) => a.sub)).toEqual(['zed', 'amy']);
+    const collected = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(await dbWorkload()));
+    expect((decodeJwt(collected.body.access_token).approvers as { sub: string }[]).map((a) => a.sub)).toEqual(['zed', 'amy']);
+    const audit = await t.http.get('/v1/audit/issuances?scope=db:admin').set(bearer(await t.as.person('ivy', ['auditors'])));
+    expect(audit.body.items[0].approvers.map((a: { sub: string }) => a.sub)).toEqual(['zed', 'amy']);
+  });
+
   it('lets one deny veto the request', async () => {
     const { body: pending } = await post(await dbWorkload(), dbAdmin);
     await decide(await dba('frank'), pending.request_id, 'approve', pending.digest);
