@@ -77,6 +77,13 @@ describe('the layout of src/', () => {
     expect(cycles()).toEqual([]);
   });
 
+  it('store/ builds on shared/ alone: no domain rule, no HTTP, no configuration', () => {
+    const offending = [...graph.entries()]
+      .filter(([file]) => relative(SRC, file).startsWith('store/'))
+      .flatMap(([file, imports]) => imports.filter((target) => !/^(store|shared)\//.test(relative(SRC, target))).map((target) => `${file}: ${target}`));
+    expect(offending).toEqual([]);
+  });
+
   it.each(DOMAIN)('%s/ knows neither express nor a database engine', (folder) => {
     const offending = files
       .filter((file) => relative(SRC, file).startsWith(`${folder}/`))

@@ -1,10 +1,9 @@
-export { chainVerifier, verifyChain, verifyStoredChain } from './chain.js';
+export { verifyChain, verifyStoredChain } from './chain.js';
 export type { ChainVerdict } from './chain.js';
-export { createAuditService, eventView, EXPORT_PAGE_SIZE, issuanceView } from './service.js';
-export type { AuditService, AuditServiceDeps, EventView, IssuanceView } from './service.js';
-export { CHECKPOINT_TYPE, checkpointFromText, EMPTY_HEAD, MAX_CHECKPOINT_LENGTH, readCheckpoint, signCheckpoint, verdictView, verifyChainHolds } from './checkpoint.js';
-export type { ChainHead, Checkpoint, CheckpointKeys, CheckpointTrust, CheckpointVerdict, VerdictView } from './checkpoint.js';
+export { createAuditService } from './service.js';
+export type { AuditService, EventView, IssuanceView } from './service.js';
+export { checkpointFromText, EMPTY_HEAD, readCheckpoint, signCheckpoint, verdictView, verifyChainHolds } from './checkpoint.js';
+export type { ChainHead, Checkpoint, CheckpointKeys, CheckpointTrust, VerdictView } from './checkpoint.js';
 export { CheckpointRefused, EvidenceUnreadable, verifyDatabaseFile } from './offline.js';
-export type { OfflineVerdict } from './offline.js';
 export { NotAJwks, trustedKeysFromJwks } from './trusted-keys.js';
 export type { TrustedKeys } from './trusted-keys.js';

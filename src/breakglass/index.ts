@@ -1,2 +1,2 @@
 export { createBreakGlassService } from './service.js';
-export type { BreakGlassService, ReviewInput } from './service.js';
+export type { BreakGlassService } from './service.js';

@@ -1,5 +1,6 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { isLoopbackHost } from '../shared/loopback.js';
 import { profileFile } from './config-dir.js';
 import { CliError, usage } from './errors.js';
 
@@ -48,7 +49,7 @@ export function checkBrokerUrl(text: string, source: string, env: NodeJS.Process
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw usage(`the broker URL from ${source} must be https (or http to this machine)`);
   if (url.username || url.password) throw usage(`the broker URL from ${source} must not carry a user or password`);
   if (url.search || url.hash) throw usage(`the broker URL from ${source} must not carry a query or fragment`);
-  if (url.protocol === 'http:' && !isLoopback(url.hostname) && env.JIT_ALLOW_HTTP !== '1') {
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname) && env.JIT_ALLOW_HTTP !== '1') {
     throw usage(
       `the broker URL from ${source} is plain http to another machine: identity tokens would cross the network in clear text. Use https, or set JIT_ALLOW_HTTP=1 where the path is protected otherwise`,
     );
@@ -57,7 +58,6 @@ export function checkBrokerUrl(text: string, source: string, env: NodeJS.Process
 }
 
 /** A host name that is this machine: plain http to it crosses no network. */
-export const isLoopback = (host: string) => host === 'localhost' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
 
 export interface Profile {
   broker?: string;

@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { NotAJwks, trustedKeysFromJwks, type TrustedKeys } from '../audit/index.js';
 import { JWKS_MAX_BYTES, readCapped } from '../identity/index.js';
-import { isLoopback } from './broker.js';
+import { isSecureOrLoopback } from '../shared/loopback.js';
 import type { CliIo } from './cli-io.js';
 import { causeCode } from './client.js';
 import { usage } from './errors.js';
@@ -36,7 +36,7 @@ function jwksUrl(text: string): URL {
   } catch {
     url = undefined;
   }
-  if (url?.protocol === 'https:' || (url?.protocol === 'http:' && isLoopback(url.hostname))) return url;
+  if (url && isSecureOrLoopback(url)) return url;
   throw usage(`--jwks takes a file, or an https URL (plain http only to this machine), not ${text}`);
 }
 

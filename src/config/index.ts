@@ -4,33 +4,21 @@ export {
   cronForInterval,
   databaseEngine,
   issuerIss,
-  normalizeIssuerUrl,
   redactDatabase,
-  ROLES,
   SCOPE_NAME,
   SPIFFE_TRUST_DOMAIN,
-  WEBHOOK_EVENTS,
-  WEBHOOK_FORMATS,
 } from './schema.js';
 export type {
-  AuditConfig,
   BrokerConfig,
   ClaimPath,
   ClaimPattern,
   ConsoleConfig,
-  DatabaseEngine,
   IssuerConfig,
-  LimitsConfig,
   MatchConfig,
-  PeopleConfig,
-  PersonConfig,
-  PolicyConfig,
   Role,
   ScopeConfig,
-  SigningConfig,
-  WebhookConfig,
   WebhookEvent,
   WebhookFormat,
 } from './schema.js';
-export { ALLOW_DEV_ISSUERS_ENV, ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfigPath } from './load.js';
+export { ALLOW_DEV_ISSUERS_ENV, ConfigError, loadConfig, parseConfig, resolveConfigPath } from './load.js';
 export type { LoadedConfig } from './load.js';

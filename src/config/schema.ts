@@ -1,5 +1,6 @@
 import ms from 'ms';
 import { z } from 'zod';
+import { isSecureOrLoopback } from '../shared/loopback.js';
 import { normalizeName } from '../shared/names.js';
 
 /**
@@ -31,8 +32,6 @@ const duration = (description: string, { atLeast = 1 }: { atLeast?: number } = {
 /** Token lifetimes are whole seconds (`expires_in`, `exp`): a cap under one second would mint dead tokens. */
 const lifetime = (description: string) => duration(description, { atLeast: 1000 });
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
-
 /**
  * https everywhere, plain http only to this machine (tests and development). Never a user or
  * password in the URL: URLs end up in logs, proxies and error reports, and fetch refuses them
@@ -44,7 +43,7 @@ const secureUrl = (description: string) =>
     .describe(`${description} https, or plain http to a loopback host; no user or password in it.`)
     .superRefine((text, ctx) => {
       const url = URL.parse(text);
-      if (!url || !(url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname)))) {
+      if (!url || !isSecureOrLoopback(url)) {
         ctx.addIssue({ code: 'custom', message: 'must be an https URL (plain http only for loopback hosts)' });
       } else if (url.username !== '' || url.password !== '') {
         ctx.addIssue({ code: 'custom', message: 'must not carry a user or password (a webhook proves itself with secretFile)' });

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { BrokerConfig, ConsoleConfig, IssuerConfig } from '../config/index.js';
 import { mintDevIdentityToken } from '../identity/index.js';
 import type { Clock } from '../shared/clock.js';
+import { isLoopbackHost } from '../shared/loopback.js';
 import { consoleCallbackUrl } from './links.js';
 
 /**
@@ -22,7 +23,6 @@ const MAX_PENDING_CODES = 1_000;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 const PKCE_VALUE = /^[A-Za-z0-9._~-]{43,128}$/;
 const OPAQUE = /^[\x21-\x7e]{0,512}$/;
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 interface AuthorizationRequest {
   client_id: string;
@@ -94,7 +94,7 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
   const redirectAllowed = (uri: string) => {
     const url = URL.parse(uri);
     if (!url || url.hash !== '' || url.username !== '' || url.password !== '') return false;
-    return uri === consoleCallbackUrl(config.issuer) || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+    return uri === consoleCallbackUrl(config.issuer) || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
   };
 
   /** Client and redirect first: until both are known good, nothing is sent anywhere. */

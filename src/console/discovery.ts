@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
+import { isSecureOrLoopback } from '../shared/loopback.js';
 
 /** What the console and `jit login` need from the person issuer's discovery document. */
 export interface SignInEndpoints {
@@ -23,7 +24,6 @@ const CACHE_MS = 10 * 60_000;
 const FAILURE_COOLDOWN_MS = 30_000;
 const TIMEOUT_MS = 5_000;
 const MAX_BYTES = 256 * 1024;
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 /**
  * The person issuer's endpoints, read from its discovery document when first needed and kept
@@ -74,7 +74,7 @@ function validate(document: unknown, issuer: string): SignInEndpoints {
     const value = doc[name];
     if (value === undefined && !required) return undefined;
     const url = typeof value === 'string' ? URL.parse(value) : null;
-    if (!url || !(url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname)))) {
+    if (!url || !isSecureOrLoopback(url)) {
       throw new Error(`${name} is not an https URL`);
     }
     return url.href;

@@ -3,4 +3,4 @@ export type { SlackMessage } from './slack.js';
 export { checkpointPayload, webhookPayload } from './payloads.js';
 export type { CheckpointNotice, WebhookPayload } from './payloads.js';
 export { compileWebhooks, createNotifier } from './webhooks.js';
-export type { Notifier, NotifierOptions, NotifySettings, Webhook } from './webhooks.js';
+export type { Notifier, Webhook } from './webhooks.js';

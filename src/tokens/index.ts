@@ -1,7 +1,7 @@
 export { readOwnToken } from './inspect.js';
 export { openKeyring, RETIRE_GRACE_MS, SIGNING_SLACK_MS } from './keyring.js';
-export type { Keyring, KeyringOptions, SigningKey } from './keyring.js';
+export type { Keyring, SigningKey } from './keyring.js';
 export { mintAccessToken, sha256Token } from './mint.js';
-export type { AccessTokenGrant, MintedToken, MintOptions } from './mint.js';
+export type { MintedToken } from './mint.js';
 export { createTokenService } from './service.js';
-export type { TokenService, TokenServiceDeps } from './service.js';
+export type { TokenService } from './service.js';

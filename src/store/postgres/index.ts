@@ -6,7 +6,6 @@ import { migratePostgres } from './migrate.js';
 import { createStore } from '../store.js';
 import { createPostgresEngine } from './engine.js';
 
-export { POSTGRES_MIGRATIONS_DIR, migratePostgres } from './migrate.js';
 
 /** Connects to the database, applies its migrations (once, however many replicas start together), and returns the store. */
 export async function openPostgresStore(url: string, clock: Clock): Promise<Store> {

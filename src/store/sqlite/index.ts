@@ -4,7 +4,7 @@ import { createStore } from '../store.js';
 import { migrate, openDatabase, type Db } from './database.js';
 import { createSqliteEngine } from './engine.js';
 
-export { MIGRATIONS_DIR, migrate, migrationFiles, openDatabase, unknownSchemaVersions } from './database.js';
+export { migrate, unknownSchemaVersions } from './database.js';
 export type { Db } from './database.js';
 
 /**
