@@ -1,11 +1,12 @@
+import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
 import { quietObserver, type BrokerObserver } from '../observability/observer.js';
-import { effectiveStatus, mayApprove, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
+import { effectiveStatus, holderOf, mayApprove, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, scanPage } from '../shared/cursor.js';
-import { Conflict, NotFound, SeparationOfDuties } from '../shared/errors.js';
+import { BrokerError, Conflict, NotFound, SeparationOfDuties } from '../shared/errors.js';
 import type { ApprovalRecord, Decision, RequestRecord, RequestState, Store } from '../store/index.js';
 
 export interface DecisionInput {
@@ -46,14 +47,27 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
      * this order: the caller may approve every scope (else it cannot see the request: 404, so a
      * 403 never confirms to an outsider that a request exists); the caller is not the requester,
      * nor the person who asked or started its job, under any identity (403); the digest is the
-     * request's (409); the request is still pending and this person has not decided it (409).
+     * request's (409); the request is still pending and this person has not decided it (409);
+     * to approve, the caller took part in no other step of the request's objects (403, duties).
      * One deny denies; `approvals_required` approvals by distinct people approve.
      */
     async decide(identity: Identity, id: string, input: DecisionInput): Promise<RequestView> {
-      const { config, policy, people } = settings(identity);
+      const { config, policy, people, duties } = settings(identity);
       const now = clock();
+      // An approver takes part in the steps the request takes part in, under the running duties;
+      // a request's scopes and objects never change, so they are read before the operation.
+      const known = await store.requests.get(id);
+      let steps: DutyStep[] = [];
+      let misfit: BrokerError | undefined;
+      try {
+        steps = known ? duties.stepsOf(known.scopes, known.authorizationDetails ?? []) : [];
+      } catch (error) {
+        if (!(error instanceof BrokerError)) throw error;
+        misfit = error;
+      }
+      const takesPart = input.decision === 'approve' ? dutyProbe(steps, [holderOf(identity, people)], now) : undefined;
       type Decided = { after: RequestState; outcome: 'request.approved' | 'request.denied' | undefined };
-      const { after, outcome } = await store.change<Decided>(id, (state) => {
+      const { after, outcome } = await store.change<Decided>(id, (state, facts) => {
         if (!state || !mayApprove(policy, identity, state.request)) throw new NotFound(`No request ${id} that you may see.`);
         const { request, approvals } = state;
         const bar = separationBar(identity, request, people);
@@ -66,6 +80,11 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         const status = effectiveStatus(request, now);
         if (status !== 'pending_approval') throw new Conflict(`The request is ${status}, no longer pending.`);
         if (decidedBy(identity, approvals, people)) throw new Conflict('You have already decided this request.');
+        // A denial is always allowed; an approval makes the approver take part in the request's steps.
+        if (input.decision === 'approve') {
+          if (misfit) throw new Conflict(`The request no longer fits the running duties and cannot be approved: ${misfit.detail}`);
+          if (facts.duty) throw dutyConflict(facts.duty, 'approval');
+        }
 
         const approval: ApprovalRecord = {
           requestId: id,
@@ -96,16 +115,17 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         // Approvals are by distinct people: decidedBy refused anyone who decided already, under any identity.
         const approvers = approvals.filter((a) => a.decision === 'approve').length + 1;
         if (approvers < request.approvalsRequired) {
-          return { approval, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
+          return { approval, participants: takesPart, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
         }
         const fields = { decidedAt: now, expiresAt: now + config.approval.collectWithin };
         return {
           transition: { from: ['pending_approval'], to: 'approved', fields },
           approval,
+          participants: takesPart,
           events: [recorded, { type: 'request.approved', actor: identity, requestId: id, data: { approvals: approvers } }],
           result: { after: withApproval({ ...request, status: 'approved', ...fields }), outcome: 'request.approved' },
         };
-      });
+      }, { duties: takesPart });
       (deps.observer ?? quietObserver).decisionRecorded(input.decision);
       if (outcome) notifier.notify(outcome, after.request);
       return requestView(after, now);

@@ -2,7 +2,9 @@ import { requireRole, type Identity } from '../identity/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import { keysetPage } from '../shared/cursor.js';
 import { InvalidRequest } from '../shared/errors.js';
-import type { AuditEventRecord, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
+import { effectiveStatus } from '../requests/index.js';
+import { objectKey } from '../shared/authorization-details.js';
+import type { AuditEventRecord, CustodyRecord, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
 import { EMPTY_HEAD, readCheckpoint, signCheckpoint, verdictView, verifyChainHolds, type Checkpoint, type VerdictView } from './checkpoint.js';
 
@@ -24,6 +26,7 @@ export function issuanceView(record: IssuanceAuditRecord) {
     status: record.status,
     approvers: record.approvers.map((a) => ({ iss: a.iss, sub: a.sub, at: toIso(a.at) })),
     break_glass: record.breakGlass,
+    ...(record.authorizationDetails !== null ? { authorization_details: record.authorizationDetails } : {}),
     ...(record.revokedAt !== null ? { revoked_at: toIso(record.revokedAt), revoke_reason: record.revokeReason } : {}),
   };
 }
@@ -43,6 +46,21 @@ export function eventView(event: AuditEventRecord) {
   };
 }
 export type EventView = ReturnType<typeof eventView>;
+
+/** CONTRACT section 4, one row of `GET /v1/audit/duties`: who took part in which step, and how it ended. */
+export function custodyView({ step, state: { request, approvals } }: CustodyRecord, now: number) {
+  return {
+    step,
+    request_id: request.id,
+    status: effectiveStatus(request, now),
+    requester: request.requester,
+    ...(request.initiator !== null ? { initiator: request.initiator } : {}),
+    approvals: approvals.map((a) => ({ iss: a.approver.iss, sub: a.approver.sub, decision: a.decision, reason: a.reason, at: toIso(a.at) })),
+    created_at: toIso(request.createdAt),
+    ...(request.issuedAt !== null ? { issued_at: toIso(request.issuedAt) } : {}),
+  };
+}
+export type CustodyView = ReturnType<typeof custodyView>;
 
 export type AuditService = ReturnType<typeof createAuditService>;
 
@@ -92,6 +110,19 @@ export function createAuditService({ store, clock, keyring, issuer }: AuditServi
     issuances(identity: Identity, filter: IssuanceFilter, cursor: string | undefined, limit: number) {
       auditorOnly(identity);
       return issuancePage(filter, cursor, limit);
+    },
+    /** The chain of custody of one object: every request that named it for a step of the duty, oldest first. */
+    custody(identity: Identity, duty: string, identifier: string, cursor: string | undefined, limit: number) {
+      auditorOnly(identity);
+      const now = clock();
+      return keysetPage({
+        cursor,
+        shape: ['number', 'string'] as const,
+        limit,
+        read: (after, count) => store.audit.custody(duty, objectKey(identifier), after && { createdAt: after[0], id: after[1] }, count),
+        key: (row) => [row.state.request.createdAt, row.state.request.id],
+        view: (rows) => rows.map((row) => custodyView(row, now)),
+      });
     },
     exportIssuances(identity: Identity, filter: IssuanceFilter): AsyncIterable<IssuanceView[]> {
       auditorOnly(identity);

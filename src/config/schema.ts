@@ -269,13 +269,41 @@ const scopeSchema = z
   .transform((scope) => ({ ...scope, approvals: scope.risk === 'high' ? (scope.approvals ?? 1) : 0 }));
 export type ScopeConfig = z.output<typeof scopeSchema>;
 
+/** An RFC 9396 `authorization_details` type: printable ASCII, no space (a word or a URI). */
+export const DETAIL_TYPE = /^[\x21-\x7e]{1,256}$/;
+
 const policySchema = z.strictObject({
   id: z.string().min(1).max(128).describe('Names the policy in records.'),
   match: matchSchema,
   scopes: z.array(z.string()).min(1).describe('Scopes this policy grants to the matching identities.'),
   audiences: z.array(z.string().min(1)).min(1).optional().describe('Audiences those scopes may be requested for (default: any).'),
   maxTtl: lifetime('Caps the scopes\' `maxTtl` under this policy. Policies add up: where several grant one scope, the largest of their caps applies.').optional(),
+  identifiers: z
+    .record(z.string(), z.array(z.string().min(1)).min(1))
+    .optional()
+    .describe(
+      'An `authorization_details` type (one a duty names) to identifier globs, `{model: ["fraud-*"]}`: the policy then grants its scopes only to a request naming at least one entry of each listed type, and only when every entry of that type has an `identifier` matching one of its globs, exactly as sent.',
+    ),
 });
+
+const dutySchema = z.strictObject({
+  name: z.string().min(1).max(128).describe('Names the duty in refusals and in the chain of custody (`/v1/audit/duties`).'),
+  type: z
+    .string()
+    .regex(DETAIL_TYPE, 'printable ASCII without spaces, 256 characters at most')
+    .describe('The `authorization_details` type whose entries name the object (`model`): a request for a step scope names its objects by `identifier`. One duty per type.'),
+  steps: z
+    .array(
+      z.strictObject({
+        name: z.string().min(1).max(64).describe('Names the step.'),
+        scopes: z.array(z.string()).min(1).describe('The scopes that are this step; a scope belongs to at most one step of all duties.'),
+      }),
+    )
+    .min(2, 'a duty separates steps: name at least two')
+    .describe('The lifecycle steps of the object, each a set of scopes.'),
+  within: duration('How long taking part in a step binds, counted from a grant\'s end (default: always).').optional(),
+});
+export type DutyConfig = z.output<typeof dutySchema>;
 export type PolicyConfig = z.output<typeof policySchema>;
 
 const configShape = z
@@ -367,6 +395,12 @@ const configShape = z
       )
       .prefault([])
       .describe('Toxic combinations.'),
+    duties: z
+      .array(dutySchema)
+      .prefault([])
+      .describe(
+        'Separation of duties across the lifecycle of one object: whoever took part in one step for an object (requester and its person, the job\'s initiator, each actor, each approver) may not take part in another step for the same object.',
+      ),
     approval: z
       .strictObject({
         timeout: duration('A pending request expires after this.').prefault('1h'),
@@ -456,7 +490,7 @@ const configShape = z
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */
-const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'scheduler', 'console']);
+const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'duties', 'scheduler', 'console']);
 
 // `when` lets the cross-field rules run although another section (say `listen.port`) is bad,
 // so one start reports every bad field rather than revealing them one fix at a time.
@@ -535,12 +569,51 @@ function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx):
     checkScopeNames(policy.scopes, ['policies', i, 'scopes']);
   });
   c.separation.forEach((rule, i) => checkScopeNames(rule.scopes, ['separation', i, 'scopes']));
+  checkDuties(c, issue, checkScopeNames);
 
   if (c.console) checkConsole(c.console, issuers, issue);
 
   if (cronForInterval(c.scheduler.interval) === undefined) {
     issue(['scheduler', 'interval'], 'must be whole seconds dividing a minute (1s..30s) or whole minutes dividing an hour (1m..60m)');
   }
+}
+
+/**
+ * `duties` and the policies' `identifiers`: a scope is one step of one duty at most (else which
+ * step a request took part in would depend on which entry was read first), one duty per object
+ * type, and `identifiers` name types a duty knows (a type no duty has names no object).
+ */
+function checkDuties(
+  c: z.output<typeof configShape>,
+  issue: (path: (string | number)[], message: string) => void,
+  checkScopeNames: (names: string[], path: (string | number)[]) => void,
+): void {
+  const names = new Map<string, number>();
+  const types = new Map<string, number>();
+  const stepOf = new Map<string, string>();
+  c.duties.forEach((duty, d) => {
+    if (names.has(duty.name)) issue(['duties', d, 'name'], `duplicate duty "${duty.name}"`);
+    names.set(duty.name, d);
+    const owner = types.get(duty.type);
+    if (owner !== undefined) issue(['duties', d, 'type'], `type "${duty.type}" is already duties.${owner}'s; one duty per type`);
+    types.set(duty.type, d);
+    const steps = new Set<string>();
+    duty.steps.forEach((step, s) => {
+      if (steps.has(step.name)) issue(['duties', d, 'steps', s, 'name'], `duplicate step "${step.name}" in duty "${duty.name}"`);
+      steps.add(step.name);
+      checkScopeNames(step.scopes, ['duties', d, 'steps', s, 'scopes']);
+      step.scopes.forEach((scope, k) => {
+        const taken = stepOf.get(scope);
+        if (taken !== undefined) issue(['duties', d, 'steps', s, 'scopes', k], `scope "${scope}" is already step ${taken}; a scope belongs to one step of one duty`);
+        stepOf.set(scope, `"${step.name}" of duty "${duty.name}"`);
+      });
+    });
+  });
+  c.policies.forEach((policy, p) => {
+    for (const type of Object.keys(policy.identifiers ?? {})) {
+      if (!types.has(type)) issue(['policies', p, 'identifiers', type], `no duty has the type "${type}"`);
+    }
+  });
 }
 
 /**

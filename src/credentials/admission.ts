@@ -1,5 +1,6 @@
 import type { BrokerConfig } from '../config/index.js';
-import type { Identity, People } from '../identity/index.js';
+import { dutyConflict } from '../duties/index.js';
+import type { Identity } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
 import { secondsUntilBelow, total } from '../shared/rate-window.js';
@@ -15,18 +16,6 @@ interface Ask {
   pending: boolean;
   breakGlass: boolean;
   now: number;
-}
-
-/**
- * Whom a request counts against: the identity, and its person under every key records may hold
- * for them (the running configuration's aliases decide which).
- */
-export function holderOf(identity: Identity, people: People): Holder {
-  const { personKey, person } = identity;
-  return {
-    identity: { iss: identity.iss, sub: identity.sub },
-    person: personKey === undefined || person === undefined ? null : { key: personKey, same: [...new Set([personKey, ...people.keysOf(person)])] },
-  };
 }
 
 /** Which facts the store must read for this request: only those a rule could turn on. */
@@ -48,8 +37,8 @@ export function admissionProbe(
 
 /**
  * The checks that turn on what the caller already holds or did, in order: the request rate
- * (abuse first), separation of duties (a refusal that retrying will not change), the
- * break-glass quota, then the live and pending limits. Each counts per identity and per person.
+ * (abuse first), separation of duties, at once and across an object's lifecycle (refusals that
+ * retrying will not change), the break-glass quota, then the live and pending limits. Each counts per identity and per person.
  * Returns the refusal, or undefined to admit.
  */
 export function judgeAdmission(
@@ -78,6 +67,7 @@ export function judgeAdmission(
     const conflict = policy.separationConflict(scopes, [facts.conflict]);
     if (conflict) return separationError(conflict.rule, conflict.scopes, facts.conflict);
   }
+  if (facts.duty) return dutyConflict(facts.duty, 'request');
 
   if (facts.breakGlass) {
     const max = config.breakGlass.maxPerIdentityPerDay;

@@ -43,6 +43,7 @@ export function mintFor(deps: Pick<CredentialServiceDeps, 'keyring' | 'issuer' |
       approvers: approversOf(approvals),
       breakGlass: request.breakGlass,
       ttlSeconds: request.ttlSeconds,
+      authorizationDetails: request.authorizationDetails,
     },
     now,
     { clockSkewMs: deps.settings().config.clockSkew },
@@ -63,6 +64,7 @@ export function issuedEvent(request: RequestRecord, token: MintedToken, approval
       expires_at: toIso(token.expiresAt),
       break_glass: request.breakGlass,
       ...(approvers.length > 0 ? { approvers } : {}),
+      ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
     },
   };
 }

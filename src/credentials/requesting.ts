@@ -1,10 +1,12 @@
+import { dutyProbe, type DutyStep } from '../duties/index.js';
 import type { Identity } from '../identity/index.js';
-import { issuedView, pendingView, requestDigest, type IssuedView, type PendingView } from '../requests/index.js';
+import { holderOf, issuedView, pendingView, requestDigest, type IssuedView, type PendingView } from '../requests/index.js';
 import { BrokerError, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
 import { SHOWING } from '../shared/invisible.js';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import type { AuditEntry, RequestRecord } from '../store/index.js';
-import { admissionProbe, holderOf, judgeAdmission, refusalEvent, separationError } from './admission.js';
+import { admissionProbe, judgeAdmission, refusalEvent, separationError } from './admission.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
 
 /** A credential request as the caller asked for it, already checked for shape. */
@@ -15,6 +17,8 @@ export interface CredentialInput {
   ttlSeconds?: number | undefined;
   justification?: string | undefined;
   breakGlass: boolean;
+  /** RFC 9396: the objects the task acts on, checked for shape already. */
+  authorizationDetails?: AuthorizationDetail[] | undefined;
 }
 
 export type RequestOutcome =
@@ -41,7 +45,9 @@ export function createRequesting(deps: CredentialServiceDeps) {
   }
 
   return async function request(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
-    const { config, policy, people } = settings(identity);
+    const { config, policy, people, duties } = settings(identity);
+    const details = input.authorizationDetails ?? [];
+    duties.checkTypes(details);
     const justification = input.justification?.trim() ? input.justification : null;
     if (input.breakGlass && visibleLength(justification ?? '') < config.breakGlass.justificationMinLength) {
       throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
@@ -52,14 +58,17 @@ export function createRequesting(deps: CredentialServiceDeps) {
 
     // Refused by policy before any fact is read: still counted toward the caller's rate, and recorded.
     let decision;
+    let steps: DutyStep[];
     try {
       decision = policy.decide(identity, input);
       const inRequest = policy.separationConflict(input.scopes, []);
       if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
+      steps = duties.stepsOf(decision.scopes, details);
     } catch (error) {
       if (!(error instanceof PolicyDenied) && !(error instanceof SeparationOfDuties)) throw error;
       return refuse(identity, input, error, now);
     }
+    const holder = holderOf(identity, people);
 
     const id = uuidv7(now);
     const request: RequestRecord = {
@@ -75,6 +84,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
       ttlSeconds: decision.ttlSeconds,
       justification,
       breakGlass: input.breakGlass,
+      authorizationDetails: details.length > 0 ? details : null,
       policyIds: decision.policyIds,
       digest: requestDigest({
         requestId: id,
@@ -84,6 +94,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
         ...input,
         ttlSeconds: decision.ttlSeconds,
         justification,
+        authorizationDetails: details.length > 0 ? details : null,
       }),
       approvalsRequired: decision.approvalsRequired,
       status: 'pending_approval',
@@ -112,6 +123,8 @@ export function createRequesting(deps: CredentialServiceDeps) {
         policy_ids: request.policyIds,
         ...(request.initiator !== null ? { initiator: request.initiator } : {}),
         ...(request.boundClaims !== null ? { bound_claims: request.boundClaims } : {}),
+        ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
+        ...(steps.length > 0 ? { duties: steps.map(({ duty, step, object }) => ({ duty, step, object })) } : {}),
       },
     };
 
@@ -121,7 +134,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
     const token = pending ? undefined : await mintFor(deps, request, [], now);
     const admitted: RequestRecord = token ? { ...request, status: 'issued', issuedAt: token.issuedAt, expiresAt: token.expiresAt } : request;
     const ask = { pending, breakGlass: input.breakGlass, now };
-    const probe = admissionProbe(holderOf(identity, people), decision.scopes, policy, config, ask);
+    const probe = { ...admissionProbe(holder, decision.scopes, policy, config, ask), duties: dutyProbe(steps, [holder], now) };
     const outcome = await store.admit(probe, (facts) => {
       const refusal = judgeAdmission(facts, config, ask, policy, decision.scopes);
       if (refusal) return { refuse: refusalEvent(identity, input, refusal, facts), result: refusal };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { SCOPE_NAME } from '../config/index.js';
+import { DETAIL_TYPE, SCOPE_NAME } from '../config/index.js';
 
 // Control characters and bidirectional overrides would let a value rewrite what an approver
 // reads in a terminal or a log; these values end up in logs, CSV exports and webhook bodies.
@@ -32,6 +32,26 @@ const scopes = z
   .max(32)
   .refine((list) => new Set(list).size === list.length, 'must not repeat a scope');
 
+const detailList = z.array(printable(256)).min(1).max(16);
+
+/**
+ * CONTRACT section 4, RFC 9396: 1 to 16 entries, each the common fields only. Whether `type` is a
+ * configured duty type is the domain's to say, under the configuration running.
+ */
+export const authorizationDetails = z
+  .array(
+    z.strictObject({
+      type: z.string().regex(DETAIL_TYPE, 'must be a type: printable ASCII without spaces, 256 characters at most'),
+      identifier: printable(256).optional(),
+      actions: detailList.optional(),
+      locations: detailList.optional(),
+      datatypes: detailList.optional(),
+      privileges: detailList.optional(),
+    }),
+  )
+  .min(1)
+  .max(16);
+
 /** CONTRACT section 4, the body of `POST /v1/credentials`. */
 export const credentialRequestBody = z.strictObject({
   task_id: printable(256),
@@ -41,6 +61,7 @@ export const credentialRequestBody = z.strictObject({
   ttl_seconds: z.number().int().min(1).optional(),
   justification: prose(2000).optional(),
   break_glass: z.boolean().default(false),
+  authorization_details: authorizationDetails.optional(),
 });
 
 /** `/token` and `/complete` take no body: an empty JSON object at most, so a misdirected field is not ignored. */
@@ -103,6 +124,8 @@ export const tokenExchangeForm = z.object({
   justification: z.string().optional(),
   break_glass: z.enum(['true', 'false'], { message: 'break_glass must be true or false' }).optional(),
   request_id: z.string().max(128).optional(),
+  // RFC 9396: the JSON array, form-encoded; parsed and checked by the token endpoint.
+  authorization_details: z.string().max(16_384).optional(),
   actor_token: z
     .undefined({ message: 'delegation (actor_token) is not supported' })
     .optional()
@@ -130,7 +153,15 @@ export const issuancesQuery = pageQuery.extend({
   scope: z.string().regex(SCOPE_NAME, 'not a scope name').optional(),
   status: z.enum(['issued', 'expired', 'revoked']).optional(),
   break_glass: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
+  type: z.string().regex(DETAIL_TYPE, 'not an authorization_details type').optional(),
+  identifier: printable(256).optional(),
   format: z.enum(['json', 'ndjson', 'csv']).default('json'),
+});
+
+/** `GET /v1/audit/duties`: one object's chain of custody. */
+export const custodyQuery = pageQuery.extend({
+  duty: printable(128),
+  identifier: printable(256),
 });
 
 /** `GET /v1/audit/events` */

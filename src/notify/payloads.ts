@@ -30,6 +30,7 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
     ttl_seconds: request.ttlSeconds,
     break_glass: request.breakGlass,
     justification: request.justification,
+    ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
     digest: request.digest,
     approvals_required: request.approvalsRequired,
     expires_at: toIso(request.expiresAt),

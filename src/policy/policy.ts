@@ -1,5 +1,6 @@
 import type { BrokerConfig, ScopeConfig } from '../config/index.js';
-import { compileMatch, type IdentityMatcher, type Matchable } from '../identity/match.js';
+import { compileGlob, compileMatch, type IdentityMatcher, type Matchable } from '../identity/match.js';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { PolicyDenied } from '../shared/errors.js';
 
 /** What a caller asks for, already validated for shape. */
@@ -9,6 +10,8 @@ export interface CredentialAsk {
   /** Requested lifetime; omitted means the allowed maximum. */
   ttlSeconds?: number | undefined;
   breakGlass: boolean;
+  /** The objects the request names (RFC 9396), which a policy's `identifiers` may require. */
+  authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
 }
 
 /** The policy's answer when it allows the ask. */
@@ -55,9 +58,26 @@ export interface Policy {
 interface CompiledPolicy {
   id: string;
   matches: IdentityMatcher;
+  /** `identifiers`: whether the request's objects are ones this policy grants for. */
+  names: (details: readonly AuthorizationDetail[]) => boolean;
   scopes: ReadonlySet<string>;
   audiences?: ReadonlySet<string>;
   maxTtlMs: number;
+}
+
+/**
+ * A policy's `identifiers` (CONTRACT section 2): for each listed type, the request names at least
+ * one entry of it, and every entry of it has an identifier matching one of the type's globs,
+ * exactly as sent (an entry without one matches none). A policy without `identifiers` grants
+ * whatever the request names.
+ */
+function compileIdentifiers(identifiers: Readonly<Record<string, readonly string[]>>): (details: readonly AuthorizationDetail[]) => boolean {
+  const rules = Object.entries(identifiers).map(([type, globs]) => [type, globs.map(compileGlob)] as const);
+  return (details) =>
+    rules.every(([type, globs]) => {
+      const named = details.filter((detail) => detail.type === type);
+      return named.length > 0 && named.every((detail) => detail.identifier !== undefined && globs.some((glob) => glob(detail.identifier as string)));
+    });
 }
 
 export function compilePolicy(config: Pick<BrokerConfig, 'scopes' | 'policies' | 'separation'>): Policy {
@@ -68,6 +88,7 @@ export function compilePolicy(config: Pick<BrokerConfig, 'scopes' | 'policies' |
   const policies: CompiledPolicy[] = config.policies.map((policy) => ({
     id: policy.id,
     matches: compileMatch(policy.match),
+    names: compileIdentifiers(policy.identifiers ?? {}),
     scopes: new Set(policy.scopes),
     ...(policy.audiences ? { audiences: new Set(policy.audiences) } : {}),
     maxTtlMs: policy.maxTtl ?? Number.POSITIVE_INFINITY,
@@ -76,7 +97,9 @@ export function compilePolicy(config: Pick<BrokerConfig, 'scopes' | 'policies' |
 
   return {
     decide(identity, ask) {
-      const applicable = policies.filter((policy) => policy.matches(identity));
+      const details = ask.authorizationDetails ?? [];
+      const forIdentity = policies.filter((policy) => policy.matches(identity));
+      const applicable = forIdentity.filter((policy) => policy.names(details));
       const refused: string[] = [];
       const noBreakGlass: string[] = [];
       let audienceRefused = false;
@@ -108,7 +131,11 @@ export function compilePolicy(config: Pick<BrokerConfig, 'scopes' | 'policies' |
         forAudience.forEach((policy) => policyIds.add(policy.id));
       }
 
-      if (refused.length > 0) throw PolicyDenied.scopes(refused, 'no policy grants them to this identity');
+      if (refused.length > 0) {
+        // Say so when a policy would grant them, only not for the objects this request names.
+        const forOtherObjects = refused.every((name) => forIdentity.some((policy) => policy.scopes.has(name)));
+        throw PolicyDenied.scopes(refused, forOtherObjects ? 'no policy grants them to this identity for the objects named (authorization_details)' : 'no policy grants them to this identity');
+      }
       if (audienceRefused) throw PolicyDenied.audience(ask.audience);
       if (noBreakGlass.length > 0) throw PolicyDenied.scopes(noBreakGlass, 'break-glass is not allowed for them');
 

@@ -1,4 +1,5 @@
 import { canonicalJson, sha256Hex } from '../shared/canonical-json.js';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import type { Principal } from '../store/index.js';
 
 export interface DigestInput {
@@ -13,6 +14,8 @@ export interface DigestInput {
   ttlSeconds: number;
   justification: string | null;
   breakGlass: boolean;
+  /** The objects it acts on: what an approver approves is this task on these objects. */
+  authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
 }
 
 /**
@@ -33,6 +36,7 @@ export function requestDigest(input: DigestInput): string {
       ttl_seconds: input.ttlSeconds,
       justification: input.justification,
       break_glass: input.breakGlass,
+      ...(input.authorizationDetails ? { authorization_details: input.authorizationDetails } : {}),
     }),
   );
 }

@@ -2,3 +2,4 @@ export { isOwner, mayApprove, maySee, separationBar, separationMessage } from '.
 export { requestDigest } from './digest.js';
 export { effectiveStatus, issuedView, pendingView, requestView } from './view.js';
 export type { IssuedView, PendingView, RequestView } from './view.js';
+export { holderOf } from './holder.js';

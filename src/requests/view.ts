@@ -26,6 +26,7 @@ export function requestView({ request, approvals, review, issuance }: RequestSta
     ttl_seconds: request.ttlSeconds,
     justification: request.justification,
     break_glass: request.breakGlass,
+    ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
     digest: request.digest,
     approvals_required: request.approvalsRequired,
     approvals: approvals.map((a) => ({
@@ -78,6 +79,8 @@ export function issuedView(request: RequestRecord, token: HandedToken) {
     scopes: request.scopes,
     audience: request.audience,
     break_glass: request.breakGlass,
+    // RFC 9396 section 7: the token response names the authorization details it was granted for.
+    ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
   };
 }
 
@@ -92,6 +95,7 @@ export function pendingView(request: RequestRecord) {
     approvals: [] as never[],
     digest: request.digest,
     expires_at: toIso(request.expiresAt),
+    ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
   };
 }
 

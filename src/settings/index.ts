@@ -8,6 +8,7 @@ import {
   type IdentityVerifier,
   type People,
 } from '../identity/index.js';
+import { compileDuties, type Duties } from '../duties/index.js';
 import { compileWebhooks, type Webhook } from '../notify/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
 import type { Clock } from '../shared/clock.js';
@@ -21,6 +22,7 @@ import type { Clock } from '../shared/clock.js';
 export interface Settings {
   config: BrokerConfig;
   policy: Policy;
+  duties: Duties;
   identity: IdentityVerifier;
   /** Who the person behind each recorded key is, under this configuration's aliases. */
   people: People;
@@ -62,6 +64,7 @@ export async function compileSettings(config: BrokerConfig, options: CompileOpti
   return {
     config,
     policy: compilePolicy(config),
+    duties: compileDuties(config),
     people,
     identity: createIdentityVerifier({
       issuers,

@@ -31,7 +31,7 @@ interface ErrorOptions {
 
 /**
  * CONTRACT section 4: every `/oauth2` error uses a code registered by RFC 6749, 6750, 7009, 7662,
- * 8628, 8693 or 8707, so that OAuth client libraries understand it.
+ * 8628, 8693, 8707 or 9396, so that OAuth client libraries understand it.
  */
 export type OAuthErrorCode =
   | 'invalid_request'
@@ -44,6 +44,7 @@ export type OAuthErrorCode =
   | 'unsupported_token_type'
   | 'authorization_pending'
   | 'slow_down'
+  | 'invalid_authorization_details'
   | 'server_error'
   | 'temporarily_unavailable';
 
@@ -93,6 +94,11 @@ export class InvalidRequest extends BrokerError {
 /** RFC 8707 / RFC 8693: the token endpoint cannot tell which one audience is meant. */
 export class InvalidTarget extends InvalidRequest {
   override readonly oauthError = 'invalid_target';
+}
+
+/** RFC 9396: `authorization_details` that are malformed, of an unknown type, or missing an object a step needs. */
+export class InvalidAuthorizationDetails extends InvalidRequest {
+  override readonly oauthError = 'invalid_authorization_details';
 }
 
 export class PayloadTooLarge extends InvalidRequest {

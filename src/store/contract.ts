@@ -67,6 +67,11 @@ export interface Store {
     latest(type: AuditEventType): Promise<AuditEventRecord | undefined>;
   };
   audit: {
+    /**
+     * The chain of custody of one object: every request that named it for a step of the duty,
+     * oldest first, after the given position.
+     */
+    custody(duty: string, object: string, after: Position | undefined, limit: number): Promise<CustodyRecord[]>;
     /** Issuances matching `filter`, in (issued_at, request id) order, after the given position. */
     issuances(filter: IssuanceFilter, after: { issuedAt: number; requestId: string } | undefined, limit: number, now: number): Promise<IssuanceAuditRecord[]>;
     /** Events matching `filter`, in seq order, after `afterSeq`. */
@@ -88,8 +93,11 @@ export interface Store {
 
   /** A new request: the facts it is judged on, the judgement, and what it writes, as one operation. */
   admit<R>(probe: AdmissionProbe, decide: (facts: AdmissionFacts) => Admission<R>): Promise<R>;
-  /** A change to one request, judged on its current state (undefined when it does not exist). */
-  change<R>(id: string, decide: (state: RequestState | undefined) => RequestChange<R>): Promise<R>;
+  /**
+   * A change to one request, judged on its current state (undefined when it does not exist) and,
+   * given `duties`, on whether those participants took part in another step of its objects.
+   */
+  change<R>(id: string, decide: (state: RequestState | undefined, facts: ChangeFacts) => RequestChange<R>, options?: { duties?: DutyProbe }): Promise<R>;
   /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
   append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
   /**
@@ -159,10 +167,47 @@ export interface TransitionFields {
 export interface RequestChange<R> {
   transition?: { from: readonly RequestStatus[]; to: RequestStatus; fields?: TransitionFields };
   approval?: ApprovalRecord;
+  /** Participants this change adds to the request's steps (an approver). */
+  participants?: DutyProbe;
   issuance?: IssuanceRecord;
   review?: { outcome: ReviewOutcome; notes: string; reviewer: Principal; at: number };
   events: AuditEntry[];
   result: R;
+}
+
+/**
+ * Duties (CONTRACT section 1): the steps an operation takes part in, and who takes part. The
+ * store looks for those participants in another step of the same objects, and records them.
+ */
+export interface DutyProbe {
+  steps: readonly {
+    duty: string;
+    object: string;
+    step: string;
+    /** Participations of grants that ended at or before this (ms) no longer bind (`within`). */
+    endedAfter: number;
+  }[];
+  /** Who takes part: each is looked for among other steps' participants, and recorded as taking part in these. */
+  participants: readonly Holder[];
+}
+
+/** A participation in the way: one of the participants took part in another step of the object. */
+export interface DutyFinding {
+  duty: string;
+  object: string;
+  step: string;
+  requestId: string;
+}
+
+/** What a change is judged on besides the request's state. */
+export interface ChangeFacts {
+  duty?: DutyFinding;
+}
+
+/** One request that named an object for a step of a duty (the chain of custody). */
+export interface CustodyRecord {
+  step: string;
+  state: RequestState;
 }
 
 /** A person a request counts against, by the keys records keep (see `People` in identity/). */
@@ -190,6 +235,8 @@ export interface AdmissionProbe {
   limits: { live: number; pending: number };
   /** Count break-glass grants issued after `since`, up to `cap`. */
   breakGlass?: { since: number; cap: number } | undefined;
+  /** The steps the request takes part in, and its participants. */
+  duties?: DutyProbe | undefined;
 }
 
 /** A count for the identity and for the person (0 without a person). */
@@ -211,6 +258,8 @@ export interface AdmissionFacts {
   /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */
   conflict?: { requestId: string; scopes: string[]; byPerson: boolean };
   breakGlass?: { identity: { count: number; oldest: number | null }; person: { count: number; oldest: number | null } };
+  /** The first participation of one of the request's participants in another step of one of its objects. */
+  duty?: DutyFinding;
 }
 
 /**

@@ -1,5 +1,9 @@
 export type {
   Admission,
+  ChangeFacts,
+  CustodyRecord,
+  DutyFinding,
+  DutyProbe,
   AdmissionFacts,
   AdmissionProbe,
   Holder,

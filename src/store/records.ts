@@ -1,4 +1,5 @@
 import type { JWK } from 'jose';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 
 /** An identity as records show it: issuer URL and subject. */
 export interface Principal {
@@ -32,6 +33,8 @@ export interface RequestRecord {
   ttlSeconds: number;
   justification: string | null;
   breakGlass: boolean;
+  /** The objects the request names (RFC 9396), as it named them; null when none. */
+  authorizationDetails: AuthorizationDetail[] | null;
   policyIds: string[];
   digest: string;
   approvalsRequired: number;
@@ -112,6 +115,9 @@ export interface IssuanceFilter {
   scope?: string | undefined;
   status?: GrantStatus | undefined;
   breakGlass?: boolean | undefined;
+  /** An `authorization_details` entry's type, and its identifier (compared as `objectKey`). */
+  type?: string | undefined;
+  object?: string | undefined;
 }
 
 /** One minted token with what an auditor asks of it: who, what, when, approved by whom, why. */
@@ -129,6 +135,7 @@ export interface IssuanceAuditRecord {
   status: GrantStatus;
   approvers: (Principal & { at: number })[];
   breakGlass: boolean;
+  authorizationDetails: AuthorizationDetail[] | null;
   revokedAt: number | null;
   revokeReason: string | null;
 }

@@ -11,6 +11,7 @@ import type {
   ReviewOutcome,
   SigningKeyRecord,
 } from './records.js';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 
 /**
  * Rows as both engines return them (PostgreSQL's BIGINT parsed to numbers, its BOOLEAN and
@@ -37,6 +38,7 @@ export interface RequestRow {
   ttl_seconds: number;
   justification: string | null;
   break_glass: number | boolean;
+  authorization_details: string | null;
   policy_ids: string;
   digest: string;
   approvals_required: number;
@@ -64,6 +66,7 @@ export const toRequest = (r: RequestRow): RequestRecord => ({
   ttlSeconds: r.ttl_seconds,
   justification: r.justification,
   breakGlass: Boolean(r.break_glass),
+  authorizationDetails: r.authorization_details === null ? null : (JSON.parse(r.authorization_details) as AuthorizationDetail[]),
   policyIds: JSON.parse(r.policy_ids) as string[],
   digest: r.digest,
   approvalsRequired: r.approvals_required,
@@ -151,6 +154,7 @@ export interface IssuanceAuditRow {
   audience: string;
   justification: string | null;
   break_glass: number | boolean;
+  authorization_details: string | null;
   ended_at: number | null;
   revoke_reason: string | null;
   status: GrantStatus;
@@ -169,6 +173,7 @@ export const toIssuanceAudit = (r: IssuanceAuditRow, approvers: IssuanceAuditRec
   status: r.status,
   approvers,
   breakGlass: Boolean(r.break_glass),
+  authorizationDetails: r.authorization_details === null ? null : (JSON.parse(r.authorization_details) as AuthorizationDetail[]),
   revokedAt: r.status === 'revoked' ? r.ended_at : null,
   revokeReason: r.status === 'revoked' ? r.revoke_reason : null,
 });

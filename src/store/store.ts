@@ -1,6 +1,7 @@
 import { toIso, type Clock } from '../shared/clock.js';
 import { decodeWindow, emptyWindow, encodeWindow, merge, record, type RateWindow } from '../shared/rate-window.js';
-import type { Admission, AdmissionFacts, AdmissionProbe, Holder, RequestChange, RequestState, Store, TransitionFields } from './contract.js';
+import { objectKey } from '../shared/authorization-details.js';
+import type { Admission, AdmissionFacts, AdmissionProbe, DutyFinding, DutyProbe, RequestChange, RequestState, Store, TransitionFields } from './contract.js';
 import type { Emit, Engine, Maintenance, Sql } from './engine.js';
 import type { AuditEntry, IssuanceRecord, RequestRecord, RequestStatus } from './records.js';
 import {
@@ -80,16 +81,23 @@ export function createStore(engine: Engine, clock: Clock): Store {
   async function insertRequest(sql: Sql, r: RequestRecord): Promise<void> {
     await sql.run(
       `INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes,
-         audience, ttl_seconds, justification, break_glass, policy_ids, digest, approvals_required, status, created_at,
-         expires_at, decided_at, issued_at, ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
-       VALUES (${marks(25)})`,
+         audience, ttl_seconds, justification, break_glass, authorization_details, policy_ids, digest, approvals_required,
+         status, created_at, expires_at, decided_at, issued_at, ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
+       VALUES (${marks(26)})`,
       [
         r.id, r.requester.iss, r.requester.sub, r.requesterIdp, r.initiator, r.person, jobKey(r.boundClaims), r.taskId,
-        JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass, JSON.stringify(r.policyIds),
+        JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass,
+        r.authorizationDetails === null ? null : JSON.stringify(r.authorizationDetails), JSON.stringify(r.policyIds),
         r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt, r.issuedAt, r.endedAt,
         r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
       ],
     );
+    const objects = [
+      ...new Map((r.authorizationDetails ?? []).flatMap((d) => (d.identifier === undefined ? [] : [[`${d.type}\n${objectKey(d.identifier)}`, [d.type, objectKey(d.identifier)]] as const]))).values(),
+    ];
+    if (objects.length > 0) {
+      await sql.run(`INSERT INTO request_objects (type, object, request_id) VALUES ${objects.map(() => '(?, ?, ?)').join(', ')}`, objects.flatMap((o) => [...o, r.id]));
+    }
     if (!isLive(r.status)) return;
     const keys = requestKeys(r);
     const rows = keys.flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
@@ -170,6 +178,40 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return (await sql.all<RequestRow>(`SELECT * FROM requests WHERE id IN (${marks(ids.length)}) AND ${due} ORDER BY expires_at`, [...ids, ...params])).map(toRequest);
   }
 
+  // ---- duties ----
+
+  /** The first participation of the probe's participants in another step of one of its objects that still binds. */
+  async function dutyFinding(sql: Sql, probe: DutyProbe, now: number): Promise<DutyFinding | undefined> {
+    const counted = [...new Set(probe.participants.flatMap(countedKeys))];
+    for (const step of probe.steps) {
+      const found = await sql.get<{ step: string; request_id: string }>(
+        `SELECT p.step, p.request_id FROM duty_participants p JOIN requests r ON r.id = p.request_id
+         WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ?
+           AND ((r.status IN ('pending_approval', 'approved') AND r.expires_at > ?)
+             OR (r.issued_at IS NOT NULL AND (CASE WHEN r.ended_at IS NOT NULL AND r.ended_at < r.expires_at THEN r.ended_at ELSE r.expires_at END) > ?))
+         LIMIT 1`,
+        [step.duty, step.object, ...counted, step.step, now, step.endedAfter],
+      );
+      if (found) return { duty: step.duty, object: step.object, step: found.step, requestId: found.request_id };
+    }
+    return undefined;
+  }
+
+  /** Records the probe's participants as taking part in its steps, for `requestId`. */
+  async function takePart(sql: Sql, probe: DutyProbe, requestId: string): Promise<void> {
+    const recorded = [...new Set(probe.participants.flatMap((holder) => recordedKeys(holder.identity, holder.person?.key ?? null)))];
+    const rows = probe.steps.flatMap((step) => recorded.map((holder) => [step.duty, step.object, holder, step.step, requestId]));
+    if (rows.length === 0) return;
+    await sql.run(
+      `INSERT INTO duty_participants (duty, object, holder, step, request_id) VALUES ${rows.map(() => '(?, ?, ?, ?, ?)').join(', ')}
+       ON CONFLICT DO NOTHING`,
+      rows.flat(),
+    );
+  }
+
+  /** One lock per object: two operations on one object's steps, on any replica, are judged one after the other. */
+  const dutyLocks = (probe: DutyProbe | undefined): string[] => (engine.lockByName && probe ? probe.steps.map((step) => `duty:${step.duty}\n${step.object}`) : []);
+
   // ---- admission ----
 
   /** The facts an admission is judged on, and the holder's stored rate windows (which the admission then counts into). */
@@ -226,6 +268,10 @@ export function createStore(engine: Engine, clock: Clock): Store {
       const grant = conflict && (await getRequest(sql, conflict.request_id));
       if (conflict && grant) facts.conflict = { requestId: grant.id, scopes: grant.scopes, byPerson: conflict.holder !== identityKey };
     }
+    if (probe.duties) {
+      const duty = await dutyFinding(sql, probe.duties, now);
+      if (duty) facts.duty = duty;
+    }
     if (probe.breakGlass) {
       const { since, cap } = probe.breakGlass;
       const quota = async (where: string, params: readonly unknown[]) => {
@@ -281,6 +327,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         [a.requestId, a.approver.iss, a.approver.sub, a.person, a.decision, a.reason, a.digest, a.at],
       );
     }
+    if (change.participants && state) await takePart(sql, change.participants, state.request.id);
     if (change.issuance) await insertIssuance(sql, change.issuance, state?.request.scopes ?? []);
     if (change.review) {
       const { outcome, notes, reviewer, at } = change.review;
@@ -305,7 +352,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return [`request:${id}`, ...(request ? requestKeys(request) : [])];
   }
 
-  const admissionLocks = (holder: Holder): string[] => (engine.lockByName ? countedKeys(holder) : []);
+  const admissionLocks = (probe: AdmissionProbe): string[] => (engine.lockByName ? [...countedKeys(probe.holder), ...dutyLocks(probe.duties)] : []);
 
   const store: Store = {
     engine: engine.name,
@@ -379,6 +426,16 @@ export function createStore(engine: Engine, clock: Clock): Store {
     },
 
     audit: {
+      async custody(duty, object, after, limit) {
+        const rows = await read.all<RequestRow & { step: string }>(
+          `SELECT s.step, r.* FROM duty_steps s JOIN requests r ON r.id = s.request_id
+           WHERE s.duty = ? AND s.object = ? AND (s.created_at, s.request_id) > (?, ?)
+           ORDER BY s.created_at, s.request_id LIMIT ?`,
+          [duty, object, after?.createdAt ?? -1, after?.id ?? '', limit],
+        );
+        const found = await states(read, rows.map(toRequest));
+        return rows.map((row, i) => ({ step: row.step, state: found[i] as RequestState }));
+      },
       async issuances(filter, after, limit, now) {
         // A request yields at most one token, so (issued_at, request id) orders issuances uniquely.
         // Every filter has an index in that order. By scope alone, the listing walks issued_scopes,
@@ -401,6 +458,10 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.since !== undefined) add(`${issuedAt} >= ?`, filter.since);
         if (filter.until !== undefined) add(`${issuedAt} < ?`, filter.until);
         if (filter.subject !== undefined) add('r.requester_sub = ?', filter.subject);
+        // The few requests naming an object or a type, found by their index; the planner walks whichever is fewer.
+        if (filter.type !== undefined && filter.object !== undefined) add('r.id IN (SELECT request_id FROM request_objects WHERE type = ? AND object = ?)', filter.type, filter.object);
+        else if (filter.object !== undefined) add('r.id IN (SELECT request_id FROM request_objects WHERE object = ?)', filter.object);
+        else if (filter.type !== undefined) add('r.id IN (SELECT request_id FROM request_objects WHERE type = ?)', filter.type);
         // Literals, not parameters, so the partial index on break-glass grants applies.
         if (filter.breakGlass !== undefined) add(`r.break_glass = ${filter.breakGlass ? dialect.true : dialect.false}`);
         // Statuses as they are now: an issued token past its expiry counts as expired before the
@@ -411,7 +472,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.status === 'revoked') add(`r.status = 'revoked'`);
         const rows = await read.all<IssuanceAuditRow>(
           `SELECT i.jti, r.id AS request_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
-                  r.audience, r.justification, r.break_glass, r.ended_at, r.revoke_reason,
+                  r.audience, r.justification, r.break_glass, r.authorization_details, r.ended_at, r.revoke_reason,
                   CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status
            FROM ${source} JOIN issuances i ON i.request_id = r.id
            WHERE ${where.join(' AND ')}
@@ -471,7 +532,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
     },
 
     async admit<R>(probe: AdmissionProbe, decide: (facts: AdmissionFacts) => Admission<R>) {
-      const { result } = await engine.operate(admissionLocks(probe.holder), async (sql, emit) => {
+      const { result } = await engine.operate(admissionLocks(probe), async (sql, emit) => {
         const { facts, windows } = await admissionFacts(sql, probe);
         const admission = decide(facts);
         await countRequest(sql, probe, windows);
@@ -482,6 +543,14 @@ export function createStore(engine: Engine, clock: Clock): Store {
         }
         const { request, issuance, reviewDueAt, events } = admission.admit;
         await insertRequest(sql, request);
+        if (probe.duties) {
+          const { steps } = probe.duties;
+          await sql.run(
+            `INSERT INTO duty_steps (duty, object, created_at, request_id, step) VALUES ${steps.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
+            steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step]),
+          );
+          await takePart(sql, probe.duties, request.id);
+        }
         if (reviewDueAt !== undefined) await sql.run('INSERT INTO break_glass_reviews (request_id, due_at) VALUES (?, ?)', [request.id, reviewDueAt]);
         if (issuance) await insertIssuance(sql, issuance, request.scopes);
         emit(events);
@@ -490,10 +559,11 @@ export function createStore(engine: Engine, clock: Clock): Store {
       return result;
     },
 
-    async change(id, decide) {
-      const { result } = await engine.operate(await requestLocks(id), async (sql, emit) => {
+    async change(id, decide, options = {}) {
+      const { result } = await engine.operate([...(await requestLocks(id)), ...dutyLocks(options.duties)], async (sql, emit) => {
         const state = await stateOf(sql, id);
-        return applyChange(sql, emit, state, decide(state));
+        const duty = state && options.duties ? await dutyFinding(sql, options.duties, clock()) : undefined;
+        return applyChange(sql, emit, state, decide(state, duty ? { duty } : {}));
       });
       return result;
     },

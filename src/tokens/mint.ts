@@ -1,4 +1,5 @@
 import { createHash, sign } from 'node:crypto';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { uuidv7 } from '../shared/ids.js';
 import type { Principal } from '../store/index.js';
 import type { Keyring, SigningKey } from './keyring.js';
@@ -15,6 +16,8 @@ export interface AccessTokenGrant {
   approvers: readonly (Principal & { at: string })[];
   breakGlass: boolean;
   ttlSeconds: number;
+  /** RFC 9396 section 9.1: the objects the token acts on. */
+  authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
 }
 
 export interface MintedToken {
@@ -66,6 +69,7 @@ export async function mintAccessToken(
     idp: grant.idp,
     ...(grant.approvers.length > 0 ? { approvers: grant.approvers.map(({ iss, sub, at }) => ({ iss, sub, at })) } : {}),
     ...(grant.breakGlass ? { break_glass: true } : {}),
+    ...(grant.authorizationDetails ? { authorization_details: grant.authorizationDetails } : {}),
   };
   const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
   return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };

@@ -247,3 +247,34 @@ export async function listen(t: TestBroker): Promise<{ url: string; close(): Pro
       }),
   };
 }
+
+/**
+ * Adds an ML release lifecycle to a configuration: one model goes through `train` (the training
+ * pipeline, low risk), `register` (the registry job, one approver) and `deploy` (the release
+ * pipeline or the on-call people, an ml-release approver), and nobody who took part in one step
+ * of a model takes part in another. The toxic pair of the base configuration is dropped, so what
+ * refuses is the duty alone.
+ */
+export function withModelRelease(config: Record<string, any>, within?: string): void {
+  config.scopes.push({ name: 'model:register', risk: 'high', maxTtl: '10m', approvals: 1 });
+  config.policies.push(
+    { id: 'registry', match: { issuer: 'ci', subject: 'repo:acme/registry:*' }, scopes: ['model:register'], identifiers: { model: ['fraud-*', 'Fraud-*', 'churn-*'] } },
+    { id: 'release', match: { issuer: 'ci', subject: 'repo:acme/release:*' }, scopes: ['model:deploy'] },
+  );
+  config.separation = [];
+  config.duties = [
+    {
+      name: 'model-release',
+      type: 'model',
+      steps: [
+        { name: 'train', scopes: ['model:train'] },
+        { name: 'register', scopes: ['model:register'] },
+        { name: 'deploy', scopes: ['model:deploy'] },
+      ],
+      ...(within ? { within } : {}),
+    },
+  ];
+}
+
+/** `authorization_details` naming one model. */
+export const model = (identifier: string) => [{ type: 'model', identifier }];

@@ -32,6 +32,8 @@ describe('authorization server metadata (RFC 8414)', () => {
       revocation_endpoint_auth_methods_supported: ['Bearer'],
       scopes_supported: t.config.scopes.map((scope) => scope.name),
       access_token_signing_alg_values_supported: ['ES256'],
+      // RFC 9396: the types a request's authorization_details may hold (the duties'; none here).
+      authorization_details_types_supported: [],
     });
   });
 

@@ -28,9 +28,18 @@ beforeAll(async () => {
   db = await createTestDatabase(dir);
   issuers = await createTestIssuers();
   const config = (n: number) => {
-    const base = baseConfig(dir, issuers, db.url) as Record<string, Record<string, unknown>>;
+    const base = baseConfig(dir, issuers, db.url) as Record<string, any>;
     return {
       ...base,
+      // A model's lifecycle, for the duties race: evaluate (the ml pipeline) and register (the registry job).
+      scopes: [...base.scopes, { name: 'model:evaluate', risk: 'low', maxTtl: '10m' }, { name: 'model:register', risk: 'high', maxTtl: '10m', approvals: 1 }],
+      policies: [
+        ...base.policies,
+        { id: 'evaluation', match: { issuer: 'ci', subject: 'repo:acme/ml:*' }, scopes: ['model:evaluate'] },
+        { id: 'evaluators', match: { issuer: 'sso', claims: { groups: 'evaluators' } }, scopes: ['model:evaluate'] },
+        { id: 'registry', match: { issuer: 'ci', subject: 'repo:acme/registry:*' }, scopes: ['model:register'] },
+      ],
+      duties: [{ name: 'model-release', type: 'model', steps: [{ name: 'evaluate', scopes: ['model:evaluate'] }, { name: 'register', scopes: ['model:register'] }] }],
       // Each its own private key, published 2 s before it signs: the others' JWKS know it by then.
       signing: { ...base.signing, keyDir: join(dir, `keys-${n}`), publishAhead: '2s' },
       limits: { requestsPerMinute: 1_000_000, liveGrants: 1_000_000, pendingRequests: 1_000_000 },
@@ -97,6 +106,50 @@ describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
       const won = [train === 201, deploy === 202].filter(Boolean).length;
       expect(won, `train ${train}, deploy ${deploy}`).toBe(1);
       expect([train, deploy]).toContain(403);
+    }
+  });
+
+  it('let one step of each object through when one person asks for two steps of it at once on two replicas (duties)', async () => {
+    const objects = 12;
+    const outcomes = await Promise.all(
+      Array.from({ length: objects }, async (_, n) => {
+        const person = `duty-racer-${n}`;
+        const trainer = await ml(`repo:acme/ml:ref:refs/heads/duty-${n}`, person);
+        const registry = await issuers.ci.token('repo:acme/registry:ref:refs/heads/main', { repository: 'acme/registry', actor: person });
+        const details = [{ type: 'model', identifier: `model-${n}` }];
+        const [train, register] = await Promise.all([
+          call(n, '/v1/credentials', trainer, { task_id: 'evaluate', scopes: ['model:evaluate'], audience: 'registry.acme.internal', authorization_details: details }),
+          call(n + 1, '/v1/credentials', registry, { task_id: 'register', scopes: ['model:register'], audience: 'registry.acme.internal', authorization_details: details }),
+        ]);
+        return [train.status, register.status];
+      }),
+    );
+    for (const [train, register] of outcomes) {
+      const won = [train === 201, register === 202].filter(Boolean).length;
+      expect(won, `train ${train}, register ${register}`).toBe(1);
+      expect([train, register]).toContain(403);
+    }
+  });
+
+  it('let one through when a person approves one step of an object on one replica and asks for another step on another', async () => {
+    const objects = 12;
+    const outcomes = await Promise.all(
+      Array.from({ length: objects }, async (_, n) => {
+        const details = [{ type: 'model', identifier: `approved-model-${n}` }];
+        const registry = await issuers.ci.token('repo:acme/registry:ref:refs/heads/main', { repository: 'acme/registry', actor: `registrar-${n}` });
+        const pending = await call(n, '/v1/credentials', registry, { task_id: 'register', scopes: ['model:register'], audience: 'registry.acme.internal', authorization_details: details });
+        expect(pending.status).toBe(202);
+        const person = await issuers.sso.token(`approver-${n}`, { groups: ['approvers', 'evaluators'], preferred_username: `approver-${n}` });
+        const [approve, evaluate] = await Promise.all([
+          call(n, `/v1/credentials/${pending.body.request_id}/approvals`, person, { decision: 'approve', reason: 'ok', digest: pending.body.digest }),
+          call(n + 1, '/v1/credentials', person, { task_id: 'evaluate', scopes: ['model:evaluate'], audience: 'registry.acme.internal', authorization_details: details }),
+        ]);
+        return [approve.status, evaluate.status];
+      }),
+    );
+    for (const [approve, evaluate] of outcomes) {
+      const won = [approve === 200, evaluate === 201].filter(Boolean).length;
+      expect(won, `approve ${approve}, evaluate ${evaluate}`).toBe(1);
     }
   });
 

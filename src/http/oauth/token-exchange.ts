@@ -1,16 +1,27 @@
 import type { CredentialService } from '../../credentials/index.js';
 import type { Identity } from '../../identity/index.js';
-import { InvalidRequest, InvalidTarget, InvalidToken } from '../../shared/errors.js';
+import type { AuthorizationDetail } from '../../shared/authorization-details.js';
+import { InvalidAuthorizationDetails, InvalidRequest, InvalidTarget, InvalidToken } from '../../shared/errors.js';
 import type { Authenticator } from '../auth.js';
-import { credentialRequestBody, tokenExchangeForm } from '../schemas.js';
+import { authorizationDetails, credentialRequestBody, tokenExchangeForm } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 export const grantType = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
 /** What the token endpoint answers: a token (200), or "not yet" for a request awaiting approval (400). */
+type Granted = {
+  access_token: string;
+  issued_token_type: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  scope: string;
+  request_id: string;
+  authorization_details?: AuthorizationDetail[];
+};
+
 export type ExchangeResult =
-  | { status: 200; body: { access_token: string; issued_token_type: string; token_type: 'Bearer'; expires_in: number; scope: string; request_id: string } }
+  | { status: 200; body: Granted }
   | { status: 400; body: { error: 'authorization_pending'; error_description: string; request_id: string } };
 
 /**
@@ -25,6 +36,7 @@ export async function exchange(
   verified: (identity: Identity) => void = () => {},
 ): Promise<ExchangeResult> {
   const params = parseInput(tokenExchangeForm, { ...(form as Record<string, unknown>), ...target(form) }, 'body');
+  const details = params.authorization_details === undefined ? undefined : parseDetails(params.authorization_details);
   const identity = await subjectIdentity(deps.auth, params.subject_token);
   verified(identity);
 
@@ -57,8 +69,22 @@ export async function exchange(
     ttlSeconds: input.ttl_seconds,
     justification: input.justification,
     breakGlass: input.break_glass,
+    authorizationDetails: details,
   });
   return outcome.status === 'issued' ? granted(outcome.view) : pending(outcome.view.request_id);
+}
+
+/** RFC 9396 section 6: the parameter holds the JSON array; anything amiss is `invalid_authorization_details`. */
+function parseDetails(text: string): AuthorizationDetail[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new InvalidAuthorizationDetails('authorization_details must be a JSON array of objects (RFC 9396), form-encoded.', [
+      { pointer: '#/authorization_details', detail: 'not JSON' },
+    ]);
+  }
+  return parseInput(authorizationDetails, value, 'body', { at: '#/authorization_details', refusal: InvalidAuthorizationDetails });
 }
 
 /**
@@ -95,7 +121,7 @@ async function subjectIdentity(auth: Authenticator, token: string): Promise<Iden
   }
 }
 
-function granted(view: { access_token: string; expires_in: number; scopes: string[]; request_id: string }): ExchangeResult {
+function granted(view: { access_token: string; expires_in: number; scopes: string[]; request_id: string; authorization_details?: AuthorizationDetail[] }): ExchangeResult {
   return {
     status: 200,
     body: {
@@ -105,6 +131,8 @@ function granted(view: { access_token: string; expires_in: number; scopes: strin
       expires_in: view.expires_in,
       scope: view.scopes.join(' '),
       request_id: view.request_id,
+      // RFC 9396 section 7: the token response names the authorization details granted.
+      ...(view.authorization_details ? { authorization_details: view.authorization_details } : {}),
     },
   };
 }

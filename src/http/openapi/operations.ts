@@ -2,6 +2,7 @@ import { z } from 'zod';
 import {
   breakGlassQuery,
   credentialRequestBody,
+  custodyQuery,
   decisionBody,
   eventsQuery,
   issuancesQuery,
@@ -463,6 +464,39 @@ export const OPERATIONS: readonly Operation[] = [
           { contentType: 'text/csv', schema: r.text },
         ],
       },
+      ...problems(400, 401, 403),
+    },
+  },
+  {
+    method: 'get',
+    path: '/v1/audit/duties',
+    operationId: 'auditDuties',
+    summary: 'The chain of custody of one object (auditors, admins)',
+    description:
+      'Every request that named the object (`identifier`, compared normalised) for a step of the duty and was accepted, denied and expired ones included, oldest first: who took part in which step, who approved, how it ended.',
+    tag: 'auditors',
+    auth: 'identity',
+    query: custodyQuery,
+    responses: {
+      ...v1(
+        200,
+        'A page.',
+        json(r.page(r.custodyRow, 'CustodyPage'), {
+          items: [
+            {
+              step: 'train',
+              request_id: REQUEST_ID,
+              status: 'expired',
+              requester: PIPELINE,
+              initiator: 'bob-gh',
+              approvals: [],
+              created_at: T0,
+              issued_at: T0,
+            },
+          ],
+          next_cursor: null,
+        }),
+      ),
       ...problems(400, 401, 403),
     },
   },

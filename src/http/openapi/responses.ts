@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { REQUEST_STATUSES } from '../schemas.js';
+import { authorizationDetails, REQUEST_STATUSES } from '../schemas.js';
 
 /**
  * What the broker answers, as zod schemas: the OpenAPI document is generated from these, and the
@@ -51,6 +51,7 @@ export const issuedCredential = z
     scopes: z.array(z.string()),
     audience: z.string(),
     break_glass: z.boolean(),
+    authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
   })
   .meta({ id: 'IssuedCredential' });
 
@@ -62,6 +63,7 @@ export const pendingCredential = z
     approvals: z.array(z.unknown()).max(0).meta({ description: 'Empty: no decision yet.' }),
     digest: z.string().meta({ description: 'SHA-256 (hex) of what the request asks; approvers echo it.' }),
     expires_at: instant,
+    authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
   })
   .meta({ id: 'PendingCredential' });
 
@@ -88,6 +90,7 @@ export const credentialRequest = z
     ttl_seconds: z.number().int(),
     justification: z.string().nullable(),
     break_glass: z.boolean(),
+    authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
     digest: z.string(),
     approvals_required: z.number().int(),
     approvals: z.array(
@@ -127,10 +130,26 @@ export const issuanceRow = z
     status: z.enum(['issued', 'expired', 'revoked']),
     approvers: z.array(z.object({ iss: z.string(), sub: z.string(), at: instant })),
     break_glass: z.boolean(),
+    authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
     revoked_at: instant.optional(),
     revoke_reason: z.string().nullable().optional(),
   })
   .meta({ id: 'Issuance', description: 'One minted token.' });
+
+export const custodyRow = z
+  .object({
+    step: z.string().meta({ description: 'The step of the duty the request took part in.' }),
+    request_id: z.string(),
+    status: z.enum(REQUEST_STATUSES),
+    requester: principal,
+    initiator: z.string().optional(),
+    approvals: z.array(
+      z.object({ iss: z.string(), sub: z.string(), decision: z.enum(['approve', 'deny']), reason: z.string(), at: instant }),
+    ),
+    created_at: instant,
+    issued_at: instant.optional(),
+  })
+  .meta({ id: 'CustodyStep', description: 'One request that named the object for a step of the duty.' });
 
 export const auditEvent = z
   .object({
@@ -176,6 +195,7 @@ export const tokenExchangeSuccess = z
     expires_in: z.number().int(),
     scope: z.string(),
     request_id: z.string(),
+    authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
   })
   .meta({ id: 'TokenExchangeResponse' });
 

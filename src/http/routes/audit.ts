@@ -4,18 +4,19 @@ import type { IssuanceView } from '../../audit/index.js';
 import { toIso } from '../../shared/clock.js';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
-import { checkpointQuery, eventsQuery, issuancesQuery, verifyQuery } from '../schemas.js';
+import { objectKey } from '../../shared/authorization-details.js';
+import { checkpointQuery, custodyQuery, eventsQuery, issuancesQuery, verifyQuery } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 const CSV_COLUMNS = [
   'jti', 'request_id', 'requester_iss', 'requester_sub', 'task_id', 'scopes', 'audience', 'justification',
-  'issued_at', 'expires_at', 'status', 'approvers', 'break_glass', 'revoked_at', 'revoke_reason',
+  'issued_at', 'expires_at', 'status', 'approvers', 'break_glass', 'revoked_at', 'revoke_reason', 'authorization_details',
 ];
 
 const csvRow = (row: IssuanceView) => [
   row.jti, row.request_id, row.requester.iss, row.requester.sub, row.task_id, row.scopes.join(' '), row.audience,
   row.justification ?? '', row.issued_at, row.expires_at, row.status, JSON.stringify(row.approvers), String(row.break_glass),
-  row.revoked_at ?? '', row.revoke_reason ?? '',
+  row.revoked_at ?? '', row.revoke_reason ?? '', row.authorization_details ? JSON.stringify(row.authorization_details) : '',
 ];
 
 /**
@@ -59,8 +60,8 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
   });
 
   router.get('/issuances', async (req, res) => {
-    const { since, until, subject, scope, status, break_glass, limit, cursor, format } = parseInput(issuancesQuery, req.query, 'query');
-    const filter = { since, until, subject, scope, status, breakGlass: break_glass };
+    const { since, until, subject, scope, status, break_glass, type, identifier, limit, cursor, format } = parseInput(issuancesQuery, req.query, 'query');
+    const filter = { since, until, subject, scope, status, breakGlass: break_glass, type, object: identifier === undefined ? undefined : objectKey(identifier) };
     if (format === 'json') {
       res.json(await audit.issuances(identityOf(res), filter, cursor, limit));
       return;
@@ -93,6 +94,11 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
     }
     res.type('application/x-ndjson');
     await stream(res, audit.exportEvents(identityOf(res), filter), ndjson);
+  });
+
+  router.get('/duties', async (req, res) => {
+    const { duty, identifier, limit, cursor } = parseInput(custodyQuery, req.query, 'query');
+    res.json(await audit.custody(identityOf(res), duty, identifier, cursor, limit));
   });
 
   router.get('/verify', async (req, res) => {

@@ -17,6 +17,7 @@ export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps
       ttlSeconds: body.ttl_seconds,
       justification: body.justification,
       breakGlass: body.break_glass,
+      authorizationDetails: body.authorization_details,
     });
     if (outcome.status === 'pending_approval') {
       res.status(202).location(`/v1/credentials/${outcome.view.request_id}`).json(outcome.view);

@@ -31,10 +31,17 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
   const router = Router();
   router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], (_req, res) => {
     // Scopes come from the settings in force: a reload may add or remove some.
-    const scopes = settings.current().config.scopes.map((scope) => scope.name);
+    const { config: running, duties } = settings.current();
+    const scopes = running.scopes.map((scope) => scope.name);
     // Every algorithm a published key signs with: after a change of `signing.algorithm`, tokens of the old one stay valid.
     const algorithms = [...new Set([config.signing.algorithm, ...keyring.jwks().keys.map((key) => key.alg as string)])];
-    res.set('Cache-Control', 'public, max-age=300').json({ ...metadata, scopes_supported: scopes, access_token_signing_alg_values_supported: algorithms });
+    res.set('Cache-Control', 'public, max-age=300').json({
+      ...metadata,
+      scopes_supported: scopes,
+      access_token_signing_alg_values_supported: algorithms,
+      // RFC 9396 section 10: the types `authorization_details` may hold here are the duties'.
+      authorization_details_types_supported: duties.types,
+    });
   });
   // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
   // between a key's publication and its first token.

@@ -1,0 +1,2 @@
+export { compileDuties, dutyConflict, dutyProbe } from './rules.js';
+export type { Duties, DutyStep } from './rules.js';
