@@ -1,7 +1,8 @@
 import { decodeJwt } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { requestDigest } from '../../src/requests/index.js';
-import { bearer, model, startTestBroker, withModelRelease, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
+import { bearer, listen, model, startTestBroker, withModelRelease, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
+import { runCli } from '../helpers/cli.js';
 import { eventsOf } from '../helpers/records.js';
 
 /**
@@ -295,5 +296,34 @@ describe('GET /v1/audit/duties', () => {
     expect((await t.http.get('/v1/audit/duties?duty=model-release&identifier=fraud-v1').set(bearer(await releaser('alice')))).status).toBe(403);
     const byType = await t.http.get('/v1/audit/issuances?type=model').set(bearer(auditor));
     expect(byType.body.items).toHaveLength(2);
+  });
+});
+
+describe('the CLI', () => {
+  it('names objects with jit request --object, and shows one object\'s custody with jit audit duties', async () => {
+    t = await start();
+    const served = await listen(t);
+    try {
+      const env = async (token: string) => ({ BROKER_URL: served.url, BROKER_IDENTITY_TOKEN: token });
+      const trained = await runCli(['request', '--scope', 'model:train', '--audience', registry, '--task', 'train', '--object', 'model=fraud-v1', '--json'], await env(await trainer('bob-gh')));
+      expect(trained.code).toBe(0);
+      expect(JSON.parse(trained.stdout).authorization_details).toEqual(model('fraud-v1'));
+      const refused = await runCli(
+        ['request', '--scope', 'model:deploy', '--audience', registry, '--task', 'deploy', '--authorization-details', JSON.stringify(model('FRAUD-v1')), '--wait', '0'],
+        await env(await bobAtSso()),
+      );
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/separation_of_duties.*step "train"/);
+      expect((await runCli(['request', '--scope', 'model:train', '--audience', registry, '--task', 't', '--object', 'model'], await env(await trainer()))).code).toBe(2);
+
+      const custody = await runCli(['audit', 'duties', '--duty', 'model-release', '--identifier', 'fraud-v1'], await env(await t.as.person('ivy', ['auditors'])));
+      expect(custody.code).toBe(0);
+      expect(custody.stdout.split('\n')[0]).toMatch(/^CREATED\s+STEP\s+STATUS\s+REQUESTER\s+INITIATOR\s+APPROVALS\s+REQUEST$/);
+      expect(custody.stdout).toMatch(/train\s+issued\s+repo:acme\/ml:ref:refs\/heads\/main\s+bob-gh/);
+      const filtered = await runCli(['audit', 'issuances', '--identifier', 'Fraud-V1', '--json'], await env(await t.as.person('ivy', ['auditors'])));
+      expect(JSON.parse(filtered.stdout)).toHaveLength(1);
+    } finally {
+      await served.close();
+    }
   });
 });

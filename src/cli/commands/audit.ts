@@ -7,6 +7,7 @@ import {
   readCheckpoint,
   verifyDatabaseFile,
   type CheckpointTrust,
+  type CustodyView,
   type EventView,
   type IssuanceView,
   type TrustedKeys,
@@ -19,8 +20,9 @@ import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
-                    [--break-glass true|false] [--limit N] [--all] [--format table|ndjson|csv]
+                    [--break-glass true|false] [--type T] [--identifier ID] [--limit N] [--all] [--format table|ndjson|csv]
 jit audit events [--since T] [--until T] [--type T] [--request-id ID] [--limit N] [--all] [--format table|ndjson]
+jit audit duties --duty DUTY --identifier ID [--limit N] [--all]
 jit audit verify [--db FILE] [--checkpoint FILE|-] [--jwks FILE|URL]
   Auditors and admins. T is an ISO 8601 time or a duration ago (--since 1h, --since 7d).
   --json prints the broker's rows as a JSON array; --format ndjson and csv stream every match.
@@ -52,8 +54,9 @@ export async function audit(args: string[], io: CliIo): Promise<number> {
   const [what, ...rest] = args;
   if (what === 'issuances') return issuances(rest, io);
   if (what === 'events') return events(rest, io);
+  if (what === 'duties') return duties(rest, io);
   if (what === 'verify') return verify(rest, io);
-  throw usage('audit needs issuances, events or verify');
+  throw usage('audit needs issuances, events, duties or verify');
 }
 
 async function issuances(args: string[], io: CliIo): Promise<number> {
@@ -64,6 +67,8 @@ async function issuances(args: string[], io: CliIo): Promise<number> {
     scope: { type: 'string' },
     status: { type: 'string' },
     'break-glass': { type: 'string' },
+    type: { type: 'string' },
+    identifier: { type: 'string' },
   });
   const search = query({
     ...timeRange(values),
@@ -71,6 +76,8 @@ async function issuances(args: string[], io: CliIo): Promise<number> {
     scope: values.scope,
     status: values.status,
     break_glass: values['break-glass'],
+    type: values.type,
+    identifier: values.identifier,
     limit: values.limit,
   });
   return list<IssuanceView>(io, values, '/v1/audit/issuances', search, ['csv', 'ndjson'], {
@@ -102,6 +109,28 @@ async function events(args: string[], io: CliIo): Promise<number> {
       JSON.stringify(event.data),
     ],
   });
+}
+
+/** One object's chain of custody: who took part in which step, approved by whom, how it ended. */
+async function duties(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse(args, { ...callerOptions, duty: { type: 'string' }, identifier: { type: 'string' }, limit: { type: 'string' }, all: { type: 'boolean', default: false } });
+  if (!values.duty || !values.identifier) throw usage('duties needs --duty and --identifier');
+  const search = query({ duty: values.duty, identifier: values.identifier, limit: values.limit });
+  printListing(io, await readListing<CustodyView>(connect(io, values), '/v1/audit/duties', search, values.all), {
+    json: values.json,
+    empty: 'no request named this object for a step of this duty',
+    header: ['CREATED', 'STEP', 'STATUS', 'REQUESTER', 'INITIATOR', 'APPROVALS', 'REQUEST'],
+    row: (row) => [
+      row.created_at,
+      row.step,
+      row.status,
+      row.requester.sub,
+      row.initiator ?? '-',
+      row.approvals.map((a) => `${a.sub}:${a.decision}`).join(',') || '-',
+      row.request_id,
+    ],
+  });
+  return EXIT.ok;
 }
 
 /** `--since` and `--until` as the API takes them: ISO times, from ISO times or durations ago. */

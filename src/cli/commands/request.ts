@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { callerOptions, connect, type BrokerClient } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { parseDuration, parseTtlSeconds } from '../duration.js';
@@ -16,6 +16,12 @@ export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience A
   --ttl DURATION           requested lifetime (5m, 1h; a bare number is seconds), clamped by policy
   --justification TEXT     why; required for --break-glass
   --break-glass            emergency access: issued at once, loudly, reviewed afterwards
+  --object TYPE=ID         an object the task acts on, as an RFC 9396 authorization_details
+                           entry {type, identifier} (repeat it); a scope that is a step of a
+                           duty needs its object named (--object model=fraud-v1)
+  --authorization-details JSON|@FILE
+                           the authorization_details array itself, for entries with actions,
+                           locations, datatypes or privileges (added to any --object)
   --wait DURATION          how long to wait for approval (default 15m; 0: do not wait)
   --request-id-file FILE   also write the request id to FILE (mode 0600), for a later
                            jit collect or jit complete in another step
@@ -37,6 +43,8 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     ttl: { type: 'string' },
     justification: { type: 'string' },
     'break-glass': { type: 'boolean', default: false },
+    object: { type: 'string', multiple: true, default: [] },
+    'authorization-details': { type: 'string' },
     wait: { type: 'string', default: '15m' },
     'request-id-file': { type: 'string' },
   });
@@ -45,6 +53,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
   if (!values.audience) throw usage('--audience is required');
   if (!values.task) throw usage('--task is required');
   const ttl = values.ttl === undefined ? undefined : parseTtlSeconds(values.ttl);
+  const details = authorizationDetails(values.object, values['authorization-details']);
   const wait = parseDuration(values.wait, '--wait');
   const poll = pollInterval(io);
 
@@ -56,6 +65,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     ...(ttl !== undefined ? { ttl_seconds: ttl } : {}),
     ...(values.justification !== undefined ? { justification: values.justification } : {}),
     break_glass: values['break-glass'],
+    ...(details.length > 0 ? { authorization_details: details } : {}),
   });
   const id = String(body.request_id);
   if (values['request-id-file'] !== undefined) writeRequestId(values['request-id-file'], id);
@@ -77,6 +87,32 @@ export async function collect(args: string[], io: CliIo): Promise<number> {
   const wait = parseDuration(values.wait, '--wait');
   const client = connect(io, values);
   return waitAndCollect(io, client, id, { waitMs: wait, pollMs: pollInterval(io), json: values.json });
+}
+
+/** `--object TYPE=ID` entries, then those of `--authorization-details` (JSON, or @FILE holding it). */
+function authorizationDetails(objects: string[], json: string | undefined): unknown[] {
+  const named = objects.map((object) => {
+    const split = object.indexOf('=');
+    if (split <= 0 || split === object.length - 1) throw usage(`--object takes TYPE=IDENTIFIER, such as model=fraud-v1 (got ${shown(object)})`);
+    return { type: object.slice(0, split), identifier: object.slice(split + 1) };
+  });
+  if (json === undefined) return named;
+  let text = json;
+  if (json.startsWith('@')) {
+    try {
+      text = readFileSync(json.slice(1), 'utf8');
+    } catch (error) {
+      throw new CliError(`cannot read ${json.slice(1)} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  let given: unknown;
+  try {
+    given = JSON.parse(text);
+  } catch {
+    throw usage('--authorization-details must be a JSON array of objects (or @FILE holding one)');
+  }
+  if (!Array.isArray(given)) throw usage('--authorization-details must be a JSON array of objects (or @FILE holding one)');
+  return [...named, ...given];
 }
 
 function pollInterval(io: CliIo): number {
