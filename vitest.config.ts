@@ -6,6 +6,7 @@ const STORE_SUITES = [
   'test/audit/**/*.test.ts',
   'test/breakglass/**/*.test.ts',
   'test/credentials/**/*.test.ts',
+  'test/delegation/**/*.test.ts',
   'test/duties/**/*.test.ts',
   'test/notify/**/*.test.ts',
   'test/oauth/**/*.test.ts',

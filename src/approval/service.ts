@@ -65,7 +65,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         if (!(error instanceof BrokerError)) throw error;
         misfit = error;
       }
-      const takesPart = input.decision === 'approve' ? dutyProbe(steps, [holderOf(identity, people)], now) : undefined;
+      const takesPart = input.decision === 'approve' ? dutyProbe(steps, [holderOf(identity, identity.personKey, people)], now) : undefined;
       type Decided = { after: RequestState; outcome: 'request.approved' | 'request.denied' | undefined };
       const { after, outcome } = await store.change<Decided>(id, (state, facts) => {
         if (!state || !mayApprove(policy, identity, state.request)) throw new NotFound(`No request ${id} that you may see.`);

@@ -1,3 +1,4 @@
+import { actClaim } from '../delegation/index.js';
 import { requireRole, type Identity } from '../identity/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import { keysetPage } from '../shared/cursor.js';
@@ -27,6 +28,7 @@ export function issuanceView(record: IssuanceAuditRecord) {
     approvers: record.approvers.map((a) => ({ iss: a.iss, sub: a.sub, at: toIso(a.at) })),
     break_glass: record.breakGlass,
     ...(record.authorizationDetails !== null ? { authorization_details: record.authorizationDetails } : {}),
+    ...(record.act !== null ? { act: actClaim(record.act) } : {}),
     ...(record.revokedAt !== null ? { revoked_at: toIso(record.revokedAt), revoke_reason: record.revokeReason } : {}),
   };
 }
@@ -55,6 +57,7 @@ export function custodyView({ step, state: { request, approvals } }: CustodyReco
     status: effectiveStatus(request, now),
     requester: request.requester,
     ...(request.initiator !== null ? { initiator: request.initiator } : {}),
+    ...(request.act !== null ? { act: actClaim(request.act) } : {}),
     approvals: approvals.map((a) => ({ iss: a.approver.iss, sub: a.approver.sub, decision: a.decision, reason: a.reason, at: toIso(a.at) })),
     created_at: toIso(request.createdAt),
     ...(request.issuedAt !== null ? { issued_at: toIso(request.issuedAt) } : {}),

@@ -14,6 +14,7 @@ export type {
   ClaimPath,
   ClaimPattern,
   ConsoleConfig,
+  DelegationRuleConfig,
   DutyConfig,
   IssuerConfig,
   MatchConfig,

@@ -304,6 +304,18 @@ const dutySchema = z.strictObject({
   within: duration('How long taking part in a step binds, counted from a grant\'s end (default: always).').optional(),
 });
 export type DutyConfig = z.output<typeof dutySchema>;
+
+const delegationRuleSchema = z.strictObject({
+  id: z.string().min(1).max(128).describe('Names the rule in refusals and records.'),
+  actor: matchSchema.describe('Who may act: the agent\'s identity (`actor_token`).'),
+  for: matchSchema.describe('For whom: the principal\'s identity (`subject_token`), a person or a pipeline.'),
+  scopes: z
+    .array(z.string())
+    .min(1)
+    .describe('What the actor may ask for on the principal\'s behalf: each scope must also be granted to the principal by its own policies.'),
+  maxTtl: lifetime('Caps the lifetime of tokens this rule allows (a longer `ttl_seconds` is clamped).').optional(),
+});
+export type DelegationRuleConfig = z.output<typeof delegationRuleSchema>;
 export type PolicyConfig = z.output<typeof policySchema>;
 
 const configShape = z
@@ -401,6 +413,15 @@ const configShape = z
       .describe(
         'Separation of duties across the lifecycle of one object: whoever took part in one step for an object (requester and its person, the job\'s initiator, each actor, each approver) may not take part in another step for the same object.',
       ),
+    delegation: z
+      .strictObject({
+        maxDepth: z.number().int().min(1).max(8).default(1).describe('Actors in one `act` chain at most: an agent handing a sub-task to another agent adds one.'),
+        rules: z.array(delegationRuleSchema).prefault([]).describe('Which actors may act for which principals, for which scopes. Default deny: without a rule, no actor acts for anyone.'),
+      })
+      .prefault({})
+      .describe(
+        'Agents acting for a principal (RFC 8693 `actor_token` at `/oauth2/token`): the token stays the principal\'s, narrowed to the rule, and names the actor chain in `act`; the principal and every actor count as requesters.',
+      ),
     approval: z
       .strictObject({
         timeout: duration('A pending request expires after this.').prefault('1h'),
@@ -490,7 +511,7 @@ const configShape = z
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */
-const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'duties', 'scheduler', 'console']);
+const REFERENCED_SECTIONS = new Set<PropertyKey>(['issuer', 'identity', 'people', 'roles', 'scopes', 'policies', 'separation', 'duties', 'delegation', 'scheduler', 'console']);
 
 // `when` lets the cross-field rules run although another section (say `listen.port`) is bad,
 // so one start reports every bad field rather than revealing them one fix at a time.
@@ -570,6 +591,14 @@ function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx):
   });
   c.separation.forEach((rule, i) => checkScopeNames(rule.scopes, ['separation', i, 'scopes']));
   checkDuties(c, issue, checkScopeNames);
+  const ruleIds = new Set<string>();
+  c.delegation.rules.forEach((rule, i) => {
+    if (ruleIds.has(rule.id)) issue(['delegation', 'rules', i, 'id'], `duplicate delegation rule "${rule.id}"`);
+    ruleIds.add(rule.id);
+    checkMatch(rule.actor, ['delegation', 'rules', i, 'actor']);
+    checkMatch(rule.for, ['delegation', 'rules', i, 'for']);
+    checkScopeNames(rule.scopes, ['delegation', 'rules', i, 'scopes']);
+  });
 
   if (c.console) checkConsole(c.console, issuers, issue);
 

@@ -1,10 +1,9 @@
 import type { BrokerConfig } from '../config/index.js';
 import { dutyConflict } from '../duties/index.js';
-import type { Identity } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
 import { secondsUntilBelow, total } from '../shared/rate-window.js';
-import type { AdmissionFacts, AdmissionProbe, AuditEntry, Holder } from '../store/index.js';
+import type { AdmissionFacts, AdmissionProbe, AuditEntry, Holder, HolderFacts, Principal } from '../store/index.js';
 
 const DAY_MS = 86_400_000;
 
@@ -29,6 +28,7 @@ export function admissionProbe(
   return {
     now: ask.now,
     holder,
+    actors: [],
     conflicting: policy.conflictingScopes(scopes),
     limits: { live: config.limits.liveGrants, pending: config.limits.pendingRequests },
     breakGlass: ask.breakGlass ? { since: ask.now - DAY_MS, cap: config.breakGlass.maxPerIdentityPerDay } : undefined,
@@ -38,8 +38,10 @@ export function admissionProbe(
 /**
  * The checks that turn on what the caller already holds or did, in order: the request rate
  * (abuse first), separation of duties, at once and across an object's lifecycle (refusals that
- * retrying will not change), the break-glass quota, then the live and pending limits. Each counts per identity and per person.
- * Returns the refusal, or undefined to admit.
+ * retrying will not change), the break-glass quota, then the live and pending limits. Each counts
+ * per identity and per person; rates and limits count for every actor of a delegated request as
+ * well, so an agent acting for many principals cannot exceed its own. Returns the refusal, or
+ * undefined to admit.
  */
 export function judgeAdmission(
   facts: AdmissionFacts,
@@ -54,13 +56,16 @@ export function judgeAdmission(
   const seconds = (until: number | null | undefined, fallback: number) =>
     Math.max(1, Math.ceil(((until ?? ask.now + fallback) - ask.now) / 1000));
 
-  const recent = { identity: total(facts.recent.identity), person: total(facts.recent.person) };
-  const rate = over(recent, limits.requestsPerMinute);
-  if (rate) {
-    return new RateLimited(
-      `Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${rate}.`,
-      secondsUntilBelow(facts.recent[rate], limits.requestsPerMinute),
-    );
+  const holders: [string, HolderFacts][] = [['', facts], ...facts.actors.map((actor) => ['actor\'s ', actor] as [string, HolderFacts])];
+  for (const [whose, holder] of holders) {
+    const recent = { identity: total(holder.recent.identity), person: total(holder.recent.person) };
+    const rate = over(recent, limits.requestsPerMinute);
+    if (rate) {
+      return new RateLimited(
+        `Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${whose}${rate}.`,
+        secondsUntilBelow(holder.recent[rate], limits.requestsPerMinute),
+      );
+    }
   }
 
   if (facts.conflict) {
@@ -83,15 +88,17 @@ export function judgeAdmission(
     const end = facts.soonestEnd ?? null;
     return seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000);
   };
-  const live = over(facts.live, limits.liveGrants);
-  if (live) {
-    return new RateLimited(
-      `Too many live grants: at most ${limits.liveGrants} held at once per ${live}; complete or revoke one, or wait for one to expire.`,
-      retry(),
-    );
+  for (const [whose, holder] of holders) {
+    const live = over(holder.live, limits.liveGrants);
+    if (live) {
+      return new RateLimited(
+        `Too many live grants: at most ${limits.liveGrants} held at once per ${whose}${live}; complete or revoke one, or wait for one to expire.`,
+        retry(),
+      );
+    }
+    const pending = ask.pending ? over(holder.pending, limits.pendingRequests) : undefined;
+    if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${whose}${pending}.`, retry());
   }
-  const pending = ask.pending ? over(facts.pending, limits.pendingRequests) : undefined;
-  if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${pending}.`, retry());
   return undefined;
 }
 
@@ -105,7 +112,7 @@ const MAX_LISTED_SCOPES = 8;
  * scheduler reports the count in one event once the minute is over.
  */
 export function refusalEvent(
-  identity: Identity,
+  identity: Principal,
   input: { taskId: string; scopes: readonly string[]; audience: string; breakGlass: boolean },
   error: BrokerError,
   facts: AdmissionFacts,
@@ -114,7 +121,7 @@ export function refusalEvent(
   return {
     event: {
       type: 'request.refused',
-      actor: identity,
+      actor: { iss: identity.iss, sub: identity.sub },
       data: {
         problem: error.type,
         detail: cap(error.detail, 500),

@@ -1,48 +1,57 @@
-import type { Identity } from '../identity/index.js';
+import { sameIdentity, type Identity } from '../identity/index.js';
 import { effectiveStatus, isOwner, issuedView, type IssuedView } from '../requests/index.js';
-import { Conflict, PolicyDenied } from '../shared/errors.js';
+import { Conflict, InvalidRequest, PolicyDenied } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
 import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDeps } from './grant.js';
 
 /**
- * The requester collects the token of an approved request, exactly once. Approval does not
+ * The requester collects the token of an approved request, exactly once; a delegated request,
+ * by presenting its subject and its actor again (at `/oauth2/token` only). Approval does not
  * outlive the configuration it was given under: the token is minted only for scopes the running
- * configuration still grants to this identity, for the audience and no longer than it allows
- * now. A request it no longer grants ends `denied`, with the reason in its event, and the
- * collector is told why (409).
+ * configuration still grants to this identity (and lets this actor ask for), for the audience and
+ * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
+ * its event, and the collector is told why (409).
  */
 export function createCollecting(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
 
-  return async function collect(identity: Identity, id: string): Promise<IssuedView> {
-    const { policy } = settings(identity);
+  return async function collect(identity: Identity, id: string, actor?: Identity): Promise<IssuedView> {
+    const { policy, delegation } = settings(identity);
     const now = clock();
     const notCollectable = (status: string) =>
       new Conflict(`The request is ${status}; only an approved request's token can be collected, and only once.`);
     const check = (state: RequestState | undefined): RequestState => {
       if (!state || !isOwner(identity, state.request)) throw notVisible(id);
+      const current = state.request.act?.[0];
+      if (current && !actor) throw new Conflict('A delegated request is collected at /oauth2/token, with its subject and its actor tokens.');
+      if (actor && (!current || !sameIdentity(actor, current) || !sameIdentity(identity, state.request.requester))) {
+        throw new InvalidRequest('The subject_token and actor_token are not the subject and the actor of this request.');
+      }
       const status = effectiveStatus(state.request, now);
       if (status !== 'approved') throw notCollectable(status);
       return state;
     };
-    /** What the running policy grants this request now: its lifetime, or why it grants nothing. */
-    const regrant = (request: RequestRecord): { ttlSeconds: number } | PolicyDenied => {
+    /** What the running policy (and delegation rules) grant this request now: its lifetime, or why nothing. */
+    const regrant = (request: RequestRecord): { ttlSeconds: number } | PolicyDenied | InvalidRequest => {
       try {
-        return policy.decide(identity, request);
+        const allowed = actor ? delegation.allow(actor, identity, request.scopes) : undefined;
+        const decision = policy.decide(identity, request);
+        return { ttlSeconds: Math.min(decision.ttlSeconds, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY) };
       } catch (error) {
-        if (error instanceof PolicyDenied) return error;
+        if (error instanceof PolicyDenied || error instanceof InvalidRequest) return error;
         throw error;
       }
     };
 
     const before = check(await store.requests.state(id));
     const granted = regrant(before.request);
-    const request = granted instanceof PolicyDenied ? before.request : { ...before.request, ttlSeconds: granted.ttlSeconds };
-    const token = granted instanceof PolicyDenied ? undefined : await mintFor(deps, request, before.approvals, now);
+    const refused = granted instanceof PolicyDenied || granted instanceof InvalidRequest ? granted : undefined;
+    const request = refused || !('ttlSeconds' in granted) ? before.request : { ...before.request, ttlSeconds: granted.ttlSeconds };
+    const token = refused ? undefined : await mintFor(deps, request, before.approvals, now);
     const outcome = await store.change<RequestRecord | Conflict>(id, (current) => {
       const { request: latest, approvals } = check(current);
       if (!token) {
-        const refusal = new Conflict(`The request can no longer be collected: the running configuration does not grant it (${(granted as PolicyDenied).detail})`);
+        const refusal = new Conflict(`The request can no longer be collected: the running configuration does not grant it (${refused?.detail})`);
         const fields = { decidedAt: now, endedAt: now };
         return {
           transition: { from: ['approved'] as const, to: 'denied' as const, fields },

@@ -1,10 +1,13 @@
 import type { Identity } from '../identity/index.js';
-import { effectiveStatus, isOwner, maySee, requestView, type RequestView } from '../requests/index.js';
+import { effectiveStatus, isOwner, maySee, requestView, revokeWithLine, type RequestView } from '../requests/index.js';
 import { Conflict, PolicyDenied } from '../shared/errors.js';
 import { isLive } from '../store/index.js';
 import { notVisible, type CredentialServiceDeps } from './grant.js';
 
-/** Ends a live grant (complete, revoke): the request is revoked and, if a token was minted, so is the token. */
+/**
+ * Ends a live grant (complete, revoke): the request is revoked and, if a token was minted, so is
+ * the token, with the whole line of its child tokens, in the same transaction.
+ */
 export function createEnding(deps: Pick<CredentialServiceDeps, 'settings' | 'store' | 'clock'>) {
   const { settings, store, clock } = deps;
 
@@ -21,18 +24,11 @@ export function createEnding(deps: Pick<CredentialServiceDeps, 'settings' | 'sto
       if (!isLive(status)) throw new Conflict(`The request is already ${status}.`);
       const fields = { endedAt: now, revokeReason: reason, revokedBy: { iss: identity.iss, sub: identity.sub } };
       return {
+        ...revokeWithLine(state, identity, reason, fields),
         transition: { from: [request.status], to: 'revoked', fields },
-        events: [
-          {
-            type: issuance ? 'token.revoked' : 'request.revoked',
-            actor: identity,
-            requestId: id,
-            data: { reason, previous_status: request.status, ...(issuance ? { jti: issuance.jti } : {}) },
-          },
-        ],
         result: { ...state, request: { ...request, status: 'revoked' as const, ...fields } },
       };
-    });
+    }, { descendants: true });
     return requestView(after, now);
   };
 }

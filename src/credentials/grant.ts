@@ -1,3 +1,4 @@
+import { actClaim } from '../delegation/index.js';
 import type { Settings } from '../settings/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import { NotFound } from '../shared/errors.js';
@@ -44,14 +45,16 @@ export function mintFor(deps: Pick<CredentialServiceDeps, 'keyring' | 'issuer' |
       breakGlass: request.breakGlass,
       ttlSeconds: request.ttlSeconds,
       authorizationDetails: request.authorizationDetails,
+      act: actClaim(request.act ?? []),
     },
     now,
     { clockSkewMs: deps.settings().config.clockSkew },
   );
 }
 
-export function issuedEvent(request: RequestRecord, token: MintedToken, approvals: RequestState['approvals']): AuditEntry {
+export function issuedEvent(request: RequestRecord, token: MintedToken, approvals: RequestState['approvals'], parentJti?: string): AuditEntry {
   const approvers = approversOf(approvals);
+  const act = actClaim(request.act ?? []);
   return {
     type: 'token.issued',
     actor: request.requester,
@@ -65,6 +68,8 @@ export function issuedEvent(request: RequestRecord, token: MintedToken, approval
       break_glass: request.breakGlass,
       ...(approvers.length > 0 ? { approvers } : {}),
       ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
+      ...(act ? { act } : {}),
+      ...(parentJti !== undefined ? { parent_jti: parentJti } : {}),
     },
   };
 }

@@ -2,3 +2,4 @@ export { createCredentialService } from './service.js';
 export type { CredentialService } from './service.js';
 export type { CredentialServiceDeps } from './grant.js';
 export type { CredentialInput, RequestOutcome } from './requesting.js';
+export type { ChildInput } from './delegating.js';

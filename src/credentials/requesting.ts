@@ -1,11 +1,13 @@
+import { actClaim } from '../delegation/index.js';
 import { dutyProbe, type DutyStep } from '../duties/index.js';
 import type { Identity } from '../identity/index.js';
-import { holderOf, issuedView, pendingView, requestDigest, type IssuedView, type PendingView } from '../requests/index.js';
+import type { PolicyDecision } from '../policy/index.js';
+import { actorHolders, holderOf, issuedView, pendingView, requestDigest, type IssuedView, type PendingView } from '../requests/index.js';
+import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { BrokerError, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
 import { SHOWING } from '../shared/invisible.js';
-import type { AuthorizationDetail } from '../shared/authorization-details.js';
-import type { AuditEntry, RequestRecord } from '../store/index.js';
+import type { ActorRecord, AuditEntry, RequestRecord } from '../store/index.js';
 import { admissionProbe, judgeAdmission, refusalEvent, separationError } from './admission.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
 
@@ -26,58 +28,75 @@ export type RequestOutcome =
   | { status: 'pending_approval'; view: PendingView };
 
 /**
- * `POST /v1/credentials` and the token exchange: judged by policy, then by what the caller
- * already holds (one store operation), then issued at once or left for approvers. The token is
- * signed before the admission and leaves only once its records have committed.
+ * Whom a request is for: the caller's verified identity, or, for an agent or a child token, the
+ * principal it acts for (a child's is its root grant's subject, kept with the grant).
+ */
+export type Subject = Pick<Identity, 'iss' | 'sub' | 'idp' | 'claims' | 'initiator' | 'person' | 'personKey' | 'boundClaims'>;
+
+/**
+ * A request judged by policy and ready to be admitted: for whom, who acts, what it grants. A
+ * delegated request and a child token are planned elsewhere (delegating.ts); every plan is then
+ * admitted the same way.
+ */
+export interface Plan {
+  subject: Subject;
+  /** Delegated: the actors, current first. */
+  actors: readonly ActorRecord[];
+  /** The `delegation` rule that allowed the current actor. */
+  rule?: string | undefined;
+  /** A child token's parent, which must still be live when the child is admitted. */
+  parent?: { request: RequestRecord; jti: string } | undefined;
+  input: CredentialInput;
+  decision: PolicyDecision;
+  /** The steps of duties the request takes part in. */
+  steps: DutyStep[];
+}
+
+/** An identity token's claims as kept with a root grant: what a child's subject is judged on, less what only dates the token. */
+const keptClaims = (claims: Readonly<Record<string, unknown>>): Record<string, unknown> => {
+  const { exp: _exp, iat: _iat, nbf: _nbf, jti: _jti, ...kept } = claims;
+  return kept;
+};
+
+/**
+ * `POST /v1/credentials`, the token exchange, delegated exchanges and child tokens: judged by
+ * policy, then by what the principal and its actors already hold or did (one store operation),
+ * then issued at once or left for approvers. The token is signed before the admission and leaves
+ * only once its records have committed.
  */
 export function createRequesting(deps: CredentialServiceDeps) {
   const { settings, store, notifier, logger, clock } = deps;
 
-  /** A request refused before any fact was read: counted toward the rate (which may turn it into a 429), and recorded. */
-  async function refuse(identity: Identity, input: CredentialInput, error: BrokerError, now: number): Promise<never> {
-    const { config, policy, people } = settings(identity);
-    const probe = admissionProbe(holderOf(identity, people), [], policy, config, { pending: false, breakGlass: false, now });
+  /**
+   * A request refused by policy before any fact was read: counted toward the principal's and the
+   * actors' rates (which may turn it into a 429), and recorded.
+   */
+  async function refuse(caller: Identity | undefined, subject: Subject, actors: readonly ActorRecord[], input: CredentialInput, error: BrokerError, now: number): Promise<never> {
+    const { config, policy, people } = settings(caller);
+    const probe = { ...admissionProbe(holderOf(subject, subject.personKey, people), [], policy, config, { pending: false, breakGlass: false, now }), actors: actorHolders(actors, people) };
     const refusal = await store.admit(probe, (facts) => {
       const final = judgeAdmission(facts, config, { pending: false, breakGlass: false, now }, policy, []) ?? error;
-      return { refuse: refusalEvent(identity, input, final, facts), result: final };
+      return { refuse: refusalEvent(subject, input, final, facts), result: final };
     });
     throw refusal;
   }
 
-  return async function request(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
-    const { config, policy, people, duties } = settings(identity);
+  /** Judges a plan against what is held and done, and records it (issuing its token when no approval is needed). */
+  async function admit(caller: Identity | undefined, plan: Plan): Promise<RequestOutcome> {
+    const { config, policy, people } = settings(caller);
+    const { subject, actors, input, decision, steps, parent } = plan;
     const details = input.authorizationDetails ?? [];
-    duties.checkTypes(details);
-    const justification = input.justification?.trim() ? input.justification : null;
-    if (input.breakGlass && visibleLength(justification ?? '') < config.breakGlass.justificationMinLength) {
-      throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
-        { pointer: '#/justification', detail: `at least ${config.breakGlass.justificationMinLength} characters` },
-      ]);
-    }
     const now = clock();
-
-    // Refused by policy before any fact is read: still counted toward the caller's rate, and recorded.
-    let decision;
-    let steps: DutyStep[];
-    try {
-      decision = policy.decide(identity, input);
-      const inRequest = policy.separationConflict(input.scopes, []);
-      if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
-      steps = duties.stepsOf(decision.scopes, details);
-    } catch (error) {
-      if (!(error instanceof PolicyDenied) && !(error instanceof SeparationOfDuties)) throw error;
-      return refuse(identity, input, error, now);
-    }
-    const holder = holderOf(identity, people);
-
+    const justification = input.justification?.trim() ? input.justification : null;
     const id = uuidv7(now);
+    const chain = actClaim(actors);
     const request: RequestRecord = {
       id,
-      requester: { iss: identity.iss, sub: identity.sub },
-      requesterIdp: identity.idp,
-      initiator: identity.initiator ?? null,
-      person: identity.personKey ?? null,
-      boundClaims: identity.boundClaims ?? null,
+      requester: { iss: subject.iss, sub: subject.sub },
+      requesterIdp: subject.idp,
+      initiator: subject.initiator ?? null,
+      person: subject.personKey ?? null,
+      boundClaims: subject.boundClaims ?? null,
       taskId: input.taskId,
       scopes: decision.scopes,
       audience: decision.audience,
@@ -85,16 +104,22 @@ export function createRequesting(deps: CredentialServiceDeps) {
       justification,
       breakGlass: input.breakGlass,
       authorizationDetails: details.length > 0 ? details : null,
+      act: actors.length > 0 ? [...actors] : null,
+      delegationRule: plan.rule ?? null,
+      parentId: parent?.request.id ?? null,
+      rootId: parent?.request.rootId ?? id,
+      subjectClaims: parent ? null : keptClaims(subject.claims),
       policyIds: decision.policyIds,
       digest: requestDigest({
         requestId: id,
-        requester: identity,
-        initiator: identity.initiator,
-        boundClaims: identity.boundClaims,
+        requester: subject,
+        initiator: subject.initiator,
+        boundClaims: subject.boundClaims,
         ...input,
         ttlSeconds: decision.ttlSeconds,
         justification,
         authorizationDetails: details.length > 0 ? details : null,
+        act: chain,
       }),
       approvalsRequired: decision.approvalsRequired,
       status: 'pending_approval',
@@ -108,10 +133,10 @@ export function createRequesting(deps: CredentialServiceDeps) {
     };
     const created: AuditEntry = {
       type: 'request.created',
-      actor: identity,
+      actor: subject,
       requestId: id,
       data: {
-        idp: identity.idp,
+        idp: subject.idp,
         task_id: request.taskId,
         scopes: request.scopes,
         audience: request.audience,
@@ -125,6 +150,8 @@ export function createRequesting(deps: CredentialServiceDeps) {
         ...(request.boundClaims !== null ? { bound_claims: request.boundClaims } : {}),
         ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
         ...(steps.length > 0 ? { duties: steps.map(({ duty, step, object }) => ({ duty, step, object })) } : {}),
+        ...(chain ? { act: chain, delegation_rule: request.delegationRule } : {}),
+        ...(parent ? { parent_id: parent.request.id, parent_jti: parent.jti } : {}),
       },
     };
 
@@ -133,26 +160,34 @@ export function createRequesting(deps: CredentialServiceDeps) {
     // name its jti and hash) have committed, and is dropped if the admission refuses or fails.
     const token = pending ? undefined : await mintFor(deps, request, [], now);
     const admitted: RequestRecord = token ? { ...request, status: 'issued', issuedAt: token.issuedAt, expiresAt: token.expiresAt } : request;
-    const ask = { pending, breakGlass: input.breakGlass, now };
-    const probe = { ...admissionProbe(holder, decision.scopes, policy, config, ask), duties: dutyProbe(steps, [holder], now) };
+    // A child is no new break-glass use: its parent was counted, and reviewed.
+    const ask = { pending, breakGlass: input.breakGlass && !parent, now };
+    const holder = holderOf(subject, subject.personKey, people);
+    const others = actorHolders(actors, people);
+    const probe = {
+      ...admissionProbe(holder, decision.scopes, policy, config, ask),
+      actors: others,
+      parent: parent?.request.id,
+      duties: dutyProbe(steps, [holder, ...others], now),
+    };
     const outcome = await store.admit(probe, (facts) => {
-      const refusal = judgeAdmission(facts, config, ask, policy, decision.scopes);
-      if (refusal) return { refuse: refusalEvent(identity, input, refusal, facts), result: refusal };
+      const refusal = judgeAdmission(facts, config, ask, policy, decision.scopes) ?? (parent ? parentRefusal(facts.parent, now) : undefined);
+      if (refusal) return { refuse: refusalEvent(subject, input, refusal, facts), result: refusal };
       const events: AuditEntry[] = [created];
-      if (input.breakGlass) {
+      if (ask.breakGlass) {
         events.push({
           type: 'breakglass.used',
-          actor: identity,
+          actor: subject,
           requestId: id,
-          data: { scopes: admitted.scopes, audience: admitted.audience, justification, ttl_seconds: admitted.ttlSeconds },
+          data: { scopes: admitted.scopes, audience: admitted.audience, justification, ttl_seconds: admitted.ttlSeconds, ...(chain ? { act: chain } : {}) },
         });
       }
-      if (token) events.push(issuedEvent(admitted, token, []));
+      if (token) events.push(issuedEvent(admitted, token, [], parent?.jti));
       return {
         admit: {
           request: admitted,
           ...(token ? { issuance: issuanceOf(admitted, token) } : {}),
-          ...(input.breakGlass && token ? { reviewDueAt: token.issuedAt + config.breakGlass.reviewWithin } : {}),
+          ...(ask.breakGlass && token ? { reviewDueAt: token.issuedAt + config.breakGlass.reviewWithin } : {}),
           events,
         },
         result: undefined,
@@ -164,19 +199,55 @@ export function createRequesting(deps: CredentialServiceDeps) {
       notifier.notify('approval.requested', admitted);
       return { status: 'pending_approval', view: pendingView(admitted) };
     }
-    if (input.breakGlass) {
+    if (ask.breakGlass) {
       logger.warn(
-        { request_id: id, requester: admitted.requester, scopes: admitted.scopes, audience: admitted.audience },
+        { request_id: id, requester: admitted.requester, scopes: admitted.scopes, audience: admitted.audience, ...(chain ? { act: chain } : {}) },
         'BREAK-GLASS credential issued; it awaits post-review',
       );
       notifier.notify('breakglass.used', admitted);
     }
     return { status: 'issued', view: issuedView(admitted, token) };
+  }
+
+  return {
+    admit,
+
+    /**
+     * Judges a plan's policy part: throws a refusal that is the caller's fault (400), records and
+     * throws one policy makes (403), and returns the plan otherwise.
+     */
+    async judge(caller: Identity | undefined, subject: Subject, actors: readonly ActorRecord[], input: CredentialInput, planning: () => Omit<Plan, 'steps'>): Promise<Plan> {
+      const { config, policy, duties } = settings(caller);
+      const details = input.authorizationDetails ?? [];
+      duties.checkTypes(details);
+      if (input.breakGlass && visibleLength(input.justification ?? '') < config.breakGlass.justificationMinLength) {
+        throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
+          { pointer: '#/justification', detail: `at least ${config.breakGlass.justificationMinLength} characters` },
+        ]);
+      }
+      try {
+        const plan = planning();
+        const inRequest = policy.separationConflict(plan.decision.scopes, []);
+        if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
+        return { ...plan, steps: duties.stepsOf(plan.decision.scopes, details) };
+      } catch (error) {
+        // Refused by policy before any fact is read: still counted toward the rates, and recorded.
+        if (!(error instanceof PolicyDenied) && !(error instanceof SeparationOfDuties)) throw error;
+        return refuse(caller, subject, actors, input, error, clock());
+      }
+    },
   };
+}
+
+/** A child is admitted only while its parent grant lives: not revoked, not expired (the sweep aside). */
+function parentRefusal(parent: RequestRecord | undefined, now: number): BrokerError | undefined {
+  if (parent && parent.status === 'issued' && parent.expiresAt > now) return undefined;
+  const state = !parent ? 'gone' : parent.status === 'issued' ? 'expired' : parent.status;
+  return new InvalidRequest(`The subject_token's grant is ${state}: a child token needs a live parent.`);
 }
 
 /**
  * CONTRACT section 4: `justificationMinLength` counts characters that show: letters, digits,
  * punctuation and symbols; not white space, format, combining or filler characters.
  */
-const visibleLength = (text: string): number => text.match(SHOWING)?.length ?? 0;
+const visibleLength = (text: string): number => text.trim().match(SHOWING)?.length ?? 0;

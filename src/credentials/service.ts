@@ -5,6 +5,7 @@ import { keysetPage } from '../shared/cursor.js';
 import { BrokerError } from '../shared/errors.js';
 import type { RequestStatus } from '../store/index.js';
 import { createCollecting } from './collecting.js';
+import { createDelegating, type ChildInput } from './delegating.js';
 import { createEnding } from './ending.js';
 import { notVisible, type CredentialServiceDeps } from './grant.js';
 import { createRequesting, type CredentialInput, type RequestOutcome } from './requesting.js';
@@ -19,24 +20,33 @@ export type CredentialService = ReturnType<typeof createCredentialService>;
 export function createCredentialService(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
   const observer = deps.observer ?? quietObserver;
-  const requesting = createRequesting(deps);
+  const delegating = createDelegating(deps, createRequesting(deps));
   const collecting = createCollecting(deps);
   const end = createEnding(deps);
 
+  /** Every answered request counted by its outcome, and every token issued at once. */
+  async function observed(asking: Promise<RequestOutcome>): Promise<RequestOutcome> {
+    let outcome: RequestOutcome;
+    try {
+      outcome = await asking;
+    } catch (error) {
+      observer.credentialRequested(refusalOutcome(error instanceof BrokerError ? error.type : undefined));
+      throw error;
+    }
+    observer.credentialRequested(outcome.status);
+    if (outcome.status === 'issued') observer.tokenIssued({ breakGlass: outcome.view.break_glass, approved: false });
+    return outcome;
+  }
+
   return {
-    /** `POST /v1/credentials`: issue at once, or open a request for approval. */
-    async request(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
-      let outcome: RequestOutcome;
-      try {
-        outcome = await requesting(identity, input);
-      } catch (error) {
-        observer.credentialRequested(refusalOutcome(error instanceof BrokerError ? error.type : undefined));
-        throw error;
-      }
-      observer.credentialRequested(outcome.status);
-      if (outcome.status === 'issued') observer.tokenIssued({ breakGlass: outcome.view.break_glass, approved: false });
-      return outcome;
-    },
+    /** `POST /v1/credentials` and the token exchange: issue at once, or open a request for approval. */
+    request: (identity: Identity, input: CredentialInput) => observed(delegating.plain(identity, input)),
+
+    /** An agent acting for a principal (RFC 8693 `actor_token`). */
+    delegate: (subject: Identity, actor: Identity, input: CredentialInput) => observed(delegating.delegated(subject, actor, input)),
+
+    /** A broker token exchanged for a narrower child, by its holder, with or without a new actor. */
+    child: (token: string, actor: Identity | undefined, input: ChildInput) => observed(delegating.child(token, actor, input)),
 
     /** A request, for whoever may see it; anyone else learns nothing, not even that it exists. */
     async get(identity: Identity, id: string): Promise<RequestView> {
@@ -59,8 +69,8 @@ export function createCredentialService(deps: CredentialServiceDeps) {
       });
     },
 
-    /** The requester collects the token of an approved request, exactly once. */
-    collect: (identity: Identity, id: string): Promise<IssuedView> => collecting(identity, id),
+    /** The requester collects the token of an approved request, exactly once; a delegated one with its actor. */
+    collect: (identity: Identity, id: string, actor?: Identity): Promise<IssuedView> => collecting(identity, id, actor),
 
     complete: (identity: Identity, id: string) => end(identity, id, 'task_completed'),
 

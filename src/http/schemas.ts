@@ -99,12 +99,15 @@ export const requestIdParams = z.object({ id: z.string().meta({ description: 'Th
 
 export const breakGlassQuery = pageQuery.extend({ review: z.enum(['pending', 'done']).default('pending') });
 
+export const IDENTITY_TOKEN_TYPES = ['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token'] as const;
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
 /** Form fields of `POST /oauth2/token` (RFC 8693 and the broker's extension parameters). */
 export const tokenExchangeForm = z.object({
   grant_type: z.string(),
   subject_token: z.string().min(1, 'subject_token is required'),
-  subject_token_type: z.enum(['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token'], {
-    message: 'subject_token_type must be urn:ietf:params:oauth:token-type:jwt or urn:ietf:params:oauth:token-type:id_token',
+  subject_token_type: z.enum([...IDENTITY_TOKEN_TYPES, ACCESS_TOKEN_TYPE], {
+    message: `subject_token_type must be ${IDENTITY_TOKEN_TYPES.join(' or ')} (an identity), or ${ACCESS_TOKEN_TYPE} (a broker token, for a child)`,
   }),
   requested_token_type: z
     .literal('urn:ietf:params:oauth:token-type:access_token', {
@@ -126,10 +129,11 @@ export const tokenExchangeForm = z.object({
   request_id: z.string().max(128).optional(),
   // RFC 9396: the JSON array, form-encoded; parsed and checked by the token endpoint.
   authorization_details: z.string().max(16_384).optional(),
-  actor_token: z
-    .undefined({ message: 'delegation (actor_token) is not supported' })
-    .optional()
-    .meta({ type: 'string', description: 'Not supported: a request carrying it is refused (no delegation).', not: {} }),
+  // RFC 8693: the agent's own identity, when it acts for the subject (CONTRACT section 1, "Agents").
+  actor_token: z.string().min(1).optional(),
+  actor_token_type: z
+    .enum(IDENTITY_TOKEN_TYPES, { message: `actor_token_type must be ${IDENTITY_TOKEN_TYPES.join(' or ')}` })
+    .optional(),
 });
 
 /**
@@ -155,6 +159,7 @@ export const issuancesQuery = pageQuery.extend({
   break_glass: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
   type: z.string().regex(DETAIL_TYPE, 'not an authorization_details type').optional(),
   identifier: printable(256).optional(),
+  actor: printable(512).optional(),
   format: z.enum(['json', 'ndjson', 'csv']).default('json'),
 });
 

@@ -1,5 +1,6 @@
 import type { WebhookEvent } from '../config/index.js';
 import { consoleRequestUrl } from '../console/links.js';
+import { actClaim } from '../delegation/index.js';
 import { toIso } from '../shared/clock.js';
 import type { RequestRecord } from '../store/index.js';
 
@@ -31,6 +32,7 @@ export function webhookPayload(event: WebhookEvent, request: RequestRecord, at: 
     break_glass: request.breakGlass,
     justification: request.justification,
     ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
+    ...(request.act !== null ? { act: actClaim(request.act) } : {}),
     digest: request.digest,
     approvals_required: request.approvalsRequired,
     expires_at: toIso(request.expiresAt),

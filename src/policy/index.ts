@@ -1,2 +1,2 @@
 export { compilePolicy } from './policy.js';
-export type { Policy } from './policy.js';
+export type { CredentialAsk, Policy, PolicyDecision } from './policy.js';

@@ -5,10 +5,15 @@ import { jobKey, type RequestRecord } from '../store/index.js';
 /**
  * Who owns a request: the identity that asked, and when its issuer binds jobs (`bindClaims`),
  * only from the same job. Another run of the same CI job has the same subject but not the same
- * run: to it the request does not exist.
+ * run: to it the request does not exist. A delegated request is also each of its actors' (in
+ * the job it acted from): they may see, complete and revoke it.
  */
 export function isOwner(identity: Identity, request: RequestRecord): boolean {
-  return sameIdentity(identity, request.requester) && jobKey(identity.boundClaims) === jobKey(request.boundClaims);
+  const job = jobKey(identity.boundClaims);
+  return (
+    (sameIdentity(identity, request.requester) && job === jobKey(request.boundClaims)) ||
+    (request.act ?? []).some((actor) => sameIdentity(identity, actor) && job === jobKey(actor.boundClaims))
+  );
 }
 
 /**
@@ -29,8 +34,8 @@ export function mayApprove(policy: Policy, identity: Identity, request: RequestR
   );
 }
 
-/** What bars a decider: the requester, or whoever started its job, under any identity. */
-export type SeparationBar = 'requester' | 'initiator';
+/** What bars a decider: the requester, whoever started its job, or an actor, under any identity. */
+export type SeparationBar = 'requester' | 'initiator' | 'actor';
 
 /**
  * Why this identity is barred from deciding (or reviewing) a request it could otherwise decide:
@@ -40,17 +45,18 @@ export type SeparationBar = 'requester' | 'initiator';
  */
 export function separationBar(identity: Identity, request: RequestRecord, people: People): SeparationBar | undefined {
   if (sameIdentity(identity, request.requester)) return 'requester';
-  if (request.person !== null && identity.person !== undefined && people.personOf(request.person) === identity.person) {
-    return request.initiator !== null ? 'initiator' : 'requester';
-  }
+  const samePerson = (key: string | null) => key !== null && identity.person !== undefined && people.personOf(key) === identity.person;
+  if (samePerson(request.person)) return request.initiator !== null ? 'initiator' : 'requester';
+  // An agent's principal and every actor count as requesters (CONTRACT section 1, "Agents").
+  if ((request.act ?? []).some((actor) => sameIdentity(identity, actor) || samePerson(actor.person))) return 'actor';
   return undefined;
 }
 
 /** The refusal of a barred decider, in the words of the action refused. */
 export function separationMessage(bar: SeparationBar, action: 'decide' | 'review'): string {
-  return bar === 'initiator'
-    ? `Separation of duties: the person who started the requesting job cannot ${action} its request.`
-    : `Separation of duties: the requester cannot ${action} its own request, under any of their identities.`;
+  if (bar === 'initiator') return `Separation of duties: the person who started the requesting job cannot ${action} its request.`;
+  if (bar === 'actor') return `Separation of duties: an actor of the delegated request cannot ${action} it, under any of their identities.`;
+  return `Separation of duties: the requester cannot ${action} its own request, under any of their identities.`;
 }
 
 /** Who may see a request: its owner, its possible approvers, auditors and admins. */

@@ -16,6 +16,8 @@ export interface DigestInput {
   breakGlass: boolean;
   /** The objects it acts on: what an approver approves is this task on these objects. */
   authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
+  /** Delegated: who acts for the requester (the `act` chain), also part of what is approved. */
+  act?: object | undefined;
 }
 
 /**
@@ -37,6 +39,7 @@ export function requestDigest(input: DigestInput): string {
       justification: input.justification,
       break_glass: input.breakGlass,
       ...(input.authorizationDetails ? { authorization_details: input.authorizationDetails } : {}),
+      ...(input.act ? { act: input.act } : {}),
     }),
   );
 }

@@ -1,14 +1,17 @@
-import type { Identity, People } from '../identity/index.js';
-import type { Holder } from '../store/index.js';
+import type { People } from '../identity/index.js';
+import type { ActorRecord, Holder, Principal } from '../store/index.js';
 
 /**
- * Whom a request counts against: the identity, and its person under every key records may hold
+ * Whom a request counts against: an identity, and its person under every key records may hold
  * for them (the running configuration's aliases decide which).
  */
-export function holderOf(identity: Identity, people: People): Holder {
-  const { personKey, person } = identity;
+export function holderOf(identity: Principal, personKey: string | null | undefined, people: People): Holder {
   return {
     identity: { iss: identity.iss, sub: identity.sub },
-    person: personKey === undefined || person === undefined ? null : { key: personKey, same: [...new Set([personKey, ...people.keysOf(person)])] },
+    person: personKey === undefined || personKey === null ? null : { key: personKey, same: [...new Set([personKey, ...people.keysOf(people.personOf(personKey))])] },
   };
 }
+
+/** Each actor of a chain as a holder: `limits` count for it, duties follow it. */
+export const actorHolders = (actors: readonly ActorRecord[] | null, people: People): Holder[] =>
+  (actors ?? []).map((actor) => holderOf(actor, actor.person, people));

@@ -2,4 +2,5 @@ export { isOwner, mayApprove, maySee, separationBar, separationMessage } from '.
 export { requestDigest } from './digest.js';
 export { effectiveStatus, issuedView, pendingView, requestView } from './view.js';
 export type { IssuedView, PendingView, RequestView } from './view.js';
-export { holderOf } from './holder.js';
+export { actorHolders, holderOf } from './holder.js';
+export { revokeWithLine } from './revocation.js';

@@ -1,3 +1,4 @@
+import { actClaim } from '../delegation/index.js';
 import { toIso } from '../shared/clock.js';
 import { isLive, type BreakGlassReviewRecord, type RequestRecord, type RequestState, type RequestStatus } from '../store/index.js';
 
@@ -27,6 +28,8 @@ export function requestView({ request, approvals, review, issuance }: RequestSta
     justification: request.justification,
     break_glass: request.breakGlass,
     ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
+    ...(request.act !== null ? { act: actClaim(request.act) } : {}),
+    ...(request.parentId !== null ? { parent_id: request.parentId } : {}),
     digest: request.digest,
     approvals_required: request.approvalsRequired,
     approvals: approvals.map((a) => ({
@@ -96,6 +99,7 @@ export function pendingView(request: RequestRecord) {
     digest: request.digest,
     expires_at: toIso(request.expiresAt),
     ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
+    ...(request.act !== null ? { act: actClaim(request.act) } : {}),
   };
 }
 

@@ -8,6 +8,7 @@ import {
   type IdentityVerifier,
   type People,
 } from '../identity/index.js';
+import { compileDelegation, type Delegation } from '../delegation/index.js';
 import { compileDuties, type Duties } from '../duties/index.js';
 import { compileWebhooks, type Webhook } from '../notify/index.js';
 import { compilePolicy, type Policy } from '../policy/index.js';
@@ -23,6 +24,7 @@ export interface Settings {
   config: BrokerConfig;
   policy: Policy;
   duties: Duties;
+  delegation: Delegation;
   identity: IdentityVerifier;
   /** Who the person behind each recorded key is, under this configuration's aliases. */
   people: People;
@@ -65,6 +67,7 @@ export async function compileSettings(config: BrokerConfig, options: CompileOpti
     config,
     policy: compilePolicy(config),
     duties: compileDuties(config),
+    delegation: compileDelegation(config),
     people,
     identity: createIdentityVerifier({
       issuers,

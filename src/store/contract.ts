@@ -97,7 +97,11 @@ export interface Store {
    * A change to one request, judged on its current state (undefined when it does not exist) and,
    * given `duties`, on whether those participants took part in another step of its objects.
    */
-  change<R>(id: string, decide: (state: RequestState | undefined, facts: ChangeFacts) => RequestChange<R>, options?: { duties?: DutyProbe }): Promise<R>;
+  change<R>(
+    id: string,
+    decide: (state: RequestState | undefined, facts: ChangeFacts) => RequestChange<R>,
+    options?: { duties?: DutyProbe; descendants?: boolean },
+  ): Promise<R>;
   /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
   append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
   /**
@@ -151,6 +155,8 @@ export interface RequestState {
   approvals: ApprovalRecord[];
   review: BreakGlassReviewRecord | undefined;
   issuance: IssuanceRecord | undefined;
+  /** Given `descendants` to `change`: its live descendants (child tokens, theirs, ...), with their tokens' jtis. */
+  descendants?: { request: RequestRecord; jti: string | null }[];
 }
 
 /** Fields a status transition may set besides the status itself. */
@@ -169,6 +175,8 @@ export interface RequestChange<R> {
   approval?: ApprovalRecord;
   /** Participants this change adds to the request's steps (an approver). */
   participants?: DutyProbe;
+  /** Revokes these live descendants with the request, in the same transaction. */
+  cascade?: { ids: readonly string[]; fields: TransitionFields };
   issuance?: IssuanceRecord;
   review?: { outcome: ReviewOutcome; notes: string; reviewer: Principal; at: number };
   events: AuditEntry[];
@@ -229,6 +237,10 @@ export interface AdmissionProbe {
   now: number;
   /** Who the request is for: separation, quotas and limits count for it. */
   holder: Holder;
+  /** The actors of a delegated request: `limits` count for each of them as well. */
+  actors: readonly Holder[];
+  /** A child token's parent request: the admission reads it as it is now, and holds its lock. */
+  parent?: string | undefined;
   /** Scopes whose live grants would conflict with the request (separation rules). */
   conflicting: readonly string[];
   /** The live and pending limits: at one, the store also finds when the holder's soonest grant ends. */
@@ -245,14 +257,22 @@ export interface HolderCounts {
   person: number;
 }
 
-export interface AdmissionFacts {
+/** What one holder already did and holds, for its limits. */
+export interface HolderFacts {
   /** Credential requests in the last 60 seconds, before this one, by second (as of `now`). */
   recent: { identity: RateWindow; person: RateWindow };
-  /** Refusals of this identity recorded one by one in the current clock minute. */
-  refusalsRecorded: number;
   /** Live requests (pending, approved, issued), counted until the scheduler marks them expired. */
   live: HolderCounts;
   pending: HolderCounts;
+}
+
+/** The principal's facts, and those of each actor. */
+export interface AdmissionFacts extends HolderFacts {
+  actors: HolderFacts[];
+  /** Refusals of this identity recorded one by one in the current clock minute. */
+  refusalsRecorded: number;
+  /** A child's parent as it is now (undefined when the probe names one that does not exist). */
+  parent?: RequestRecord | undefined;
   /** At a limit: the earliest deadline among the holders' live requests (past, when one awaits the scheduler). */
   soonestEnd?: number | null;
   /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */

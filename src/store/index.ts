@@ -7,12 +7,14 @@ export type {
   AdmissionFacts,
   AdmissionProbe,
   Holder,
+  HolderFacts,
   RequestChange,
   RequestState,
   Store,
   TransitionFields,
 } from './contract.js';
 export type {
+  ActorRecord,
   ApprovalRecord,
   AuditEntry,
   AuditEventRecord,

@@ -12,6 +12,19 @@ export type RequestStatus = 'pending_approval' | 'approved' | 'issued' | 'denied
 /** Statuses in which a request may still give, or gives, access. */
 export const LIVE_STATUSES: readonly RequestStatus[] = ['pending_approval', 'approved', 'issued'];
 
+/**
+ * One actor of a delegated request (an agent acting for the principal), as judged when it acted:
+ * its identity and issuer name, the key its person is recorded under, its job, and the claims
+ * its token carried (a running configuration's rules are judged on them again later).
+ */
+export interface ActorRecord extends Principal {
+  idp: string;
+  person: string | null;
+  initiator: string | null;
+  boundClaims: Record<string, unknown> | null;
+  claims: Record<string, unknown>;
+}
+
 /** Times are milliseconds since the epoch. */
 export interface RequestRecord {
   id: string;
@@ -35,6 +48,16 @@ export interface RequestRecord {
   breakGlass: boolean;
   /** The objects the request names (RFC 9396), as it named them; null when none. */
   authorizationDetails: AuthorizationDetail[] | null;
+  /** Delegated: the actors, current (outermost) first; null when the principal asked itself. */
+  act: ActorRecord[] | null;
+  /** The `delegation` rule that allowed the current actor. */
+  delegationRule: string | null;
+  /** A child token's parent request; null for a root grant. */
+  parentId: string | null;
+  /** The root grant of the line (a root is its own). */
+  rootId: string;
+  /** A root's subject claims as verified (null on children, whose subject is their root's). */
+  subjectClaims: Record<string, unknown> | null;
   policyIds: string[];
   digest: string;
   approvalsRequired: number;
@@ -118,6 +141,8 @@ export interface IssuanceFilter {
   /** An `authorization_details` entry's type, and its identifier (compared as `objectKey`). */
   type?: string | undefined;
   object?: string | undefined;
+  /** The `sub` of any actor of the chain. */
+  actor?: string | undefined;
 }
 
 /** One minted token with what an auditor asks of it: who, what, when, approved by whom, why. */
@@ -136,6 +161,7 @@ export interface IssuanceAuditRecord {
   approvers: (Principal & { at: number })[];
   breakGlass: boolean;
   authorizationDetails: AuthorizationDetail[] | null;
+  act: ActorRecord[] | null;
   revokedAt: number | null;
   revokeReason: string | null;
 }

@@ -1,4 +1,5 @@
 import type {
+  ActorRecord,
   ApprovalRecord,
   AuditEventRecord,
   BreakGlassReviewRecord,
@@ -39,6 +40,11 @@ export interface RequestRow {
   justification: string | null;
   break_glass: number | boolean;
   authorization_details: string | null;
+  act: string | null;
+  delegation_rule: string | null;
+  parent_id: string | null;
+  root_id: string | null;
+  subject_claims: string | null;
   policy_ids: string;
   digest: string;
   approvals_required: number;
@@ -67,6 +73,12 @@ export const toRequest = (r: RequestRow): RequestRecord => ({
   justification: r.justification,
   breakGlass: Boolean(r.break_glass),
   authorizationDetails: r.authorization_details === null ? null : (JSON.parse(r.authorization_details) as AuthorizationDetail[]),
+  act: r.act === null ? null : (JSON.parse(r.act) as ActorRecord[]),
+  delegationRule: r.delegation_rule,
+  parentId: r.parent_id,
+  // Rows from before delegation are roots of their own.
+  rootId: r.root_id ?? r.id,
+  subjectClaims: r.subject_claims === null ? null : (JSON.parse(r.subject_claims) as Record<string, unknown>),
   policyIds: JSON.parse(r.policy_ids) as string[],
   digest: r.digest,
   approvalsRequired: r.approvals_required,
@@ -155,6 +167,7 @@ export interface IssuanceAuditRow {
   justification: string | null;
   break_glass: number | boolean;
   authorization_details: string | null;
+  act: string | null;
   ended_at: number | null;
   revoke_reason: string | null;
   status: GrantStatus;
@@ -174,6 +187,7 @@ export const toIssuanceAudit = (r: IssuanceAuditRow, approvers: IssuanceAuditRec
   approvers,
   breakGlass: Boolean(r.break_glass),
   authorizationDetails: r.authorization_details === null ? null : (JSON.parse(r.authorization_details) as AuthorizationDetail[]),
+  act: r.act === null ? null : (JSON.parse(r.act) as ActorRecord[]),
   revokedAt: r.status === 'revoked' ? r.ended_at : null,
   revokeReason: r.status === 'revoked' ? r.revoke_reason : null,
 });

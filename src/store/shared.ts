@@ -25,8 +25,13 @@ export const recordedKeys = (identity: Principal, person: string | null): string
 /** The keys a holder's counts are read from: its identity's, and every key of its person. */
 export const countedKeys = (holder: Holder): string[] => [identityHolder(holder.identity), ...(holder.person?.same ?? [])];
 
-/** The keys a request counts under, as recorded: a request's holders never change. */
-export const requestKeys = (request: Pick<RequestRecord, 'requester' | 'person'>): string[] => recordedKeys(request.requester, request.person);
+/** The keys whose separation index (live scopes) a request is in: its principal's. */
+export const principalKeys = (request: Pick<RequestRecord, 'requester' | 'person'>): string[] => recordedKeys(request.requester, request.person);
+
+/** Every key a request counts under for limits, as recorded: its principal's and each actor's. A request's holders never change. */
+export const requestKeys = (request: Pick<RequestRecord, 'requester' | 'person' | 'act'>): string[] => [
+  ...new Set([...principalKeys(request), ...(request.act ?? []).flatMap((actor) => recordedKeys(actor, actor.person))]),
+];
 
 /** A job's bound claims as stored and compared: canonical JSON, or '' for a request bound to no job. */
 export const jobKey = (boundClaims: Record<string, unknown> | null | undefined): string =>

@@ -1,7 +1,7 @@
 import { toIso, type Clock } from '../shared/clock.js';
 import { decodeWindow, emptyWindow, encodeWindow, merge, record, type RateWindow } from '../shared/rate-window.js';
 import { objectKey } from '../shared/authorization-details.js';
-import type { Admission, AdmissionFacts, AdmissionProbe, DutyFinding, DutyProbe, RequestChange, RequestState, Store, TransitionFields } from './contract.js';
+import type { Admission, AdmissionFacts, AdmissionProbe, DutyFinding, DutyProbe, Holder, HolderFacts, RequestChange, RequestState, Store, TransitionFields } from './contract.js';
 import type { Emit, Engine, Maintenance, Sql } from './engine.js';
 import type { AuditEntry, IssuanceRecord, RequestRecord, RequestStatus } from './records.js';
 import {
@@ -30,6 +30,7 @@ import {
   loadDelta,
   marks,
   minuteStart,
+  principalKeys,
   recordedKeys,
   requestKeys,
   transitionColumns,
@@ -49,6 +50,8 @@ const APPEND_IF_LATEST_LOCK = 'append-if-latest';
  */
 export function createStore(engine: Engine, clock: Clock): Store {
   const { dialect, read } = engine;
+
+  const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
 
   const getRequest = async (sql: Sql, id: string) => mapOptional(await sql.get<RequestRow>('SELECT * FROM requests WHERE id = ?', [id]), toRequest);
 
@@ -81,17 +84,22 @@ export function createStore(engine: Engine, clock: Clock): Store {
   async function insertRequest(sql: Sql, r: RequestRecord): Promise<void> {
     await sql.run(
       `INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes,
-         audience, ttl_seconds, justification, break_glass, authorization_details, policy_ids, digest, approvals_required,
-         status, created_at, expires_at, decided_at, issued_at, ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
-       VALUES (${marks(26)})`,
+         audience, ttl_seconds, justification, break_glass, authorization_details, act, delegation_rule, parent_id, root_id,
+         subject_claims, policy_ids, digest, approvals_required, status, created_at, expires_at, decided_at, issued_at,
+         ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
+       VALUES (${marks(31)})`,
       [
         r.id, r.requester.iss, r.requester.sub, r.requesterIdp, r.initiator, r.person, jobKey(r.boundClaims), r.taskId,
         JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass,
-        r.authorizationDetails === null ? null : JSON.stringify(r.authorizationDetails), JSON.stringify(r.policyIds),
-        r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt, r.issuedAt, r.endedAt,
-        r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
+        json(r.authorizationDetails), json(r.act), r.delegationRule, r.parentId, r.rootId, json(r.subjectClaims),
+        JSON.stringify(r.policyIds), r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt,
+        r.issuedAt, r.endedAt, r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
       ],
     );
+    const actors = [...new Map((r.act ?? []).map((actor) => [`${actor.iss}\n${actor.sub}`, actor])).values()];
+    if (actors.length > 0) {
+      await sql.run(`INSERT INTO request_actors (sub, iss, request_id) VALUES ${actors.map(() => '(?, ?, ?)').join(', ')}`, actors.flatMap((a) => [a.sub, a.iss, r.id]));
+    }
     const objects = [
       ...new Map((r.authorizationDetails ?? []).flatMap((d) => (d.identifier === undefined ? [] : [[`${d.type}\n${objectKey(d.identifier)}`, [d.type, objectKey(d.identifier)]] as const]))).values(),
     ];
@@ -99,10 +107,10 @@ export function createStore(engine: Engine, clock: Clock): Store {
       await sql.run(`INSERT INTO request_objects (type, object, request_id) VALUES ${objects.map(() => '(?, ?, ?)').join(', ')}`, objects.flatMap((o) => [...o, r.id]));
     }
     if (!isLive(r.status)) return;
-    const keys = requestKeys(r);
-    const rows = keys.flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
+    // Toxic combinations count for the principal; limits for the principal and each actor.
+    const rows = principalKeys(r).flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
     await sql.run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat());
-    await adjustLoad(sql, new Map(keys.map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }])));
+    await adjustLoad(sql, new Map(requestKeys(r).map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }])));
   }
 
   /** Changes holders' counts in one statement, rows in a fixed order (no two transactions wait on each other in a cycle). */
@@ -153,6 +161,32 @@ export function createStore(engine: Engine, clock: Clock): Store {
     }
     await adjustLoad(sql, deltas);
     if (ended.length > 0) await sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended);
+  }
+
+  /** A request's live descendants (its child tokens, then theirs, ...), with their tokens' jtis. */
+  async function descendantsOf(sql: Sql, id: string): Promise<{ request: RequestRecord; jti: string | null }[]> {
+    const rows = await sql.all<RequestRow & { jti: string | null }>(
+      `WITH RECURSIVE line (id, depth) AS (
+         SELECT id, 1 FROM requests WHERE parent_id = ?
+         UNION ALL SELECT r.id, line.depth + 1 FROM requests r JOIN line ON r.parent_id = line.id)
+       SELECT r.*, i.jti FROM line JOIN requests r ON r.id = line.id LEFT JOIN issuances i ON i.request_id = r.id
+       WHERE r.status IN ${LIVE_SQL} ORDER BY line.depth, r.created_at, r.id`,
+      [id],
+    );
+    return rows.map((row) => ({ request: toRequest(row), jti: row.jti }));
+  }
+
+  /** Revokes live requests (read under this operation's locks) with the same fields, in one statement. */
+  async function revokeAll(sql: Sql, requests: readonly RequestRecord[], fields: TransitionFields): Promise<void> {
+    if (requests.length === 0) return;
+    const columns = transitionColumns(fields);
+    const ids = requests.map((r) => r.id);
+    const changed = await sql.run(
+      `UPDATE requests SET status = 'revoked'${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id IN (${marks(ids.length)}) AND status IN ${LIVE_SQL}`,
+      [...columns.map(([, value]) => value), ...ids],
+    );
+    if (changed !== requests.length) throw new Error('a locked descendant changed status during its revocation');
+    await settle(sql, requests.map((request) => ({ request, to: 'revoked' as const })));
   }
 
   /** Moves due requests (locked by this transaction) to `expired` in one statement. */
@@ -214,35 +248,40 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   // ---- admission ----
 
-  /** The facts an admission is judged on, and the holder's stored rate windows (which the admission then counts into). */
+  /** A holder's windows and loads: what its limits are judged on. */
+  async function holderFacts(sql: Sql, holder: Holder, now: number, windows: Map<string, RateWindow>): Promise<HolderFacts> {
+    const identityKey = identityHolder(holder.identity);
+    const personKeys = holder.person?.same ?? [];
+    const keys = countedKeys(holder);
+    const second = Math.floor(now / 1000);
+    const rows = await sql.all<{ holder: string; second: number; counts: string }>(`SELECT holder, second, counts FROM caller_rates WHERE holder IN (${marks(keys.length)})`, keys);
+    for (const row of rows) windows.set(row.holder, decodeWindow(row.second, row.counts));
+    const windowOf = (which: readonly string[]) => merge(which.flatMap((key) => windows.get(key) ?? []), second);
+    const loads = await sql.all<{ holder: string; live: number; pending: number }>(`SELECT holder, live, pending FROM holder_load WHERE holder IN (${marks(keys.length)})`, keys);
+    const sum = (which: readonly string[], field: 'live' | 'pending') => loads.filter((l) => which.includes(l.holder)).reduce((total, l) => total + l[field], 0);
+    return {
+      recent: { identity: windowOf([identityKey]), person: windowOf(personKeys) },
+      live: { identity: sum([identityKey], 'live'), person: sum(personKeys, 'live') },
+      pending: { identity: sum([identityKey], 'pending'), person: sum(personKeys, 'pending') },
+    };
+  }
+
+  /** The facts an admission is judged on, and the holders' stored rate windows (which the admission then counts into). */
   async function admissionFacts(sql: Sql, probe: AdmissionProbe): Promise<{ facts: AdmissionFacts; windows: Map<string, RateWindow> }> {
     const { holder, now } = probe;
     const identityKey = identityHolder(holder.identity);
     const personKeys = holder.person?.same ?? [];
     const keys = countedKeys(holder);
-    const second = Math.floor(now / 1000);
-    const windows = new Map(
-      (await sql.all<{ holder: string; second: number; counts: string }>(`SELECT holder, second, counts FROM caller_rates WHERE holder IN (${marks(keys.length)})`, keys)).map(
-        (row) => [row.holder, decodeWindow(row.second, row.counts)] as const,
-      ),
-    );
-    const windowOf = (which: readonly string[]) => merge(which.flatMap((key) => windows.get(key) ?? []), second);
-    const loads = await sql.all<{ holder: string; live: number; pending: number }>(
-      `SELECT holder, live, pending FROM holder_load WHERE holder IN (${marks(keys.length)})`,
-      keys,
-    );
-    const sum = (which: readonly string[], field: 'live' | 'pending') =>
-      loads.filter((l) => which.includes(l.holder)).reduce((total, l) => total + l[field], 0);
+    const windows = new Map<string, RateWindow>();
+    const principal = await holderFacts(sql, holder, now, windows);
+    const actors: HolderFacts[] = [];
+    for (const actor of probe.actors) actors.push(await holderFacts(sql, actor, now, windows));
     const refusals = await sql.get<{ refusals_recorded: number }>('SELECT refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', [
       identityKey,
       minuteStart(now),
     ]);
-    const facts: AdmissionFacts = {
-      recent: { identity: windowOf([identityKey]), person: windowOf(personKeys) },
-      refusalsRecorded: refusals?.refusals_recorded ?? 0,
-      live: { identity: sum([identityKey], 'live'), person: sum(personKeys, 'live') },
-      pending: { identity: sum([identityKey], 'pending'), person: sum(personKeys, 'pending') },
-    };
+    const facts: AdmissionFacts = { ...principal, actors, refusalsRecorded: refusals?.refusals_recorded ?? 0 };
+    if (probe.parent !== undefined) facts.parent = await getRequest(sql, probe.parent);
     const atLimit =
       Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
       Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
@@ -290,10 +329,10 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return { facts, windows };
   }
 
-  /** One more request in the holder's windows: the identity's, and the person's under the key this request records. */
+  /** One more request in each holder's windows: its identity's, and its person's under the key this request records. */
   async function countRequest(sql: Sql, probe: AdmissionProbe, windows: ReadonlyMap<string, RateWindow>): Promise<void> {
     const second = Math.floor(probe.now / 1000);
-    const keys = recordedKeys(probe.holder.identity, probe.holder.person?.key ?? null);
+    const keys = [...new Set([probe.holder, ...probe.actors].flatMap((holder) => recordedKeys(holder.identity, holder.person?.key ?? null)))];
     await sql.run(
       `INSERT INTO caller_rates (holder, second, counts) VALUES ${keys.map(() => '(?, ?, ?)').join(', ')}
        ON CONFLICT (holder) DO UPDATE SET second = excluded.second, counts = excluded.counts`,
@@ -327,6 +366,10 @@ export function createStore(engine: Engine, clock: Clock): Store {
         [a.requestId, a.approver.iss, a.approver.sub, a.person, a.decision, a.reason, a.digest, a.at],
       );
     }
+    if (change.cascade) {
+      const { ids, fields } = change.cascade;
+      await revokeAll(sql, (state?.descendants ?? []).filter((d) => ids.includes(d.request.id)).map((d) => d.request), fields);
+    }
     if (change.participants && state) await takePart(sql, change.participants, state.request.id);
     if (change.issuance) await insertIssuance(sql, change.issuance, state?.request.scopes ?? []);
     if (change.review) {
@@ -346,13 +389,18 @@ export function createStore(engine: Engine, clock: Clock): Store {
    * What an operation on one request locks: the request, and its holders' counts, which its
    * transitions change. A request's holders never change, so they are read before the lock.
    */
-  async function requestLocks(id: string): Promise<string[]> {
+  async function requestLocks(id: string, descendants = false): Promise<string[]> {
     if (!engine.lockByName) return [];
     const request = await getRequest(read, id);
-    return [`request:${id}`, ...(request ? requestKeys(request) : [])];
+    // With its descendants: theirs too (a child created meanwhile waits on this request's lock).
+    const line = descendants ? (await descendantsOf(read, id)).map((d) => d.request) : [];
+    return [...(request ? [request] : []), ...line].flatMap((r) => [`request:${r.id}`, ...requestKeys(r)]).concat(request ? [] : [`request:${id}`]);
   }
 
-  const admissionLocks = (probe: AdmissionProbe): string[] => (engine.lockByName ? [...countedKeys(probe.holder), ...dutyLocks(probe.duties)] : []);
+  const admissionLocks = (probe: AdmissionProbe): string[] =>
+    engine.lockByName
+      ? [...[probe.holder, ...probe.actors].flatMap(countedKeys), ...dutyLocks(probe.duties), ...(probe.parent !== undefined ? [`request:${probe.parent}`] : [])]
+      : [];
 
   const store: Store = {
     engine: engine.name,
@@ -462,6 +510,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.type !== undefined && filter.object !== undefined) add('r.id IN (SELECT request_id FROM request_objects WHERE type = ? AND object = ?)', filter.type, filter.object);
         else if (filter.object !== undefined) add('r.id IN (SELECT request_id FROM request_objects WHERE object = ?)', filter.object);
         else if (filter.type !== undefined) add('r.id IN (SELECT request_id FROM request_objects WHERE type = ?)', filter.type);
+        if (filter.actor !== undefined) add('r.id IN (SELECT request_id FROM request_actors WHERE sub = ?)', filter.actor);
         // Literals, not parameters, so the partial index on break-glass grants applies.
         if (filter.breakGlass !== undefined) add(`r.break_glass = ${filter.breakGlass ? dialect.true : dialect.false}`);
         // Statuses as they are now: an issued token past its expiry counts as expired before the
@@ -472,7 +521,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.status === 'revoked') add(`r.status = 'revoked'`);
         const rows = await read.all<IssuanceAuditRow>(
           `SELECT i.jti, r.id AS request_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
-                  r.audience, r.justification, r.break_glass, r.authorization_details, r.ended_at, r.revoke_reason,
+                  r.audience, r.justification, r.break_glass, r.authorization_details, r.act, r.ended_at, r.revoke_reason,
                   CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status
            FROM ${source} JOIN issuances i ON i.request_id = r.id
            WHERE ${where.join(' AND ')}
@@ -560,8 +609,9 @@ export function createStore(engine: Engine, clock: Clock): Store {
     },
 
     async change(id, decide, options = {}) {
-      const { result } = await engine.operate([...(await requestLocks(id)), ...dutyLocks(options.duties)], async (sql, emit) => {
+      const { result } = await engine.operate([...(await requestLocks(id, options.descendants)), ...dutyLocks(options.duties)], async (sql, emit) => {
         const state = await stateOf(sql, id);
+        if (state && options.descendants) state.descendants = await descendantsOf(sql, id);
         const duty = state && options.duties ? await dutyFinding(sql, options.duties, clock()) : undefined;
         return applyChange(sql, emit, state, decide(state, duty ? { duty } : {}));
       });

@@ -18,6 +18,8 @@ export interface AccessTokenGrant {
   ttlSeconds: number;
   /** RFC 9396 section 9.1: the objects the token acts on. */
   authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
+  /** RFC 8693 section 4.1: the actor chain of a delegated token, current actor outermost. */
+  act?: object | undefined;
 }
 
 export interface MintedToken {
@@ -70,6 +72,7 @@ export async function mintAccessToken(
     ...(grant.approvers.length > 0 ? { approvers: grant.approvers.map(({ iss, sub, at }) => ({ iss, sub, at })) } : {}),
     ...(grant.breakGlass ? { break_glass: true } : {}),
     ...(grant.authorizationDetails ? { authorization_details: grant.authorizationDetails } : {}),
+    ...(grant.act ? { act: grant.act } : {}),
   };
   const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
   return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };

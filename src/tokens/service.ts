@@ -1,5 +1,5 @@
 import { requireRole, type Identity } from '../identity/index.js';
-import { effectiveStatus, isOwner } from '../requests/index.js';
+import { effectiveStatus, isOwner, revokeWithLine } from '../requests/index.js';
 import { toEpochSeconds, type Clock } from '../shared/clock.js';
 import { keysetPage } from '../shared/cursor.js';
 import { PolicyDenied } from '../shared/errors.js';
@@ -44,26 +44,16 @@ export function createTokenService({ issuer, store, keyring, clock }: TokenServi
       const found = await recorded(token, now);
       if (!found) return;
       const { issuance } = found;
-      await store.change(issuance.requestId, (state) => {
-        if (!state || !isOwner(identity, state.request)) throw PolicyDenied.action('The token was not issued to the caller.', 'unauthorized_client');
-        if (state.request.status !== 'issued') return { events: [], result: undefined };
-        return {
-          transition: {
-            from: ['issued'],
-            to: 'revoked',
-            fields: { endedAt: now, revokeReason: 'revoked_by_holder', revokedBy: { iss: identity.iss, sub: identity.sub } },
-          },
-          events: [
-            {
-              type: 'token.revoked',
-              actor: identity,
-              requestId: state.request.id,
-              data: { reason: 'revoked_by_holder', previous_status: 'issued', jti: issuance.jti },
-            },
-          ],
-          result: undefined,
-        };
-      });
+      await store.change(
+        issuance.requestId,
+        (state) => {
+          if (!state || !isOwner(identity, state.request)) throw PolicyDenied.action('The token was not issued to the caller.', 'unauthorized_client');
+          if (state.request.status !== 'issued') return { events: [], result: undefined };
+          const fields = { endedAt: now, revokeReason: 'revoked_by_holder', revokedBy: { iss: identity.iss, sub: identity.sub } };
+          return { ...revokeWithLine(state, identity, 'revoked_by_holder', fields), transition: { from: ['issued'], to: 'revoked', fields }, result: undefined };
+        },
+        { descendants: true },
+      );
     },
 
     /** Revoked tokens not yet expired, for resource servers that keep a deny list. */

@@ -126,7 +126,7 @@ describe('GET /v1/audit/issuances', () => {
     expect(response.headers['content-type']).toMatch(/^text\/csv/);
     expect(response.headers['content-disposition']).toMatch(/^attachment; filename=issuances-[\w-]+\.csv$/);
     expect(response.text.startsWith(
-      'jti,request_id,requester_iss,requester_sub,task_id,scopes,audience,justification,issued_at,expires_at,status,approvers,break_glass,revoked_at,revoke_reason,authorization_details\r\n',
+      'jti,request_id,requester_iss,requester_sub,task_id,scopes,audience,justification,issued_at,expires_at,status,approvers,break_glass,revoked_at,revoke_reason,authorization_details,act\r\n',
     )).toBe(true);
     // One record: the newline inside the quoted field does not end it.
     expect(response.text.split('\r\n').filter(Boolean)).toHaveLength(2);

@@ -278,3 +278,32 @@ export function withModelRelease(config: Record<string, any>, within?: string): 
 
 /** `authorization_details` naming one model. */
 export const model = (identifier: string) => [{ type: 'model', identifier }];
+
+/** The agents' issuer of the delegation tests: AI agents and tools, each launched by a person (`owner`). */
+export const AGENTS_ISS = 'https://agents.test';
+
+/**
+ * Adds agents to a configuration: an issuer of agent identities, engineers of the `ml-eng` group
+ * with policies of their own, and delegation rules: release agents act for ml engineers, coding
+ * agents for the app pipelines, helper agents (sub-agents) for ml engineers; chains of two actors.
+ */
+export function withAgents(config: Record<string, any>, agents: TestIssuer): void {
+  config.identity.issuers.push({
+    name: 'agents',
+    kind: 'workload',
+    issuer: agents.iss,
+    jwks: agents.jwks,
+    audiences: ['jit-broker'],
+    algorithms: ['ES256'],
+    initiatorClaim: 'owner',
+  });
+  config.policies.push({ id: 'ml-eng', match: { issuer: 'sso', claims: { groups: 'ml-eng' } }, scopes: ['artifacts:read', 'model:deploy'] });
+  config.delegation = {
+    maxDepth: 2,
+    rules: [
+      { id: 'release-agent', actor: { issuer: 'agents', subject: 'agent:release-*' }, for: { issuer: 'sso', claims: { groups: 'ml-eng' } }, scopes: ['artifacts:read', 'model:deploy', 'logs:read'], maxTtl: '5m' },
+      { id: 'coding-agent', actor: { issuer: 'agents', subject: 'agent:coder-*' }, for: { issuer: 'ci', subject: 'repo:acme/app:*' }, scopes: ['artifacts:read'], maxTtl: '2m' },
+      { id: 'helper-agent', actor: { issuer: 'agents', subject: 'agent:helper-*' }, for: { issuer: 'sso', claims: { groups: 'ml-eng' } }, scopes: ['artifacts:read'] },
+    ],
+  };
+}

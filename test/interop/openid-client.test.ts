@@ -1,7 +1,8 @@
 import * as client from 'openid-client';
-import { decodeJwt } from 'jose';
+import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearer } from '../helpers/broker.js';
+import { AGENTS_ISS, bearer, withAgents } from '../helpers/broker.js';
+import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { startServedBroker, type ServedBroker } from './served-broker.js';
 
 /**
@@ -129,5 +130,38 @@ describe('openid-client', () => {
     const { access_token } = await exchange(await discover(), await form({ audience: 'registry.acme.internal' }));
     const notAnIntrospector = await discover(bearerIdentity(await served.t.as.pipeline()));
     expect((await oauthError(client.tokenIntrospection(notAnIntrospector, access_token))).error).toBe('insufficient_scope');
+  });
+});
+
+describe('openid-client, for an agent', () => {
+  let agents: TestIssuer;
+  let delegating: ServedBroker;
+  beforeAll(async () => {
+    agents = await createTestIssuer(AGENTS_ISS);
+    delegating = await startServedBroker({ configure: (config) => withAgents(config as Record<string, any>, agents) });
+  });
+  afterAll(async () => {
+    await delegating.close();
+  });
+
+  it('performs a delegated exchange unmodified (actor_token), and a resource server using jose reads the act chain', async () => {
+    const config = await client.discovery(new URL(delegating.url), 'release-agent', undefined, client.None(), { execute: [client.allowInsecureRequests] });
+    const tokens = await client.genericGrantRequest(config, GRANT, {
+      subject_token: await delegating.t.as.person('alice', ['ml-eng']),
+      subject_token_type: JWT_TYPE,
+      actor_token: await agents.token('agent:release-1', { owner: 'olivia' }, { now: delegating.t.clock() }),
+      actor_token_type: JWT_TYPE,
+      scope: 'artifacts:read',
+      audience: 'registry.acme.internal',
+      task_id: 'assist',
+    });
+    expect(tokens).toMatchObject({ token_type: 'bearer', scope: 'artifacts:read' });
+    const { payload } = await jwtVerify(tokens.access_token, createRemoteJWKSet(new URL(`${delegating.url}/.well-known/jwks.json`)), {
+      issuer: delegating.url,
+      audience: 'registry.acme.internal',
+      typ: 'at+jwt',
+      currentDate: new Date(delegating.t.clock()),
+    });
+    expect(payload).toMatchObject({ sub: 'alice', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } });
   });
 });

@@ -153,6 +153,24 @@ describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
     }
   });
 
+  it('make a revoked parent\'s children inactive at once on every replica', async () => {
+    const job = await ml('repo:acme/ml:ref:refs/heads/line', 'pat');
+    const parent = await call(0, '/v1/credentials', job, { ...read, scopes: ['artifacts:read'] });
+    const form = async (i: number, path: string, fields: Record<string, string>) => {
+      const response = await fetch(`${at(i).url}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${await issuers.ci.token('resource-server:x', { repository: 'acme/rs', actor: 'rs' })}` }, body: new URLSearchParams(fields) });
+      return (await response.json().catch(() => ({}))) as Record<string, any>;
+    };
+    const child = (i: number, token: string) =>
+      form(i, '/oauth2/token', { grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' });
+    const first = await child(1, parent.body.access_token as string);
+    const second = await child(2, first.access_token as string);
+    expect((await form(0, '/oauth2/introspect', { token: second.access_token })).active).toBe(true);
+    expect((await call(1, `/v1/credentials/${parent.body.request_id}/revoke`, job, { reason: 'compromised' })).status).toBe(200);
+    for (let i = 0; i < REPLICAS; i += 1) {
+      for (const token of [first.access_token, second.access_token]) expect(await form(i, '/oauth2/introspect', { token })).toEqual({ active: false });
+    }
+  });
+
   it('keep the break-glass quota exact across replicas', async () => {
     const olga = await issuers.sso.token('olga', { groups: ['on-call'], preferred_username: 'olga' });
     const emergency = (i: number) => ({

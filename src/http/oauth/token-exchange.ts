@@ -1,15 +1,13 @@
-import type { CredentialService } from '../../credentials/index.js';
+import type { CredentialService, RequestOutcome } from '../../credentials/index.js';
 import type { Identity } from '../../identity/index.js';
 import type { AuthorizationDetail } from '../../shared/authorization-details.js';
 import { InvalidAuthorizationDetails, InvalidRequest, InvalidTarget, InvalidToken } from '../../shared/errors.js';
 import type { Authenticator } from '../auth.js';
-import { authorizationDetails, credentialRequestBody, tokenExchangeForm } from '../schemas.js';
+import { ACCESS_TOKEN_TYPE, authorizationDetails, credentialRequestBody, tokenExchangeForm } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 export const grantType = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
-/** What the token endpoint answers: a token (200), or "not yet" for a request awaiting approval (400). */
 type Granted = {
   access_token: string;
   issued_token_type: string;
@@ -20,34 +18,64 @@ type Granted = {
   authorization_details?: AuthorizationDetail[];
 };
 
+/** What the token endpoint answers: a token (200), or "not yet" for a request awaiting approval (400). */
 export type ExchangeResult =
   | { status: 200; body: Granted }
   | { status: 400; body: { error: 'authorization_pending'; error_description: string; request_id: string } };
 
 /**
- * RFC 8693 token exchange: the subject token is the caller's identity, and the broker's
- * extension parameters say what it is for. With `request_id`, the exchange collects the token
- * of a request that has since been approved.
+ * RFC 8693 token exchange. The subject token is the caller's identity, or the principal's when an
+ * agent presents its own identity as `actor_token`; a broker token as subject token
+ * (`subject_token_type` access_token) is exchanged for a narrower child. The broker's extension
+ * parameters say what it is for; with `request_id`, the exchange collects the token of a request
+ * that has since been approved.
  */
 export async function exchange(
   form: unknown,
   deps: { auth: Authenticator; credentials: CredentialService },
-  /** Told who the caller is once the subject token is verified (for the request log). */
+  /** Told who the caller is once a token is verified (for the request log). */
   verified: (identity: Identity) => void = () => {},
 ): Promise<ExchangeResult> {
   const params = parseInput(tokenExchangeForm, { ...(form as Record<string, unknown>), ...target(form) }, 'body');
   const details = params.authorization_details === undefined ? undefined : parseDetails(params.authorization_details);
-  const identity = await subjectIdentity(deps.auth, params.subject_token);
-  verified(identity);
+  if ((params.actor_token === undefined) !== (params.actor_token_type === undefined)) {
+    throw new InvalidRequest('actor_token and actor_token_type go together (RFC 8693 section 2.1).');
+  }
+  const actor = params.actor_token === undefined ? undefined : await presented(deps.auth, params.actor_token, 'actor_token');
+  if (actor) verified(actor);
+
+  if (params.subject_token_type === ACCESS_TOKEN_TYPE) {
+    if (params.request_id !== undefined) throw new InvalidRequest('A child token is issued at once: there is no request_id to collect with a broker token.');
+    const child = parseInput(credentialRequestBody.partial(), {
+      ...(params.task_id !== undefined ? { task_id: params.task_id } : {}),
+      ...(params.scope !== undefined ? { scopes: params.scope.split(' ').filter(Boolean) } : {}),
+      ...(params.audience !== undefined ? { audience: params.audience } : {}),
+      ...(params.ttl_seconds !== undefined ? { ttl_seconds: params.ttl_seconds } : {}),
+      ...(params.justification !== undefined ? { justification: params.justification } : {}),
+      ...(params.break_glass !== undefined ? { break_glass: params.break_glass === 'true' } : {}),
+    }, 'body');
+    const outcome = await deps.credentials.child(params.subject_token, actor, {
+      taskId: child.task_id,
+      scopes: child.scopes,
+      audience: child.audience,
+      ttlSeconds: child.ttl_seconds,
+      justification: child.justification,
+      breakGlass: child.break_glass,
+      authorizationDetails: details,
+    });
+    return answer(outcome);
+  }
+
+  const subject = await presented(deps.auth, params.subject_token, 'subject_token');
+  if (!actor) verified(subject);
 
   if (params.request_id !== undefined) {
-    const request = await deps.credentials.get(identity, params.request_id);
-    if (request.requester.iss !== identity.iss || request.requester.sub !== identity.sub) {
-      throw new InvalidRequest('request_id names a request of another identity.');
+    const request = await deps.credentials.get(subject, params.request_id);
+    if (request.requester.iss !== subject.iss || request.requester.sub !== subject.sub) {
+      throw new InvalidRequest('request_id names a request of another subject.');
     }
     if (request.status === 'pending_approval') return pending(request.request_id);
-    const issued = await deps.credentials.collect(identity, params.request_id);
-    return granted(issued);
+    return granted(await deps.credentials.collect(subject, params.request_id, actor));
   }
 
   const input = parseInput(
@@ -62,7 +90,7 @@ export async function exchange(
     },
     'body',
   );
-  const outcome = await deps.credentials.request(identity, {
+  const ask = {
     taskId: input.task_id,
     scopes: input.scopes,
     audience: input.audience,
@@ -70,9 +98,11 @@ export async function exchange(
     justification: input.justification,
     breakGlass: input.break_glass,
     authorizationDetails: details,
-  });
-  return outcome.status === 'issued' ? granted(outcome.view) : pending(outcome.view.request_id);
+  };
+  return answer(actor ? await deps.credentials.delegate(subject, actor, ask) : await deps.credentials.request(subject, ask));
 }
+
+const answer = (outcome: RequestOutcome): ExchangeResult => (outcome.status === 'issued' ? granted(outcome.view) : pending(outcome.view.request_id));
 
 /** RFC 9396 section 6: the parameter holds the JSON array; anything amiss is `invalid_authorization_details`. */
 function parseDetails(text: string): AuthorizationDetail[] {
@@ -109,13 +139,13 @@ function target(form: unknown): { audience?: string; resource?: undefined } {
   return chosen === undefined ? { resource: undefined } : { audience: chosen as string, resource: undefined };
 }
 
-/** A subject token that is not accepted is a bad parameter of this request (400), not a failed login. */
-async function subjectIdentity(auth: Authenticator, token: string): Promise<Identity> {
+/** A subject or actor token that is not accepted is a bad parameter of this request (400), not a failed login. */
+async function presented(auth: Authenticator, token: string, parameter: 'subject_token' | 'actor_token'): Promise<Identity> {
   try {
     return await auth.verify(token);
   } catch (error) {
     if (error instanceof InvalidToken) {
-      throw new InvalidRequest('The subject_token was not accepted.', undefined, { internal: error.internal });
+      throw new InvalidRequest(`The ${parameter} was not accepted.`, undefined, { internal: error.internal });
     }
     throw error;
   }

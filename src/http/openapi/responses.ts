@@ -7,6 +7,12 @@ import { authorizationDetails, REQUEST_STATUSES } from '../schemas.js';
  * views that build them (requests/view.ts, audit/service.ts).
  */
 
+/** RFC 8693 section 4.1: the current actor outermost, earlier actors nested under `act`. */
+type Act = { iss: string; sub: string; act?: Act };
+const act: z.ZodType<Act> = z
+  .lazy(() => z.object({ iss: z.string(), sub: z.string(), act: act.optional() }))
+  .meta({ id: 'ActorChain', description: 'Who acts for the requester (RFC 8693 `act`): the current actor, earlier actors nested under `act`.' });
+
 const instant = z.string().meta({ format: 'date-time', description: 'ISO 8601 UTC time.', example: '2026-12-01T10:00:00.000Z' });
 
 export const principal = z
@@ -63,6 +69,7 @@ export const pendingCredential = z
     approvals: z.array(z.unknown()).max(0).meta({ description: 'Empty: no decision yet.' }),
     digest: z.string().meta({ description: 'SHA-256 (hex) of what the request asks; approvers echo it.' }),
     expires_at: instant,
+    act: act.optional(),
     authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
   })
   .meta({ id: 'PendingCredential' });
@@ -91,6 +98,8 @@ export const credentialRequest = z
     justification: z.string().nullable(),
     break_glass: z.boolean(),
     authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
+    act: act.optional(),
+    parent_id: z.string().optional().meta({ description: 'A child token\'s parent request.' }),
     digest: z.string(),
     approvals_required: z.number().int(),
     approvals: z.array(
@@ -131,6 +140,7 @@ export const issuanceRow = z
     approvers: z.array(z.object({ iss: z.string(), sub: z.string(), at: instant })),
     break_glass: z.boolean(),
     authorization_details: authorizationDetails.optional().meta({ description: 'RFC 9396: the objects the request names (duties follow them).' }),
+    act: act.optional(),
     revoked_at: instant.optional(),
     revoke_reason: z.string().nullable().optional(),
   })
@@ -143,6 +153,7 @@ export const custodyRow = z
     status: z.enum(REQUEST_STATUSES),
     requester: principal,
     initiator: z.string().optional(),
+    act: act.optional(),
     approvals: z.array(
       z.object({ iss: z.string(), sub: z.string(), decision: z.enum(['approve', 'deny']), reason: z.string(), at: instant }),
     ),

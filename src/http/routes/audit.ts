@@ -10,13 +10,14 @@ import { parseInput } from '../validation.js';
 
 const CSV_COLUMNS = [
   'jti', 'request_id', 'requester_iss', 'requester_sub', 'task_id', 'scopes', 'audience', 'justification',
-  'issued_at', 'expires_at', 'status', 'approvers', 'break_glass', 'revoked_at', 'revoke_reason', 'authorization_details',
+  'issued_at', 'expires_at', 'status', 'approvers', 'break_glass', 'revoked_at', 'revoke_reason', 'authorization_details', 'act',
 ];
 
 const csvRow = (row: IssuanceView) => [
   row.jti, row.request_id, row.requester.iss, row.requester.sub, row.task_id, row.scopes.join(' '), row.audience,
   row.justification ?? '', row.issued_at, row.expires_at, row.status, JSON.stringify(row.approvers), String(row.break_glass),
   row.revoked_at ?? '', row.revoke_reason ?? '', row.authorization_details ? JSON.stringify(row.authorization_details) : '',
+  row.act ? JSON.stringify(row.act) : '',
 ];
 
 /**
@@ -60,8 +61,8 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
   });
 
   router.get('/issuances', async (req, res) => {
-    const { since, until, subject, scope, status, break_glass, type, identifier, limit, cursor, format } = parseInput(issuancesQuery, req.query, 'query');
-    const filter = { since, until, subject, scope, status, breakGlass: break_glass, type, object: identifier === undefined ? undefined : objectKey(identifier) };
+    const { since, until, subject, scope, status, break_glass, type, identifier, actor, limit, cursor, format } = parseInput(issuancesQuery, req.query, 'query');
+    const filter = { since, until, subject, scope, status, breakGlass: break_glass, type, object: identifier === undefined ? undefined : objectKey(identifier), actor };
     if (format === 'json') {
       res.json(await audit.issuances(identityOf(res), filter, cursor, limit));
       return;

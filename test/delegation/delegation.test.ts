@@ -1,0 +1,272 @@
+import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { AGENTS_ISS, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker } from '../helpers/broker.js';
+import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
+import { eventsOf } from '../helpers/records.js';
+
+/**
+ * CONTRACT section 1, "Agents (delegation)": an agent presents the principal's token as
+ * `subject_token` and its own as `actor_token`; a rule must allow that actor for that subject; the
+ * token is the principal's, narrowed, naming the actor in `act`. Children of broker tokens are
+ * narrower still, and revoking a grant revokes its whole line. Each test is an attacker's try.
+ */
+
+let agents: TestIssuer;
+beforeAll(async () => {
+  agents = await createTestIssuer(AGENTS_ISS);
+});
+let t: TestBroker;
+afterEach(async () => {
+  await t.close();
+});
+
+const start = (configure: (config: Record<string, any>) => void = () => {}) =>
+  startTestBroker({
+    configure(config) {
+      withAgents(config, agents);
+      configure(config);
+    },
+  });
+
+const JWT = 'urn:ietf:params:oauth:token-type:jwt';
+const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
+const registry = 'registry.acme.internal';
+/** An agent's identity: `owner` is the person who launched it. */
+const agent = (sub: string, owner = 'olivia', claims: Record<string, unknown> = {}) => agents.token(sub, { owner, ...claims }, { now: t.clock() });
+const engineer = (sub = 'alice', claims: Record<string, unknown> = {}) => t.as.person(sub, ['ml-eng'], claims);
+const exchange = async (fields: Record<string, string | undefined>) =>
+  t.http
+    .post('/oauth2/token')
+    .type('form')
+    .send(Object.fromEntries(Object.entries({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', ...fields }).filter(([, v]) => v !== undefined)));
+/** The agent asks for `scope` on the engineer's behalf. */
+const delegate = async (subject: string, actor: string, extra: Record<string, string | undefined> = {}) =>
+  exchange({ subject_token: subject, subject_token_type: JWT, actor_token: actor, actor_token_type: JWT, scope: 'artifacts:read', audience: registry, task_id: 'assist', ...extra });
+const childOf = async (parent: string, extra: Record<string, string | undefined> = {}) => exchange({ subject_token: parent, subject_token_type: ACCESS, ...extra });
+const expectOAuth = (response: { status: number; body: { error?: string; error_description?: string } }, error: string, description?: RegExp) => {
+  expect(response.status, JSON.stringify(response.body)).toBe(400);
+  expect(response.body.error).toBe(error);
+  if (description) expect(response.body.error_description).toMatch(description);
+};
+const introspect = async (token: string) =>
+  (await t.http.post('/oauth2/introspect').set(bearer(await t.as.pipeline({}, 'resource-server:registry'))).type('form').send({ token })).body;
+
+describe('a delegated exchange', () => {
+  it('gives the principal\'s token, narrowed to the rule and capped by its maxTtl, naming the actor in act', async () => {
+    t = await start();
+    const response = await delegate(await engineer(), await agent('agent:release-1'), { ttl_seconds: '3600' });
+    expect(response.status).toBe(200);
+    expect(response.body.expires_in).toBe(300); // the rule's maxTtl
+    const claims = decodeJwt(response.body.access_token);
+    expect(claims).toMatchObject({ sub: 'alice', client_id: 'sso', idp: 'sso', scope: 'artifacts:read', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } });
+    const created = (await eventsOf(t, response.body.request_id)).find((e) => e.type === 'request.created');
+    expect(created?.data).toMatchObject({ act: { iss: AGENTS_ISS, sub: 'agent:release-1' }, delegation_rule: 'release-agent' });
+  });
+
+  it.each([
+    ['an actor outside every rule', () => agent('agent:rogue-1'), () => engineer(), /No delegation rule lets agent:rogue-1/],
+    ['a subject outside the rule\'s for', () => agent('agent:release-1'), () => t.as.person('bob', ['on-call']), /No delegation rule lets agent:release-1 .* act for bob/],
+    ['a subject token whose may_act names another actor', () => agent('agent:release-1'), () => engineer('alice', { may_act: { sub: 'agent:release-2' } }), /may_act/],
+    ['a may_act naming the actor at another issuer', () => agent('agent:release-1'), () => engineer('alice', { may_act: { sub: 'agent:release-1', iss: 'https://elsewhere.test' } }), /may_act/],
+  ])('refuses %s: invalid_request', async (_what, actor, subject, why) => {
+    t = await start();
+    expectOAuth(await delegate(await subject(), await actor()), 'invalid_request', why);
+    expect(await t.db.sql('SELECT id FROM requests')).toEqual([]);
+  });
+
+  it('honours a may_act naming this actor', async () => {
+    t = await start();
+    const response = await delegate(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: AGENTS_ISS } }), await agent('agent:release-1'));
+    expect(response.status).toBe(200);
+  });
+
+  it('refuses a forged, an expired and a missing-typed actor token', async () => {
+    t = await start();
+    const { privateKey } = await generateKeyPair('ES256');
+    const forged = await agents.token('agent:release-1', { owner: 'olivia' }, { now: t.clock(), key: privateKey });
+    expectOAuth(await delegate(await engineer(), forged), 'invalid_request', /actor_token was not accepted/);
+    const expired = await agents.token('agent:release-1', { owner: 'olivia' }, { now: t.clock() - 3_600_000 });
+    expectOAuth(await delegate(await engineer(), expired), 'invalid_request', /actor_token was not accepted/);
+    expectOAuth(await delegate(await engineer(), await agent('agent:release-1'), { actor_token_type: undefined }), 'invalid_request', /actor_token_type/);
+  });
+
+  it('refuses a scope the rule does not list, and one the subject\'s own policies do not grant: invalid_scope naming them', async () => {
+    t = await start();
+    expectOAuth(await delegate(await engineer(), await agent('agent:release-1'), { scope: 'db:admin' }), 'invalid_scope', /db:admin.*"release-agent".*do not list/);
+    // logs:read: the rule lists it, alice is not on call.
+    expectOAuth(await delegate(await engineer(), await agent('agent:release-1'), { scope: 'logs:read' }), 'invalid_scope', /logs:read.*no policy grants/);
+    // And the refusal is recorded for the principal.
+    const refused = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'request.refused'`);
+    expect(refused).toHaveLength(2);
+  });
+
+  it('counts limits for the agent too: one agent cannot exceed its own rate by acting for many people', async () => {
+    t = await start((config) => (config.limits = { requestsPerMinute: 3 }));
+    for (const person of ['alice', 'carol', 'erin']) expect((await delegate(await engineer(person), await agent('agent:release-1'))).status).toBe(200);
+    const over = await delegate(await engineer('frank'), await agent('agent:release-1'));
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ error: 'slow_down', error_description: expect.stringMatching(/per actor's identity/) });
+    // frank himself still may.
+    expect((await exchange({ subject_token: await engineer('frank'), subject_token_type: JWT, scope: 'artifacts:read', audience: registry, task_id: 'x' })).status).toBe(200);
+  });
+
+  it('lets the subject and the actor see, complete and revoke it; nobody else', async () => {
+    t = await start();
+    const { body } = await delegate(await engineer(), await agent('agent:release-1'));
+    for (const viewer of [await engineer(), await agent('agent:release-1')]) {
+      const view = await t.http.get(`/v1/credentials/${body.request_id}`).set(bearer(viewer));
+      expect(view.status).toBe(200);
+      expect(view.body.act).toEqual({ iss: AGENTS_ISS, sub: 'agent:release-1' });
+    }
+    expect((await t.http.get(`/v1/credentials/${body.request_id}`).set(bearer(await agent('agent:release-2')))).status).toBe(404);
+    expect((await t.http.post(`/v1/credentials/${body.request_id}/complete`).set(bearer(await agent('agent:release-1')))).body.status).toBe('revoked');
+  });
+});
+
+describe('a delegated request that needs approval', () => {
+  it('shows who acts for whom to approvers, bars the subject, the agent\'s launcher and the agent, and is collected with both tokens', async () => {
+    t = await start();
+    const asked = await delegate(await engineer(), await agent('agent:release-1', 'dave'), { scope: 'model:deploy', task_id: 'release 7' });
+    expectOAuth(asked, 'authorization_pending');
+    const id = asked.body.request_id as string;
+    const carol = await t.as.person('carol', ['approvers', 'ml-release']);
+    const listed = await t.http.get('/v1/approvals').set(bearer(carol));
+    expect(listed.body.items).toEqual([expect.objectContaining({ request_id: id, act: { iss: AGENTS_ISS, sub: 'agent:release-1' } })]);
+    const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
+
+    // alice (the subject, as an approver), dave (who launched the agent): requesters both.
+    for (const barred of [await t.as.person('alice', ['approvers', 'ml-release']), await t.as.person('dave', ['approvers', 'ml-release'])]) {
+      const refused = await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(barred)).send({ decision: 'approve', reason: 'ok', digest: view.digest });
+      expect(refused.status).toBe(403);
+    }
+    expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
+
+    // Not at /v1: delegation happens at the token endpoint only.
+    expect((await t.http.post(`/v1/credentials/${id}/token`).set(bearer(await engineer()))).status).toBe(409);
+    expect((await t.http.post(`/v1/credentials/${id}/token`).set(bearer(await agent('agent:release-1', 'dave')))).status).toBe(409);
+    // Another actor, or none, does not collect it.
+    expectOAuth(await exchange({ subject_token: await engineer(), subject_token_type: JWT, actor_token: await agent('agent:release-2'), actor_token_type: JWT, request_id: id }), 'invalid_request');
+    expectOAuth(await exchange({ subject_token: await engineer(), subject_token_type: JWT, request_id: id }), 'invalid_request');
+    const collected = await exchange({ subject_token: await engineer(), subject_token_type: JWT, actor_token: await agent('agent:release-1', 'dave'), actor_token_type: JWT, request_id: id });
+    expect(collected.status).toBe(200);
+    expect(decodeJwt(collected.body.access_token)).toMatchObject({ sub: 'alice', act: { sub: 'agent:release-1' }, approvers: [expect.objectContaining({ sub: 'carol' })] });
+  });
+
+  it('makes every actor take part in duties: the agent that trained a model for one person may not deploy it for another', async () => {
+    t = await start((config) => {
+      withModelRelease(config);
+      config.delegation.rules[0].scopes.push('model:train');
+      config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
+    });
+    const details = JSON.stringify(model('fraud-v1'));
+    expect((await delegate(await engineer('alice'), await agent('agent:release-1'), { scope: 'model:train', authorization_details: details })).status).toBe(200);
+    const refused = await delegate(await engineer('erin'), await agent('agent:release-1', 'owen'), { scope: 'model:deploy', authorization_details: details });
+    expectOAuth(refused, 'invalid_scope', /Duty "model-release".*step "train"/);
+    // alice herself trained it too, through her agent.
+    const self = await t.http.post('/v1/credentials').set(bearer(await engineer('alice'))).send({ task_id: 'd', scopes: ['model:deploy'], audience: registry, authorization_details: model('fraud-v1') });
+    expect(self.status).toBe(403);
+  });
+});
+
+describe('child tokens', () => {
+  const parentFor = async (extra: Record<string, string | undefined> = {}) => (await delegate(await engineer(), await agent('agent:release-1'), { scope: 'artifacts:read model:deploy', ...extra }));
+
+  it('are narrower than their parent: fewer scopes, its audience, no later exp, its details; no approval', async () => {
+    t = await start((config) => config.scopes.find((s: { name: string }) => s.name === 'model:deploy').approvals = 1);
+    const parent = await delegate(await engineer(), await agent('agent:release-1'));
+    expect(parent.status).toBe(200);
+    const parentExp = decodeJwt(parent.body.access_token).exp as number;
+    t.clock.advance(60_000);
+    const child = await childOf(parent.body.access_token, { ttl_seconds: '100000' });
+    expect(child.status).toBe(200);
+    const claims = decodeJwt(child.body.access_token);
+    expect(claims).toMatchObject({ sub: 'alice', aud: registry, scope: 'artifacts:read', act: { sub: 'agent:release-1' }, task_id: 'assist' });
+    expect(claims.exp).toBeLessThanOrEqual(parentExp);
+    expect((await eventsOf(t, child.body.request_id)).find((e) => e.type === 'token.issued')?.data).toMatchObject({ parent_jti: decodeJwt(parent.body.access_token).jti });
+
+    expectOAuth(await childOf(parent.body.access_token, { scope: 'artifacts:read model:deploy' }), 'invalid_scope', /model:deploy.*only scopes of its parent/);
+    expectOAuth(await childOf(parent.body.access_token, { audience: 'db.acme.internal' }), 'invalid_target');
+    expectOAuth(await childOf(parent.body.access_token, { authorization_details: JSON.stringify(model('x')) }), 'invalid_authorization_details');
+  });
+
+  it('add a new actor in front of the chain, allowed by a rule for the root subject, up to maxDepth', async () => {
+    t = await start();
+    const parent = await delegate(await engineer(), await agent('agent:release-1'));
+    const sub = await childOf(parent.body.access_token, { actor_token: await agent('agent:helper-1'), actor_token_type: JWT });
+    expect(sub.status).toBe(200);
+    expect(decodeJwt(sub.body.access_token).act).toEqual({ iss: AGENTS_ISS, sub: 'agent:helper-1', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } });
+    // A third actor: past delegation.maxDepth (2).
+    expectOAuth(await childOf(sub.body.access_token, { actor_token: await agent('agent:helper-2'), actor_token_type: JWT }), 'invalid_request', /longer than delegation.maxDepth/);
+    // An actor no rule allows for the root subject.
+    expectOAuth(await childOf(parent.body.access_token, { actor_token: await agent('agent:coder-1'), actor_token_type: JWT }), 'invalid_request', /No delegation rule/);
+    // Without a new actor the chain stays.
+    const same = await childOf(sub.body.access_token);
+    expect(decodeJwt(same.body.access_token).act).toEqual(decodeJwt(sub.body.access_token).act);
+  });
+
+  it('need a live parent of this broker: not revoked, not expired, not foreign', async () => {
+    t = await start();
+    const parent = await delegate(await engineer(), await agent('agent:release-1'));
+    const { privateKey } = await generateKeyPair('ES256');
+    const foreign = await new SignJWT({ ...decodeJwt(parent.body.access_token) }).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'x' }).sign(privateKey);
+    expectOAuth(await childOf(foreign), 'invalid_request', /not a live access token of this broker/);
+    expectOAuth(await childOf(await engineer()), 'invalid_request'); // an identity token is no broker token
+    await t.http.post(`/v1/credentials/${parent.body.request_id}/revoke`).set(bearer(await engineer())).send({ reason: 'done' });
+    expectOAuth(await childOf(parent.body.access_token), 'invalid_request', /not a live access token|revoked/);
+    const short = await delegate(await engineer(), await agent('agent:release-1'), { ttl_seconds: '60' });
+    t.clock.advance(61_000);
+    expectOAuth(await childOf(short.body.access_token), 'invalid_request');
+  });
+
+  it('of a plain token, for its holder: judged on the root subject under the running configuration', async () => {
+    t = await start();
+    const job = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'build', scopes: ['artifacts:read', 'logs:read'], audience: registry });
+    const child = await childOf(job.body.access_token, { scope: 'artifacts:read' });
+    expect(child.status).toBe(200);
+    expect(decodeJwt(child.body.access_token)).toMatchObject({ sub: 'repo:acme/app:ref:refs/heads/main', client_id: 'ci', scope: 'artifacts:read' });
+    expect(decodeJwt(child.body.access_token).act).toBeUndefined();
+  });
+
+  it('are revoked with their parent, the whole line, in the same transaction: inactive at once, listed as revoked', async () => {
+    t = await start();
+    const parent = await delegate(await engineer(), await agent('agent:release-1'));
+    const child = await childOf(parent.body.access_token, { actor_token: await agent('agent:helper-1'), actor_token_type: JWT });
+    const grandchild = await childOf(child.body.access_token);
+    for (const token of [child.body.access_token, grandchild.body.access_token]) expect((await introspect(token)).active).toBe(true);
+
+    // The agent revokes the parent it holds (RFC 7009): the lot goes.
+    const revoked = await t.http.post('/oauth2/revoke').set(bearer(await agent('agent:release-1'))).type('form').send({ token: parent.body.access_token });
+    expect(revoked.status).toBe(200);
+    for (const token of [parent.body.access_token, child.body.access_token, grandchild.body.access_token]) expect(await introspect(token)).toEqual({ active: false });
+    const list = await t.http.get('/v1/revocations').set(bearer(await t.as.pipeline({}, 'resource-server:registry')));
+    expect(list.body.items.map((i: { jti: string }) => i.jti)).toEqual(
+      expect.arrayContaining([parent, child, grandchild].map((r) => decodeJwt(r.body.access_token).jti)),
+    );
+    const event = (await eventsOf(t, parent.body.request_id)).find((e) => e.type === 'token.revoked');
+    expect(event?.data.children).toEqual([
+      { request_id: child.body.request_id, jti: decodeJwt(child.body.access_token).jti },
+      { request_id: grandchild.body.request_id, jti: decodeJwt(grandchild.body.access_token).jti },
+    ]);
+  });
+
+  it('count for limits like any request', async () => {
+    t = await start((config) => (config.limits = { liveGrants: 2 }));
+    const parent = await delegate(await engineer(), await agent('agent:release-1'));
+    expect((await childOf(parent.body.access_token)).status).toBe(200);
+    expect((await childOf(parent.body.access_token)).status).toBe(429);
+  });
+});
+
+describe('auditors', () => {
+  it('find delegated and child tokens by actor, with the chain in each row', async () => {
+    t = await start();
+    const parent = await delegate(await engineer(), await agent('agent:release-1'));
+    await childOf(parent.body.access_token, { actor_token: await agent('agent:helper-1'), actor_token_type: JWT });
+    await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'build', scopes: ['artifacts:read'], audience: registry });
+    const ivy = await t.as.person('ivy', ['auditors']);
+    const byRelease = await t.http.get('/v1/audit/issuances?actor=agent:release-1').set(bearer(ivy));
+    expect(byRelease.body.items).toHaveLength(2);
+    const byHelper = await t.http.get('/v1/audit/issuances?actor=agent:helper-1').set(bearer(ivy));
+    expect(byHelper.body.items).toEqual([expect.objectContaining({ act: { iss: AGENTS_ISS, sub: 'agent:helper-1', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } } })]);
+  });
+});
