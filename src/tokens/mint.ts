@@ -18,6 +18,17 @@ export interface AccessTokenGrant {
   ttlSeconds: number;
   /** RFC 9396 section 9.1: the objects the token acts on. */
   authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
+  /** RFC 8693 section 4.1: the current actor, earlier actors nested under its `act`. */
+  act?: ActorClaim | undefined;
+  /** RFC 9449 section 6.1: the thumbprint of the DPoP key the token is bound to. */
+  cnf?: { jkt: string } | undefined;
+}
+
+/** An actor of a delegated token: `{iss, sub}`, the one it acted after nested under `act`. */
+export interface ActorClaim {
+  iss: string;
+  sub: string;
+  act?: ActorClaim;
 }
 
 export interface MintedToken {
@@ -43,7 +54,7 @@ export interface MintOptions {
 
 /** Signs an RFC 9068 access token. The caller records it before handing it out. */
 export async function mintAccessToken(
-  keyring: Keyring,
+  keyring: Pick<Keyring, 'signingKey'>,
   issuer: string,
   grant: AccessTokenGrant,
   now: number,
@@ -70,6 +81,8 @@ export async function mintAccessToken(
     ...(grant.approvers.length > 0 ? { approvers: grant.approvers.map(({ iss, sub, at }) => ({ iss, sub, at })) } : {}),
     ...(grant.breakGlass ? { break_glass: true } : {}),
     ...(grant.authorizationDetails ? { authorization_details: grant.authorizationDetails } : {}),
+    ...(grant.act ? { act: grant.act } : {}),
+    ...(grant.cnf ? { cnf: { jkt: grant.cnf.jkt } } : {}),
   };
   const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
   return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };
