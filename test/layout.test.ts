@@ -84,6 +84,22 @@ describe('the layout of src/', () => {
     expect(offending).toEqual([]);
   });
 
+  it('verifier/, which resource servers import on its own, reaches only dpop/ and shared/, and of packages only jose', () => {
+    const reached = new Set<string>();
+    const pending = [join(SRC, 'verifier', 'index.ts')];
+    while (pending.length > 0) {
+      const file = pending.pop() as string;
+      if (reached.has(file)) continue;
+      reached.add(file);
+      pending.push(...(graph.get(file) ?? []));
+    }
+    const offending = [...reached].filter((file) => !/^(verifier|dpop|shared)\//.test(relative(SRC, file)));
+    const packages = [...reached].flatMap((file) => specifiers(file).filter((specifier) => !specifier.startsWith('.') && !specifier.startsWith('node:')));
+    expect(reached).toContain(join(SRC, 'dpop', 'verify.ts'));
+    expect(offending).toEqual([]);
+    expect(new Set(packages)).toEqual(new Set(['jose']));
+  });
+
   it.each(DOMAIN)('%s/ knows neither express nor a database engine', (folder) => {
     const offending = files
       .filter((file) => relative(SRC, file).startsWith(`${folder}/`))
