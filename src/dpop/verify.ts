@@ -96,18 +96,18 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
     throw verificationFailure(error);
   }
 
-  const { jti, htm, htu, iat, ath } = payload;
-  for (const [claim, value] of [['jti', jti], ['htm', htm], ['htu', htu]] as const) {
-    if (typeof value !== 'string' || value === '') throw refuse('claim', `has no ${claim} claim (a string)`);
-  }
+  const jti = stringClaim(payload, 'jti');
+  const htm = stringClaim(payload, 'htm');
+  const htu = stringClaim(payload, 'htu');
+  const { iat, ath } = payload;
   if (typeof iat !== 'number' || !Number.isFinite(iat)) throw refuse('claim', 'has no iat claim (a number)');
-  if (Buffer.byteLength(jti as string, 'utf8') > MAX_DPOP_JTI_BYTES || !isWellFormed(jti as string)) {
+  if (Buffer.byteLength(jti, 'utf8') > MAX_DPOP_JTI_BYTES || !isWellFormed(jti)) {
     throw refuse('claim', `has a jti that is not well-formed text of at most ${MAX_DPOP_JTI_BYTES} bytes`);
   }
 
   // RFC 9110 section 9.1: methods are case-sensitive.
   if (htm !== expected.method) throw refuse('method', `is for another HTTP method: its htm must be ${expected.method}`);
-  checkTargetUri(htu as string, expected.url);
+  checkTargetUri(htu, expected.url);
 
   const issuedAt = iat * 1000;
   if (issuedAt < expected.now - expected.clockSkewMs) {
@@ -124,10 +124,16 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   if (expected.jkt !== undefined && jkt !== expected.jkt) {
     throw refuse('key_mismatch', 'is signed by another key than the one the token is bound to (cnf.jkt)');
   }
-  return { jkt, jti: jti as string, iat, replayWindowEndsAt: issuedAt + expected.clockSkewMs };
+  return { jkt, jti, iat, replayWindowEndsAt: issuedAt + expected.clockSkewMs };
 }
 
 const refuse = (problem: DpopProofProblem, what: string) => new InvalidDpopProof(problem, `The DPoP proof ${what}.`);
+
+function stringClaim(payload: JWTPayload, claim: 'jti' | 'htm' | 'htu'): string {
+  const value = payload[claim];
+  if (typeof value !== 'string' || value === '') throw refuse('claim', `has no ${claim} claim (a string)`);
+  return value;
+}
 
 function readHeader(proof: string): ProtectedHeaderParameters {
   try {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { errors, jwtVerify } from 'jose';
-import { DPOP_SIGNING_ALGORITHMS, singleDpopProof, verifyDpopProof } from '../dpop/index.js';
+import { DPOP_SIGNING_ALGORITHMS, singleDpopProof, verifyDpopProof, type VerifiedDpopProof } from '../dpop/index.js';
 import { InvalidDpopProof } from '../shared/errors.js';
 import { actorChain, boundKeyThumbprint, type BrokerTokenClaims } from './claims.js';
 import { BrokerTokenError } from './errors.js';
@@ -88,9 +88,9 @@ export interface PresentedRequest {
   /** The request's method, as received. */
   method: string;
   /**
-   * The URL the client addressed: this resource server's public base URL plus the request's
-   * path (`https://registry.acme.internal${req.originalUrl}`), not one built from the Host
-   * header, which the client chooses. A query or fragment is ignored.
+   * The absolute URL the client addressed: this resource server's public base URL plus the
+   * request's path (`https://registry.acme.internal${req.originalUrl}`), not one built from the
+   * Host header, which the client chooses. A query or fragment is ignored.
    */
   url: string;
   /** The Authorization header: `Bearer <token>` or `DPoP <token>`. */
@@ -171,7 +171,7 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
 
   /** RFC 9449 section 7: the proof is by the token's key, for this request, and new. */
   async function checkProof(request: PresentedRequest, token: string, proof: string, jkt: string): Promise<void> {
-    let verified;
+    let verified: VerifiedDpopProof;
     try {
       verified = await verifyDpopProof(proof, {
         method: request.method,
@@ -241,7 +241,10 @@ function readAuthorization(header: string | undefined): { scheme: 'bearer' | 'dp
   return { scheme: (match[1] as string).toLowerCase() as 'bearer' | 'dpop', token: match[2] as string };
 }
 
-/** The proof rules speak the broker's error; a resource server hears `dpop` with what was wrong. */
+/**
+ * The proof rules speak the broker's error; a resource server hears `dpop` with what was wrong.
+ * Anything else is the resource server's own defect (a request URL it cannot read), rethrown.
+ */
 function dpopRefusal(error: unknown): BrokerTokenError {
   if (error instanceof InvalidDpopProof) return new BrokerTokenError('dpop', error.detail);
   throw error;
