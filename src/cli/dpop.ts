@@ -54,7 +54,7 @@ function warnIfUnbound(io: CliIo, body: unknown): void {
  * The CLI's DPoP key: read from its file, or made (ES256) and written there once, mode 0600 in a
  * 0700 directory. A file others can read is refused, as ssh refuses such a key.
  */
-export function dpopKey(env: NodeJS.ProcessEnv): DpopSigningKey {
+function dpopKey(env: NodeJS.ProcessEnv): DpopSigningKey {
   const path = dpopKeyFile(env);
   let jwk: JWK;
   try {
