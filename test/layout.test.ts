@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
  */
 
 const SRC = 'src';
-const DOMAIN = ['approval', 'audit', 'breakglass', 'credentials', 'delegation', 'duties', 'identity', 'notify', 'policy', 'requests', 'scheduler', 'settings', 'tokens'];
+const DOMAIN = ['approval', 'audit', 'breakglass', 'credentials', 'delegation', 'dpop', 'duties', 'identity', 'notify', 'policy', 'requests', 'scheduler', 'settings', 'tokens'];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -82,6 +82,22 @@ describe('the layout of src/', () => {
       .filter(([file]) => relative(SRC, file).startsWith('store/'))
       .flatMap(([file, imports]) => imports.filter((target) => !/^(store|shared)\//.test(relative(SRC, target))).map((target) => `${file}: ${target}`));
     expect(offending).toEqual([]);
+  });
+
+  it('verifier/, which resource servers import on its own, reaches only dpop/ and shared/, and of packages only jose', () => {
+    const reached = new Set<string>();
+    const pending = [join(SRC, 'verifier', 'index.ts')];
+    while (pending.length > 0) {
+      const file = pending.pop() as string;
+      if (reached.has(file)) continue;
+      reached.add(file);
+      pending.push(...(graph.get(file) ?? []));
+    }
+    const offending = [...reached].filter((file) => !/^(verifier|dpop|shared)\//.test(relative(SRC, file)));
+    const packages = [...reached].flatMap((file) => specifiers(file).filter((specifier) => !specifier.startsWith('.') && !specifier.startsWith('node:')));
+    expect(reached).toContain(join(SRC, 'dpop', 'verify.ts'));
+    expect(offending).toEqual([]);
+    expect(new Set(packages)).toEqual(new Set(['jose']));
   });
 
   it.each(DOMAIN)('%s/ knows neither express nor a database engine', (folder) => {

@@ -7,7 +7,8 @@ import { claims, identityOptions, resolveIdentity, type IdentitySource, type Ide
 export interface BrokerClient {
   readonly base: string;
   get<T = Record<string, unknown>>(path: string): Promise<T>;
-  post<T = Record<string, unknown>>(path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** `headers` adds to the client's own (a DPoP proof); it cannot replace them. */
+  post<T = Record<string, unknown>>(path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T }>;
   /** GETs a path and returns the raw response (exports stream). */
   raw(path: string): Promise<Response>;
 }
@@ -45,13 +46,14 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
   const source: IdentitySource =
     typeof identity === 'string' ? { describe: 'the given token', token: async () => identity } : identity;
 
-  async function call(method: string, path: string, body?: unknown): Promise<Response> {
+  async function call(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<Response> {
     const token = await source.token();
     let response: Response;
     try {
       response = await io.fetch(`${base}${path}`, {
         method,
         headers: {
+          ...extraHeaders,
           authorization: `Bearer ${token}`,
           accept: 'application/json',
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
@@ -82,8 +84,8 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
     async get(path) {
       return json(await call('GET', path));
     },
-    async post(path, body) {
-      const response = await call('POST', path, body);
+    async post(path, body, headers) {
+      const response = await call('POST', path, body, headers);
       return { status: response.status, body: await json(response) };
     },
     raw: (path) => call('GET', path),

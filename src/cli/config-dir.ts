@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 
 /**
- * Where the CLI keeps its own files (`profile.json`, `login.json`): env JIT_CONFIG_DIR, else
+ * Where the CLI keeps its own files (`profile.json`, `login.json`, `dpop.jwk.json`): env JIT_CONFIG_DIR, else
  * `$XDG_CONFIG_HOME/jit`, else `~/.config/jit`. One rule for every command that reads or writes
  * there. XDG_CONFIG_HOME counts only when absolute, as the XDG spec says.
  */
@@ -17,3 +17,6 @@ export const loginFile = (env: NodeJS.ProcessEnv) => join(configDir(env), 'login
 
 /** The CLI profile: `{broker}`. */
 export const profileFile = (env: NodeJS.ProcessEnv) => join(configDir(env), 'profile.json');
+
+/** The CLI's DPoP private key (RFC 9449), a JWK, mode 0600: `jit request --dpop` binds tokens to it. */
+export const dpopKeyFile = (env: NodeJS.ProcessEnv) => join(configDir(env), 'dpop.jwk.json');

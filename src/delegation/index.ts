@@ -1,2 +1,2 @@
 export { actClaim, checkMayAct, compileDelegation } from './rules.js';
-export type { ActClaim, Allowance, Delegation } from './rules.js';
+export type { Allowance, Delegation } from './rules.js';

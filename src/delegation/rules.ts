@@ -1,6 +1,7 @@
 import type { BrokerConfig } from '../config/index.js';
 import { compileMatch, type IdentityMatcher, type Matchable } from '../identity/index.js';
 import { InvalidRequest, PolicyDenied } from '../shared/errors.js';
+import type { ActClaim } from '../shared/act.js';
 import type { Principal } from '../store/index.js';
 
 /**
@@ -77,11 +78,6 @@ export function checkMayAct(subjectClaims: Readonly<Record<string, unknown>>, ac
   if (!named || mayAct.sub !== actor.sub || (mayAct.iss !== undefined && mayAct.iss !== actor.iss)) {
     throw new InvalidRequest(`The subject token's may_act does not name this actor (${actor.sub}); only the actor it names may act for it.`);
   }
-}
-
-/** RFC 8693 section 4.1: `act`, the current actor outermost, earlier actors nested under it. */
-export interface ActClaim extends Principal {
-  act?: ActClaim;
 }
 
 /** The `act` claim of a chain given current actor first; undefined for none. */

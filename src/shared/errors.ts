@@ -31,7 +31,7 @@ interface ErrorOptions {
 
 /**
  * CONTRACT section 4: every `/oauth2` error uses a code registered by RFC 6749, 6750, 7009, 7662,
- * 8628, 8693, 8707 or 9396, so that OAuth client libraries understand it.
+ * 8628, 8693, 8707, 9396 or 9449, so that OAuth client libraries understand it.
  */
 export type OAuthErrorCode =
   | 'invalid_request'
@@ -45,6 +45,8 @@ export type OAuthErrorCode =
   | 'authorization_pending'
   | 'slow_down'
   | 'invalid_authorization_details'
+  /** RFC 9449 section 5 registers it for a DPoP proof the token endpoint refuses. */
+  | 'invalid_dpop_proof'
   | 'server_error'
   | 'temporarily_unavailable';
 
@@ -99,6 +101,41 @@ export class InvalidTarget extends InvalidRequest {
 /** RFC 9396: `authorization_details` that are malformed, of an unknown type, or missing an object a step needs. */
 export class InvalidAuthorizationDetails extends InvalidRequest {
   override readonly oauthError = 'invalid_authorization_details';
+}
+
+/** Which check of RFC 9449 a DPoP proof failed: stable, for logs and tests (the detail is for people). */
+export type DpopProofProblem =
+  | 'missing'
+  | 'several'
+  | 'too_large'
+  | 'malformed'
+  | 'type'
+  | 'algorithm'
+  | 'key'
+  | 'signature'
+  | 'claim'
+  | 'method'
+  | 'url'
+  | 'stale'
+  | 'future'
+  | 'access_token_hash'
+  | 'key_mismatch'
+  | 'replayed';
+
+/**
+ * A DPoP proof (RFC 9449) that is missing where one is needed, or fails a check of its section
+ * 4.3. Under `/v1` a 400 `invalid_request`; at `/oauth2` RFC 9449's own `invalid_dpop_proof`. The
+ * detail names DPoP and says what was wrong; it never holds the proof or a token.
+ */
+export class InvalidDpopProof extends InvalidRequest {
+  override readonly oauthError = 'invalid_dpop_proof';
+
+  constructor(
+    readonly problem: DpopProofProblem,
+    detail: string,
+  ) {
+    super(detail, undefined, { internal: { dpop: problem } });
+  }
 }
 
 export class PayloadTooLarge extends InvalidRequest {

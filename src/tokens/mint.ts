@@ -1,4 +1,5 @@
 import { createHash, sign } from 'node:crypto';
+import type { ActClaim } from '../shared/act.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { uuidv7 } from '../shared/ids.js';
 import type { Principal } from '../store/index.js';
@@ -18,8 +19,10 @@ export interface AccessTokenGrant {
   ttlSeconds: number;
   /** RFC 9396 section 9.1: the objects the token acts on. */
   authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
-  /** RFC 8693 section 4.1: the actor chain of a delegated token, current actor outermost. */
-  act?: object | undefined;
+  /** RFC 8693 section 4.1: the current actor, earlier actors nested under its `act`. */
+  act?: ActClaim | undefined;
+  /** RFC 9449 section 6.1: the thumbprint of the DPoP key the token is bound to. */
+  cnf?: { jkt: string } | undefined;
 }
 
 export interface MintedToken {
@@ -45,7 +48,7 @@ export interface MintOptions {
 
 /** Signs an RFC 9068 access token. The caller records it before handing it out. */
 export async function mintAccessToken(
-  keyring: Keyring,
+  keyring: Pick<Keyring, 'signingKey'>,
   issuer: string,
   grant: AccessTokenGrant,
   now: number,
@@ -73,6 +76,7 @@ export async function mintAccessToken(
     ...(grant.breakGlass ? { break_glass: true } : {}),
     ...(grant.authorizationDetails ? { authorization_details: grant.authorizationDetails } : {}),
     ...(grant.act ? { act: grant.act } : {}),
+    ...(grant.cnf ? { cnf: { jkt: grant.cnf.jkt } } : {}),
   };
   const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
   return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };

@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { callerOptions, connect, type BrokerClient } from '../client.js';
 import type { CliIo } from '../cli-io.js';
+import { DPOP_HELP, dpopOptions, withDpop } from '../dpop.js';
 import { parseDuration, parseTtlSeconds } from '../duration.js';
 import { CliError, EXIT, parse, shown, usage } from '../io.js';
 import { requestIdArgument } from '../request-id.js';
@@ -25,11 +26,14 @@ export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience A
   --wait DURATION          how long to wait for approval (default 15m; 0: do not wait)
   --request-id-file FILE   also write the request id to FILE (mode 0600), for a later
                            jit collect or jit complete in another step
+${DPOP_HELP}
   A wait asks the broker every 2s (env JIT_POLL_INTERVAL sets another interval).`;
 
-export const collectHelp = `jit collect REQUEST_ID [--wait DURATION]
+export const collectHelp = `jit collect REQUEST_ID [--wait DURATION] [--dpop]
   Waits for an approved request (default 15m; 0: look once) and prints its token (with --json:
-  the broker's answer). A token is given once: collecting it again is refused.`;
+  the broker's answer). A token is given once: collecting it again is refused.
+${DPOP_HELP}
+                           (a request made with --dpop is collected with --dpop)`;
 
 /** How often a wait asks the broker; env JIT_POLL_INTERVAL changes it. */
 const DEFAULT_POLL = '2s';
@@ -47,6 +51,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     'authorization-details': { type: 'string' },
     wait: { type: 'string', default: '15m' },
     'request-id-file': { type: 'string' },
+    ...dpopOptions,
   });
   const scopes = values.scope.flatMap((scope) => scope.split(/[\s,]+/)).filter(Boolean);
   if (scopes.length === 0) throw usage('at least one --scope is required');
@@ -57,7 +62,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
   const wait = parseDuration(values.wait, '--wait');
   const poll = pollInterval(io);
 
-  const client = connect(io, values);
+  const client = withDpop(connect(io, values), io, values.dpop);
   const { status, body } = await client.post<Record<string, unknown>>('/v1/credentials', {
     task_id: values.task,
     scopes,
@@ -82,10 +87,10 @@ export async function request(args: string[], io: CliIo): Promise<number> {
 }
 
 export async function collect(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' } });
+  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' }, ...dpopOptions });
   const id = requestIdArgument(io, positionals[0], false);
   const wait = parseDuration(values.wait, '--wait');
-  const client = connect(io, values);
+  const client = withDpop(connect(io, values), io, values.dpop);
   return waitAndCollect(io, client, id, { waitMs: wait, pollMs: pollInterval(io), json: values.json });
 }
 

@@ -1,0 +1,341 @@
+import { createHash } from 'node:crypto';
+import { errors, jwtVerify } from 'jose';
+import { DPOP_SIGNING_ALGORITHMS, singleDpopProof, verifyDpopProof, type VerifiedDpopProof } from '../dpop/index.js';
+import { InvalidDpopProof } from '../shared/errors.js';
+import { actorChain, boundKeyThumbprint, type BrokerTokenClaims } from './claims.js';
+import { BrokerTokenError } from './errors.js';
+import { brokerKeys, KeysUnavailable } from './jwks.js';
+import { createProofReplayCache } from './replay-cache.js';
+
+/**
+ * Verifies the broker's access tokens where they are used: in a resource server, offline,
+ * against the broker's JWKS, with an optional check against revocation, and, for a DPoP-bound
+ * token, with the proof of the request it came with. Import it as `jit-broker/verifier`. It
+ * depends on jose and the broker's own `dpop/` rules (built beside it in dist/).
+ */
+
+export interface RevocationCheck {
+  /**
+   * `introspect` asks the broker about each token (RFC 7662; freshest, one call per token per
+   * cache period); `list` keeps the broker's list of revoked tokens (one call per cache period).
+   */
+  mode: 'introspect' | 'list';
+  /** The resource server's own identity token, holding the broker's `introspector` role. */
+  identityToken: () => string | Promise<string>;
+  /** How long an answer is reused (default 10 s): the most a revocation can go unseen. */
+  cacheMs?: number;
+}
+
+/** DPoP (RFC 9449): how `verifyRequest` checks the proofs that come with DPoP-bound tokens. */
+export interface DpopOptions {
+  /** Proof algorithms accepted (default: the asymmetric ones, ES256, EdDSA, RS256 and kin; never none or an HMAC). */
+  algorithms?: readonly string[];
+  /** How far a proof's `iat` may lie from now, either way, in seconds (default: `clockToleranceSeconds`). */
+  proofWindowSeconds?: number;
+  /**
+   * How many proofs this process remembers against replay (default 100,000), each until its
+   * window ends. Full, it refuses new proofs as `unavailable` rather than forget one early.
+   */
+  replayCacheSize?: number;
+}
+
+export interface BrokerVerifierOptions {
+  /** The broker's `issuer`, exactly. */
+  issuer: string;
+  /** This resource server: the token's `aud` must be it. */
+  audience: string;
+  /** Where to reach the broker, when not at its issuer URL (an internal address). Default: `issuer`. */
+  brokerUrl?: string;
+  /** Default `${brokerUrl}/.well-known/jwks.json`. */
+  jwksUri?: string;
+  /** Leeway for `exp` and `nbf`, seconds (default 30). */
+  clockToleranceSeconds?: number;
+  /**
+   * The longest the JWKS is kept (default 10 minutes); within that, as long as the broker's
+   * `Cache-Control: max-age` says, which is never longer than it publishes new keys ahead.
+   */
+  jwksMaxAgeMs?: number;
+  /** A token naming a key the cached JWKS lacks fetches it again, at most once this often (default 30 s). */
+  jwksCooldownMs?: number;
+  revocation?: RevocationCheck;
+  dpop?: DpopOptions;
+  fetch?: typeof fetch;
+  /** For tests: the current time. */
+  now?: () => number;
+}
+
+export interface VerifyRequirements {
+  /** Every one of these must be in the token's `scope`. */
+  requiredScopes?: readonly string[];
+  /** At least this many approvers (true: at least one). */
+  requireApprovals?: boolean | number;
+  /** Refuse break-glass tokens here (default: accepted; they are legitimate, and audited). */
+  refuseBreakGlass?: boolean;
+  /**
+   * Delegated tokens (an agent acting for a principal, RFC 8693 `act`): `required` takes only
+   * those, `forbidden` refuses them, `allowed` (the default) takes either.
+   */
+  delegation?: 'required' | 'forbidden' | 'allowed';
+}
+
+export interface RequestRequirements extends VerifyRequirements {
+  /** Take DPoP-bound tokens only: a Bearer token is refused here (default: both, each as its binding says). */
+  requireDpop?: boolean;
+}
+
+/** The parts of an HTTP request that carry and bind a token. */
+export interface PresentedRequest {
+  /** The request's method, as received. */
+  method: string;
+  /**
+   * The absolute URL the client addressed: this resource server's public base URL plus the
+   * request's path (`https://registry.acme.internal${req.originalUrl}`), not one built from the
+   * Host header, which the client chooses. A query or fragment is ignored.
+   */
+  url: string;
+  /** The Authorization header: `Bearer <token>` or `DPoP <token>`. */
+  authorization: string | undefined;
+  /** Every DPoP header received (express: `req.headersDistinct.dpop`), so that two are refused. */
+  dpop?: string | readonly string[] | undefined;
+}
+
+export interface BrokerVerifier {
+  /**
+   * Resolves to the token's claims, or rejects with a `BrokerTokenError` saying why not. A
+   * DPoP-bound token is refused here: without the request it came with, its proof cannot be
+   * checked (use `verifyRequest`).
+   */
+  verify(token: string, requirements?: VerifyRequirements): Promise<BrokerTokenClaims>;
+  /**
+   * The same for a request: its Bearer or DPoP token and, for a DPoP-bound token, the proof
+   * that must come with it (this method and URL, this token's hash, the key of its `cnf.jkt`,
+   * fresh, and never seen before by this process).
+   */
+  verifyRequest(request: PresentedRequest, requirements?: RequestRequirements): Promise<BrokerTokenClaims>;
+}
+
+export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVerifier {
+  const base = (options.brokerUrl ?? options.issuer).replace(/\/+$/, '');
+  const fetchImpl = options.fetch ?? fetch;
+  const now = options.now ?? Date.now;
+  const clockTolerance = options.clockToleranceSeconds ?? 30;
+  const jwks = brokerKeys({
+    url: options.jwksUri ?? `${base}/.well-known/jwks.json`,
+    fetch: fetchImpl,
+    now,
+    maxAgeMs: options.jwksMaxAgeMs ?? 10 * 60_000,
+    cooldownMs: options.jwksCooldownMs ?? 30_000,
+    timeoutMs: 5_000,
+  });
+  const isRevoked = options.revocation ? revocationCheck(base, options.revocation, fetchImpl, now) : undefined;
+  const dpop = {
+    algorithms: options.dpop?.algorithms ?? DPOP_SIGNING_ALGORITHMS,
+    windowMs: (options.dpop?.proofWindowSeconds ?? clockTolerance) * 1000,
+    seen: createProofReplayCache(options.dpop?.replayCacheSize ?? 100_000, now),
+  };
+
+  /** The signature, issuer, audience, type and lifetime, and the shape of `act` and `cnf`. */
+  async function verifySigned(token: string): Promise<{ claims: BrokerTokenClaims; jkt: string | undefined }> {
+    let claims: BrokerTokenClaims;
+    try {
+      ({ payload: claims } = (await jwtVerify(token, jwks, {
+        issuer: options.issuer,
+        audience: options.audience,
+        typ: 'at+jwt',
+        algorithms: ['ES256', 'EdDSA', 'RS256'],
+        clockTolerance,
+        currentDate: new Date(now()),
+        requiredClaims: ['sub', 'jti', 'exp', 'scope'],
+      })) as unknown as { payload: BrokerTokenClaims });
+    } catch (error) {
+      throw refusal(error);
+    }
+    actorChain(claims);
+    return { claims, jkt: boundKeyThumbprint(claims) };
+  }
+
+  /** What the resource server asks of the token; the revocation check last, as it may call the broker. */
+  async function checkRequirements(token: string, claims: BrokerTokenClaims, requirements: VerifyRequirements): Promise<BrokerTokenClaims> {
+    const scopes = new Set(claims.scope.split(' '));
+    const missing = (requirements.requiredScopes ?? []).filter((scope) => !scopes.has(scope));
+    if (missing.length > 0) throw new BrokerTokenError('scope', `token lacks scope ${missing.join(', ')}`);
+    const approvals = requirements.requireApprovals === true ? 1 : Number(requirements.requireApprovals ?? 0);
+    if ((claims.approvers?.length ?? 0) < approvals) {
+      throw new BrokerTokenError('approvals', `token carries ${claims.approvers?.length ?? 0} approvals, ${approvals} needed`);
+    }
+    if (requirements.refuseBreakGlass && claims.break_glass) throw new BrokerTokenError('break_glass', 'break-glass tokens are refused here');
+    checkDelegation(claims, requirements.delegation ?? 'allowed');
+    if (isRevoked && (await isRevoked(token, claims))) throw new BrokerTokenError('revoked', 'token was revoked');
+    return claims;
+  }
+
+  /** RFC 9449 section 7: the proof is by the token's key, for this request, and new. */
+  async function checkProof(request: PresentedRequest, token: string, proof: string, jkt: string): Promise<void> {
+    let verified: VerifiedDpopProof;
+    try {
+      verified = await verifyDpopProof(proof, {
+        method: request.method,
+        url: request.url,
+        algorithms: dpop.algorithms,
+        now: now(),
+        clockSkewMs: dpop.windowMs,
+        accessToken: token,
+        jkt,
+      });
+    } catch (error) {
+      throw dpopRefusal(error);
+    }
+    const recorded = dpop.seen.record(`${verified.jkt}.${verified.jti}`, verified.replayWindowEndsAt);
+    if (recorded === 'replayed') throw new BrokerTokenError('dpop', 'the DPoP proof was used before: make a fresh proof for every request');
+    if (recorded === 'full') throw new BrokerTokenError('unavailable', 'too many DPoP proofs to remember against replay; try again shortly');
+  }
+
+  return {
+    async verify(token, requirements = {}) {
+      const { claims, jkt } = await verifySigned(token);
+      if (jkt !== undefined) throw new BrokerTokenError('dpop', 'the token is DPoP-bound: verify it with the proof of its request (verifyRequest)');
+      return checkRequirements(token, claims, requirements);
+    },
+
+    async verifyRequest(request, requirements = {}) {
+      const { scheme, token } = readAuthorization(request.authorization);
+      let proof: string | undefined;
+      if (scheme === 'dpop') {
+        try {
+          proof = singleDpopProof(request.dpop);
+        } catch (error) {
+          throw dpopRefusal(error);
+        }
+        if (proof === undefined) throw new BrokerTokenError('dpop', 'Authorization: DPoP needs a DPoP proof header');
+      } else if (requirements.requireDpop) {
+        throw new BrokerTokenError('dpop', 'this resource server takes DPoP-bound tokens only: Authorization: DPoP with a DPoP proof');
+      }
+
+      const { claims, jkt } = await verifySigned(token);
+      // A bound token as Bearer is what a thief would send: its holder would have sent a proof.
+      if (scheme === 'bearer' && jkt !== undefined) {
+        throw new BrokerTokenError('dpop', 'the token is DPoP-bound: send it as Authorization: DPoP with a proof by its key');
+      }
+      if (scheme === 'dpop' && jkt === undefined) throw new BrokerTokenError('dpop', 'the token is not DPoP-bound (no cnf.jkt): send it as Bearer');
+      if (proof !== undefined && jkt !== undefined) await checkProof(request, token, proof, jkt);
+      return checkRequirements(token, claims, requirements);
+    },
+  };
+}
+
+function checkDelegation(claims: BrokerTokenClaims, delegation: 'required' | 'forbidden' | 'allowed'): void {
+  const delegated = claims.act !== undefined;
+  if (delegation === 'required' && !delegated) {
+    throw new BrokerTokenError('delegation', 'this resource server takes delegated tokens only (an agent acting for a principal, act); this one is not');
+  }
+  if (delegation === 'forbidden' && delegated) {
+    throw new BrokerTokenError('delegation', 'this resource server refuses delegated tokens; this one is held by an actor (act) for its subject');
+  }
+}
+
+/** RFC 6750 section 2.1 and RFC 9449 section 7.1: a scheme, case-insensitive, and one token68. */
+function readAuthorization(header: string | undefined): { scheme: 'bearer' | 'dpop'; token: string } {
+  if (header === undefined || header.trim() === '') throw new BrokerTokenError('missing', 'no access token: Authorization: Bearer or DPoP <token>');
+  const match = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+  if (!match) throw new BrokerTokenError('invalid', 'the Authorization header is not Bearer or DPoP followed by one token');
+  return { scheme: (match[1] as string).toLowerCase() as 'bearer' | 'dpop', token: match[2] as string };
+}
+
+/**
+ * The proof rules speak the broker's error; a resource server hears `dpop` with what was wrong.
+ * Anything else is the resource server's own defect (a request URL it cannot read), rethrown.
+ */
+function dpopRefusal(error: unknown): BrokerTokenError {
+  if (error instanceof InvalidDpopProof) return new BrokerTokenError('dpop', error.detail);
+  throw error;
+}
+
+/** One-call convenience over a verifier kept per (issuer, audience, jwksUri). */
+const verifiers = new Map<string, BrokerVerifier>();
+export function verifyBrokerToken(
+  token: string,
+  options: Omit<BrokerVerifierOptions, 'fetch' | 'now'> & VerifyRequirements,
+): Promise<BrokerTokenClaims> {
+  const { requiredScopes, requireApprovals, refuseBreakGlass, delegation, ...verifierOptions } = options;
+  const key = JSON.stringify([
+    options.issuer,
+    options.audience,
+    options.brokerUrl ?? null,
+    options.jwksUri ?? null,
+    options.revocation?.mode ?? null,
+    options.clockToleranceSeconds ?? null,
+  ]);
+  let verifier = verifiers.get(key);
+  if (!verifier) {
+    verifier = createBrokerVerifier(verifierOptions);
+    verifiers.set(key, verifier);
+  }
+  return verifier.verify(token, {
+    ...(requiredScopes ? { requiredScopes } : {}),
+    ...(requireApprovals !== undefined ? { requireApprovals } : {}),
+    ...(refuseBreakGlass !== undefined ? { refuseBreakGlass } : {}),
+    ...(delegation !== undefined ? { delegation } : {}),
+  });
+}
+
+function refusal(error: unknown): BrokerTokenError {
+  if (error instanceof errors.JWTExpired) return new BrokerTokenError('expired', 'token has expired', { cause: error });
+  if (error instanceof errors.JWTClaimValidationFailed && error.claim === 'aud') {
+    return new BrokerTokenError('audience', 'token is for another audience', { cause: error });
+  }
+  if (error instanceof KeysUnavailable || error instanceof errors.JWKSTimeout || (error instanceof Error && !(error instanceof errors.JOSEError))) {
+    return new BrokerTokenError('unavailable', 'broker keys could not be fetched', { cause: error });
+  }
+  return new BrokerTokenError('invalid', 'not a valid broker token', { cause: error });
+}
+
+/** Fails closed: when the broker cannot be asked, the token is not accepted. */
+function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof fetch, now: () => number) {
+  const cacheMs = check.cacheMs ?? 10_000;
+  const call = async (path: string, init: RequestInit = {}) => {
+    let response: Response;
+    try {
+      response = await fetchImpl(`${base}${path}`, {
+        ...init,
+        headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${await check.identityToken()}` },
+        signal: AbortSignal.timeout(5_000),
+      });
+    } catch (error) {
+      throw new BrokerTokenError('unavailable', 'the broker could not be asked about revocation', { cause: error });
+    }
+    if (!response.ok) throw new BrokerTokenError('unavailable', `the broker answered ${response.status} about revocation`);
+    return response.json() as Promise<Record<string, unknown>>;
+  };
+
+  if (check.mode === 'introspect') {
+    const answers = new Map<string, { active: boolean; at: number }>();
+    return async (token: string) => {
+      const key = createHash('sha256').update(token).digest('hex');
+      const cached = answers.get(key);
+      if (cached && now() - cached.at < cacheMs) return !cached.active;
+      const body = await call('/oauth2/introspect', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token }).toString(),
+      });
+      answers.set(key, { active: body.active === true, at: now() });
+      for (const [k, v] of answers) if (now() - v.at >= cacheMs) answers.delete(k);
+      return body.active !== true;
+    };
+  }
+
+  let list: { jtis: Set<string>; at: number } | undefined;
+  return async (_token: string, claims: BrokerTokenClaims) => {
+    if (!list || now() - list.at >= cacheMs) {
+      const jtis = new Set<string>();
+      let cursor: string | null = null;
+      do {
+        const page: Record<string, unknown> = await call(`/v1/revocations?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+        for (const item of page.items as { jti: string }[]) jtis.add(item.jti);
+        cursor = page.next_cursor as string | null;
+      } while (cursor);
+      list = { jtis, at: now() };
+    }
+    return list.jtis.has(claims.jti);
+  };
+}
