@@ -11,7 +11,17 @@ export interface BrokerClient {
   post<T = Record<string, unknown>>(path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T }>;
   /** GETs a path and returns the raw response (exports stream). */
   raw(path: string): Promise<Response>;
+  /**
+   * RFC 8693 at `/oauth2/token`, with this client's identity as `subject_token`: 200 with the
+   * token, or 400 `authorization_pending` with the request id; any other refusal throws.
+   */
+  exchange<T = Record<string, unknown>>(fields: Record<string, string>, headers?: Record<string, string>): Promise<{ status: number; body: T }>;
 }
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+/** RFC 6749 errors that are a refusal of what was asked (exit 3), as the /v1 problem types are. */
+const OAUTH_REFUSALS = new Set(['invalid_scope', 'invalid_target', 'slow_down', 'insufficient_scope']);
 
 /** How long one call to the broker may take. */
 const CALL_TIMEOUT_MS = 30_000;
@@ -89,6 +99,24 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
       return { status: response.status, body: await json(response) };
     },
     raw: (path) => call('GET', path),
+    async exchange(fields, headers = {}) {
+      let response: Response;
+      try {
+        response = await io.fetch(`${base}/oauth2/token`, {
+          method: 'POST',
+          headers: { ...headers, accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: await source.token(), subject_token_type: JWT_TOKEN_TYPE, ...fields }),
+          signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+        });
+      } catch (error) {
+        throw new CliError(`cannot reach the broker at ${base} (${causeCode(error)})`, EXIT.unreachable);
+      }
+      const body = await json<Record<string, unknown>>(response);
+      if (response.ok || body.error === 'authorization_pending') return { status: response.status, body: body as never };
+      const message = `${String(body.error ?? `HTTP ${response.status}`)}: ${String(body.error_description ?? '')}`;
+      if (response.status >= 502) throw new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
+      throw new CliError(message, OAUTH_REFUSALS.has(String(body.error)) ? EXIT.refused : EXIT.failed);
+    },
   };
 }
 

@@ -38,6 +38,12 @@ export function withDpop(client: BrokerClient, io: CliIo, wanted: boolean): Brok
       warnIfUnbound(io, answer.body);
       return answer;
     },
+    async exchange<T>(fields: Record<string, string>, headers: Record<string, string> = {}) {
+      const proof = await signDpopProof(key, { method: 'POST', url: `${client.base}/oauth2/token` });
+      const answer = await client.exchange<T>(fields, { ...headers, dpop: proof });
+      warnIfUnbound(io, answer.body);
+      return answer;
+    },
   };
 }
 

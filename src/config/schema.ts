@@ -1,5 +1,6 @@
 import ms from 'ms';
 import { z } from 'zod';
+import { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
 import { isSecureOrLoopback } from '../shared/loopback.js';
 import { normalizeName } from '../shared/names.js';
 
@@ -90,9 +91,7 @@ const databaseSchema = z
 export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'RS256'] as const;
 
 /** Asymmetric JWS algorithms an identity issuer may use; `none` and HMAC never verify an identity. */
-export const IDENTITY_ALGORITHMS = [
-  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
-] as const;
+export const IDENTITY_ALGORITHMS = ASYMMETRIC_ALGORITHMS;
 
 const identityAlgorithm = z.string().refine((alg) => (IDENTITY_ALGORITHMS as readonly string[]).includes(alg), {
   message: `must be one of ${IDENTITY_ALGORITHMS.join(', ')} (never none, never an HMAC algorithm)`,
@@ -253,6 +252,10 @@ const scopeSchema = z
     maxTtl: lifetime('Longest lifetime of a token holding this scope.'),
     approvals: z.number().int().min(1).max(10).optional().describe('High risk: how many distinct approvers must approve (default 1).'),
     approvers: matchSchema.optional().describe('High risk: narrows who may approve, beyond the `approver` role.'),
+    requireDpop: z
+      .boolean()
+      .default(false)
+      .describe('A token holding this scope is always DPoP-bound (RFC 9449): a request for it without a valid proof is refused, and a request that waits needs a proof by the same key to be collected.'),
     breakGlass: z
       .strictObject({
         allowed: z.boolean().describe('Whether break-glass may grant this scope.'),
@@ -412,6 +415,18 @@ const configShape = z
       .prefault([])
       .describe(
         'Separation of duties across the lifecycle of one object: whoever took part in one step for an object (requester and its person, the job\'s initiator, each actor, each approver) may not take part in another step for the same object.',
+      ),
+    dpop: z
+      .strictObject({
+        algorithms: z
+          .array(z.enum(ASYMMETRIC_ALGORITHMS))
+          .min(1)
+          .default(['ES256', 'EdDSA'])
+          .describe('Proof algorithms accepted (asymmetric only; never none, never an HMAC).'),
+      })
+      .prefault({})
+      .describe(
+        'Sender-constrained tokens (RFC 9449): a `DPoP` proof on a request that returns a token binds the token to the proof\'s key (`cnf.jkt`, `token_type: DPoP`); a copied token is useless without that key. Proof `jti`s are remembered for `clockSkew`, on every replica.',
       ),
     delegation: z
       .strictObject({

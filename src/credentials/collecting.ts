@@ -1,7 +1,8 @@
 import { sameIdentity, type Identity } from '../identity/index.js';
 import { effectiveStatus, isOwner, issuedView, type IssuedView } from '../requests/index.js';
-import { Conflict, InvalidRequest, PolicyDenied } from '../shared/errors.js';
+import { Conflict, InvalidDpopProof, InvalidRequest, PolicyDenied } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
+import { bindingOf, replayed, requireBinding, type PresentedProof } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDeps } from './grant.js';
 
 /**
@@ -15,8 +16,9 @@ import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDep
 export function createCollecting(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
 
-  return async function collect(identity: Identity, id: string, actor?: Identity): Promise<IssuedView> {
-    const { policy, delegation } = settings(identity);
+  return async function collect(identity: Identity, id: string, actor?: Identity, presented?: PresentedProof): Promise<IssuedView> {
+    const running = settings(identity);
+    const { policy, delegation } = running;
     const now = clock();
     const notCollectable = (status: string) =>
       new Conflict(`The request is ${status}; only an approved request's token can be collected, and only once.`);
@@ -44,11 +46,22 @@ export function createCollecting(deps: CredentialServiceDeps) {
     };
 
     const before = check(await store.requests.state(id));
+    // A request that came with a proof is collected only with a proof by the same key.
+    const binding = await bindingOf(presented, running, now, before.request.dpopJkt);
+    if (before.request.dpopJkt !== null && !binding) {
+      throw new InvalidDpopProof('missing', 'DPoP: this request was made with a proof; collect it with a proof by the same key.');
+    }
+    requireBinding(policy, before.request.scopes, binding, 'collect it with a DPoP proof');
     const granted = regrant(before.request);
     const refused = granted instanceof PolicyDenied || granted instanceof InvalidRequest ? granted : undefined;
-    const request = refused || !('ttlSeconds' in granted) ? before.request : { ...before.request, ttlSeconds: granted.ttlSeconds };
+    const request = {
+      ...before.request,
+      ...(refused || !('ttlSeconds' in granted) ? {} : { ttlSeconds: granted.ttlSeconds }),
+      dpopJkt: binding?.jkt ?? null,
+    };
     const token = refused ? undefined : await mintFor(deps, request, before.approvals, now);
-    const outcome = await store.change<RequestRecord | Conflict>(id, (current) => {
+    const outcome = await store.change<RequestRecord | Conflict>(id, (current, facts) => {
+      if (facts.replayed) throw replayed();
       const { request: latest, approvals } = check(current);
       if (!token) {
         const refusal = new Conflict(`The request can no longer be collected: the running configuration does not grant it (${refused?.detail})`);
@@ -59,7 +72,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
           result: refusal,
         };
       }
-      const fields = { issuedAt: token.issuedAt, expiresAt: token.expiresAt };
+      const fields = { issuedAt: token.issuedAt, expiresAt: token.expiresAt, dpopJkt: request.dpopJkt };
       const updated: RequestRecord = { ...latest, ttlSeconds: request.ttlSeconds, status: 'issued', ...fields };
       return {
         transition: { from: ['approved'], to: 'issued', fields },
@@ -67,7 +80,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
         events: [issuedEvent(updated, token, approvals)],
         result: updated,
       };
-    });
+    }, binding?.proof ? { proof: binding.proof } : {});
     if (outcome instanceof Conflict) throw outcome;
     deps.observer?.tokenIssued({ breakGlass: outcome.breakGlass, approved: true });
     return issuedView(outcome, token as NonNullable<typeof token>);

@@ -4,14 +4,17 @@ import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
 import { effectiveStatus } from '../requests/index.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
-import { InvalidAuthorizationDetails, InvalidRequest, InvalidTarget, PolicyDenied } from '../shared/errors.js';
+import { InvalidAuthorizationDetails, InvalidDpopProof, InvalidRequest, InvalidTarget, PolicyDenied } from '../shared/errors.js';
 import type { ActorRecord, RequestRecord } from '../store/index.js';
 import { readOwnToken, sha256Token } from '../tokens/index.js';
+import { bindingOf, requireBinding, type PresentedProof } from './binding.js';
 import type { CredentialServiceDeps } from './grant.js';
 import type { createRequesting, CredentialInput, RequestOutcome, Subject } from './requesting.js';
 
 /** What a child token's exchange asks; whatever it leaves out is its parent's. */
 export interface ChildInput {
+  /** RFC 9449 `dpop_jkt`: bind the child to this key (a sub-agent's own) rather than the proof's. */
+  dpopJkt?: string | undefined;
   scopes?: string[] | undefined;
   audience?: string | undefined;
   ttlSeconds?: number | undefined;
@@ -74,9 +77,11 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
 
   return {
     /** The caller asks for itself. */
-    async plain(identity: Identity, input: CredentialInput): Promise<RequestOutcome> {
-      const { policy } = settings(identity);
-      const plan = await requesting.judge(identity, identity, [], input, () => ({ subject: identity, actors: [], input, decision: policy.decide(identity, input) }));
+    async plain(identity: Identity, input: CredentialInput, presented?: PresentedProof): Promise<RequestOutcome> {
+      const running = settings(identity);
+      const binding = await bindingOf(presented, running, clock());
+      requireBinding(running.policy, input.scopes, binding);
+      const plan = await requesting.judge(identity, identity, [], input, () => ({ subject: identity, actors: [], input, binding, decision: running.policy.decide(identity, input) }));
       return requesting.admit(identity, plan);
     },
 
@@ -85,13 +90,15 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
      * scope; each scope is also the subject's own by its policies; the lifetime is capped by the
      * rule; the subject token's `may_act`, when it has one, names this actor.
      */
-    async delegated(subject: Identity, actor: Identity, input: CredentialInput): Promise<RequestOutcome> {
-      const { policy, delegation } = settings(subject);
+    async delegated(subject: Identity, actor: Identity, input: CredentialInput, presented?: PresentedProof): Promise<RequestOutcome> {
+      const running = settings(subject);
       checkMayAct(subject.claims, actor);
+      const binding = await bindingOf(presented, running, clock());
+      requireBinding(running.policy, input.scopes, binding);
       const actors = [actorRecord(actor)];
       const plan = await requesting.judge(subject, subject, actors, input, () => {
-        const allowed = delegation.allow(actor, subject, input.scopes);
-        return { subject, actors, rule: allowed.rule, input, decision: capped(policy.decide(subject, input), allowed.maxTtlSeconds) };
+        const allowed = running.delegation.allow(actor, subject, input.scopes);
+        return { subject, actors, rule: allowed.rule, input, binding, decision: capped(running.policy.decide(subject, input), allowed.maxTtlSeconds) };
       });
       return requesting.admit(subject, plan);
     },
@@ -104,10 +111,19 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
      * running configuration: its policies must still grant every scope, and a rule must still let
      * the current actor act for it.
      */
-    async child(token: string, actor: Identity | undefined, ask: ChildInput): Promise<RequestOutcome> {
-      const { policy, delegation } = settings(actor);
+    async child(token: string, actor: Identity | undefined, ask: ChildInput, presented?: PresentedProof): Promise<RequestOutcome> {
+      const running = settings(actor);
+      const { policy, delegation } = running;
       const now = clock();
       const parent = await liveParent(token, now);
+      // A bound parent is exchanged only with a proof by its key; the child is bound to that key,
+      // or to `dpop_jkt`'s (a sub-agent's own key).
+      const proven = await bindingOf(presented, running, now, parent.request.dpopJkt);
+      if (parent.request.dpopJkt !== null && !proven) {
+        throw new InvalidDpopProof('missing', 'DPoP: the subject_token is DPoP-bound; exchange it with a DPoP proof by its key.');
+      }
+      const jkt = ask.dpopJkt ?? proven?.jkt ?? parent.request.dpopJkt;
+      const binding = jkt === null ? undefined : { jkt, ...(proven?.proof ? { proof: proven.proof } : {}) };
       const subject = await rootSubject(parent.request);
       const actors = [...(actor ? [actorRecord(actor)] : []), ...(parent.request.act ?? [])];
       if (actors.length > delegation.maxDepth) {
@@ -133,13 +149,14 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
         breakGlass: parent.request.breakGlass,
         ...(inherited.length > 0 ? { authorizationDetails: inherited } : {}),
       };
+      requireBinding(policy, input.scopes, binding);
       const plan = await requesting.judge(actor, subject, actors, input, () => {
         const wider = input.scopes.filter((scope) => !parent.request.scopes.includes(scope));
         if (wider.length > 0) throw PolicyDenied.scopes(wider, 'a child token holds only scopes of its parent');
         const current = actors[0];
         const allowed = current ? delegation.allow(current, subject, input.scopes) : undefined;
         const decision = capped(policy.decide(subject, input), Math.min(remaining, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY));
-        return { subject, actors, rule: allowed?.rule, parent, input, decision: { ...decision, approvalsRequired: 0 } };
+        return { subject, actors, rule: allowed?.rule, parent, input, binding, decision: { ...decision, approvalsRequired: 0 } };
       });
       return requesting.admit(actor, plan);
     },

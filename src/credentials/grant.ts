@@ -46,6 +46,7 @@ export function mintFor(deps: Pick<CredentialServiceDeps, 'keyring' | 'issuer' |
       ttlSeconds: request.ttlSeconds,
       authorizationDetails: request.authorizationDetails,
       act: actClaim(request.act ?? []),
+      ...(request.dpopJkt !== null ? { cnf: { jkt: request.dpopJkt } } : {}),
     },
     now,
     { clockSkewMs: deps.settings().config.clockSkew },
@@ -69,6 +70,7 @@ export function issuedEvent(request: RequestRecord, token: MintedToken, approval
       ...(approvers.length > 0 ? { approvers } : {}),
       ...(request.authorizationDetails !== null ? { authorization_details: request.authorizationDetails } : {}),
       ...(act ? { act } : {}),
+      ...(request.dpopJkt !== null ? { cnf: { jkt: request.dpopJkt } } : {}),
       ...(parentJti !== undefined ? { parent_jti: parentJti } : {}),
     },
   };

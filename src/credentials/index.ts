@@ -3,3 +3,4 @@ export type { CredentialService } from './service.js';
 export type { CredentialServiceDeps } from './grant.js';
 export type { CredentialInput, RequestOutcome } from './requesting.js';
 export type { ChildInput } from './delegating.js';
+export type { PresentedProof } from './binding.js';

@@ -9,6 +9,7 @@ import { uuidv7 } from '../shared/ids.js';
 import { SHOWING } from '../shared/invisible.js';
 import type { ActorRecord, AuditEntry, RequestRecord } from '../store/index.js';
 import { admissionProbe, judgeAdmission, refusalEvent, separationError } from './admission.js';
+import { replayed, type Binding } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
 
 /** A credential request as the caller asked for it, already checked for shape. */
@@ -50,6 +51,8 @@ export interface Plan {
   decision: PolicyDecision;
   /** The steps of duties the request takes part in. */
   steps: DutyStep[];
+  /** The key its token is bound to, and the proof that showed it. */
+  binding?: Binding | undefined;
 }
 
 /** An identity token's claims as kept with a root grant: what a child's subject is judged on, less what only dates the token. */
@@ -109,6 +112,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
       parentId: parent?.request.id ?? null,
       rootId: parent?.request.rootId ?? id,
       subjectClaims: parent ? null : keptClaims(subject.claims),
+      dpopJkt: plan.binding?.jkt ?? null,
       policyIds: decision.policyIds,
       digest: requestDigest({
         requestId: id,
@@ -169,9 +173,13 @@ export function createRequesting(deps: CredentialServiceDeps) {
       actors: others,
       parent: parent?.request.id,
       duties: dutyProbe(steps, [holder, ...others], now),
+      proof: plan.binding?.proof,
     };
     const outcome = await store.admit(probe, (facts) => {
-      const refusal = judgeAdmission(facts, config, ask, policy, decision.scopes) ?? (parent ? parentRefusal(facts.parent, now) : undefined);
+      const refusal =
+        (facts.replayed ? replayed() : undefined) ??
+        judgeAdmission(facts, config, ask, policy, decision.scopes) ??
+        (parent ? parentRefusal(facts.parent, now) : undefined);
       if (refusal) return { refuse: refusalEvent(subject, input, refusal, facts), result: refusal };
       const events: AuditEntry[] = [created];
       if (ask.breakGlass) {

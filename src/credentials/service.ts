@@ -5,6 +5,7 @@ import { keysetPage } from '../shared/cursor.js';
 import { BrokerError } from '../shared/errors.js';
 import type { RequestStatus } from '../store/index.js';
 import { createCollecting } from './collecting.js';
+import type { PresentedProof } from './binding.js';
 import { createDelegating, type ChildInput } from './delegating.js';
 import { createEnding } from './ending.js';
 import { notVisible, type CredentialServiceDeps } from './grant.js';
@@ -40,13 +41,13 @@ export function createCredentialService(deps: CredentialServiceDeps) {
 
   return {
     /** `POST /v1/credentials` and the token exchange: issue at once, or open a request for approval. */
-    request: (identity: Identity, input: CredentialInput) => observed(delegating.plain(identity, input)),
+    request: (identity: Identity, input: CredentialInput, proof?: PresentedProof) => observed(delegating.plain(identity, input, proof)),
 
     /** An agent acting for a principal (RFC 8693 `actor_token`). */
-    delegate: (subject: Identity, actor: Identity, input: CredentialInput) => observed(delegating.delegated(subject, actor, input)),
+    delegate: (subject: Identity, actor: Identity, input: CredentialInput, proof?: PresentedProof) => observed(delegating.delegated(subject, actor, input, proof)),
 
     /** A broker token exchanged for a narrower child, by its holder, with or without a new actor. */
-    child: (token: string, actor: Identity | undefined, input: ChildInput) => observed(delegating.child(token, actor, input)),
+    child: (token: string, actor: Identity | undefined, input: ChildInput, proof?: PresentedProof) => observed(delegating.child(token, actor, input, proof)),
 
     /** A request, for whoever may see it; anyone else learns nothing, not even that it exists. */
     async get(identity: Identity, id: string): Promise<RequestView> {
@@ -70,7 +71,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
     },
 
     /** The requester collects the token of an approved request, exactly once; a delegated one with its actor. */
-    collect: (identity: Identity, id: string, actor?: Identity): Promise<IssuedView> => collecting(identity, id, actor),
+    collect: (identity: Identity, id: string, actor?: Identity, proof?: PresentedProof): Promise<IssuedView> => collecting(identity, id, actor, proof),
 
     complete: (identity: Identity, id: string) => end(identity, id, 'task_completed'),
 

@@ -12,13 +12,11 @@ import {
 import { InvalidDpopProof, type DpopProofProblem } from '../shared/errors.js';
 import { isWellFormed } from '../shared/well-formed.js';
 import { accessTokenHash } from './access-token-hash.js';
+import { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
 import { htuProblem, normalizeTargetUri } from './target-uri.js';
 
-/**
- * The JWS algorithms a proof may ever use, whatever is configured: asymmetric ones only. `none`
- * proves nothing, and with an HMAC the "public" key in the header would be the secret itself.
- */
-export const DPOP_SIGNING_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'] as const;
+/** The JWS algorithms a proof may ever use, whatever is configured: asymmetric ones only. */
+export const DPOP_SIGNING_ALGORITHMS = ASYMMETRIC_ALGORITHMS;
 
 /** A proof larger than this is refused unread: it is a header, and holds one public key. */
 export const MAX_DPOP_PROOF_BYTES = 8 * 1024;

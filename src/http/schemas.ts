@@ -129,6 +129,8 @@ export const tokenExchangeForm = z.object({
   request_id: z.string().max(128).optional(),
   // RFC 9396: the JSON array, form-encoded; parsed and checked by the token endpoint.
   authorization_details: z.string().max(16_384).optional(),
+  // RFC 9449 section 10: the thumbprint of the key a child token is bound to (a sub-agent's own).
+  dpop_jkt: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'dpop_jkt must be a JWK SHA-256 thumbprint (RFC 7638), base64url').optional(),
   // RFC 8693: the agent's own identity, when it acts for the subject (CONTRACT section 1, "Agents").
   actor_token: z.string().min(1).optional(),
   actor_token_type: z

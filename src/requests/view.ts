@@ -76,7 +76,8 @@ export function issuedView(request: RequestRecord, token: HandedToken) {
     request_id: request.id,
     status: 'issued' as const,
     access_token: token.token,
-    token_type: 'Bearer' as const,
+    // RFC 9449 section 5: a bound token is of the DPoP type.
+    token_type: request.dpopJkt !== null ? ('DPoP' as const) : ('Bearer' as const),
     expires_in: token.ttlSeconds,
     expires_at: toIso(token.expiresAt),
     scopes: request.scopes,

@@ -89,6 +89,16 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
       }
     },
 
+    /** DPoP proofs past their window are forgotten: their jtis would be refused as stale anyway. */
+    'forget-dpop-proofs': async () => {
+      let total = 0;
+      for (;;) {
+        const forgotten = await store.sweep.proofs(clock(), batchSize);
+        total += forgotten;
+        if (forgotten < batchSize) return total;
+      }
+    },
+
     /**
      * A signed checkpoint of the chain head every `audit.checkpointEvery`, recorded as an
      * `audit.checkpoint` event and sent to webhooks, so the heads live off the broker's host too.

@@ -100,7 +100,7 @@ export interface Store {
   change<R>(
     id: string,
     decide: (state: RequestState | undefined, facts: ChangeFacts) => RequestChange<R>,
-    options?: { duties?: DutyProbe; descendants?: boolean },
+    options?: { duties?: DutyProbe; descendants?: boolean; proof?: ProofUse },
   ): Promise<R>;
   /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
   append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
@@ -125,6 +125,8 @@ export interface Store {
     overdueReviews(now: number, limit: number, event: (review: BreakGlassReviewRecord) => AuditEntry): Promise<RequestRecord[]>;
     /** Closed minutes whose refusals were counted rather than recorded: one event each. */
     refusals(now: number, limit: number, event: (tally: RefusalTally) => AuditEntry): Promise<number>;
+    /** DPoP proof jtis past their window: forgotten (a proof that old is refused as stale anyway). */
+    proofs(now: number, limit: number): Promise<number>;
   };
 
   /** Throws `Unavailable` unless the store can take a write now (for /readyz). */
@@ -167,6 +169,8 @@ export interface TransitionFields {
   endedAt?: number;
   revokeReason?: string;
   revokedBy?: Principal | null;
+  /** The key the collected token is bound to. */
+  dpopJkt?: string | null;
 }
 
 /** What one change to a request writes; `transition.from` is checked again when it is applied. */
@@ -210,6 +214,14 @@ export interface DutyFinding {
 /** What a change is judged on besides the request's state. */
 export interface ChangeFacts {
   duty?: DutyFinding;
+  /** The proof given with the change was used before. */
+  replayed?: boolean;
+}
+
+/** A DPoP proof's jti, remembered until its window ends (RFC 9449 section 11.1). */
+export interface ProofUse {
+  jti: string;
+  expiresAt: number;
 }
 
 /** One request that named an object for a step of a duty (the chain of custody). */
@@ -241,6 +253,8 @@ export interface AdmissionProbe {
   actors: readonly Holder[];
   /** A child token's parent request: the admission reads it as it is now, and holds its lock. */
   parent?: string | undefined;
+  /** A DPoP proof the request came with: used once, on any replica. */
+  proof?: ProofUse | undefined;
   /** Scopes whose live grants would conflict with the request (separation rules). */
   conflicting: readonly string[];
   /** The live and pending limits: at one, the store also finds when the holder's soonest grant ends. */
@@ -273,6 +287,8 @@ export interface AdmissionFacts extends HolderFacts {
   refusalsRecorded: number;
   /** A child's parent as it is now (undefined when the probe names one that does not exist). */
   parent?: RequestRecord | undefined;
+  /** The probe's proof was used before (its jti seen within its window). */
+  replayed?: boolean;
   /** At a limit: the earliest deadline among the holders' live requests (past, when one awaits the scheduler). */
   soonestEnd?: number | null;
   /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */

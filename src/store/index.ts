@@ -8,6 +8,7 @@ export type {
   AdmissionProbe,
   Holder,
   HolderFacts,
+  ProofUse,
   RequestChange,
   RequestState,
   Store,

@@ -58,6 +58,8 @@ export interface RequestRecord {
   rootId: string;
   /** A root's subject claims as verified (null on children, whose subject is their root's). */
   subjectClaims: Record<string, unknown> | null;
+  /** The thumbprint of the key its token is bound to (RFC 9449 `cnf.jkt`); null for a bearer token. */
+  dpopJkt: string | null;
   policyIds: string[];
   digest: string;
   approvalsRequired: number;

@@ -45,6 +45,7 @@ export interface RequestRow {
   parent_id: string | null;
   root_id: string | null;
   subject_claims: string | null;
+  dpop_jkt: string | null;
   policy_ids: string;
   digest: string;
   approvals_required: number;
@@ -79,6 +80,7 @@ export const toRequest = (r: RequestRow): RequestRecord => ({
   // Rows from before delegation are roots of their own.
   rootId: r.root_id ?? r.id,
   subjectClaims: r.subject_claims === null ? null : (JSON.parse(r.subject_claims) as Record<string, unknown>),
+  dpopJkt: r.dpop_jkt,
   policyIds: JSON.parse(r.policy_ids) as string[],
   digest: r.digest,
   approvalsRequired: r.approvals_required,

@@ -1,7 +1,21 @@
 import { toIso, type Clock } from '../shared/clock.js';
 import { decodeWindow, emptyWindow, encodeWindow, merge, record, type RateWindow } from '../shared/rate-window.js';
 import { objectKey } from '../shared/authorization-details.js';
-import type { Admission, AdmissionFacts, AdmissionProbe, DutyFinding, DutyProbe, Holder, HolderFacts, RequestChange, RequestState, Store, TransitionFields } from './contract.js';
+import type {
+  Admission,
+  AdmissionFacts,
+  AdmissionProbe,
+  ChangeFacts,
+  DutyFinding,
+  DutyProbe,
+  Holder,
+  HolderFacts,
+  ProofUse,
+  RequestChange,
+  RequestState,
+  Store,
+  TransitionFields,
+} from './contract.js';
 import type { Emit, Engine, Maintenance, Sql } from './engine.js';
 import type { AuditEntry, IssuanceRecord, RequestRecord, RequestStatus } from './records.js';
 import {
@@ -85,13 +99,13 @@ export function createStore(engine: Engine, clock: Clock): Store {
     await sql.run(
       `INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes,
          audience, ttl_seconds, justification, break_glass, authorization_details, act, delegation_rule, parent_id, root_id,
-         subject_claims, policy_ids, digest, approvals_required, status, created_at, expires_at, decided_at, issued_at,
+         subject_claims, dpop_jkt, policy_ids, digest, approvals_required, status, created_at, expires_at, decided_at, issued_at,
          ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
-       VALUES (${marks(31)})`,
+       VALUES (${marks(32)})`,
       [
         r.id, r.requester.iss, r.requester.sub, r.requesterIdp, r.initiator, r.person, jobKey(r.boundClaims), r.taskId,
         JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass,
-        json(r.authorizationDetails), json(r.act), r.delegationRule, r.parentId, r.rootId, json(r.subjectClaims),
+        json(r.authorizationDetails), json(r.act), r.delegationRule, r.parentId, r.rootId, json(r.subjectClaims), r.dpopJkt,
         JSON.stringify(r.policyIds), r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt,
         r.issuedAt, r.endedAt, r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
       ],
@@ -212,6 +226,15 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return (await sql.all<RequestRow>(`SELECT * FROM requests WHERE id IN (${marks(ids.length)}) AND ${due} ORDER BY expires_at`, [...ids, ...params])).map(toRequest);
   }
 
+  // ---- DPoP proofs ----
+
+  /** Uses a proof once: false when its jti was seen within its window, here or on any replica. */
+  const useProof = async (sql: Sql, proof: ProofUse): Promise<boolean> =>
+    (await sql.run('INSERT INTO dpop_proofs (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING', [proof.jti, proof.expiresAt])) === 1;
+
+  /** A proof's lock: two replicas using one jti at once judge it one after the other. */
+  const proofLocks = (proof: ProofUse | undefined): string[] => (engine.lockByName && proof ? [`dpop:${proof.jti}`] : []);
+
   // ---- duties ----
 
   /** The first participation of the probe's participants in another step of one of its objects that still binds. */
@@ -282,6 +305,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
     ]);
     const facts: AdmissionFacts = { ...principal, actors, refusalsRecorded: refusals?.refusals_recorded ?? 0 };
     if (probe.parent !== undefined) facts.parent = await getRequest(sql, probe.parent);
+    if (probe.proof && !(await useProof(sql, probe.proof))) facts.replayed = true;
     const atLimit =
       Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
       Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
@@ -399,7 +423,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   const admissionLocks = (probe: AdmissionProbe): string[] =>
     engine.lockByName
-      ? [...[probe.holder, ...probe.actors].flatMap(countedKeys), ...dutyLocks(probe.duties), ...(probe.parent !== undefined ? [`request:${probe.parent}`] : [])]
+      ? [
+          ...[probe.holder, ...probe.actors].flatMap(countedKeys),
+          ...dutyLocks(probe.duties),
+          ...(probe.parent !== undefined ? [`request:${probe.parent}`] : []),
+          ...proofLocks(probe.proof),
+        ]
       : [];
 
   const store: Store = {
@@ -609,11 +638,15 @@ export function createStore(engine: Engine, clock: Clock): Store {
     },
 
     async change(id, decide, options = {}) {
-      const { result } = await engine.operate([...(await requestLocks(id, options.descendants)), ...dutyLocks(options.duties)], async (sql, emit) => {
+      const locks = [...(await requestLocks(id, options.descendants)), ...dutyLocks(options.duties), ...proofLocks(options.proof)];
+      const { result } = await engine.operate(locks, async (sql, emit) => {
         const state = await stateOf(sql, id);
         if (state && options.descendants) state.descendants = await descendantsOf(sql, id);
+        const facts: ChangeFacts = {};
         const duty = state && options.duties ? await dutyFinding(sql, options.duties, clock()) : undefined;
-        return applyChange(sql, emit, state, decide(state, duty ? { duty } : {}));
+        if (duty) facts.duty = duty;
+        if (state && options.proof && !(await useProof(sql, options.proof))) facts.replayed = true;
+        return applyChange(sql, emit, state, decide(state, facts));
       });
       return result;
     },
@@ -686,6 +719,10 @@ export function createStore(engine: Engine, clock: Clock): Store {
           );
           return tallies.length;
         }),
+      proofs: (now, limit) =>
+        engine.maintain(undefined, (sql) =>
+          sql.run(`DELETE FROM dpop_proofs WHERE jti IN (SELECT jti FROM dpop_proofs WHERE expires_at <= ? LIMIT ? ${dialect.skipLocked()})`, [now, limit]),
+        ),
     },
 
     probe: () => engine.probe(),

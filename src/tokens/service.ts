@@ -35,7 +35,8 @@ export function createTokenService({ issuer, store, keyring, clock }: TokenServi
       const found = await recorded(token, now);
       const request = found && (await store.requests.get(found.issuance.requestId));
       if (!found || !request || effectiveStatus(request, now) !== 'issued') return { active: false };
-      return { active: true, token_type: 'Bearer', ...found.claims };
+      // RFC 9449 section 6.2: a bound token is introspected as of the DPoP type, its cnf among the claims.
+      return { active: true, token_type: found.claims.cnf ? 'DPoP' : 'Bearer', ...found.claims };
     },
 
     /** RFC 7009: the holder revokes its own token. Unknown, foreign or expired tokens are a no-op. */

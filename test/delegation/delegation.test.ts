@@ -1,8 +1,13 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AGENTS_ISS, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
+import { runCli } from '../helpers/cli.js';
 import { eventsOf } from '../helpers/records.js';
+import { tempDir } from '../helpers/temp.js';
+import { startServedBroker } from '../interop/served-broker.js';
 
 /**
  * CONTRACT section 1, "Agents (delegation)": an agent presents the principal's token as
@@ -268,5 +273,40 @@ describe('auditors', () => {
     expect(byRelease.body.items).toHaveLength(2);
     const byHelper = await t.http.get('/v1/audit/issuances?actor=agent:helper-1').set(bearer(ivy));
     expect(byHelper.body.items).toEqual([expect.objectContaining({ act: { iss: AGENTS_ISS, sub: 'agent:helper-1', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } } })]);
+  });
+});
+
+describe('the CLI', () => {
+  it('acts for its identity with --actor-token, waits for approval and collects with both tokens, bound with --dpop', async () => {
+    const served = await startServedBroker({ configure: (config) => withAgents(config as Record<string, any>, agents) });
+    t = served.t;
+    try {
+      const dir = tempDir('jit-agent-');
+      const actorFile = join(dir, 'agent.jwt');
+      writeFileSync(actorFile, await agent('agent:release-1'));
+      const env = { BROKER_URL: served.url, BROKER_IDENTITY_TOKEN: await engineer(), JIT_CONFIG_DIR: dir, JIT_POLL_INTERVAL: '100ms' };
+      const read = await runCli(['request', '--scope', 'artifacts:read', '--audience', registry, '--task', 'assist', '--actor-token', actorFile, '--dpop'], env);
+      expect(read.code, read.stderr).toBe(0);
+      expect(decodeJwt(read.stdout.trim())).toMatchObject({ sub: 'alice', act: { sub: 'agent:release-1' }, cnf: { jkt: expect.any(String) } });
+
+      // A deploy waits: the CLI polls as alice and collects with alice's and the agent's tokens.
+      const waiting = runCli(['request', '--scope', 'model:deploy', '--audience', registry, '--task', 'release', '--actor-token', actorFile, '--wait', '30s'], env);
+      let pending: { request_id: string; digest: string } | undefined;
+      while (!pending) {
+        const listed = await t.http.get('/v1/approvals').set(bearer(await t.as.person('carol', ['approvers', 'ml-release'])));
+        pending = listed.body.items[0];
+        if (!pending) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await t.http.post(`/v1/credentials/${pending.request_id}/approvals`).set(bearer(await t.as.person('carol', ['approvers', 'ml-release']))).send({ decision: 'approve', reason: 'ok', digest: pending.digest });
+      const deployed = await waiting;
+      expect(deployed.code, deployed.stderr).toBe(0);
+      expect(decodeJwt(deployed.stdout.trim())).toMatchObject({ sub: 'alice', scope: 'model:deploy', act: { sub: 'agent:release-1' } });
+
+      const refused = await runCli(['request', '--scope', 'db:admin', '--audience', registry, '--task', 'x', '--actor-token', actorFile], env);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toMatch(/invalid_scope/);
+    } finally {
+      await served.close();
+    }
   });
 });

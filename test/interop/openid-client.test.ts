@@ -1,5 +1,9 @@
 import * as client from 'openid-client';
-import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { auth } from 'express-oauth2-jwt-bearer';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeJwt, exportJWK, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AGENTS_ISS, bearer, withAgents } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
@@ -163,5 +167,34 @@ describe('openid-client, for an agent', () => {
       currentDate: new Date(delegating.t.clock()),
     });
     expect(payload).toMatchObject({ sub: 'alice', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } });
+  });
+});
+
+describe('openid-client, with DPoP', () => {
+  it('obtains a bound token from the token endpoint unmodified, which express-oauth2-jwt-bearer takes with a proof, never as Bearer', async () => {
+    const config = await discover();
+    expect(config.serverMetadata().dpop_signing_alg_values_supported).toEqual(['ES256', 'EdDSA']);
+    const keyPair = await client.randomDPoPKeyPair('ES256');
+    const dpop = client.getDPoPHandle(config, keyPair);
+    const tokens = await client.genericGrantRequest(config, GRANT, { ...(await form()), audience: 'registry.acme.internal' }, { DPoP: dpop });
+    expect(tokens.token_type).toBe('dpop');
+    expect(decodeJwt(tokens.access_token).cnf).toEqual({ jkt: await calculateJwkThumbprint(await exportJWK(keyPair.publicKey)) });
+
+    const app = express();
+    app.use(auth({ issuer: served.url, jwksUri: `${served.url}/.well-known/jwks.json`, audience: 'registry.acme.internal', dpop: { enabled: true, required: true } }));
+    app.get('/artifacts', (req, res) => void res.json({ sub: req.auth?.payload.sub }));
+    app.use(((error, _req, res, _next) => void res.status((error as { status?: number }).status ?? 500).end()) as express.ErrorRequestHandler);
+    const server = createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/artifacts`);
+      const ok = await client.fetchProtectedResource(config, tokens.access_token, url, 'GET', undefined, undefined, { DPoP: dpop });
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ sub: 'repo:acme/app:ref:refs/heads/main' });
+      expect((await fetch(url, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status).toBe(400);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -34,6 +34,8 @@ describe('authorization server metadata (RFC 8414)', () => {
       access_token_signing_alg_values_supported: ['ES256'],
       // RFC 9396: the types a request's authorization_details may hold (the duties'; none here).
       authorization_details_types_supported: [],
+      // RFC 9449: the DPoP proof algorithms accepted.
+      dpop_signing_alg_values_supported: ['ES256', 'EdDSA'],
     });
   });
 

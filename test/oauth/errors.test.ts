@@ -13,6 +13,8 @@ const REGISTERED = new Set([
   'unsupported_token_type', // RFC 7009
   'authorization_pending', 'slow_down', 'expired_token', // RFC 8628
   'invalid_target', // RFC 8707 and RFC 8693
+  'invalid_authorization_details', // RFC 9396
+  'invalid_dpop_proof', 'use_dpop_nonce', // RFC 9449
 ]);
 
 const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -83,6 +85,12 @@ describe('/oauth2 errors', () => {
       await exchange({ audience: 'a', resource: 'b' }),
       await exchange({ request_id: 'no-such-request' }),
       await exchange({ break_glass: 'true', scope: 'logs:read', justification: 'short' }),
+      await exchange({ actor_token: 'forged', actor_token_type: JWT_TYPE }),
+      await exchange({ actor_token: await freshCaller() }),
+      await exchange({ authorization_details: '[{"type":"nope"}]' }),
+      await exchange({ subject_token: grant.body.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', scope: 'secrets:all' }),
+      await exchange({ subject_token: 'not-a-token', subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' }),
+      await t.http.post('/oauth2/token').set('DPoP', 'garbage').type('form').send({ grant_type: GRANT, subject_token: await freshCaller(), subject_token_type: JWT_TYPE, scope: 'artifacts:read', audience: 'x', task_id: 'x' }),
       await t.http.post('/oauth2/token').set('content-type', 'application/x-www-form-urlencoded').send('a'.repeat(70_000)),
       await form('/oauth2/introspect', { token: grant.body.access_token }),
       await form('/oauth2/introspect', { token: grant.body.access_token }, 'not-a-jwt'),

@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
+import { createLocalJWKSet, decodeJwt, exportJWK, generateKeyPair, jwtVerify, type JSONWebKeySet } from 'jose';
+import { signDpopProof } from '../../src/dpop/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyStoredChain } from '../../src/audit/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
@@ -168,6 +169,21 @@ describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
     expect((await call(1, `/v1/credentials/${parent.body.request_id}/revoke`, job, { reason: 'compromised' })).status).toBe(200);
     for (let i = 0; i < REPLICAS; i += 1) {
       for (const token of [first.access_token, second.access_token]) expect(await form(i, '/oauth2/introspect', { token })).toEqual({ active: false });
+    }
+  });
+
+  it('use a DPoP proof once, whichever replicas it is sent to at the same moment', async () => {
+    const holder = await generateKeyPair('ES256');
+    const key = { alg: 'ES256' as const, privateKey: holder.privateKey, publicJwk: await exportJWK(holder.publicKey) };
+    const job = await ml('repo:acme/ml:ref:refs/heads/dpop', 'pat');
+    for (let round = 0; round < 5; round += 1) {
+      const dpop = await signDpopProof(key, { method: 'POST', url: `${BROKER_ISSUER}/v1/credentials` });
+      const answers = await Promise.all(
+        Array.from({ length: REPLICAS }, (_, i) =>
+          fetch(`${at(i).url}/v1/credentials`, { method: 'POST', headers: { authorization: `Bearer ${job}`, 'content-type': 'application/json', dpop }, body: JSON.stringify(read) }),
+        ),
+      );
+      expect(answers.map((a) => a.status).sort()).toEqual([201, ...Array(REPLICAS - 1).fill(400)]);
     }
   });
 

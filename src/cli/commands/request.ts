@@ -26,6 +26,10 @@ export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience A
   --wait DURATION          how long to wait for approval (default 15m; 0: do not wait)
   --request-id-file FILE   also write the request id to FILE (mode 0600), for a later
                            jit collect or jit complete in another step
+  --actor-token FILE|-     act for your identity as an agent: its own identity token (a file,
+                           - for stdin, or env JIT_ACTOR_TOKEN); the exchange goes to
+                           /oauth2/token, where a delegation rule must allow it (the token is
+                           yours, narrowed, and names the agent in act)
 ${DPOP_HELP}
   A wait asks the broker every 2s (env JIT_POLL_INTERVAL sets another interval).`;
 
@@ -51,6 +55,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     'authorization-details': { type: 'string' },
     wait: { type: 'string', default: '15m' },
     'request-id-file': { type: 'string' },
+    'actor-token': { type: 'string' },
     ...dpopOptions,
   });
   const scopes = values.scope.flatMap((scope) => scope.split(/[\s,]+/)).filter(Boolean);
@@ -63,6 +68,18 @@ export async function request(args: string[], io: CliIo): Promise<number> {
   const poll = pollInterval(io);
 
   const client = withDpop(connect(io, values), io, values.dpop);
+  const actorSource = values['actor-token'] ?? (io.env.JIT_ACTOR_TOKEN ? 'env' : undefined);
+  if (actorSource !== undefined) {
+    return delegate(io, client, actorSource, {
+      scope: scopes.join(' '),
+      audience: values.audience,
+      task_id: values.task,
+      ...(ttl !== undefined ? { ttl_seconds: String(ttl) } : {}),
+      ...(values.justification !== undefined ? { justification: values.justification } : {}),
+      ...(values['break-glass'] ? { break_glass: 'true' } : {}),
+      ...(details.length > 0 ? { authorization_details: JSON.stringify(details) } : {}),
+    }, { waitMs: wait, pollMs: poll, json: values.json, requestIdFile: values['request-id-file'] });
+  }
   const { status, body } = await client.post<Record<string, unknown>>('/v1/credentials', {
     task_id: values.task,
     scopes,
@@ -84,6 +101,47 @@ export async function request(args: string[], io: CliIo): Promise<number> {
     return EXIT.pending;
   }
   return waitAndCollect(io, client, id, { waitMs: wait, pollMs: poll, json: values.json });
+}
+
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+/**
+ * An agent acting for the caller's identity: the exchange at /oauth2/token with the agent's own
+ * token as `actor_token` (delegation happens there only). The agent's token is read afresh for
+ * each call, so a wait outlives a short-lived one; a request that waits is polled as the subject
+ * and collected with both tokens again.
+ */
+async function delegate(
+  io: CliIo,
+  client: BrokerClient,
+  source: string,
+  fields: Record<string, string>,
+  options: { waitMs: number; pollMs: number; json: boolean; requestIdFile: string | undefined },
+): Promise<number> {
+  const actor = () => ({ actor_token: readActorToken(io, source), actor_token_type: JWT_TOKEN_TYPE });
+  const { body } = await client.exchange<ExchangedView>({ ...fields, ...actor() });
+  if (body.request_id !== undefined && options.requestIdFile !== undefined) writeRequestId(options.requestIdFile, body.request_id);
+  if (body.access_token !== undefined) return printIssued(io, body as IssuedView, options.json);
+  const id = String(body.request_id);
+  io.stderr(`request ${shown(id)} needs approval; an approver runs: jit approve ${shown(id)} --reason "..."
+`);
+  if (options.waitMs === 0) return EXIT.pending;
+  return waitAndCollect(io, client, id, { ...options, collect: async () => (await client.exchange<IssuedView>({ request_id: id, ...actor() })).body });
+}
+
+type ExchangedView = Partial<IssuedView> & { request_id?: string };
+
+/** The agent's identity token: a file, `-` for stdin, or env JIT_ACTOR_TOKEN (`env`). */
+function readActorToken(io: CliIo, source: string): string {
+  let text: string;
+  try {
+    text = source === 'env' ? (io.env.JIT_ACTOR_TOKEN ?? '') : source === '-' ? io.readStdin() : readFileSync(source, 'utf8');
+  } catch (error) {
+    throw new CliError(`cannot read the actor token from ${source} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const token = text.trim();
+  if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw usage(`the actor token from ${source === 'env' ? 'JIT_ACTOR_TOKEN' : source} is not a JWT`);
+  return token;
 }
 
 export async function collect(args: string[], io: CliIo): Promise<number> {
@@ -139,8 +197,14 @@ function writeRequestId(path: string, id: string): void {
  * Progress goes to stderr: redrawn in place on a terminal; in a log, a line when the approvals
  * change and once a minute.
  */
-async function waitAndCollect(io: CliIo, client: BrokerClient, id: string, options: { waitMs: number; pollMs: number; json: boolean }): Promise<number> {
+async function waitAndCollect(
+  io: CliIo,
+  client: BrokerClient,
+  id: string,
+  options: { waitMs: number; pollMs: number; json: boolean; collect?: () => Promise<IssuedView> },
+): Promise<number> {
   const path = `/v1/credentials/${encodeURIComponent(id)}`;
+  const collectToken = options.collect ?? (async () => (await client.post<IssuedView>(`${path}/token`)).body);
   const started = Date.now();
   const clear = () => io.interactive && io.stderr('\r\x1b[K');
   let reported: { approvals: number; at: number } | undefined;
@@ -149,7 +213,7 @@ async function waitAndCollect(io: CliIo, client: BrokerClient, id: string, optio
     if (view.status === 'approved') {
       clear();
       io.stderr(`request ${shown(id)} approved; collecting the token\n`);
-      return printIssued(io, (await duringWait(id, () => client.post<IssuedView>(`${path}/token`))).body, options.json);
+      return printIssued(io, await duringWait(id, collectToken), options.json);
     }
     if (view.status !== 'pending_approval') {
       clear();

@@ -28,12 +28,29 @@ export interface Identity {
   sub: string;
 }
 
+/** RFC 8693 `act`: the current actor, earlier actors nested under it. */
+export interface ActorChain extends Identity {
+  act?: ActorChain;
+}
+
+/** RFC 9396: an object the request acts on. */
+export interface AuthorizationDetail {
+  type: string;
+  identifier?: string;
+  actions?: string[];
+  locations?: string[];
+  datatypes?: string[];
+  privileges?: string[];
+}
+
 export interface RequestView {
   request_id: string;
   status: 'pending_approval' | 'approved' | 'issued' | 'denied' | 'expired' | 'revoked';
   requester: Identity;
   initiator?: string;
   bound_claims?: Record<string, unknown>;
+  act?: ActorChain;
+  authorization_details?: AuthorizationDetail[];
   task_id: string;
   scopes: string[];
   audience: string;

@@ -26,6 +26,24 @@ function jobOf(view: RequestView): Child {
   return Object.entries(view.bound_claims).map(([name, value], i) => [i > 0 ? ', ' : '', untrusted(name), ' = ', untrusted(value)]);
 }
 
+/** Who acts for the requester, current actor first: each a sub and its issuer. */
+function actorsOf(view: RequestView): Child {
+  const chain: Child[] = [];
+  for (let actor = view.act; actor; actor = actor.act) {
+    chain.push([chain.length > 0 ? ', for ' : '', untrusted(actor.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(actor.iss), ')')]);
+  }
+  return chain.length > 0 ? chain : null;
+}
+
+/** The objects the request acts on (RFC 9396), each its type, identifier and what else it names. */
+function objectsOf(view: RequestView): Child {
+  if (!view.authorization_details) return null;
+  return view.authorization_details.map((detail, i) => {
+    const more = (['actions', 'locations', 'datatypes', 'privileges'] as const).flatMap((field) => (detail[field] ? [` ${field}: ${detail[field]?.join(' ')}`] : []));
+    return [i > 0 ? '; ' : '', untrusted(detail.type), ' ', untrusted(detail.identifier ?? '(no identifier)'), more.length > 0 ? h('span', { class: 'muted' }, untrusted(more.join(','))) : null];
+  });
+}
+
 const approvalsCount = (view: RequestView) =>
   `${view.approvals.filter((a) => a.decision === 'approve').length} of ${view.approvals_required}`;
 
@@ -33,10 +51,12 @@ const approvalsCount = (view: RequestView) =>
 function fields(view: RequestView, detail: boolean): HTMLElement {
   const rows: [string, Child, string?][] = [
     ['Requester', [untrusted(view.requester.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(view.requester.iss), ')')], 'requester'],
+    ['Acting for them', actorsOf(view), 'act'],
     ['Started by', view.initiator !== undefined ? untrusted(view.initiator) : null, 'initiator'],
     ['Job', jobOf(view), 'bound-claims'],
     ['Scopes', untrusted(view.scopes.join(' ')), 'scopes'],
     ['Audience', untrusted(view.audience), 'audience'],
+    ['Objects', objectsOf(view), 'objects'],
     ['Lifetime', [lifetime(view.ttl_seconds), view.break_glass ? h('span', { class: 'breakglass' }, '  BREAK-GLASS') : null]],
     ['Task', untrusted(view.task_id), 'task'],
     ['Justification', view.justification ? untrusted(view.justification) : h('span', { class: 'muted' }, 'none given'), 'justification'],

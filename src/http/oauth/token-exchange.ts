@@ -1,4 +1,4 @@
-import type { CredentialService, RequestOutcome } from '../../credentials/index.js';
+import type { CredentialService, PresentedProof, RequestOutcome } from '../../credentials/index.js';
 import type { Identity } from '../../identity/index.js';
 import type { AuthorizationDetail } from '../../shared/authorization-details.js';
 import { InvalidAuthorizationDetails, InvalidRequest, InvalidTarget, InvalidToken } from '../../shared/errors.js';
@@ -11,7 +11,7 @@ export const grantType = 'urn:ietf:params:oauth:grant-type:token-exchange';
 type Granted = {
   access_token: string;
   issued_token_type: string;
-  token_type: 'Bearer';
+  token_type: 'Bearer' | 'DPoP';
   expires_in: number;
   scope: string;
   request_id: string;
@@ -35,6 +35,8 @@ export async function exchange(
   deps: { auth: Authenticator; credentials: CredentialService },
   /** Told who the caller is once a token is verified (for the request log). */
   verified: (identity: Identity) => void = () => {},
+  /** A DPoP proof the request carried: the token is bound to its key (RFC 9449). */
+  proof?: PresentedProof,
 ): Promise<ExchangeResult> {
   const params = parseInput(tokenExchangeForm, { ...(form as Record<string, unknown>), ...target(form) }, 'body');
   const details = params.authorization_details === undefined ? undefined : parseDetails(params.authorization_details);
@@ -62,10 +64,12 @@ export async function exchange(
       justification: child.justification,
       breakGlass: child.break_glass,
       authorizationDetails: details,
-    });
+      dpopJkt: params.dpop_jkt,
+    }, proof);
     return answer(outcome);
   }
 
+  if (params.dpop_jkt !== undefined) throw new InvalidRequest('dpop_jkt binds a child token to a key other than the proof\'s; elsewhere the proof names the key.');
   const subject = await presented(deps.auth, params.subject_token, 'subject_token');
   if (!actor) verified(subject);
 
@@ -75,7 +79,7 @@ export async function exchange(
       throw new InvalidRequest('request_id names a request of another subject.');
     }
     if (request.status === 'pending_approval') return pending(request.request_id);
-    return granted(await deps.credentials.collect(subject, params.request_id, actor));
+    return granted(await deps.credentials.collect(subject, params.request_id, actor, proof));
   }
 
   const input = parseInput(
@@ -99,7 +103,7 @@ export async function exchange(
     breakGlass: input.break_glass,
     authorizationDetails: details,
   };
-  return answer(actor ? await deps.credentials.delegate(subject, actor, ask) : await deps.credentials.request(subject, ask));
+  return answer(actor ? await deps.credentials.delegate(subject, actor, ask, proof) : await deps.credentials.request(subject, ask, proof));
 }
 
 const answer = (outcome: RequestOutcome): ExchangeResult => (outcome.status === 'issued' ? granted(outcome.view) : pending(outcome.view.request_id));
@@ -151,13 +155,20 @@ async function presented(auth: Authenticator, token: string, parameter: 'subject
   }
 }
 
-function granted(view: { access_token: string; expires_in: number; scopes: string[]; request_id: string; authorization_details?: AuthorizationDetail[] }): ExchangeResult {
+function granted(view: {
+  access_token: string;
+  token_type: 'Bearer' | 'DPoP';
+  expires_in: number;
+  scopes: string[];
+  request_id: string;
+  authorization_details?: AuthorizationDetail[];
+}): ExchangeResult {
   return {
     status: 200,
     body: {
       access_token: view.access_token,
       issued_token_type: ACCESS_TOKEN_TYPE,
-      token_type: 'Bearer',
+      token_type: view.token_type,
       expires_in: view.expires_in,
       scope: view.scopes.join(' '),
       request_id: view.request_id,

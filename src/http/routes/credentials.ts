@@ -1,11 +1,12 @@
 import { Router } from 'express';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
+import { presentedProof } from '../dpop.js';
 import { credentialRequestBody, decisionBody, noBody, ownRequestsQuery, revokeBody, reviewBody } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 /** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
-export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps): Router {
+export function credentialRoutes({ config, credentials, approvals, breakGlass }: AppDeps): Router {
   const router = Router();
 
   router.post('/', async (req, res) => {
@@ -18,7 +19,7 @@ export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps
       justification: body.justification,
       breakGlass: body.break_glass,
       authorizationDetails: body.authorization_details,
-    });
+    }, presentedProof(req, config.issuer));
     if (outcome.status === 'pending_approval') {
       res.status(202).location(`/v1/credentials/${outcome.view.request_id}`).json(outcome.view);
     } else {
@@ -37,7 +38,7 @@ export function credentialRoutes({ credentials, approvals, breakGlass }: AppDeps
 
   router.post('/:id/token', async (req, res) => {
     if (req.body !== undefined) parseInput(noBody, req.body, 'body');
-    res.status(201).json(await credentials.collect(identityOf(res), req.params.id));
+    res.status(201).json(await credentials.collect(identityOf(res), req.params.id, undefined, presentedProof(req, config.issuer)));
   });
 
   router.post('/:id/complete', async (req, res) => {

@@ -41,6 +41,8 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
       access_token_signing_alg_values_supported: algorithms,
       // RFC 9396 section 10: the types `authorization_details` may hold here are the duties'.
       authorization_details_types_supported: duties.types,
+      // RFC 9449 section 5.1: the proof algorithms accepted.
+      dpop_signing_alg_values_supported: running.dpop.algorithms,
     });
   });
   // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once

@@ -1,6 +1,7 @@
 import express, { Router } from 'express';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
+import { presentedProof } from '../dpop.js';
 import * as tokenExchange from '../oauth/token-exchange.js';
 import { tokenForm } from '../schemas.js';
 import { parseInput } from '../validation.js';
@@ -29,7 +30,7 @@ export function oauthRoutes(deps: AppDeps): Router {
       });
       return;
     }
-    const result = await tokenExchange.exchange(req.body, deps, (identity) => (res.locals.identity = identity));
+    const result = await tokenExchange.exchange(req.body, deps, (identity) => (res.locals.identity = identity), presentedProof(req, deps.config.issuer));
     res.status(result.status).json(result.body);
   });
 
