@@ -159,7 +159,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
           const mine = keys.find((key) => key.alg === algorithm && held(key) && key.kid !== kid);
           // Nobody can have cached a JWKS of a store with no keys: the first key signs at once.
           const activatesAt = keys.length === 0 ? now : Math.max(now + publishAheadMs, mine ? mine.activatesAt + rotateEveryMs : 0);
-          record = { kid, alg: algorithm, publicJwk: publicJwk(jwk), createdAt: now, activatesAt, retiredAt: null };
+          record = { kid, alg: algorithm, publicJwk: publicJwk(jwk), createdAt: now, activatesAt, retiredAt: null, sealedPrivateKey: null };
           return record;
         },
         (key) => ({
