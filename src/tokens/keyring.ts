@@ -18,6 +18,13 @@ export const SIGNING_SLACK_MS = 5 * 60_000;
 export const RETIRE_GRACE_MS = 60_000;
 /** How often an unknown `kid` in a token may make the keyring re-read the store. */
 const REFRESH_COOLDOWN_MS = 5_000;
+/**
+ * The keyring answers from what it last read of the store for at most this long (and at most a
+ * quarter of `publishAhead`), whatever `scheduler.interval` is: a key another process published
+ * is in this process's JWKS within it, well inside the half of `publishAhead` that remains once a
+ * resource server's cache (max-age, half of `publishAhead`) is counted.
+ */
+export const KEY_VIEW_MAX_AGE_MS = 5_000;
 
 export interface SigningKey {
   kid: string;
@@ -42,10 +49,10 @@ export interface Keyring {
   /** The newest key this process holds that may sign now. */
   signingKey(): Promise<SigningKey>;
   /** Public halves of every unretired key of every process on this database: what `/.well-known/jwks.json` serves. */
-  jwks(): JSONWebKeySet;
+  jwks(): Promise<JSONWebKeySet>;
   /** A key resolver over `jwks()`, for checking the broker's own tokens. */
   verificationKeys(): JWTVerifyGetKey;
-  /** Re-reads the keys from the store (other processes rotate too). */
+  /** Re-reads the keys from the store now (other processes rotate too). */
   refresh(): Promise<void>;
   /** Creates this process's next key when due, published `publishAhead` before it signs. */
   rotateIfDue(): Promise<SigningKeyRecord | undefined>;
@@ -62,10 +69,20 @@ export interface KeyringOptions {
   clock: Clock;
 }
 
+/** What the keyring last read of the store. */
+interface View {
+  readAt: number;
+  /** Every unretired key, newest first: what the JWKS serves. */
+  active: SigningKeyRecord[];
+  jwks: JSONWebKeySet;
+  resolve: JWTVerifyGetKey;
+}
+
 /**
  * The broker's signing keys. Public halves live in the store, so every process on one database
- * (or every replica on PostgreSQL) serves the same JWKS; private halves live in files under
- * `keyDir`, which processes may share or keep each to their own. A process signs with the newest
+ * (or every replica on PostgreSQL) serves the same JWKS, read again every few seconds whatever
+ * `scheduler.interval` is; private halves live in files under `keyDir`, which processes may share
+ * or keep each to their own. A process signs with the newest
  * key whose private half it holds, and only once that key has been published for
  * `publishAhead`: a resource server that cached the JWKS a moment before a rotation still knows
  * every key that signs.
@@ -75,9 +92,11 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   ensureKeyDir(keyDir);
   const keyFile = (kid: string) => join(keyDir, `${kid}.jwk.json`);
   const privateKeys = new Map<string, KeyObject>();
-  let active: SigningKeyRecord[] = [];
-  let verification: { version: string; keys: JWTVerifyGetKey } | undefined;
-  let refreshedAt = 0;
+  const maxAge = Math.min(KEY_VIEW_MAX_AGE_MS, publishAheadMs / 4);
+  let view: View | undefined;
+  let reads = 0;
+  let shown = 0;
+  let reading: Promise<View> | undefined;
 
   const held = (key: SigningKeyRecord) => privateKeys.has(key.kid) || existsSync(keyFile(key.kid));
   const signsUntil = (key: SigningKeyRecord) => key.activatesAt + rotateEveryMs + SIGNING_SLACK_MS;
@@ -97,13 +116,44 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     return !newest || newest.activatesAt + rotateEveryMs - publishAheadMs <= now;
   };
 
-  async function refresh(): Promise<void> {
-    active = await store.keys.active();
-    refreshedAt = clock();
+  async function read(): Promise<View> {
+    const seq = (reads += 1);
+    const readAt = clock();
+    const active = await store.keys.active();
+    const jwks = { keys: active.map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
+    const next = { readAt, active, jwks, resolve: createLocalJWKSet(jwks) };
+    // Reads may finish out of order: an older one never replaces a newer.
+    if (seq > shown) {
+      shown = seq;
+      view = next;
+    }
+    return next;
   }
+
+  /** The last read, or a new one when it is older than `maxAge`; readers at one moment share one read. */
+  async function fresh(): Promise<View> {
+    if (view && Math.abs(clock() - view.readAt) < maxAge) return view;
+    reading ??= read().finally(() => {
+      reading = undefined;
+    });
+    return reading;
+  }
+  const current = () => view as View;
+
+  const verify: JWTVerifyGetKey = async (header, token) => {
+    const known = await fresh();
+    try {
+      return await known.resolve(header, token);
+    } catch (error) {
+      // A key another process published since the last read: read the store again, once in a while.
+      if (!(error instanceof errors.JWKSNoMatchingKey) || clock() - current().readAt < REFRESH_COOLDOWN_MS) throw error;
+      return (await read()).resolve(header, token);
+    }
+  };
 
   const keyring: Keyring = {
     async signingKey() {
+      const { active } = await fresh();
       const now = clock();
       const usable = active.find((key) => key.activatesAt <= now && now < signsUntil(key) && held(key));
       if (!usable) throw new Unavailable('The broker has no signing key it may use yet.', { internal: { keyDir } });
@@ -117,34 +167,19 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       }
     },
 
-    jwks() {
-      return { keys: active.map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
+    async jwks() {
+      return (await fresh()).jwks;
     },
 
-    verificationKeys() {
-      const jwks = keyring.jwks();
-      const version = jwks.keys.map((key) => key.kid).join(' ');
-      if (verification?.version !== version) {
-        const local = createLocalJWKSet(jwks);
-        // A key another process published since the last refresh: read the store again, once in a while.
-        const keys: JWTVerifyGetKey = async (header, token) => {
-          try {
-            return await local(header, token);
-          } catch (error) {
-            if (!(error instanceof errors.JWKSNoMatchingKey) || clock() - refreshedAt < REFRESH_COOLDOWN_MS) throw error;
-            await refresh();
-            return keyring.verificationKeys()(header, token);
-          }
-        };
-        verification = { version, keys };
-      }
-      return verification.keys;
-    },
+    verificationKeys: () => verify,
 
-    refresh,
+    async refresh() {
+      await read();
+    },
 
     async rotateIfDue() {
       const now = clock();
+      const { active } = current();
       if (!isDue(active, now)) return undefined;
 
       // Generate outside the store operation (it is async), then claim the rotation under the
@@ -169,10 +204,10 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       );
       if (!inserted) {
         unlinkSync(keyFile(kid));
-        await refresh();
+        await read();
         return undefined;
       }
-      await refresh();
+      await read();
       return record;
     },
 
@@ -180,7 +215,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       const now = clock();
       const retired: string[] = [];
       // The newest key always stays, so the JWKS is never empty.
-      for (const key of active.slice(1)) {
+      for (const key of current().active.slice(1)) {
         if (signsUntil(key) + RETIRE_GRACE_MS > now) continue;
         const done = await store.keys.retire(key.kid, now, { type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
         if (!done) continue;
@@ -193,15 +228,15 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
           // Another process sharing keyDir removed it first, or it was never ours.
         }
       }
-      if (retired.length > 0) await refresh();
+      if (retired.length > 0) await read();
       return retired;
     },
   };
 
-  await refresh();
+  await read();
   await keyring.rotateIfDue();
   // Fail at start, not at the first request, when the signing key cannot be read.
-  const first = active.find((key) => key.activatesAt <= clock() && held(key));
+  const first = current().active.find((key) => key.activatesAt <= clock() && held(key));
   if (first) await loadPrivateKey(first);
   return keyring;
 }
