@@ -99,6 +99,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       algorithm: config.signing.algorithm,
       rotateEveryMs: config.signing.rotateEvery,
       publishAheadMs: config.signing.publishAhead,
+      rotationCheckMs: config.scheduler.interval,
       clock,
     });
     const compileOptions = { clock, fetch: options.fetch as FetchImplementation | undefined };

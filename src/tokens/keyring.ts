@@ -66,6 +66,12 @@ export interface KeyringOptions {
   algorithm: 'ES256' | 'EdDSA' | 'RS256';
   rotateEveryMs: number;
   publishAheadMs: number;
+  /**
+   * The longest time between two calls of `rotateIfDue` (`scheduler.interval`): the next key is
+   * made at the last call that still comes `publishAhead` before the current key's time is up,
+   * rather than at the first call after it, when the current key might stop signing first.
+   */
+  rotationCheckMs?: number;
   clock: Clock;
 }
 
@@ -92,6 +98,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   ensureKeyDir(keyDir);
   const keyFile = (kid: string) => join(keyDir, `${kid}.jwk.json`);
   const privateKeys = new Map<string, KeyObject>();
+  const lead = Math.min(options.rotationCheckMs ?? 0, rotateEveryMs - publishAheadMs);
   const maxAge = Math.min(KEY_VIEW_MAX_AGE_MS, publishAheadMs / 4);
   let view: View | undefined;
   let reads = 0;
@@ -113,7 +120,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   /** This process's next key is due when it has none of the configured algorithm that is still young enough. */
   const isDue = (keys: readonly SigningKeyRecord[], now: number) => {
     const newest = keys.find((key) => key.alg === algorithm && held(key));
-    return !newest || newest.activatesAt + rotateEveryMs - publishAheadMs <= now;
+    return !newest || newest.activatesAt + rotateEveryMs - publishAheadMs - lead <= now;
   };
 
   async function read(): Promise<View> {

@@ -76,6 +76,22 @@ describe('signing keys', () => {
     for (const token of tokens) expect(await verifies(token, cached, t.clock())).toBe(true);
   });
 
+  it('with a scheduler that runs hourly, publish the next key at the last run still publishAhead ahead of the key\'s time', async () => {
+    t = await startTestBroker({ configure: (c) => (c.scheduler = { interval: '60m' }) }); // rotateEvery 24h, publishAhead 10m
+    const start = t.clock();
+    const firstKid = kidOf(await issue(t));
+    t.clock.set(start + 24 * HOUR - 70 * MINUTE - 1);
+    await t.broker.scheduler.runAll();
+    expect(await kids(t)).toEqual([firstKid]);
+    // The run after this one may come an hour later: past the key's 24 hours and its slack, too late.
+    t.clock.set(start + 24 * HOUR - 70 * MINUTE);
+    await t.broker.scheduler.runAll();
+    const rotated = (await allEvents(t)).filter((e) => e.type === 'key.rotated').at(-1);
+    expect(rotated?.data).toMatchObject({ previous_kid: firstKid, activates_at: new Date(start + 24 * HOUR).toISOString() });
+    t.clock.set(start + 24 * HOUR);
+    expect(kidOf(await issue(t))).toBe(rotated?.data.kid);
+  });
+
   it('say in Cache-Control that the JWKS may be cached for at most half of publishAhead', async () => {
     t = await startTestBroker({ configure: (c) => ((c.signing as Record<string, unknown>).publishAhead = '4m') });
     const response = await t.http.get('/.well-known/jwks.json');
