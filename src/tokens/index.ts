@@ -1,4 +1,6 @@
 export { readOwnToken } from './inspect.js';
+export { keyCustody } from './key-custody.js';
+export type { KeyCustody } from './key-custody.js';
 export { KEY_ENCRYPTION_KEY_ENV, KeyEncryptionKeyMismatch, openSealedKey, parseKeyEncryptionKeys, SealedKeyUnreadable } from './key-encryption.js';
 export type { KeyEncryptionKeys } from './key-encryption.js';
 export { KEY_VIEW_MAX_AGE_MS, openKeyring, RETIRE_GRACE_MS, SIGNING_SLACK_MS } from './keyring.js';
