@@ -20,7 +20,7 @@
  * of a run failed; targets not met are reported, not fatal. Nothing here runs in `npm test`.
  */
 import { execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -191,7 +191,8 @@ function benchBrokerConfig({ port, dir, jwks, workers, database }: BrokerSetup &
     database: database ?? join(dir, 'broker.db'),
     clockSkew: '30s',
     scheduler: { interval: '10s' },
-    // Each replica keeps its own key, published a moment before it signs: the others know it by then.
+    // On PostgreSQL the replicas share the cluster's key, sealed in the database under the run's
+    // key-encryption key (given in the environment); on SQLite, key files.
     signing: { algorithm: SIGNING_ALG, keyDir: join(dir, 'keys'), rotateEvery: '24h', publishAhead: '2s' },
     identity: {
       issuers: [
@@ -234,6 +235,9 @@ interface BrokerSetup {
   database?: string | undefined;
 }
 
+/** The key-encryption key of this run's PostgreSQL replicas: made here, gone with the run. */
+const RUN_KEY_ENCRYPTION_KEY = randomBytes(32).toString('base64');
+
 async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined, setup: BrokerSetup): Promise<BrokerProcess> {
   const dir = join(workDir, label);
   mkdirSync(dir, { recursive: true });
@@ -244,8 +248,10 @@ async function startBroker(label: string, workDir: string, identity: Identity, p
   const profileDir = profileRoot === undefined ? undefined : join(profileRoot, label);
   const nodeFlags = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
   // Env overrides of the config (PORT, HOST, BROKER_DB, BROKER_CONFIG) would point it elsewhere.
-  const { PORT: _p, HOST: _h, BROKER_DB: _d, BROKER_CONFIG: _c, ...env } = process.env;
-  const child = startChild(`broker (${label})`, [...nodeFlags, ...brokerArgs('--config', configFile)], { ...env, LOG_LEVEL: 'warn' });
+  const { PORT: _p, HOST: _h, BROKER_DB: _d, BROKER_CONFIG: _c, BROKER_KEY_ENCRYPTION_KEY: _k, ...env } = process.env;
+  // PostgreSQL refuses to start without a key-encryption key; every replica of the run gets the same one.
+  const kek = setup.database === undefined ? {} : { BROKER_KEY_ENCRYPTION_KEY: RUN_KEY_ENCRYPTION_KEY };
+  const child = startChild(`broker (${label})`, [...nodeFlags, ...brokerArgs('--config', configFile)], { ...env, ...kek, LOG_LEVEL: 'warn' });
   const base = `http://127.0.0.1:${port}`;
   await Promise.race([waitUntilReady(`${base}/readyz`), failOnExit(child)]);
   return { child, base, profileDir };
@@ -354,7 +360,7 @@ async function runPeer(options: Options): Promise<Measurement> {
 }
 
 /**
- * `replicas` brokers on one PostgreSQL database, each its own process with its own key, loaded
+ * `replicas` brokers on one PostgreSQL database, each its own process signing with the cluster's key, loaded
  * at once (the connections split between them), measured as one broker: their throughput summed,
  * their worst p99, their CPU and memory added up; and how fast their one audit chain grew.
  */

@@ -14,7 +14,7 @@ import { createJobs, createScheduler, type Scheduler } from './scheduler/index.j
 import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import { openStore, type Store } from './store/index.js';
-import { createTokenService, openKeyring, type Keyring } from './tokens/index.js';
+import { createTokenService, keyCustody, openKeyring, type Keyring } from './tokens/index.js';
 
 export interface BrokerOptions {
   config: BrokerConfig;
@@ -25,6 +25,8 @@ export interface BrokerOptions {
   /** The network, injectable: JWKS fetches and webhook deliveries. */
   fetch?: typeof fetch;
   webhookBackoffMs?: number;
+  /** Where the key-encryption key may come from (`BROKER_KEY_ENCRYPTION_KEY`); default process.env. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** What a reload did: applied the file, or refused it (the running configuration stays), and why. */
@@ -90,16 +92,20 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger();
 
+  // Before the database: a configuration that cannot keep the keys as promised never touches it.
+  const custody = keyCustody(config, options.env ?? process.env, options.source?.file);
   const store = await openStore(config.database, clock);
   try {
     await store.append([loadedEvent(config, options.source, 'start')]);
     const keyring = await openKeyring({
       store,
-      keyDir: config.signing.keyDir,
+      custody,
       algorithm: config.signing.algorithm,
       rotateEveryMs: config.signing.rotateEvery,
       publishAheadMs: config.signing.publishAhead,
+      rotationCheckMs: config.scheduler.interval,
       clock,
+      logger,
     });
     const compileOptions = { clock, fetch: options.fetch as FetchImplementation | undefined };
     const settingsHolder = createSettingsHolder(await compileSettings(config, compileOptions));

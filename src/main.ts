@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
+import { StartRefused } from './shared/errors.js';
 
 /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -85,6 +86,13 @@ main().catch((error: unknown) => {
     // One line per bad field, and no stack trace: the fault is in the file, not the code.
     logger.fatal({ file: error.file, problems: error.problems }, 'invalid configuration; the broker will not start');
     process.stderr.write(`${error.message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
+  if (error instanceof StartRefused) {
+    // Something the operator must fix (a key-encryption key that does not open the store's keys):
+    // said in one line, no stack trace.
+    logger.fatal({ code: error.code, problem: error.message }, 'the broker will not start');
+    process.stderr.write(`jit-broker: ${error.message}\n`);
     process.exit(78); // EX_CONFIG
   }
   logger.fatal({ err: error }, 'the broker could not start');

@@ -357,7 +357,18 @@ const configShape = z
     signing: z
       .strictObject({
         algorithm: z.enum(SIGNING_ALGORITHMS).default('ES256').describe('Algorithm of the tokens the broker mints.'),
-        keyDir: z.string().default('./data/keys').describe('Private signing keys, files mode 0600, created on first start.'),
+        keyDir: z
+          .string()
+          .default('./data/keys')
+          .describe(
+            'Private signing keys as files, mode 0600, created on first start, where no key-encryption key is given (SQLite only): each process signs with a key of its own. With a key-encryption key nothing is written here; a key file found here for a key the database lists is sealed into the database at start (an upgrade).',
+          ),
+        keyEncryptionKeyFile: z
+          .string()
+          .optional()
+          .describe(
+            'A file (mode 0600) holding the key-encryption key: base64 of 32 random bytes (`openssl rand -base64 32`). Or give it in env BROKER_KEY_ENCRYPTION_KEY; never both, and there is no default. With one, each private signing key is kept in the database sealed with AES-256-GCM under it (the database never holds the key-encryption key), and every replica signs with the cluster\'s current key: a replica that joins is ready at once. Required on PostgreSQL, the same on every replica. While it is rotated, several separated by commas or line breaks: the first seals, every one opens.',
+          ),
         rotateEvery: duration('A new signing key after this long; old keys stay in the JWKS until their tokens expire.').prefault('24h'),
         publishAhead: duration(
           'A new signing key is in the JWKS this long before any token is signed with it, so resource servers that cached the JWKS still verify every token. Shorter than `rotateEvery`.',

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
 import { compileWebhooks } from '../notify/index.js';
 import { loadTrustedIssuers } from '../identity/index.js';
+import { keyCustody } from '../tokens/index.js';
 import { BROKER_VERSION } from '../shared/version.js';
 
 /** sysexits.h: a wrong command line, and a configuration that cannot be used. */
@@ -17,13 +18,16 @@ Usage: node dist/main.js [--config FILE]      (npm start -- [--config FILE])
 Options:
   --config FILE        the configuration file (default: env BROKER_CONFIG, else config/broker.yaml)
   --check-config FILE  validate FILE as the broker would at start, with the files it names
-                       (jwksFile, webhook secretFile), and exit: 0 valid, ${EX_CONFIG} invalid
+                       (jwksFile, webhook secretFile, keyEncryptionKeyFile), and exit: 0 valid,
+                       ${EX_CONFIG} invalid
   -h, --help           this text
   -v, --version        the version
 
 Environment:
   BROKER_CONFIG  the configuration file        PORT, HOST  override listen.port, listen.host
   BROKER_DB      overrides database            LOG_LEVEL   pino level (default info)
+  BROKER_KEY_ENCRYPTION_KEY  seals the private signing keys kept in the database (required on
+                 PostgreSQL; or signing.keyEncryptionKeyFile)
   ${ALLOW_DEV_ISSUERS_ENV}=true  allows development issuers where NODE_ENV=production
 
 Signals:
@@ -65,13 +69,15 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
 
 /**
  * Validates a file as a start would, without opening the database or the keys: the schema and
- * its cross-references, the env overrides and the development-issuer rule, and the files it
- * names (each `jwksFile`, each webhook `secretFile`). Remote JWKS are not fetched, and no file
+ * its cross-references, the env overrides and the development-issuer rule, the key-encryption key
+ * (env or `signing.keyEncryptionKeyFile`; required on PostgreSQL), and the files it names (each
+ * `jwksFile`, each webhook `secretFile`). Remote JWKS are not fetched, and no file
  * is written (development issuers' keys are made on first start, so they are not read here).
  */
 export async function checkConfig(file: string, env: NodeJS.ProcessEnv): Promise<BrokerCommand> {
   try {
     const { config } = loadConfig(file, env);
+    keyCustody(config, env, file);
     await loadTrustedIssuers(config.identity.issuers.filter((issuer) => issuer.dev === undefined));
     compileWebhooks(config.notify);
     const summary = `${config.identity.issuers.length} issuers, ${config.scopes.length} scopes, ${config.policies.length} policies`;

@@ -293,3 +293,18 @@ export class Unavailable extends BrokerError {
     return 503;
   }
 }
+
+/**
+ * A start the operator must fix, not a fault of the code: a secret that does not open what the
+ * store holds, say. Never a caller's failure. The process says `message` in one line and exits 78
+ * (EX_CONFIG), without a stack trace; `code` is stable for tests and runbooks.
+ */
+export class StartRefused extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}

@@ -87,8 +87,16 @@ export interface Store {
      * the lock, with its event; false when `decide` declines (another process rotated first).
      */
     add(decide: (active: SigningKeyRecord[]) => SigningKeyRecord | false, event: (key: SigningKeyRecord) => AuditEntry): Promise<boolean>;
-    /** Retires a key when no token signed by it expires after `now`, with its event. */
+    /**
+     * Retires a key when no token signed by it expires after `now`, with its event; its sealed
+     * private half goes with it.
+     */
     retire(kid: string, now: number, event: AuditEntry): Promise<boolean>;
+    /**
+     * Keeps the sealed private half of an unretired key that has none yet (one a key file held),
+     * with its event; false when it has one already or is retired.
+     */
+    seal(kid: string, sealedPrivateKey: string, event: AuditEntry): Promise<boolean>;
   };
 
   /** A new request: the facts it is judged on, the judgement, and what it writes, as one operation. */

@@ -116,6 +116,11 @@ export interface SigningKeyRecord {
   /** When it may start signing: published in the JWKS from `createdAt`, used from here on. */
   activatesAt: number;
   retiredAt: number | null;
+  /**
+   * The private half sealed under the key-encryption key (tokens/key-encryption.ts), so every
+   * replica given that key may sign with it; null where it lives in a key file, and once retired.
+   */
+  sealedPrivateKey: string | null;
 }
 
 export type ReviewOutcome = 'justified' | 'unjustified';
@@ -186,6 +191,7 @@ export type AuditEventType =
   | 'breakglass.review_overdue'
   | 'key.rotated'
   | 'key.retired'
+  | 'key.sealed'
   | 'audit.checkpoint'
   | 'notify.failed';
 

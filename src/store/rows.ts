@@ -201,6 +201,7 @@ export interface KeyRow {
   created_at: number;
   activates_at: number;
   retired_at: number | null;
+  sealed_private_key: string | null;
 }
 
 export const toKey = (r: KeyRow): SigningKeyRecord => ({
@@ -210,6 +211,7 @@ export const toKey = (r: KeyRow): SigningKeyRecord => ({
   createdAt: r.created_at,
   activatesAt: r.activates_at,
   retiredAt: r.retired_at,
+  sealedPrivateKey: r.sealed_private_key,
 });
 
 export interface ReviewRow {

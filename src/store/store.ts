@@ -50,7 +50,7 @@ import {
   transitionColumns,
 } from './shared.js';
 
-/** Signing keys change under this lock, so processes sharing a key directory rotate once. */
+/** Signing keys change under this lock, so processes sharing a store (or a key directory) rotate once. */
 const KEYS_LOCK = 'keys';
 /** Conditional appends (`appendIfLatest`) judge and write under this lock. */
 const APPEND_IF_LATEST_LOCK = 'append-if-latest';
@@ -594,8 +594,8 @@ export function createStore(engine: Engine, clock: Clock): Store {
         engine.maintain(KEYS_LOCK, async (sql, { append }) => {
           const key = decide(await activeKeys(sql));
           if (!key) return false;
-          await sql.run('INSERT INTO signing_keys (kid, alg, public_jwk, created_at, activates_at, retired_at) VALUES (?, ?, ?, ?, ?, ?)', [
-            key.kid, key.alg, JSON.stringify(key.publicJwk), key.createdAt, key.activatesAt, key.retiredAt,
+          await sql.run('INSERT INTO signing_keys (kid, alg, public_jwk, created_at, activates_at, retired_at, sealed_private_key) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+            key.kid, key.alg, JSON.stringify(key.publicJwk), key.createdAt, key.activatesAt, key.retiredAt, key.sealedPrivateKey,
           ]);
           await append([event(key)]);
           return true;
@@ -603,7 +603,18 @@ export function createStore(engine: Engine, clock: Clock): Store {
       retire: (kid, now, event) =>
         engine.maintain(KEYS_LOCK, async (sql, { append }) => {
           if (await sql.get('SELECT 1 AS used FROM issuances WHERE kid = ? AND expires_at > ? LIMIT 1', [kid, now])) return false;
-          if ((await sql.run('UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL', [now, kid])) !== 1) return false;
+          // Its tokens have all expired: the private half has nothing left to sign.
+          if ((await sql.run('UPDATE signing_keys SET retired_at = ?, sealed_private_key = NULL WHERE kid = ? AND retired_at IS NULL', [now, kid])) !== 1) return false;
+          await append([event]);
+          return true;
+        }),
+      seal: (kid, sealedPrivateKey, event) =>
+        engine.maintain(KEYS_LOCK, async (sql, { append }) => {
+          const sealed = await sql.run('UPDATE signing_keys SET sealed_private_key = ? WHERE kid = ? AND sealed_private_key IS NULL AND retired_at IS NULL', [
+            sealedPrivateKey,
+            kid,
+          ]);
+          if (sealed !== 1) return false;
           await append([event]);
           return true;
         }),

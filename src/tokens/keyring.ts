@@ -1,12 +1,15 @@
-import { createPrivateKey, generateKeyPair, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { existsSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, createLocalJWKSet, errors, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
+import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
-import { ensureKeyDir, publicJwk, readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
+import { publicJwk, readPrivateJwk } from '../shared/key-files.js';
 import type { SigningKeyRecord, Store } from '../store/index.js';
+import type { KeyCustody } from './key-custody.js';
+import { openSealedKey, sealedUnder, sealPrivateJwk } from './key-encryption.js';
+import { keyFile, privateHalves } from './private-halves.js';
 
 /**
  * A key is used for signing at most this long past its `rotateEvery`: its successor should be
@@ -18,6 +21,13 @@ export const SIGNING_SLACK_MS = 5 * 60_000;
 export const RETIRE_GRACE_MS = 60_000;
 /** How often an unknown `kid` in a token may make the keyring re-read the store. */
 const REFRESH_COOLDOWN_MS = 5_000;
+/**
+ * The keyring answers from what it last read of the store for at most this long (and at most a
+ * quarter of `publishAhead`), whatever `scheduler.interval` is: a key another process published
+ * is in this process's JWKS within it, well inside the half of `publishAhead` that remains once a
+ * resource server's cache (max-age, half of `publishAhead`) is counted.
+ */
+export const KEY_VIEW_MAX_AGE_MS = 5_000;
 
 export interface SigningKey {
   kid: string;
@@ -26,7 +36,7 @@ export interface SigningKey {
   privateKey: KeyObject;
 }
 
-/** A new private key of the algorithm, as a JWK (the form its file keeps). */
+/** A new private key of the algorithm, as a JWK. */
 async function newPrivateJwk(algorithm: 'ES256' | 'EdDSA' | 'RS256'): Promise<JWK> {
   const generate = promisify(generateKeyPair);
   const { privateKey } =
@@ -39,15 +49,15 @@ async function newPrivateJwk(algorithm: 'ES256' | 'EdDSA' | 'RS256'): Promise<JW
 }
 
 export interface Keyring {
-  /** The newest key this process holds that may sign now. */
+  /** The newest key that may sign now: the cluster's (keys in the store) or this process's own (key files). */
   signingKey(): Promise<SigningKey>;
   /** Public halves of every unretired key of every process on this database: what `/.well-known/jwks.json` serves. */
-  jwks(): JSONWebKeySet;
+  jwks(): Promise<JSONWebKeySet>;
   /** A key resolver over `jwks()`, for checking the broker's own tokens. */
   verificationKeys(): JWTVerifyGetKey;
-  /** Re-reads the keys from the store (other processes rotate too). */
+  /** Re-reads the keys from the store now (other processes rotate too). */
   refresh(): Promise<void>;
-  /** Creates this process's next key when due, published `publishAhead` before it signs. */
+  /** Creates the next key when due, published `publishAhead` before it signs. */
   rotateIfDue(): Promise<SigningKeyRecord | undefined>;
   /** Retires keys past their time that no unexpired token uses; returns their kids. */
   retireUnused(): Promise<string[]>;
@@ -55,153 +65,243 @@ export interface Keyring {
 
 export interface KeyringOptions {
   store: Store;
-  keyDir: string;
+  custody: KeyCustody;
   algorithm: 'ES256' | 'EdDSA' | 'RS256';
   rotateEveryMs: number;
   publishAheadMs: number;
+  /**
+   * The longest time between two calls of `rotateIfDue` (`scheduler.interval`): the next key is
+   * made at the last call that still comes `publishAhead` before the current key's time is up,
+   * rather than at the first call after it, when the current key might stop signing first.
+   */
+  rotationCheckMs?: number;
   clock: Clock;
+  logger: Pick<Logger, 'info' | 'warn'>;
+}
+
+/** What the keyring last read of the store. */
+interface View {
+  readAt: number;
+  /** Every unretired key, newest first. */
+  active: SigningKeyRecord[];
+  /** Those the JWKS serves, newest first. */
+  published: SigningKeyRecord[];
+  jwks: JSONWebKeySet;
+  resolve: JWTVerifyGetKey;
 }
 
 /**
  * The broker's signing keys. Public halves live in the store, so every process on one database
- * (or every replica on PostgreSQL) serves the same JWKS; private halves live in files under
- * `keyDir`, which processes may share or keep each to their own. A process signs with the newest
- * key whose private half it holds, and only once that key has been published for
- * `publishAhead`: a resource server that cached the JWKS a moment before a rotation still knows
- * every key that signs.
+ * serves the same JWKS, re-read at least every few seconds. With a key-encryption key (see
+ * key-custody.ts), private halves live in the store too, sealed: one rotation for the whole
+ * cluster, every process signing with the cluster's current key, and a process that joins signs
+ * at once. Without one, private halves are files under `keyDir` and each process signs with a key
+ * of its own. Either way a key signs only once it has been published for `publishAhead`: a
+ * resource server that cached the JWKS a moment before a rotation still knows every key that
+ * signs. Only the first key of an empty store signs at once: nobody can have cached a JWKS of it.
  */
 export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
-  const { store, keyDir, algorithm, rotateEveryMs, publishAheadMs, clock } = options;
-  ensureKeyDir(keyDir);
-  const keyFile = (kid: string) => join(keyDir, `${kid}.jwk.json`);
-  const privateKeys = new Map<string, KeyObject>();
-  let active: SigningKeyRecord[] = [];
-  let verification: { version: string; keys: JWTVerifyGetKey } | undefined;
-  let refreshedAt = 0;
-
-  const held = (key: SigningKeyRecord) => privateKeys.has(key.kid) || existsSync(keyFile(key.kid));
+  const { store, custody, algorithm, rotateEveryMs, publishAheadMs, clock, logger } = options;
+  const halves = privateHalves(custody);
+  const lead = Math.min(options.rotationCheckMs ?? 0, rotateEveryMs - publishAheadMs);
+  const maxAge = Math.min(KEY_VIEW_MAX_AGE_MS, publishAheadMs / 4);
   const signsUntil = (key: SigningKeyRecord) => key.activatesAt + rotateEveryMs + SIGNING_SLACK_MS;
 
-  async function loadPrivateKey(record: SigningKeyRecord): Promise<KeyObject> {
-    let key = privateKeys.get(record.kid);
-    if (!key) {
-      key = createPrivateKey({ key: readPrivateJwk(keyFile(record.kid)) as JsonWebKey, format: 'jwk' });
-      privateKeys.set(record.kid, key);
-    }
-    return key;
-  }
-
-  /** This process's next key is due when it has none of the configured algorithm that is still young enough. */
+  /** The next key is due when there is none of the configured algorithm that is still young enough. */
   const isDue = (keys: readonly SigningKeyRecord[], now: number) => {
-    const newest = keys.find((key) => key.alg === algorithm && held(key));
-    return !newest || newest.activatesAt + rotateEveryMs - publishAheadMs <= now;
+    const newest = keys.find((key) => key.alg === algorithm && halves.holds(key));
+    return !newest || newest.activatesAt + rotateEveryMs - publishAheadMs - lead <= now;
   };
 
-  async function refresh(): Promise<void> {
-    active = await store.keys.active();
-    refreshedAt = clock();
+  let view: View | undefined;
+  let reads = 0;
+  let shown = 0;
+  let reading: Promise<View> | undefined;
+  const warned = new Set<string>();
+
+  async function read(): Promise<View> {
+    const seq = (reads += 1);
+    const readAt = clock();
+    const active = await store.keys.active();
+    const published = active.filter(halves.vouches);
+    for (const key of active) {
+      const failure = halves.failure(key);
+      if (!failure || warned.has(key.kid)) continue;
+      warned.add(key.kid);
+      logger.warn({ kid: key.kid, code: failure.code, problem: failure.message }, 'a signing key in the store does not open here: it is neither published nor used by this process');
+    }
+    const jwks = { keys: published.map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
+    const next = { readAt, active, published, jwks, resolve: createLocalJWKSet(jwks) };
+    // Reads may finish out of order: an older one never replaces a newer.
+    if (seq > shown) {
+      shown = seq;
+      view = next;
+    }
+    return next;
   }
+
+  /** The last read, or a new one when it is older than `maxAge`; readers at one moment share one read. */
+  async function fresh(): Promise<View> {
+    if (view && Math.abs(clock() - view.readAt) < maxAge) return view;
+    reading ??= read().finally(() => {
+      reading = undefined;
+    });
+    return reading;
+  }
+  const current = () => view as View;
+
+  /** At start: every sealed key must open, or this process was given the wrong key-encryption key. */
+  function assertEveryKeyOpens(): void {
+    for (const key of current().active) {
+      const failure = halves.failure(key);
+      if (failure) throw failure;
+    }
+  }
+
+  /**
+   * An upgrade to keys in the store: the private half of a key the store lists without one, found
+   * as a file under `keyDir`, is sealed into the store, so the whole cluster signs with it at once
+   * instead of waiting `publishAhead` for a new key.
+   */
+  async function sealKeyFiles(): Promise<void> {
+    if (custody.kind !== 'store') return;
+    let sealed = 0;
+    for (const key of current().active) {
+      const file = keyFile(custody.keyDir, key.kid);
+      if (key.sealedPrivateKey !== null || !existsSync(file)) continue;
+      const value = sealPrivateJwk(custody.keys, { ...readPrivateJwk(file), kid: key.kid, alg: key.alg }, key);
+      openSealedKey(custody.keys, value, key); // a file that is not this key's private half is refused before anything is written
+      const event = { type: 'key.sealed' as const, data: { kid: key.kid, alg: key.alg, key_encryption_key: custody.keys[0].id } };
+      if (await store.keys.seal(key.kid, value, event)) {
+        sealed += 1;
+        logger.info({ kid: key.kid }, 'a key file was sealed into the store: every process given the key-encryption key signs with it');
+      }
+    }
+    if (sealed > 0) await read();
+  }
+
+  const verify: JWTVerifyGetKey = async (header, token) => {
+    const known = await fresh();
+    try {
+      return await known.resolve(header, token);
+    } catch (error) {
+      // A key another process published since the last read: read the store again, once in a while.
+      if (!(error instanceof errors.JWKSNoMatchingKey) || clock() - current().readAt < REFRESH_COOLDOWN_MS) throw error;
+      return (await read()).resolve(header, token);
+    }
+  };
 
   const keyring: Keyring = {
     async signingKey() {
+      const { published } = await fresh();
       const now = clock();
-      const usable = active.find((key) => key.activatesAt <= now && now < signsUntil(key) && held(key));
-      if (!usable) throw new Unavailable('The broker has no signing key it may use yet.', { internal: { keyDir } });
+      const usable = published.find((key) => key.activatesAt <= now && now < signsUntil(key) && halves.holds(key));
+      if (!usable) throw new Unavailable('The broker has no signing key it may use yet.', { internal: { custody: custody.kind, keyDir: custody.keyDir } });
       try {
-        return { kid: usable.kid, alg: usable.alg, privateKey: await loadPrivateKey(usable) };
+        return { kid: usable.kid, alg: usable.alg, privateKey: halves.load(usable) };
       } catch (error) {
         throw new Unavailable('The broker cannot sign right now.', {
           cause: error,
-          internal: { kid: usable.kid, keyDir, problem: (error as Error).message },
+          internal: { kid: usable.kid, custody: custody.kind, keyDir: custody.keyDir, problem: (error as Error).message },
         });
       }
     },
 
-    jwks() {
-      return { keys: active.map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
+    async jwks() {
+      return (await fresh()).jwks;
     },
 
-    verificationKeys() {
-      const jwks = keyring.jwks();
-      const version = jwks.keys.map((key) => key.kid).join(' ');
-      if (verification?.version !== version) {
-        const local = createLocalJWKSet(jwks);
-        // A key another process published since the last refresh: read the store again, once in a while.
-        const keys: JWTVerifyGetKey = async (header, token) => {
-          try {
-            return await local(header, token);
-          } catch (error) {
-            if (!(error instanceof errors.JWKSNoMatchingKey) || clock() - refreshedAt < REFRESH_COOLDOWN_MS) throw error;
-            await refresh();
-            return keyring.verificationKeys()(header, token);
-          }
-        };
-        verification = { version, keys };
-      }
-      return verification.keys;
-    },
+    verificationKeys: () => verify,
 
-    refresh,
+    async refresh() {
+      await read();
+    },
 
     async rotateIfDue() {
       const now = clock();
-      if (!isDue(active, now)) return undefined;
+      const known = current();
+      if (!isDue(known.active, now)) return undefined;
 
       // Generate outside the store operation (it is async), then claim the rotation under the
-      // store's lock: when two processes sharing keyDir race, one inserts and the other discards.
+      // store's lock: when two processes race, one inserts and the other discards its key.
       const jwk = await newPrivateJwk(algorithm);
       const kid = await calculateJwkThumbprint(publicJwk(jwk));
-      writePrivateJwk(keyFile(kid), { ...jwk, kid, alg: algorithm });
+      const sealedPrivateKey = halves.keep(kid, algorithm, { ...jwk, kid, alg: algorithm });
       let record: SigningKeyRecord | undefined;
       const inserted = await store.keys.add(
         (keys) => {
           if (!isDue(keys.filter((key) => key.kid !== kid), now)) return false;
-          const mine = keys.find((key) => key.alg === algorithm && held(key) && key.kid !== kid);
+          const newest = keys.find((key) => key.alg === algorithm && halves.holds(key) && key.kid !== kid);
           // Nobody can have cached a JWKS of a store with no keys: the first key signs at once.
-          const activatesAt = keys.length === 0 ? now : Math.max(now + publishAheadMs, mine ? mine.activatesAt + rotateEveryMs : 0);
-          record = { kid, alg: algorithm, publicJwk: publicJwk(jwk), createdAt: now, activatesAt, retiredAt: null };
+          const activatesAt = keys.length === 0 ? now : Math.max(now + publishAheadMs, newest ? newest.activatesAt + rotateEveryMs : 0);
+          record = { kid, alg: algorithm, publicJwk: publicJwk(jwk), createdAt: now, activatesAt, retiredAt: null, sealedPrivateKey };
           return record;
         },
         (key) => ({
           type: 'key.rotated',
-          data: { kid, alg: algorithm, activates_at: new Date(key.activatesAt).toISOString(), previous_kid: active.find(held)?.kid ?? null },
+          data: { kid, alg: algorithm, activates_at: new Date(key.activatesAt).toISOString(), previous_kid: known.active.find(halves.holds)?.kid ?? null },
         }),
       );
-      if (!inserted) {
-        unlinkSync(keyFile(kid));
-        await refresh();
-        return undefined;
-      }
-      await refresh();
-      return record;
+      if (!inserted) halves.discard(kid);
+      await read();
+      return inserted ? record : undefined;
     },
 
     async retireUnused() {
       const now = clock();
+      const { active, published } = current();
       const retired: string[] = [];
-      // The newest key always stays, so the JWKS is never empty.
-      for (const key of active.slice(1)) {
-        if (signsUntil(key) + RETIRE_GRACE_MS > now) continue;
+      for (const key of active) {
+        // The newest published key always stays, so the JWKS is never empty.
+        if (key === published[0] || signsUntil(key) + RETIRE_GRACE_MS > now) continue;
         const done = await store.keys.retire(key.kid, now, { type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
         if (!done) continue;
         retired.push(key.kid);
-        privateKeys.delete(key.kid);
-        // Its tokens are all expired: the private half has nothing left to do.
-        try {
-          unlinkSync(keyFile(key.kid));
-        } catch {
-          // Another process sharing keyDir removed it first, or it was never ours.
-        }
+        halves.forget(key.kid);
       }
-      if (retired.length > 0) await refresh();
+      if (retired.length > 0) await read();
       return retired;
     },
   };
 
-  await refresh();
+  await read();
+  if (custody.kind === 'store') {
+    // Before rotating: a process with the wrong key-encryption key must not add a key of its own.
+    assertEveryKeyOpens();
+    await sealKeyFiles();
+  }
   await keyring.rotateIfDue();
+  // Another process may have won the first key of an empty store: it must open here too.
+  assertEveryKeyOpens();
   // Fail at start, not at the first request, when the signing key cannot be read.
-  const first = active.find((key) => key.activatesAt <= clock() && held(key));
-  if (first) await loadPrivateKey(first);
+  const first = current().published.find((key) => key.activatesAt <= clock() && halves.holds(key));
+  if (first) halves.load(first);
+  logStart();
   return keyring;
+
+  function logStart(): void {
+    const { active, published } = current();
+    if (custody.kind === 'files') {
+      logger.info({ custody: 'files', keyDir: custody.keyDir, published: published.length }, 'signing keys: private halves in key files, one key per process');
+      return;
+    }
+    const sealing = custody.keys[0].id;
+    logger.info(
+      {
+        custody: 'store',
+        key_encryption_key: sealing,
+        published: published.length,
+        // While the key-encryption key is rotated: the keys the older one still opens (README, Several replicas).
+        sealed_under_older_keys: published.filter((key) => key.sealedPrivateKey && sealedUnder(key.sealedPrivateKey) !== sealing).map((key) => key.kid),
+      },
+      'signing keys: private halves sealed in the store, one key for every process',
+    );
+    const unsealed = active.filter((key) => key.sealedPrivateKey === null).map((key) => key.kid);
+    if (unsealed.length > 0) {
+      logger.warn(
+        { kids: unsealed },
+        'signing keys without a sealed private half are not published: no process given the key-encryption key held their key files (their tokens fail verification until they expire)',
+      );
+    }
+  }
 }

@@ -1,8 +1,9 @@
-import { rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import request from 'supertest';
 import { createBroker, type Broker } from '../../src/broker.js';
-import { parseConfig, type BrokerConfig } from '../../src/config/index.js';
+import { databaseEngine, parseConfig, type BrokerConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/observability/index.js';
 import { createTestDatabase, type TestDatabase } from './engine.js';
 import { createTestIssuer, type TestIssuer } from './issuer.js';
@@ -53,6 +54,27 @@ export async function createTestIssuers(): Promise<TestIssuers> {
   return { ci: await createTestIssuer('https://ci.test'), sso: await createTestIssuer('https://sso.test') };
 }
 
+/** This test run's key-encryption key: every broker of the run (in process or not) may share it. */
+export const TEST_KEY_ENCRYPTION_KEY = randomBytes(32).toString('base64');
+
+/** Writes a key-encryption key file (mode 0600) into `dir` and returns its path. */
+export function writeKeyEncryptionKeyFile(dir: string, key = TEST_KEY_ENCRYPTION_KEY, name = 'key-encryption.key'): string {
+  const path = join(dir, name);
+  writeFileSync(path, `${key}\n`, { mode: 0o600 });
+  return path;
+}
+
+/**
+ * The signing section as an operator writes it for `database`: on PostgreSQL a key-encryption key
+ * is required, and the private keys live sealed in the database; on SQLite, key files.
+ */
+export function testSigning(dir: string, database: string): Record<string, unknown> {
+  const signing = { algorithm: 'ES256', keyDir: join(dir, 'keys'), rotateEvery: '24h' };
+  return databaseEngine(database) === 'postgres' ? { ...signing, keyEncryptionKeyFile: writeKeyEncryptionKeyFile(dir) } : signing;
+}
+
+const keyCustodyOf = ({ keyDir, keyEncryptionKeyFile }: Record<string, unknown>) => ({ keyDir, ...(keyEncryptionKeyFile ? { keyEncryptionKeyFile } : {}) });
+
 /**
  * A configuration close to a real deployment: a workload issuer (CI) and a person issuer
  * (SSO), low- and high-risk scopes, a toxic pair, roles by SSO group.
@@ -63,7 +85,7 @@ export function baseConfig(dir: string, issuers: TestIssuers, database = join(di
     database,
     clockSkew: '30s',
     scheduler: { interval: '1s' },
-    signing: { algorithm: 'ES256', keyDir: join(dir, 'keys'), rotateEvery: '24h' },
+    signing: testSigning(dir, database),
     identity: {
       issuers: [
         {
@@ -159,15 +181,20 @@ export interface TestBrokerOptions {
   issuers?: TestIssuers;
   fetch?: typeof fetch;
   dir?: string;
+  /** Another broker's database (a second replica on it), left for its owner to drop. */
+  db?: TestDatabase;
+  /** The environment the broker reads its key-encryption key from (none unless given). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
   const dir = options.dir ?? tempDir('jit-broker-test-');
   const issuers = options.issuers ?? (await createTestIssuers());
   const clock = options.clock ?? testClock();
-  const db = await createTestDatabase(dir);
+  const db = options.db ?? (await createTestDatabase(dir));
+  const dropDb = () => (options.db ? Promise.resolve() : db.drop());
   const raw = options.config
-    ? { ...options.config, database: db.url, signing: { ...(options.config.signing as object), keyDir: join(dir, 'keys') } }
+    ? { ...options.config, database: db.url, signing: { ...(options.config.signing as object), ...keyCustodyOf(testSigning(dir, db.url)) } }
     : baseConfig(dir, issuers, db.url);
   options.configure?.(raw);
   let config = parseConfig('test', raw);
@@ -175,12 +202,12 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const logger = createLogger({ level: 'debug', destination: { write: (line: string) => void logs.push(line) } });
 
   const open = () =>
-    createBroker({ config, logger, clock, webhookBackoffMs: 10, ...(options.fetch ? { fetch: options.fetch } : {}) });
+    createBroker({ config, logger, clock, webhookBackoffMs: 10, env: options.env ?? {}, ...(options.fetch ? { fetch: options.fetch } : {}) });
   let broker: Broker;
   try {
     broker = await open();
   } catch (error) {
-    await db.drop();
+    await dropDb();
     throw error;
   }
 
@@ -220,7 +247,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     },
     async close() {
       await broker.close();
-      await db.drop();
+      await dropDb();
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -48,7 +48,8 @@ export async function until(check: () => boolean | Promise<boolean>, ms = 15_000
 
 /** Starts a broker on `configFile` (PORT 0) and resolves with its URL once it listens. */
 export async function startBroker(configFile: string, env: Record<string, string> = {}): Promise<BrokerProcess & { url: string }> {
-  const { PORT: _port, BROKER_DB: _db, BROKER_CONFIG: _config, ...inherited } = process.env;
+  // A key-encryption key too: a test process gets one only when its test gives it.
+  const { PORT: _port, BROKER_DB: _db, BROKER_CONFIG: _config, BROKER_KEY_ENCRYPTION_KEY: _kek, ...inherited } = process.env;
   const broker = startProcess(['--config', configFile], { ...(inherited as Record<string, string>), LOG_LEVEL: 'info', PORT: '0', ...env }, { replaceEnv: true });
   await until(() => broker.lines().some((line) => line.msg === 'broker listening') || broker.child.exitCode !== null, 30_000);
   const listening = broker.lines().find((line) => line.msg === 'broker listening');

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalJWKSet, decodeJwt, exportJWK, generateKeyPair, jwtVerify, type JSONWebKeySet } from 'jose';
@@ -6,15 +7,20 @@ import { signDpopProof } from '../../src/dpop/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyStoredChain } from '../../src/audit/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
-import { BROKER_ISSUER, baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
+import YAML from 'yaml';
+import { KEY_ENCRYPTION_KEY_ENV } from '../../src/tokens/index.js';
+import { BROKER_ISSUER, baseConfig, createTestIssuers, TEST_KEY_ENCRYPTION_KEY, type TestIssuers } from '../helpers/broker.js';
 import { createTestDatabase, ENGINE, type TestDatabase } from '../helpers/engine.js';
-import { startBrokerProcess, until, type BrokerProcess } from '../helpers/process.js';
+import { startBrokerProcess, startProcess, until, type BrokerProcess } from '../helpers/process.js';
 
 /**
  * CONTRACT section 5: several broker processes on one database (replicas on PostgreSQL, several
  * processes on one SQLite file) keep every guarantee: each check-then-write is atomic across
- * them, the audit log stays one chain, and the JWKS of any of them lists the keys of all. Each
- * replica here keeps its own private key (its own keyDir), and load goes through all three.
+ * them, the audit log stays one chain, and the JWKS of any of them lists the keys of all. They
+ * start together on an empty database, each with a key directory of its own and the one
+ * key-encryption key (env BROKER_KEY_ENCRYPTION_KEY): the signing keys are the cluster's, kept
+ * sealed in the store, so each is ready within seconds although publishAhead is 10 minutes.
+ * Load goes through all three.
  */
 
 const REPLICAS = 3;
@@ -23,6 +29,7 @@ let db: TestDatabase;
 let issuers: TestIssuers;
 let replicas: (BrokerProcess & { url: string })[];
 let store: Store;
+let readyAfterMs: number;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'jit-replicas-'));
@@ -41,16 +48,17 @@ beforeAll(async () => {
         { id: 'registry', match: { issuer: 'ci', subject: 'repo:acme/registry:*' }, scopes: ['model:register'] },
       ],
       duties: [{ name: 'model-release', type: 'model', steps: [{ name: 'evaluate', scopes: ['model:evaluate'] }, { name: 'register', scopes: ['model:register'] }] }],
-      // Each its own private key, published 2 s before it signs: the others' JWKS know it by then.
-      signing: { ...base.signing, keyDir: join(dir, `keys-${n}`), publishAhead: '2s' },
+      // Each its own key directory, as on machines of their own; the key-encryption key comes from the environment.
+      signing: { algorithm: 'ES256', rotateEvery: '24h', publishAhead: '10m', keyDir: join(dir, `keys-${n}`) },
       limits: { requestsPerMinute: 1_000_000, liveGrants: 1_000_000, pendingRequests: 1_000_000 },
     };
   };
-  // The first creates the schema and the first key; the others start together and wait on it.
-  replicas = [await startBrokerProcess(dir, 'replica-0', config(0))];
-  replicas.push(...(await Promise.all(Array.from({ length: REPLICAS - 1 }, (_, i) => startBrokerProcess(dir, `replica-${i + 1}`, config(i + 1))))));
-  // Every replica ready: its own key published long enough to sign.
-  for (const replica of replicas) await until(async () => (await fetch(`${replica.url}/readyz`)).ok);
+  // All at once on an empty database: one of them makes the schema and the cluster's first key.
+  replicas = await Promise.all(Array.from({ length: REPLICAS }, (_, n) => startBrokerProcess(dir, `replica-${n}`, config(n), { [KEY_ENCRYPTION_KEY_ENV]: TEST_KEY_ENCRYPTION_KEY })));
+  // Ready within seconds of listening, not publishAhead: none waits for a key of its own.
+  const listening = Date.now();
+  await until(async () => (await Promise.all(replicas.map(async (replica) => (await fetch(`${replica.url}/readyz`)).ok))).every(Boolean), 10_000);
+  readyAfterMs = Date.now() - listening;
   store = await openStore(db.url, Date.now);
 }, 60_000);
 
@@ -76,6 +84,11 @@ const ml = (sub: string, actor: string) =>
 const read = { task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
 
 describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
+  it('started together, each with a key directory of its own, are all ready within seconds', () => {
+    expect(readyAfterMs).toBeLessThan(10_000);
+    for (const n of [0, 1, 2]) expect(existsSync(join(dir, `keys-${n}`))).toBe(false); // the private key lives sealed in the store
+  });
+
   it('issue tokens with distinct jtis that every replica\'s JWKS verifies', async () => {
     const token = await issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat' });
     const issued = await Promise.all(Array.from({ length: 60 }, (_, i) => call(i, '/v1/credentials', token, read)));
@@ -83,12 +96,29 @@ describe(`${REPLICAS} broker processes on one ${ENGINE} database`, () => {
     const tokens = issued.map((r) => r.body.access_token as string);
     expect(new Set(tokens.map((t) => decodeJwt(t).jti)).size).toBe(60);
     const kids = new Set(tokens.map((t) => JSON.parse(Buffer.from(t.split('.')[0] as string, 'base64url').toString()).kid));
-    expect(kids.size).toBe(REPLICAS); // each replica signs with its own key
+    expect(kids.size).toBe(1); // every replica signs with the cluster's key
     for (const replica of replicas) {
       const jwks = (await (await fetch(`${replica.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
       const keys = createLocalJWKSet(jwks);
       for (const t of tokens) await expect(jwtVerify(t, keys, { issuer: BROKER_ISSUER })).resolves.toBeTruthy();
     }
+  });
+
+  it('refuse a replica given the wrong key-encryption key: exit 78, one line naming the GCM failure, no stack trace', async () => {
+    const wrongKey = randomBytes(32).toString('base64');
+    const base = baseConfig(dir, issuers, db.url) as Record<string, any>;
+    const config = { ...base, signing: { algorithm: 'ES256', keyDir: join(dir, 'keys-wrong') } };
+    writeFileSync(join(dir, 'wrong.yaml'), YAML.stringify(config));
+    const { PORT: _port, BROKER_DB: _db, BROKER_CONFIG: _config, ...inherited } = process.env;
+    const wrong = startProcess(['--config', join(dir, 'wrong.yaml')], { ...(inherited as Record<string, string>), PORT: '0', [KEY_ENCRYPTION_KEY_ENV]: wrongKey }, { replaceEnv: true });
+    expect(await wrong.exited).toBe(78);
+    expect(wrong.output.stderr).toMatch(/^jit-broker: signing key \S+ in the store cannot be opened: AES-256-GCM authentication failed/);
+    expect(wrong.lines().at(-1)).toMatchObject({ level: 'fatal', code: 'ERR_KEK_MISMATCH', msg: 'the broker will not start' });
+    const output = wrong.output.stdout + wrong.output.stderr;
+    expect(output).not.toMatch(/\n\s+at /);
+    expect(output).not.toContain(wrongKey);
+    expect(output).not.toContain(TEST_KEY_ENCRYPTION_KEY);
+    expect(output).not.toContain('broker listening');
   });
 
   it('let exactly one side of each toxic pair through, whichever replicas the two requests reach', async () => {

@@ -29,12 +29,12 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
     revocation_endpoint_auth_methods_supported: ['Bearer'],
   };
   const router = Router();
-  router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], (_req, res) => {
+  router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], async (_req, res) => {
     // Scopes come from the settings in force: a reload may add or remove some.
     const { config: running, duties } = settings.current();
     const scopes = running.scopes.map((scope) => scope.name);
     // Every algorithm a published key signs with: after a change of `signing.algorithm`, tokens of the old one stay valid.
-    const algorithms = [...new Set([config.signing.algorithm, ...keyring.jwks().keys.map((key) => key.alg as string)])];
+    const algorithms = [...new Set([config.signing.algorithm, ...(await keyring.jwks()).keys.map((key) => key.alg as string)])];
     res.set('Cache-Control', 'public, max-age=300').json({
       ...metadata,
       scopes_supported: scopes,
@@ -46,10 +46,11 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
     });
   });
   // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
-  // between a key's publication and its first token.
+  // between a key's publication and its first token. The keys are the store's, read again every
+  // few seconds (KEY_VIEW_MAX_AGE_MS): every replica serves every replica's keys.
   const jwksMaxAge = Math.max(1, Math.min(300, Math.floor(config.signing.publishAhead / 2000)));
-  router.get('/.well-known/jwks.json', (_req, res) => {
-    res.set('Cache-Control', `public, max-age=${jwksMaxAge}`).json(keyring.jwks());
+  router.get('/.well-known/jwks.json', async (_req, res) => {
+    res.set('Cache-Control', `public, max-age=${jwksMaxAge}`).json(await keyring.jwks());
   });
   let document: ReturnType<typeof openApiDocument> | undefined;
   router.get('/openapi.json', (_req, res) => {

@@ -1,0 +1,116 @@
+import { createPrivateKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { existsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { JWK } from 'jose';
+import { StartRefused } from '../shared/errors.js';
+import { ensureKeyDir, readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
+import type { SigningKeyRecord } from '../store/index.js';
+import type { KeyCustody } from './key-custody.js';
+import { openSealedKey, sealPrivateJwk } from './key-encryption.js';
+
+/** The private halves of the signing keys, wherever the custody keeps them (see key-custody.ts). */
+export interface PrivateHalves {
+  /**
+   * Whether this process may sign with the key. In the store: its sealed half opens under the
+   * key-encryption keys and is the private half of the key published. In files: its file is here.
+   */
+  holds(key: SigningKeyRecord): boolean;
+  /**
+   * Whether the key belongs in the JWKS. In the store, only a key whose sealed half opens: the
+   * key-encryption key vouches for it, so a row written by someone without it publishes nothing.
+   * In files, every unretired key (the others' files are on their own machines).
+   */
+  vouches(key: SigningKeyRecord): boolean;
+  /** The key as node:crypto signs with it; throws when it cannot be read. */
+  load(key: SigningKeyRecord): KeyObject;
+  /** Keeps a new key's private half before it is offered to the store: the row's sealed half, or null once its file is written. */
+  keep(kid: string, alg: string, jwk: JWK): string | null;
+  /** A new key the store declined (another process rotated first). */
+  discard(kid: string): void;
+  /** A retired key: its tokens have expired, so its private half has nothing left to sign. */
+  forget(kid: string): void;
+  /** Why the key's sealed half does not open, when it does not. */
+  failure(key: SigningKeyRecord): StartRefused | undefined;
+}
+
+export const keyFile = (keyDir: string, kid: string) => join(keyDir, `${kid}.jwk.json`);
+
+function removeKeyFile(keyDir: string, kid: string): void {
+  try {
+    unlinkSync(keyFile(keyDir, kid));
+  } catch {
+    // Another process sharing keyDir removed it first, or there never was one here.
+  }
+}
+
+export function privateHalves(custody: KeyCustody): PrivateHalves {
+  return custody.kind === 'store' ? sealedInStore(custody) : inFiles(custody.keyDir);
+}
+
+function inFiles(keyDir: string): PrivateHalves {
+  ensureKeyDir(keyDir);
+  const loaded = new Map<string, KeyObject>();
+  const holds = (key: SigningKeyRecord) => loaded.has(key.kid) || existsSync(keyFile(keyDir, key.kid));
+  return {
+    holds,
+    vouches: () => true,
+    load(key) {
+      let privateKey = loaded.get(key.kid);
+      if (!privateKey) {
+        privateKey = createPrivateKey({ key: readPrivateJwk(keyFile(keyDir, key.kid)) as JsonWebKey, format: 'jwk' });
+        loaded.set(key.kid, privateKey);
+      }
+      return privateKey;
+    },
+    keep(kid, _alg, jwk) {
+      writePrivateJwk(keyFile(keyDir, kid), jwk);
+      return null;
+    },
+    discard: (kid) => removeKeyFile(keyDir, kid),
+    forget(kid) {
+      loaded.delete(kid);
+      removeKeyFile(keyDir, kid);
+    },
+    failure: () => undefined,
+  };
+}
+
+function sealedInStore(custody: Extract<KeyCustody, { kind: 'store' }>): PrivateHalves {
+  // Each key opened once per content of its row: a row changed behind the broker's back (its
+  // public half, algorithm or sealed half) is judged again, never answered from this cache.
+  const opened = new Map<string, { row: string; privateKey?: KeyObject; failure?: StartRefused }>();
+  const rowOf = (key: SigningKeyRecord) => JSON.stringify([key.alg, key.sealedPrivateKey, key.publicJwk]);
+  const open = (key: SigningKeyRecord) => {
+    if (key.sealedPrivateKey === null) return undefined;
+    const row = rowOf(key);
+    let entry = opened.get(key.kid);
+    if (entry?.row !== row) {
+      try {
+        entry = { row, privateKey: openSealedKey(custody.keys, key.sealedPrivateKey, key) };
+      } catch (error) {
+        if (!(error instanceof StartRefused)) throw error;
+        entry = { row, failure: error };
+      }
+      opened.set(key.kid, entry);
+    }
+    return entry;
+  };
+  const holds = (key: SigningKeyRecord) => open(key)?.privateKey !== undefined;
+  return {
+    holds,
+    vouches: holds,
+    load(key) {
+      const entry = open(key);
+      if (!entry?.privateKey) throw entry?.failure ?? new Error(`signing key ${key.kid} has no sealed private half`);
+      return entry.privateKey;
+    },
+    keep: (kid, alg, jwk) => sealPrivateJwk(custody.keys, jwk, { kid, alg }),
+    discard: () => {},
+    forget(kid) {
+      opened.delete(kid);
+      // The file of a key sealed into the store at an upgrade goes too.
+      removeKeyFile(custody.keyDir, kid);
+    },
+    failure: (key) => open(key)?.failure,
+  };
+}
