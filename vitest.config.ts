@@ -20,6 +20,8 @@ const STORE_SUITES = [
 export default defineConfig({
   test: {
     pool: 'forks',
+    // Most tests wait on I/O (brokers, PostgreSQL, child processes): more files at once than cores.
+    maxWorkers: 3,
     testTimeout: 20_000,
     hookTimeout: 30_000,
     setupFiles: ['test/setup/temp-dirs.ts'],

@@ -50,7 +50,7 @@ const exchange = (identity: string, fields: Record<string, string>) =>
     });
 
 describe('the presets under config/examples', () => {
-  it.each(['github-actions.yaml', 'gitlab.yaml', 'kubernetes.yaml', 'spiffe.yaml', 'sso.yaml'])('%s loads as shipped', (name) => {
+  it.each(['github-actions.yaml', 'gitlab.yaml', 'kubernetes.yaml', 'ml-release.yaml', 'spiffe.yaml', 'sso.yaml'])('%s loads as shipped', (name) => {
     expect(() => loadConfig(join(EXAMPLES, name), {})).not.toThrow();
   });
 
@@ -153,5 +153,29 @@ describe('the presets under config/examples', () => {
       .set(bearer(alice))
       .send({ decision: 'approve', reason: 'INC-42 is real', digest: shell.body.digest });
     expect(approved.body.status).toBe('approved');
+  });
+
+  it('ml-release.yaml: each step of one model by its own pipeline; the trainer never deploys what it trained, its approver never registers it', async () => {
+    const { github, okta } = await run('ml-release.yaml');
+    const run_ = (repository: string, actor: string) =>
+      github!.token(`repo:acme/${repository}:ref:refs/heads/main`, { repository: `acme/${repository}`, actor, run_id: '1', run_attempt: '1' });
+    const ask = async (token: string, scope: string, model: string, audience = 'registry.acme.internal') =>
+      t!.http.post('/v1/credentials').set(bearer(token)).send({ task_id: scope, scopes: [scope], audience, authorization_details: [{ type: 'model', identifier: model }] });
+    const approve = async (id: string, digest: string, username: string) =>
+      t!.http.post(`/v1/credentials/${id}/approvals`).set(bearer(await okta!.token(username, { preferred_username: username, groups: ['ml-release'] }))).send({ decision: 'approve', reason: 'ok', digest });
+
+    expect((await ask(await run_('ml-training', 'bob-gh'), 'model:train', 'fraud-v7')).status).toBe(201);
+    expect((await ask(await run_('ml-eval', 'carol'), 'model:evaluate', 'fraud-v7')).status).toBe(201);
+    const registering = await ask(await run_('model-registry', 'dave'), 'model:register', 'fraud-v7');
+    expect(registering.status).toBe(202);
+    expect((await approve(registering.body.request_id, registering.body.digest, 'bob@acme.com')).status).toBe(403); // bob trained it
+    expect((await approve(registering.body.request_id, registering.body.digest, 'alice@acme.com')).status).toBe(200);
+    expect((await ask(await run_('model-registry', 'dave'), 'model:register', 'ltv-v1')).status).toBe(403); // not a registry model
+    // The release pipeline, in a run bob started, may not deploy what bob trained; erin's run may.
+    expect((await ask(await run_('ml-release', 'bob-gh'), 'model:deploy', 'fraud-v7', 'serving.acme.internal')).status).toBe(403);
+    const deploying = await ask(await run_('ml-release', 'erin'), 'model:deploy', 'fraud-v7', 'serving.acme.internal');
+    expect(deploying.status).toBe(202);
+    expect((await approve(deploying.body.request_id, deploying.body.digest, 'alice@acme.com')).status).toBe(403); // alice approved its registration
+    expect((await approve(deploying.body.request_id, deploying.body.digest, 'frank@acme.com')).status).toBe(200);
   });
 });

@@ -78,7 +78,9 @@ async function createPostgresDatabase(): Promise<TestDatabase> {
   const admin = new pg.Client({ connectionString: server.toString() });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name}`);
+    // A copy of the run's migrated template, where there is one (test/setup/postgres.ts).
+    const template = inject('postgresTemplate') as string | undefined;
+    await admin.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`);
   } finally {
     await admin.end();
   }

