@@ -102,6 +102,29 @@ describe('the README, run as written', () => {
     expect(readFileSync(join(checkout, 'deploys.csv'), 'utf8')).toContain('incident-99');
   });
 
+  it('"One model, three steps": the trainer may not deploy what it trained; registry and release each by someone else; the chain of custody', async () => {
+    const walk = await paste(block('alias jit='), block('jit audit duties'));
+    expect(walk.code, walk.stderr).toBe(0);
+    expect(walk.stdout).toContain('refused, exit 3\n');
+    expect(walk.stderr).toMatch(/separation_of_duties: Duty "model-release": .* step "train" for "fraud-v1"/);
+    const custody = walk.stdout.slice(walk.stdout.indexOf('CREATED'));
+    expect(custody.split('\n')[0]).toMatch(/^CREATED\s+STEP\s+STATUS\s+REQUESTER\s+INITIATOR\s+APPROVALS\s+REQUEST$/);
+    expect(custody).toMatch(/train\s+revoked\s+repo:acme\/ml:ref:refs\/heads\/main\s+bob\s+-/);
+    expect(custody).toMatch(/register\s+issued\s+repo:acme\/model-registry:ref:refs\/heads\/main\s+carol\s+alice:approve/);
+    expect(custody).toMatch(/deploy\s+issued\s+repo:acme\/ml-release:ref:refs\/heads\/main\s+dave\s+erin:approve/);
+  });
+
+  it('"An agent acting for a person": a delegated token, a helper agent\'s child token, the lot revoked at once', async () => {
+    const walk = await paste(block('alias jit='), block('--actor-token agent.jwt'));
+    expect(walk.code, walk.stderr).toBe(0);
+    expect(walk.stdout).toContain('"sub": "agent:release-assistant"');
+    expect(walk.stdout).toMatch(/"sub": "agent:helper-logs",\s+"act": \{\s+"iss": "https:\/\/dev-agents.invalid",\s+"sub": "agent:release-assistant"/);
+    expect(walk.stderr).toMatch(/is now revoked/);
+    const requests = walk.stdout.slice(walk.stdout.indexOf('CREATED'));
+    expect(requests).toMatch(/revoked\s+artifacts:read logs:read\s+registry\.acme\.internal\s+triage-17/);
+    expect(requests).toMatch(/revoked\s+logs:read\s+registry\.acme\.internal\s+triage-17/);
+  });
+
   it('without BROKER_URL, stops and says where the development broker is', async () => {
     const alias = (block('alias jit=').split('\n')[0] as string);
     const walk = await paste(alias, 'BROKER_IDENTITY_TOKEN=a.b.c jit requests || echo "exit $?"');

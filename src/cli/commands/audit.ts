@@ -20,7 +20,7 @@ import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
-                    [--break-glass true|false] [--type T] [--identifier ID] [--limit N] [--all] [--format table|ndjson|csv]
+                    [--break-glass true|false] [--type T] [--identifier ID] [--actor SUB] [--limit N] [--all] [--format table|ndjson|csv]
 jit audit events [--since T] [--until T] [--type T] [--request-id ID] [--limit N] [--all] [--format table|ndjson]
 jit audit duties --duty DUTY --identifier ID [--limit N] [--all]
 jit audit verify [--db FILE] [--checkpoint FILE|-] [--jwks FILE|URL]
@@ -69,6 +69,7 @@ async function issuances(args: string[], io: CliIo): Promise<number> {
     'break-glass': { type: 'string' },
     type: { type: 'string' },
     identifier: { type: 'string' },
+    actor: { type: 'string' },
   });
   const search = query({
     ...timeRange(values),
@@ -78,6 +79,7 @@ async function issuances(args: string[], io: CliIo): Promise<number> {
     break_glass: values['break-glass'],
     type: values.type,
     identifier: values.identifier,
+    actor: values.actor,
     limit: values.limit,
   });
   return list<IssuanceView>(io, values, '/v1/audit/issuances', search, ['csv', 'ndjson'], {
