@@ -15,7 +15,7 @@ import * as requestCommand from './commands/request.js';
 import { EXIT_CODES_HELP } from './errors.js';
 import { IDENTITY_HELP } from './identity.js';
 import { CliError, EXIT, shown, type CliIo } from './io.js';
-import { version } from './version.js';
+import { packageVersion } from '../shared/package.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
@@ -126,7 +126,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return EXIT.usage;
   }
   if (name === '--version' || name === '-V' || name === 'version') {
-    io.stdout(`jit ${version()}\n`);
+    io.stdout(`jit ${packageVersion()}\n`);
     return EXIT.ok;
   }
   if (name === 'help' || name === '--help' || name === '-h') {

@@ -3,13 +3,13 @@ import { ConfigError, loadConfig, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } fro
 import { compileWebhooks } from '../notify/index.js';
 import { loadTrustedIssuers } from '../identity/index.js';
 import { keyCustody } from '../tokens/index.js';
-import { BROKER_VERSION } from '../shared/version.js';
+import { packageVersion } from '../shared/package.js';
 
 /** sysexits.h: a wrong command line, and a configuration that cannot be used. */
 export const EX_USAGE = 64;
 export const EX_CONFIG = 78;
 
-export const BROKER_HELP = `jit-broker ${BROKER_VERSION}: the just-in-time credential broker
+export const BROKER_HELP = `jit-broker ${packageVersion()}: the just-in-time credential broker
 
 Usage: node dist/main.js [--config FILE]      (npm start -- [--config FILE])
        node dist/main.js --check-config FILE
@@ -62,7 +62,7 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
     return { exit: { code: EX_USAGE, stderr: `jit-broker: ${(error as Error).message}\nTry --help.\n` } };
   }
   if (values.help) return { exit: { code: 0, stdout: BROKER_HELP } };
-  if (values.version) return { exit: { code: 0, stdout: `${BROKER_VERSION}\n` } };
+  if (values.version) return { exit: { code: 0, stdout: `${packageVersion()}\n` } };
   if (values['check-config'] !== undefined) return checkConfig(values['check-config'], env);
   return { start: { configFile: values.config ?? resolveConfigPath([], env) } };
 }

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jitBundle } from '../helpers/jit-process.js';
+import { brokerBundle, jitBundle } from '../helpers/bundle.js';
 import { tempDir } from '../helpers/temp.js';
 
 /**
@@ -35,7 +35,7 @@ beforeAll(async () => {
   copyFileSync(await jitBundle(), join(checkout, 'dist/cli/main.js'));
   writeFileSync(join(checkout, 'package.json'), JSON.stringify({ name: 'jit-broker', version: '0.0.0-readme', type: 'module' }));
 
-  broker = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+  broker = spawn(process.execPath, [await brokerBundle()], {
     cwd: checkout,
     env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],

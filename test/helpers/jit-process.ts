@@ -1,39 +1,10 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { jitBundle, ROOT } from './bundle.js';
 import { tempDir } from './temp.js';
 
-/**
- * The `jit` CLI as a child process, as a pipeline runs it. The CLI is bundled from src/ once per
- * test process (what `npm run build` compiles, without waiting for tsc): a spawned bundle starts
- * in a third of tsx's time. The bundle sits under node_modules/.cache so that its packages
- * resolve from the repository.
- */
-
-const ROOT = resolve(import.meta.dirname, '../..');
-let bundle: Promise<string> | undefined;
-
-export function jitBundle(): Promise<string> {
-  bundle ??= (async () => {
-    const dir = join(ROOT, 'node_modules', '.cache', 'jit-cli-test', String(process.pid));
-    mkdirSync(dir, { recursive: true });
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    const outfile = join(dir, 'main.mjs');
-    await build({
-      entryPoints: [join(ROOT, 'src/cli/main.ts')],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      packages: 'external',
-      outfile,
-      logLevel: 'error',
-    });
-    return outfile;
-  })();
-  return bundle;
-}
+export { jitBundle } from './bundle.js';
 
 export interface JitResult {
   code: number | null;

@@ -66,16 +66,16 @@ describe('the broker command line', () => {
   });
 
   it('as a process: --help and --version print and exit 0; an unknown flag exits 64 before anything starts', async () => {
-    const help = startProcess(['--help'], { BROKER_CONFIG: join(dir, 'no-such-file.yaml') });
+    const help = await startProcess(['--help'], { BROKER_CONFIG: join(dir, 'no-such-file.yaml') });
     expect(await help.exited).toBe(0);
     expect(help.output.stdout).toContain('--check-config FILE');
     expect(help.output.stdout).toContain('SIGHUP');
 
-    const shown = startProcess(['--version']);
+    const shown = await startProcess(['--version']);
     expect(await shown.exited).toBe(0);
     expect(shown.output.stdout).toBe(`${version}\n`);
 
-    const unknown = startProcess(['--config', valid, '--port', '9'], { PORT: '0' });
+    const unknown = await startProcess(['--config', valid, '--port', '9'], { PORT: '0' });
     expect(await unknown.exited).toBe(64);
     expect(unknown.output.stderr).toContain("Unknown option '--port'");
     expect(unknown.output.stdout).toBe('');
