@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import ms from 'ms';
 import { z } from 'zod';
 import { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
@@ -331,13 +332,11 @@ const configShape = z
         host: z.string().default('127.0.0.1').describe('Interface to listen on (env HOST overrides).'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port (env PORT overrides).'),
         workers: z
-          .number()
-          .int()
-          .min(1)
-          .max(64)
-          .default(1)
+          .union([z.literal('auto'), z.number().int().min(1).max(64)])
+          .default('auto')
+          .transform((workers) => (workers === 'auto' ? availableParallelism() : workers))
           .describe(
-            'Worker processes sharing the port, each a whole broker with its own database connection; more than one uses more cores. Every check stays atomic across them, as across replicas.',
+            'Worker processes sharing the port, each a whole broker with its own database connection. `auto` runs one per core this process may use (`os.availableParallelism()`; a container\'s CPU quota is not seen: set a number there). Every check stays atomic across them, as across replicas.',
           ),
       })
       .prefault({})

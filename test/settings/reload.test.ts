@@ -73,8 +73,6 @@ describe('reloading the configuration', () => {
     const outcome = await t.broker.reload(file, {});
     expect(outcome).toEqual({ status: 'refused', file, problems: expected });
     expect(expected.length).toBe(2);
-    const line = t.logs.map((text) => JSON.parse(text)).find((entry) => entry.msg === 'invalid configuration; the running configuration stays');
-    expect(line).toMatchObject({ level: 'error', file, problems: expected });
 
     expect((await ask(t, ['logs:read'])).status).toBe(201);
     expect(await t.db.sql(`SELECT seq FROM audit_events WHERE type = 'config.loaded'`)).toHaveLength(1);
@@ -121,8 +119,8 @@ describe('reloading the configuration', () => {
     });
     const refused = await t.broker.reload(file, { NODE_ENV: 'production' });
     expect(refused).toMatchObject({ status: 'refused', problems: [expect.stringContaining('identity.issuers.2.dev: "dev-ci" is a development issuer, refused where NODE_ENV=production')] });
-    expect(await t.broker.reload(file, { NODE_ENV: 'production', BROKER_ALLOW_DEV_ISSUERS: 'true' })).toMatchObject({ status: 'applied' });
-    expect(t.logs.some((line) => line.includes('DEVELOPMENT CONFIGURATION'))).toBe(true);
+    // The caller logs the outcome (test/process/reload-signal.test.ts), the warning included.
+    expect(await t.broker.reload(file, { NODE_ENV: 'production', BROKER_ALLOW_DEV_ISSUERS: 'true' })).toMatchObject({ status: 'applied', devIssuers: ['dev-ci'] });
   });
 
   it('judges a request in flight by the rules it arrived under, and the next one by the new', async () => {
