@@ -8,6 +8,7 @@ import { Unavailable } from '../../shared/errors.js';
 import type { Dialect, Engine, Sql } from '../engine.js';
 import type { AuditEntry, AuditEventRecord } from '../records.js';
 import type { Db } from './database.js';
+import { startCheckpointer } from './checkpointer.js';
 import { createWriter } from './writer.js';
 
 const EVENTS_PER_STATEMENT = 500;
@@ -91,6 +92,7 @@ export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engin
     return records;
   }
 
+  const checkpointer = startCheckpointer(db);
   // The batch's events go to the chain last, in one statement, in the order of its operations.
   const writer = createWriter(db, clock, (values) => {
     const done = values.filter((value): value is Done => value instanceof Done);
@@ -134,6 +136,7 @@ export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engin
     async close() {
       if (!db.open) return;
       await writer.close();
+      await checkpointer.close();
       if (reader !== db) reader.close();
       if (!db.readonly) optimize(db);
       db.close();
