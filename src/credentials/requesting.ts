@@ -193,7 +193,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
       return {
         admit: {
           request: admitted,
-          ...(token ? { issuance: issuanceOf(admitted, token) } : {}),
+          ...(token ? { issuance: issuanceOf(admitted, token, decision.grantedBy) } : {}),
           ...(ask.breakGlass && token ? { reviewDueAt: token.issuedAt + config.breakGlass.reviewWithin } : {}),
           events,
         },
