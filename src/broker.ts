@@ -140,7 +140,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       tokens: createTokenService({ issuer: config.issuer, store, keyring, clock }),
       approvals,
       breakGlass,
-      audit: createAuditService({ store, clock, keyring, issuer: config.issuer }),
+      audit: createAuditService({ store, clock, keyring, issuer: config.issuer, settings: settingsOf }),
       keyring,
       store,
       metrics,
