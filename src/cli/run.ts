@@ -10,6 +10,7 @@ import * as devTokenCommand from './commands/dev-token.js';
 import * as lifecycle from './commands/lifecycle.js';
 import * as listings from './commands/listings.js';
 import * as loginCommand from './commands/login.js';
+import * as policyCommand from './commands/policy.js';
 import * as profileCommand from './commands/profile.js';
 import * as requestCommand from './commands/request.js';
 import { EXIT_CODES_HELP } from './errors.js';
@@ -39,6 +40,7 @@ const COMMANDS: Record<string, Command> = {
   profile: profileCommand.profile,
   backup: backupCommand.backup,
   restore: backupCommand.restore,
+  policy: policyCommand.policy,
 };
 
 const CALLER_OPTIONS_HELP = `${BROKER_HELP}
@@ -68,8 +70,9 @@ const COMMAND_HELP: Record<string, string> = {
   logout: loginCommand.help,
   backup: backupCommand.help,
   restore: backupCommand.help,
+  policy: policyCommand.help,
 };
-const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore']);
+const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore', 'policy']);
 
 const HELP = `jit: the just-in-time credential broker's command line
 
@@ -87,7 +90,9 @@ Deciding and reviewing:
   reviews     break-glass grants awaiting post-review
   review      post-review a break-glass grant
 Auditing:
-  audit       issuances, events, verify
+  audit       issuances, events, duties, entitlements (grants against their use), verify
+Policy as code:
+  policy      test a configuration against its cases; explain what it grants and why
 Setting up:
   login       sign in with your SSO (the broker's person issuer); later commands use it
   logout      forget that sign-in
