@@ -4,11 +4,12 @@ import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
 import { createAuditService } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
-import { ConfigError, loadConfig, type BrokerConfig } from './config/index.js';
+import { ConfigError, type BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
 import { createNotifier, type Notifier } from './notify/index.js';
+import { loadTestedConfig } from './policy-tests/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
 import { createJobs, createScheduler, type Scheduler } from './scheduler/index.js';
 import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
@@ -58,9 +59,10 @@ export interface Broker {
   breakGlass: BreakGlassService;
   /**
    * Reads the configuration file again (SIGHUP) with what it points at (`jwksFile`, webhook
-   * secret files), and swaps every rule at once for every later request, recording
-   * `config.loaded`; an invalid file, or one that changes a restart-only setting, is refused and
-   * the running configuration stays. Reloads run one at a time, in the order asked. `env` gives
+   * secret files, `policyTests`), and swaps every rule at once for every later request, recording
+   * `config.loaded`; an invalid file, one whose own policy tests fail (the problems name each
+   * failing case), or one that changes a restart-only setting, is refused and the running
+   * configuration stays. Reloads run one at a time, in the order asked. `env` gives
    * the overrides (PORT, HOST, BROKER_DB) as at start.
    */
   reload(file: string, env?: NodeJS.ProcessEnv): Promise<ReloadOutcome>;
@@ -157,7 +159,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       };
       let next;
       try {
-        const loaded = loadConfig(file, env);
+        const loaded = loadTestedConfig(file, env);
         const fixed = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
         if (fixed.length > 0) {
           return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));

@@ -2,8 +2,9 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
+import { ConfigError, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
+import { loadTestedConfig } from './policy-tests/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
 import { StartRefused } from './shared/errors.js';
@@ -19,7 +20,8 @@ async function main(): Promise<void> {
     process.exit(command.exit.code);
   }
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
-  const loaded = loadConfig(command.start.configFile, process.env);
+  // A configuration whose own policyTests fail is refused like an invalid one (ConfigError, exit 78).
+  const loaded = loadTestedConfig(command.start.configFile, process.env);
   const { config } = loaded;
 
   const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);

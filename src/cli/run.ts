@@ -4,6 +4,7 @@ import { ConfigError } from '../config/index.js';
 import { BROKER_HELP } from './client.js';
 import * as auditCommand from './commands/audit.js';
 import * as backupCommand from './commands/backup.js';
+import * as configCommand from './commands/config.js';
 import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
@@ -41,6 +42,7 @@ const COMMANDS: Record<string, Command> = {
   backup: backupCommand.backup,
   restore: backupCommand.restore,
   policy: policyCommand.policy,
+  config: configCommand.config,
 };
 
 const CALLER_OPTIONS_HELP = `${BROKER_HELP}
@@ -71,8 +73,9 @@ const COMMAND_HELP: Record<string, string> = {
   backup: backupCommand.help,
   restore: backupCommand.help,
   policy: policyCommand.help,
+  config: configCommand.help,
 };
-const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore', 'policy']);
+const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore', 'policy', 'config']);
 
 const HELP = `jit: the just-in-time credential broker's command line
 
@@ -100,6 +103,7 @@ Setting up:
 Operating:
   backup      a consistent copy of a SQLite database, while a broker runs
   restore     put a verified backup in place
+  config      check a configuration file as the broker does at start
   dev-token   a development identity token (development configuration only)
   decode      a JWT's header and claims, unverified
 
