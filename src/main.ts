@@ -4,7 +4,6 @@ import { createServer } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
-import { loadTestedConfig } from './policy-tests/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
 import { StartRefused } from './shared/errors.js';
@@ -21,6 +20,7 @@ async function main(): Promise<void> {
   }
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
   // A configuration whose own policyTests fail is refused like an invalid one (ConfigError, exit 78).
+  const { loadTestedConfig } = await import('./policy-tests/index.js');
   const loaded = loadTestedConfig(command.start.configFile, process.env);
   const { config } = loaded;
 

@@ -1,4 +1,4 @@
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { ConfigError, loadConfig, type BrokerConfig, type LoadedConfig } from '../config/index.js';
 import { compileRules, type Rules } from '../settings/index.js';
 import { fileProblemText, PolicyTestsInvalid } from '../shared/errors.js';
@@ -71,8 +71,11 @@ export const reportSummary = (report: PolicyTestReport): string =>
   `${report.results.length} case${report.results.length === 1 ? '' : 's'}: ${report.passed} passed, ${report.failed} failed`;
 
 /** Where a configuration's `policyTests` file is: relative to the configuration file. */
-export const policyTestsFile = (config: BrokerConfig, configFile: string): string | undefined =>
-  config.policyTests === undefined ? undefined : resolve(dirname(configFile), config.policyTests);
+export function policyTestsFile(config: BrokerConfig, configFile: string): string | undefined {
+  const named = config.policyTests;
+  // Joined, not resolved: messages name the file as the operator would (config/x.cases.yaml).
+  return named === undefined ? undefined : isAbsolute(named) ? named : join(dirname(configFile), named);
+}
 
 /**
  * A configuration's own `policyTests`, run as a start, `--check-config` and a reload run them:

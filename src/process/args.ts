@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
-import { loadTestedConfig } from '../policy-tests/index.js';
 import { compileWebhooks } from '../notify/index.js';
 import { loadTrustedIssuers } from '../identity/index.js';
 import { keyCustody } from '../tokens/index.js';
@@ -78,6 +77,8 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
  * start, so they are not read here).
  */
 export async function checkConfig(file: string, env: NodeJS.ProcessEnv): Promise<Exit> {
+  // Loaded here: --help and --version need none of the rules the cases are judged by.
+  const { loadTestedConfig } = await import('../policy-tests/index.js');
   try {
     const { config, policyTests } = loadTestedConfig(file, env);
     keyCustody(config, env, file);
