@@ -4,11 +4,12 @@ import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
 import { createAuditService } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
-import { ConfigError, loadConfig, type BrokerConfig } from './config/index.js';
+import { ConfigError, type BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
 import { createNotifier, type Notifier } from './notify/index.js';
+import { loadTestedConfig } from './policy-tests/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
 import { createJobs, createScheduler, type Scheduler } from './scheduler/index.js';
 import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
@@ -55,12 +56,13 @@ export interface Broker {
   breakGlass: BreakGlassService;
   /**
    * Reads the configuration file again (SIGHUP) with what it points at (`jwksFile`, webhook
-   * secret files), and swaps every rule at once for every later request, recording
-   * `config.loaded`; an invalid file, or one that changes a restart-only setting, is refused and
-   * the running configuration stays. Reloads run one at a time, in the order asked. `env` gives
-   * the overrides (PORT, HOST, BROKER_DB) as at start. Without `record`, nothing is recorded:
-   * one worker of several has recorded this file already (see process/primary.ts). The outcome
-   * is the caller's to log (`logReload` in process/reload.ts).
+   * secret files, `policyTests`), and swaps every rule at once for every later request, recording
+   * `config.loaded`; an invalid file, one whose own policy tests fail (the problems name each
+   * failing case), or one that changes a restart-only setting, is refused and the running
+   * configuration stays. Reloads run one at a time, in the order asked. `env` gives the overrides
+   * (PORT, HOST, BROKER_DB) as at start. Without `record`, nothing is recorded: one worker of
+   * several has recorded this file already (see process/primary.ts). The outcome is the caller's
+   * to log (`logReload` in process/reload.ts).
    */
   reload(file: string, env?: NodeJS.ProcessEnv, options?: { record?: boolean }): Promise<ReloadOutcome>;
   /** Stops the scheduler, lets webhook deliveries finish, closes the database. */
@@ -141,7 +143,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       tokens: createTokenService({ issuer: config.issuer, store, keyring, clock }),
       approvals,
       breakGlass,
-      audit: createAuditService({ store, clock, keyring, issuer: config.issuer }),
+      audit: createAuditService({ store, clock, keyring, issuer: config.issuer, settings: settingsOf }),
       keyring,
       store,
       metrics,
@@ -157,7 +159,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       };
       let next;
       try {
-        const loaded = loadConfig(file, env);
+        const loaded = loadTestedConfig(file, env);
         const fixed = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
         if (fixed.length > 0) {
           return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));

@@ -2,7 +2,7 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
+import { ConfigError, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
@@ -20,7 +20,9 @@ async function main(): Promise<void> {
     process.exit(command.exit.code);
   }
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
-  const loaded = loadConfig(command.start.configFile, process.env);
+  // A configuration whose own policyTests fail is refused like an invalid one (ConfigError, exit 78).
+  const { loadTestedConfig } = await import('./policy-tests/index.js');
+  const loaded = loadTestedConfig(command.start.configFile, process.env);
   const { config } = loaded;
 
   if (cluster.isPrimary) warnOfDevIssuers(logger, loaded.file, devIssuerNames(config));

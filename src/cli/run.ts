@@ -4,12 +4,14 @@ import { ConfigError } from '../config/index.js';
 import { BROKER_HELP } from './client.js';
 import * as auditCommand from './commands/audit.js';
 import * as backupCommand from './commands/backup.js';
+import * as configCommand from './commands/config.js';
 import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
 import * as lifecycle from './commands/lifecycle.js';
 import * as listings from './commands/listings.js';
 import * as loginCommand from './commands/login.js';
+import * as policyCommand from './commands/policy.js';
 import * as profileCommand from './commands/profile.js';
 import * as requestCommand from './commands/request.js';
 import { EXIT_CODES_HELP } from './errors.js';
@@ -39,6 +41,8 @@ const COMMANDS: Record<string, Command> = {
   profile: profileCommand.profile,
   backup: backupCommand.backup,
   restore: backupCommand.restore,
+  policy: policyCommand.policy,
+  config: configCommand.config,
 };
 
 const CALLER_OPTIONS_HELP = `${BROKER_HELP}
@@ -68,8 +72,10 @@ const COMMAND_HELP: Record<string, string> = {
   logout: loginCommand.help,
   backup: backupCommand.help,
   restore: backupCommand.help,
+  policy: policyCommand.help,
+  config: configCommand.help,
 };
-const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore']);
+const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore', 'policy', 'config']);
 
 const HELP = `jit: the just-in-time credential broker's command line
 
@@ -87,7 +93,9 @@ Deciding and reviewing:
   reviews     break-glass grants awaiting post-review
   review      post-review a break-glass grant
 Auditing:
-  audit       issuances, events, verify
+  audit       issuances, events, duties, entitlements (grants against their use), verify
+Policy as code:
+  policy      test a configuration against its cases; explain what it grants and why
 Setting up:
   login       sign in with your SSO (the broker's person issuer); later commands use it
   logout      forget that sign-in
@@ -95,6 +103,7 @@ Setting up:
 Operating:
   backup      a consistent copy of a SQLite database, while a broker runs
   restore     put a verified backup in place
+  config      check a configuration file as the broker does at start
   dev-token   a development identity token (development configuration only)
   decode      a JWT's header and claims, unverified
 

@@ -533,6 +533,13 @@ const configShape = z
       })
       .optional()
       .describe('The web console at `/console`, for people: who signs in, and where. Without it the console says it is not configured. Restart-only: a reload that changes it is refused.'),
+    policyTests: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'A policy cases file (YAML, `cases: [...]`, see `jit policy test`), relative to this configuration file: requests and the answers this configuration must give them. A start, `--check-config` and a reload (SIGHUP) run it with the broker\'s own rules and refuse this configuration, naming the case, when one fails or the file is invalid.',
+      ),
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */
