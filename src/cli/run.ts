@@ -69,9 +69,9 @@ const COMMAND_HELP: Record<string, string> = {
   audit: auditCommand.help,
   profile: profileCommand.help,
   login: loginCommand.help,
-  logout: loginCommand.help,
-  backup: backupCommand.help,
-  restore: backupCommand.help,
+  logout: loginCommand.logoutHelp,
+  backup: backupCommand.backupHelp,
+  restore: backupCommand.restoreHelp,
   policy: policyCommand.help,
   config: configCommand.help,
 };

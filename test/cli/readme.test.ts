@@ -29,7 +29,7 @@ beforeAll(async () => {
   // A checkout as `npm ci` leaves it: config/, node_modules/, and the CLI built into dist/.
   checkout = tempDir('jit-readme-');
   mkdirSync(join(checkout, 'config'));
-  copyFileSync(join(ROOT, 'config/broker.yaml'), join(checkout, 'config/broker.yaml'));
+  for (const file of ['broker.yaml', 'broker.cases.yaml']) copyFileSync(join(ROOT, 'config', file), join(checkout, 'config', file));
   symlinkSync(join(ROOT, 'node_modules'), join(checkout, 'node_modules'));
   mkdirSync(join(checkout, 'dist/cli'), { recursive: true });
   copyFileSync(await jitBundle(), join(checkout, 'dist/cli/main.js'));
@@ -75,7 +75,7 @@ async function paste(...texts: string[]): Promise<{ code: number | null; stdout:
   return { code, ...out };
 }
 
-describe('the README, run as written', () => {
+describe('the README, run as written', { timeout: 60_000 }, () => {
   it('"Your first token": a development identity, a credential, a look inside, the grant ended; the same through curl', async () => {
     const setup = block('alias jit=');
     expect(setup).toContain('export BROKER_URL=http://127.0.0.1:8080');
