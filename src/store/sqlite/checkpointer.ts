@@ -54,6 +54,7 @@ export function startCheckpointer(db: Db): Checkpointer {
   return {
     async close() {
       closing = true;
+      thread.ref(); // the process waits for the thread's last checkpoint and its exit, then goes on closing
       thread.postMessage('close');
       await exited;
     },
