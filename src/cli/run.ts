@@ -176,6 +176,14 @@ function unknown(io: CliIo, name: string): number {
   return EXIT.usage;
 }
 
+/** `run` as the `jit` process runs it: an error no command expected is one line and exit 1. */
+export function runCli(argv: string[], io: CliIo): Promise<number> {
+  return run(argv, io).catch((error: unknown) => {
+    io.stderr(`jit: ${(error as Error).message}\n`);
+    return EXIT.failed;
+  });
+}
+
 export const processIo = (): CliIo => ({
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
