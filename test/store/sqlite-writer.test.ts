@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Unavailable } from '../../src/shared/errors.js';
 import { openDatabase, type Db } from '../../src/store/sqlite/database.js';
-import { coalesce, createWriter, walSync, type Sync } from '../../src/store/sqlite/writer.js';
+import { createWriter, walSync, type Sync } from '../../src/store/sqlite/writer.js';
 import { ENGINE } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -11,7 +11,7 @@ import { tempDir } from '../helpers/temp.js';
  * The SQLite writer commits with synchronous=NORMAL and makes the WAL durable itself, off the
  * event loop (CONTRACT section 5: a token is recorded durably before it is returned). What must
  * hold: no caller hears back before the sync that covers its commit has finished; a failed sync
- * fails its callers and every write after it; syncs never pile up.
+ * fails its callers and every write after it; what arrives during a sync shares the next commit.
  */
 
 function database(): Db {
@@ -61,7 +61,7 @@ describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
     expect(await written).toBe(1);
   });
 
-  it('runs one sync at a time, and one more for every commit made while it ran', async () => {
+  it('commits nothing more while a sync runs: what arrives meanwhile shares the next commit and sync', async () => {
     const db = database();
     const { sync, pending } = manualSync();
     const writer = createWriter(db, Date.now, undefined, sync);
@@ -69,17 +69,17 @@ describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
 
     const first = writer.run(async () => insert.run());
     await settled(first);
-    // Three more batches commit while the first sync runs: none is covered by it.
     const later = [];
     for (let i = 0; i < 3; i += 1) {
       later.push(writer.run(async () => insert.run()));
       await settled(later[i] as Promise<unknown>);
     }
-    expect(count(db)).toBe(4);
+    expect(count(db)).toBe(1);
     expect(sync.begun).toBe(1);
     pending[0]?.resolve();
     await first;
     expect(await settled(Promise.all(later))).toBe('pending');
+    expect(count(db)).toBe(4); // the three in one commit
     expect(sync.begun).toBe(2);
     pending[1]?.resolve();
     await Promise.all(later);
@@ -115,25 +115,5 @@ describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
     const none = walSync(memory);
     await expect(none.run()).resolves.toBeUndefined();
     expect(memory.pragma('synchronous', { simple: true })).toBe(2); // FULL, as opened: untouched
-  });
-
-  it('coalesces: a call while a sync runs waits for the next one, which later calls share', async () => {
-    let begun = 0;
-    const finish: (() => void)[] = [];
-    const run = coalesce(() => {
-      begun += 1;
-      return new Promise<void>((resolve) => finish.push(resolve));
-    });
-    const a = run();
-    const b = run();
-    const c = run();
-    expect(begun).toBe(1);
-    finish[0]?.();
-    await a;
-    expect(await settled(b)).toBe('pending');
-    expect(begun).toBe(2);
-    finish[1]?.();
-    await Promise.all([b, c]);
-    expect(begun).toBe(2);
   });
 });

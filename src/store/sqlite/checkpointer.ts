@@ -3,7 +3,7 @@ import { Worker } from 'node:worker_threads';
 import type { Db } from './database.js';
 
 /** How often the WAL is copied back into the database file: a few MB of WAL at most, under load. */
-const CHECKPOINT_EVERY_MS = 250;
+const CHECKPOINT_EVERY_MS = 1000;
 /** SQLite's own default, put back should the thread stop: the WAL must never grow without end. */
 const AUTO_CHECKPOINT_PAGES = 1000;
 

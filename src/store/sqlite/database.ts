@@ -27,6 +27,7 @@ export function openDatabase(path: string, options: { readonly?: boolean } = {})
     db.pragma('synchronous = FULL');
   }
   db.pragma('foreign_keys = ON');
+  db.pragma('mmap_size = 268435456');
   // Keeps the query planner's statistics current (cheap; SQLite's own recommendation).
   if (!options.readonly) db.pragma('optimize = 0x10002');
   return db;

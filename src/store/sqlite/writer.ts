@@ -45,17 +45,17 @@ export const storeFailure = (error: unknown) =>
 export const isBusy = (error: unknown) => error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
 
 /**
- * Group commit on one better-sqlite3 connection. A batch is every operation queued during a turn
- * of the event loop, committed together. Operations are promises only in form: their statements
- * run synchronously, so a batch runs from BEGIN to COMMIT without yielding to I/O, and reads
- * never see it half done. The connection runs synchronous=NORMAL, so COMMIT only writes the WAL;
- * what synchronous=FULL would do inside it, on the event loop, is done after it on libuv's
- * thread pool (`sync`, an fdatasync of the WAL), and a batch's callers hear back only once that
- * is done. The event loop keeps serving meanwhile, and the next batch may commit before the last
- * is durable: its answers wait for a later sync, which covers both (the WAL is written in order,
- * and SQLite's recovery keeps its longest valid prefix). When another process holds the write
- * lock, the batch waits on a timer, not in SQLite's busy handler, which would stall this
- * process's event loop; operations arriving meanwhile join it.
+ * Group commit on one better-sqlite3 connection. A batch is every operation queued while the
+ * last one was being written, committed together. Operations are promises only in form: their
+ * statements run synchronously, so a batch runs from BEGIN to COMMIT without yielding to I/O,
+ * and reads never see it half done. The connection runs synchronous=NORMAL, so COMMIT only
+ * writes the WAL; what synchronous=FULL would do inside it, on the event loop, is done after it
+ * on libuv's thread pool (`sync`, an fdatasync of the WAL), and a batch's callers hear back only
+ * once that is done. The next batch commits after that: the requests that arrive meanwhile are
+ * served up to their writes by the free event loop, and then share one commit and one sync, as
+ * many as a blocking sync would have gathered. When another process holds the write lock, the
+ * batch waits on a timer, not in SQLite's busy handler, which would stall this process's event
+ * loop; operations arriving meanwhile join it.
  */
 export function createWriter(
   db: Db,
@@ -63,7 +63,6 @@ export function createWriter(
   beforeCommit: (values: unknown[]) => void = () => {},
   sync: Sync = walSync(db),
 ): Writer {
-  const durable = coalesce(sync.run);
   let queue: Queued[] = [];
   let scheduled = false;
   let flushing: Promise<void> | undefined;
@@ -71,7 +70,6 @@ export function createWriter(
   let failedAt: number | undefined;
   /** A sync that failed: every later write is refused (see lastFailure). */
   let unsynced: unknown;
-  const syncing = new Set<Promise<void>>();
   let waitingSince: number | undefined;
   const statements = {
     begin: db.prepare('BEGIN IMMEDIATE'),
@@ -145,20 +143,17 @@ export function createWriter(
       abort(error, done.map((d) => d.op));
       return;
     }
-    const synced = durable().then(
-      () => {
-        if (unsynced === undefined) failedAt = undefined;
-        for (const { op, value } of done) op.resolve(value);
-      },
-      (error: unknown) => {
-        unsynced ??= error;
-        failedAt = clock();
-        // Committed, perhaps even on disk: a record without its answer, never an answer without its record.
-        for (const { op } of done) op.reject(storeFailure(error));
-      },
-    );
-    syncing.add(synced);
-    void synced.finally(() => syncing.delete(synced));
+    try {
+      await sync.run();
+    } catch (error) {
+      unsynced ??= error;
+      failedAt = clock();
+      // Committed, perhaps even on disk: a record without its answer, never an answer without its record.
+      for (const { op } of done) op.reject(storeFailure(error));
+      return;
+    }
+    if (unsynced === undefined) failedAt = undefined;
+    for (const { op, value } of done) op.resolve(value);
   }
 
   function abort(error: unknown, ops: Queued[]): void {
@@ -187,7 +182,6 @@ export function createWriter(
       closed = true;
       while (flushing) await flushing;
       await flush();
-      while (syncing.size > 0) await Promise.all(syncing);
       sync.close();
     },
   };
@@ -211,31 +205,4 @@ export function walSync(db: Db): Sync {
   const fd = openSync(`${db.name}-wal`, 'r');
   const datasync = promisify(fdatasync);
   return { run: () => datasync(fd), close: () => closeSync(fd) };
-}
-
-/**
- * One sync at a time, and one more queued behind it for every commit made while it runs: a sync
- * covers only what was written before it began, and a single later one covers any number of
- * commits. `run` resolves once a sync begun after the call has finished.
- */
-export function coalesce(sync: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | undefined;
-  let queued: Promise<void> | undefined;
-  const start = () => {
-    const started = sync().finally(() => {
-      if (running === started) running = undefined;
-    });
-    running = started;
-    return started;
-  };
-  return () => {
-    if (running === undefined) return start();
-    queued ??= running
-      .catch(() => {})
-      .then(() => {
-        queued = undefined;
-        return start();
-      });
-    return queued;
-  };
 }
