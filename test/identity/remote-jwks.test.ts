@@ -218,7 +218,15 @@ describe('the remote key source', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"keys": [');
       for (let sent = 0; sent < total && !res.destroyed; sent += chunk.length) {
-        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+        if (!res.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              res.off('drain', done).off('close', done);
+              resolve();
+            };
+            res.on('drain', done).on('close', done);
+          });
+        }
       }
       res.end(']}');
     });
