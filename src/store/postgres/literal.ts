@@ -1,0 +1,50 @@
+import pg from 'pg';
+
+/**
+ * Statements with their values written in as SQL literals, for PostgreSQL's simple query
+ * protocol: the only way node-postgres sends several statements in one round trip (it has no
+ * pipelining), and a protocol that takes no parameters. Values are what the store binds: text,
+ * numbers, booleans and null; anything else is a defect and throws. Text is quoted by
+ * node-postgres's `escapeLiteral` (quotes and backslashes doubled, `E'...'` when it holds a
+ * backslash), so no value can end its literal early; a NUL, which PostgreSQL text cannot hold
+ * and which would cut the message short, is refused.
+ */
+
+/** Each statement text cut at its `?` placeholders, once per text. */
+const pieces = new Map<string, readonly string[]>();
+
+export function inline(text: string, params: readonly unknown[]): string {
+  let parts = pieces.get(text);
+  if (parts === undefined) {
+    parts = text.split('?');
+    pieces.set(text, parts);
+  }
+  if (parts.length - 1 !== params.length) throw new Error(`a statement with ${parts.length - 1} placeholders was given ${params.length} values`);
+  let out = parts[0] as string;
+  for (let i = 0; i < params.length; i += 1) out += literal(params[i]) + (parts[i + 1] as string);
+  return out;
+}
+
+export function literal(value: unknown): string {
+  if (value === null || value === undefined) return 'NULL';
+  if (typeof value === 'string') {
+    if (value.includes('\0')) throw new NulInText();
+    return pg.escapeLiteral(value);
+  }
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new Error(`not a finite number: ${value}`);
+    // In parentheses: `x - ?` must not become the comment `x --1`.
+    return value < 0 ? `(${value})` : String(value);
+  }
+  if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
+  if (typeof value === 'bigint') return value < 0n ? `(${value})` : String(value);
+  throw new Error(`no SQL literal for a ${typeof value}`);
+}
+
+/** What PostgreSQL itself answers to a NUL in text bound as a parameter (SQLSTATE 22021). */
+export class NulInText extends Error {
+  readonly code = '22021';
+  constructor() {
+    super('invalid byte sequence for encoding "UTF8": 0x00');
+  }
+}
