@@ -414,13 +414,15 @@ async function runPeer(options: Options): Promise<Measurement> {
  * their worst p99, their CPU and memory added up; how fast their one audit chain grew; and what
  * PostgreSQL's own log says about the run (deadlocks, errors).
  */
-async function runReplicas(replicas: number, build: Build, postgres: PostgresServer, { workDir, identity, options }: RunContext): Promise<ReplicaRun> {
+async function runReplicas(replicas: number, build: Build, postgres: PostgresServer, { workDir, identity, profileRoot, options }: RunContext): Promise<ReplicaRun> {
   const database = await postgres.createDatabase(`bench_replicas_${replicas}_${build.name}`);
   const brokers: BrokerProcess[] = [];
   try {
     // The first creates the schema and the first key; the others start on it.
     for (let i = 0; i < replicas; i += 1) {
-      brokers.push(await startBroker(`pg-${build.name}-${replicas}-${i}`, workDir, identity, undefined, { workers: 1, database, root: build.root }));
+      // Profiled, the first replica stands for the others.
+      const profiled = i === 0 ? profileRoot : undefined;
+      brokers.push(await startBroker(`pg-${build.name}-${replicas}-${i}`, workDir, identity, profiled, { workers: 1, database, root: build.root }));
     }
     // One turn for all: requests in flight at once, on any replica, are different jobs.
     const turn = takeTurns(identity);
@@ -441,7 +443,16 @@ async function runReplicas(replicas: number, build: Build, postgres: PostgresSer
     if (server.errors > 0) say(`  PostgreSQL logged ${server.errors} ERROR lines (${server.deadlocks} deadlocks) during the run; the first: ${server.firstError}`);
     const measurement = combine(label, runs);
     const postgresCpuMs = cpuBefore === undefined || cpuAfter === undefined ? undefined : ((cpuAfter - cpuBefore) * 1000) / measurement.requests;
-    return { measurement, build: build.name, eventsPerSecond: appended / seconds, server, ...(postgresCpuMs === undefined ? {} : { postgresCpuMs }) };
+    for (const broker of brokers) await stopChild(broker.child); // --cpu-prof writes the profile as it exits
+    const profileDir = brokers[0]?.profileDir;
+    return {
+      measurement,
+      build: build.name,
+      eventsPerSecond: appended / seconds,
+      server,
+      ...(postgresCpuMs === undefined ? {} : { postgresCpuMs }),
+      ...(profileDir === undefined ? {} : { profile: hottestFunctions(readProfile(profileDir), options.top, build.root ?? ROOT) }),
+    };
   } finally {
     for (const broker of brokers) await stopChild(broker.child);
   }
@@ -489,6 +500,8 @@ interface ReplicaRun {
   server: ServerLog;
   /** CPU time of PostgreSQL's processes per request (the brokers' is in the measurement). */
   postgresCpuMs?: number;
+  /** With --profile: the first replica's hottest functions. */
+  profile?: HotFunction[];
 }
 
 interface Runs {
@@ -546,6 +559,7 @@ function buildReport({ peer, exchange, credentials, long, replicas }: Runs, opti
     ...(exchange ? [{ target: exchange.measurement.target, hottest: exchange.profile }] : []),
     ...(credentials ? [{ target: credentials.measurement.target, hottest: credentials.profile }] : []),
     ...(long ? [{ target: `${long.run.measurement.target} (long)`, hottest: long.run.profile }] : []),
+    ...(replicas ?? []).map((run) => ({ target: `${run.measurement.target} (first replica)`, hottest: run.profile })),
   ];
   return {
     node: process.version,
