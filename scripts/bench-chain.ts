@@ -13,6 +13,10 @@
  *
  *   npm run bench:chain                          # 5 s per chain run, writers 1,2,3
  *   npm run bench:chain -- --seconds 10 --writers 1,3 --inflight 1,64 --issuances 1000
+ *   npm run bench:chain -- --baseline ../jit-broker-1.4   # each run first with that checkout's dist/
+ *
+ * With --baseline DIR, every measurement is made first with the store and broker built in DIR
+ * (another checkout, its dist/ built), then with this one's: a before and after in one run.
  *
  * PostgreSQL is a throwaway embedded server with fsync on (or env DATABASE_URL). Prints Markdown
  * tables on stdout; nothing here runs in `npm test`. Run it alone: the machine's cores are shared.
@@ -21,7 +25,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { verifyStoredChain } from '../src/audit/index.js';
@@ -39,6 +44,7 @@ const { values } = parseArgs({
     writers: { type: 'string', default: '1,2,3' },
     inflight: { type: 'string', default: '1,64' },
     issuances: { type: 'string', default: '600' },
+    baseline: { type: 'string' },
   },
 });
 const list = (text: string) => text.split(',').map((n) => Number(n.trim()));
@@ -47,6 +53,25 @@ const WRITERS = list(values.writers);
 const INFLIGHT = list(values.inflight);
 const ISSUANCES = Number(values.issuances);
 const IDENTITIES = 64;
+
+/** What a run needs of a build of the broker: this checkout's sources, or a baseline's dist/. */
+interface Build {
+  name: 'this' | 'baseline';
+  openStore: typeof openStore;
+  createBroker: typeof createBroker;
+  parseConfig: typeof parseConfig;
+}
+const THIS: Build = { name: 'this', openStore, createBroker, parseConfig };
+async function baselineBuild(dir: string): Promise<Build> {
+  const load = (path: string) => import(pathToFileURL(join(resolve(dir), 'dist', path)).href);
+  return {
+    name: 'baseline',
+    openStore: (await load('store/index.js')).openStore,
+    createBroker: (await load('broker.js')).createBroker,
+    parseConfig: (await load('config/index.js')).parseConfig,
+  };
+}
+const BUILDS: Build[] = [...(values.baseline ? [await baselineBuild(values.baseline)] : []), THIS];
 
 const out = (line = '') => process.stdout.write(`${line}\n`);
 
@@ -84,6 +109,7 @@ function issuanceEvents(n: number): AuditEntry[] {
 }
 
 interface ChainRun {
+  build: Build['name'];
   writers: number;
   inflight: number;
   eventsPerSecond: number;
@@ -91,10 +117,10 @@ interface ChainRun {
   verified: boolean;
 }
 
-async function chainRun(postgres: PostgresServer, writers: number, inflight: number): Promise<ChainRun> {
-  const url = await postgres.createDatabase(`bench_chain_${writers}_${inflight}`);
+async function chainRun(postgres: PostgresServer, build: Build, writers: number, inflight: number): Promise<ChainRun> {
+  const url = await postgres.createDatabase(`bench_chain_${build.name}_${writers}_${inflight}`);
   const stores: Store[] = [];
-  for (let i = 0; i < writers; i += 1) stores.push(await openStore(url, Date.now));
+  for (let i = 0; i < writers; i += 1) stores.push(await build.openStore(url, Date.now));
   try {
     let appended = 0;
     let n = 0;
@@ -112,6 +138,7 @@ async function chainRun(postgres: PostgresServer, writers: number, inflight: num
     const verdict = await verifyStoredChain((stores[0] as Store).events);
     const head = await (stores[0] as Store).events.head();
     return {
+      build: build.name,
       writers,
       inflight,
       eventsPerSecond: appended / seconds,
@@ -126,6 +153,7 @@ async function chainRun(postgres: PostgresServer, writers: number, inflight: num
 // --- 2. Round trips per issuance ---------------------------------------------------------------
 
 interface RoundTrips {
+  build: Build['name'];
   concurrency: number;
   issuances: number;
   perIssuance: number;
@@ -134,18 +162,18 @@ interface RoundTrips {
   issuancesPerTransaction: number;
 }
 
-async function roundTrips(postgres: PostgresServer): Promise<RoundTrips[]> {
+async function roundTrips(postgres: PostgresServer, build: Build): Promise<RoundTrips[]> {
   const dir = mkdtempSync(join(tmpdir(), 'jit-bench-chain-'));
   const issuers = await createTestIssuers();
-  const database = await postgres.createDatabase('bench_round_trips');
-  const config = parseConfig('bench', {
+  const database = await postgres.createDatabase(`bench_round_trips_${build.name}`);
+  const config = build.parseConfig('bench', {
     ...baseConfig(dir, issuers, database),
     // Sweeps and key checks would add their own statements to the count: far apart here.
     scheduler: { interval: '60m' },
     limits: { requestsPerMinute: 100_000_000, liveGrants: 100_000_000, pendingRequests: 1_000 },
   });
   // baseConfig gives PostgreSQL a key-encryption key file (test/helpers/broker.ts).
-  const broker = await createBroker({ config, logger: createLogger({ level: 'silent' }), env: {} });
+  const broker = await build.createBroker({ config, logger: createLogger({ level: 'silent' }), env: {} });
   const server = createServer(broker.app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -177,6 +205,7 @@ async function roundTrips(postgres: PostgresServer): Promise<RoundTrips[]> {
       const queries = sent.queries - before.queries;
       const transactions = sent.transactions - before.transactions;
       results.push({
+        build: build.name,
         concurrency,
         issuances: ISSUANCES,
         perIssuance: queries / ISSUANCES,
@@ -200,23 +229,33 @@ try {
   const chains: ChainRun[] = [];
   for (const inflight of INFLIGHT) {
     for (const writers of WRITERS) {
-      say(`chain: ${writers} writer(s), ${inflight} append(s) in flight each, ${SECONDS} s`);
-      chains.push(await chainRun(postgres, writers, inflight));
+      for (const build of BUILDS) {
+        say(`chain (${build.name}): ${writers} writer(s), ${inflight} append(s) in flight each, ${SECONDS} s`);
+        chains.push(await chainRun(postgres, build, writers, inflight));
+      }
     }
   }
-  say(`round trips: ${ISSUANCES} issuances one at a time, then 48 at a time`);
-  const trips = await roundTrips(postgres);
+  const trips: RoundTrips[] = [];
+  for (const build of BUILDS) {
+    say(`round trips (${build.name}): ${ISSUANCES} issuances one at a time, then 48 at a time`);
+    trips.push(...(await roundTrips(postgres, build)));
+  }
+  const named = BUILDS.length > 1;
 
   out(`\nnode ${process.version}, ${process.platform}/${process.arch}; PostgreSQL with fsync on, on the same machine\n`);
   out('The audit chain alone (`store.append` of an issuance\'s two events, from replicas\' stores at once):\n');
-  out('| writers | appends in flight each | events per second | events per transaction | chain verified |');
-  out('| --- | --- | --- | --- | --- |');
-  for (const c of chains) out(`| ${c.writers} | ${c.inflight} | ${c.eventsPerSecond.toFixed(0)} | ${c.eventsPerTransaction.toFixed(1)} | ${c.verified ? 'yes' : 'NO'} |`);
+  out(`| ${named ? 'build | ' : ''}writers | appends in flight each | events per second | events per transaction | chain verified |`);
+  out(`| ${named ? '--- | ' : ''}--- | --- | --- | --- | --- |`);
+  for (const c of chains) {
+    out(`| ${named ? `${c.build} | ` : ''}${c.writers} | ${c.inflight} | ${c.eventsPerSecond.toFixed(0)} | ${c.eventsPerTransaction.toFixed(1)} | ${c.verified ? 'yes' : 'NO'} |`);
+  }
   out('\nRound trips to PostgreSQL per issuance (`POST /v1/credentials`, 64 identities in turn, a broker in this process):\n');
-  out('| issuances at once | issuances | round trips per issuance | transactions | round trips per transaction | issuances per transaction |');
-  out('| --- | --- | --- | --- | --- | --- |');
+  out(`| ${named ? 'build | ' : ''}issuances at once | issuances | round trips per issuance | transactions | round trips per transaction | issuances per transaction |`);
+  out(`| ${named ? '--- | ' : ''}--- | --- | --- | --- | --- | --- |`);
   for (const t of trips) {
-    out(`| ${t.concurrency} | ${t.issuances} | ${t.perIssuance.toFixed(2)} | ${t.transactions} | ${t.perTransaction.toFixed(1)} | ${t.issuancesPerTransaction.toFixed(1)} |`);
+    out(
+      `| ${named ? `${t.build} | ` : ''}${t.concurrency} | ${t.issuances} | ${t.perIssuance.toFixed(2)} | ${t.transactions} | ${t.perTransaction.toFixed(1)} | ${t.issuancesPerTransaction.toFixed(1)} |`,
+    );
   }
   const log = postgres.logSince(0);
   out(`\nPostgreSQL's log: ${log.deadlocks} \`deadlock detected\`, ${log.errors} ERROR lines${log.firstError ? ` (first: ${log.firstError})` : ''}`);
