@@ -113,6 +113,7 @@ function together(tx: Transaction, ops: readonly Queued[]): Promise<Rounds> {
         if (inFlight || ended) return;
         if (stop) {
           ended = true;
+          for (const statement of queued.splice(0)) statement.reject(new Abandoned());
           resolve({ runs, ...stop });
           return;
         }
