@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lockStatement } from '../../src/store/postgres/batch.js';
 import { inline, literal } from '../../src/store/postgres/literal.js';
 import { createTestDatabase, ENGINE, type TestDatabase } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp.js';
@@ -55,7 +56,23 @@ describe.runIf(ENGINE === 'postgres')('values written in as literals', () => {
 
   it('fill a statement\'s placeholders in order, and refuse a count that does not match', () => {
     expect(inline('SELECT ? WHERE a = ? AND b IN (?, ?)', ['x', 1, null, false])).toBe("SELECT 'x' WHERE a = 1 AND b IN (NULL, FALSE)");
+    expect(inline('SELECT ?, ?', ['?', "$'"])).toBe("SELECT '?', '$'''");
     expect(() => inline('SELECT ?', [])).toThrow(/1 placeholders was given 0 values/);
+  });
+
+  it('name lock keys as text in the batch\'s lock statement, whatever they hold', async () => {
+    // Keys carry callers' claims: a `$'` or `$&` there must not be read as a replacement pattern.
+    const keys = [...hostile, "$'", '$&', '$1'];
+    await client.query('BEGIN');
+    try {
+      await client.query(lockStatement(keys));
+      const held = await select<{ n: string }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()");
+      const distinct = await select<{ n: string }>(`SELECT count(DISTINCT hashtextextended(k, 0)) AS n FROM unnest(ARRAY[${keys.map(literal).join(', ')}]) k`);
+      expect(Number(held.n)).toBe(Number(distinct.n));
+      expect(Number(held.n)).toBe(keys.length);
+    } finally {
+      await client.query('ROLLBACK');
+    }
   });
 
   it('refuse what PostgreSQL text cannot hold (NUL), and what is no SQL value', () => {
