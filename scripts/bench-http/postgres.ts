@@ -66,7 +66,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     await server.start();
     // The postmaster's pid heads its pid file; its backends are its children.
     const postmaster = Number(readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
-    cpu = () => cpuSeconds(postmaster);
+    cpu = () => cpuSeconds(postmaster, { reaped: true });
     serverUrl = `postgres://postgres:bench-only@127.0.0.1:${port}/postgres`;
     stop = async () => {
       await server.stop();
