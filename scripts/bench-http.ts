@@ -19,10 +19,12 @@
  * fresh database), --identities N (N pipeline jobs of N people, taken in turn by the requests of
  * every connection and replica, instead of one job for every request), --postgres-only (skips the
  * peer and the SQLite runs, for a quick look; compare ratios within one full run). The server's own
- * log is kept and searched: a `deadlock detected` in it is reported with the run's figures.
- * --baseline DIR runs every PostgreSQL run twice, first with the broker built in DIR (another
- * checkout with its own dist/, an older release say), then with this one: a before and after
- * measured in one run, on the same server, at the same moment of a shared machine's load.
+ * log is kept and searched: a `deadlock detected` in it is reported with the run's figures. A run
+ * of N replicas warms up N times --warmup, so that each process has seen as many requests as one
+ * broker's warm-up gives it before it is measured. --baseline DIR runs every PostgreSQL run twice,
+ * first with the broker built in DIR (another checkout with its own dist/, an older release say),
+ * then with this one: a before and after measured in one run, on the same server, at the same
+ * moment of a shared machine's load.
  *
  *   npm run bench:http -- --postgres --identities 64 --connections 48
  *   npm run bench:http -- --postgres --identities 64 --connections 48 --baseline ../jit-broker-1.4
@@ -430,7 +432,10 @@ async function runReplicas(replicas: number, build: Build, postgres: PostgresSer
     for (const target of targets) await preflight(target);
     const connections = (i: number) => Math.floor(options.connections / replicas) + (i < options.connections % replicas ? 1 : 0);
     const plan = (i: number, seconds: number, warmupSeconds = 0) => ({ connections: connections(i), warmupSeconds, seconds });
-    if (options.warmup > 0) await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.warmup))));
+    // Each replica takes a share of the requests: warmed up `replicas` times as long, each process
+    // has seen as many requests as a single broker's warm-up gives it (V8 optimises by use).
+    const warmup = options.warmup * replicas;
+    if (warmup > 0) await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, warmup))));
     const before = await postgres.chainLength(database);
     const log = postgres.logMark();
     const cpuBefore = postgres.cpuSeconds();
