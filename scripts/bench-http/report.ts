@@ -96,7 +96,7 @@ export function printMarkdown(report: Report): void {
   for (const run of report.runs) {
     const ratio = report.ratios.find((r) => r.target === run.target)?.brokerOverPeer;
     out(
-      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.peakRssMB, 0)} MB | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
+      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms${run.worstP99Ms === undefined ? '' : ` (worst replica ${run.worstP99Ms} ms)`} | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.peakRssMB, 0)} MB | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
     );
   }
   if (report.long) {
