@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Emit, Sql } from '../engine.js';
 import type { AuditEntry, AuditEventRecord } from '../records.js';
 import { failure, type Pool, type Session } from './client.js';
-import { inline, literal } from './literal.js';
+import { fill, literal, literals, numbered } from './literal.js';
 import { conflictOf, retryConflicts, type OnConflict } from './retry.js';
 
 export type Work<T> = (sql: Sql, emit: Emit) => Promise<T>;
@@ -70,13 +70,55 @@ interface Rounds {
   undo?: boolean;
 }
 
-/** A session whose next round trip starts with `prefix` (BEGIN, the locks, savepoints), its results left out. */
+/** An operation's statement: its text with `?` placeholders, and its values written as SQL literals. */
+interface Statement {
+  text: string;
+  literals: readonly string[];
+}
+
+/** Statement texts one connection prepares at most: beyond, new texts are sent written out. */
+const MAX_PREPARED = 500;
+/** Names of prepared statements, never reused: one whose PREPARE may not have run is forgotten, not renamed. */
+let preparedNames = 0;
+
+/**
+ * A session whose next round trip starts with `prefix` (BEGIN, the locks, savepoints), its
+ * results left out. An operation's statement goes as EXECUTE of a statement its connection
+ * prepared the first time it met the text (in the same round trip), so PostgreSQL parses and
+ * plans each kind of statement once per connection rather than at every request.
+ */
 class Transaction {
   readonly prefix: string[] = [];
   constructor(readonly session: Session) {}
-  async send(statements: readonly string[]): Promise<pg.QueryResult[]> {
-    const sent = this.prefix.splice(0);
-    return (await this.session.send([...sent, ...statements])).slice(sent.length);
+  async send(statements: readonly (string | Statement)[]): Promise<pg.QueryResult[]> {
+    const { prepared } = this.session;
+    const texts: string[] = [...this.prefix.splice(0)];
+    /** Which results answer `statements`: not those of the prefix, nor of a PREPARE. */
+    const answers: number[] = [];
+    const fresh: string[] = [];
+    for (const statement of statements) {
+      if (typeof statement === 'string' || statement.literals.length === 0) {
+        answers.push(texts.push(typeof statement === 'string' ? statement : statement.text) - 1);
+        continue;
+      }
+      let name = prepared.get(statement.text);
+      if (name === undefined && prepared.size < MAX_PREPARED) {
+        name = `jit_${(preparedNames += 1)}`;
+        texts.push(`PREPARE ${name} AS ${numbered(statement.text)}`);
+        prepared.set(statement.text, name);
+        fresh.push(statement.text);
+      }
+      answers.push(texts.push(name === undefined ? fill(statement.text, statement.literals) : `EXECUTE ${name}(${statement.literals.join(', ')})`) - 1);
+    }
+    let results: pg.QueryResult[];
+    try {
+      results = await this.session.send(texts);
+    } catch (error) {
+      // A PREPARE after the statement that failed never ran.
+      for (const text of fresh) prepared.delete(text);
+      throw error;
+    }
+    return answers.map((i) => results[i] as pg.QueryResult);
   }
   /** Takes back `statement` if it is still the last of the prefix (nothing was sent since it was added). */
   unsent(statement: string): boolean {
@@ -97,7 +139,7 @@ class Transaction {
 function together(tx: Transaction, ops: readonly Queued[]): Promise<Rounds> {
   return new Promise((resolve) => {
     const runs: Run[] = ops.map((op) => ({ op, entries: [], waiting: 0, wrote: false }));
-    let queued: { run: Run; text: string; kind: 'all' | 'get' | 'run'; resolve(value: unknown): void; reject(error: unknown): void }[] = [];
+    let queued: { run: Run; statement: Statement; kind: 'all' | 'get' | 'run'; resolve(value: unknown): void; reject(error: unknown): void }[] = [];
     let inFlight = false;
     let stop: { failed: unknown } | { undo: true } | undefined;
     let checking = false;
@@ -130,21 +172,21 @@ function together(tx: Transaction, ops: readonly Queued[]): Promise<Rounds> {
       const round = queued;
       queued = [];
       inFlight = true;
-      tx.send(round.map((statement) => statement.text)).then(
+      tx.send(round.map((sent) => sent.statement)).then(
         (results) => {
           inFlight = false;
-          round.forEach((statement, i) => {
+          round.forEach((sent, i) => {
             const result = results[i] as pg.QueryResult;
-            statement.run.waiting -= 1;
-            if (result.command !== 'SELECT' && (result.rowCount ?? 0) > 0) statement.run.wrote = true;
-            statement.resolve(statement.kind === 'all' ? result.rows : statement.kind === 'get' ? result.rows[0] : (result.rowCount ?? 0));
+            sent.run.waiting -= 1;
+            if (result.command !== 'SELECT' && (result.rowCount ?? 0) > 0) sent.run.wrote = true;
+            sent.resolve(sent.kind === 'all' ? result.rows : sent.kind === 'get' ? result.rows[0] : (result.rowCount ?? 0));
           });
           check();
         },
         (error: unknown) => {
           inFlight = false;
           stop ??= { failed: error };
-          for (const statement of [...round, ...queued]) statement.reject(new Abandoned());
+          for (const sent of [...round, ...queued]) sent.reject(new Abandoned());
           queued = [];
           check();
         },
@@ -155,14 +197,14 @@ function together(tx: Transaction, ops: readonly Queued[]): Promise<Rounds> {
       const statement = (kind: 'all' | 'get' | 'run', text: string, params: readonly unknown[]) =>
         new Promise<unknown>((resolveStatement, rejectStatement) => {
           if (stop) return rejectStatement(new Abandoned());
-          let inlined: string;
+          let written: string[];
           try {
-            inlined = inline(text, params);
+            written = literals(text, params);
           } catch (error) {
             return rejectStatement(failure(error));
           }
           run.waiting += 1;
-          queued.push({ run, text: inlined, kind, resolve: resolveStatement, reject: rejectStatement });
+          queued.push({ run, statement: { text, literals: written }, kind, resolve: resolveStatement, reject: rejectStatement });
           check();
         });
       return {

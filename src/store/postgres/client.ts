@@ -26,6 +26,8 @@ export interface Session {
    * fails stops the rest (and, in a transaction, aborts it) and rejects with `Unavailable`.
    */
   send(statements: readonly string[]): Promise<pg.QueryResult[]>;
+  /** Statement texts this connection has prepared (PREPARE, which outlives transactions), with their names. */
+  readonly prepared: Map<string, string>;
 }
 
 export interface Pool extends Connection {
@@ -68,6 +70,8 @@ export const failure = (error: unknown) =>
  * Errors the broker's own decisions throw (`BrokerError`) pass through as they are.
  */
 export function createPool(url: string): Pool {
+  /** Each connection's prepared statements: they last as long as it. */
+  const prepared = new WeakMap<pg.PoolClient, Map<string, string>>();
   const raw = new pg.Pool({
     connectionString: url,
     max: 10,
@@ -141,7 +145,13 @@ export function createPool(url: string): Pool {
         throw failure(error);
       }
       let failed = false;
+      let names = prepared.get(client);
+      if (names === undefined) {
+        names = new Map();
+        prepared.set(client, names);
+      }
       const session: Session = {
+        prepared: names,
         async send(statements) {
           try {
             const results = (await client.query(statements.join(';\n'))) as pg.QueryResult | pg.QueryResult[];

@@ -5,7 +5,7 @@ import type { Dialect, Engine, Sql } from '../engine.js';
 import type { AuditEntry, AuditEventRecord } from '../records.js';
 import { createBatcher, LOCK_SQL } from './batch.js';
 import type { Connection, Pool } from './client.js';
-import { literal } from './literal.js';
+import { literal, numbered } from './literal.js';
 import { retryConflicts, type OnConflict } from './retry.js';
 
 const dialect: Dialect = {
@@ -15,24 +15,12 @@ const dialect: Dialect = {
   skipLocked: (table) => `FOR UPDATE${table ? ` OF ${table}` : ''} SKIP LOCKED`,
 };
 
-/** `?` placeholders numbered as PostgreSQL wants them (`$1`, `$2`, ...), once per statement text. */
-const numbered = new Map<string, string>();
-function number(text: string): string {
-  let found = numbered.get(text);
-  if (found === undefined) {
-    let n = 0;
-    found = text.replace(/\?/g, () => `$${(n += 1)}`);
-    numbered.set(text, found);
-  }
-  return found;
-}
-
 /** Statements through the pool or a transaction's connection. */
 function connectionSql(connection: Connection): Sql {
   return {
-    all: <T>(text: string, params: readonly unknown[] = []) => connection.query<T>(number(text), params),
-    get: async <T>(text: string, params: readonly unknown[] = []) => (await connection.query<T>(number(text), params))[0],
-    run: (text, params = []) => connection.execute(number(text), params),
+    all: <T>(text: string, params: readonly unknown[] = []) => connection.query<T>(numbered(text), params),
+    get: async <T>(text: string, params: readonly unknown[] = []) => (await connection.query<T>(numbered(text), params))[0],
+    run: (text, params = []) => connection.execute(numbered(text), params),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
- * Statements with their values written in as SQL literals, for PostgreSQL's simple query
- * protocol: the only way node-postgres sends several statements in one round trip (it has no
- * pipelining), and a protocol that takes no parameters. Values are what the store binds: text,
+ * Values written into statements as SQL literals, for PostgreSQL's simple query protocol: the
+ * only way node-postgres sends several statements in one round trip (it has no pipelining), and
+ * a protocol that takes no parameters. They go as the arguments of EXECUTE of a prepared
+ * statement, or in place of the text's `?` placeholders. Values are what the store binds: text,
  * numbers, booleans and null; anything else is a defect and throws. Text is quoted as libpq's
  * PQescapeLiteral (and node-postgres's escapeLiteral) quotes it: quotes and backslashes doubled,
  * `E'...'` when it holds a backslash, so no value can end its literal early whatever
@@ -11,17 +12,42 @@
 
 /** Each statement text cut at its `?` placeholders, once per text. */
 const pieces = new Map<string, readonly string[]>();
-
-export function inline(text: string, params: readonly unknown[]): string {
+const piecesOf = (text: string): readonly string[] => {
   let parts = pieces.get(text);
   if (parts === undefined) {
     parts = text.split('?');
     pieces.set(text, parts);
   }
-  if (parts.length - 1 !== params.length) throw new Error(`a statement with ${parts.length - 1} placeholders was given ${params.length} values`);
+  return parts;
+};
+
+/** The literals of `params` for `text`, which must have a `?` placeholder for each. */
+export function literals(text: string, params: readonly unknown[]): string[] {
+  const placeholders = piecesOf(text).length - 1;
+  if (placeholders !== params.length) throw new Error(`a statement with ${placeholders} placeholders was given ${params.length} values`);
+  return params.map(literal);
+}
+
+/** `text` with `literals` (SQL already, from `literal`) in place of its `?` placeholders, in order. */
+export function fill(text: string, literals: readonly string[]): string {
+  const parts = piecesOf(text);
+  if (parts.length - 1 !== literals.length) throw new Error(`a statement with ${parts.length - 1} placeholders was given ${literals.length} values`);
   let out = parts[0] as string;
-  for (let i = 0; i < params.length; i += 1) out += literal(params[i]) + (parts[i + 1] as string);
+  for (let i = 0; i < literals.length; i += 1) out += (literals[i] as string) + (parts[i + 1] as string);
   return out;
+}
+
+export const inline = (text: string, params: readonly unknown[]): string => fill(text, literals(text, params));
+
+/** `?` placeholders numbered as PostgreSQL wants them (`$1`, `$2`, ...), once per statement text. */
+const numberedTexts = new Map<string, string>();
+export function numbered(text: string): string {
+  let found = numberedTexts.get(text);
+  if (found === undefined) {
+    found = piecesOf(text).reduce((out, part, i) => (i === 0 ? part : `${out}$${i}${part}`), '');
+    numberedTexts.set(text, found);
+  }
+  return found;
 }
 
 export function literal(value: unknown): string {
