@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lockStatement } from '../../src/store/postgres/batch.js';
-import { inline, literal } from '../../src/store/postgres/literal.js';
+import { fill, inline, literal } from '../../src/store/postgres/literal.js';
 import { createTestDatabase, ENGINE, type TestDatabase } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -65,7 +65,8 @@ describe.runIf(ENGINE === 'postgres')('values written in as literals', () => {
     const keys = [...hostile, "$'", '$&', '$1'];
     await client.query('BEGIN');
     try {
-      await client.query(lockStatement(keys));
+      const { text, literals } = lockStatement(keys);
+      await client.query(fill(text, literals));
       const held = await select<{ n: string }>("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()");
       const distinct = await select<{ n: string }>(`SELECT count(DISTINCT hashtextextended(k, 0)) AS n FROM unnest(ARRAY[${keys.map(literal).join(', ')}]) k`);
       expect(Number(held.n)).toBe(Number(distinct.n));

@@ -14,9 +14,15 @@ interface Queued {
   reject: (error: unknown) => void;
 }
 
+/** An operation's statement: its text with `?` placeholders, and its values written as SQL literals. */
+export interface Statement {
+  text: string;
+  literals: readonly string[];
+}
+
 /** How a batch's events reach the chain: the statement that appends them, and what its rows say of them. */
 export interface ChainAppend {
-  (entries: readonly AuditEntry[]): { statement: string; records(rows: readonly Record<string, unknown>[]): AuditEventRecord[] };
+  (entries: readonly AuditEntry[]): { statement: Statement; records(rows: readonly Record<string, unknown>[]): AuditEventRecord[] };
 }
 
 export interface Batcher {
@@ -44,8 +50,8 @@ const MAX_BATCH = 64;
  * PostgreSQL evaluates a volatile function of the select list after the sort.
  */
 export const LOCK_SQL = 'SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) k) locks ORDER BY h';
-/** LOCK_SQL with its keys written in (a function as replacement: `$'` or `$&` in a key must stay text). */
-export const lockStatement = (keys: readonly string[]) => LOCK_SQL.replace('$1', () => `ARRAY[${keys.map(literal).join(', ')}]`);
+/** LOCK_SQL taking its keys as one literal (an array of text literals: a `$'` or `$&` in a key stays text). */
+export const lockStatement = (keys: readonly string[]): Statement => ({ text: LOCK_SQL.replace('$1', '?'), literals: [`ARRAY[${keys.map(literal).join(', ')}]`] });
 
 /** Rejects the statements of a run given up on: what they would have answered no longer matters. */
 class Abandoned extends Error {}
@@ -70,12 +76,6 @@ interface Rounds {
   undo?: boolean;
 }
 
-/** An operation's statement: its text with `?` placeholders, and its values written as SQL literals. */
-interface Statement {
-  text: string;
-  literals: readonly string[];
-}
-
 /** Statement texts one connection prepares at most: beyond, new texts are sent written out. */
 const MAX_PREPARED = 500;
 /** Names of prepared statements, never reused: one whose PREPARE may not have run is forgotten, not renamed. */
@@ -88,28 +88,33 @@ let preparedNames = 0;
  * plans each kind of statement once per connection rather than at every request.
  */
 class Transaction {
-  readonly prefix: string[] = [];
+  readonly prefix: (string | Statement)[] = [];
   constructor(readonly session: Session) {}
   async send(statements: readonly (string | Statement)[]): Promise<pg.QueryResult[]> {
     const { prepared } = this.session;
-    const texts: string[] = [...this.prefix.splice(0)];
+    const texts: string[] = [];
     /** Which results answer `statements`: not those of the prefix, nor of a PREPARE. */
     const answers: number[] = [];
     const fresh: string[] = [];
-    for (const statement of statements) {
+    const add = (statement: string | Statement, answered: boolean) => {
+      let text: string;
       if (typeof statement === 'string' || statement.literals.length === 0) {
-        answers.push(texts.push(typeof statement === 'string' ? statement : statement.text) - 1);
-        continue;
+        text = typeof statement === 'string' ? statement : statement.text;
+      } else {
+        let name = prepared.get(statement.text);
+        if (name === undefined && prepared.size < MAX_PREPARED) {
+          name = `jit_${(preparedNames += 1)}`;
+          texts.push(`PREPARE ${name} AS ${numbered(statement.text)}`);
+          prepared.set(statement.text, name);
+          fresh.push(statement.text);
+        }
+        text = name === undefined ? fill(statement.text, statement.literals) : `EXECUTE ${name}(${statement.literals.join(', ')})`;
       }
-      let name = prepared.get(statement.text);
-      if (name === undefined && prepared.size < MAX_PREPARED) {
-        name = `jit_${(preparedNames += 1)}`;
-        texts.push(`PREPARE ${name} AS ${numbered(statement.text)}`);
-        prepared.set(statement.text, name);
-        fresh.push(statement.text);
-      }
-      answers.push(texts.push(name === undefined ? fill(statement.text, statement.literals) : `EXECUTE ${name}(${statement.literals.join(', ')})`) - 1);
-    }
+      const at = texts.push(text) - 1;
+      if (answered) answers.push(at);
+    };
+    for (const statement of this.prefix.splice(0)) add(statement, false);
+    for (const statement of statements) add(statement, true);
     let results: pg.QueryResult[];
     try {
       results = await this.session.send(texts);

@@ -82,7 +82,7 @@ export function createPostgresEngine(pool: Pool, clock: Clock, onConflict: OnCon
     pool,
     (entries) => {
       const { json, records } = chainInput(entries);
-      return { statement: `${APPEND}(${literal(json)}::jsonb)`, records };
+      return { statement: { text: `${APPEND}(?::jsonb)`, literals: [literal(json)] }, records };
     },
     onConflict,
   );
