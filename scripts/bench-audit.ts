@@ -95,7 +95,7 @@ async function time(label: string, run: () => Promise<{ items: unknown[] }>, rep
   }
   rows.push([`${label}: ${returned} rows`, `${median(samples).toFixed(1)} ms`]);
 }
-const audit = createAuditService({ store: broker.store, clock: () => now, keyring: broker.keyring, issuer: broker.config.issuer });
+const audit = createAuditService({ store: broker.store, clock: () => now, keyring: broker.keyring, issuer: broker.config.issuer, settings: broker.settings.current });
 const page = (filter: IssuanceFilter, cursor?: string) => audit.issuances(auditor, filter, cursor, 100);
 
 const sampleSubject = 'repo:acme/app-1234:ref:refs/heads/main';

@@ -4,15 +4,17 @@ import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
 import { createAuditService } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
-import { ConfigError, loadConfig, type BrokerConfig } from './config/index.js';
+import { ConfigError, type BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
 import { createNotifier, type Notifier } from './notify/index.js';
+import { loadTestedConfig } from './policy-tests/index.js';
 import { createLogger, createMetrics, type Metrics } from './observability/index.js';
 import { createJobs, createScheduler, type Scheduler } from './scheduler/index.js';
 import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
 import { systemClock, type Clock } from './shared/clock.js';
+import type { ReloadOutcome } from './process/reload.js';
 import { openStore, type OnConflict, type Store } from './store/index.js';
 import { createTokenService, keyCustody, openKeyring, type Keyring } from './tokens/index.js';
 
@@ -30,10 +32,6 @@ export interface BrokerOptions {
 }
 
 /** What a reload did: applied the file, or refused it (the running configuration stays), and why. */
-export type ReloadOutcome =
-  | { status: 'applied'; file: string; sha256: string; changed: string[] }
-  | { status: 'refused'; file: string; problems: string[] };
-
 /**
  * Settings bound at start to things that live as long as the process: the socket, the database
  * connection, the signing keyring, the scheduler's timers, and the broker's own name in every
@@ -58,12 +56,15 @@ export interface Broker {
   breakGlass: BreakGlassService;
   /**
    * Reads the configuration file again (SIGHUP) with what it points at (`jwksFile`, webhook
-   * secret files), and swaps every rule at once for every later request, recording
-   * `config.loaded`; an invalid file, or one that changes a restart-only setting, is refused and
-   * the running configuration stays. Reloads run one at a time, in the order asked. `env` gives
-   * the overrides (PORT, HOST, BROKER_DB) as at start.
+   * secret files, `policyTests`), and swaps every rule at once for every later request, recording
+   * `config.loaded`; an invalid file, one whose own policy tests fail (the problems name each
+   * failing case), or one that changes a restart-only setting, is refused and the running
+   * configuration stays. Reloads run one at a time, in the order asked. `env` gives the overrides
+   * (PORT, HOST, BROKER_DB) as at start. Without `record`, nothing is recorded: one worker of
+   * several has recorded this file already (see process/primary.ts). The outcome is the caller's
+   * to log (`logReload` in process/reload.ts).
    */
-  reload(file: string, env?: NodeJS.ProcessEnv): Promise<ReloadOutcome>;
+  reload(file: string, env?: NodeJS.ProcessEnv, options?: { record?: boolean }): Promise<ReloadOutcome>;
   /** Stops the scheduler, lets webhook deliveries finish, closes the database. */
   close(): Promise<void>;
 }
@@ -79,6 +80,8 @@ const loadedEvent = (config: BrokerConfig, source: { file: string; sha256: strin
     policies: config.policies.length,
   },
 });
+
+const devIssuerNames = (config: BrokerConfig) => config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
 
 /** Top-level sections whose value differs (durations compare as parsed, so `60m` equals `1h`). */
 const changedSections = (before: BrokerConfig, after: BrokerConfig): string[] =>
@@ -143,7 +146,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       tokens: createTokenService({ issuer: config.issuer, store, keyring, clock }),
       approvals,
       breakGlass,
-      audit: createAuditService({ store, clock, keyring, issuer: config.issuer }),
+      audit: createAuditService({ store, clock, keyring, issuer: config.issuer, settings: settingsOf }),
       keyring,
       store,
       metrics,
@@ -152,15 +155,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     });
 
     let reloads: Promise<unknown> = Promise.resolve();
-    const reloadNow = async (file: string, env: NodeJS.ProcessEnv): Promise<ReloadOutcome> => {
+    const reloadNow = async (file: string, env: NodeJS.ProcessEnv, record: boolean): Promise<ReloadOutcome> => {
       const refuse = (problems: string[], at = file): ReloadOutcome => {
         metrics.reloads.inc({ outcome: 'refused' });
-        logger.error({ file: at, problems }, 'invalid configuration; the running configuration stays');
-        return { status: 'refused', file, problems };
+        return { status: 'refused', file: at, problems };
       };
       let next;
       try {
-        const loaded = loadConfig(file, env);
+        const loaded = loadTestedConfig(file, env);
         const fixed = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
         if (fixed.length > 0) {
           return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));
@@ -173,21 +175,15 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const { loaded } = next;
       try {
         // Recorded before it applies: no request is judged by rules the audit log does not show.
-        await store.append([loadedEvent(loaded.config, { file: loaded.file, sha256: loaded.sha256 }, 'reload')]);
+        if (record) await store.append([loadedEvent(loaded.config, { file: loaded.file, sha256: loaded.sha256 }, 'reload')]);
       } catch (error) {
-        metrics.reloads.inc({ outcome: 'refused' });
-        logger.error({ err: error, file }, 'the reload could not be recorded; the running configuration stays');
-        return { status: 'refused', file, problems: ['the config.loaded event could not be recorded'] };
+        logger.error({ err: error, file }, 'the reload could not be recorded');
+        return refuse(['the config.loaded event could not be recorded'], file);
       }
       const changed = changedSections(settingsHolder.current().config, loaded.config);
       settingsHolder.replace(next.settings);
       metrics.reloads.inc({ outcome: 'applied' });
-      logger.info({ file: loaded.file, sha256: loaded.sha256, changed }, 'configuration reloaded');
-      const devIssuers = loaded.config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
-      if (devIssuers.length > 0) {
-        logger.warn({ file: loaded.file, dev_issuers: devIssuers }, 'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.');
-      }
-      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, changed };
+      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, changed, devIssuers: devIssuerNames(loaded.config) };
     };
 
     return {
@@ -204,8 +200,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       credentials,
       approvals,
       breakGlass,
-      reload(file, env = process.env) {
-        const outcome = reloads.then(() => reloadNow(file, env));
+      reload(file, env = process.env, { record = true } = {}) {
+        const outcome = reloads.then(() => reloadNow(file, env, record));
         reloads = outcome.catch(() => {});
         return outcome;
       },

@@ -2,10 +2,11 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
+import { ConfigError, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
+import { devIssuerNames, isReloadOrder, logReload, warnOfDevIssuers, type ReloadReport } from './process/reload.js';
 import { StartRefused } from './shared/errors.js';
 
 /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway. */
@@ -19,18 +20,14 @@ async function main(): Promise<void> {
     process.exit(command.exit.code);
   }
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
-  const loaded = loadConfig(command.start.configFile, process.env);
+  // A configuration whose own policyTests fail is refused like an invalid one (ConfigError, exit 78).
+  const { loadTestedConfig } = await import('./policy-tests/index.js');
+  const loaded = loadTestedConfig(command.start.configFile, process.env);
   const { config } = loaded;
 
-  const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
-  if (devIssuers.length > 0 && cluster.isPrimary) {
-    logger.warn(
-      { file: loaded.file, dev_issuers: devIssuers },
-      'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.',
-    );
-  }
+  if (cluster.isPrimary) warnOfDevIssuers(logger, loaded.file, devIssuerNames(config));
   if (cluster.isPrimary && config.listen.workers > 1) {
-    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host });
+    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host, about: { issuer: config.issuer, config: loaded.file } });
     return;
   }
   await serve(loaded, logger);
@@ -41,7 +38,18 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
   const { config } = loaded;
   // Loaded here, not at the top: the primary of several workers serves nothing and stays small.
   const { createBroker } = await import('./broker.js');
-  const broker = await createBroker({ config, source: { file: loaded.file, sha256: loaded.sha256 }, logger });
+  const starting = createBroker({ config, source: { file: loaded.file, sha256: loaded.sha256 }, logger });
+  if (cluster.isWorker) {
+    // Listening before the broker is up: an order sent meanwhile must not be lost.
+    process.on('message', (order: unknown) => {
+      if (!isReloadOrder(order)) return;
+      void starting
+        .then((broker) => broker.reload(loaded.file, process.env, { record: order.record }))
+        .then((outcome) => process.send?.({ type: 'jit:reloaded', id: order.id, outcome } satisfies ReloadReport))
+        .catch(() => {}); // the broker did not start: this worker is on its way out, and the primary sees it go
+    });
+  }
+  const broker = await starting;
   await broker.scheduler.start();
 
   const server = createServer(broker.app);
@@ -53,8 +61,9 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;
     // With several workers, the primary says where the broker listens, once.
-    const message = cluster.isWorker ? 'worker listening' : 'broker listening';
-    logger.info({ url: `http://${config.listen.host}:${port}`, issuer: config.issuer, config: loaded.file }, message);
+    const about = { url: `http://${config.listen.host}:${port}`, issuer: config.issuer, config: loaded.file };
+    if (cluster.isWorker) logger.info(about, 'worker listening');
+    else logger.info({ ...about, workers: 1 }, 'broker listening');
   });
 
   let stopping = false;
@@ -75,7 +84,11 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
     server.closeIdleConnections();
   };
   // The same file again; an invalid one is refused and logged, and the running configuration stays.
-  process.on('SIGHUP', () => void broker.reload(loaded.file));
+  // A worker of several reloads when the primary says (above): SIGHUP to a whole process group
+  // must not reload it twice.
+  process.on('SIGHUP', () => {
+    if (cluster.isPrimary) void broker.reload(loaded.file).then((outcome) => logReload(logger, outcome, { workers: 1 }));
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
  */
 
 const SRC = 'src';
-const DOMAIN = ['approval', 'audit', 'breakglass', 'credentials', 'delegation', 'dpop', 'duties', 'identity', 'notify', 'policy', 'requests', 'scheduler', 'settings', 'tokens'];
+const DOMAIN = ['approval', 'audit', 'breakglass', 'credentials', 'delegation', 'dpop', 'duties', 'identity', 'notify', 'policy', 'policy-tests', 'requests', 'scheduler', 'settings', 'tokens'];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {

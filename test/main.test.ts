@@ -1,32 +1,12 @@
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { baseConfig, createTestIssuers } from './helpers/broker.js';
+import { startProcess, until } from './helpers/process.js';
 import { tempDir } from './helpers/temp.js';
 
-/** The broker as a process: `node src/main.ts`, through tsx, as `npm start` runs its build. */
-function startProcess(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const output = { stdout: '', stderr: '' };
-  child.stdout.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output, exited };
-}
-
-const until = async (check: () => boolean, ms = 15_000) => {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-};
-
+/** The broker as a process, as `npm start` runs its build, on its default number of workers. */
 describe('the broker process', () => {
   it('refuses to start on an invalid file: exit 78, one line per bad field, no stack trace', async () => {
     const dir = tempDir('jit-main-test-');
@@ -34,7 +14,7 @@ describe('the broker process', () => {
     config.clockSkew = 'later';
     config.listen = { port: 'eighty' };
     writeFileSync(join(dir, 'bad.yaml'), YAML.stringify(config));
-    const { output, exited } = startProcess(['--config', join(dir, 'bad.yaml')]);
+    const { output, exited } = await startProcess(['--config', join(dir, 'bad.yaml')]);
     expect(await exited).toBe(78);
     expect(output.stderr).toContain('  - clockSkew: "later" is not a duration such as 30s, 15m, 1h or 7d');
     expect(output.stderr).toContain('  - listen.port: Invalid input: expected number, received string');
@@ -45,7 +25,7 @@ describe('the broker process', () => {
   it('logs where it listens, serves, and stops cleanly on SIGTERM', async () => {
     const dir = tempDir('jit-main-test-');
     writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(baseConfig(dir, await createTestIssuers())));
-    const { child, output, exited } = startProcess([], { BROKER_CONFIG: join(dir, 'ok.yaml'), PORT: '0' });
+    const { child, output, exited } = await startProcess([], { BROKER_CONFIG: join(dir, 'ok.yaml'), PORT: '0' });
     await until(() => output.stdout.includes('broker listening'));
     const listening = output.stdout.split('\n').find((line) => line.includes('broker listening')) as string;
     const { url } = JSON.parse(listening) as { url: string };

@@ -5,7 +5,8 @@ import { keysetPage } from '../shared/cursor.js';
 import { InvalidRequest } from '../shared/errors.js';
 import { effectiveStatus } from '../requests/index.js';
 import { objectKey } from '../shared/authorization-details.js';
-import type { AuditEventRecord, CustodyRecord, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
+import type { Settings } from '../settings/index.js';
+import type { AuditEventRecord, CustodyRecord, EntitlementUse, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
 import { EMPTY_HEAD, readCheckpoint, signCheckpoint, verdictView, verifyChainHolds, type Checkpoint, type VerdictView } from './checkpoint.js';
 
@@ -65,10 +66,21 @@ export function custodyView({ step, state: { request, approvals } }: CustodyReco
 }
 export type CustodyView = ReturnType<typeof custodyView>;
 
+/** CONTRACT section 4, one row of `GET /v1/audit/entitlements`: a grant and how much it was used. */
+export function entitlementView(use: EntitlementUse) {
+  return { policy: use.policy, scope: use.scope, issued: use.issued, last_issued_at: use.lastIssuedAt === null ? null : toIso(use.lastIssuedAt) };
+}
+export type EntitlementView = ReturnType<typeof entitlementView>;
+
+/** `GET /v1/audit/entitlements` counts tokens issued in this window unless asked for another. */
+export const ENTITLEMENTS_WINDOW_MS = 30 * 86_400_000;
+
 export type AuditService = ReturnType<typeof createAuditService>;
 
 export interface AuditServiceDeps {
   store: Store;
+  /** The rules in force for a caller: the entitlements report lists what they grant. */
+  settings: (caller?: Identity) => Pick<Settings, 'policy'>;
   clock: Clock;
   /** Signs checkpoints with the broker's current signing key. */
   keyring: Pick<Keyring, 'signingKey'>;
@@ -77,7 +89,7 @@ export interface AuditServiceDeps {
 }
 
 /** The auditor's questions, for the `auditor` and `admin` roles. */
-export function createAuditService({ store, clock, keyring, issuer }: AuditServiceDeps) {
+export function createAuditService({ store, clock, keyring, issuer, settings }: AuditServiceDeps) {
   const issuancePage = (filter: IssuanceFilter, cursor: string | undefined, limit: number) =>
     keysetPage({
       cursor,
@@ -113,6 +125,17 @@ export function createAuditService({ store, clock, keyring, issuer }: AuditServi
     issuances(identity: Identity, filter: IssuanceFilter, cursor: string | undefined, limit: number) {
       auditorOnly(identity);
       return issuancePage(filter, cursor, limit);
+    },
+    /**
+     * What the running configuration grants against what was used: one row per (policy, scope)
+     * it grants, in configuration order, with the tokens issued under it since `since` (default
+     * 30 days ago). `issued: 0` is a grant nobody used in that time: the drift to look at.
+     */
+    async entitlements(identity: Identity, since: number | undefined) {
+      auditorOnly(identity);
+      const from = since ?? clock() - ENTITLEMENTS_WINDOW_MS;
+      const used = await store.audit.entitlements(settings(identity).policy.grants(), from);
+      return { since: toIso(from), items: used.map(entitlementView), next_cursor: null };
     },
     /** The chain of custody of one object: every request that named it for a step of the duty, oldest first. */
     custody(identity: Identity, duty: string, identifier: string, cursor: string | undefined, limit: number) {

@@ -4,18 +4,20 @@ import { ConfigError } from '../config/index.js';
 import { BROKER_HELP } from './client.js';
 import * as auditCommand from './commands/audit.js';
 import * as backupCommand from './commands/backup.js';
+import * as configCommand from './commands/config.js';
 import * as decide from './commands/decide.js';
 import * as decodeCommand from './commands/decode.js';
 import * as devTokenCommand from './commands/dev-token.js';
 import * as lifecycle from './commands/lifecycle.js';
 import * as listings from './commands/listings.js';
 import * as loginCommand from './commands/login.js';
+import * as policyCommand from './commands/policy.js';
 import * as profileCommand from './commands/profile.js';
 import * as requestCommand from './commands/request.js';
 import { EXIT_CODES_HELP } from './errors.js';
 import { IDENTITY_HELP } from './identity.js';
 import { CliError, EXIT, shown, type CliIo } from './io.js';
-import { version } from './version.js';
+import { packageVersion } from '../shared/package.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
@@ -39,6 +41,8 @@ const COMMANDS: Record<string, Command> = {
   profile: profileCommand.profile,
   backup: backupCommand.backup,
   restore: backupCommand.restore,
+  policy: policyCommand.policy,
+  config: configCommand.config,
 };
 
 const CALLER_OPTIONS_HELP = `${BROKER_HELP}
@@ -65,11 +69,13 @@ const COMMAND_HELP: Record<string, string> = {
   audit: auditCommand.help,
   profile: profileCommand.help,
   login: loginCommand.help,
-  logout: loginCommand.help,
-  backup: backupCommand.help,
-  restore: backupCommand.help,
+  logout: loginCommand.logoutHelp,
+  backup: backupCommand.backupHelp,
+  restore: backupCommand.restoreHelp,
+  policy: policyCommand.help,
+  config: configCommand.help,
 };
-const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore']);
+const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore', 'policy', 'config']);
 
 const HELP = `jit: the just-in-time credential broker's command line
 
@@ -87,7 +93,9 @@ Deciding and reviewing:
   reviews     break-glass grants awaiting post-review
   review      post-review a break-glass grant
 Auditing:
-  audit       issuances, events, verify
+  audit       issuances, events, duties, entitlements (grants against their use), verify
+Policy as code:
+  policy      test a configuration against its cases; explain what it grants and why
 Setting up:
   login       sign in with your SSO (the broker's person issuer); later commands use it
   logout      forget that sign-in
@@ -95,6 +103,7 @@ Setting up:
 Operating:
   backup      a consistent copy of a SQLite database, while a broker runs
   restore     put a verified backup in place
+  config      check a configuration file as the broker does at start
   dev-token   a development identity token (development configuration only)
   decode      a JWT's header and claims, unverified
 
@@ -126,7 +135,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return EXIT.usage;
   }
   if (name === '--version' || name === '-V' || name === 'version') {
-    io.stdout(`jit ${version()}\n`);
+    io.stdout(`jit ${packageVersion()}\n`);
     return EXIT.ok;
   }
   if (name === 'help' || name === '--help' || name === '-h') {
@@ -165,6 +174,14 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 function unknown(io: CliIo, name: string): number {
   io.stderr(`jit: unknown command "${shown(name)}"; jit --help lists them\n`);
   return EXIT.usage;
+}
+
+/** `run` as the `jit` process runs it: an error no command expected is one line and exit 1. */
+export function runCli(argv: string[], io: CliIo): Promise<number> {
+  return run(argv, io).catch((error: unknown) => {
+    io.stderr(`jit: ${(error as Error).message}\n`);
+    return EXIT.failed;
+  });
 }
 
 export const processIo = (): CliIo => ({

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import ms from 'ms';
 import { z } from 'zod';
 import { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
@@ -331,13 +332,11 @@ const configShape = z
         host: z.string().default('127.0.0.1').describe('Interface to listen on (env HOST overrides).'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port (env PORT overrides).'),
         workers: z
-          .number()
-          .int()
-          .min(1)
-          .max(64)
-          .default(1)
+          .union([z.literal('auto'), z.number().int().min(1).max(64)])
+          .default('auto')
+          .transform((workers) => (workers === 'auto' ? availableParallelism() : workers))
           .describe(
-            'Worker processes sharing the port, each a whole broker with its own database connection; more than one uses more cores. Every check stays atomic across them, as across replicas.',
+            'Worker processes sharing the port, each a whole broker with its own database connection. `auto` runs one per core this process may use (`os.availableParallelism()`; a container\'s CPU quota is not seen: set a number there). Every check stays atomic across them, as across replicas.',
           ),
       })
       .prefault({})
@@ -534,6 +533,13 @@ const configShape = z
       })
       .optional()
       .describe('The web console at `/console`, for people: who signs in, and where. Without it the console says it is not configured. Restart-only: a reload that changes it is refused.'),
+    policyTests: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'A policy cases file (YAML, `cases: [...]`, see `jit policy test`), relative to this configuration file: requests and the answers this configuration must give them. A start, `--check-config` and a reload (SIGHUP) run it with the broker\'s own rules and refuse this configuration, naming the case, when one fails or the file is invalid.',
+      ),
   });
 
 /** The sections `checkReferences` reads: while one of them is itself invalid, its references are not judged. */

@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import express, { Router, type Request } from 'express';
 import type { Logger } from 'pino';
 import type { BrokerConfig, ConsoleConfig } from '../config/index.js';
 import type { Clock } from '../shared/clock.js';
+import { packageRoot } from '../shared/package.js';
 import { NotFound } from '../shared/errors.js';
 import { createDiscovery, type SignInEndpoints } from './discovery.js';
 import { DEV_SIGN_IN_PATH, devSignInIssuer, devSignInRoutes } from './dev-sign-in.js';
@@ -17,7 +18,7 @@ import { DEV_SIGN_IN_PATH, devSignInIssuer, devSignInRoutes } from './dev-sign-i
  */
 
 /** Built by `npm run build` (tsc, then the static files copied beside): the same folder from src/ and dist/. */
-export const CONSOLE_ASSETS_DIR = fileURLToPath(new URL('../../dist/console/web/', import.meta.url));
+const consoleAssetsDir = () => join(packageRoot(), 'dist', 'console', 'web');
 
 /** The console's pages: one document, the script draws the view the path names. */
 const PAGES = ['/', '/callback', '/signed-out', '/mine', '/break-glass', '/audit', '/requests/:id'];
@@ -38,9 +39,9 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Router {
   router.get(PAGES, async (_req, res) => {
     let page: string;
     try {
-      page = readFileSync(`${CONSOLE_ASSETS_DIR}index.html`, 'utf8');
+      page = readFileSync(join(consoleAssetsDir(), 'index.html'), 'utf8');
     } catch {
-      logger.error({ dir: CONSOLE_ASSETS_DIR }, 'console: its files are not built; run npm run build');
+      logger.error({ dir: consoleAssetsDir() }, 'console: its files are not built; run npm run build');
       throw new NotFound('The console is not built on this broker (npm run build).');
     }
     res.set(pageHeaders((await signIn?.origins()) ?? [])).type('html').send(page);
@@ -49,7 +50,7 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Router {
   // The page's origin only; scripts and styles never come from anywhere else.
   router.use(
     '/assets',
-    express.static(CONSOLE_ASSETS_DIR, {
+    express.static(consoleAssetsDir(), {
       index: false,
       redirect: false,
       dotfiles: 'deny',

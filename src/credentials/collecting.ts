@@ -1,4 +1,5 @@
 import { sameIdentity, type Identity } from '../identity/index.js';
+import type { PolicyDecision } from '../policy/index.js';
 import { effectiveStatus, isOwner, issuedView, type IssuedView } from '../requests/index.js';
 import { Conflict, InvalidDpopProof, InvalidRequest, PolicyDenied } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
@@ -33,12 +34,12 @@ export function createCollecting(deps: CredentialServiceDeps) {
       if (status !== 'approved') throw notCollectable(status);
       return state;
     };
-    /** What the running policy (and delegation rules) grant this request now: its lifetime, or why nothing. */
-    const regrant = (request: RequestRecord): { ttlSeconds: number } | PolicyDenied | InvalidRequest => {
+    /** What the running policy (and delegation rules) grant this request now: its lifetime and granting policies, or why nothing. */
+    const regrant = (request: RequestRecord): Pick<PolicyDecision, 'ttlSeconds' | 'grantedBy'> | PolicyDenied | InvalidRequest => {
       try {
         const allowed = actor ? delegation.allow(actor, identity, request.scopes) : undefined;
         const decision = policy.decide(identity, request);
-        return { ttlSeconds: Math.min(decision.ttlSeconds, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY) };
+        return { ttlSeconds: Math.min(decision.ttlSeconds, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY), grantedBy: decision.grantedBy };
       } catch (error) {
         if (error instanceof PolicyDenied || error instanceof InvalidRequest) return error;
         throw error;
@@ -59,6 +60,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
       ...(refused || !('ttlSeconds' in granted) ? {} : { ttlSeconds: granted.ttlSeconds }),
       dpopJkt: binding?.jkt ?? null,
     };
+    const grantedBy = 'grantedBy' in granted ? granted.grantedBy : {};
     const token = refused ? undefined : await mintFor(deps, request, before.approvals, now);
     const outcome = await store.change<RequestRecord | Conflict>(id, (current, facts) => {
       if (facts.replayed) throw replayed();
@@ -76,7 +78,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
       const updated: RequestRecord = { ...latest, ttlSeconds: request.ttlSeconds, status: 'issued', ...fields };
       return {
         transition: { from: ['approved'], to: 'issued', fields },
-        issuance: issuanceOf(updated, token),
+        issuance: issuanceOf(updated, token, grantedBy),
         events: [issuedEvent(updated, token, approvals)],
         result: updated,
       };

@@ -1,14 +1,14 @@
 import { canonicalJson } from '../shared/canonical-json.js';
 import { checkMayAct } from '../delegation/index.js';
 import type { Identity } from '../identity/index.js';
-import type { PolicyDecision } from '../policy/index.js';
 import { effectiveStatus } from '../requests/index.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { InvalidAuthorizationDetails, InvalidDpopProof, InvalidRequest, InvalidTarget, PolicyDenied } from '../shared/errors.js';
-import type { ActorRecord, RequestRecord } from '../store/index.js';
+import type { RequestRecord } from '../store/index.js';
 import { readOwnToken, sha256Token } from '../tokens/index.js';
 import { bindingOf, requireBinding, type PresentedProof } from './binding.js';
 import type { CredentialServiceDeps } from './grant.js';
+import { actorRecord, capped, planDelegated, planned, planPlain } from './planning.js';
 import type { createRequesting, CredentialInput, RequestOutcome, Subject } from './requesting.js';
 
 /** What a child token's exchange asks; whatever it leaves out is its parent's. */
@@ -23,20 +23,6 @@ export interface ChildInput {
   breakGlass?: boolean | undefined;
   authorizationDetails?: AuthorizationDetail[] | undefined;
 }
-
-/** An actor as records keep it: judged again on these claims by a later configuration. */
-export const actorRecord = (actor: Identity): ActorRecord => ({
-  iss: actor.iss,
-  sub: actor.sub,
-  idp: actor.idp,
-  person: actor.personKey ?? null,
-  initiator: actor.initiator ?? null,
-  boundClaims: actor.boundClaims ?? null,
-  claims: { ...actor.claims },
-});
-
-/** A decision's lifetime capped (a delegation rule's `maxTtl`, a parent's remaining life). */
-const capped = (decision: PolicyDecision, seconds: number): PolicyDecision => ({ ...decision, ttlSeconds: Math.min(decision.ttlSeconds, seconds) });
 
 /**
  * Who a request is for, and who acts (CONTRACT section 1, "Agents"): a caller asking for itself;
@@ -80,8 +66,7 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
     async plain(identity: Identity, input: CredentialInput, presented?: PresentedProof): Promise<RequestOutcome> {
       const running = settings(identity);
       const binding = await bindingOf(presented, running, clock());
-      requireBinding(running.policy, input.scopes, binding);
-      const plan = await requesting.judge(identity, identity, [], input, () => ({ subject: identity, actors: [], input, binding, decision: running.policy.decide(identity, input) }));
+      const plan = await requesting.judge(identity, identity, [], input, () => planPlain(running, identity, input, binding));
       return requesting.admit(identity, plan);
     },
 
@@ -92,14 +77,8 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
      */
     async delegated(subject: Identity, actor: Identity, input: CredentialInput, presented?: PresentedProof): Promise<RequestOutcome> {
       const running = settings(subject);
-      checkMayAct(subject.claims, actor);
       const binding = await bindingOf(presented, running, clock());
-      requireBinding(running.policy, input.scopes, binding);
-      const actors = [actorRecord(actor)];
-      const plan = await requesting.judge(subject, subject, actors, input, () => {
-        const allowed = running.delegation.allow(actor, subject, input.scopes);
-        return { subject, actors, rule: allowed.rule, input, binding, decision: capped(running.policy.decide(subject, input), allowed.maxTtlSeconds) };
-      });
+      const plan = await requesting.judge(subject, subject, [actorRecord(actor)], input, () => planDelegated(running, subject, actor, input, binding));
       return requesting.admit(subject, plan);
     },
 
@@ -150,14 +129,14 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
         ...(inherited.length > 0 ? { authorizationDetails: inherited } : {}),
       };
       requireBinding(policy, input.scopes, binding);
-      const plan = await requesting.judge(actor, subject, actors, input, () => {
+      const plan = await requesting.judge(actor, subject, actors, input, () => planned(running, input, () => {
         const wider = input.scopes.filter((scope) => !parent.request.scopes.includes(scope));
         if (wider.length > 0) throw PolicyDenied.scopes(wider, 'a child token holds only scopes of its parent');
         const current = actors[0];
         const allowed = current ? delegation.allow(current, subject, input.scopes) : undefined;
         const decision = capped(policy.decide(subject, input), Math.min(remaining, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY));
         return { subject, actors, rule: allowed?.rule, parent, input, binding, decision: { ...decision, approvalsRequired: 0 } };
-      });
+      }));
       return requesting.admit(actor, plan);
     },
   };

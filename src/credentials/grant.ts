@@ -2,7 +2,7 @@ import { actClaim } from '../delegation/index.js';
 import type { Settings } from '../settings/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
 import { NotFound } from '../shared/errors.js';
-import type { AuditEntry, IssuanceRecord, RequestRecord, RequestState, Store } from '../store/index.js';
+import type { AuditEntry, NewIssuance, RequestRecord, RequestState, Store } from '../store/index.js';
 import { mintAccessToken, type Keyring, type MintedToken } from '../tokens/index.js';
 import type { Identity } from '../identity/index.js';
 import type { Logger } from 'pino';
@@ -76,7 +76,9 @@ export function issuedEvent(request: RequestRecord, token: MintedToken, approval
   };
 }
 
-export const issuanceOf = (request: RequestRecord, token: MintedToken): IssuanceRecord => ({
+/** The record of a minted token; `grantedBy` names, per scope, the policy it is counted under (the first that granted it). */
+export const issuanceOf = (request: RequestRecord, token: MintedToken, grantedBy: Readonly<Record<string, string>>): NewIssuance => ({
+  grantedBy,
   jti: token.jti,
   requestId: request.id,
   tokenSha256: token.sha256,

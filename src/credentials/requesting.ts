@@ -6,9 +6,8 @@ import { actorHolders, holderOf, issuedView, pendingView, requestDigest, type Is
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { BrokerError, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
-import { SHOWING } from '../shared/invisible.js';
 import type { ActorRecord, AuditEntry, RequestRecord } from '../store/index.js';
-import { admissionProbe, judgeAdmission, refusalEvent, separationError } from './admission.js';
+import { admissionProbe, judgeAdmission, refusalEvent } from './admission.js';
 import { replayed, type Binding } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
 
@@ -35,9 +34,9 @@ export type RequestOutcome =
 export type Subject = Pick<Identity, 'iss' | 'sub' | 'idp' | 'claims' | 'initiator' | 'person' | 'personKey' | 'boundClaims'>;
 
 /**
- * A request judged by policy and ready to be admitted: for whom, who acts, what it grants. A
- * delegated request and a child token are planned elsewhere (delegating.ts); every plan is then
- * admitted the same way.
+ * A request judged by policy and ready to be admitted: for whom, who acts, what it grants. Every
+ * request is planned by the rules alone (planning.ts; a child token in delegating.ts); every plan
+ * is then admitted the same way.
  */
 export interface Plan {
   subject: Subject;
@@ -194,7 +193,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
       return {
         admit: {
           request: admitted,
-          ...(token ? { issuance: issuanceOf(admitted, token) } : {}),
+          ...(token ? { issuance: issuanceOf(admitted, token, decision.grantedBy) } : {}),
           ...(ask.breakGlass && token ? { reviewDueAt: token.issuedAt + config.breakGlass.reviewWithin } : {}),
           events,
         },
@@ -221,23 +220,12 @@ export function createRequesting(deps: CredentialServiceDeps) {
     admit,
 
     /**
-     * Judges a plan's policy part: throws a refusal that is the caller's fault (400), records and
-     * throws one policy makes (403), and returns the plan otherwise.
+     * Judges a plan's policy part (planning.ts): throws a refusal that is the caller's fault
+     * (400), records and throws one policy makes (403), and returns the plan otherwise.
      */
-    async judge(caller: Identity | undefined, subject: Subject, actors: readonly ActorRecord[], input: CredentialInput, planning: () => Omit<Plan, 'steps'>): Promise<Plan> {
-      const { config, policy, duties } = settings(caller);
-      const details = input.authorizationDetails ?? [];
-      duties.checkTypes(details);
-      if (input.breakGlass && visibleLength(input.justification ?? '') < config.breakGlass.justificationMinLength) {
-        throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
-          { pointer: '#/justification', detail: `at least ${config.breakGlass.justificationMinLength} characters` },
-        ]);
-      }
+    async judge(caller: Identity | undefined, subject: Subject, actors: readonly ActorRecord[], input: CredentialInput, planning: () => Plan): Promise<Plan> {
       try {
-        const plan = planning();
-        const inRequest = policy.separationConflict(plan.decision.scopes, []);
-        if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
-        return { ...plan, steps: duties.stepsOf(plan.decision.scopes, details) };
+        return planning();
       } catch (error) {
         // Refused by policy before any fact is read: still counted toward the rates, and recorded.
         if (!(error instanceof PolicyDenied) && !(error instanceof SeparationOfDuties)) throw error;
@@ -253,9 +241,3 @@ function parentRefusal(parent: RequestRecord | undefined, now: number): BrokerEr
   const state = !parent ? 'gone' : parent.status === 'issued' ? 'expired' : parent.status;
   return new InvalidRequest(`The subject_token's grant is ${state}: a child token needs a live parent.`);
 }
-
-/**
- * CONTRACT section 4: `justificationMinLength` counts characters that show: letters, digits,
- * punctuation and symbols; not white space, format, combining or filler characters.
- */
-const visibleLength = (text: string): number => text.trim().match(SHOWING)?.length ?? 0;

@@ -31,6 +31,8 @@ export interface Duties {
    * request holding scopes of two steps of one duty (403).
    */
   stepsOf(scopes: readonly string[], details: readonly AuthorizationDetail[]): DutyStep[];
+  /** The step a scope is, if it is one: its duty, the step, and the type of the objects it names. */
+  stepOf(scope: string): { duty: string; step: string; type: string } | undefined;
 }
 
 interface CompiledStep {
@@ -98,6 +100,11 @@ export function compileDuties(config: Pick<BrokerConfig, 'duties'>): Duties {
         }
       }
       return [...steps.values()];
+    },
+
+    stepOf(scope) {
+      const step = stepOf.get(scope);
+      return step && { duty: step.duty, step: step.step, type: step.type };
     },
   };
 }

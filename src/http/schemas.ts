@@ -171,6 +171,11 @@ export const custodyQuery = pageQuery.extend({
   identifier: printable(256),
 });
 
+/** `GET /v1/audit/entitlements`: all rows on one page, so no paging parameters. */
+export const entitlementsQuery = z.strictObject({
+  since: instant.optional(),
+});
+
 /** `GET /v1/audit/events` */
 export const eventsQuery = pageQuery.extend({
   since: instant.optional(),

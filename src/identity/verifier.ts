@@ -1,5 +1,5 @@
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
-import { issuerIss, type Role } from '../config/index.js';
+import { issuerIss, type IssuerConfig, type Role } from '../config/index.js';
 import type { Clock } from '../shared/clock.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 import { claimsWellFormed, readClaim, writeClaim } from './claims.js';
@@ -98,36 +98,48 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
         throw new InvalidToken(rejectionFor(error), { iss, kid: header.kid, reason: (error as Error).message });
       }
 
-      // Before any claim is read as text: a lone surrogate has no one meaning to compare.
-      if (!claimsWellFormed(payload)) throw new InvalidToken('invalid_claim', { iss, reason: 'a claim is not well-formed Unicode' });
       // jose judges `iat` only for its own maxTokenAge, which is not used: the contract refuses a future `iat` always.
       if (typeof payload.iat === 'number' && payload.iat > Math.floor(now / 1000) + skewSeconds) {
         throw new InvalidToken('issued_in_future', { iss });
       }
-      if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
-      // jose checks only top-level names, and only that they are there; a null or empty value carries nothing either.
-      const missing = config.requiredClaims.find((path) => isAbsent(readClaim(payload, path)));
-      if (missing !== undefined) throw new InvalidToken('missing_claim', { claim: missing });
       // maxTokenAge is checked here, not by jose, which would stretch it by clockSkew: the skew
       // forgives clocks that disagree, not a token older than the issuer's limit.
-      if (config.maxTokenAge !== undefined && Math.floor(now / 1000) - (payload.iat as number) > config.maxTokenAge / 1000) {
+      if (config.maxTokenAge !== undefined && typeof payload.iat === 'number' && Math.floor(now / 1000) - payload.iat > config.maxTokenAge / 1000) {
         throw new InvalidToken('too_old', { iss });
       }
-
-      const username = nameClaim(config.usernameClaim, payload);
-      const initiator = nameClaim(config.initiatorClaim, payload);
-      const boundClaims = config.bindClaims === undefined ? undefined : bindClaims(config.bindClaims, payload);
-      const identity = { iss, sub: payload.sub, idp: config.name, kind: config.kind, claims: payload };
-      const personKey = options.people.keyOf({ ...identity, username, initiator });
-      return {
-        ...identity,
-        roles: options.roles(identity),
-        ...(username !== undefined ? { username } : {}),
-        ...(initiator !== undefined ? { initiator } : {}),
-        ...(personKey !== undefined ? { personKey, person: options.people.personOf(personKey) } : {}),
-        ...(boundClaims !== undefined ? { boundClaims } : {}),
-      };
+      return identityFromClaims(config, payload, options);
     },
+  };
+}
+
+/**
+ * Who a token's claims make its holder, once its signature and its times have been checked: the
+ * checks on the claims themselves (well-formed text, a `sub`, the issuer's `requiredClaims`,
+ * `usernameClaim`, `initiatorClaim` and `bindClaims`), then its roles and its person. Pure, so
+ * `jit policy test` judges a case's claims with the very checks a token meets. Throws
+ * `InvalidToken` naming the failed check.
+ */
+export function identityFromClaims(config: IssuerConfig, payload: JWTPayload, resolve: Pick<IdentityVerifierOptions, 'roles' | 'people'>): Identity {
+  const iss = issuerIss(config);
+  // Before any claim is read as text: a lone surrogate has no one meaning to compare.
+  if (!claimsWellFormed(payload)) throw new InvalidToken('invalid_claim', { iss, reason: 'a claim is not well-formed Unicode' });
+  if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
+  // jose checks only top-level names, and only that they are there; a null or empty value carries nothing either.
+  const missing = config.requiredClaims.find((path) => isAbsent(readClaim(payload, path)));
+  if (missing !== undefined) throw new InvalidToken('missing_claim', { claim: missing });
+
+  const username = nameClaim(config.usernameClaim, payload);
+  const initiator = nameClaim(config.initiatorClaim, payload);
+  const boundClaims = config.bindClaims === undefined ? undefined : bindClaims(config.bindClaims, payload);
+  const identity = { iss, sub: payload.sub, idp: config.name, kind: config.kind, claims: payload };
+  const personKey = resolve.people.keyOf({ ...identity, username, initiator });
+  return {
+    ...identity,
+    roles: resolve.roles(identity),
+    ...(username !== undefined ? { username } : {}),
+    ...(initiator !== undefined ? { initiator } : {}),
+    ...(personKey !== undefined ? { personKey, person: resolve.people.personOf(personKey) } : {}),
+    ...(boundClaims !== undefined ? { boundClaims } : {}),
   };
 }
 

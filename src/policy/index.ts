@@ -1,2 +1,2 @@
 export { compilePolicy } from './policy.js';
-export type { CredentialAsk, Policy, PolicyDecision } from './policy.js';
+export type { CapSource, CredentialAsk, Grant, Policy, PolicyDecision, PolicyExplanation, PolicyStand, ScopeExplanation } from './policy.js';

@@ -1,15 +1,15 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
+import { ConfigError, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
 import { compileWebhooks } from '../notify/index.js';
 import { loadTrustedIssuers } from '../identity/index.js';
 import { keyCustody } from '../tokens/index.js';
-import { BROKER_VERSION } from '../shared/version.js';
+import { packageVersion } from '../shared/package.js';
 
 /** sysexits.h: a wrong command line, and a configuration that cannot be used. */
 export const EX_USAGE = 64;
 export const EX_CONFIG = 78;
 
-export const BROKER_HELP = `jit-broker ${BROKER_VERSION}: the just-in-time credential broker
+export const BROKER_HELP = `jit-broker ${packageVersion()}: the just-in-time credential broker
 
 Usage: node dist/main.js [--config FILE]      (npm start -- [--config FILE])
        node dist/main.js --check-config FILE
@@ -18,8 +18,8 @@ Usage: node dist/main.js [--config FILE]      (npm start -- [--config FILE])
 Options:
   --config FILE        the configuration file (default: env BROKER_CONFIG, else config/broker.yaml)
   --check-config FILE  validate FILE as the broker would at start, with the files it names
-                       (jwksFile, webhook secretFile, keyEncryptionKeyFile), and exit: 0 valid,
-                       ${EX_CONFIG} invalid
+                       (jwksFile, webhook secretFile, keyEncryptionKeyFile) and its policyTests
+                       cases, and exit: 0 valid, ${EX_CONFIG} invalid
   -h, --help           this text
   -v, --version        the version
 
@@ -38,7 +38,8 @@ Exit codes: 0 stopped cleanly, 1 failed, ${EX_USAGE} bad command line, ${EX_CONF
 `;
 
 /** What the command line asks for: to start the broker on a file, or to exit after saying something. */
-export type BrokerCommand = { start: { configFile: string } } | { exit: { code: number; stdout?: string; stderr?: string } };
+export type BrokerCommand = { start: { configFile: string } } | Exit;
+type Exit = { exit: { code: number; stdout?: string; stderr?: string } };
 
 /**
  * Reads the broker's own command line. Unknown flags and stray arguments are refused (exit 64)
@@ -62,7 +63,7 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
     return { exit: { code: EX_USAGE, stderr: `jit-broker: ${(error as Error).message}\nTry --help.\n` } };
   }
   if (values.help) return { exit: { code: 0, stdout: BROKER_HELP } };
-  if (values.version) return { exit: { code: 0, stdout: `${BROKER_VERSION}\n` } };
+  if (values.version) return { exit: { code: 0, stdout: `${packageVersion()}\n` } };
   if (values['check-config'] !== undefined) return checkConfig(values['check-config'], env);
   return { start: { configFile: values.config ?? resolveConfigPath([], env) } };
 }
@@ -70,17 +71,21 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
 /**
  * Validates a file as a start would, without opening the database or the keys: the schema and
  * its cross-references, the env overrides and the development-issuer rule, the key-encryption key
- * (env or `signing.keyEncryptionKeyFile`; required on PostgreSQL), and the files it names (each
- * `jwksFile`, each webhook `secretFile`). Remote JWKS are not fetched, and no file
- * is written (development issuers' keys are made on first start, so they are not read here).
+ * (env or `signing.keyEncryptionKeyFile`; required on PostgreSQL), the files it names (each
+ * `jwksFile`, each webhook `secretFile`), and its own `policyTests`, every case passing. Remote
+ * JWKS are not fetched, and no file is written (development issuers' keys are made on first
+ * start, so they are not read here).
  */
-export async function checkConfig(file: string, env: NodeJS.ProcessEnv): Promise<BrokerCommand> {
+export async function checkConfig(file: string, env: NodeJS.ProcessEnv): Promise<Exit> {
+  // Loaded here: --help and --version need none of the rules the cases are judged by.
+  const { loadTestedConfig } = await import('../policy-tests/index.js');
   try {
-    const { config } = loadConfig(file, env);
+    const { config, policyTests } = loadTestedConfig(file, env);
     keyCustody(config, env, file);
     await loadTrustedIssuers(config.identity.issuers.filter((issuer) => issuer.dev === undefined));
     compileWebhooks(config.notify);
-    const summary = `${config.identity.issuers.length} issuers, ${config.scopes.length} scopes, ${config.policies.length} policies`;
+    const tested = policyTests ? `; policy tests: ${policyTests.passed} passed` : '';
+    const summary = `${config.identity.issuers.length} issuers, ${config.scopes.length} scopes, ${config.policies.length} policies${tested}`;
     return { exit: { code: 0, stdout: `${file}: valid (${summary})\n` } };
   } catch (error) {
     if (error instanceof ConfigError) return { exit: { code: EX_CONFIG, stderr: `${error.message}\n` } };

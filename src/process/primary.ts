@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { serveClusterMetrics } from '../observability/index.js';
+import { isReloadReport, logReload, type ReloadOrder, type ReloadOutcome } from './reload.js';
 
 /** How long workers get to finish in-flight requests after SIGTERM before they are killed. */
 const STOP_GRACE_MS = 12_000;
@@ -8,6 +9,8 @@ const STOP_GRACE_MS = 12_000;
 const EARLY_DEATH_MS = 10_000;
 /** So many early deaths in a row, and the primary gives up rather than fork forever. */
 const MAX_EARLY_DEATHS = 5;
+/** A worker's exit code for a start refused on the operator's account (EX_CONFIG): forking again cannot help. */
+const START_REFUSED = 78;
 
 /**
  * The primary of a broker running several worker processes (`listen.workers`): it forks them,
@@ -16,16 +19,23 @@ const MAX_EARLY_DEATHS = 5;
  * each worker is a whole broker with its own connection, sharing the listening port. Every check
  * the workers make is atomic across processes by the store's own means, as it is across replicas.
  */
-export function runPrimary(options: { workers: number; logger: Logger; host: string }): void {
-  const { workers, logger, host } = options;
+export function runPrimary(options: { workers: number; logger: Logger; host: string; about: Record<string, unknown> }): void {
+  const { workers, logger, host, about } = options;
   let stopping = false;
+  let exitCode = 0;
   let earlyDeaths = 0;
   let announced = false;
   const startedAt = new Map<number, number>();
+  /** Per worker: true once it listens (it then takes reload orders), false if it dies first. */
+  const serving = new Map<number, Promise<boolean>>();
 
   const fork = () => {
     const worker = cluster.fork();
     startedAt.set(worker.id, Date.now());
+    serving.set(worker.id, new Promise((resolve) => {
+      worker.once('listening', () => resolve(true));
+      worker.once('exit', () => resolve(false));
+    }));
   };
 
   serveClusterMetrics();
@@ -33,17 +43,23 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
   cluster.on('listening', (_worker: Worker, address) => {
     if (announced) return;
     announced = true;
-    logger.info({ url: `http://${host}:${address.port}`, workers }, 'broker listening');
+    logger.info({ url: `http://${host}:${address.port}`, ...about, workers }, 'broker listening');
   });
 
   cluster.on('exit', (worker, code, signal) => {
     const lived = Date.now() - (startedAt.get(worker.id) ?? 0);
     startedAt.delete(worker.id);
+    serving.delete(worker.id);
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         logger.info('stopped');
-        process.exit(0);
+        process.exit(exitCode);
       }
+      return;
+    }
+    if (code === START_REFUSED) {
+      // The worker said why on stderr (a key that does not open the store, say): the same for every worker.
+      stop('a worker refused to start', START_REFUSED);
       return;
     }
     earlyDeaths = lived < EARLY_DEATH_MS ? earlyDeaths + 1 : 0;
@@ -56,9 +72,10 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
     fork();
   });
 
-  const stop = (reason: string, exitCode = 0) => {
+  const stop = (reason: string, code = 0) => {
     if (stopping) return;
     stopping = true;
+    exitCode = code;
     logger.info({ reason }, 'stopping: workers finish their in-flight requests');
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
     setTimeout(() => {
@@ -69,9 +86,67 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  let reloads: Promise<void> = Promise.resolve();
   process.on('SIGHUP', () => {
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
+    reloads = reloads.then(() => reloadWorkers(logger, serving)).catch((error: unknown) => logger.error({ err: error }, 'the reload could not be sent to every worker'));
   });
 
   for (let i = 0; i < workers; i += 1) fork();
+}
+
+let orders = 0;
+
+/** Sends a worker a reload order; undefined when it dies first (its replacement reads the file anyway). */
+function orderReload(worker: Worker, record: boolean): Promise<ReloadOutcome | undefined> {
+  const id = (orders += 1);
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown) => {
+      if (!isReloadReport(message) || message.id !== id) return;
+      done(message.outcome);
+    };
+    const done = (outcome: ReloadOutcome | undefined) => {
+      worker.off('message', onMessage);
+      worker.off('exit', onExit);
+      resolve(outcome);
+    };
+    const onExit = () => done(undefined);
+    worker.on('message', onMessage);
+    worker.on('exit', onExit);
+    worker.send({ type: 'jit:reload', id, record } satisfies ReloadOrder);
+  });
+}
+
+/**
+ * A reload of every worker, said once. One worker records `config.loaded` and applies the file
+ * first (recorded before any worker judges a request by it); the others follow only if it did,
+ * and the line 'configuration reloaded' comes once all have: from then on, every request is
+ * judged by the new file, whichever worker takes it.
+ */
+async function reloadWorkers(logger: Logger, serving: ReadonlyMap<number, Promise<boolean>>): Promise<void> {
+  // A worker still starting may have read the file before it changed: it reloads too, once it listens.
+  const all = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+  const listening = await Promise.all(all.map((worker) => serving.get(worker.id) ?? false));
+  const workers = all.filter((worker, i) => listening[i] && worker.isConnected());
+  let first: ReloadOutcome | undefined;
+  let rest = workers;
+  while (first === undefined && rest.length > 0) {
+    first = await orderReload(rest[0] as Worker, true);
+    rest = rest.slice(1);
+  }
+  if (first === undefined) return; // no worker left to reload: the ones that start read the file
+  if (first.status === 'refused') {
+    logReload(logger, first);
+    return;
+  }
+  const outcomes = (await Promise.all(rest.map((worker) => orderReload(worker, false)))).filter((outcome) => outcome !== undefined);
+  const refused = outcomes.filter((outcome) => outcome.status === 'refused');
+  if (refused.length > 0) {
+    // The file changed between two workers' reads: they now judge by different files.
+    logger.error(
+      { file: first.file, applied: outcomes.length + 1 - refused.length, refused: refused.map(({ file, problems }) => ({ file, problems })) },
+      'the workers disagree on the reloaded file; send SIGHUP again once it is as intended',
+    );
+    return;
+  }
+  logReload(logger, first, { workers: outcomes.length + 1 });
 }

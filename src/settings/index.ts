@@ -7,6 +7,7 @@ import {
   loadTrustedIssuers,
   type IdentityVerifier,
   type People,
+  type RoleResolver,
 } from '../identity/index.js';
 import { compileDelegation, type Delegation } from '../delegation/index.js';
 import { compileDuties, type Duties } from '../duties/index.js';
@@ -20,15 +21,24 @@ import type { Clock } from '../shared/clock.js';
  * webhooks with their secrets. A reload (SIGHUP) swaps all of it as one value, so no request ever
  * sees the new roles with the old policy, or the old issuers with the new webhooks.
  */
-export interface Settings {
+export interface Settings extends Rules {
+  identity: IdentityVerifier;
+  webhooks: readonly Webhook[];
+}
+
+/**
+ * The rules of one configuration, compiled, with nothing read from outside it (no keys, no
+ * secret files): what decides a request once its identity is known. `jit policy test` judges
+ * its cases by exactly these.
+ */
+export interface Rules {
   config: BrokerConfig;
   policy: Policy;
   duties: Duties;
   delegation: Delegation;
-  identity: IdentityVerifier;
+  roles: RoleResolver;
   /** Who the person behind each recorded key is, under this configuration's aliases. */
   people: People;
-  webhooks: readonly Webhook[];
 }
 
 export interface SettingsHolder {
@@ -62,21 +72,23 @@ export async function compileSettings(config: BrokerConfig, options: CompileOpti
     clock: options.clock,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   });
-  const people = createPeople(config);
+  const rules = compileRules(config);
+  return {
+    ...rules,
+    identity: createIdentityVerifier({ issuers, roles: rules.roles, people: rules.people, clockSkewMs: config.clockSkew, clock: options.clock }),
+    webhooks: compileWebhooks(config.notify),
+  };
+}
+
+/** A configuration's rules, compiled once (see `Rules`). */
+export function compileRules(config: BrokerConfig): Rules {
   return {
     config,
     policy: compilePolicy(config),
     duties: compileDuties(config),
     delegation: compileDelegation(config),
-    people,
-    identity: createIdentityVerifier({
-      issuers,
-      roles: compileRoles(config.roles),
-      people,
-      clockSkewMs: config.clockSkew,
-      clock: options.clock,
-    }),
-    webhooks: compileWebhooks(config.notify),
+    roles: compileRoles(config.roles),
+    people: createPeople(config),
   };
 }
 

@@ -308,3 +308,29 @@ export class StartRefused extends Error {
     this.name = new.target.name;
   }
 }
+
+/** One problem of a file the broker reads besides its configuration: where it is, and what is wrong. */
+export interface FileProblem {
+  file: string;
+  /** 1-based, where the problem has a place in the file. */
+  line?: number | undefined;
+  /** The field, as a dotted path (`cases.2.request.scopes.0`). */
+  field?: string | undefined;
+  message: string;
+}
+
+/** `file:line: field: message`, the way compilers point at a place. */
+export const fileProblemText = (problem: FileProblem): string =>
+  `${problem.file}${problem.line !== undefined ? `:${problem.line}` : ''}: ${problem.field !== undefined ? `${problem.field}: ` : ''}${problem.message}`;
+
+/**
+ * A policy cases file (`jit policy test`, `policyTests`) that cannot be run as it is: unreadable,
+ * not YAML, a field of the wrong shape, or a case that could never be reached under the
+ * configuration (an issuer or a scope it lacks). Never a failing case: that is a result.
+ */
+export class PolicyTestsInvalid extends Error {
+  constructor(readonly problems: readonly FileProblem[]) {
+    super(problems.map(fileProblemText).join('\n'));
+    this.name = new.target.name;
+  }
+}

@@ -4,10 +4,13 @@ import type {
   AuditEventRecord,
   AuditEventType,
   BreakGlassReviewRecord,
+  EntitlementUse,
   EventFilter,
+  GrantKey,
   IssuanceAuditRecord,
   IssuanceFilter,
   IssuanceRecord,
+  NewIssuance,
   Principal,
   RequestRecord,
   RequestStatus,
@@ -76,6 +79,11 @@ export interface Store {
     issuances(filter: IssuanceFilter, after: { issuedAt: number; requestId: string } | undefined, limit: number, now: number): Promise<IssuanceAuditRecord[]>;
     /** Events matching `filter`, in seq order, after `afterSeq`. */
     events(filter: EventFilter, afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+    /**
+     * For each grant, in the order given, the tokens issued at or after `since` holding that
+     * scope under that policy (children, delegated and break-glass ones included), and the latest.
+     */
+    entitlements(grants: readonly GrantKey[], since: number): Promise<EntitlementUse[]>;
   };
   keys: {
     /** Keys not retired, newest first. */
@@ -189,7 +197,7 @@ export interface RequestChange<R> {
   participants?: DutyProbe;
   /** Revokes these live descendants with the request, in the same transaction. */
   cascade?: { ids: readonly string[]; fields: TransitionFields };
-  issuance?: IssuanceRecord;
+  issuance?: NewIssuance;
   review?: { outcome: ReviewOutcome; notes: string; reviewer: Principal; at: number };
   events: AuditEntry[];
   result: R;
@@ -311,7 +319,7 @@ export interface AdmissionFacts extends HolderFacts {
  * writes `event` when given, else it is only counted, and reported later in one aggregated event.
  */
 export type Admission<R> =
-  | { admit: { request: RequestRecord; issuance?: IssuanceRecord; reviewDueAt?: number; events: AuditEntry[] }; result: R }
+  | { admit: { request: RequestRecord; issuance?: NewIssuance; reviewDueAt?: number; events: AuditEntry[] }; result: R }
   | { refuse: { event?: AuditEntry }; result: R };
 
 /** Refusals of one identity in one minute that were counted instead of recorded. */

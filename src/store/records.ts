@@ -96,6 +96,24 @@ export interface IssuanceRecord {
   expiresAt: number;
 }
 
+/** A token about to be recorded: with, per scope, the policy that granted it (the first in configuration order). */
+export interface NewIssuance extends IssuanceRecord {
+  grantedBy: Readonly<Record<string, string>>;
+}
+
+/** One (policy, scope) a configuration grants, as the entitlements report counts it. */
+export interface GrantKey {
+  policy: string;
+  scope: string;
+}
+
+/** How often a grant was used since a time: tokens issued under that policy for that scope. */
+export interface EntitlementUse extends GrantKey {
+  issued: number;
+  /** The latest such token's issue time; null when none was issued. */
+  lastIssuedAt: number | null;
+}
+
 export interface AuditEventRecord {
   seq: number;
   /** ISO 8601 UTC, exactly as hashed. */

@@ -17,7 +17,7 @@ import type {
   TransitionFields,
 } from './contract.js';
 import type { Emit, Engine, Maintenance, Sql } from './engine.js';
-import type { AuditEntry, IssuanceRecord, RequestRecord, RequestStatus } from './records.js';
+import type { AuditEntry, EntitlementUse, NewIssuance, RequestRecord, RequestStatus } from './records.js';
 import {
   mapOptional,
   toApproval,
@@ -54,6 +54,8 @@ import {
 const KEYS_LOCK = 'keys';
 /** Conditional appends (`appendIfLatest`) judge and write under this lock. */
 const APPEND_IF_LATEST_LOCK = 'append-if-latest';
+/** Grants counted per statement by the entitlements report: two parameters each, well under either engine's limit. */
+const ENTITLEMENTS_CHUNK = 500;
 
 /**
  * The broker's records, written once for every engine: the SQL here runs unchanged on SQLite and
@@ -158,14 +160,15 @@ export function createStore(engine: Engine, clock: Clock): Store {
     );
   }
 
-  function insertIssuance(sql: Sql, i: IssuanceRecord, scopes: readonly string[]): Promise<unknown> {
+  function insertIssuance(sql: Sql, i: NewIssuance, scopes: readonly string[]): Promise<unknown> {
     return Promise.all([
       sql.run('INSERT INTO issuances (jti, request_id, token_sha256, kid, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
         i.jti, i.requestId, i.tokenSha256, i.kid, i.issuedAt, i.expiresAt,
       ]),
+      // Each scope with the policy that granted it: what the entitlements report counts it under.
       sql.run(
-        `INSERT INTO issued_scopes (scope, issued_at, request_id) VALUES ${scopes.map(() => '(?, ?, ?)').join(', ')}`,
-        scopes.flatMap((scope) => [scope, i.issuedAt, i.requestId]),
+        `INSERT INTO issued_scopes (scope, issued_at, request_id, policy) VALUES ${scopes.map(() => '(?, ?, ?, ?)').join(', ')}`,
+        scopes.flatMap((scope) => [scope, i.issuedAt, i.requestId, i.grantedBy[scope] ?? null]),
       ),
     ]);
   }
@@ -620,6 +623,28 @@ export function createStore(engine: Engine, clock: Clock): Store {
             approvals.filter((a) => a.request_id === row.request_id).map((a) => ({ iss: a.approver_iss, sub: a.approver_sub, at: a.at })),
           ),
         );
+      },
+      async entitlements(grants, since) {
+        // One statement per chunk of grants, each grant a range of issued_scopes_by_policy: the
+        // work is the tokens issued since `since`, never the whole history. A VALUES list's
+        // columns are column1, column2 on both engines.
+        const used: EntitlementUse[] = [];
+        for (let at = 0; at < grants.length; at += ENTITLEMENTS_CHUNK) {
+          const chunk = grants.slice(at, at + ENTITLEMENTS_CHUNK);
+          const rows = await read.all<{ policy: string; scope: string; issued: number; last_issued_at: number | null }>(
+            `SELECT g.column1 AS policy, g.column2 AS scope, count(s.request_id) AS issued, max(s.issued_at) AS last_issued_at
+             FROM (VALUES ${chunk.map(() => '(?, ?)').join(', ')}) g
+             LEFT JOIN issued_scopes s ON s.policy = g.column1 AND s.scope = g.column2 AND s.issued_at >= ?
+             GROUP BY g.column1, g.column2`,
+            [...chunk.flatMap((grant) => [grant.policy, grant.scope]), since],
+          );
+          const found = new Map(rows.map((row) => [`${row.policy}\n${row.scope}`, row]));
+          for (const grant of chunk) {
+            const row = found.get(`${grant.policy}\n${grant.scope}`);
+            used.push({ ...grant, issued: Number(row?.issued ?? 0), lastIssuedAt: row?.last_issued_at ?? null });
+          }
+        }
+        return used;
       },
       async events(filter, afterSeq, limit) {
         const where = ['seq > ?'];

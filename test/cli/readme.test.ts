@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jitBundle } from '../helpers/jit-process.js';
+import { brokerBundle, jitBundle } from '../helpers/bundle.js';
 import { tempDir } from '../helpers/temp.js';
 
 /**
@@ -29,13 +29,13 @@ beforeAll(async () => {
   // A checkout as `npm ci` leaves it: config/, node_modules/, and the CLI built into dist/.
   checkout = tempDir('jit-readme-');
   mkdirSync(join(checkout, 'config'));
-  copyFileSync(join(ROOT, 'config/broker.yaml'), join(checkout, 'config/broker.yaml'));
+  for (const file of ['broker.yaml', 'broker.cases.yaml']) copyFileSync(join(ROOT, 'config', file), join(checkout, 'config', file));
   symlinkSync(join(ROOT, 'node_modules'), join(checkout, 'node_modules'));
   mkdirSync(join(checkout, 'dist/cli'), { recursive: true });
   copyFileSync(await jitBundle(), join(checkout, 'dist/cli/main.js'));
   writeFileSync(join(checkout, 'package.json'), JSON.stringify({ name: 'jit-broker', version: '0.0.0-readme', type: 'module' }));
 
-  broker = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+  broker = spawn(process.execPath, [await brokerBundle()], {
     cwd: checkout,
     env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -75,7 +75,7 @@ async function paste(...texts: string[]): Promise<{ code: number | null; stdout:
   return { code, ...out };
 }
 
-describe('the README, run as written', () => {
+describe('the README, run as written', { timeout: 60_000 }, () => {
   it('"Your first token": a development identity, a credential, a look inside, the grant ended; the same through curl', async () => {
     const setup = block('alias jit=');
     expect(setup).toContain('export BROKER_URL=http://127.0.0.1:8080');
@@ -100,6 +100,29 @@ describe('the README, run as written', () => {
       /ok: \d+ events, head [0-9a-f]{64}\n(ok: \d+ events, head [0-9a-f]{64}, holding the checkpoint's head \(seq \d+\)\n){2}$/,
     );
     expect(readFileSync(join(checkout, 'deploys.csv'), 'utf8')).toContain('incident-99');
+  });
+
+  it('"One model, three steps": the trainer may not deploy what it trained; registry and release each by someone else; the chain of custody', async () => {
+    const walk = await paste(block('alias jit='), block('jit audit duties'));
+    expect(walk.code, walk.stderr).toBe(0);
+    expect(walk.stdout).toContain('refused, exit 3\n');
+    expect(walk.stderr).toMatch(/separation_of_duties: Duty "model-release": .* step "train" for "fraud-v1"/);
+    const custody = walk.stdout.slice(walk.stdout.indexOf('CREATED'));
+    expect(custody.split('\n')[0]).toMatch(/^CREATED\s+STEP\s+STATUS\s+REQUESTER\s+INITIATOR\s+APPROVALS\s+REQUEST$/);
+    expect(custody).toMatch(/train\s+revoked\s+repo:acme\/ml:ref:refs\/heads\/main\s+bob\s+-/);
+    expect(custody).toMatch(/register\s+issued\s+repo:acme\/model-registry:ref:refs\/heads\/main\s+carol\s+alice:approve/);
+    expect(custody).toMatch(/deploy\s+issued\s+repo:acme\/ml-release:ref:refs\/heads\/main\s+dave\s+erin:approve/);
+  });
+
+  it('"An agent acting for a person": a delegated token, a helper agent\'s child token, the lot revoked at once', async () => {
+    const walk = await paste(block('alias jit='), block('--actor-token agent.jwt'));
+    expect(walk.code, walk.stderr).toBe(0);
+    expect(walk.stdout).toContain('"sub": "agent:release-assistant"');
+    expect(walk.stdout).toMatch(/"sub": "agent:helper-logs",\s+"act": \{\s+"iss": "https:\/\/dev-agents.invalid",\s+"sub": "agent:release-assistant"/);
+    expect(walk.stderr).toMatch(/is now revoked/);
+    const requests = walk.stdout.slice(walk.stdout.indexOf('CREATED'));
+    expect(requests).toMatch(/revoked\s+artifacts:read logs:read\s+registry\.acme\.internal\s+triage-17/);
+    expect(requests).toMatch(/revoked\s+logs:read\s+registry\.acme\.internal\s+triage-17/);
   });
 
   it('without BROKER_URL, stops and says where the development broker is', async () => {

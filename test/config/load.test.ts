@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -25,8 +26,8 @@ const problemsOf = (path: string): string[] => {
 describe('configuration', () => {
   it('ships a development default that loads, and says what it is', () => {
     const { config } = loadConfig('config/broker.yaml');
-    expect(config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name)).toEqual(['dev-ci', 'dev-sso']);
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080, workers: 1 });
+    expect(config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name)).toEqual(['dev-ci', 'dev-sso', 'dev-agents']);
+    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080, workers: availableParallelism() });
     expect(config.clockSkew).toBe(30_000);
   });
 
@@ -87,9 +88,22 @@ describe('configuration', () => {
   it('takes PORT, HOST and BROKER_DB from the environment over the file', async () => {
     const path = write('env.yaml', baseConfig(dir, await createTestIssuers()));
     const { config } = loadConfig(path, { PORT: '9999', HOST: '0.0.0.0', BROKER_DB: '/tmp/other.db' });
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 9999, workers: 1 });
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 9999, workers: availableParallelism() });
     expect(config.database).toBe('/tmp/other.db');
     expect(() => loadConfig(path, { PORT: 'eighty' })).toThrow(ConfigError);
+  });
+
+  it('runs a worker per core unless told how many', async () => {
+    const workers = (value: unknown) => {
+      const config = baseConfig(dir, issuers) as Record<string, any>;
+      config.listen = { port: 0, ...(value === undefined ? {} : { workers: value }) };
+      return parseConfig('test', config).listen.workers;
+    };
+    const issuers = await createTestIssuers();
+    expect(workers(undefined)).toBe(availableParallelism());
+    expect(workers('auto')).toBe(availableParallelism());
+    expect(workers(3)).toBe(3);
+    for (const bad of [0, 65, 1.5, 'all', '2']) expect(() => workers(bad), String(bad)).toThrow(/listen\.workers/);
   });
 
   it('finds the file from --config, then BROKER_CONFIG, then the default', () => {

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { loadConfig } from '../../src/config/index.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { runCli } from '../helpers/cli.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 
 /**
@@ -49,9 +50,22 @@ const exchange = (identity: string, fields: Record<string, string>) =>
       ...fields,
     });
 
+const PRESETS = ['github-actions.yaml', 'gitlab.yaml', 'kubernetes.yaml', 'ml-release.yaml', 'spiffe.yaml', 'sso.yaml'];
+
 describe('the presets under config/examples', () => {
-  it.each(['github-actions.yaml', 'gitlab.yaml', 'kubernetes.yaml', 'ml-release.yaml', 'spiffe.yaml', 'sso.yaml'])('%s loads as shipped', (name) => {
+  it.each(PRESETS)('%s loads as shipped', (name) => {
     expect(() => loadConfig(join(EXAMPLES, name), {})).not.toThrow();
+  });
+
+  it.each(PRESETS)('%s ships its cases beside it, and answers every one as it says (jit policy test)', async (name) => {
+    const { config } = loadConfig(join(EXAMPLES, name), {});
+    const cases = name.replace(/\.yaml$/, '.cases.yaml');
+    expect(config.policyTests).toBe(cases);
+    const result = await runCli(['policy', 'test', join(EXAMPLES, cases), '--config', join(EXAMPLES, name)]);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).not.toContain('FAIL');
+    expect(result.stdout).toMatch(/^\d+ cases: (\d+) passed, 0 failed\n$/m);
+    expect(result.code).toBe(0);
   });
 
   it('github-actions.yaml: a run exchanges its Actions token; a deploy waits for an approver who did not start the run', async () => {

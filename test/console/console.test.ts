@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { decodeJwt } from 'jose';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { bearer, liveClock, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { AGENTS_ISS, bearer, liveClock, startTestBroker, withAgents, type TestBroker } from '../helpers/broker.js';
+import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { launchBrowser } from '../helpers/browser.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { startTestSso, type TestSso } from '../helpers/sso.js';
@@ -23,6 +24,7 @@ let t: TestBroker;
 let server: Server;
 let brokerUrl: string;
 let receiver: Awaited<ReturnType<typeof startReceiver>>;
+let agents: TestIssuer;
 let context: BrowserContext | undefined;
 
 beforeAll(async () => {
@@ -31,6 +33,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   brokerUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   receiver = await startReceiver();
+  agents = await createTestIssuer(AGENTS_ISS);
   sso = await startTestSso({
     consoleOrigin: brokerUrl,
     accounts: { alice: ['approvers', 'ml-release'], olga: ['on-call'], bob: ['approvers', 'ml-release'], ivy: ['auditors'] },
@@ -53,6 +56,14 @@ beforeAll(async () => {
       };
       config.console = { issuer: 'sso', clientId: 'jit-console', cliClientId: 'jit-cli', scopes: ['openid', 'profile', 'groups'] };
       config.notify = { webhooks: [{ url: receiver.url('/hook'), events: ['approval.requested'] }] };
+      // A deploying agent, acting for the ML pipeline.
+      withAgents(config, agents);
+      (config.delegation as { rules: unknown[] }).rules.push({
+        id: 'deploy-agent',
+        actor: { issuer: 'agents', subject: 'agent:deployer-*' },
+        for: { issuer: 'ci', subject: 'repo:acme/ml:*' },
+        scopes: ['model:deploy'],
+      });
     },
   });
   server.on('request', t.broker.app);
@@ -180,6 +191,29 @@ describe('the console', () => {
     await page.getByRole('link', { name: 'Decide' }).click();
     await page.getByRole('heading', { name: 'Awaiting your decision' }).waitFor();
     expect(await page.locator(`[data-request-id="${pending.request_id}"]`).count()).toBe(0);
+  });
+
+  it('shows who acts for whom: the agent acting for the pipeline, in the card and in the webhook', async () => {
+    const asked = await t.http.post('/oauth2/token').type('form').send({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: await ml('pat', 'run-9'),
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      actor_token: await agents.token('agent:deployer-1', { owner: 'olivia' }, { now: t.clock() }),
+      actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      scope: 'model:deploy',
+      audience: 'registry.acme.internal',
+      task_id: 'agent deploy',
+    });
+    expect(asked.body.error).toBe('authorization_pending');
+    await t.broker.notifier.idle();
+    const delivery = receiver.deliveries.find((d) => d.body.request_id === asked.body.request_id);
+    expect(delivery?.body.act).toEqual({ iss: AGENTS_ISS, sub: 'agent:deployer-1' });
+
+    const { page } = await signIn('alice');
+    const card = page.locator(`[data-request-id="${asked.body.request_id}"]`);
+    await card.waitFor();
+    expect(await card.getByTestId('requester').textContent()).toContain(ML_SUB);
+    expect(await card.getByTestId('act').textContent()).toBe(`agent:deployer-1 (${AGENTS_ISS})`);
   });
 
   it('renders hostile text from a request as inert text: markup, script and bidi overrides', async () => {

@@ -66,7 +66,13 @@ describe('the development sign-in, on the shipped configuration', () => {
     const asked = await fetch(`${url}/v1/credentials`, {
       method: 'POST',
       headers: { authorization: `Bearer ${pipeline}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ task_id: 'deploy-7', scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: 'Release 7 of the ranking model, change 123' }),
+      body: JSON.stringify({
+        task_id: 'deploy-7',
+        scopes: ['model:deploy'],
+        audience: 'registry.acme.internal',
+        justification: 'Release 7 of the ranking model, change 123',
+        authorization_details: [{ type: 'model', identifier: 'ranking-v7' }],
+      }),
     });
     expect(asked.status).toBe(202);
     const pending = (await asked.json()) as { request_id: string; digest: string };

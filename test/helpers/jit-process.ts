@@ -1,39 +1,12 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
+import { mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CliIo } from '../../src/cli/cli-io.js';
+import { runCli } from '../../src/cli/run.js';
+import { jitBundle, ROOT } from './bundle.js';
 import { tempDir } from './temp.js';
 
-/**
- * The `jit` CLI as a child process, as a pipeline runs it. The CLI is bundled from src/ once per
- * test process (what `npm run build` compiles, without waiting for tsc): a spawned bundle starts
- * in a third of tsx's time. The bundle sits under node_modules/.cache so that its packages
- * resolve from the repository.
- */
-
-const ROOT = resolve(import.meta.dirname, '../..');
-let bundle: Promise<string> | undefined;
-
-export function jitBundle(): Promise<string> {
-  bundle ??= (async () => {
-    const dir = join(ROOT, 'node_modules', '.cache', 'jit-cli-test', String(process.pid));
-    mkdirSync(dir, { recursive: true });
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    const outfile = join(dir, 'main.mjs');
-    await build({
-      entryPoints: [join(ROOT, 'src/cli/main.ts')],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      packages: 'external',
-      outfile,
-      logLevel: 'error',
-    });
-    return outfile;
-  })();
-  return bundle;
-}
+export { jitBundle } from './bundle.js';
 
 export interface JitResult {
   code: number | null;
@@ -50,8 +23,34 @@ export interface JitOptions {
   onStderr?: (stderr: string) => void;
 }
 
-/** Runs `jit ARGS` to its end; the test's process keeps serving the broker meanwhile. */
+/**
+ * Runs `jit ARGS` to its end, in this process: the CLI touches the world only through its `CliIo`
+ * (src/cli/cli-io.ts), here over real HTTP, files and timers, with what it writes kept. What
+ * `jit` as a process adds (src/cli/main.ts: the exit code, a last-resort error line) is the same,
+ * and `jitProcess` runs that where a test is about the process itself.
+ */
 export async function jit(args: string[], options: JitOptions = {}): Promise<JitResult> {
+  if (options.cwd !== undefined) return jitProcess(args, options);
+  const out = { stdout: '', stderr: '' };
+  const io: CliIo = {
+    stdout: (text) => void (out.stdout += text),
+    stderr: (text) => {
+      out.stderr += text;
+      options.onStderr?.(out.stderr);
+    },
+    interactive: false,
+    env: { PATH: process.env.PATH, JIT_CONFIG_DIR: emptyConfigDir(), ...options.env },
+    readStdin: () => options.stdin ?? '',
+    confirm: async () => false,
+    fetch: (input, init) => fetch(input, init),
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  };
+  const code = await runCli(args, io);
+  return { code, ...out };
+}
+
+/** `jit ARGS` as a child process, as a pipeline runs it; the test's process keeps serving the broker meanwhile. */
+export async function jitProcess(args: string[], options: JitOptions = {}): Promise<JitResult> {
   const main = await jitBundle();
   const env = { PATH: process.env.PATH, JIT_CONFIG_DIR: emptyConfigDir(), ...options.env };
   const child = spawn(process.execPath, [main, ...args], { env, cwd: options.cwd ?? ROOT, stdio: ['pipe', 'pipe', 'pipe'] });

@@ -1,9 +1,10 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
+import { brokerBundle, ROOT } from './bundle.js';
 
-/** A broker process, as `npm start` runs it but from src/ through tsx; its output kept. */
+/** A broker process, as `npm start` runs it (src/ bundled, see bundle.ts); its output kept. */
 export interface BrokerProcess {
   child: ReturnType<typeof spawn>;
   output: { stdout: string; stderr: string };
@@ -13,16 +14,17 @@ export interface BrokerProcess {
 }
 
 /**
- * Spawns `entry` (default src/main.ts) with `args`. `env` replaces the environment entirely when
- * `replaceEnv` is set (as a container image would), else adds to the test's own.
+ * Spawns the broker with `args`. `env` replaces the environment entirely when `replaceEnv` is set
+ * (as a container image would), else adds to the test's own.
  */
-export function startProcess(
+export async function startProcess(
   args: string[],
   env: Record<string, string> = {},
-  options: { entry?: string; replaceEnv?: boolean } = {},
-): BrokerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', options.entry ?? 'src/main.ts', ...args], {
+  options: { replaceEnv?: boolean; cwd?: string } = {},
+): Promise<BrokerProcess> {
+  const child = spawn(process.execPath, [await brokerBundle(), ...args], {
     env: options.replaceEnv ? env : { ...process.env, ...env },
+    cwd: options.cwd ?? ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output = { stdout: '', stderr: '' };
@@ -50,7 +52,7 @@ export async function until(check: () => boolean | Promise<boolean>, ms = 15_000
 export async function startBroker(configFile: string, env: Record<string, string> = {}): Promise<BrokerProcess & { url: string }> {
   // A key-encryption key too: a test process gets one only when its test gives it.
   const { PORT: _port, BROKER_DB: _db, BROKER_CONFIG: _config, BROKER_KEY_ENCRYPTION_KEY: _kek, ...inherited } = process.env;
-  const broker = startProcess(['--config', configFile], { ...(inherited as Record<string, string>), LOG_LEVEL: 'info', PORT: '0', ...env }, { replaceEnv: true });
+  const broker = await startProcess(['--config', configFile], { ...(inherited as Record<string, string>), LOG_LEVEL: 'info', PORT: '0', ...env }, { replaceEnv: true });
   await until(() => broker.lines().some((line) => line.msg === 'broker listening') || broker.child.exitCode !== null, 30_000);
   const listening = broker.lines().find((line) => line.msg === 'broker listening');
   if (!listening) throw new Error(`the broker did not start:\n${broker.output.stdout}\n${broker.output.stderr}`);
@@ -62,4 +64,17 @@ export function startBrokerProcess(dir: string, name: string, config: Record<str
   const file = join(dir, `${name}.yaml`);
   writeFileSync(file, YAML.stringify(config));
   return startBroker(file, env);
+}
+
+/** The worker processes of a broker started with several (`listen.workers`); none when it runs alone. */
+export const workerPids = (broker: BrokerProcess): number[] =>
+  execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(broker.child.pid)], { encoding: 'utf8' })
+    .split('\n')
+    .filter((line) => line.includes('broker.mjs'))
+    .map((line) => Number(line.trim().split(/\s+/)[0]));
+
+/** A crash of the whole broker: every process that writes, then the primary, killed at once. */
+export function killBroker(broker: BrokerProcess): void {
+  for (const pid of workerPids(broker)) process.kill(pid, 'SIGKILL');
+  broker.child.kill('SIGKILL');
 }

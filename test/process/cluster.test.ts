@@ -1,10 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
 import { baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
-import { startBrokerProcess, until, type BrokerProcess } from '../helpers/process.js';
+import { startBrokerProcess, until, workerPids, type BrokerProcess } from '../helpers/process.js';
 
 /**
  * `listen.workers`: several broker processes behind one port, each a whole broker with its own
@@ -14,12 +14,14 @@ import { startBrokerProcess, until, type BrokerProcess } from '../helpers/proces
 let dir: string;
 let issuers: TestIssuers;
 let broker: BrokerProcess & { url: string };
+let config: Record<string, any>;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'jit-cluster-'));
   issuers = await createTestIssuers();
-  const base = baseConfig(dir, issuers) as Record<string, Record<string, unknown>>;
-  broker = await startBrokerProcess(dir, 'broker', { ...base, listen: { ...base.listen, workers: 2 } });
+  const base = baseConfig(dir, issuers) as Record<string, any>;
+  config = { ...base, listen: { ...base.listen, workers: 2 } };
+  broker = await startBrokerProcess(dir, 'broker', config);
 }, 60_000);
 
 afterAll(async () => {
@@ -27,19 +29,22 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The primary's children that are brokers (tsx also runs an esbuild service under it). */
-const workers = () =>
-  execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(broker.child.pid)], { encoding: 'utf8' })
-    .split('\n')
-    .filter((line) => line.includes('main.ts'))
-    .map((line) => Number(line.trim().split(/\s+/)[0]));
-const issue = async () => {
+const workers = () => workerPids(broker);
+const issue = async (scopes = ['artifacts:read']) => {
   const identity = await issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat' });
   return fetch(`${broker.url}/v1/credentials`, {
     method: 'POST',
     headers: { authorization: `Bearer ${identity}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' }),
+    body: JSON.stringify({ task_id: 'build', scopes, audience: 'registry.acme.internal' }),
   });
+};
+const logged = (msg: string) => broker.lines().filter((line) => line.msg === msg);
+const reloadEvents = async () => {
+  const auditor = await issuers.sso.token('ivy', { groups: ['auditors'], preferred_username: 'ivy' });
+  const page = (await (await fetch(`${broker.url}/v1/audit/events?type=config.loaded`, { headers: { authorization: `Bearer ${auditor}` } })).json()) as {
+    items: { data: { trigger: string } }[];
+  };
+  return page.items.filter((event) => event.data.trigger === 'reload').length;
 };
 const issuedCount = async () => {
   const text = await (await fetch(`${broker.url}/metrics`)).text();
@@ -61,12 +66,32 @@ describe('a broker of several worker processes', () => {
     for (let i = 0; i < 4; i += 1) expect(await issuedCount()).toBe(before + 30);
   });
 
+  // The reload test after this one sends SIGHUP while the replacement may still be starting.
   it('replaces a worker that dies, and keeps serving', async () => {
     const [victim] = workers();
     process.kill(victim as number, 'SIGKILL');
     await until(() => workers().length === 2 && !workers().includes(victim as number));
     await until(async () => (await issue()).status === 201);
     expect(broker.lines().some((line) => line.msg === 'a worker died; starting another')).toBe(true);
+  });
+
+  it('reloads every worker on SIGHUP to the primary, records it once, and says so once all have', async () => {
+    const before = logged('configuration reloaded').length;
+    expect((await Promise.all(Array.from({ length: 20 }, () => issue(['logs:read'])))).map((r) => r.status)).toContain(201);
+    writeFileSync(join(dir, 'broker.yaml'), YAML.stringify({ ...config, policies: config.policies.map((p: { id: string; scopes: string[] }) => (p.id === 'pipelines' ? { ...p, scopes: ['artifacts:read'] } : p)) }));
+    broker.child.kill('SIGHUP');
+    await until(() => logged('configuration reloaded').length > before);
+    expect(logged('configuration reloaded').at(-1)).toMatchObject({ workers: 2, changed: ['policies'] });
+    expect(logged('configuration reloaded').filter((line) => line.worker !== undefined)).toEqual([]);
+    // From that line on, whichever worker takes a request judges it by the new file.
+    expect((await Promise.all(Array.from({ length: 20 }, () => issue(['logs:read'])))).map((r) => r.status)).toEqual(Array(20).fill(403));
+    expect(await reloadEvents()).toBe(1);
+
+    // A signal to a worker alone (or to the whole process group) does not reload it on its own.
+    for (const pid of workers()) process.kill(pid, 'SIGHUP');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(workers()).toHaveLength(2);
+    expect(await reloadEvents()).toBe(1);
   });
 
   it('stops every worker, cleanly, on SIGTERM', async () => {

@@ -1,11 +1,11 @@
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { DockerfileParser, type Copy, type Instruction } from 'dockerfile-ast';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseConfig, createTestIssuers } from '../helpers/broker.js';
+import { brokerBundle } from '../helpers/bundle.js';
 import { until } from '../helpers/process.js';
 import { spawn } from 'node:child_process';
 
@@ -114,10 +114,10 @@ describe('the image\'s entry point', () => {
   afterAll(() => rmSync(app, { recursive: true, force: true }));
 
   /** The image's command with the image's environment only (plus what the test adds), from /app. */
-  const runImage = (extraArgs: string[] = [], env: Record<string, string> = {}) => {
+  const runImage = async (extraArgs: string[] = [], env: Record<string, string> = {}) => {
     const nodeFlags = command.slice(1, -1);
-    const entry = resolve(ROOT, (command.at(-1) as string).replace(/^dist\//, 'src/').replace(/\.js$/, '.ts'));
-    const child = spawn(process.execPath, [...nodeFlags, '--import', pathToFileURL(resolve(ROOT, 'node_modules/tsx/dist/loader.mjs')).href, entry, ...extraArgs], {
+    // dist/main.js as the build of src/main.ts now (the last test above holds the command to that file).
+    const child = spawn(process.execPath, [...nodeFlags, await brokerBundle(), ...extraArgs], {
       cwd: app,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: app, ...imageEnv, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -130,7 +130,7 @@ describe('the image\'s entry point', () => {
   };
 
   it('refuses the shipped development configuration: exit 78, naming each dev issuer and the flag', async () => {
-    const run = runImage();
+    const run = await runImage();
     expect(await run.exited).toBe(78);
     expect(run.output.stderr).toContain('identity.issuers.0.dev: "dev-ci" is a development issuer, refused where NODE_ENV=production');
     expect(run.output.stderr).toContain('identity.issuers.1.dev: "dev-sso" is a development issuer');
@@ -140,7 +140,7 @@ describe('the image\'s entry point', () => {
 
   it('starts it with the flag docker-compose.yml sets', async () => {
     // The compose environment, on a free loopback port rather than its 8080 on every interface.
-    const run = runImage([], { ...compose.services.broker?.environment, BROKER_CONFIG: join(app, 'config/broker.yaml'), PORT: '0', HOST: '127.0.0.1' });
+    const run = await runImage([], { ...compose.services.broker?.environment, BROKER_CONFIG: join(app, 'config/broker.yaml'), PORT: '0', HOST: '127.0.0.1' });
     try {
       await until(() => run.output.stdout.includes('"msg":"broker listening"') || run.child.exitCode !== null);
       expect(run.output.stdout).toContain('DEVELOPMENT CONFIGURATION');
@@ -154,7 +154,7 @@ describe('the image\'s entry point', () => {
     const issuers = await createTestIssuers();
     const mounted = join(app, 'production.yaml');
     writeFileSync(mounted, YAML.stringify(baseConfig(join(app, 'data'), issuers)));
-    const run = runImage(['--check-config', mounted], { BROKER_CONFIG: mounted });
+    const run = await runImage(['--check-config', mounted], { BROKER_CONFIG: mounted });
     expect(await run.exited).toBe(0);
     expect(run.output.stdout).toContain(`${mounted}: valid (2 issuers, 5 scopes, 4 policies)`);
   });

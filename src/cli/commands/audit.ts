@@ -8,6 +8,7 @@ import {
   verifyDatabaseFile,
   type CheckpointTrust,
   type CustodyView,
+  type EntitlementView,
   type EventView,
   type IssuanceView,
   type TrustedKeys,
@@ -20,12 +21,15 @@ import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
 export const help = `jit audit issuances [--since T] [--until T] [--subject S] [--scope S] [--status issued|expired|revoked]
-                    [--break-glass true|false] [--type T] [--identifier ID] [--limit N] [--all] [--format table|ndjson|csv]
+                    [--break-glass true|false] [--type T] [--identifier ID] [--actor SUB] [--limit N] [--all] [--format table|ndjson|csv]
 jit audit events [--since T] [--until T] [--type T] [--request-id ID] [--limit N] [--all] [--format table|ndjson]
 jit audit duties --duty DUTY --identifier ID [--limit N] [--all]
+jit audit entitlements [--since 30d]
 jit audit verify [--db FILE] [--checkpoint FILE|-] [--jwks FILE|URL]
   Auditors and admins. T is an ISO 8601 time or a duration ago (--since 1h, --since 7d).
   --json prints the broker's rows as a JSON array; --format ndjson and csv stream every match.
+  entitlements: one row per (policy, scope) the running configuration grants, with the tokens
+  issued under it since --since (default 30 days ago); ISSUED 0 is a grant nobody uses.
   verify checks the hash chain through the broker; --db checks a SQLite database file offline,
   without the broker, on a private copy (the file is only read; nothing is written beside it).
   --checkpoint also checks that the chain still holds the head a checkpoint names (the JWS, or
@@ -55,8 +59,9 @@ export async function audit(args: string[], io: CliIo): Promise<number> {
   if (what === 'issuances') return issuances(rest, io);
   if (what === 'events') return events(rest, io);
   if (what === 'duties') return duties(rest, io);
+  if (what === 'entitlements') return entitlements(rest, io);
   if (what === 'verify') return verify(rest, io);
-  throw usage('audit needs issuances, events, duties or verify');
+  throw usage('audit needs issuances, events, duties, entitlements or verify');
 }
 
 async function issuances(args: string[], io: CliIo): Promise<number> {
@@ -69,6 +74,7 @@ async function issuances(args: string[], io: CliIo): Promise<number> {
     'break-glass': { type: 'string' },
     type: { type: 'string' },
     identifier: { type: 'string' },
+    actor: { type: 'string' },
   });
   const search = query({
     ...timeRange(values),
@@ -78,6 +84,7 @@ async function issuances(args: string[], io: CliIo): Promise<number> {
     break_glass: values['break-glass'],
     type: values.type,
     identifier: values.identifier,
+    actor: values.actor,
     limit: values.limit,
   });
   return list<IssuanceView>(io, values, '/v1/audit/issuances', search, ['csv', 'ndjson'], {
@@ -130,6 +137,24 @@ async function duties(args: string[], io: CliIo): Promise<number> {
       row.request_id,
     ],
   });
+  return EXIT.ok;
+}
+
+/** The drift report: what the configuration grants against what was used since `--since`. */
+async function entitlements(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse(args, { ...callerOptions, since: { type: 'string' } });
+  const { since } = timeRange(values);
+  const report = await connect(io, values).get<{ since: string; items: EntitlementView[] }>(`/v1/audit/entitlements${since ? `?${query({ since })}` : ''}`);
+  printListing(io, { items: report.items, more: false }, {
+    json: values.json,
+    empty: 'the configuration grants nothing',
+    header: ['POLICY', 'SCOPE', 'ISSUED', 'LAST ISSUED'],
+    row: (row) => [row.policy, row.scope, String(row.issued), row.last_issued_at ?? '-'],
+  });
+  if (!values.json) {
+    const unused = report.items.filter((row) => row.issued === 0).length;
+    io.stderr(`since ${report.since}: ${unused} of ${report.items.length} grants unused\n`);
+  }
   return EXIT.ok;
 }
 

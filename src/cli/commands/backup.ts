@@ -8,10 +8,12 @@ import { openSqliteReadOnly, SchemaTooNew } from '../../store/index.js';
 import { unknownSchemaVersions } from '../../store/sqlite/index.js';
 import { CliError, parse, usage, type CliIo } from '../io.js';
 
-export const help = `jit backup --db FILE --out FILE [--json]
+export const backupHelp = `jit backup --db FILE --out FILE [--json]
   A consistent copy of a SQLite database, taken with SQLite's online backup API while the broker
   runs and writes; its audit chain is verified before it is given its name. Never overwrites.
-jit restore --from BACKUP --db FILE [--json]
+  PostgreSQL: use pg_dump and pg_restore (README, "Backups").`;
+
+export const restoreHelp = `jit restore --from BACKUP --db FILE [--json]
   Puts a backup in place after verifying its audit chain. Refused while any process (a broker)
   has FILE open; a FILE already there is kept beside it as FILE.before-restore-<time>.
   PostgreSQL: use pg_dump and pg_restore (README, "Backups").`;

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { decodeJwt } from 'jose';
 import { devKeyExists, mintDevIdentityToken } from '../../identity/index.js';
+import { parseClaims } from '../claims.js';
 import type { CliIo } from '../cli-io.js';
 import { parseTtlSeconds } from '../duration.js';
 import { CliError, EXIT, parse, readConfig, usage } from '../io.js';
@@ -27,17 +28,7 @@ export async function devToken(args: string[], io: CliIo): Promise<number> {
   });
   if (!values.sub) throw usage('--sub is required');
   const ttlSeconds = parseTtlSeconds(values.ttl);
-  const claims: Record<string, unknown> = {};
-  for (const pair of values.claim) {
-    const at = pair.indexOf('=');
-    if (at < 1) throw usage(`--claim ${pair}: expected name=value`);
-    const value = pair.slice(at + 1);
-    try {
-      claims[pair.slice(0, at)] = /^[[{]/.test(value) ? JSON.parse(value) : value;
-    } catch {
-      throw usage(`--claim ${pair}: the value is not valid JSON`);
-    }
-  }
+  const claims = parseClaims(values.claim);
 
   const config = readConfig(io, values.config);
   const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev);

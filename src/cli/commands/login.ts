@@ -13,9 +13,10 @@ export const help = `jit login [--broker URL] [--no-browser] [--timeout 5m] [--j
   Signs you in at the SSO the broker names (OpenID Connect, authorization code with PKCE through
   a loopback redirect) and keeps your ID token in <config dir>/login.json (mode 0600) until it
   expires; later commands use it when no other identity is given. The config dir is env
-  JIT_CONFIG_DIR, else $XDG_CONFIG_HOME/jit, else ~/.config/jit.
-jit logout
-  Forgets that ID token.`;
+  JIT_CONFIG_DIR, else $XDG_CONFIG_HOME/jit, else ~/.config/jit.`;
+
+export const logoutHelp = `jit logout
+  Forgets the ID token jit login kept (<config dir>/login.json).`;
 
 /** `<config dir>/login.json`, as the other commands read it. */
 export interface LoginFile {

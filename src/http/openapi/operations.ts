@@ -4,6 +4,7 @@ import {
   credentialRequestBody,
   custodyQuery,
   decisionBody,
+  entitlementsQuery,
   eventsQuery,
   issuancesQuery,
   noBody,
@@ -493,6 +494,33 @@ export const OPERATIONS: readonly Operation[] = [
               created_at: T0,
               issued_at: T0,
             },
+          ],
+          next_cursor: null,
+        }),
+      ),
+      ...problems(400, 401, 403),
+    },
+  },
+  {
+    method: 'get',
+    path: '/v1/audit/entitlements',
+    operationId: 'auditEntitlements',
+    summary: 'What the configuration grants against what was used (auditors, admins)',
+    description:
+      'One row per (policy, scope) the running configuration grants, in configuration order, counting every token issued since `since` (children, delegated and break-glass ones too) under the first policy that granted the scope to its requester. `issued: 0` marks a grant nobody uses: the drift report.',
+    tag: 'auditors',
+    auth: 'identity',
+    query: entitlementsQuery,
+    responses: {
+      ...v1(
+        200,
+        'Every grant, on one page.',
+        json(r.entitlements, {
+          since: '2026-11-01T10:00:00.000Z',
+          items: [
+            { policy: 'ml-main', scope: 'artifacts:read', issued: 1204, last_issued_at: '2026-12-01T09:58:12.000Z' },
+            { policy: 'ml-main', scope: 'model:deploy', issued: 31, last_issued_at: '2026-11-30T16:40:03.000Z' },
+            { policy: 'on-call', scope: 'model:deploy', issued: 0, last_issued_at: null },
           ],
           next_cursor: null,
         }),

@@ -162,6 +162,23 @@ export const custodyRow = z
   })
   .meta({ id: 'CustodyStep', description: 'One request that named the object for a step of the duty.' });
 
+export const entitlements = z
+  .object({
+    since: instant.meta({ description: 'Tokens issued from this time on are counted (default: 30 days ago).' }),
+    items: z.array(
+      z
+        .object({
+          policy: z.string().meta({ description: 'A policy `id` of the running configuration.' }),
+          scope: z.string().meta({ description: 'A scope that policy grants.' }),
+          issued: z.number().int().min(0).meta({ description: 'Tokens issued since `since` holding this scope under this policy (the first, in configuration order, that granted it to the requester); 0: a grant nobody uses.' }),
+          last_issued_at: instant.nullable().meta({ description: 'The latest of them; null when none.' }),
+        })
+        .meta({ id: 'Entitlement' }),
+    ),
+    next_cursor: z.null().meta({ description: 'Always null: every grant of the configuration is on one page.' }),
+  })
+  .meta({ id: 'Entitlements', description: 'What the running configuration grants against what was used: one row per (policy, scope), in configuration order.' });
+
 export const auditEvent = z
   .object({
     seq: z.number().int().min(1),

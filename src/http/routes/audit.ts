@@ -5,7 +5,7 @@ import { toIso } from '../../shared/clock.js';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import { objectKey } from '../../shared/authorization-details.js';
-import { checkpointQuery, custodyQuery, eventsQuery, issuancesQuery, verifyQuery } from '../schemas.js';
+import { checkpointQuery, custodyQuery, entitlementsQuery, eventsQuery, issuancesQuery, verifyQuery } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 const CSV_COLUMNS = [
@@ -100,6 +100,11 @@ export function auditRoutes({ audit, clock }: AppDeps): Router {
   router.get('/duties', async (req, res) => {
     const { duty, identifier, limit, cursor } = parseInput(custodyQuery, req.query, 'query');
     res.json(await audit.custody(identityOf(res), duty, identifier, cursor, limit));
+  });
+
+  router.get('/entitlements', async (req, res) => {
+    const { since } = parseInput(entitlementsQuery, req.query, 'query');
+    res.json(await audit.entitlements(identityOf(res), since));
   });
 
   router.get('/verify', async (req, res) => {

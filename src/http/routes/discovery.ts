@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { BROKER_VERSION } from '../../shared/version.js';
+import { packageVersion } from '../../shared/package.js';
 import type { AppDeps } from '../deps.js';
 import { openApiDocument } from '../openapi/index.js';
 
@@ -54,7 +54,7 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
   });
   let document: ReturnType<typeof openApiDocument> | undefined;
   router.get('/openapi.json', (_req, res) => {
-    document ??= openApiDocument({ issuer: config.issuer, version: BROKER_VERSION });
+    document ??= openApiDocument({ issuer: config.issuer, version: packageVersion() });
     res.set('Cache-Control', 'public, max-age=300').json(document);
   });
   return router;

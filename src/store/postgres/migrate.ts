@@ -1,9 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../../shared/package.js';
 import { SchemaTooNew } from '../shared.js';
 import type { Pool } from './client.js';
 
-export const POSTGRES_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
+const migrationsDir = () => join(packageRoot(), 'migrations', 'postgres');
 const MIGRATION_FILE = /^(\d+)_[a-z0-9_]+\.sql$/;
 /** A session lock only migrations take: replicas starting at the same moment apply each file once. */
 const MIGRATION_LOCK = 7596286014052352341n;
@@ -13,7 +14,7 @@ const MIGRATION_LOCK = 7596286014052352341n;
  * its own transaction with its bookkeeping row, under a lock that the other replicas wait on.
  * A database that a newer release has migrated is refused (`SchemaTooNew`).
  */
-export async function migratePostgres(pool: Pool, dir: string = POSTGRES_MIGRATIONS_DIR): Promise<number[]> {
+export async function migratePostgres(pool: Pool, dir: string = migrationsDir()): Promise<number[]> {
   const files = readdirSync(dir)
     .filter((name) => MIGRATION_FILE.test(name))
     .map((name) => ({ name, version: Number(MIGRATION_FILE.exec(name)?.[1]) }))

@@ -1,19 +1,19 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
+import { packageRoot } from '../../shared/package.js';
 import { SchemaTooNew } from '../shared.js';
 
 export type Db = Database.Database;
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/sqlite/', import.meta.url));
+const migrationsDir = () => join(packageRoot(), 'migrations', 'sqlite');
 const MIGRATION_FILE = /^(\d+)_[a-z0-9_]+\.sql$/;
 
 /**
  * Opens the broker's SQLite file: WAL so readers never block the writer; synchronous=FULL
- * because a token may only leave once its record is durable (the writer commits many requests
- * at once, so that costs one fsync per batch, not per token); a busy timeout so two broker
- * processes on one file wait for each other instead of failing.
+ * because a token may only leave once its record is durable (the store's writer then takes the
+ * syncing over, off the event loop: see `walSync`); a busy timeout so two broker processes on
+ * one file wait for each other instead of failing.
  */
 export function openDatabase(path: string, options: { readonly?: boolean } = {}): Db {
   const creating = !options.readonly && path !== ':memory:' && !existsSync(path);
@@ -27,13 +27,14 @@ export function openDatabase(path: string, options: { readonly?: boolean } = {})
     db.pragma('synchronous = FULL');
   }
   db.pragma('foreign_keys = ON');
+  db.pragma('mmap_size = 268435456');
   // Keeps the query planner's statistics current (cheap; SQLite's own recommendation).
   if (!options.readonly) db.pragma('optimize = 0x10002');
   return db;
 }
 
 /** The numbered migration files of `dir`, in order. */
-export function migrationFiles(dir: string = MIGRATIONS_DIR): { name: string; version: number }[] {
+export function migrationFiles(dir: string = migrationsDir()): { name: string; version: number }[] {
   const files = readdirSync(dir)
     .filter((name) => MIGRATION_FILE.test(name))
     .map((name) => ({ name, version: Number(MIGRATION_FILE.exec(name)?.[1]) }))
@@ -47,7 +48,7 @@ export function migrationFiles(dir: string = MIGRATIONS_DIR): { name: string; ve
  * newer release. Such a database is refused, by the broker and by `jit restore`: an older
  * release would write rows a newer schema does not expect. Empty for a database not yet created.
  */
-export function unknownSchemaVersions(db: Db, dir: string = MIGRATIONS_DIR): number[] {
+export function unknownSchemaVersions(db: Db, dir: string = migrationsDir()): number[] {
   const table = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get();
   if (!table) return [];
   const known = new Set(migrationFiles(dir).map((file) => file.version));
@@ -61,7 +62,7 @@ export function unknownSchemaVersions(db: Db, dir: string = MIGRATIONS_DIR): num
  * processes start at once: the second sees the first's work and skips it. A database that a
  * newer release has migrated is refused before anything is written (`SchemaTooNew`).
  */
-export function migrate(db: Db, dir: string = MIGRATIONS_DIR): number[] {
+export function migrate(db: Db, dir: string = migrationsDir()): number[] {
   const newer = unknownSchemaVersions(db, dir);
   if (newer.length > 0) throw new SchemaTooNew(newer);
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (

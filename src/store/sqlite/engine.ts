@@ -8,6 +8,7 @@ import { Unavailable } from '../../shared/errors.js';
 import type { Dialect, Engine, Sql } from '../engine.js';
 import type { AuditEntry, AuditEventRecord } from '../records.js';
 import type { Db } from './database.js';
+import { startCheckpointer } from './checkpointer.js';
 import { createWriter } from './writer.js';
 
 const EVENTS_PER_STATEMENT = 500;
@@ -61,10 +62,25 @@ class Done {
 export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engine {
   const write = connectionSql(db);
 
+  const chainHead = db.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+  /** One INSERT per number of rows, prepared once each. */
+  const insertEvents = new Map<number, Database.Statement>();
+  const insertOf = (rows: number) => {
+    let statement = insertEvents.get(rows);
+    if (!statement) {
+      statement = db.prepare(
+        `INSERT INTO audit_events (seq, at, type, actor_iss, actor_sub, request_id, data, prev_hash, hash)
+         VALUES ${Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
+      );
+      insertEvents.set(rows, statement);
+    }
+    return statement;
+  };
+
   /** Chains events in the open write transaction: seq and hashes from the head it reads. */
   function appendEvents(entries: readonly AuditEntry[]): AuditEventRecord[] {
     if (entries.length === 0) return [];
-    let head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as { seq: number; hash: string } | undefined;
+    let head = chainHead.get();
     const at = toIso(clock());
     const records = entries.map((entry) => {
       const event = {
@@ -83,14 +99,12 @@ export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engin
     // A statement per event costs more than its row; SQLite takes at most 32,766 parameters.
     for (let i = 0; i < records.length; i += EVENTS_PER_STATEMENT) {
       const chunk = records.slice(i, i + EVENTS_PER_STATEMENT);
-      db.prepare(
-        `INSERT INTO audit_events (seq, at, type, actor_iss, actor_sub, request_id, data, prev_hash, hash)
-         VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
-      ).run(...chunk.flatMap((r) => [r.seq, r.at, r.type, r.actor?.iss ?? null, r.actor?.sub ?? null, r.requestId, canonicalJson(r.data), r.prevHash, r.hash]));
+      insertOf(chunk.length).run(...chunk.flatMap((r) => [r.seq, r.at, r.type, r.actor?.iss ?? null, r.actor?.sub ?? null, r.requestId, canonicalJson(r.data), r.prevHash, r.hash]));
     }
     return records;
   }
 
+  const checkpointer = startCheckpointer(db);
   // The batch's events go to the chain last, in one statement, in the order of its operations.
   const writer = createWriter(db, clock, (values) => {
     const done = values.filter((value): value is Done => value instanceof Done);
@@ -134,6 +148,7 @@ export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engin
     async close() {
       if (!db.open) return;
       await writer.close();
+      await checkpointer.close();
       if (reader !== db) reader.close();
       if (!db.readonly) optimize(db);
       db.close();

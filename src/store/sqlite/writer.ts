@@ -1,3 +1,5 @@
+import { closeSync, fdatasync, openSync } from 'node:fs';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Unavailable } from '../../shared/errors.js';
 import type { Db } from './database.js';
@@ -12,14 +14,18 @@ interface Queued {
 export interface Writer {
   /**
    * Runs `work` in a write transaction shared with the other operations queued in the same turn
-   * of the event loop (group commit), and resolves once the shared commit is on disk. Each
+   * of the event loop (group commit), and resolves once the shared commit is durable. Each
    * operation stays all-or-nothing: it runs inside its own savepoint, and a throw rolls back its
    * writes alone and rejects its promise with what it threw. With `rollback`, its writes are
    * undone even when it succeeds (a probe that the store can write). `beforeCommit` runs last in
    * the transaction, with the values of the operations that succeeded (the chain's append).
    */
   run<T>(work: () => Promise<T>, options?: { rollback?: boolean }): Promise<T>;
-  /** When the last batch failed to commit (ms), or undefined: a store that cannot write is not ready. */
+  /**
+   * When the last batch failed to commit (ms), or undefined: a store that cannot write is not
+   * ready. After a failed sync it stays failed: the kernel may have dropped the pages it could
+   * not write and will not say so twice, so nothing written since can be called durable.
+   */
   lastFailure(): number | undefined;
   /** Commits what is queued; further `run` calls are refused. */
   close(): Promise<void>;
@@ -39,20 +45,31 @@ export const storeFailure = (error: unknown) =>
 export const isBusy = (error: unknown) => error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
 
 /**
- * Group commit on one better-sqlite3 connection. SQLite in WAL mode with synchronous=FULL pays
- * one fsync per commit; committing every operation queued during a turn of the event loop
- * together pays it once per batch. Operations are promises only in form: their statements run
- * synchronously, so a batch runs from BEGIN to COMMIT without yielding to I/O, and reads never
- * see it half done. When another process holds the write lock, the batch waits on a timer, not
- * in SQLite's busy handler, which would stall this process's event loop; operations arriving
- * meanwhile join it.
+ * Group commit on one better-sqlite3 connection. A batch is every operation queued while the
+ * last one was being written, committed together. Operations are promises only in form: their
+ * statements run synchronously, so a batch runs from BEGIN to COMMIT without yielding to I/O,
+ * and reads never see it half done. The connection runs synchronous=NORMAL, so COMMIT only
+ * writes the WAL; what synchronous=FULL would do inside it, on the event loop, is done after it
+ * on libuv's thread pool (`sync`, an fdatasync of the WAL), and a batch's callers hear back only
+ * once that is done. The next batch commits after that: the requests that arrive meanwhile are
+ * served up to their writes by the free event loop, and then share one commit and one sync, as
+ * many as a blocking sync would have gathered. When another process holds the write lock, the
+ * batch waits on a timer, not in SQLite's busy handler, which would stall this process's event
+ * loop; operations arriving meanwhile join it.
  */
-export function createWriter(db: Db, clock: () => number, beforeCommit: (values: unknown[]) => void = () => {}): Writer {
+export function createWriter(
+  db: Db,
+  clock: () => number,
+  beforeCommit: (values: unknown[]) => void = () => {},
+  sync: Sync = walSync(db),
+): Writer {
   let queue: Queued[] = [];
   let scheduled = false;
   let flushing: Promise<void> | undefined;
   let closed = false;
   let failedAt: number | undefined;
+  /** A sync that failed: every later write is refused (see lastFailure). */
+  let unsynced: unknown;
   let waitingSince: number | undefined;
   const statements = {
     begin: db.prepare('BEGIN IMMEDIATE'),
@@ -122,11 +139,20 @@ export function createWriter(db: Db, clock: () => number, beforeCommit: (values:
     try {
       beforeCommit(done.map((d) => d.value));
       statements.commit.run();
-      failedAt = undefined;
     } catch (error) {
       abort(error, done.map((d) => d.op));
       return;
     }
+    try {
+      await sync.run();
+    } catch (error) {
+      unsynced ??= error;
+      failedAt = clock();
+      // Committed, perhaps even on disk: a record without its answer, never an answer without its record.
+      for (const { op } of done) op.reject(storeFailure(error));
+      return;
+    }
+    if (unsynced === undefined) failedAt = undefined;
     for (const { op, value } of done) op.resolve(value);
   }
 
@@ -145,6 +171,7 @@ export function createWriter(db: Db, clock: () => number, beforeCommit: (values:
   return {
     run<T>(work: () => Promise<T>, options: { rollback?: boolean } = {}): Promise<T> {
       if (closed) return Promise.reject(storeFailure(new Error('the store is closed')));
+      if (unsynced !== undefined) return Promise.reject(storeFailure(unsynced));
       return new Promise<T>((resolve, reject) => {
         queue.push({ work, rollback: options.rollback ?? false, resolve: resolve as (value: unknown) => void, reject });
         schedule();
@@ -155,6 +182,27 @@ export function createWriter(db: Db, clock: () => number, beforeCommit: (values:
       closed = true;
       while (flushing) await flushing;
       await flush();
+      sync.close();
     },
   };
+}
+
+/** Makes what this connection committed durable; `close` when the writer is done with it. */
+export interface Sync {
+  run(): Promise<void>;
+  close(): void;
+}
+
+/**
+ * Takes the WAL's durability over from SQLite: the connection goes to synchronous=NORMAL (COMMIT
+ * writes the WAL, syncs nothing), and `run` is an fdatasync of the WAL file on libuv's thread
+ * pool. The file is opened once: it stays the same file while this connection is open (SQLite
+ * removes it only when the last connection closes). Nothing to sync in memory or read-only.
+ */
+export function walSync(db: Db): Sync {
+  if (db.memory || db.readonly) return { run: async () => {}, close: () => {} };
+  db.pragma('synchronous = NORMAL');
+  const fd = openSync(`${db.name}-wal`, 'r');
+  const datasync = promisify(fdatasync);
+  return { run: () => datasync(fd), close: () => closeSync(fd) };
 }

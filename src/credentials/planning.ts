@@ -1,0 +1,82 @@
+import { checkMayAct } from '../delegation/index.js';
+import type { Identity } from '../identity/index.js';
+import type { PolicyDecision } from '../policy/index.js';
+import type { Rules } from '../settings/index.js';
+import { InvalidRequest } from '../shared/errors.js';
+import { SHOWING } from '../shared/invisible.js';
+import type { ActorRecord } from '../store/index.js';
+import { separationError } from './admission.js';
+import { requireBinding, type Binding } from './binding.js';
+import type { CredentialInput, Plan, Subject } from './requesting.js';
+
+/**
+ * Planning a request: what the rules alone say of it, before anything held or done is read. Pure
+ * (no store, no clock, no keys), so the credential service and `jit policy test` run the very same
+ * judgement: each function returns the plan the broker would admit, or throws the refusal it
+ * would answer with (400s that are the caller's fault, 403s that policy makes).
+ */
+
+/** What planning reads: the compiled rules of one configuration. */
+export type PlanningRules = Pick<Rules, 'config' | 'policy' | 'duties' | 'delegation'>;
+
+/** An actor as records keep it: judged again on these claims by a later configuration. */
+export const actorRecord = (actor: Identity): ActorRecord => ({
+  iss: actor.iss,
+  sub: actor.sub,
+  idp: actor.idp,
+  person: actor.personKey ?? null,
+  initiator: actor.initiator ?? null,
+  boundClaims: actor.boundClaims ?? null,
+  claims: { ...actor.claims },
+});
+
+/** A decision's lifetime capped (a delegation rule's `maxTtl`, a parent's remaining life). */
+export const capped = (decision: PolicyDecision, seconds: number): PolicyDecision => ({ ...decision, ttlSeconds: Math.min(decision.ttlSeconds, seconds) });
+
+/**
+ * The checks every request meets around its own planning, in order: `authorization_details`
+ * types the configuration knows, a break-glass justification long enough, then `planning` (who
+ * grants what), then the `separation` rules the request breaks on its own, then the duty steps it
+ * takes part in (refusing a step scope that names no object, or two steps of one duty).
+ */
+export function planned(rules: PlanningRules, input: CredentialInput, planning: () => Omit<Plan, 'steps'>): Plan {
+  const { config, policy, duties } = rules;
+  const details = input.authorizationDetails ?? [];
+  duties.checkTypes(details);
+  if (input.breakGlass && visibleLength(input.justification ?? '') < config.breakGlass.justificationMinLength) {
+    throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
+      { pointer: '#/justification', detail: `at least ${config.breakGlass.justificationMinLength} characters` },
+    ]);
+  }
+  const plan = planning();
+  const inRequest = policy.separationConflict(plan.decision.scopes, []);
+  if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
+  return { ...plan, steps: duties.stepsOf(plan.decision.scopes, details) };
+}
+
+/** The caller asks for itself: a `requireDpop` scope needs a binding, its own policies decide. */
+export function planPlain(rules: PlanningRules, identity: Subject, input: CredentialInput, binding: Binding | undefined): Plan {
+  requireBinding(rules.policy, input.scopes, binding);
+  return planned(rules, input, () => ({ subject: identity, actors: [], input, binding, decision: rules.policy.decide(identity, input) }));
+}
+
+/**
+ * An agent acts for a principal: the subject token's `may_act`, when it has one, names this
+ * actor; a rule lets this actor act for this subject and lists every scope; each scope is also
+ * the subject's own by its policies; the lifetime is capped by the rule.
+ */
+export function planDelegated(rules: PlanningRules, subject: Identity, actor: Identity, input: CredentialInput, binding: Binding | undefined): Plan {
+  checkMayAct(subject.claims, actor);
+  requireBinding(rules.policy, input.scopes, binding);
+  return planned(rules, input, () => {
+    const allowed = rules.delegation.allow(actor, subject, input.scopes);
+    const decision = capped(rules.policy.decide(subject, input), allowed.maxTtlSeconds);
+    return { subject, actors: [actorRecord(actor)], rule: allowed.rule, input, binding, decision };
+  });
+}
+
+/**
+ * CONTRACT section 4: `justificationMinLength` counts characters that show: letters, digits,
+ * punctuation and symbols; not white space, format, combining or filler characters.
+ */
+const visibleLength = (text: string): number => text.trim().match(SHOWING)?.length ?? 0;

@@ -1,0 +1,88 @@
+import { issuerIss } from '../config/index.js';
+import { planDelegated, planPlain, type Binding, type CredentialInput } from '../credentials/index.js';
+import { identityFromClaims, type Identity } from '../identity/index.js';
+import type { Rules } from '../settings/index.js';
+import { BrokerError, InvalidToken } from '../shared/errors.js';
+import type { CaseIdentity, CaseRequest, Outcome } from './cases.js';
+
+/**
+ * One case judged by the broker's own rules: the identity's claims by the verifier's claim checks
+ * (`identityFromClaims`), the request by the credential service's planning (`planPlain`,
+ * `planDelegated`: DPoP requirement, policies, delegation rules, separation, duties). What needs
+ * history (toxic combinations with live grants, duty steps taken earlier, quotas and limits) is
+ * not judged here: a case is one request on its own.
+ */
+
+/** What the broker would answer. */
+export interface CaseOutcome {
+  outcome: Outcome;
+  /** Granting outcomes: approvals by distinct people still needed (0 when issued). */
+  approvalsRequired?: number;
+  /** Granting outcomes: the effective lifetime. */
+  ttlSeconds?: number;
+  /** A refusal: why, as the broker says it (for an identity, which check failed). */
+  detail?: string;
+}
+
+/** A request stated as a case: who, which agent if any, and what. */
+export interface CaseAsk {
+  identity: CaseIdentity;
+  actor?: CaseIdentity | undefined;
+  request: CaseRequest;
+}
+
+/** The binding a case's `dpop: true` stands for: a valid proof was presented (no key is involved). */
+const PROVEN: Binding = { jkt: 'policy-test' };
+
+/** Judges one case; never throws for a refusal (a refusal is an outcome). */
+export function evaluateCase(rules: Rules, ask: CaseAsk): CaseOutcome {
+  try {
+    const identity = caseIdentity(rules, ask.identity, 'identity');
+    const actor = ask.actor && caseIdentity(rules, ask.actor, 'actor');
+    const input = credentialInput(ask.request);
+    const binding = ask.request.dpop ? PROVEN : undefined;
+    const { decision } = actor ? planDelegated(rules, identity, actor, input, binding) : planPlain(rules, identity, input, binding);
+    return {
+      outcome: decision.approvalsRequired > 0 ? 'pending_approval' : 'issued',
+      approvalsRequired: decision.approvalsRequired,
+      ttlSeconds: decision.ttlSeconds,
+    };
+  } catch (error) {
+    if (error instanceof CaseIdentityRefused) return { outcome: 'invalid_token', detail: error.message };
+    if (error instanceof BrokerError && isOutcome(error.type)) return { outcome: error.type, detail: error.detail };
+    throw error;
+  }
+}
+
+/** The request a case states, as the credential service takes it. */
+export const credentialInput = (request: CaseRequest): CredentialInput => ({
+  taskId: 'policy-test',
+  scopes: request.scopes,
+  audience: request.audience,
+  ttlSeconds: request.ttl_seconds,
+  justification: request.justification,
+  breakGlass: request.break_glass,
+  authorizationDetails: request.authorization_details,
+});
+
+/** An identity the verifier would refuse, saying which check failed (the broker tells only its log). */
+export class CaseIdentityRefused extends Error {}
+
+/**
+ * The identity a case's claims make, by the verifier's own checks of claims: as if a token with
+ * these claims had passed its signature and time checks. The issuer is named as configured.
+ */
+export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, given: CaseIdentity, as: 'identity' | 'actor'): Identity {
+  const issuer = rules.config.identity.issuers.find((candidate) => candidate.name === given.issuer);
+  if (!issuer) throw new CaseIdentityRefused(`the ${as}'s issuer "${given.issuer}" is not configured`);
+  try {
+    return identityFromClaims(issuer, { ...given.claims, iss: issuerIss(issuer), sub: given.subject }, rules);
+  } catch (error) {
+    if (!(error instanceof InvalidToken)) throw error;
+    const { rejection, claim, reason } = error.internal as { rejection: string; claim?: unknown; reason?: string };
+    const named = claim === undefined ? '' : ` ${Array.isArray(claim) ? `[${claim.join(', ')}]` : String(claim)}`;
+    throw new CaseIdentityRefused(`the ${as} would be refused (401): ${rejection.replaceAll('_', ' ')}${named}${reason ? ` (${reason})` : ''}`);
+  }
+}
+
+const isOutcome = (type: string): type is Outcome => type === 'policy_denied' || type === 'separation_of_duties' || type === 'invalid_request';

@@ -1,0 +1,48 @@
+import type { Logger } from 'pino';
+import type { BrokerConfig } from '../config/index.js';
+
+/** What a reload did; `file` is the one at fault when refused (a `jwksFile`, say). */
+export type ReloadOutcome =
+  | { status: 'applied'; file: string; sha256: string; changed: string[]; devIssuers: string[] }
+  | { status: 'refused'; file: string; problems: string[] };
+
+export const devIssuerNames = (config: BrokerConfig) => config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
+
+/** Says loudly, at start and at each reload, that development issuers are trusted. */
+export function warnOfDevIssuers(logger: Logger, file: string, devIssuers: readonly string[]): void {
+  if (devIssuers.length === 0) return;
+  logger.warn(
+    { file, dev_issuers: devIssuers },
+    'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.',
+  );
+}
+
+/** The one log line of a reload (`more` says, say, how many workers applied it) and the warning it may call for. */
+export function logReload(logger: Logger, outcome: ReloadOutcome, more: Record<string, unknown> = {}): void {
+  if (outcome.status === 'refused') {
+    logger.error({ file: outcome.file, problems: outcome.problems, ...more }, 'invalid configuration; the running configuration stays');
+    return;
+  }
+  logger.info({ file: outcome.file, sha256: outcome.sha256, changed: outcome.changed, ...more }, 'configuration reloaded');
+  warnOfDevIssuers(logger, outcome.file, outcome.devIssuers);
+}
+
+// The primary of several workers and a worker, about a reload (SIGHUP to the primary).
+
+/** Primary to worker: reload the file; `record` for exactly one worker per reload. */
+export interface ReloadOrder {
+  type: 'jit:reload';
+  id: number;
+  record: boolean;
+}
+
+/** Worker to primary: what the order did. */
+export interface ReloadReport {
+  type: 'jit:reloaded';
+  id: number;
+  outcome: ReloadOutcome;
+}
+
+const isMessage = (message: unknown, type: string): boolean => typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type;
+export const isReloadOrder = (message: unknown): message is ReloadOrder => isMessage(message, 'jit:reload');
+export const isReloadReport = (message: unknown): message is ReloadReport => isMessage(message, 'jit:reloaded');

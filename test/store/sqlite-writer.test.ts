@@ -1,0 +1,119 @@
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Unavailable } from '../../src/shared/errors.js';
+import { openDatabase, type Db } from '../../src/store/sqlite/database.js';
+import { createWriter, walSync, type Sync } from '../../src/store/sqlite/writer.js';
+import { ENGINE } from '../helpers/engine.js';
+import { tempDir } from '../helpers/temp.js';
+
+/**
+ * The SQLite writer commits with synchronous=NORMAL and makes the WAL durable itself, off the
+ * event loop (CONTRACT section 5: a token is recorded durably before it is returned). What must
+ * hold: no caller hears back before the sync that covers its commit has finished; a failed sync
+ * fails its callers and every write after it; what arrives during a sync shares the next commit.
+ */
+
+function database(): Db {
+  const db = openDatabase(join(tempDir('jit-writer-'), 'w.db'));
+  db.exec('CREATE TABLE rows (n INTEGER NOT NULL) STRICT');
+  return db;
+}
+
+/** A sync the test finishes by hand, counting how often it was begun. */
+function manualSync() {
+  const pending: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  const sync: Sync & { begun: number } = {
+    begun: 0,
+    run: () => {
+      sync.begun += 1;
+      return new Promise<void>((resolve, reject) => pending.push({ resolve, reject }));
+    },
+    close: () => {},
+  };
+  return { sync, pending };
+}
+
+const settled = async <T>(promise: Promise<T>) => {
+  let state = 'pending';
+  promise.then(
+    () => (state = 'resolved'),
+    () => (state = 'rejected'),
+  );
+  for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+  return state;
+};
+
+const count = (db: Db) => (db.prepare('SELECT count(*) AS n FROM rows').get() as { n: number }).n;
+
+describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
+  it('answers a commit only once a sync begun after it has finished', async () => {
+    const db = database();
+    const { sync, pending } = manualSync();
+    const writer = createWriter(db, Date.now, undefined, sync);
+    const insert = db.prepare('INSERT INTO rows (n) VALUES (1)');
+
+    const written = writer.run(async () => insert.run().changes);
+    expect(await settled(written)).toBe('pending');
+    expect(count(db)).toBe(1); // committed, and not yet said to be
+    expect(sync.begun).toBe(1);
+    pending[0]?.resolve();
+    expect(await written).toBe(1);
+  });
+
+  it('commits nothing more while a sync runs: what arrives meanwhile shares the next commit and sync', async () => {
+    const db = database();
+    const { sync, pending } = manualSync();
+    const writer = createWriter(db, Date.now, undefined, sync);
+    const insert = db.prepare('INSERT INTO rows (n) VALUES (1)');
+
+    const first = writer.run(async () => insert.run());
+    await settled(first);
+    const later = [];
+    for (let i = 0; i < 3; i += 1) {
+      later.push(writer.run(async () => insert.run()));
+      await settled(later[i] as Promise<unknown>);
+    }
+    expect(count(db)).toBe(1);
+    expect(sync.begun).toBe(1);
+    pending[0]?.resolve();
+    await first;
+    expect(await settled(Promise.all(later))).toBe('pending');
+    expect(count(db)).toBe(4); // the three in one commit
+    expect(sync.begun).toBe(2);
+    pending[1]?.resolve();
+    await Promise.all(later);
+  });
+
+  it('fails the callers of a failed sync, then every later write, and says it is not ready', async () => {
+    const db = database();
+    const { sync, pending } = manualSync();
+    const writer = createWriter(db, Date.now, undefined, sync);
+    const insert = db.prepare('INSERT INTO rows (n) VALUES (1)');
+
+    const written = writer.run(async () => insert.run());
+    await settled(written);
+    pending[0]?.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    await expect(written).rejects.toBeInstanceOf(Unavailable);
+    expect(writer.lastFailure()).toBeDefined();
+    // The kernel may have dropped what it could not write: nothing after it is called durable.
+    await expect(writer.run(async () => insert.run())).rejects.toBeInstanceOf(Unavailable);
+    expect(count(db)).toBe(1);
+    expect(sync.begun).toBe(1);
+  });
+
+  it('takes the syncing over from SQLite on a file, and has nothing to sync in memory', async () => {
+    const db = database();
+    const sync = walSync(db);
+    expect(db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL: COMMIT writes the WAL, syncs nothing
+    db.prepare('INSERT INTO rows (n) VALUES (1)').run();
+    expect(statSync(`${db.name}-wal`).size).toBeGreaterThan(0);
+    await expect(sync.run()).resolves.toBeUndefined();
+    sync.close();
+
+    const memory = openDatabase(':memory:');
+    const none = walSync(memory);
+    await expect(none.run()).resolves.toBeUndefined();
+    expect(memory.pragma('synchronous', { simple: true })).toBe(2); // FULL, as opened: untouched
+  });
+});
