@@ -15,6 +15,20 @@
  * More options: --connections N, --warmup S, --long-duration S, --top N,
  * --profile-dir DIR (keep the .cpuprofile files, to open in Chrome DevTools).
  *
+ * PostgreSQL (--postgres): --replicas 1,3 (the replica counts to run, one after another, each on a
+ * fresh database), --identities N (N pipeline jobs of N people, taken in turn by the requests of
+ * every connection and replica, instead of one job for every request), --postgres-only (skips the
+ * peer and the SQLite runs, for a quick look; compare ratios within one full run). The server's own
+ * log is kept and searched: a `deadlock detected` in it is reported with the run's figures. A run
+ * of N replicas warms up N times --warmup, so that each process has seen as many requests as one
+ * broker's warm-up gives it before it is measured. --baseline DIR runs every PostgreSQL run twice,
+ * first with the broker built in DIR (another checkout with its own dist/, an older release say),
+ * then with this one: a before and after measured in one run, on the same server, at the same
+ * moment of a shared machine's load.
+ *
+ *   npm run bench:http -- --postgres --identities 64 --connections 48
+ *   npm run bench:http -- --postgres --identities 64 --connections 48 --baseline ../jit-broker-1.4
+ *
  * Runs dist/main.js (building it first when missing or older than src/), each broker run on a
  * fresh temporary database, so no run inherits another's grants. Exits 1 when most responses
  * of a run failed; targets not met are reported, not fatal. Nothing here runs in `npm test`.
@@ -29,11 +43,11 @@ import { parseArgs } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
-import { measure, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
-import { startPostgres, type PostgresServer } from './bench-http/postgres.js';
-import { brokerArgs, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
+import { measure, percentile, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
+import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
+import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
 import { hottestFunctions, readProfile, type HotFunction } from './bench-http/profile.js';
-import { earlyAndLate, LONG_WINDOW_S, printMarkdown, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
+import { earlyAndLate, LONG_WINDOW_S, printMarkdown, replicaChecks, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const BROKER_MAIN = join(ROOT, 'dist', 'main.js');
@@ -63,6 +77,14 @@ interface Options {
   workers: number;
   /** Also run the broker on PostgreSQL: one replica, then three on one database. */
   postgres: boolean;
+  /** Only the PostgreSQL runs: no peer, no SQLite broker. */
+  postgresOnly: boolean;
+  /** The numbers of replicas to run on PostgreSQL, in order. */
+  replicas: number[];
+  /** Distinct pipeline identities (each its own person) that the requests take in turn. */
+  identities: number;
+  /** Another checkout whose built broker runs each PostgreSQL run first, for comparison. */
+  baseline: string | undefined;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -80,6 +102,10 @@ function parseOptions(argv: string[]): Options {
       json: { type: 'boolean', default: false },
       workers: { type: 'string', default: '1' },
       postgres: { type: 'boolean', default: false },
+      'postgres-only': { type: 'boolean', default: false },
+      replicas: { type: 'string', default: '1,3' },
+      identities: { type: 'string', default: '1' },
+      baseline: { type: 'string' },
     },
   });
   const positive = (name: string, text: string, min = 1) => {
@@ -99,7 +125,11 @@ function parseOptions(argv: string[]): Options {
     top: positive('top', values.top),
     json: values.json,
     workers: positive('workers', values.workers),
-    postgres: values.postgres,
+    postgres: values.postgres || values['postgres-only'],
+    postgresOnly: values['postgres-only'],
+    replicas: values.replicas.split(',').map((n) => positive('replicas', n.trim())),
+    identities: positive('identities', values.identities),
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
   };
 }
 
@@ -130,50 +160,54 @@ function ensureBuilt(): void {
 interface Identity {
   /** The public JWKS of the issuer, for the broker's configuration. */
   jwks: { keys: JWK[] };
-  /** One identity token, used by every request. */
-  token: string;
+  /** One identity token per pipeline job; every request of a run uses one of them. */
+  tokens: string[];
 }
 
 /**
- * A GitHub Actions OIDC token as GitHub sends it (RS256, its claim set with string ids), from a
- * key made here. One token for the whole run: every request is the same pipeline job, which is
- * what makes a per-identity cost that grows with history show up.
+ * GitHub Actions OIDC tokens as GitHub sends them (RS256, its claim set with string ids), from a
+ * key made here. With one (the default), every request is the same pipeline job, which is what
+ * makes a per-identity cost that grows with history show up. With several, each is another
+ * branch's job started by another person: separate holders, as many jobs of an organisation are.
  */
-async function createGitHubIdentity(): Promise<Identity> {
+async function createGitHubIdentities(count: number): Promise<Identity> {
   const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true });
   const kid = 'bench-github-actions';
   const jwk = { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' };
   const now = Math.floor(Date.now() / 1000);
-  const token = await new SignJWT({
-    repository: 'acme/app',
-    repository_id: '123456789',
-    repository_owner: 'acme',
-    repository_owner_id: '987654',
-    repository_visibility: 'private',
-    ref: 'refs/heads/main',
-    ref_type: 'branch',
-    sha: 'a94a8fe5ccb19ba61c4c0873d391e987982fbbd3',
-    actor: 'octocat',
-    actor_id: '583231',
-    workflow: 'build',
-    workflow_ref: 'acme/app/.github/workflows/build.yml@refs/heads/main',
-    job_workflow_ref: 'acme/app/.github/workflows/build.yml@refs/heads/main',
-    run_id: '9876543210',
-    run_number: '42',
-    run_attempt: '1',
-    event_name: 'push',
-    runner_environment: 'github-hosted',
-  })
-    .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
-    .setIssuer(GITHUB_ISS)
-    .setSubject(SUBJECT)
-    .setAudience('jit-broker')
-    .setIssuedAt(now)
-    .setNotBefore(now)
-    .setExpirationTime(now + 3600)
-    .setJti(randomUUID())
-    .sign(privateKey);
-  return { jwks: { keys: [jwk] }, token };
+  const token = (i: number) => {
+    const ref = count === 1 ? 'refs/heads/main' : `refs/heads/job-${i}`;
+    return new SignJWT({
+      repository: 'acme/app',
+      repository_id: '123456789',
+      repository_owner: 'acme',
+      repository_owner_id: '987654',
+      repository_visibility: 'private',
+      ref,
+      ref_type: 'branch',
+      sha: 'a94a8fe5ccb19ba61c4c0873d391e987982fbbd3',
+      actor: count === 1 ? 'octocat' : `octocat-${i}`,
+      actor_id: String(583231 + i),
+      workflow: 'build',
+      workflow_ref: `acme/app/.github/workflows/build.yml@${ref}`,
+      job_workflow_ref: `acme/app/.github/workflows/build.yml@${ref}`,
+      run_id: String(9876543210 + i),
+      run_number: '42',
+      run_attempt: '1',
+      event_name: 'push',
+      runner_environment: 'github-hosted',
+    })
+      .setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' })
+      .setIssuer(GITHUB_ISS)
+      .setSubject(count === 1 ? SUBJECT : `repo:acme/app:ref:${ref}`)
+      .setAudience('jit-broker')
+      .setIssuedAt(now)
+      .setNotBefore(now)
+      .setExpirationTime(now + 3600)
+      .setJti(randomUUID())
+      .sign(privateKey);
+  };
+  return { jwks: { keys: [jwk] }, tokens: await Promise.all(Array.from({ length: count }, (_, i) => token(i))) };
 }
 
 /**
@@ -229,10 +263,12 @@ interface BrokerProcess {
 }
 
 /** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
-/** How a broker of a run is set up: its processes, and its database when not a SQLite file of its own. */
+/** How a broker of a run is set up: its processes, its database when not a SQLite file of its own, and which build. */
 interface BrokerSetup {
   workers: number;
   database?: string | undefined;
+  /** The checkout whose dist/ runs; this one's by default. */
+  root?: string | undefined;
 }
 
 /** The key-encryption key of this run's PostgreSQL replicas: made here, gone with the run. */
@@ -251,7 +287,8 @@ async function startBroker(label: string, workDir: string, identity: Identity, p
   const { PORT: _p, HOST: _h, BROKER_DB: _d, BROKER_CONFIG: _c, BROKER_KEY_ENCRYPTION_KEY: _k, ...env } = process.env;
   // PostgreSQL refuses to start without a key-encryption key; every replica of the run gets the same one.
   const kek = setup.database === undefined ? {} : { BROKER_KEY_ENCRYPTION_KEY: RUN_KEY_ENCRYPTION_KEY };
-  const child = startChild(`broker (${label})`, [...nodeFlags, ...brokerArgs('--config', configFile)], { ...env, ...kek, LOG_LEVEL: 'warn' });
+  const args = setup.root === undefined ? brokerArgs('--config', configFile) : brokerArgsIn(setup.root, '--config', configFile);
+  const child = startChild(`broker (${label})`, [...nodeFlags, ...args], { ...env, ...kek, LOG_LEVEL: 'warn' });
   const base = `http://127.0.0.1:${port}`;
   await Promise.race([waitUntilReady(`${base}/readyz`), failOnExit(child)]);
   return { child, base, profileDir };
@@ -274,30 +311,44 @@ async function startPeer(): Promise<{ child: Child; ready: PeerReady }> {
 
 // --- What is loaded ------------------------------------------------------------------------------
 
-function tokenExchangeTarget(base: string, identity: Identity): Target {
-  return {
-    name: 'broker POST /oauth2/token',
-    url: `${base}/oauth2/token`,
-    method: 'POST',
+/** The identities in turn, one per request, shared by every target of a run (replicas included). */
+function takeTurns(identity: Identity): () => string {
+  let next = 0;
+  return () => identity.tokens[(next += 1) % identity.tokens.length] as string;
+}
+
+function tokenExchangeTarget(base: string, identity: Identity, turn = takeTurns(identity)): Target {
+  const request = (token: string) => ({
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({
       grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
-      subject_token: identity.token,
+      subject_token: token,
       subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
       scope: SCOPE,
       audience: AUDIENCE,
       task_id: TASK_ID,
     }).toString(),
+  });
+  return {
+    name: 'broker POST /oauth2/token',
+    url: `${base}/oauth2/token`,
+    method: 'POST',
+    ...request(identity.tokens[0] as string),
+    ...(identity.tokens.length > 1 ? { vary: () => request(turn()) } : {}),
   };
 }
 
-function credentialsTarget(base: string, identity: Identity): Target {
+function credentialsTarget(base: string, identity: Identity, turn = takeTurns(identity)): Target {
+  const request = (token: string) => ({
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ task_id: TASK_ID, scopes: [SCOPE], audience: AUDIENCE }),
+  });
   return {
     name: 'broker POST /v1/credentials',
     url: `${base}/v1/credentials`,
     method: 'POST',
-    headers: { authorization: `Bearer ${identity.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ task_id: TASK_ID, scopes: [SCOPE], audience: AUDIENCE }),
+    ...request(identity.tokens[0] as string),
+    ...(identity.tokens.length > 1 ? { vary: () => request(turn()) } : {}),
   };
 }
 
@@ -362,30 +413,57 @@ async function runPeer(options: Options): Promise<Measurement> {
 /**
  * `replicas` brokers on one PostgreSQL database, each its own process signing with the cluster's key, loaded
  * at once (the connections split between them), measured as one broker: their throughput summed,
- * their worst p99, their CPU and memory added up; and how fast their one audit chain grew.
+ * their worst p99, their CPU and memory added up; how fast their one audit chain grew; and what
+ * PostgreSQL's own log says about the run (deadlocks, errors).
  */
-async function runReplicas(replicas: number, postgres: PostgresServer, { workDir, identity, options }: RunContext): Promise<ReplicaRun> {
-  const database = await postgres.createDatabase(`bench_replicas_${replicas}`);
+async function runReplicas(replicas: number, build: Build, postgres: PostgresServer, { workDir, identity, profileRoot, options }: RunContext): Promise<ReplicaRun> {
+  const database = await postgres.createDatabase(`bench_replicas_${replicas}_${build.name}`);
   const brokers: BrokerProcess[] = [];
   try {
     // The first creates the schema and the first key; the others start on it.
-    for (let i = 0; i < replicas; i += 1) brokers.push(await startBroker(`pg-${replicas}-${i}`, workDir, identity, undefined, { workers: 1, database }));
-    const targets = brokers.map((broker) => tokenExchangeTarget(broker.base, identity));
+    for (let i = 0; i < replicas; i += 1) {
+      // Profiled, the first replica stands for the others.
+      const profiled = i === 0 ? profileRoot : undefined;
+      brokers.push(await startBroker(`pg-${build.name}-${replicas}-${i}`, workDir, identity, profiled, { workers: 1, database, root: build.root }));
+    }
+    // One turn for all: requests in flight at once, on any replica, are different jobs.
+    const turn = takeTurns(identity);
+    const targets = brokers.map((broker) => tokenExchangeTarget(broker.base, identity, turn));
     for (const target of targets) await preflight(target);
     const connections = (i: number) => Math.floor(options.connections / replicas) + (i < options.connections % replicas ? 1 : 0);
     const plan = (i: number, seconds: number, warmupSeconds = 0) => ({ connections: connections(i), warmupSeconds, seconds });
-    if (options.warmup > 0) await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.warmup))));
+    // Each replica takes a share of the requests: warmed up `replicas` times as long, each process
+    // has seen as many requests as a single broker's warm-up gives it (V8 optimises by use).
+    const warmup = options.warmup * replicas;
+    if (warmup > 0) await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, warmup))));
     const before = await postgres.chainLength(database);
+    const log = postgres.logMark();
+    const cpuBefore = postgres.cpuSeconds();
     const runs = await Promise.all(brokers.map((broker, i) => measure(targets[i] as Target, broker.child, plan(i, options.duration))));
+    const cpuAfter = postgres.cpuSeconds();
     const appended = (await postgres.chainLength(database)) - before;
     const seconds = Math.max(...runs.map((run) => run.seconds));
-    return { measurement: combine(`broker on PostgreSQL, ${replicas} replica${replicas > 1 ? 's' : ''}, POST /oauth2/token`, runs), eventsPerSecond: appended / seconds };
+    const label = `broker${build.root === undefined ? '' : ` (${build.name})`} on PostgreSQL, ${replicas} replica${replicas > 1 ? 's' : ''}${options.identities > 1 ? `, ${options.identities} identities` : ''}, POST /oauth2/token`;
+    const server = postgres.logSince(log);
+    if (server.errors > 0) say(`  PostgreSQL logged ${server.errors} ERROR lines (${server.deadlocks} deadlocks) during the run; the first: ${server.firstError}`);
+    const measurement = combine(label, runs);
+    const postgresCpuMs = cpuBefore === undefined || cpuAfter === undefined ? undefined : ((cpuAfter - cpuBefore) * 1000) / measurement.requests;
+    for (const broker of brokers) await stopChild(broker.child); // --cpu-prof writes the profile as it exits
+    const profileDir = brokers[0]?.profileDir;
+    return {
+      measurement,
+      build: build.name,
+      eventsPerSecond: appended / seconds,
+      server,
+      ...(postgresCpuMs === undefined ? {} : { postgresCpuMs }),
+      ...(profileDir === undefined ? {} : { profile: hottestFunctions(readProfile(profileDir), options.top, build.root ?? ROOT) }),
+    };
   } finally {
     for (const broker of brokers) await stopChild(broker.child);
   }
 }
 
-/** Several replicas' measurements as one broker's. */
+/** Several replicas' measurements as one broker's: throughput, CPU and memory summed; latency over all their responses (and the worst replica's p99). */
 function combine(target: string, runs: Measurement[]): Measurement {
   const sum = (pick: (run: Measurement) => number) => runs.reduce((total, run) => total + pick(run), 0);
   const requests = sum((run) => run.requests);
@@ -399,11 +477,14 @@ function combine(target: string, runs: Measurement[]): Measurement {
     timeouts: sum((run) => run.timeouts),
     statusCodes: Object.assign({}, ...runs.map((run) => run.statusCodes)),
     reqPerSec: sum((run) => run.reqPerSec),
-    p50Ms: Math.max(...runs.map((run) => run.p50Ms)),
-    p99Ms: Math.max(...runs.map((run) => run.p99Ms)),
+    // Over every response of every replica, as the callers behind a load balancer see them.
+    p50Ms: percentile(runs.flatMap((run) => run.okLatenciesMs), 50),
+    p99Ms: percentile(runs.flatMap((run) => run.okLatenciesMs), 99),
+    worstP99Ms: Math.max(...runs.map((run) => run.p99Ms)),
     cpuMsPerRequest: sum((run) => run.cpuMsPerRequest * run.requests) / requests,
     peakRssMB: sum((run) => run.peakRssMB),
     okPerSecond: (runs[0]?.okPerSecond ?? []).map((_, i) => sum((run) => run.okPerSecond[i] ?? 0)),
+    okLatenciesMs: runs.flatMap((run) => run.okLatenciesMs),
     logLines: sum((run) => run.logLines),
     ...(runs.find((run) => run.failureSample) ? { failureSample: runs.find((run) => run.failureSample)?.failureSample } : {}),
   };
@@ -411,16 +492,30 @@ function combine(target: string, runs: Measurement[]): Measurement {
 
 // --- Main ----------------------------------------------------------------------------------------
 
+/** A build of the broker: this checkout's, or the baseline's. */
+interface Build {
+  name: 'this' | 'baseline';
+  root?: string | undefined;
+}
+
 interface ReplicaRun {
   measurement: Measurement;
+  /** Which build ran. */
+  build: Build['name'];
   /** Audit events appended per second by all the replicas together, into their one chain. */
   eventsPerSecond: number;
+  /** What PostgreSQL logged during the measured run. */
+  server: ServerLog;
+  /** CPU time of PostgreSQL's processes per request (the brokers' is in the measurement). */
+  postgresCpuMs?: number;
+  /** With --profile: the first replica's hottest functions. */
+  profile?: HotFunction[];
 }
 
 interface Runs {
-  peer: Measurement;
-  exchange: BrokerRun;
-  credentials: BrokerRun;
+  peer?: Measurement;
+  exchange?: BrokerRun;
+  credentials?: BrokerRun;
   long?: { run: BrokerRun; trend: LongRun };
   replicas?: ReplicaRun[];
 }
@@ -431,13 +526,15 @@ interface Runs {
  */
 async function runAll(context: RunContext): Promise<Runs> {
   const { options } = context;
-  say('peer: oidc-provider, client_credentials, JWT access tokens');
-  const peer = await runPeer(options);
-  say('broker: token exchange');
-  const exchange = await runBroker('oauth2-token', tokenExchangeTarget, options.duration, context);
-  say('broker: credentials API');
-  const credentials = await runBroker('v1-credentials', credentialsTarget, options.duration, context);
-  const runs: Runs = { peer, exchange, credentials };
+  const runs: Runs = {};
+  if (!options.postgresOnly) {
+    say('peer: oidc-provider, client_credentials, JWT access tokens');
+    runs.peer = await runPeer(options);
+    say('broker: token exchange');
+    runs.exchange = await runBroker('oauth2-token', tokenExchangeTarget, options.duration, context);
+    say('broker: credentials API');
+    runs.credentials = await runBroker('v1-credentials', credentialsTarget, options.duration, context);
+  }
   if (options.long) {
     say('broker: long run, token exchange');
     const run = await runBroker('long-oauth2-token', tokenExchangeTarget, options.longDuration, context);
@@ -448,9 +545,12 @@ async function runAll(context: RunContext): Promise<Runs> {
     const postgres = await startPostgres();
     try {
       runs.replicas = [];
-      for (const replicas of [1, 3]) {
-        say(`broker on PostgreSQL: ${replicas} replica(s) on one database`);
-        runs.replicas.push(await runReplicas(replicas, postgres, context));
+      const builds: Build[] = [...(options.baseline ? [{ name: 'baseline' as const, root: options.baseline }] : []), { name: 'this' }];
+      for (const replicas of options.replicas) {
+        for (const build of builds) {
+          say(`broker${build.root ? ` (${build.name}: ${build.root})` : ''} on PostgreSQL: ${replicas} replica(s) on one database`);
+          runs.replicas.push(await runReplicas(replicas, build, postgres, context));
+        }
       }
     } finally {
       await postgres.stop();
@@ -460,11 +560,14 @@ async function runAll(context: RunContext): Promise<Runs> {
 }
 
 function buildReport({ peer, exchange, credentials, long, replicas }: Runs, options: Options): Report {
-  const brokerRuns = [exchange.measurement, credentials.measurement, ...(replicas ?? []).map((run) => run.measurement)];
+  const sqliteRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
+  const replicaRuns = (replicas ?? []).map((run) => run.measurement);
+  const brokerRuns = [...sqliteRuns, ...replicaRuns];
   const profiles = [
-    { target: exchange.measurement.target, hottest: exchange.profile },
-    { target: credentials.measurement.target, hottest: credentials.profile },
+    ...(exchange ? [{ target: exchange.measurement.target, hottest: exchange.profile }] : []),
+    ...(credentials ? [{ target: credentials.measurement.target, hottest: credentials.profile }] : []),
     ...(long ? [{ target: `${long.run.measurement.target} (long)`, hottest: long.run.profile }] : []),
+    ...(replicas ?? []).map((run) => ({ target: `${run.measurement.target} (first replica)`, hottest: run.profile })),
   ];
   return {
     node: process.version,
@@ -473,13 +576,34 @@ function buildReport({ peer, exchange, credentials, long, replicas }: Runs, opti
     durationSeconds: options.duration,
     warmupSeconds: options.warmup,
     profiled: options.profile,
-    runs: [peer, ...brokerRuns],
-    ratios: brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })),
+    identities: options.identities,
+    runs: [...(peer ? [peer] : []), ...brokerRuns],
+    ratios: peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : [],
     ...(long ? { long: long.trend } : {}),
-    targets: targetChecks(brokerRuns.slice(0, 2), peer, long?.trend),
-    ...(replicas ? { chain: replicas.map((run) => ({ target: run.measurement.target, eventsPerSecond: run.eventsPerSecond })) } : {}),
+    targets: [...(peer ? targetChecks(sqliteRuns, peer, long?.trend) : []), ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'))],
+    ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),
+    ...(replicas
+      ? {
+          chain: replicas.map((run) => ({
+            target: run.measurement.target,
+            eventsPerSecond: run.eventsPerSecond,
+            deadlocks: run.server.deadlocks,
+            errors: run.server.errors,
+            ...(run.postgresCpuMs === undefined ? {} : { postgresCpuMsPerRequest: run.postgresCpuMs }),
+          })),
+        }
+      : {}),
     ...(options.profile ? { profiles: profiles.map(({ target, hottest }) => ({ target, hottest: hottest ?? [] })) } : {}),
   };
+}
+
+/** Each PostgreSQL run of this build beside the same run of the baseline's, measured just before it. */
+function baselineRatios(runs: readonly ReplicaRun[]): NonNullable<Report['baseline']> {
+  return runs.flatMap((run, i) => {
+    const before = runs[i - 1];
+    if (run.build !== 'this' || before?.build !== 'baseline') return [];
+    return [{ target: run.measurement.target, baselineReqPerSec: before.measurement.reqPerSec, reqPerSec: run.measurement.reqPerSec, baselineP99Ms: before.measurement.p99Ms, p99Ms: run.measurement.p99Ms }];
+  });
 }
 
 /** Ctrl-C or a kill mid-run: stop the servers, remove the temporary directory, exit as the signal would. */
@@ -500,11 +624,12 @@ async function main(options: Options): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'jit-bench-http-'));
   stopOnSignal(workDir);
   try {
-    const identity = await createGitHubIdentity();
+    const identity = await createGitHubIdentities(options.identities);
     const profileRoot = options.profile ? (options.profileDir ?? join(workDir, 'profiles')) : undefined;
     const runs = await runAll({ workDir, identity, profileRoot, options });
     const report = buildReport(runs, options);
-    if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    // Every response time, kept to merge replicas' latencies, would drown the figures.
+    if (options.json) process.stdout.write(`${JSON.stringify(report, (key, value: unknown) => (key === 'okLatenciesMs' ? undefined : value), 2)}\n`);
     else printMarkdown(report);
     if (options.profileDir) say(`profiles kept in ${options.profileDir} (open them in Chrome DevTools, Performance tab)`);
     return warnAboutFailures([...report.runs, ...(runs.long ? [runs.long.run.measurement] : [])]) ? 1 : 0;

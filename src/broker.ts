@@ -15,7 +15,7 @@ import { createJobs, createScheduler, type Scheduler } from './scheduler/index.j
 import { compileSettings, createSettingsHolder, type SettingsHolder } from './settings/index.js';
 import { systemClock, type Clock } from './shared/clock.js';
 import type { ReloadOutcome } from './process/reload.js';
-import { openStore, type Store } from './store/index.js';
+import { openStore, type OnConflict, type Store } from './store/index.js';
 import { createTokenService, keyCustody, openKeyring, type Keyring } from './tokens/index.js';
 
 export interface BrokerOptions {
@@ -97,7 +97,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   // Before the database: a configuration that cannot keep the keys as promised never touches it.
   const custody = keyCustody(config, options.env ?? process.env, options.source?.file);
-  const store = await openStore(config.database, clock);
+  // The metrics read the store, so they come after it; the store's conflicts reach them through this.
+  let countConflict: OnConflict = () => {};
+  const store = await openStore(config.database, clock, { onConflict: (kind, retried) => countConflict(kind, retried) });
   try {
     await store.append([loadedEvent(config, options.source, 'start')]);
     const keyring = await openKeyring({
@@ -116,6 +118,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     /** The settings a request is judged by: those that verified its caller. */
     const settingsOf = settingsHolder.for;
     const metrics = createMetrics(store);
+    countConflict = metrics.storeConflict;
     const { observer } = metrics;
     const notifier = createNotifier({
       settings,

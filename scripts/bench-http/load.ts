@@ -6,13 +6,14 @@ import autocannon from 'autocannon';
 import { BenchError, say } from './console.js';
 import { cpuSeconds, peakRssBytes, type Child } from './processes.js';
 
-/** One request, repeated by every connection. */
+/** One request, repeated by every connection; with `vary`, each request's headers and body are its answer instead. */
 export interface Target {
   name: string;
   url: string;
   method: 'POST';
   headers: Record<string, string>;
   body: string;
+  vary?: () => { headers: Record<string, string>; body: string };
 }
 
 export interface LoadPlan {
@@ -39,6 +40,10 @@ export interface Measurement {
   peakRssMB: number;
   /** 2xx responses in each second of the run, in order. */
   okPerSecond: number[];
+  /** The response time of every 2xx response (ms), as autocannon times it: several replicas' runs merge into one distribution. */
+  okLatenciesMs: number[];
+  /** Of several replicas measured as one: the worst replica's p99. */
+  worstP99Ms?: number;
   /** Lines the server wrote during the run (the broker logs at warn: there should be none). */
   logLines: number;
   /** What one request answered, when some failed. */
@@ -80,22 +85,33 @@ async function sampleFailure(target: Target): Promise<string> {
 interface LoadResult {
   result: autocannon.Result;
   okPerSecond: number[];
+  okLatenciesMs: number[];
 }
 
 /** `connections` connections, each sending the target's request again as soon as it is answered, for `seconds`. */
 function load(target: Target, seconds: number, connections: number): Promise<LoadResult> {
   // autocannon keeps only a histogram of its per-second counts; a trend needs them in order.
   const okPerSecond: number[] = Array.from({ length: seconds }, () => 0);
+  const okLatenciesMs: number[] = [];
   let started = performance.now();
   return new Promise((resolveLoad, reject) => {
     // The callback form, because it returns the instance whose events give those counts.
     const instance = autocannon(
-      { url: target.url, method: target.method, headers: target.headers, body: target.body, connections, duration: seconds },
-      (error: unknown, result) => (error ? reject(error as Error) : resolveLoad({ result, okPerSecond })),
+      {
+        url: target.url,
+        method: target.method,
+        headers: target.headers,
+        body: target.body,
+        connections,
+        duration: seconds,
+        ...(target.vary ? { requests: [{ setupRequest: (request: autocannon.Request) => ({ ...request, ...target.vary?.() }) }] } : {}),
+      },
+      (error: unknown, result) => (error ? reject(error as Error) : resolveLoad({ result, okPerSecond, okLatenciesMs })),
     );
     instance.on('start', () => (started = performance.now()));
-    instance.on('response', (_client, statusCode) => {
+    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
       if (statusCode < 200 || statusCode > 299) return;
+      okLatenciesMs.push(responseTime);
       // A straggler answered after the last full second counts in the last one.
       const second = Math.min(seconds - 1, Math.floor((performance.now() - started) / 1000));
       okPerSecond[second] = (okPerSecond[second] ?? 0) + 1;
@@ -112,7 +128,7 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
   const cpuBefore = cpuSeconds(server.pid);
   const linesBefore = server.lines;
   say(`  ${target.name}: ${plan.seconds} s at ${plan.connections} connections`);
-  const { result, okPerSecond } = await load(target, plan.seconds, plan.connections);
+  const { result, okPerSecond, okLatenciesMs } = await load(target, plan.seconds, plan.connections);
   const cpuUsed = cpuSeconds(server.pid) - cpuBefore;
   const requests = result.requests.total;
   const measurement: Measurement = {
@@ -130,6 +146,7 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
     cpuMsPerRequest: requests > 0 ? (cpuUsed * 1000) / requests : Number.NaN,
     peakRssMB: peakRssBytes(server.pid) / 1e6,
     okPerSecond,
+    okLatenciesMs,
     logLines: server.lines - linesBefore,
   };
   if (failures(measurement) > 0) measurement.failureSample = await sampleFailure(target);
@@ -137,6 +154,13 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
 }
 
 export const failures = (m: Measurement) => m.non2xx + m.errors;
+
+/** The `p`th percentile (0-100) of `values`, as the nearest rank; rounded to whole ms as autocannon reports them. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number);
+}
 
 /** More failures than successes: the figures then describe refusals, not issuance. */
 export const mostlyFailed = (m: Measurement) => m.ok === 0 || failures(m) > m.ok;

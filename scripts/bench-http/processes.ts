@@ -35,10 +35,15 @@ const ROOT = resolve(import.meta.dirname, '../..');
  * so the benches measure what is deployed.
  */
 export function brokerArgs(...args: string[]): string[] {
-  const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+  return brokerArgsIn(ROOT, ...args);
+}
+
+/** The same for the broker built in another checkout (`root`, with its own package.json and dist/). */
+export function brokerArgsIn(root: string, ...args: string[]): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } };
   const [node, ...words] = scripts.start.split(/\s+/);
   if (node !== 'node') throw new BenchError(`npm start runs "${scripts.start}", not node: the bench cannot follow it`);
-  return [...words.map((word) => (word.startsWith('-') ? word : join(ROOT, word))), ...args];
+  return [...words.map((word) => (word.startsWith('-') ? word : join(root, word))), ...args];
 }
 const STOP_GRACE_MS = 15_000;
 
@@ -134,9 +139,15 @@ const ticksPerSecond = (() => {
   }
 })();
 
-/** The process and every process under it (a broker with `listen.workers` is a primary and its workers). */
+/** The process and every process under it (a broker with `listen.workers` is a primary and its workers); one that exits meanwhile is left out. */
 function processTree(pid: number): number[] {
-  const children = readdirSync(`/proc/${pid}/task`).flatMap((task) => {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const children = tasks.flatMap((task) => {
     try {
       return readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
     } catch {
@@ -146,14 +157,27 @@ function processTree(pid: number): number[] {
   return [pid, ...children.flatMap(processTree)];
 }
 
-/** CPU seconds (user + system) the process and its children have used so far, from /proc/<pid>/stat. */
-export function cpuSeconds(pid: number): number {
-  return processTree(pid).reduce((sum, p) => {
-    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-    // Field 2 (comm) is in parentheses and may hold spaces: count the fields after its closing one.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return sum + (Number(fields[11]) + Number(fields[12])) / ticksPerSecond; // utime and stime, fields 14 and 15
-  }, 0);
+/** utime and stime (fields 14 and 15 of /proc/<pid>/stat), and with `reaped` cutime and cstime: children that exited. */
+function statSeconds(pid: number, reaped: boolean): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return 0; // exited since it was listed
+  }
+  // Field 2 (comm) is in parentheses and may hold spaces: count the fields after its closing one.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const own = (fields[11] ?? 0) + (fields[12] ?? 0);
+  return (own + (reaped ? (fields[13] ?? 0) + (fields[14] ?? 0) : 0)) / ticksPerSecond;
+}
+
+/**
+ * CPU seconds (user + system) the process and its children have used so far, from /proc. With
+ * `reaped`, also the children it has waited for: PostgreSQL's backends come and go with their
+ * connections, and their time moves to the postmaster's account when they exit.
+ */
+export function cpuSeconds(pid: number, { reaped = false } = {}): number {
+  return processTree(pid).reduce((sum, p) => sum + statSeconds(p, reaped && p === pid), 0);
 }
 
 /** Peak resident set (VmHWM) over their lives so far, summed over the process and its children, in bytes. */

@@ -5,6 +5,8 @@ import type { HotFunction } from './profile.js';
 
 /** What the broker must eventually meet; shown, never fatal (the bench measures, others fix). */
 export const TARGETS = { minRatio: 0.5, maxP99Ms: 40, minLateOverEarly: 0.9, maxPeakRssMB: 200 };
+/** Replicas on PostgreSQL (issue 28): more replicas never slower, no failure, no deadlock, p99 under this. */
+export const REPLICA_TARGETS = { maxP99Ms: 100 };
 
 /** The early and the late window of the long run, in seconds. */
 export const LONG_WINDOW_S = 10;
@@ -29,8 +31,12 @@ export interface Report {
   long?: LongRun;
   targets: { what: string; measured: string; met: boolean | null }[];
   profiles?: { target: string; hottest: HotFunction[] }[];
-  /** With --postgres: how fast the replicas' one audit chain grew. */
-  chain?: { target: string; eventsPerSecond: number }[];
+  /** Distinct identities the requests took in turn. */
+  identities: number;
+  /** With --baseline: each PostgreSQL run of this build beside the baseline build's. */
+  baseline?: { target: string; baselineReqPerSec: number; reqPerSec: number; baselineP99Ms: number; p99Ms: number }[];
+  /** With --postgres: how fast the replicas' one audit chain grew, and what PostgreSQL logged meanwhile. */
+  chain?: { target: string; eventsPerSecond: number; deadlocks: number; errors: number; postgresCpuMsPerRequest?: number }[];
 }
 
 /** Throughput of the first and the last LONG_WINDOW_S seconds: a cost that grows with history shows as late < early. */
@@ -61,19 +67,36 @@ export function targetChecks(brokerRuns: Measurement[], peer: Measurement, long:
   return checks;
 }
 
+/** Replica runs, in the order run: each without failures or deadlocks, p99 bounded, and none slower than the one before it. */
+export function replicaChecks(runs: readonly { measurement: Measurement; server: { deadlocks: number } }[]): Report['targets'] {
+  const checks: Report['targets'] = [];
+  runs.forEach(({ measurement: run, server }, i) => {
+    checks.push({ what: `${run.target}: no failed request`, measured: String(failures(run)), met: failures(run) === 0 });
+    checks.push({ what: `${run.target}: no deadlock in PostgreSQL's log`, measured: String(server.deadlocks), met: server.deadlocks === 0 });
+    checks.push({ what: `${run.target}: p99 < ${REPLICA_TARGETS.maxP99Ms} ms`, measured: `${run.p99Ms} ms`, met: run.p99Ms < REPLICA_TARGETS.maxP99Ms });
+    const previous = runs[i - 1]?.measurement;
+    if (previous) {
+      const ratio = run.reqPerSec / previous.reqPerSec;
+      checks.push({ what: `${run.target}: at least as fast as the run before (${previous.target})`, measured: ratio.toFixed(2), met: ratio >= 1 });
+    }
+  });
+  return checks;
+}
+
 const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
 
 /** Markdown tables on stdout, as the other bench scripts print (the README's figures come from them). */
 export function printMarkdown(report: Report): void {
   const out = (line = '') => process.stdout.write(`${line}\n`);
   const profiled = report.profiled ? '; BROKER PROFILED (--cpu-prof): its figures are slowed by the profiler' : '';
-  out(`\nnode ${report.node}, ${report.platform}; ${report.connections} connections, ${report.durationSeconds} s each after ${report.warmupSeconds} s of warm-up${profiled}\n`);
+  const identities = report.identities > 1 ? `; ${report.identities} identities in turn` : '';
+  out(`\nnode ${report.node}, ${report.platform}; ${report.connections} connections, ${report.durationSeconds} s each after ${report.warmupSeconds} s of warm-up${identities}${profiled}\n`);
   out('| target | req/s | p50 | p99 | CPU per request | peak RSS | non-2xx / errors | broker/peer |');
   out('| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const run of report.runs) {
     const ratio = report.ratios.find((r) => r.target === run.target)?.brokerOverPeer;
     out(
-      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.peakRssMB, 0)} MB | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
+      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms${run.worstP99Ms === undefined ? '' : ` (worst replica ${run.worstP99Ms} ms)`} | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.peakRssMB, 0)} MB | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
     );
   }
   if (report.long) {
@@ -86,9 +109,20 @@ export function printMarkdown(report: Report): void {
   }
   if (report.chain) {
     out('\nThe audit chain on PostgreSQL: one chain, however many replicas append to it:\n');
-    out('| run | events appended per second |');
-    out('| --- | --- |');
-    for (const run of report.chain) out(`| ${run.target} | ${fixed(run.eventsPerSecond, 0)} |`);
+    out('| run | events appended per second | PostgreSQL CPU per request | `deadlock detected` in its log | ERROR lines in its log |');
+    out('| --- | --- | --- | --- | --- |');
+    for (const run of report.chain) {
+      const cpu = run.postgresCpuMsPerRequest === undefined ? 'n/a' : `${fixed(run.postgresCpuMsPerRequest, 2)} ms`;
+      out(`| ${run.target} | ${fixed(run.eventsPerSecond, 0)} | ${cpu} | ${run.deadlocks} | ${run.errors} |`);
+    }
+  }
+  if (report.baseline) {
+    out('\nThis build against the baseline, each pair measured one after the other:\n');
+    out('| run | baseline req/s | req/s | ratio | baseline p99 | p99 |');
+    out('| --- | --- | --- | --- | --- | --- |');
+    for (const b of report.baseline) {
+      out(`| ${b.target} | ${fixed(b.baselineReqPerSec, 0)} | ${fixed(b.reqPerSec, 0)} | ${fixed(b.reqPerSec / b.baselineReqPerSec, 2)} | ${b.baselineP99Ms} ms | ${b.p99Ms} ms |`);
+    }
   }
   out('\nTargets:\n');
   out('| target | measured | met |');

@@ -1,9 +1,12 @@
 import cluster from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Store } from '../store/index.js';
+import type { ConflictKind, Store } from '../store/index.js';
 import { DECISIONS, DELIVERY_OUTCOMES, REQUEST_OUTCOMES, type BrokerObserver } from './observer.js';
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** The kinds `broker_store_conflicts_total` tells apart. */
+const STORE_CONFLICTS: readonly ConflictKind[] = ['deadlock', 'serialization_failure'];
 
 /** The reasons `broker_identity_rejections_total` tells apart (see http/auth.ts for why so few). */
 export const IDENTITY_REJECTION_REASONS = ['missing', 'invalid', 'jwks_unavailable'] as const;
@@ -97,6 +100,25 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
   });
   for (const outcome of ['applied', 'refused'] as const) reloads.inc({ outcome }, 0);
 
+  const storeConflicts = new Counter({
+    name: 'broker_store_conflicts_total',
+    help: 'Deadlocks and serialization failures PostgreSQL reported between transactions (replicas): each rolled back one transaction, which the store ran again or, past its tries, answered with 503.',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  const storeRetries = new Counter({
+    name: 'broker_store_retries_total',
+    help: 'Transactions the store ran again after a deadlock or a serialization failure.',
+    registers: [registry],
+  });
+  for (const kind of STORE_CONFLICTS) storeConflicts.inc({ kind }, 0);
+  storeRetries.inc(0);
+  /** What the store reports of its conflicts (it never sees Prometheus). */
+  const storeConflict = (kind: ConflictKind, retried: boolean) => {
+    storeConflicts.inc({ kind });
+    if (retried) storeRetries.inc();
+  };
+
   new Gauge({
     name: 'broker_break_glass_reviews_pending',
     help: 'Break-glass grants awaiting post-review, and how many of them are overdue.',
@@ -126,7 +148,7 @@ export function createMetrics(store: Pick<Store, 'reviews'>) {
   }
   const text = (): Promise<string> => (cluster.isWorker ? askPrimaryForMetrics() : registry.metrics());
 
-  return { registry, text, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges, reloads, observer };
+  return { registry, text, httpRequests, httpDuration, identityRejections, jobRuns, jobChanges, reloads, observer, storeConflict };
 }
 
 const CLUSTER_METRICS = 'jit-broker:cluster-metrics';

@@ -38,5 +38,6 @@ export type {
 } from './records.js';
 export { LIVE_STATUSES } from './records.js';
 export { isLive, jobKey, SchemaTooNew } from './shared.js';
-export { openStore } from './open.js';
+export { openStore, type StoreOptions } from './open.js';
+export type { ConflictKind, OnConflict } from './postgres/retry.js';
 export { openSqliteReadOnly } from './sqlite/index.js';

@@ -63,6 +63,13 @@ const ENTITLEMENTS_CHUNK = 500;
  * operation names what it locks before it starts (its caller, its request), which on PostgreSQL
  * serialises the judgements about one caller or one request across replicas, and reads every
  * fact its decision depends on inside the same transaction.
+ *
+ * Statements that do not depend on each other are issued together (`Promise.all`, never an
+ * `await` between them): an operation reads all its facts at once, decides, then issues all its
+ * writes at once, in the order they must run. SQLite runs them one after another as they come;
+ * PostgreSQL's engine sends each such group in one round trip, with those of the other
+ * operations of its batch (postgres/batch.ts). A helper that writes issues every statement of
+ * its own before its first `await`.
  */
 export function createStore(engine: Engine, clock: Clock): Store {
   const { dialect, read } = engine;
@@ -71,25 +78,33 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   const getRequest = async (sql: Sql, id: string) => mapOptional(await sql.get<RequestRow>('SELECT * FROM requests WHERE id = ?', [id]), toRequest);
 
-  /** Requests with what their views show: one statement per table, never one per request. */
-  async function states(sql: Sql, requests: readonly RequestRecord[]): Promise<RequestState[]> {
-    if (requests.length === 0) return [];
-    const ids = requests.map((r) => r.id);
+  /** What the views of these requests show besides them: one statement per table, never one per request. */
+  async function viewParts(sql: Sql, ids: readonly string[]) {
     const list = marks(ids.length);
-    const approvals = (await sql.all<ApprovalRow>(`SELECT * FROM approvals WHERE request_id IN (${list}) ORDER BY at, approver_iss, approver_sub`, ids)).map(toApproval);
-    const reviews = (await sql.all<ReviewRow>(`SELECT * FROM break_glass_reviews WHERE request_id IN (${list})`, ids)).map(toReview);
-    const issuances = (await sql.all<IssuanceRow>(`SELECT * FROM issuances WHERE request_id IN (${list})`, ids)).map(toIssuance);
-    return requests.map((request) => ({
-      request,
-      approvals: approvals.filter((a) => a.requestId === request.id),
-      review: reviews.find((r) => r.requestId === request.id),
-      issuance: issuances.find((i) => i.requestId === request.id),
-    }));
+    const [approvals, reviews, issuances] = await Promise.all([
+      sql.all<ApprovalRow>(`SELECT * FROM approvals WHERE request_id IN (${list}) ORDER BY at, approver_iss, approver_sub`, ids),
+      sql.all<ReviewRow>(`SELECT * FROM break_glass_reviews WHERE request_id IN (${list})`, ids),
+      sql.all<IssuanceRow>(`SELECT * FROM issuances WHERE request_id IN (${list})`, ids),
+    ]);
+    return { approvals: approvals.map(toApproval), reviews: reviews.map(toReview), issuances: issuances.map(toIssuance) };
   }
 
+  const assemble = (requests: readonly RequestRecord[], parts: Awaited<ReturnType<typeof viewParts>>): RequestState[] =>
+    requests.map((request) => ({
+      request,
+      approvals: parts.approvals.filter((a) => a.requestId === request.id),
+      review: parts.reviews.find((r) => r.requestId === request.id),
+      issuance: parts.issuances.find((i) => i.requestId === request.id),
+    }));
+
+  /** Requests with what their views show. */
+  const states = async (sql: Sql, requests: readonly RequestRecord[]): Promise<RequestState[]> =>
+    requests.length === 0 ? [] : assemble(requests, await viewParts(sql, requests.map((r) => r.id)));
+
+  /** One request with what its view shows, read at once. */
   const stateOf = async (sql: Sql, id: string): Promise<RequestState | undefined> => {
-    const request = await getRequest(sql, id);
-    return request ? (await states(sql, [request]))[0] : undefined;
+    const [request, parts] = await Promise.all([getRequest(sql, id), viewParts(sql, [id])]);
+    return request ? assemble([request], parts)[0] : undefined;
   };
 
   const activeKeys = async (sql: Sql) =>
@@ -97,36 +112,41 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   // ---- writes ----
 
-  async function insertRequest(sql: Sql, r: RequestRecord): Promise<void> {
-    await sql.run(
-      `INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes,
-         audience, ttl_seconds, justification, break_glass, authorization_details, act, delegation_rule, parent_id, root_id,
-         subject_claims, dpop_jkt, policy_ids, digest, approvals_required, status, created_at, expires_at, decided_at, issued_at,
-         ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
-       VALUES (${marks(32)})`,
-      [
-        r.id, r.requester.iss, r.requester.sub, r.requesterIdp, r.initiator, r.person, jobKey(r.boundClaims), r.taskId,
-        JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass,
-        json(r.authorizationDetails), json(r.act), r.delegationRule, r.parentId, r.rootId, json(r.subjectClaims), r.dpopJkt,
-        JSON.stringify(r.policyIds), r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt,
-        r.issuedAt, r.endedAt, r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
-      ],
-    );
+  /** The request's row, then the rows that refer to it. */
+  function insertRequest(sql: Sql, r: RequestRecord): Promise<unknown> {
+    const writes: Promise<unknown>[] = [
+      sql.run(
+        `INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes,
+           audience, ttl_seconds, justification, break_glass, authorization_details, act, delegation_rule, parent_id, root_id,
+           subject_claims, dpop_jkt, policy_ids, digest, approvals_required, status, created_at, expires_at, decided_at, issued_at,
+           ended_at, revoke_reason, revoked_by_iss, revoked_by_sub)
+         VALUES (${marks(32)})`,
+        [
+          r.id, r.requester.iss, r.requester.sub, r.requesterIdp, r.initiator, r.person, jobKey(r.boundClaims), r.taskId,
+          JSON.stringify(r.scopes), r.audience, r.ttlSeconds, r.justification, r.breakGlass,
+          json(r.authorizationDetails), json(r.act), r.delegationRule, r.parentId, r.rootId, json(r.subjectClaims), r.dpopJkt,
+          JSON.stringify(r.policyIds), r.digest, r.approvalsRequired, r.status, r.createdAt, r.expiresAt, r.decidedAt,
+          r.issuedAt, r.endedAt, r.revokeReason, r.revokedBy?.iss ?? null, r.revokedBy?.sub ?? null,
+        ],
+      ),
+    ];
     const actors = [...new Map((r.act ?? []).map((actor) => [`${actor.iss}\n${actor.sub}`, actor])).values()];
     if (actors.length > 0) {
-      await sql.run(`INSERT INTO request_actors (sub, iss, request_id) VALUES ${actors.map(() => '(?, ?, ?)').join(', ')}`, actors.flatMap((a) => [a.sub, a.iss, r.id]));
+      writes.push(sql.run(`INSERT INTO request_actors (sub, iss, request_id) VALUES ${actors.map(() => '(?, ?, ?)').join(', ')}`, actors.flatMap((a) => [a.sub, a.iss, r.id])));
     }
     const objects = [
       ...new Map((r.authorizationDetails ?? []).flatMap((d) => (d.identifier === undefined ? [] : [[`${d.type}\n${objectKey(d.identifier)}`, [d.type, objectKey(d.identifier)]] as const]))).values(),
     ];
     if (objects.length > 0) {
-      await sql.run(`INSERT INTO request_objects (type, object, request_id) VALUES ${objects.map(() => '(?, ?, ?)').join(', ')}`, objects.flatMap((o) => [...o, r.id]));
+      writes.push(sql.run(`INSERT INTO request_objects (type, object, request_id) VALUES ${objects.map(() => '(?, ?, ?)').join(', ')}`, objects.flatMap((o) => [...o, r.id])));
     }
-    if (!isLive(r.status)) return;
-    // Toxic combinations count for the principal; limits for the principal and each actor.
-    const rows = principalKeys(r).flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
-    await sql.run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat());
-    await adjustLoad(sql, new Map(requestKeys(r).map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }])));
+    if (isLive(r.status)) {
+      // Toxic combinations count for the principal; limits for the principal and each actor.
+      const rows = principalKeys(r).flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
+      writes.push(sql.run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat()));
+      writes.push(adjustLoad(sql, new Map(requestKeys(r).map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }]))));
+    }
+    return Promise.all(writes);
   }
 
   /** Changes holders' counts in one statement, rows in a fixed order (no two transactions wait on each other in a cycle). */
@@ -140,31 +160,36 @@ export function createStore(engine: Engine, clock: Clock): Store {
     );
   }
 
-  async function insertIssuance(sql: Sql, i: NewIssuance, scopes: readonly string[]): Promise<void> {
-    await sql.run('INSERT INTO issuances (jti, request_id, token_sha256, kid, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
-      i.jti, i.requestId, i.tokenSha256, i.kid, i.issuedAt, i.expiresAt,
+  function insertIssuance(sql: Sql, i: NewIssuance, scopes: readonly string[]): Promise<unknown> {
+    return Promise.all([
+      sql.run('INSERT INTO issuances (jti, request_id, token_sha256, kid, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)', [
+        i.jti, i.requestId, i.tokenSha256, i.kid, i.issuedAt, i.expiresAt,
+      ]),
+      // Each scope with the policy that granted it: what the entitlements report counts it under.
+      sql.run(
+        `INSERT INTO issued_scopes (scope, issued_at, request_id, policy) VALUES ${scopes.map(() => '(?, ?, ?, ?)').join(', ')}`,
+        scopes.flatMap((scope) => [scope, i.issuedAt, i.requestId, i.grantedBy[scope] ?? null]),
+      ),
     ]);
-    // Each scope with the policy that granted it: what the entitlements report counts it under.
-    await sql.run(
-      `INSERT INTO issued_scopes (scope, issued_at, request_id, policy) VALUES ${scopes.map(() => '(?, ?, ?, ?)').join(', ')}`,
-      scopes.flatMap((scope) => [scope, i.issuedAt, i.requestId, i.grantedBy[scope] ?? null]),
-    );
   }
 
   /** Moves requests on from the statuses they were read in (under this operation's locks). */
   async function transition(sql: Sql, request: RequestRecord, from: readonly RequestStatus[], to: RequestStatus, fields: TransitionFields = {}): Promise<void> {
     const columns = transitionColumns(fields);
-    const changed = await sql.run(
-      `UPDATE requests SET status = ?${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id = ? AND status IN (${marks(from.length)})`,
-      [to, ...columns.map(([, value]) => value), request.id, ...from],
-    );
-    // The state was read under this operation's locks: a mismatch is a defect, never a race.
+    const [changed] = await Promise.all([
+      sql.run(
+        `UPDATE requests SET status = ?${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id = ? AND status IN (${marks(from.length)})`,
+        [to, ...columns.map(([, value]) => value), request.id, ...from],
+      ),
+      settle(sql, [{ request, to }]),
+    ]);
+    // The state was read under this operation's locks: a mismatch is a defect, never a race (and
+    // the throw undoes the settling issued with it).
     if (changed !== 1) throw new Error(`request ${request.id} is ${request.status}, not ${from.join('|')}`);
-    await settle(sql, [{ request, to }]);
   }
 
   /** After transitions: the holders' counts, and the separation index of requests no longer live. */
-  async function settle(sql: Sql, moves: readonly { request: RequestRecord; to: RequestStatus }[]): Promise<void> {
+  function settle(sql: Sql, moves: readonly { request: RequestRecord; to: RequestStatus }[]): Promise<unknown> {
     const deltas = new Map<string, { live: number; pending: number }>();
     const ended: string[] = [];
     for (const { request, to } of moves) {
@@ -176,8 +201,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         deltas.set(key, { live: sum.live + live, pending: sum.pending + pending });
       }
     }
-    await adjustLoad(sql, deltas);
-    if (ended.length > 0) await sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended);
+    return Promise.all([adjustLoad(sql, deltas), ended.length > 0 ? sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended) : undefined]);
   }
 
   /** A request's live descendants (its child tokens, then theirs, ...), with their tokens' jtis. */
@@ -198,21 +222,25 @@ export function createStore(engine: Engine, clock: Clock): Store {
     if (requests.length === 0) return;
     const columns = transitionColumns(fields);
     const ids = requests.map((r) => r.id);
-    const changed = await sql.run(
-      `UPDATE requests SET status = 'revoked'${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id IN (${marks(ids.length)}) AND status IN ${LIVE_SQL}`,
-      [...columns.map(([, value]) => value), ...ids],
-    );
+    const [changed] = await Promise.all([
+      sql.run(
+        `UPDATE requests SET status = 'revoked'${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id IN (${marks(ids.length)}) AND status IN ${LIVE_SQL}`,
+        [...columns.map(([, value]) => value), ...ids],
+      ),
+      settle(sql, requests.map((request) => ({ request, to: 'revoked' as const }))),
+    ]);
     if (changed !== requests.length) throw new Error('a locked descendant changed status during its revocation');
-    await settle(sql, requests.map((request) => ({ request, to: 'revoked' as const })));
   }
 
   /** Moves due requests (locked by this transaction) to `expired` in one statement. */
   async function expire(sql: Sql, requests: readonly RequestRecord[], now: number): Promise<void> {
     if (requests.length === 0) return;
     const ids = requests.map((r) => r.id);
-    const changed = await sql.run(`UPDATE requests SET status = 'expired', ended_at = ? WHERE id IN (${marks(ids.length)}) AND status IN ${LIVE_SQL}`, [now, ...ids]);
+    const [changed] = await Promise.all([
+      sql.run(`UPDATE requests SET status = 'expired', ended_at = ? WHERE id IN (${marks(ids.length)}) AND status IN ${LIVE_SQL}`, [now, ...ids]),
+      settle(sql, requests.map((request) => ({ request, to: 'expired' as const }))),
+    ]);
     if (changed !== requests.length) throw new Error('a locked request changed status during its sweep');
-    await settle(sql, requests.map((request) => ({ request, to: 'expired' as const })));
   }
 
   /**
@@ -243,18 +271,23 @@ export function createStore(engine: Engine, clock: Clock): Store {
   /** The first participation of the probe's participants in another step of one of its objects that still binds. */
   async function dutyFinding(sql: Sql, probe: DutyProbe, now: number): Promise<DutyFinding | undefined> {
     const counted = [...new Set(probe.participants.flatMap(countedKeys))];
-    for (const step of probe.steps) {
-      const found = await sql.get<{ step: string; request_id: string }>(
-        `SELECT p.step, p.request_id FROM duty_participants p JOIN requests r ON r.id = p.request_id
-         WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ?
-           AND ((r.status IN ('pending_approval', 'approved') AND r.expires_at > ?)
-             OR (r.issued_at IS NOT NULL AND (CASE WHEN r.ended_at IS NOT NULL AND r.ended_at < r.expires_at THEN r.ended_at ELSE r.expires_at END) > ?))
-         LIMIT 1`,
-        [step.duty, step.object, ...counted, step.step, now, step.endedAfter],
-      );
-      if (found) return { duty: step.duty, object: step.object, step: found.step, requestId: found.request_id };
-    }
-    return undefined;
+    // Every step at once; the first in the probe's order that finds one is the answer.
+    const found = await Promise.all(
+      probe.steps.map((step) =>
+        sql.get<{ step: string; request_id: string }>(
+          `SELECT p.step, p.request_id FROM duty_participants p JOIN requests r ON r.id = p.request_id
+           WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ?
+             AND ((r.status IN ('pending_approval', 'approved') AND r.expires_at > ?)
+               OR (r.issued_at IS NOT NULL AND (CASE WHEN r.ended_at IS NOT NULL AND r.ended_at < r.expires_at THEN r.ended_at ELSE r.expires_at END) > ?))
+           LIMIT 1`,
+          [step.duty, step.object, ...counted, step.step, now, step.endedAfter],
+        ),
+      ),
+    );
+    const i = found.findIndex((row) => row !== undefined);
+    const step = probe.steps[i];
+    const row = found[i];
+    return step && row ? { duty: step.duty, object: step.object, step: row.step, requestId: row.request_id } : undefined;
   }
 
   /** Records the probe's participants as taking part in its steps, for `requestId`. */
@@ -280,10 +313,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
     const personKeys = holder.person?.same ?? [];
     const keys = countedKeys(holder);
     const second = Math.floor(now / 1000);
-    const rows = await sql.all<{ holder: string; second: number; counts: string }>(`SELECT holder, second, counts FROM caller_rates WHERE holder IN (${marks(keys.length)})`, keys);
+    const [rows, loads] = await Promise.all([
+      sql.all<{ holder: string; second: number; counts: string }>(`SELECT holder, second, counts FROM caller_rates WHERE holder IN (${marks(keys.length)})`, keys),
+      sql.all<{ holder: string; live: number; pending: number }>(`SELECT holder, live, pending FROM holder_load WHERE holder IN (${marks(keys.length)})`, keys),
+    ]);
     for (const row of rows) windows.set(row.holder, decodeWindow(row.second, row.counts));
     const windowOf = (which: readonly string[]) => merge(which.flatMap((key) => windows.get(key) ?? []), second);
-    const loads = await sql.all<{ holder: string; live: number; pending: number }>(`SELECT holder, live, pending FROM holder_load WHERE holder IN (${marks(keys.length)})`, keys);
     const sum = (which: readonly string[], field: 'live' | 'pending') => loads.filter((l) => which.includes(l.holder)).reduce((total, l) => total + l[field], 0);
     return {
       recent: { identity: windowOf([identityKey]), person: windowOf(personKeys) },
@@ -292,28 +327,66 @@ export function createStore(engine: Engine, clock: Clock): Store {
     };
   }
 
-  /** The facts an admission is judged on, and the holders' stored rate windows (which the admission then counts into). */
+  /** The first live grant of the holder's keys holding one of the conflicting scopes, with its scopes. */
+  async function conflictOf(sql: Sql, keys: readonly string[], conflicting: readonly string[], now: number) {
+    // Driven by live_scopes: the few rows of the conflicting scopes, never every live request.
+    const found = await sql.get<{ request_id: string; holder: string; scopes: string }>(
+      `SELECT l.request_id, l.holder, (SELECT r.scopes FROM requests r WHERE r.id = l.request_id) AS scopes FROM live_scopes l
+       WHERE l.holder IN (${marks(keys.length)}) AND l.scope IN (${marks(conflicting.length)})
+         AND EXISTS (SELECT 1 FROM requests r WHERE r.id = l.request_id AND r.status IN ${LIVE_SQL} AND r.expires_at > ?)
+       LIMIT 1`,
+      [...keys, ...conflicting, now],
+    );
+    return found && { requestId: found.request_id, holder: found.holder, scopes: JSON.parse(found.scopes) as string[] };
+  }
+
+  /** Break-glass grants issued after `since`, up to `cap`, of the rows `where` selects. */
+  async function breakGlassQuota(sql: Sql, where: string, params: readonly unknown[], since: number, cap: number) {
+    const found = await sql.get<{ n: number; oldest: number | null }>(
+      `SELECT count(*) AS n, min(issued_at) AS oldest FROM
+         (SELECT issued_at FROM requests WHERE ${where} AND break_glass = ${dialect.true} AND issued_at > ? LIMIT ?) quota`,
+      [...params, since, cap],
+    );
+    return { count: found?.n ?? 0, oldest: found?.oldest ?? null };
+  }
+
+  /**
+   * The facts an admission is judged on, read at once, and the holders' stored rate windows
+   * (which the admission then counts into). At a limit, when the holder's soonest grant ends is
+   * read after: only then is it worth reading.
+   */
   async function admissionFacts(sql: Sql, probe: AdmissionProbe): Promise<{ facts: AdmissionFacts; windows: Map<string, RateWindow> }> {
     const { holder, now } = probe;
     const identityKey = identityHolder(holder.identity);
     const personKeys = holder.person?.same ?? [];
     const keys = countedKeys(holder);
     const windows = new Map<string, RateWindow>();
-    const principal = await holderFacts(sql, holder, now, windows);
-    const actors: HolderFacts[] = [];
-    for (const actor of probe.actors) actors.push(await holderFacts(sql, actor, now, windows));
-    const refusals = await sql.get<{ refusals_recorded: number }>('SELECT refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', [
-      identityKey,
-      minuteStart(now),
+    const noQuota = { count: 0, oldest: null };
+    const bg = probe.breakGlass;
+    const [principal, actors, refusals, parent, fresh, conflict, duty, breakGlass] = await Promise.all([
+      holderFacts(sql, holder, now, windows),
+      Promise.all(probe.actors.map((actor) => holderFacts(sql, actor, now, windows))),
+      sql.get<{ refusals_recorded: number }>('SELECT refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', [identityKey, minuteStart(now)]),
+      probe.parent !== undefined ? getRequest(sql, probe.parent) : undefined,
+      probe.proof ? useProof(sql, probe.proof) : true,
+      probe.conflicting.length > 0 ? conflictOf(sql, keys, probe.conflicting, now) : undefined,
+      probe.duties ? dutyFinding(sql, probe.duties, now) : undefined,
+      bg &&
+        Promise.all([
+          breakGlassQuota(sql, 'requester_iss = ? AND requester_sub = ?', [holder.identity.iss, holder.identity.sub], bg.since, bg.cap),
+          personKeys.length > 0 ? breakGlassQuota(sql, `person IN (${marks(personKeys.length)})`, personKeys, bg.since, bg.cap) : noQuota,
+        ]),
     ]);
     const facts: AdmissionFacts = { ...principal, actors, refusalsRecorded: refusals?.refusals_recorded ?? 0 };
-    if (probe.parent !== undefined) facts.parent = await getRequest(sql, probe.parent);
-    if (probe.proof && !(await useProof(sql, probe.proof))) facts.replayed = true;
+    if (probe.parent !== undefined) facts.parent = parent;
+    if (!fresh) facts.replayed = true;
+    if (conflict) facts.conflict = { requestId: conflict.requestId, scopes: conflict.scopes, byPerson: conflict.holder !== identityKey };
+    if (duty) facts.duty = duty;
+    if (breakGlass) facts.breakGlass = { identity: breakGlass[0], person: breakGlass[1] };
     const atLimit =
       Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
       Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
     if (atLimit) {
-      // Only at a limit is this worth reading: when the holder's soonest live request ends.
       const byPerson = personKeys.length > 0 ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE person IN (${marks(personKeys.length)}) AND status IN ${LIVE_SQL}` : '';
       const soonest = await sql.get<{ at: number | null }>(
         `SELECT min(at) AS at FROM (
@@ -322,45 +395,14 @@ export function createStore(engine: Engine, clock: Clock): Store {
       );
       facts.soonestEnd = soonest?.at ?? null;
     }
-    if (probe.conflicting.length > 0) {
-      // Driven by live_scopes: the few rows of the conflicting scopes, never every live request.
-      const conflict = await sql.get<{ request_id: string; holder: string }>(
-        `SELECT l.request_id, l.holder FROM live_scopes l
-         WHERE l.holder IN (${marks(keys.length)}) AND l.scope IN (${marks(probe.conflicting.length)})
-           AND EXISTS (SELECT 1 FROM requests r WHERE r.id = l.request_id AND r.status IN ${LIVE_SQL} AND r.expires_at > ?)
-         LIMIT 1`,
-        [...keys, ...probe.conflicting, now],
-      );
-      const grant = conflict && (await getRequest(sql, conflict.request_id));
-      if (conflict && grant) facts.conflict = { requestId: grant.id, scopes: grant.scopes, byPerson: conflict.holder !== identityKey };
-    }
-    if (probe.duties) {
-      const duty = await dutyFinding(sql, probe.duties, now);
-      if (duty) facts.duty = duty;
-    }
-    if (probe.breakGlass) {
-      const { since, cap } = probe.breakGlass;
-      const quota = async (where: string, params: readonly unknown[]) => {
-        const found = await sql.get<{ n: number; oldest: number | null }>(
-          `SELECT count(*) AS n, min(issued_at) AS oldest FROM
-             (SELECT issued_at FROM requests WHERE ${where} AND break_glass = ${dialect.true} AND issued_at > ? LIMIT ?) quota`,
-          [...params, since, cap],
-        );
-        return { count: found?.n ?? 0, oldest: found?.oldest ?? null };
-      };
-      facts.breakGlass = {
-        identity: await quota('requester_iss = ? AND requester_sub = ?', [holder.identity.iss, holder.identity.sub]),
-        person: personKeys.length > 0 ? await quota(`person IN (${marks(personKeys.length)})`, personKeys) : { count: 0, oldest: null },
-      };
-    }
     return { facts, windows };
   }
 
   /** One more request in each holder's windows: its identity's, and its person's under the key this request records. */
-  async function countRequest(sql: Sql, probe: AdmissionProbe, windows: ReadonlyMap<string, RateWindow>): Promise<void> {
+  function countRequest(sql: Sql, probe: AdmissionProbe, windows: ReadonlyMap<string, RateWindow>): Promise<number> {
     const second = Math.floor(probe.now / 1000);
     const keys = [...new Set([probe.holder, ...probe.actors].flatMap((holder) => recordedKeys(holder.identity, holder.person?.key ?? null)))];
-    await sql.run(
+    return sql.run(
       `INSERT INTO caller_rates (holder, second, counts) VALUES ${keys.map(() => '(?, ?, ?)').join(', ')}
        ON CONFLICT (holder) DO UPDATE SET second = excluded.second, counts = excluded.counts`,
       keys.flatMap((key) => {
@@ -370,9 +412,9 @@ export function createStore(engine: Engine, clock: Clock): Store {
     );
   }
 
-  async function countRefusal(sql: Sql, probe: AdmissionProbe, recorded: boolean): Promise<void> {
+  function countRefusal(sql: Sql, probe: AdmissionProbe, recorded: boolean): Promise<number> {
     const { identity } = probe.holder;
-    await sql.run(
+    return sql.run(
       `INSERT INTO caller_minutes (holder, minute, refusals_recorded, refusals_counted, actor_iss, actor_sub) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (holder, minute) DO UPDATE SET
          refusals_recorded = caller_minutes.refusals_recorded + excluded.refusals_recorded,
@@ -381,33 +423,41 @@ export function createStore(engine: Engine, clock: Clock): Store {
     );
   }
 
+  /** Writes what a change decided, every statement at once; a mismatch found after throws, which undoes them all. */
   async function applyChange<R>(sql: Sql, emit: Emit, state: RequestState | undefined, change: RequestChange<R>): Promise<R> {
+    const writes: Promise<unknown>[] = [];
     if (change.transition) {
       if (!state) throw new Error('a transition needs a request');
-      await transition(sql, state.request, change.transition.from, change.transition.to, change.transition.fields);
+      writes.push(transition(sql, state.request, change.transition.from, change.transition.to, change.transition.fields));
     }
     if (change.approval) {
       const a = change.approval;
-      await sql.run(
-        `INSERT INTO approvals (request_id, approver_iss, approver_sub, person, decision, reason, digest, at) VALUES (${marks(8)})`,
-        [a.requestId, a.approver.iss, a.approver.sub, a.person, a.decision, a.reason, a.digest, a.at],
+      writes.push(
+        sql.run(
+          `INSERT INTO approvals (request_id, approver_iss, approver_sub, person, decision, reason, digest, at) VALUES (${marks(8)})`,
+          [a.requestId, a.approver.iss, a.approver.sub, a.person, a.decision, a.reason, a.digest, a.at],
+        ),
       );
     }
     if (change.cascade) {
       const { ids, fields } = change.cascade;
-      await revokeAll(sql, (state?.descendants ?? []).filter((d) => ids.includes(d.request.id)).map((d) => d.request), fields);
+      writes.push(revokeAll(sql, (state?.descendants ?? []).filter((d) => ids.includes(d.request.id)).map((d) => d.request), fields));
     }
-    if (change.participants && state) await takePart(sql, change.participants, state.request.id);
-    if (change.issuance) await insertIssuance(sql, change.issuance, state?.request.scopes ?? []);
+    if (change.participants && state) writes.push(takePart(sql, change.participants, state.request.id));
+    if (change.issuance) writes.push(insertIssuance(sql, change.issuance, state?.request.scopes ?? []));
     if (change.review) {
       const { outcome, notes, reviewer, at } = change.review;
-      const changed = await sql.run(
-        `UPDATE break_glass_reviews SET outcome = ?, notes = ?, reviewer_iss = ?, reviewer_sub = ?, reviewed_at = ?
-         WHERE request_id = ? AND outcome IS NULL`,
-        [outcome, notes, reviewer.iss, reviewer.sub, at, state?.request.id],
-      );
-      if (changed !== 1) throw new Error(`review of ${state?.request.id} is not pending`);
+      const reviewed = async () => {
+        const changed = await sql.run(
+          `UPDATE break_glass_reviews SET outcome = ?, notes = ?, reviewer_iss = ?, reviewer_sub = ?, reviewed_at = ?
+           WHERE request_id = ? AND outcome IS NULL`,
+          [outcome, notes, reviewer.iss, reviewer.sub, at, state?.request.id],
+        );
+        if (changed !== 1) throw new Error(`review of ${state?.request.id} is not pending`);
+      };
+      writes.push(reviewed());
     }
+    await Promise.all(writes);
     emit(change.events);
     return change.result;
   }
@@ -418,9 +468,8 @@ export function createStore(engine: Engine, clock: Clock): Store {
    */
   async function requestLocks(id: string, descendants = false): Promise<string[]> {
     if (!engine.lockByName) return [];
-    const request = await getRequest(read, id);
     // With its descendants: theirs too (a child created meanwhile waits on this request's lock).
-    const line = descendants ? (await descendantsOf(read, id)).map((d) => d.request) : [];
+    const [request, line] = await Promise.all([getRequest(read, id), descendants ? descendantsOf(read, id).then((found) => found.map((d) => d.request)) : []]);
     return [...(request ? [request] : []), ...line].flatMap((r) => [`request:${r.id}`, ...requestKeys(r)]).concat(request ? [] : [`request:${id}`]);
   }
 
@@ -649,24 +698,29 @@ export function createStore(engine: Engine, clock: Clock): Store {
       const { result } = await engine.operate(admissionLocks(probe), async (sql, emit) => {
         const { facts, windows } = await admissionFacts(sql, probe);
         const admission = decide(facts);
-        await countRequest(sql, probe, windows);
+        // Either way the request counts; then what was decided, the request's row before the rows that refer to it.
+        const writes: Promise<unknown>[] = [countRequest(sql, probe, windows)];
         if ('refuse' in admission) {
-          await countRefusal(sql, probe, admission.refuse.event !== undefined);
+          writes.push(countRefusal(sql, probe, admission.refuse.event !== undefined));
+          await Promise.all(writes);
           if (admission.refuse.event) emit([admission.refuse.event]);
           return admission.result;
         }
         const { request, issuance, reviewDueAt, events } = admission.admit;
-        await insertRequest(sql, request);
+        writes.push(insertRequest(sql, request));
         if (probe.duties) {
           const { steps } = probe.duties;
-          await sql.run(
-            `INSERT INTO duty_steps (duty, object, created_at, request_id, step) VALUES ${steps.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
-            steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step]),
+          writes.push(
+            sql.run(
+              `INSERT INTO duty_steps (duty, object, created_at, request_id, step) VALUES ${steps.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
+              steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step]),
+            ),
+            takePart(sql, probe.duties, request.id),
           );
-          await takePart(sql, probe.duties, request.id);
         }
-        if (reviewDueAt !== undefined) await sql.run('INSERT INTO break_glass_reviews (request_id, due_at) VALUES (?, ?)', [request.id, reviewDueAt]);
-        if (issuance) await insertIssuance(sql, issuance, request.scopes);
+        if (reviewDueAt !== undefined) writes.push(sql.run('INSERT INTO break_glass_reviews (request_id, due_at) VALUES (?, ?)', [request.id, reviewDueAt]));
+        if (issuance) writes.push(insertIssuance(sql, issuance, request.scopes));
+        await Promise.all(writes);
         emit(events);
         return admission.result;
       });
@@ -676,11 +730,16 @@ export function createStore(engine: Engine, clock: Clock): Store {
     async change(id, decide, options = {}) {
       const locks = [...(await requestLocks(id, options.descendants)), ...dutyLocks(options.duties), ...proofLocks(options.proof)];
       const { result } = await engine.operate(locks, async (sql, emit) => {
-        const state = await stateOf(sql, id);
-        if (state && options.descendants) state.descendants = await descendantsOf(sql, id);
+        // The request's state and every fact about it at once; the last two only matter when it exists.
+        const [state, descendants, duty] = await Promise.all([
+          stateOf(sql, id),
+          options.descendants ? descendantsOf(sql, id) : undefined,
+          options.duties ? dutyFinding(sql, options.duties, clock()) : undefined,
+        ]);
+        if (state && descendants) state.descendants = descendants;
         const facts: ChangeFacts = {};
-        const duty = state && options.duties ? await dutyFinding(sql, options.duties, clock()) : undefined;
-        if (duty) facts.duty = duty;
+        if (state && duty) facts.duty = duty;
+        // A proof is used up only on a request that exists.
         if (state && options.proof && !(await useProof(sql, options.proof))) facts.replayed = true;
         return applyChange(sql, emit, state, decide(state, facts));
       });

@@ -17,8 +17,11 @@ export interface TestDatabase {
   url: string;
   /** Runs SQL on a connection of its own; `?` placeholders on both engines. */
   sql<T = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
-  /** Makes every `on` of `table` fail, as a full disk would, until the returned function undoes it. */
-  failWrites(table: string, on: 'INSERT' | 'UPDATE'): Promise<() => Promise<void>>;
+  /**
+   * Makes every `on` of `table` fail, as a full disk would, until the returned function undoes it;
+   * with `when` (an SQL condition on NEW or OLD, the same on both engines), only the rows it holds for.
+   */
+  failWrites(table: string, on: 'INSERT' | 'UPDATE', when?: string): Promise<() => Promise<void>>;
   /** What an intruder with write access does first: drops the guards that make the audit log append-only. */
   unguardAuditLog(): Promise<void>;
   /** Everything the database holds as text, to look for secrets in (SQLite: the raw file, free pages included). */
@@ -46,9 +49,9 @@ function createSqliteDatabase(file: string): TestDatabase {
       const statement = open().prepare(text);
       return (statement.reader ? statement.all(...params) : (statement.run(...params), [])) as T[];
     },
-    async failWrites(table, on) {
+    async failWrites(table, on, when) {
       const name = `fail_${table}_${on.toLowerCase()}`;
-      open().exec(`CREATE TRIGGER ${name} BEFORE ${on} ON ${table} BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`);
+      open().exec(`CREATE TRIGGER ${name} BEFORE ${on} ON ${table}${when ? ` WHEN (${when})` : ''} BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END`);
       return async () => void open().exec(`DROP TRIGGER ${name}`);
     },
     async unguardAuditLog() {
@@ -95,10 +98,10 @@ async function createPostgresDatabase(): Promise<TestDatabase> {
   return {
     url: url.toString(),
     sql,
-    async failWrites(table, on) {
+    async failWrites(table, on, when) {
       const name = `fail_${table}_${on.toLowerCase()}`;
       await sql(`CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk I/O error'; END $$`);
-      await sql(`CREATE TRIGGER ${name} BEFORE ${on} ON ${table} FOR EACH ROW EXECUTE FUNCTION ${name}()`);
+      await sql(`CREATE TRIGGER ${name} BEFORE ${on} ON ${table} FOR EACH ROW${when ? ` WHEN (${when})` : ''} EXECUTE FUNCTION ${name}()`);
       return async () => {
         await sql(`DROP TRIGGER ${name} ON ${table}`);
         await sql(`DROP FUNCTION ${name}()`);

@@ -15,15 +15,54 @@ export interface Connection {
   execute(text: string, params?: readonly unknown[]): Promise<number>;
 }
 
+/**
+ * One connection's statements as the batcher sends them: several in one round trip, by the
+ * simple query protocol (values already written in, see literal.ts), with their transaction's
+ * BEGIN and COMMIT among them.
+ */
+export interface Session {
+  /**
+   * Runs `statements` in order in one round trip and resolves to one result each; the first that
+   * fails stops the rest (and, in a transaction, aborts it) and rejects with `Unavailable`.
+   */
+  send(statements: readonly string[]): Promise<pg.QueryResult[]>;
+  /** Statement texts this connection has prepared (PREPARE, which outlives transactions), with their names. */
+  readonly prepared: Map<string, string>;
+}
+
 export interface Pool extends Connection {
   /**
    * `work` in one READ COMMITTED transaction on one connection: committed when it resolves
    * (rolled back instead with `rollback`, for probes), rolled back when it throws.
    */
   transaction<T>(work: (tx: Connection) => Promise<T>, options?: { rollback?: boolean }): Promise<T>;
+  /**
+   * `work` on one connection of its own, which sends its own BEGIN and COMMIT and must end its
+   * transaction when it resolves. When it throws, its transaction is rolled back here, and the
+   * connection is dropped rather than reused if a statement had failed on it.
+   */
+  session<T>(work: (session: Session) => Promise<T>): Promise<T>;
   end(): Promise<void>;
   readonly raw: pg.Pool;
 }
+
+/** The SQLSTATE of a failure of PostgreSQL's (`40P01`: deadlock detected), however it was wrapped. */
+export function sqlState(error: unknown): string | undefined {
+  const internal = error instanceof BrokerError ? error.internal.postgres : (error as { code?: unknown } | undefined)?.code;
+  return typeof internal === 'string' ? internal : undefined;
+}
+
+/**
+ * A failure of PostgreSQL itself (lost connection, failover, timeout, a server error) as the
+ * caller sees it: a 503, nothing granted. The broker's own decisions (`BrokerError`) pass as they are.
+ */
+export const failure = (error: unknown) =>
+  error instanceof BrokerError
+    ? error
+    : new Unavailable('The broker could not reach its database; nothing was granted. Try again shortly.', {
+        cause: error,
+        internal: { postgres: (error as { code?: string }).code, message: (error as Error).message },
+      });
 
 /**
  * The pool, with every failure of PostgreSQL itself (lost connection, failover, timeout, a
@@ -31,6 +70,8 @@ export interface Pool extends Connection {
  * Errors the broker's own decisions throw (`BrokerError`) pass through as they are.
  */
 export function createPool(url: string): Pool {
+  /** Each connection's prepared statements: they last as long as it. */
+  const prepared = new WeakMap<pg.PoolClient, Map<string, string>>();
   const raw = new pg.Pool({
     connectionString: url,
     max: 10,
@@ -44,14 +85,6 @@ export function createPool(url: string): Pool {
   // A connection that breaks while idle in the pool is dropped by pg; without a listener the
   // 'error' event would crash the process.
   raw.on('error', () => {});
-
-  const failure = (error: unknown) =>
-    error instanceof BrokerError
-      ? error
-      : new Unavailable('The broker could not reach its database; nothing was granted. Try again shortly.', {
-          cause: error,
-          internal: { postgres: (error as { code?: string }).code, message: (error as Error).message },
-        });
 
   const run = async (client: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]) => {
     try {
@@ -102,6 +135,47 @@ export function createPool(url: string): Pool {
       } finally {
         // A connection that failed mid-transaction is not trusted with the next one.
         client.release(broken ? true : undefined);
+      }
+    },
+    async session<T>(work: (session: Session) => Promise<T>): Promise<T> {
+      let client: pg.PoolClient;
+      try {
+        client = await raw.connect();
+      } catch (error) {
+        throw failure(error);
+      }
+      let failed = false;
+      let names = prepared.get(client);
+      if (names === undefined) {
+        names = new Map();
+        prepared.set(client, names);
+      }
+      const session: Session = {
+        prepared: names,
+        async send(statements) {
+          try {
+            const results = (await client.query(statements.join(';\n'))) as pg.QueryResult | pg.QueryResult[];
+            return Array.isArray(results) ? results : [results];
+          } catch (error) {
+            failed = true;
+            throw failure(error);
+          }
+        },
+      };
+      try {
+        const result = await work(session);
+        client.release();
+        return result;
+      } catch (error) {
+        // What the work left open (or aborted) ends here; a connection that failed a statement
+        // and was not brought back by its work is not trusted with the next one.
+        try {
+          await client.query('ROLLBACK');
+        } catch {
+          failed = true;
+        }
+        client.release(failed ? true : undefined);
+        throw error;
       }
     },
     end: async () => {

@@ -5,10 +5,11 @@ import { createPool } from './client.js';
 import { migratePostgres } from './migrate.js';
 import { createStore } from '../store.js';
 import { createPostgresEngine } from './engine.js';
+import type { OnConflict } from './retry.js';
 
 
 /** Connects to the database, applies its migrations (once, however many replicas start together), and returns the store. */
-export async function openPostgresStore(url: string, clock: Clock): Promise<Store> {
+export async function openPostgresStore(url: string, clock: Clock, onConflict?: OnConflict): Promise<Store> {
   const pool = createPool(url);
   try {
     await migratePostgres(pool);
@@ -17,5 +18,5 @@ export async function openPostgresStore(url: string, clock: Clock): Promise<Stor
     if (error instanceof SchemaTooNew) throw error; // says all there is to say, as on SQLite
     throw new Error(`cannot prepare the PostgreSQL database: ${(error as Error).message}`, { cause: error });
   }
-  return createStore(createPostgresEngine(pool, clock), clock);
+  return createStore(createPostgresEngine(pool, clock, onConflict), clock);
 }
