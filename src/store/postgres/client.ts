@@ -106,13 +106,16 @@ export function createPool(url: string): Pool {
         throw failure(error);
       }
       let broken = false;
-      const statement = async (text: string, params: readonly unknown[] = []) => {
-        try {
-          return await run(client, text, params);
-        } catch (error) {
+      // Operations may issue statements side by side (Promise.all); they run one at a time, in
+      // the order issued, as pg would queue them (its own queue is deprecated in pg 8, gone in 9).
+      let previous: Promise<unknown> = Promise.resolve();
+      const statement = (text: string, params: readonly unknown[] = []) => {
+        const result = previous.then(() => run(client, text, params));
+        previous = result.catch(() => {});
+        return result.catch((error: unknown) => {
           broken = true;
           throw error;
-        }
+        });
       };
       const tx: Connection = {
         query: async <R>(text: string, params?: readonly unknown[]) => (await statement(text, params)).rows as R[],
@@ -127,6 +130,7 @@ export function createPool(url: string): Pool {
         // A decision that threw is the caller's answer, a failed statement already `Unavailable`,
         // anything else a defect that the error handler answers with a bare 500.
         try {
+          await previous;
           await client.query('ROLLBACK');
         } catch {
           broken = true;
