@@ -5,15 +5,17 @@
  * peak RSS, and the broker/peer throughput ratio. The machine is shared and noisy, so the ratio
  * measured in one run is the figure to compare, not the absolute times.
  *
- *   npm run bench:http                        # 10 s per target, 50 connections, 2 s warm-up
+ *   npm run bench:http                        # 10 s per target, 50 connections, 2 s warm-up: the peer,
+ *                                             #   the broker as `npm start` runs it, and with one worker
  *   npm run bench:http -- --duration 3        # a quick look
  *   npm run bench:http -- --long              # also 30 s of /oauth2/token: late vs early throughput
- *   npm run bench:http -- --profile           # broker under --cpu-prof: its top self-time functions
+ *   npm run bench:http -- --profile           # also one worker under --cpu-prof: where its time goes
  *   npm run -s bench:http -- --json > r.json  # the results as JSON on stdout (progress stays on stderr;
  *                                             #   -s keeps npm's own banner off stdout)
  *
  * More options: --connections N, --warmup S, --long-duration S, --top N,
- * --profile-dir DIR (keep the .cpuprofile files, to open in Chrome DevTools).
+ * --profile-dir DIR (keep the .cpuprofile files, to open in Chrome DevTools), --workers N (the
+ * broker's `listen.workers` instead of the default start's `auto`).
  *
  * PostgreSQL (--postgres): --replicas 1,3 (the replica counts to run, one after another, each on a
  * fresh database), --identities N (N pipeline jobs of N people, taken in turn by the requests of
@@ -36,7 +38,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -46,8 +48,8 @@ import { BenchError, say, UsageError } from './bench-http/console.js';
 import { measure, percentile, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
 import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
 import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
-import { hottestFunctions, readProfile, type HotFunction } from './bench-http/profile.js';
-import { earlyAndLate, LONG_WINDOW_S, printMarkdown, replicaChecks, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
+import { hottestFunctions, readProfile, timeByArea, type HotFunction, type ProfileArea } from './bench-http/profile.js';
+import { earlyAndLate, LONG_WINDOW_S, printMarkdown, replicaChecks, TARGETS, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const BROKER_MAIN = join(ROOT, 'dist', 'main.js');
@@ -73,8 +75,8 @@ interface Options {
   profileDir: string | undefined;
   top: number;
   json: boolean;
-  /** The broker's `listen.workers`: processes sharing the port. */
-  workers: number;
+  /** The broker's `listen.workers` (processes sharing the port): `auto` is the default start's. */
+  workers: number | 'auto';
   /** Also run the broker on PostgreSQL: one replica, then three on one database. */
   postgres: boolean;
   /** Only the PostgreSQL runs: no peer, no SQLite broker. */
@@ -100,7 +102,7 @@ function parseOptions(argv: string[]): Options {
       'profile-dir': { type: 'string' },
       top: { type: 'string', default: '20' },
       json: { type: 'boolean', default: false },
-      workers: { type: 'string', default: '1' },
+      workers: { type: 'string', default: 'auto' },
       postgres: { type: 'boolean', default: false },
       'postgres-only': { type: 'boolean', default: false },
       replicas: { type: 'string', default: '1,3' },
@@ -124,7 +126,7 @@ function parseOptions(argv: string[]): Options {
     profileDir: values['profile-dir'] === undefined ? undefined : resolve(values['profile-dir']),
     top: positive('top', values.top),
     json: values.json,
-    workers: positive('workers', values.workers),
+    workers: values.workers === 'auto' ? 'auto' : positive('workers', values.workers),
     postgres: values.postgres || values['postgres-only'],
     postgresOnly: values['postgres-only'],
     replicas: values.replicas.split(',').map((n) => positive('replicas', n.trim())),
@@ -221,7 +223,8 @@ async function createGitHubIdentities(count: number): Promise<Identity> {
 function benchBrokerConfig({ port, dir, jwks, workers, database }: BrokerSetup & { port: number; dir: string; jwks: Identity['jwks'] }): Record<string, unknown> {
   return {
     issuer: 'http://127.0.0.1:8080', // one issuer for every replica of a run: their tokens are one broker's
-    listen: { host: '127.0.0.1', port, workers },
+    // `auto` is left out, as a configuration written for `npm start` leaves it.
+    listen: { host: '127.0.0.1', port, ...(workers === 'auto' ? {} : { workers }) },
     database: database ?? join(dir, 'broker.db'),
     clockSkew: '30s',
     scheduler: { interval: '10s' },
@@ -262,10 +265,9 @@ interface BrokerProcess {
   profileDir: string | undefined;
 }
 
-/** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
 /** How a broker of a run is set up: its processes, its database when not a SQLite file of its own, and which build. */
 interface BrokerSetup {
-  workers: number;
+  workers: number | 'auto';
   database?: string | undefined;
   /** The checkout whose dist/ runs; this one's by default. */
   root?: string | undefined;
@@ -274,6 +276,7 @@ interface BrokerSetup {
 /** The key-encryption key of this run's PostgreSQL replicas: made here, gone with the run. */
 const RUN_KEY_ENCRYPTION_KEY = randomBytes(32).toString('base64');
 
+/** A broker of its own on a fresh directory (database, keys, config), started from dist/ as it is deployed. */
 async function startBroker(label: string, workDir: string, identity: Identity, profileRoot: string | undefined, setup: BrokerSetup): Promise<BrokerProcess> {
   const dir = join(workDir, label);
   mkdirSync(dir, { recursive: true });
@@ -367,7 +370,7 @@ function peerTarget(ready: PeerReady): Target {
 
 interface BrokerRun {
   measurement: Measurement;
-  profile?: HotFunction[];
+  profile?: { hottest: HotFunction[]; areas: ProfileArea[] };
 }
 
 interface RunContext {
@@ -379,24 +382,34 @@ interface RunContext {
 
 const planFor = (options: Options, seconds: number): LoadPlan => ({ connections: options.connections, warmupSeconds: options.warmup, seconds });
 
-/** One broker endpoint on a broker of its own: start, check, load, stop, read its profile. */
+/** How a SQLite broker of a run is started: its workers, and its name in the report. */
+interface Start {
+  workers: number | 'auto';
+  name: string;
+}
+
+/** One broker endpoint on a broker of its own: start, check, load, stop, read its profile (when `profiled`). */
 async function runBroker(
   label: string,
+  start: Start,
   makeTarget: (base: string, identity: Identity) => Target,
   seconds: number,
   { workDir, identity, profileRoot, options }: RunContext,
+  { profiled = false } = {},
 ): Promise<BrokerRun> {
-  const broker = await startBroker(label, workDir, identity, profileRoot, { workers: options.workers });
+  const broker = await startBroker(label, workDir, identity, profiled ? profileRoot : undefined, { workers: start.workers });
   let measurement: Measurement;
   try {
-    const target = makeTarget(broker.base, identity);
+    const endpoint = makeTarget(broker.base, identity);
+    const target = { ...endpoint, name: endpoint.name.replace(/^broker /, `broker, ${start.name}, `) };
     await preflight(target);
     measurement = await measure(target, broker.child, planFor(options, seconds));
   } finally {
     await stopChild(broker.child); // --cpu-prof writes the profile as it exits
   }
   if (broker.profileDir === undefined) return { measurement };
-  return { measurement, profile: hottestFunctions(readProfile(broker.profileDir), options.top, ROOT) };
+  const profile = readProfile(broker.profileDir);
+  return { measurement, profile: { hottest: hottestFunctions(profile, options.top, ROOT), areas: timeByArea(profile, ROOT) } };
 }
 
 async function runPeer(options: Options): Promise<Measurement> {
@@ -483,6 +496,8 @@ function combine(target: string, runs: Measurement[]): Measurement {
     worstP99Ms: Math.max(...runs.map((run) => run.p99Ms)),
     cpuMsPerRequest: sum((run) => run.cpuMsPerRequest * run.requests) / requests,
     peakRssMB: sum((run) => run.peakRssMB),
+    largestProcessRssMB: Math.max(...runs.map((run) => run.largestProcessRssMB)),
+    processes: sum((run) => run.processes),
     okPerSecond: (runs[0]?.okPerSecond ?? []).map((_, i) => sum((run) => run.okPerSecond[i] ?? 0)),
     okLatenciesMs: runs.flatMap((run) => run.okLatenciesMs),
     logLines: sum((run) => run.logLines),
@@ -514,11 +529,24 @@ interface ReplicaRun {
 
 interface Runs {
   peer?: Measurement;
+  /** The broker as started by default (or with --workers), on each endpoint. */
   exchange?: BrokerRun;
   credentials?: BrokerRun;
+  /** The broker in one process, when the default start runs more. */
+  oneWorker?: BrokerRun;
   long?: { run: BrokerRun; trend: LongRun };
+  /** With --profile: one worker under --cpu-prof, in a run of its own (its figures are the profiler's too). */
+  profiled?: BrokerRun;
   replicas?: ReplicaRun[];
 }
+
+/** The start measured first: `npm start`'s (workers: auto, one per core) unless --workers says otherwise. */
+function startOf(options: Options): Start {
+  if (options.workers !== 'auto') return { workers: options.workers, name: options.workers === 1 ? 'one worker' : `${options.workers} workers` };
+  return { workers: 'auto', name: `default start (${availableParallelism()} workers)` };
+}
+
+const ONE_WORKER: Start = { workers: 1, name: 'one worker' };
 
 /**
  * One peer, then each broker endpoint on a fresh broker, then (with --long) the long run. The
@@ -527,18 +555,28 @@ interface Runs {
 async function runAll(context: RunContext): Promise<Runs> {
   const { options } = context;
   const runs: Runs = {};
+  const start = startOf(options);
+  const oneProcess = start.workers === 1 || (start.workers === 'auto' && availableParallelism() === 1);
   if (!options.postgresOnly) {
     say('peer: oidc-provider, client_credentials, JWT access tokens');
     runs.peer = await runPeer(options);
-    say('broker: token exchange');
-    runs.exchange = await runBroker('oauth2-token', tokenExchangeTarget, options.duration, context);
-    say('broker: credentials API');
-    runs.credentials = await runBroker('v1-credentials', credentialsTarget, options.duration, context);
+    say(`broker, ${start.name}: token exchange`);
+    runs.exchange = await runBroker('oauth2-token', start, tokenExchangeTarget, options.duration, context);
+    say(`broker, ${start.name}: credentials API`);
+    runs.credentials = await runBroker('v1-credentials', start, credentialsTarget, options.duration, context);
+    if (!oneProcess) {
+      say('broker, one worker: token exchange');
+      runs.oneWorker = await runBroker('one-worker-oauth2-token', ONE_WORKER, tokenExchangeTarget, options.duration, context);
+    }
   }
   if (options.long) {
-    say('broker: long run, token exchange');
-    const run = await runBroker('long-oauth2-token', tokenExchangeTarget, options.longDuration, context);
+    say(`broker, ${start.name}: long run, token exchange`);
+    const run = await runBroker('long-oauth2-token', start, tokenExchangeTarget, options.longDuration, context);
     runs.long = { run, trend: earlyAndLate(run.measurement) };
+  }
+  if (options.profile && !options.postgresOnly) {
+    say('broker, one worker, under --cpu-prof: token exchange (not in the figures: the profiler slows what it watches)');
+    runs.profiled = await runBroker('profiled-oauth2-token', ONE_WORKER, tokenExchangeTarget, options.duration, context, { profiled: true });
   }
   if (options.postgres) {
     say('PostgreSQL: starting the server');
@@ -559,28 +597,32 @@ async function runAll(context: RunContext): Promise<Runs> {
   return runs;
 }
 
-function buildReport({ peer, exchange, credentials, long, replicas }: Runs, options: Options): Report {
-  const sqliteRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
+function buildReport({ peer, exchange, credentials, oneWorker, long, profiled, replicas }: Runs, options: Options): Report {
+  const defaultRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
+  const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
   const brokerRuns = [...sqliteRuns, ...replicaRuns];
+  // The default start is held to the full targets; one process (measured beside it, or alone with --workers 1) to its own.
+  const limited = [
+    ...defaultRuns.map((run) => ({ run, limits: startOf(options).workers === 1 ? TARGETS.oneWorker : TARGETS.defaultStart })),
+    ...(oneWorker ? [{ run: oneWorker.measurement, limits: TARGETS.oneWorker }] : []),
+  ];
   const profiles = [
-    ...(exchange ? [{ target: exchange.measurement.target, hottest: exchange.profile }] : []),
-    ...(credentials ? [{ target: credentials.measurement.target, hottest: credentials.profile }] : []),
-    ...(long ? [{ target: `${long.run.measurement.target} (long)`, hottest: long.run.profile }] : []),
-    ...(replicas ?? []).map((run) => ({ target: `${run.measurement.target} (first replica)`, hottest: run.profile })),
+    ...(profiled?.profile ? [{ target: `${profiled.measurement.target} (profiled run)`, ...profiled.profile }] : []),
+    ...(replicas ?? []).flatMap((run) => (run.profile ? [{ target: `${run.measurement.target} (first replica)`, hottest: run.profile }] : [])),
   ];
   return {
     node: process.version,
     platform: `${process.platform}/${process.arch}`,
+    cores: availableParallelism(),
     connections: options.connections,
     durationSeconds: options.duration,
     warmupSeconds: options.warmup,
-    profiled: options.profile,
     identities: options.identities,
     runs: [...(peer ? [peer] : []), ...brokerRuns],
     ratios: peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : [],
     ...(long ? { long: long.trend } : {}),
-    targets: [...(peer ? targetChecks(sqliteRuns, peer, long?.trend) : []), ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'))],
+    targets: [...(peer ? targetChecks(limited, peer, long?.trend) : []), ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'))],
     ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),
     ...(replicas
       ? {
@@ -593,7 +635,7 @@ function buildReport({ peer, exchange, credentials, long, replicas }: Runs, opti
           })),
         }
       : {}),
-    ...(options.profile ? { profiles: profiles.map(({ target, hottest }) => ({ target, hottest: hottest ?? [] })) } : {}),
+    ...(profiles.length > 0 ? { profiles } : {}),
   };
 }
 

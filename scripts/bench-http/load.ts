@@ -4,7 +4,7 @@
  */
 import autocannon from 'autocannon';
 import { BenchError, say } from './console.js';
-import { cpuSeconds, peakRssBytes, type Child } from './processes.js';
+import { cpuSeconds, peakRssBytesByProcess, type Child } from './processes.js';
 
 /** One request, repeated by every connection; with `vary`, each request's headers and body are its answer instead. */
 export interface Target {
@@ -37,7 +37,12 @@ export interface Measurement {
   p50Ms: number;
   p99Ms: number;
   cpuMsPerRequest: number;
+  /** Peak RSS of all the server's processes together (a primary and its workers, replicas). */
   peakRssMB: number;
+  /** Peak RSS of its largest process: what one process may hold is the memory target. */
+  largestProcessRssMB: number;
+  /** How many processes the server ran (the primary of several workers counts). */
+  processes: number;
   /** 2xx responses in each second of the run, in order. */
   okPerSecond: number[];
   /** The response time of every 2xx response (ms), as autocannon times it: several replicas' runs merge into one distribution. */
@@ -131,6 +136,7 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
   const { result, okPerSecond, okLatenciesMs } = await load(target, plan.seconds, plan.connections);
   const cpuUsed = cpuSeconds(server.pid) - cpuBefore;
   const requests = result.requests.total;
+  const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
   const measurement: Measurement = {
     target: target.name,
     seconds: result.duration,
@@ -144,7 +150,9 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
     cpuMsPerRequest: requests > 0 ? (cpuUsed * 1000) / requests : Number.NaN,
-    peakRssMB: peakRssBytes(server.pid) / 1e6,
+    peakRssMB: rssMB.reduce((a, b) => a + b, 0),
+    largestProcessRssMB: Math.max(...rssMB),
+    processes: rssMB.length,
     okPerSecond,
     okLatenciesMs,
     logLines: server.lines - linesBefore,

@@ -180,10 +180,10 @@ export function cpuSeconds(pid: number, { reaped = false } = {}): number {
   return processTree(pid).reduce((sum, p) => sum + statSeconds(p, reaped && p === pid), 0);
 }
 
-/** Peak resident set (VmHWM) over their lives so far, summed over the process and its children, in bytes. */
-export function peakRssBytes(pid: number): number {
-  return processTree(pid).reduce((sum, p) => {
+/** Peak resident set (VmHWM) of the process and of each process under it, over their lives so far, in bytes. */
+export function peakRssBytesByProcess(pid: number): number[] {
+  return processTree(pid).map((p) => {
     const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
-    return sum + (match ? Number(match[1]) * 1024 : Number.NaN);
-  }, 0);
+    return match ? Number(match[1]) * 1024 : Number.NaN;
+  });
 }

@@ -65,10 +65,20 @@ function locate(frame: CallFrame, root: string): string {
 
 const nameOf = (frame: CallFrame) => frame.functionName || '(anonymous)';
 
+/** Self time (µs) of each profile node, `(idle)` left out: waiting for work is not a cost. */
+function selfTimes(profile: CpuProfile): Map<number, number> {
+  const idle = new Set(profile.nodes.filter((node) => node.callFrame.functionName === '(idle)').map((node) => node.id));
+  const micros = new Map<number, number>();
+  profile.samples.forEach((id, i) => {
+    if (!idle.has(id)) micros.set(id, (micros.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
+  return micros;
+}
+
 /**
  * Self time per function over the server's whole life (start-up and warm-up are a small part),
  * highest first. Profile nodes are call-tree positions, so one function appears under many;
- * summing by name and place gives its total self time. `(idle)` is waiting for work: left out.
+ * summing by name and place gives its total self time.
  */
 export function hottestFunctions(profile: CpuProfile, top: number, root: string): HotFunction[] {
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
@@ -84,10 +94,9 @@ export function hottestFunctions(profile: CpuProfile, top: number, root: string)
   };
 
   const functions = new Map<string, { function: string; location: string; micros: number; callers: Map<string, number> }>();
-  profile.samples.forEach((id, i) => {
+  for (const [id, micros] of selfTimes(profile)) {
     const node = nodes.get(id);
-    if (!node || node.callFrame.functionName === '(idle)') return;
-    const micros = profile.timeDeltas[i] ?? 0;
+    if (!node) continue;
     const location = placeOf(id, node.callFrame);
     const key = `${nameOf(node.callFrame)}\u0000${location}`;
     const entry = functions.get(key) ?? { function: nameOf(node.callFrame), location, micros: 0, callers: new Map<string, number>() };
@@ -95,7 +104,7 @@ export function hottestFunctions(profile: CpuProfile, top: number, root: string)
     const caller = callerOf(id);
     entry.callers.set(caller, (entry.callers.get(caller) ?? 0) + micros);
     functions.set(key, entry);
-  });
+  }
 
   const total = [...functions.values()].reduce((sum, entry) => sum + entry.micros, 0);
   const topCaller = (callers: Map<string, number>) => [...callers].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
@@ -109,4 +118,42 @@ export function hottestFunctions(profile: CpuProfile, top: number, root: string)
       selfPercent: (100 * entry.micros) / total,
       calledFrom: topCaller(entry.callers),
     }));
+}
+
+export interface ProfileArea {
+  area: string;
+  selfMs: number;
+  selfPercent: number;
+}
+
+/**
+ * Which part of the stack a location belongs to: a folder of src/ (the broker's capabilities), a
+ * package of node_modules, one of node's modules, or V8's own work ("(garbage collector)").
+ */
+function areaOf(frame: CallFrame, location: string): string {
+  if (location === '') return frame.functionName.startsWith('(') ? frame.functionName : '(native)';
+  const source = /^(?:src|dist)\/([^/:]+)/.exec(location);
+  if (source) return `src/${source[1]}`;
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)\/(?!.*node_modules\/)/.exec(location);
+  if (pkg) return pkg[1] as string;
+  const node = /^node:(?:internal\/(?:deps\/)?)?_?([^/:_]+)/.exec(location);
+  if (node) return `node:${node[1]}`;
+  return location.split(':')[0] ?? location;
+}
+
+/** Self time summed by area, highest first: where the time goes, before which function spends it. */
+export function timeByArea(profile: CpuProfile, root: string): ProfileArea[] {
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const areas = new Map<string, number>();
+  let total = 0;
+  for (const [id, micros] of selfTimes(profile)) {
+    const node = nodes.get(id);
+    if (!node) continue;
+    const area = areaOf(node.callFrame, locate(node.callFrame, root));
+    areas.set(area, (areas.get(area) ?? 0) + micros);
+    total += micros;
+  }
+  return [...areas]
+    .sort((a, b) => b[1] - a[1])
+    .map(([area, micros]) => ({ area, selfMs: micros / 1000, selfPercent: (100 * micros) / total }));
 }

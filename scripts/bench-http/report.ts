@@ -1,10 +1,22 @@
 /** What the figures mean: ratios, the long run's trend, the targets, and how they are printed. */
 import { say } from './console.js';
 import { failures, mostlyFailed, type Measurement } from './load.js';
-import type { HotFunction } from './profile.js';
+import type { HotFunction, ProfileArea } from './profile.js';
 
-/** What the broker must eventually meet; shown, never fatal (the bench measures, others fix). */
-export const TARGETS = { minRatio: 0.5, maxP99Ms: 40, minLateOverEarly: 0.9, maxPeakRssMB: 200 };
+/** Throughput against the peer's, and latency, that a start of the broker must meet. */
+export interface Limits {
+  minRatio: number;
+  maxP99Ms: number;
+}
+
+/** What the broker must meet (issue 29); shown, never fatal (the bench measures, others fix). */
+export const TARGETS = {
+  defaultStart: { minRatio: 0.5, maxP99Ms: 25 } satisfies Limits,
+  oneWorker: { minRatio: 0.3, maxP99Ms: 40 } satisfies Limits,
+  minLateOverEarly: 0.9,
+  /** Per process: a broker of several workers may hold this much in each. */
+  maxProcessRssMB: 200,
+};
 /** Replicas on PostgreSQL (issue 28): more replicas never slower, no failure, no deadlock, p99 under this. */
 export const REPLICA_TARGETS = { maxP99Ms: 100 };
 
@@ -21,16 +33,18 @@ export interface LongRun {
 export interface Report {
   node: string;
   platform: string;
+  /** Cores available to the broker: what `workers: auto` follows. */
+  cores: number;
   connections: number;
   durationSeconds: number;
   warmupSeconds: number;
-  profiled: boolean;
   /** The peer first, then the broker's endpoints. */
   runs: Measurement[];
   ratios: { target: string; brokerOverPeer: number }[];
   long?: LongRun;
   targets: { what: string; measured: string; met: boolean | null }[];
-  profiles?: { target: string; hottest: HotFunction[] }[];
+  /** With --profile: where a profiled run's time went, by area (when known) and by function. */
+  profiles?: { target: string; areas?: ProfileArea[]; hottest: HotFunction[] }[];
   /** Distinct identities the requests took in turn. */
   identities: number;
   /** With --baseline: each PostgreSQL run of this build beside the baseline build's. */
@@ -47,16 +61,21 @@ export function earlyAndLate(measurement: Measurement): LongRun {
   return { measurement, earlyReqPerSec: early, lateReqPerSec: late, lateOverEarly: late / early };
 }
 
-export function targetChecks(brokerRuns: Measurement[], peer: Measurement, long: LongRun | undefined): Report['targets'] {
+export function targetChecks(brokerRuns: { run: Measurement; limits: Limits }[], peer: Measurement, long: LongRun | undefined): Report['targets'] {
   const checks: Report['targets'] = [];
-  for (const run of brokerRuns) {
+  for (const { run, limits } of brokerRuns) {
     const ratio = run.reqPerSec / peer.reqPerSec;
-    checks.push({ what: `${run.target}: broker/peer >= ${TARGETS.minRatio}`, measured: ratio.toFixed(2), met: ratio >= TARGETS.minRatio });
-    checks.push({ what: `${run.target}: p99 <= ${TARGETS.maxP99Ms} ms`, measured: `${run.p99Ms} ms`, met: run.p99Ms <= TARGETS.maxP99Ms });
+    checks.push({ what: `${run.target}: broker/peer >= ${limits.minRatio}`, measured: ratio.toFixed(2), met: ratio >= limits.minRatio });
+    checks.push({ what: `${run.target}: p99 <= ${limits.maxP99Ms} ms`, measured: `${run.p99Ms} ms`, met: run.p99Ms <= limits.maxP99Ms });
+    checks.push({ what: `${run.target}: no failed request`, measured: String(failures(run)), met: failures(run) === 0 });
   }
-  const memoryRuns = [...brokerRuns.map((run) => ({ run, label: run.target })), ...(long ? [{ run: long.measurement, label: `${long.measurement.target} (long)` }] : [])];
+  const memoryRuns = [...brokerRuns.map(({ run }) => ({ run, label: run.target })), ...(long ? [{ run: long.measurement, label: `${long.measurement.target} (long)` }] : [])];
   for (const { run, label } of memoryRuns) {
-    checks.push({ what: `${label}: peak RSS <= ${TARGETS.maxPeakRssMB} MB`, measured: `${run.peakRssMB.toFixed(0)} MB`, met: run.peakRssMB <= TARGETS.maxPeakRssMB });
+    checks.push({
+      what: `${label}: peak RSS <= ${TARGETS.maxProcessRssMB} MB per process`,
+      measured: `${run.largestProcessRssMB.toFixed(0)} MB`,
+      met: run.largestProcessRssMB <= TARGETS.maxProcessRssMB,
+    });
   }
   const trend = `late/early >= ${TARGETS.minLateOverEarly}`;
   checks.push(
@@ -88,15 +107,15 @@ const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value
 /** Markdown tables on stdout, as the other bench scripts print (the README's figures come from them). */
 export function printMarkdown(report: Report): void {
   const out = (line = '') => process.stdout.write(`${line}\n`);
-  const profiled = report.profiled ? '; BROKER PROFILED (--cpu-prof): its figures are slowed by the profiler' : '';
   const identities = report.identities > 1 ? `; ${report.identities} identities in turn` : '';
-  out(`\nnode ${report.node}, ${report.platform}; ${report.connections} connections, ${report.durationSeconds} s each after ${report.warmupSeconds} s of warm-up${identities}${profiled}\n`);
-  out('| target | req/s | p50 | p99 | CPU per request | peak RSS | non-2xx / errors | broker/peer |');
-  out('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  out(`\nnode ${report.node}, ${report.platform}, ${report.cores} cores; ${report.connections} connections, ${report.durationSeconds} s each after ${report.warmupSeconds} s of warm-up${identities}\n`);
+  out('| target | req/s | p50 | p99 | CPU per request | peak RSS, largest process | peak RSS, all processes | non-2xx / errors | broker/peer |');
+  out('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const run of report.runs) {
     const ratio = report.ratios.find((r) => r.target === run.target)?.brokerOverPeer;
+    const all = run.processes > 1 ? `${fixed(run.peakRssMB, 0)} MB (${run.processes})` : '';
     out(
-      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms${run.worstP99Ms === undefined ? '' : ` (worst replica ${run.worstP99Ms} ms)`} | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.peakRssMB, 0)} MB | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
+      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms${run.worstP99Ms === undefined ? '' : ` (worst replica ${run.worstP99Ms} ms)`} | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.largestProcessRssMB, 0)} MB | ${all} | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
     );
   }
   if (report.long) {
@@ -129,6 +148,12 @@ export function printMarkdown(report: Report): void {
   out('| --- | --- | --- |');
   for (const check of report.targets) out(`| ${check.what} | ${check.measured} | ${check.met === null ? '-' : check.met ? 'yes' : 'NO'} |`);
   for (const profile of report.profiles ?? []) {
+    if (profile.areas) {
+      out(`\nWhere the time goes, ${profile.target}: self time by area (idle excluded; src/ by folder, packages by name):\n`);
+      out('| area | self ms | self % |');
+      out('| --- | --- | --- |');
+      for (const area of profile.areas.filter((a) => a.selfPercent >= 0.5)) out(`| ${area.area} | ${area.selfMs.toFixed(0)} | ${area.selfPercent.toFixed(1)} |`);
+    }
     out(`\nHottest functions by self time, ${profile.target} (idle excluded):\n`);
     out('| self ms | self % | function | where | mostly called from |');
     out('| --- | --- | --- | --- | --- |');
