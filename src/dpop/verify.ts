@@ -1,11 +1,10 @@
 import {
   calculateJwkThumbprint,
   decodeProtectedHeader,
-  EmbeddedJWK,
   errors,
   importJWK,
   jwtVerify,
-  type JWK,
+  type CryptoKey,
   type JWTPayload,
   type ProtectedHeaderParameters,
 } from 'jose';
@@ -79,12 +78,12 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) {
     throw refuse('algorithm', `must be signed with one of ${algorithms.join(', ') || '(no algorithm is configured)'}`);
   }
-  const jwk = await publicKeyOf(header);
+  const key = await publicKeyOf(header);
 
   const skewSeconds = Math.ceil(expected.clockSkewMs / 1000);
   let payload: JWTPayload;
   try {
-    ({ payload } = await jwtVerify(proof, EmbeddedJWK, {
+    ({ payload } = await jwtVerify(proof, key, {
       typ: 'dpop+jwt',
       algorithms,
       currentDate: new Date(expected.now),
@@ -118,7 +117,7 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
     if (ath !== accessTokenHash(expected.accessToken)) throw refuse('access_token_hash', 'was made for another access token (its ath)');
   }
 
-  const jkt = await calculateJwkThumbprint(jwk, 'sha256');
+  const jkt = await calculateJwkThumbprint(header.jwk as NonNullable<ProtectedHeaderParameters['jwk']>, 'sha256');
   if (expected.jkt !== undefined && jkt !== expected.jkt) {
     throw refuse('key_mismatch', 'is signed by another key than the one the token is bound to (cnf.jkt)');
   }
@@ -142,10 +141,19 @@ function readHeader(proof: string): ProtectedHeaderParameters {
 }
 
 /**
- * The header's `jwk`, checked to be a public key of the header's algorithm before anything is
- * verified with it. jose's EmbeddedJWK checks this too; checking first says which it was.
+ * Keys imported from proofs' headers, by algorithm and the `jwk` as sent: a client signs every
+ * proof with one key, and importing it (WebCrypto validates the point) costs more than verifying
+ * the signature. Bounded, oldest out first: many keys only cost their import again.
  */
-async function publicKeyOf(header: ProtectedHeaderParameters): Promise<JWK> {
+const importedKeys = new Map<string, CryptoKey>();
+const MAX_IMPORTED_KEYS = 256;
+
+/**
+ * The header's `jwk`, checked to be a public key of the header's algorithm, and imported: the
+ * key the proof is then verified with (as jose's EmbeddedJWK would, once; checking first says
+ * what was wrong).
+ */
+async function publicKeyOf(header: ProtectedHeaderParameters): Promise<CryptoKey> {
   const { jwk } = header;
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw refuse('key', 'must carry its public key in the header (jwk)');
   if (jwk.kty === 'oct' || PRIVATE_KEY_MEMBERS.some((member) => Object.hasOwn(jwk, member))) {
@@ -154,13 +162,20 @@ async function publicKeyOf(header: ProtectedHeaderParameters): Promise<JWK> {
   if ((jwk.alg !== undefined && jwk.alg !== header.alg) || (jwk.use !== undefined && jwk.use !== 'sig')) {
     throw refuse('key', 'has a jwk meant for another algorithm or use than signing with its alg');
   }
+  const cacheKey = `${String(header.alg)} ${JSON.stringify(jwk)}`;
+  const cached = importedKeys.get(cacheKey);
+  if (cached) return cached;
+  let key: CryptoKey;
   try {
-    const key = await importJWK(jwk, header.alg);
-    if (key instanceof Uint8Array || key.type !== 'public') throw new TypeError('not a public key');
+    const imported = await importJWK(jwk, header.alg);
+    if (imported instanceof Uint8Array || imported.type !== 'public') throw new TypeError('not a public key');
+    key = imported;
   } catch {
     throw refuse('key', `has a jwk that is not a usable ${String(header.alg)} public key`);
   }
-  return jwk;
+  if (importedKeys.size >= MAX_IMPORTED_KEYS) importedKeys.delete(importedKeys.keys().next().value as string);
+  importedKeys.set(cacheKey, key);
+  return key;
 }
 
 /** jose's refusals, said in terms of the proof; anything unforeseen is still the proof's fault. */

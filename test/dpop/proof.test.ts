@@ -183,6 +183,14 @@ describe('a DPoP proof is refused', () => {
     });
   });
 
+  it('when its header carries a key seen before but another key signed it (keys are imported once, checked always)', async () => {
+    await verifyDpopProof(await proof(es256), expected());
+    await verifyDpopProof(await proof(other), expected());
+    expect((await refusal(await proof(es256, {}, {}, other.privateKey))).problem).toBe('signature');
+    expect((await refusal(await proof(other, {}, {}, es256.privateKey))).problem).toBe('signature');
+    expect((await verifyDpopProof(await proof(other), expected())).jkt).toBe(await calculateJwkThumbprint(other.publicJwk, 'sha256'));
+  });
+
   it('when a claim is missing or not what it must be', async () => {
     expect(await refusal(await proof(es256, { jti: undefined }))).toEqual({ problem: 'claim', detail: 'The DPoP proof has no jti claim (a string).' });
     expect((await refusal(await proof(es256, { jti: '' }))).problem).toBe('claim');
