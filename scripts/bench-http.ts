@@ -6,7 +6,8 @@
  * measured in one run is the figure to compare, not the absolute times.
  *
  *   npm run bench:http                        # 10 s per target, 50 connections, 2 s warm-up: the peer,
- *                                             #   the broker as `npm start` runs it, and with one worker
+ *                                             #   the broker as `npm start` runs it (both endpoints, and
+ *                                             #   with DPoP proofs), and with one worker
  *   npm run bench:http -- --duration 3        # a quick look
  *   npm run bench:http -- --long              # also 30 s of /oauth2/token: late vs early throughput
  *   npm run bench:http -- --profile           # also one worker under --cpu-prof: where its time goes
@@ -46,10 +47,11 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
 import { measure, percentile, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
+import { dpopProofs } from './bench-http/dpop.js';
 import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
 import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
 import { hottestFunctions, readProfile, timeByArea, type HotFunction, type ProfileArea } from './bench-http/profile.js';
-import { earlyAndLate, LONG_WINDOW_S, printMarkdown, replicaChecks, TARGETS, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
+import { dpopChecks, earlyAndLate, LONG_WINDOW_S, printMarkdown, replicaChecks, TARGETS, targetChecks, warnAboutFailures, type LongRun, type Report } from './bench-http/report.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const BROKER_MAIN = join(ROOT, 'dist', 'main.js');
@@ -62,6 +64,8 @@ const SUBJECT = 'repo:acme/app:ref:refs/heads/main';
 const SCOPE = 'artifacts:read';
 const AUDIENCE = 'registry.acme.internal';
 const TASK_ID = 'bench-http';
+/** The broker's public URL in every run (one issuer for every replica: their tokens are one broker's); DPoP proofs name it. */
+const BROKER_ISSUER = 'http://127.0.0.1:8080';
 
 // --- Options -----------------------------------------------------------------------------------
 
@@ -222,7 +226,7 @@ async function createGitHubIdentities(count: number): Promise<Identity> {
  */
 function benchBrokerConfig({ port, dir, jwks, workers, database }: BrokerSetup & { port: number; dir: string; jwks: Identity['jwks'] }): Record<string, unknown> {
   return {
-    issuer: 'http://127.0.0.1:8080', // one issuer for every replica of a run: their tokens are one broker's
+    issuer: BROKER_ISSUER,
     // `auto` is left out, as a configuration written for `npm start` leaves it.
     listen: { host: '127.0.0.1', port, ...(workers === 'auto' ? {} : { workers }) },
     database: database ?? join(dir, 'broker.db'),
@@ -338,6 +342,19 @@ function tokenExchangeTarget(base: string, identity: Identity, turn = takeTurns(
     method: 'POST',
     ...request(identity.tokens[0] as string),
     ...(identity.tokens.length > 1 ? { vary: () => request(turn()) } : {}),
+  };
+}
+
+/** Token exchange with a fresh DPoP proof on every request: each token comes back bound to the client's key. */
+function dpopExchangeTarget(base: string, identity: Identity, expectedRequests: number): Target {
+  const exchange = tokenExchangeTarget(base, identity);
+  const proofs = dpopProofs(`${BROKER_ISSUER}/oauth2/token`, expectedRequests);
+  const withProof = ({ headers, body }: { headers: Record<string, string>; body: string }) => ({ headers: { ...headers, dpop: proofs.next() }, body });
+  return {
+    ...exchange,
+    ...withProof(exchange),
+    name: 'broker POST /oauth2/token with DPoP',
+    vary: () => withProof(exchange.vary?.() ?? exchange),
   };
 }
 
@@ -532,6 +549,8 @@ interface Runs {
   /** The broker as started by default (or with --workers), on each endpoint. */
   exchange?: BrokerRun;
   credentials?: BrokerRun;
+  /** Token exchange with a DPoP proof, on the same start: what binding a token costs. */
+  dpop?: BrokerRun;
   /** The broker in one process, when the default start runs more. */
   oneWorker?: BrokerRun;
   long?: { run: BrokerRun; trend: LongRun };
@@ -564,6 +583,10 @@ async function runAll(context: RunContext): Promise<Runs> {
     runs.exchange = await runBroker('oauth2-token', start, tokenExchangeTarget, options.duration, context);
     say(`broker, ${start.name}: credentials API`);
     runs.credentials = await runBroker('v1-credentials', start, credentialsTarget, options.duration, context);
+    say(`broker, ${start.name}: token exchange with DPoP proofs`);
+    // Proofs for more requests than any run on this kind of machine answers; beyond them, signed as sent.
+    const proofsAhead = (options.warmup + options.duration) * 3_000;
+    runs.dpop = await runBroker('oauth2-token-dpop', start, (base, identity) => dpopExchangeTarget(base, identity, proofsAhead), options.duration, context);
     if (!oneProcess) {
       say('broker, one worker: token exchange');
       runs.oneWorker = await runBroker('one-worker-oauth2-token', ONE_WORKER, tokenExchangeTarget, options.duration, context);
@@ -597,8 +620,8 @@ async function runAll(context: RunContext): Promise<Runs> {
   return runs;
 }
 
-function buildReport({ peer, exchange, credentials, oneWorker, long, profiled, replicas }: Runs, options: Options): Report {
-  const defaultRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
+function buildReport({ peer, exchange, credentials, dpop, oneWorker, long, profiled, replicas }: Runs, options: Options): Report {
+  const defaultRuns = [exchange, credentials, dpop].flatMap((run) => (run ? [run.measurement] : []));
   const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
   const brokerRuns = [...sqliteRuns, ...replicaRuns];
@@ -622,7 +645,11 @@ function buildReport({ peer, exchange, credentials, oneWorker, long, profiled, r
     runs: [...(peer ? [peer] : []), ...brokerRuns],
     ratios: peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : [],
     ...(long ? { long: long.trend } : {}),
-    targets: [...(peer ? targetChecks(limited, peer, long?.trend) : []), ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'))],
+    targets: [
+      ...(peer ? targetChecks(limited, peer, long?.trend) : []),
+      ...(exchange && dpop ? dpopChecks(exchange.measurement, dpop.measurement) : []),
+      ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this')),
+    ],
     ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),
     ...(replicas
       ? {

@@ -16,6 +16,8 @@ export const TARGETS = {
   minLateOverEarly: 0.9,
   /** Per process: a broker of several workers may hold this much in each. */
   maxProcessRssMB: 200,
+  /** Issuance with a DPoP proof against issuance without (issue 26). */
+  maxDpopCost: 1.3,
 };
 /** Replicas on PostgreSQL (issue 28): more replicas never slower, no failure, no deadlock, p99 under this. */
 export const REPLICA_TARGETS = { maxP99Ms: 100 };
@@ -84,6 +86,16 @@ export function targetChecks(brokerRuns: { run: Measurement; limits: Limits }[],
       : { what: trend, measured: 'not measured (run with --long)', met: null },
   );
   return checks;
+}
+
+/** What a DPoP proof adds to an issuance, on the same start: CPU per token, and throughput lost. */
+export function dpopChecks(plain: Measurement, dpop: Measurement): Report['targets'] {
+  const cpu = dpop.cpuMsPerRequest / plain.cpuMsPerRequest;
+  const throughput = plain.reqPerSec / dpop.reqPerSec;
+  return [
+    { what: `DPoP: CPU per token, with a proof / without <= ${TARGETS.maxDpopCost}`, measured: cpu.toFixed(2), met: cpu <= TARGETS.maxDpopCost },
+    { what: `DPoP: tokens per second, without a proof / with <= ${TARGETS.maxDpopCost}`, measured: throughput.toFixed(2), met: throughput <= TARGETS.maxDpopCost },
+  ];
 }
 
 /** Replica runs, in the order run: each without failures or deadlocks, p99 bounded, and none slower than the one before it. */
