@@ -1,6 +1,4 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { join } from 'node:path';
 import type { CliIo } from '../../src/cli/cli-io.js';
 import { runCli } from '../../src/cli/run.js';
 import { jitBundle, ROOT } from './bundle.js';
@@ -67,11 +65,8 @@ export async function jitProcess(args: string[], options: JitOptions = {}): Prom
   return { code, ...out };
 }
 
-let configDirs: string | undefined;
-function emptyConfigDir(): string {
-  configDirs ??= tempDir('jit-config-');
-  return mkdtempSync(join(configDirs, 'dir-'));
-}
+/** A config directory of its own for each call: no profile or login of another test leaks in. */
+const emptyConfigDir = (): string => tempDir('jit-config-');
 
 /** A command line for a shell script: the bundled CLI, as `jit` would be on PATH. */
 export async function jitCommand(): Promise<string> {
