@@ -33,11 +33,12 @@ export function canonicalEvent(event: ChainedEvent): string {
 /**
  * The canonical JSON of an event in two parts around its seq, for an appender that assigns the
  * seq itself (PostgreSQL's `append_audit_events`): `before + seq + after` is `canonicalEvent`.
- * Keys sort as actor, at, data, request_id, seq, type.
+ * Keys sort as actor, at, data, request_id, seq, type. `data` is the event's data as canonical
+ * JSON, when the caller has it already (it stores that text too).
  */
-export function canonicalParts(event: Omit<ChainedEvent, 'seq'>): { before: string; after: string } {
+export function canonicalParts(event: Omit<ChainedEvent, 'seq'>, data: string = canonicalJson(event.data)): { before: string; after: string } {
   const before =
-    `{"actor":${canonicalJson(event.actor)},"at":${canonicalJson(event.at)},"data":${canonicalJson(event.data)},` +
+    `{"actor":${canonicalJson(event.actor)},"at":${canonicalJson(event.at)},"data":${data},` +
     `"request_id":${canonicalJson(event.requestId)},"seq":`;
   return { before, after: `,"type":${canonicalJson(event.type)}}` };
 }

@@ -2,7 +2,7 @@ import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { canonicalJson } from '../../shared/canonical-json.js';
-import { canonicalEvent, chainHash, GENESIS_HASH } from '../../shared/chain-hash.js';
+import { canonicalParts, chainHash, GENESIS_HASH } from '../../shared/chain-hash.js';
 import { toIso, type Clock } from '../../shared/clock.js';
 import { Unavailable } from '../../shared/errors.js';
 import type { Dialect, Engine, Sql } from '../engine.js';
@@ -82,26 +82,31 @@ export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engin
     if (entries.length === 0) return [];
     let head = chainHead.get();
     const at = toIso(clock());
-    const records = entries.map((entry) => {
+    const rows = entries.map((entry) => {
       const event = {
-        seq: (head?.seq ?? 0) + 1,
         at,
         type: entry.type,
         actor: entry.actor ? { iss: entry.actor.iss, sub: entry.actor.sub } : null,
         requestId: entry.requestId ?? null,
         data: entry.data ?? {},
       };
+      // The data's canonical JSON once: the hash covers it, and the row stores it.
+      const data = canonicalJson(event.data);
+      const { before, after } = canonicalParts(event, data);
+      const seq = (head?.seq ?? 0) + 1;
       const prevHash = head?.hash ?? GENESIS_HASH;
-      const record = { ...event, prevHash, hash: chainHash(prevHash, canonicalEvent(event)) };
+      const record = { ...event, seq, prevHash, hash: chainHash(prevHash, `${before}${seq}${after}`) };
       head = record;
-      return record;
+      return { record, data };
     });
     // A statement per event costs more than its row; SQLite takes at most 32,766 parameters.
-    for (let i = 0; i < records.length; i += EVENTS_PER_STATEMENT) {
-      const chunk = records.slice(i, i + EVENTS_PER_STATEMENT);
-      insertOf(chunk.length).run(...chunk.flatMap((r) => [r.seq, r.at, r.type, r.actor?.iss ?? null, r.actor?.sub ?? null, r.requestId, canonicalJson(r.data), r.prevHash, r.hash]));
+    for (let i = 0; i < rows.length; i += EVENTS_PER_STATEMENT) {
+      const chunk = rows.slice(i, i + EVENTS_PER_STATEMENT);
+      insertOf(chunk.length).run(
+        ...chunk.flatMap(({ record: r, data }) => [r.seq, r.at, r.type, r.actor?.iss ?? null, r.actor?.sub ?? null, r.requestId, data, r.prevHash, r.hash]),
+      );
     }
-    return records;
+    return rows.map((row) => row.record);
   }
 
   const checkpointer = startCheckpointer(db);
