@@ -581,12 +581,13 @@ async function runAll(context: RunContext): Promise<Runs> {
     runs.peer = await runPeer(options);
     say(`broker, ${start.name}: token exchange`);
     runs.exchange = await runBroker('oauth2-token', start, tokenExchangeTarget, options.duration, context);
-    say(`broker, ${start.name}: credentials API`);
-    runs.credentials = await runBroker('v1-credentials', start, credentialsTarget, options.duration, context);
+    // Right after the same endpoint without proofs: the two compared, at the closest moment of a shared machine's load.
     say(`broker, ${start.name}: token exchange with DPoP proofs`);
     // Proofs for more requests than any run on this kind of machine answers; beyond them, signed as sent.
     const proofsAhead = (options.warmup + options.duration) * 3_000;
     runs.dpop = await runBroker('oauth2-token-dpop', start, (base, identity) => dpopExchangeTarget(base, identity, proofsAhead), options.duration, context);
+    say(`broker, ${start.name}: credentials API`);
+    runs.credentials = await runBroker('v1-credentials', start, credentialsTarget, options.duration, context);
     if (!oneProcess) {
       say('broker, one worker: token exchange');
       runs.oneWorker = await runBroker('one-worker-oauth2-token', ONE_WORKER, tokenExchangeTarget, options.duration, context);
@@ -621,7 +622,7 @@ async function runAll(context: RunContext): Promise<Runs> {
 }
 
 function buildReport({ peer, exchange, credentials, dpop, oneWorker, long, profiled, replicas }: Runs, options: Options): Report {
-  const defaultRuns = [exchange, credentials, dpop].flatMap((run) => (run ? [run.measurement] : []));
+  const defaultRuns = [exchange, dpop, credentials].flatMap((run) => (run ? [run.measurement] : []));
   const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
   const brokerRuns = [...sqliteRuns, ...replicaRuns];
