@@ -46,7 +46,7 @@ import { parseArgs } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
-import { measure, percentile, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
+import { measure, measureInTurns, percentile, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
 import { dpopProofs } from './bench-http/dpop.js';
 import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
 import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
@@ -429,6 +429,24 @@ async function runBroker(
   return { measurement, profile: { hottest: hottestFunctions(profile, options.top, ROOT), areas: timeByArea(profile, ROOT) } };
 }
 
+/** Several endpoints on one broker, loaded in turns (see measureInTurns): what one costs against another. */
+async function runInTurns(
+  label: string,
+  start: Start,
+  makeTargets: (base: string, identity: Identity) => Target[],
+  seconds: number,
+  { workDir, identity, options }: RunContext,
+): Promise<Measurement[]> {
+  const broker = await startBroker(label, workDir, identity, undefined, { workers: start.workers });
+  try {
+    const targets = makeTargets(broker.base, identity).map((endpoint) => ({ ...endpoint, name: `${endpoint.name.replace(/^broker /, `broker, ${start.name}, `)}, in turns` }));
+    for (const target of targets) await preflight(target);
+    return await measureInTurns(targets, broker.child, planFor(options, seconds));
+  } finally {
+    await stopChild(broker.child);
+  }
+}
+
 async function runPeer(options: Options): Promise<Measurement> {
   const peer = await startPeer();
   try {
@@ -549,8 +567,8 @@ interface Runs {
   /** The broker as started by default (or with --workers), on each endpoint. */
   exchange?: BrokerRun;
   credentials?: BrokerRun;
-  /** Token exchange with a DPoP proof, on the same start: what binding a token costs. */
-  dpop?: BrokerRun;
+  /** Token exchange without and with a DPoP proof, in turns on one broker of the same start: what binding a token costs. */
+  dpop?: { plain: Measurement; bound: Measurement };
   /** The broker in one process, when the default start runs more. */
   oneWorker?: BrokerRun;
   long?: { run: BrokerRun; trend: LongRun };
@@ -581,11 +599,11 @@ async function runAll(context: RunContext): Promise<Runs> {
     runs.peer = await runPeer(options);
     say(`broker, ${start.name}: token exchange`);
     runs.exchange = await runBroker('oauth2-token', start, tokenExchangeTarget, options.duration, context);
-    // Right after the same endpoint without proofs: the two compared, at the closest moment of a shared machine's load.
-    say(`broker, ${start.name}: token exchange with DPoP proofs`);
+    say(`broker, ${start.name}: token exchange with and without DPoP proofs, in turns`);
     // Proofs for more requests than any run on this kind of machine answers; beyond them, signed as sent.
     const proofsAhead = (options.warmup + options.duration) * 3_000;
-    runs.dpop = await runBroker('oauth2-token-dpop', start, (base, identity) => dpopExchangeTarget(base, identity, proofsAhead), options.duration, context);
+    const [plain, bound] = await runInTurns('oauth2-token-dpop', start, (base, identity) => [tokenExchangeTarget(base, identity), dpopExchangeTarget(base, identity, proofsAhead)], options.duration, context);
+    runs.dpop = { plain: plain as Measurement, bound: bound as Measurement };
     say(`broker, ${start.name}: credentials API`);
     runs.credentials = await runBroker('v1-credentials', start, credentialsTarget, options.duration, context);
     if (!oneProcess) {
@@ -622,10 +640,10 @@ async function runAll(context: RunContext): Promise<Runs> {
 }
 
 function buildReport({ peer, exchange, credentials, dpop, oneWorker, long, profiled, replicas }: Runs, options: Options): Report {
-  const defaultRuns = [exchange, dpop, credentials].flatMap((run) => (run ? [run.measurement] : []));
+  const defaultRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
   const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
-  const brokerRuns = [...sqliteRuns, ...replicaRuns];
+  const brokerRuns = [...sqliteRuns, ...(dpop ? [dpop.plain, dpop.bound] : []), ...replicaRuns];
   // The default start is held to the full targets; one process (measured beside it, or alone with --workers 1) to its own.
   const limited = [
     ...defaultRuns.map((run) => ({ run, limits: startOf(options).workers === 1 ? TARGETS.oneWorker : TARGETS.defaultStart })),
@@ -648,7 +666,7 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, long, profi
     ...(long ? { long: long.trend } : {}),
     targets: [
       ...(peer ? targetChecks(limited, peer, long?.trend) : []),
-      ...(exchange && dpop ? dpopChecks(exchange.measurement, dpop.measurement) : []),
+      ...(dpop ? dpopChecks(dpop.plain, dpop.bound) : []),
       ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this')),
     ],
     ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),

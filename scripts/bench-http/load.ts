@@ -161,6 +161,63 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
   return measurement;
 }
 
+/**
+ * Several targets on one server, in turns of one second each for `plan.seconds` turns apiece (after
+ * a warm-up of each): a comparison of what each costs that a shared machine's load, which moves
+ * from one minute to the next, affects alike. Each target's measurement adds up its turns.
+ */
+export async function measureInTurns(targets: readonly Target[], server: Child, plan: LoadPlan): Promise<Measurement[]> {
+  for (const target of targets) if (plan.warmupSeconds > 0) await load(target, plan.warmupSeconds, plan.connections);
+  say(`  ${targets.map((t) => t.name).join(' / ')}: ${plan.seconds} turns of 1 s each at ${plan.connections} connections`);
+  const turns = targets.map(() => ({ cpu: 0, lines: 0, results: [] as LoadResult[] }));
+  for (let turn = 0; turn < plan.seconds; turn += 1) {
+    for (const [i, target] of targets.entries()) {
+      const sum = turns[i] as (typeof turns)[number];
+      const cpuBefore = cpuSeconds(server.pid);
+      const linesBefore = server.lines;
+      sum.results.push(await load(target, 1, plan.connections));
+      sum.cpu += cpuSeconds(server.pid) - cpuBefore;
+      sum.lines += server.lines - linesBefore;
+    }
+  }
+  const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
+  return Promise.all(
+    targets.map(async (target, i) => {
+      const { cpu, lines, results } = turns[i] as (typeof turns)[number];
+      const add = (pick: (r: autocannon.Result) => number) => results.reduce((total, { result }) => total + pick(result), 0);
+      const requests = add((r) => r.requests.total);
+      const seconds = add((r) => r.duration);
+      const okLatenciesMs = results.flatMap((r) => r.okLatenciesMs);
+      const statusCodes: Record<string, number> = {};
+      for (const { result } of results) {
+        for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = (statusCodes[code] ?? 0) + (count ?? 0);
+      }
+      const measurement: Measurement = {
+        target: target.name,
+        seconds,
+        requests,
+        ok: add((r) => r['2xx']),
+        non2xx: add((r) => r.non2xx),
+        errors: add((r) => r.errors),
+        timeouts: add((r) => r.timeouts),
+        statusCodes,
+        reqPerSec: add((r) => r['2xx']) / seconds,
+        p50Ms: percentile(okLatenciesMs, 50),
+        p99Ms: percentile(okLatenciesMs, 99),
+        cpuMsPerRequest: requests > 0 ? (cpu * 1000) / requests : Number.NaN,
+        peakRssMB: rssMB.reduce((a, b) => a + b, 0),
+        largestProcessRssMB: Math.max(...rssMB),
+        processes: rssMB.length,
+        okPerSecond: results.flatMap((r) => r.okPerSecond),
+        okLatenciesMs,
+        logLines: lines,
+      };
+      if (failures(measurement) > 0) measurement.failureSample = await sampleFailure(target);
+      return measurement;
+    }),
+  );
+}
+
 export const failures = (m: Measurement) => m.non2xx + m.errors;
 
 /** The `p`th percentile (0-100) of `values`, as the nearest rank; rounded to whole ms as autocannon reports them. */
