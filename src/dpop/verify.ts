@@ -78,7 +78,7 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) {
     throw refuse('algorithm', `must be signed with one of ${algorithms.join(', ') || '(no algorithm is configured)'}`);
   }
-  const key = await publicKeyOf(header);
+  const { key, jkt } = await publicKeyOf(header);
 
   const skewSeconds = Math.ceil(expected.clockSkewMs / 1000);
   let payload: JWTPayload;
@@ -117,7 +117,6 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
     if (ath !== accessTokenHash(expected.accessToken)) throw refuse('access_token_hash', 'was made for another access token (its ath)');
   }
 
-  const jkt = await calculateJwkThumbprint(header.jwk as NonNullable<ProtectedHeaderParameters['jwk']>, 'sha256');
   if (expected.jkt !== undefined && jkt !== expected.jkt) {
     throw refuse('key_mismatch', 'is signed by another key than the one the token is bound to (cnf.jkt)');
   }
@@ -141,11 +140,12 @@ function readHeader(proof: string): ProtectedHeaderParameters {
 }
 
 /**
- * Keys imported from proofs' headers, by algorithm and the `jwk` as sent: a client signs every
- * proof with one key, and importing it (WebCrypto validates the point) costs more than verifying
- * the signature. Bounded, oldest out first: many keys only cost their import again.
+ * Keys imported from proofs' headers, with their thumbprints, by algorithm and the `jwk` as sent:
+ * a client signs every proof with one key, and importing it (WebCrypto validates the point) costs
+ * more than verifying the signature. Bounded, oldest out first: many keys only cost their import
+ * again.
  */
-const importedKeys = new Map<string, CryptoKey>();
+const importedKeys = new Map<string, ProofKey>();
 const MAX_IMPORTED_KEYS = 256;
 
 /**
@@ -153,7 +153,13 @@ const MAX_IMPORTED_KEYS = 256;
  * key the proof is then verified with (as jose's EmbeddedJWK would, once; checking first says
  * what was wrong).
  */
-async function publicKeyOf(header: ProtectedHeaderParameters): Promise<CryptoKey> {
+interface ProofKey {
+  key: CryptoKey;
+  /** RFC 7638 thumbprint (SHA-256): what `cnf.jkt` names. */
+  jkt: string;
+}
+
+async function publicKeyOf(header: ProtectedHeaderParameters): Promise<ProofKey> {
   const { jwk } = header;
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw refuse('key', 'must carry its public key in the header (jwk)');
   if (jwk.kty === 'oct' || PRIVATE_KEY_MEMBERS.some((member) => Object.hasOwn(jwk, member))) {
@@ -165,17 +171,17 @@ async function publicKeyOf(header: ProtectedHeaderParameters): Promise<CryptoKey
   const cacheKey = `${String(header.alg)} ${JSON.stringify(jwk)}`;
   const cached = importedKeys.get(cacheKey);
   if (cached) return cached;
-  let key: CryptoKey;
+  let proofKey: ProofKey;
   try {
-    const imported = await importJWK(jwk, header.alg);
-    if (imported instanceof Uint8Array || imported.type !== 'public') throw new TypeError('not a public key');
-    key = imported;
+    const key = await importJWK(jwk, header.alg);
+    if (key instanceof Uint8Array || key.type !== 'public') throw new TypeError('not a public key');
+    proofKey = { key, jkt: await calculateJwkThumbprint(jwk, 'sha256') };
   } catch {
     throw refuse('key', `has a jwk that is not a usable ${String(header.alg)} public key`);
   }
   if (importedKeys.size >= MAX_IMPORTED_KEYS) importedKeys.delete(importedKeys.keys().next().value as string);
-  importedKeys.set(cacheKey, key);
-  return key;
+  importedKeys.set(cacheKey, proofKey);
+  return proofKey;
 }
 
 /** jose's refusals, said in terms of the proof; anything unforeseen is still the proof's fault. */
