@@ -14,6 +14,8 @@ export interface Target {
   headers: Record<string, string>;
   body: string;
   vary?: () => { headers: Record<string, string>; body: string };
+  /** Runs before each stretch of load on it (warm-up, run, turn), with its length: what can be made ahead is made then. */
+  prepare?: (seconds: number) => void;
 }
 
 export interface LoadPlan {
@@ -95,6 +97,7 @@ interface LoadResult {
 
 /** `connections` connections, each sending the target's request again as soon as it is answered, for `seconds`. */
 function load(target: Target, seconds: number, connections: number): Promise<LoadResult> {
+  target.prepare?.(seconds);
   // autocannon keeps only a histogram of its per-second counts; a trend needs them in order.
   const okPerSecond: number[] = Array.from({ length: seconds }, () => 0);
   const okLatenciesMs: number[] = [];
