@@ -71,6 +71,12 @@ export function createWriter(
   /** A sync that failed: every later write is refused (see lastFailure). */
   let unsynced: unknown;
   let waitingSince: number | undefined;
+  // Each operation's savepoint copies every page it first touches to a statement journal, which
+  // SQLite moves to a temporary file past 64 KB: an issuance touches more, and those copies were
+  // the costliest part of its writes (a pwrite per page). In memory, the journal lives only until
+  // the operation's RELEASE. This connection only writes, in operations of bounded size; queries
+  // that could build large temporary tables run on the reader, whose temp_store stays on disk.
+  db.pragma('temp_store = MEMORY');
   const statements = {
     begin: db.prepare('BEGIN IMMEDIATE'),
     commit: db.prepare('COMMIT'),
