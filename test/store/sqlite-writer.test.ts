@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Unavailable } from '../../src/shared/errors.js';
@@ -116,4 +116,43 @@ describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
     await expect(none.run()).resolves.toBeUndefined();
     expect(memory.pragma('synchronous', { simple: true })).toBe(2); // FULL, as opened: untouched
   });
+
+  it("keeps an operation's statement journal in memory: no temporary file, and a failed operation still undone", async () => {
+    const db = database();
+    const writer = createWriter(db, Date.now, undefined, noSync());
+    db.exec('CREATE TABLE wide (body TEXT NOT NULL) STRICT');
+    const fill = db.prepare(
+      "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO wide (body) SELECT printf('%.3000c', 'x') FROM n",
+    );
+    await writer.run(async () => fill.run()); // pages that exist before the next operation's savepoint
+
+    // Rewriting 100 pages journals 400 KB, far past the 64 KB that SQLite keeps in memory by default.
+    const rewrite = db.prepare("UPDATE wide SET body = printf('%.3000c', 'y')");
+    let tempFiles: string[] = [];
+    const failed = writer.run(async () => {
+      rewrite.run();
+      tempFiles = sqliteTempFiles();
+      throw new Error('the operation fails after its writes');
+    });
+    await expect(failed).rejects.toThrow('the operation fails after its writes');
+    expect(tempFiles).toEqual([]);
+    expect(db.prepare("SELECT count(*) AS n FROM wide WHERE body LIKE 'x%'").get()).toEqual({ n: 100 });
+  });
 });
+
+/** A sync with nothing to wait for: the test is about what happens inside the transaction. */
+function noSync(): Sync {
+  return { run: async () => {}, close: () => {} };
+}
+
+/** This process's open SQLite temporary files (SQLite names them etilqs_*, and unlinks them at once). */
+function sqliteTempFiles(): string[] {
+  return readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      return target.includes('etilqs_') ? [target] : [];
+    } catch {
+      return []; // closed meanwhile
+    }
+  });
+}
