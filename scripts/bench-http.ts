@@ -7,7 +7,8 @@
  *
  *   npm run bench:http                        # 10 s per target, 50 connections, 2 s warm-up: the peer,
  *                                             #   the broker as `npm start` runs it (both endpoints, and
- *                                             #   with DPoP proofs), and with one worker
+ *                                             #   with DPoP proofs), and with one worker; then all of them
+ *                                             #   again in turns of a second, for ratios at the same moments
  *   npm run bench:http -- --duration 3        # a quick look
  *   npm run bench:http -- --long              # also 30 s of /oauth2/token: late vs early throughput
  *   npm run bench:http -- --profile           # also one worker under --cpu-prof: where its time goes
@@ -46,7 +47,7 @@ import { parseArgs } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
-import { measure, measureInTurns, percentile, preflight, type LoadPlan, type Measurement, type Target } from './bench-http/load.js';
+import { measure, measureInTurns, percentile, preflight, type LoadPlan, type Measurement, type Served, type Target } from './bench-http/load.js';
 import { dpopProofs } from './bench-http/dpop.js';
 import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
 import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
@@ -442,7 +443,7 @@ async function runInTurns(
   try {
     const targets = makeTargets(broker.base, identity).map((endpoint) => ({ ...endpoint, name: `${endpoint.name.replace(/^broker /, `broker, ${start.name}, `)}, in turns` }));
     for (const target of targets) await preflight(target);
-    return await measureInTurns(targets, broker.child, planFor(options, seconds));
+    return await measureInTurns(targets.map((target) => ({ target, server: broker.child })), planFor(options, seconds));
   } finally {
     await stopChild(broker.child);
   }
@@ -456,6 +457,44 @@ async function runPeer(options: Options): Promise<Measurement> {
     return await measure(target, peer.child, planFor(options, options.duration));
   } finally {
     await stopChild(peer.child);
+  }
+}
+
+/** The endpoints measured against the peer in turns, each named as its run of its own is. */
+type Versus = 'exchange' | 'credentials' | 'oneWorker';
+
+/**
+ * The peer and the broker's runs side by side, each loaded in turn for a second (see
+ * measureInTurns): throughput against the peer's at the same moments of a machine whose load moves
+ * from one minute to the next, which runs minutes apart cannot give. The servers idle while
+ * another is loaded; each broker start on a database of its own, as in its own run.
+ */
+async function runVersusPeer(start: Start, oneProcess: boolean, context: RunContext): Promise<{ peer: Measurement; brokers: Map<Versus, Measurement> }> {
+  const { identity, options } = context;
+  const inTurns = (target: Target, name: string) => ({ ...target, name: `${name}, in turns with the peer` });
+  const peer = await startPeer();
+  const served: (Served & { versus?: Versus })[] = [{ target: { ...peerTarget(peer.ready), name: 'peer oidc-provider POST /token, in turns with the broker' }, server: peer.child }];
+  const children = [peer.child];
+  try {
+    const starts: [Start, string][] = [[start, 'versus-default'], ...(oneProcess ? [] : [[ONE_WORKER, 'versus-one-worker'] as [Start, string]])];
+    for (const [which, label] of starts) {
+      const broker = await startBroker(label, context.workDir, identity, undefined, { workers: which.workers });
+      children.push(broker.child);
+      const named = (endpoint: Target) => inTurns(endpoint, endpoint.name.replace(/^broker /, `broker, ${which.name}, `));
+      if (which === start) {
+        served.push({ target: named(tokenExchangeTarget(broker.base, identity)), server: broker.child, versus: 'exchange' });
+        served.push({ target: named(credentialsTarget(broker.base, identity)), server: broker.child, versus: 'credentials' });
+      } else {
+        served.push({ target: named(tokenExchangeTarget(broker.base, identity)), server: broker.child, versus: 'oneWorker' });
+      }
+    }
+    for (const { target } of served) await preflight(target);
+    const [peerRun, ...brokerRuns] = await measureInTurns(served, planFor(options, options.duration));
+    const brokers = new Map<Versus, Measurement>();
+    served.slice(1).forEach(({ versus }, i) => versus && brokers.set(versus, brokerRuns[i] as Measurement));
+    return { peer: peerRun as Measurement, brokers };
+  } finally {
+    for (const child of children) await stopChild(child);
   }
 }
 
@@ -572,6 +611,8 @@ interface Runs {
   dpop?: { plain: Measurement; bound: Measurement };
   /** The broker in one process, when the default start runs more. */
   oneWorker?: BrokerRun;
+  /** The peer and the runs above in turns, at the same moments: the ratios the targets are judged on. */
+  versusPeer?: { peer: Measurement; brokers: Map<Versus, Measurement> };
   long?: { run: BrokerRun; trend: LongRun };
   /** With --profile: one worker under --cpu-prof, in a run of its own (its figures are the profiler's too). */
   profiled?: BrokerRun;
@@ -587,8 +628,9 @@ function startOf(options: Options): Start {
 const ONE_WORKER: Start = { workers: 1, name: 'one worker' };
 
 /**
- * One peer, then each broker endpoint on a fresh broker, then (with --long) the long run. The
- * phases run one after another, never at once: two servers would share the two cores.
+ * One peer, then each broker endpoint on a fresh broker, then all of them in turns, then (with
+ * --long) the long run. The phases run one after another, and only the servers compared in turns
+ * run at once, idle but for their turns: two servers under load would share the two cores.
  */
 async function runAll(context: RunContext): Promise<Runs> {
   const { options } = context;
@@ -609,6 +651,8 @@ async function runAll(context: RunContext): Promise<Runs> {
       say('broker, one worker: token exchange');
       runs.oneWorker = await runBroker('one-worker-oauth2-token', ONE_WORKER, tokenExchangeTarget, options.duration, context);
     }
+    say('the peer and the broker in turns: throughput at the same moments');
+    runs.versusPeer = await runVersusPeer(start, oneProcess, context);
   }
   if (options.long) {
     say(`broker, ${start.name}: long run, token exchange`);
@@ -638,15 +682,22 @@ async function runAll(context: RunContext): Promise<Runs> {
   return runs;
 }
 
-function buildReport({ peer, exchange, credentials, dpop, oneWorker, long, profiled, replicas }: Runs, options: Options): Report {
+function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer, long, profiled, replicas }: Runs, options: Options): Report {
   const defaultRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
   const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
   const brokerRuns = [...sqliteRuns, ...(dpop ? [dpop.plain, dpop.bound] : []), ...replicaRuns];
+  const inTurns = versusPeer ? [...versusPeer.brokers.values()] : [];
   // The default start is held to the full targets; one process (measured beside it, or alone with --workers 1) to its own.
+  const defaultLimits = startOf(options).workers === 1 ? TARGETS.oneWorker : TARGETS.defaultStart;
+  const versus = (which: Versus) => {
+    const broker = versusPeer?.brokers.get(which);
+    return versusPeer && broker ? { versus: { broker, peer: versusPeer.peer } } : {};
+  };
   const limited = [
-    ...defaultRuns.map((run) => ({ run, limits: startOf(options).workers === 1 ? TARGETS.oneWorker : TARGETS.defaultStart })),
-    ...(oneWorker ? [{ run: oneWorker.measurement, limits: TARGETS.oneWorker }] : []),
+    ...(exchange ? [{ run: exchange.measurement, limits: defaultLimits, ...versus('exchange') }] : []),
+    ...(credentials ? [{ run: credentials.measurement, limits: defaultLimits, ...versus('credentials') }] : []),
+    ...(oneWorker ? [{ run: oneWorker.measurement, limits: TARGETS.oneWorker, ...versus('oneWorker') }] : []),
   ];
   const profiles = [
     ...(profiled?.profile ? [{ target: `${profiled.measurement.target} (profiled run)`, ...profiled.profile }] : []),
@@ -660,8 +711,11 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, long, profi
     durationSeconds: options.duration,
     warmupSeconds: options.warmup,
     identities: options.identities,
-    runs: [...(peer ? [peer] : []), ...brokerRuns],
-    ratios: peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : [],
+    runs: [...(peer ? [peer] : []), ...brokerRuns, ...(versusPeer ? [versusPeer.peer, ...inTurns] : [])],
+    ratios: [
+      ...(peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : []),
+      ...(versusPeer ? inTurns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / versusPeer.peer.reqPerSec })) : []),
+    ],
     ...(long ? { long: long.trend } : {}),
     targets: [
       ...(peer ? targetChecks(limited, peer, long?.trend) : []),

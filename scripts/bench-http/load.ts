@@ -164,17 +164,24 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
   return measurement;
 }
 
+/** A target and the server that answers it (whose CPU and memory its measurement counts). */
+export interface Served {
+  target: Target;
+  server: Child;
+}
+
 /**
- * Several targets on one server, in turns of one second each for `plan.seconds` turns apiece (after
- * a warm-up of each): a comparison of what each costs that a shared machine's load, which moves
- * from one minute to the next, affects alike. Each target's measurement adds up its turns.
+ * Several targets, on one server or on several running side by side, in turns of one second each
+ * for `plan.seconds` turns apiece (after a warm-up of each): a comparison that a shared machine's
+ * load, which moves from one minute to the next, affects alike. A server waits idle while another
+ * is loaded. Each target's measurement adds up its turns.
  */
-export async function measureInTurns(targets: readonly Target[], server: Child, plan: LoadPlan): Promise<Measurement[]> {
-  for (const target of targets) if (plan.warmupSeconds > 0) await load(target, plan.warmupSeconds, plan.connections);
-  say(`  ${targets.map((t) => t.name).join(' / ')}: ${plan.seconds} turns of 1 s each at ${plan.connections} connections`);
-  const turns = targets.map(() => ({ cpu: 0, lines: 0, results: [] as LoadResult[] }));
+export async function measureInTurns(served: readonly Served[], plan: LoadPlan): Promise<Measurement[]> {
+  for (const { target } of served) if (plan.warmupSeconds > 0) await load(target, plan.warmupSeconds, plan.connections);
+  say(`  ${served.map((s) => s.target.name).join(' / ')}: ${plan.seconds} turns of 1 s each at ${plan.connections} connections`);
+  const turns = served.map(() => ({ cpu: 0, lines: 0, results: [] as LoadResult[] }));
   for (let turn = 0; turn < plan.seconds; turn += 1) {
-    for (const [i, target] of targets.entries()) {
+    for (const [i, { target, server }] of served.entries()) {
       const sum = turns[i] as (typeof turns)[number];
       const cpuBefore = cpuSeconds(server.pid);
       const linesBefore = server.lines;
@@ -183,9 +190,9 @@ export async function measureInTurns(targets: readonly Target[], server: Child, 
       sum.lines += server.lines - linesBefore;
     }
   }
-  const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
   return Promise.all(
-    targets.map(async (target, i) => {
+    served.map(async ({ target, server }, i) => {
+      const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
       const { cpu, lines, results } = turns[i] as (typeof turns)[number];
       const add = (pick: (r: autocannon.Result) => number) => results.reduce((total, { result }) => total + pick(result), 0);
       const requests = add((r) => r.requests.total);
