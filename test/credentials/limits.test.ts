@@ -22,7 +22,8 @@ const start = (limits: Record<string, number>) =>
     },
   });
 /** The start of the next whole minute on the broker's clock (never back in time: its key must already sign). */
-const nextMinute = () => Math.ceil((t.clock() + 1) / MINUTE) * MINUTE;
+/** The next clock minute, at least 2 s ahead: a test may step back a second from it, never to before the broker's first key. */
+const nextMinute = () => Math.ceil((t.clock() + 2_000) / MINUTE) * MINUTE;
 const dbJob = (actor = 'pat') => t.as.pipeline({ repository: 'acme/db', actor }, 'repo:acme/db:ref:refs/heads/main');
 const expect429 = (response: { status: number; body: { type?: string; detail?: string }; headers: Record<string, string> }, why: RegExp) => {
   expect(response.status).toBe(429);
