@@ -27,6 +27,25 @@ function specifiers(file: string): string[] {
   return found.map((match) => match[1] as string);
 }
 
+/** What importing a file loads at once: its static imports that carry values (not `import type`), not its dynamic ones. */
+function loadedWith(entry: string): { modules: string[]; packages: string[] } {
+  const modules = new Set<string>();
+  const packages = new Set<string>();
+  const pending = [entry];
+  while (pending.length > 0) {
+    const file = pending.pop() as string;
+    if (modules.has(file)) continue;
+    modules.add(file);
+    const text = readFileSync(file, 'utf8');
+    for (const [, specifier] of text.matchAll(/(?:^|\n)\s*(?:import|export)\s(?!type\s)[^'";]*?from\s+'([^']+)'/g)) {
+      if (!specifier) continue;
+      if (specifier.startsWith('.')) pending.push(normalize(join(dirname(file), specifier)).replace(/\.js$/, '.ts'));
+      else packages.add(specifier);
+    }
+  }
+  return { modules: [...modules].map((file) => relative(SRC, file)), packages: [...packages].filter((name) => !name.startsWith('node:')).sort() };
+}
+
 const files = sourceFiles(SRC);
 const graph = new Map(
   files.map((file) => [
@@ -98,6 +117,13 @@ describe('the layout of src/', () => {
     expect(reached).toContain(join(SRC, 'dpop', 'verify.ts'));
     expect(offending).toEqual([]);
     expect(new Set(packages)).toEqual(new Set(['jose']));
+  });
+
+  // A pipeline step runs `jit request` once per task: every command imported up front cost each call a quarter of a second.
+  it.each(['cli/main.ts', 'cli/commands/request.ts'])('%s loads no configuration schema, policy engine, database driver or JOSE library at once', (entry) => {
+    const { modules, packages } = loadedWith(join(SRC, entry));
+    expect(modules.filter((file) => !/^(cli|shared)\//.test(file) && file !== 'config/errors.ts')).toEqual([]);
+    expect(packages.filter((name) => !['jose/jwt/decode', 'ms'].includes(name))).toEqual([]);
   });
 
   it.each(DOMAIN)('%s/ knows neither express nor a database engine', (folder) => {

@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JWK } from 'jose';
-import { signDpopProof, type DpopSigningKey } from '../dpop/index.js';
+import type { DpopSigningKey } from '../dpop/index.js';
 import { readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
 import type { BrokerClient } from './client.js';
 import type { CliIo } from './cli-io.js';
@@ -30,16 +30,18 @@ export const DPOP_HELP = `  --dpop                   bind the token to this CLI'
 export function withDpop(client: BrokerClient, io: CliIo, wanted: boolean): BrokerClient {
   if (!wanted) return client;
   const key = dpopKey(io.env);
+  // Imported when a proof is signed: without --dpop, `jit request` loads no JOSE library.
+  const proofFor = async (url: string) => (await import('../dpop/index.js')).signDpopProof(key, { method: 'POST', url });
   return {
     ...client,
     async post<T>(path: string, body?: unknown, headers: Record<string, string> = {}) {
-      const proof = await signDpopProof(key, { method: 'POST', url: `${client.base}${path}` });
+      const proof = await proofFor(`${client.base}${path}`);
       const answer = await client.post<T>(path, body, { ...headers, dpop: proof });
       warnIfUnbound(io, answer.body);
       return answer;
     },
     async exchange<T>(fields: Record<string, string>, headers: Record<string, string> = {}) {
-      const proof = await signDpopProof(key, { method: 'POST', url: `${client.base}/oauth2/token` });
+      const proof = await proofFor(`${client.base}/oauth2/token`);
       const answer = await client.exchange<T>(fields, { ...headers, dpop: proof });
       warnIfUnbound(io, answer.body);
       return answer;

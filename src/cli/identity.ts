@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { decodeJwt } from 'jose';
+import { decodeJwt } from 'jose/jwt/decode';
 import { loginFile } from './config-dir.js';
 import { CliError, EXIT, usage } from './errors.js';
 import type { CliIo } from './cli-io.js';

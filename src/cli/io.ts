@@ -1,5 +1,4 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadConfig, resolveConfigPath, type BrokerConfig } from '../config/index.js';
 import { resolveBroker } from './broker.js';
 import { CliError, EXIT, usage } from './errors.js';
 import { resolveIdentity, type IdentitySource } from './identity.js';
@@ -26,11 +25,6 @@ export function parse<O extends Options>(args: string[], options: O): Parsed<O> 
   } catch (error) {
     throw usage((error as Error).message);
   }
-}
-
-/** The broker's configuration file: only `dev-token` reads it, for the development issuer's key. */
-export function readConfig(io: CliIo, file: string | undefined): BrokerConfig {
-  return loadConfig(file ?? resolveConfigPath([], io.env), {}).config;
 }
 
 /** The broker's URL, for `jit audit verify` (see `resolveBroker`). */

@@ -1,19 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
-import { ConfigError } from '../config/index.js';
+import { ConfigError } from '../config/errors.js';
 import { BROKER_HELP } from './client.js';
-import * as auditCommand from './commands/audit.js';
-import * as backupCommand from './commands/backup.js';
-import * as configCommand from './commands/config.js';
-import * as decide from './commands/decide.js';
-import * as decodeCommand from './commands/decode.js';
-import * as devTokenCommand from './commands/dev-token.js';
-import * as lifecycle from './commands/lifecycle.js';
-import * as listings from './commands/listings.js';
-import * as loginCommand from './commands/login.js';
-import * as policyCommand from './commands/policy.js';
-import * as profileCommand from './commands/profile.js';
-import * as requestCommand from './commands/request.js';
 import { EXIT_CODES_HELP } from './errors.js';
 import { IDENTITY_HELP } from './identity.js';
 import { CliError, EXIT, shown, type CliIo } from './io.js';
@@ -21,28 +9,46 @@ import { packageVersion } from '../shared/package.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
 
-const COMMANDS: Record<string, Command> = {
-  'dev-token': devTokenCommand.devToken,
-  request: requestCommand.request,
-  collect: requestCommand.collect,
-  requests: listings.requests,
-  approvals: decide.approvals,
-  show: decide.show,
-  approve: decide.approve,
-  deny: decide.deny,
-  complete: lifecycle.complete,
-  revoke: lifecycle.revoke,
-  review: lifecycle.review,
-  reviews: listings.reviews,
-  decode: decodeCommand.decode,
-  audit: auditCommand.audit,
-  login: loginCommand.login,
-  logout: loginCommand.logout,
-  profile: profileCommand.profile,
-  backup: backupCommand.backup,
-  restore: backupCommand.restore,
-  policy: policyCommand.policy,
-  config: configCommand.config,
+/** A command as it runs, with its `--help`. */
+interface Loaded {
+  run: Command;
+  help: string;
+}
+
+/**
+ * A command whose module is imported only when it runs (or shows its help): a pipeline step's
+ * `jit request` then loads no configuration schema, policy engine or database driver, which cost
+ * each call a quarter of a second when every command was imported up front.
+ */
+const lazy =
+  <M>(load: () => Promise<M>, run: (module: M) => Command, help: (module: M) => string) =>
+  async (): Promise<Loaded> => {
+    const module = await load();
+    return { run: run(module), help: help(module) };
+  };
+
+const COMMANDS: Record<string, () => Promise<Loaded>> = {
+  'dev-token': lazy(() => import('./commands/dev-token.js'), (m) => m.devToken, (m) => m.help),
+  request: lazy(() => import('./commands/request.js'), (m) => m.request, (m) => m.requestHelp),
+  collect: lazy(() => import('./commands/request.js'), (m) => m.collect, (m) => m.collectHelp),
+  requests: lazy(() => import('./commands/listings.js'), (m) => m.requests, (m) => m.requestsHelp),
+  approvals: lazy(() => import('./commands/decide.js'), (m) => m.approvals, (m) => m.approvalsHelp),
+  show: lazy(() => import('./commands/decide.js'), (m) => m.show, (m) => m.showHelp),
+  approve: lazy(() => import('./commands/decide.js'), (m) => m.approve, (m) => m.decideHelp('approve')),
+  deny: lazy(() => import('./commands/decide.js'), (m) => m.deny, (m) => m.decideHelp('deny')),
+  complete: lazy(() => import('./commands/lifecycle.js'), (m) => m.complete, (m) => m.completeHelp),
+  revoke: lazy(() => import('./commands/lifecycle.js'), (m) => m.revoke, (m) => m.revokeHelp),
+  review: lazy(() => import('./commands/lifecycle.js'), (m) => m.review, (m) => m.reviewHelp),
+  reviews: lazy(() => import('./commands/listings.js'), (m) => m.reviews, (m) => m.reviewsHelp),
+  decode: lazy(() => import('./commands/decode.js'), (m) => m.decode, (m) => m.help),
+  audit: lazy(() => import('./commands/audit.js'), (m) => m.audit, (m) => m.help),
+  login: lazy(() => import('./commands/login.js'), (m) => m.login, (m) => m.help),
+  logout: lazy(() => import('./commands/login.js'), (m) => m.logout, (m) => m.logoutHelp),
+  profile: lazy(() => import('./commands/profile.js'), (m) => m.profile, (m) => m.help),
+  backup: lazy(() => import('./commands/backup.js'), (m) => m.backup, (m) => m.backupHelp),
+  restore: lazy(() => import('./commands/backup.js'), (m) => m.restore, (m) => m.restoreHelp),
+  policy: lazy(() => import('./commands/policy.js'), (m) => m.policy, (m) => m.help),
+  config: lazy(() => import('./commands/config.js'), (m) => m.config, (m) => m.help),
 };
 
 const CALLER_OPTIONS_HELP = `${BROKER_HELP}
@@ -51,30 +57,6 @@ ${IDENTITY_HELP}
 
   --json   the broker's objects as JSON on stdout (a listing: a JSON array of them)`;
 
-/** Each command's `--help`: its usage, and for those that call the broker, how they find it and you. */
-const COMMAND_HELP: Record<string, string> = {
-  'dev-token': devTokenCommand.help,
-  request: requestCommand.requestHelp,
-  collect: requestCommand.collectHelp,
-  requests: listings.requestsHelp,
-  approvals: decide.approvalsHelp,
-  show: decide.showHelp,
-  approve: decide.decideHelp('approve'),
-  deny: decide.decideHelp('deny'),
-  complete: lifecycle.completeHelp,
-  revoke: lifecycle.revokeHelp,
-  review: lifecycle.reviewHelp,
-  reviews: listings.reviewsHelp,
-  decode: decodeCommand.help,
-  audit: auditCommand.help,
-  profile: profileCommand.help,
-  login: loginCommand.help,
-  logout: loginCommand.logoutHelp,
-  backup: backupCommand.backupHelp,
-  restore: backupCommand.restoreHelp,
-  policy: policyCommand.help,
-  config: configCommand.help,
-};
 const LOCAL_COMMANDS = new Set(['dev-token', 'decode', 'profile', 'login', 'logout', 'backup', 'restore', 'policy', 'config']);
 
 const HELP = `jit: the just-in-time credential broker's command line
@@ -115,10 +97,9 @@ ${CALLER_OPTIONS_HELP}
 ${EXIT_CODES_HELP}
 `;
 
-function commandHelp(name: string): string | undefined {
-  const text = COMMAND_HELP[name];
-  if (text === undefined) return undefined;
-  return LOCAL_COMMANDS.has(name) ? `${text}\n` : `${text}\n\n${CALLER_OPTIONS_HELP}\n\n${EXIT_CODES_HELP}\n`;
+/** A command's `--help`: its usage, and for those that call the broker, how they find it and you. */
+function commandHelp(name: string, { help }: Loaded): string {
+  return LOCAL_COMMANDS.has(name) ? `${help}\n` : `${help}\n\n${CALLER_OPTIONS_HELP}\n\n${EXIT_CODES_HELP}\n`;
 }
 
 /** `--help` or `-h` among a command's arguments (before a `--`), as every tool answers it. */
@@ -144,20 +125,20 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.stdout(HELP);
       return EXIT.ok;
     }
-    const text = commandHelp(topic);
-    if (text === undefined) return unknown(io, topic);
-    io.stdout(text);
+    const load = Object.hasOwn(COMMANDS, topic) ? COMMANDS[topic] : undefined;
+    if (load === undefined) return unknown(io, topic);
+    io.stdout(commandHelp(topic, await load()));
     return EXIT.ok;
   }
-  const command = COMMANDS[name];
-  if (!command) return unknown(io, name);
-  const help = commandHelp(name);
-  if (help !== undefined && asksForHelp(args)) {
-    io.stdout(help);
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (load === undefined) return unknown(io, name);
+  const command = await load();
+  if (asksForHelp(args)) {
+    io.stdout(commandHelp(name, command));
     return EXIT.ok;
   }
   try {
-    return await command(args, io);
+    return await command.run(args, io);
   } catch (error) {
     if (error instanceof CliError) {
       io.stderr(`jit ${name}: ${shown(error.message)}${error.exitCode === EXIT.usage ? ` (see jit ${name} --help)` : ''}\n`);

@@ -2,20 +2,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { ConfigError } from './errors.js';
 import { configSchema, type BrokerConfig } from './schema.js';
+
+export { ConfigError };
 
 export const DEFAULT_CONFIG_PATH = 'config/broker.yaml';
 
-/** The configuration could not be used; `problems` has one line per bad field. */
-export class ConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly problems: string[],
-  ) {
-    super(`${file}: invalid configuration\n${problems.map((p) => `  - ${p}`).join('\n')}`);
-    this.name = 'ConfigError';
-  }
-}
 
 export interface LoadedConfig {
   config: BrokerConfig;

@@ -90,6 +90,11 @@ describe('help and version', () => {
     expect(bare.stderr).toContain('Exit codes:');
     const unknown = await jit(['frobnicate']);
     expect(unknown).toMatchObject({ code: 2, stdout: '', stderr: 'jit: unknown command "frobnicate"; jit --help lists them\n' });
+    // Names every object has are no commands either (they once found Object's own members).
+    for (const name of ['constructor', 'toString', '__proto__']) {
+      expect(await jit([name])).toMatchObject({ code: 2, stdout: '', stderr: `jit: unknown command "${name}"; jit --help lists them\n` });
+      expect(await jit(['help', name])).toMatchObject({ code: 2, stdout: '' });
+    }
   });
 
   it('prints its version', async () => {

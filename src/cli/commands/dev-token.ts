@@ -1,10 +1,11 @@
 import { resolve } from 'node:path';
 import { decodeJwt } from 'jose';
+import { loadConfig, resolveConfigPath } from '../../config/index.js';
 import { devKeyExists, mintDevIdentityToken } from '../../identity/index.js';
 import { parseClaims } from '../claims.js';
 import type { CliIo } from '../cli-io.js';
 import { parseTtlSeconds } from '../duration.js';
-import { CliError, EXIT, parse, readConfig, usage } from '../io.js';
+import { CliError, EXIT, parse, usage } from '../io.js';
 import { printJson } from '../views.js';
 
 export const help = `jit dev-token --sub SUBJECT [--issuer NAME] [--claim name=value ...] [--ttl 10m] [--config FILE] [--json]
@@ -30,7 +31,8 @@ export async function devToken(args: string[], io: CliIo): Promise<number> {
   const ttlSeconds = parseTtlSeconds(values.ttl);
   const claims = parseClaims(values.claim);
 
-  const config = readConfig(io, values.config);
+  // The broker's own file, for the development issuer's key.
+  const { config } = loadConfig(values.config ?? resolveConfigPath([], io.env), {});
   const devIssuers = config.identity.issuers.filter((issuer) => issuer.dev);
   if (devIssuers.length === 0) {
     throw new CliError('this configuration has no development issuer (`dev:`); dev-token only works with a development config');
