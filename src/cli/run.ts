@@ -97,6 +97,9 @@ ${CALLER_OPTIONS_HELP}
 ${EXIT_CODES_HELP}
 `;
 
+/** Own members only: `constructor` or `__proto__` is no command. */
+const commandNamed = (name: string) => (Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined);
+
 /** A command's `--help`: its usage, and for those that call the broker, how they find it and you. */
 function commandHelp(name: string, { help }: Loaded): string {
   return LOCAL_COMMANDS.has(name) ? `${help}\n` : `${help}\n\n${CALLER_OPTIONS_HELP}\n\n${EXIT_CODES_HELP}\n`;
@@ -125,12 +128,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.stdout(HELP);
       return EXIT.ok;
     }
-    const load = Object.hasOwn(COMMANDS, topic) ? COMMANDS[topic] : undefined;
+    const load = commandNamed(topic);
     if (load === undefined) return unknown(io, topic);
     io.stdout(commandHelp(topic, await load()));
     return EXIT.ok;
   }
-  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  const load = commandNamed(name);
   if (load === undefined) return unknown(io, name);
   const command = await load();
   if (asksForHelp(args)) {
