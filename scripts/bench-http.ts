@@ -25,7 +25,9 @@
  * peer and the SQLite runs, for a quick look; compare ratios within one full run). The server's own
  * log is kept and searched: a `deadlock detected` in it is reported with the run's figures. A run
  * of N replicas warms up N times --warmup, so that each process has seen as many requests as one
- * broker's warm-up gives it before it is measured. --baseline DIR runs every PostgreSQL run twice,
+ * broker's warm-up gives it before it is measured. With two replica counts or more, each count
+ * then runs again on a database of its own, all side by side and loaded in turns of a second:
+ * whether more replicas issue more is judged on that, at the same moments of the machine. --baseline DIR runs every PostgreSQL run twice,
  * first with the broker built in DIR (another checkout with its own dist/, an older release say),
  * then with this one: a before and after measured in one run, on the same server, at the same
  * moment of a shared machine's load.
@@ -47,7 +49,7 @@ import { parseArgs } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import YAML from 'yaml';
 import { BenchError, say, UsageError } from './bench-http/console.js';
-import { measure, measureInTurns, percentile, preflight, type LoadPlan, type Measurement, type Served, type Target } from './bench-http/load.js';
+import { measure, measureGroupsInTurns, measureInTurns, percentile, preflight, type LoadPlan, type Measurement, type Served, type Target } from './bench-http/load.js';
 import { dpopProofs } from './bench-http/dpop.js';
 import { startPostgres, type PostgresServer, type ServerLog } from './bench-http/postgres.js';
 import { brokerArgs, brokerArgsIn, type Child, failOnExit, freePort, startChild, stopAll, stopChild, waitUntilReady } from './bench-http/processes.js';
@@ -552,6 +554,35 @@ async function runReplicas(replicas: number, build: Build, postgres: PostgresSer
 }
 
 /** Several replicas' measurements as one broker's: throughput, CPU and memory summed; latency over all their responses (and the worst replica's p99). */
+/**
+ * Each number of replicas on a database of its own, all running at once and loaded in turns of a
+ * second (see measureGroupsInTurns): whether more replicas issue more, at the same moments of a
+ * machine whose load moves between runs minutes apart. Each measured as one broker, as in runReplicas.
+ */
+async function runReplicasInTurns(counts: readonly number[], postgres: PostgresServer, { workDir, identity, options }: RunContext): Promise<Measurement[]> {
+  const children: Child[] = [];
+  try {
+    const groups: Served[][] = [];
+    for (const count of counts) {
+      const database = await postgres.createDatabase(`bench_turns_${count}`);
+      const turn = takeTurns(identity);
+      const group: Served[] = [];
+      for (let i = 0; i < count; i += 1) {
+        const broker = await startBroker(`pg-turns-${count}-${i}`, workDir, identity, undefined, { workers: 1, database });
+        children.push(broker.child);
+        group.push({ target: tokenExchangeTarget(broker.base, identity, turn), server: broker.child });
+      }
+      for (const { target } of group) await preflight(target);
+      groups.push(group);
+    }
+    const measured = await measureGroupsInTurns(groups, planFor(options, options.duration));
+    const identities = options.identities > 1 ? `, ${options.identities} identities` : '';
+    return measured.map((parts, i) => combine(`broker on PostgreSQL, ${counts[i]} replica${counts[i] === 1 ? '' : 's'}${identities}, POST /oauth2/token, in turns`, parts));
+  } finally {
+    for (const child of children) await stopChild(child);
+  }
+}
+
 function combine(target: string, runs: Measurement[]): Measurement {
   const sum = (pick: (run: Measurement) => number) => runs.reduce((total, run) => total + pick(run), 0);
   const requests = sum((run) => run.requests);
@@ -617,6 +648,8 @@ interface Runs {
   /** With --profile: one worker under --cpu-prof, in a run of its own (its figures are the profiler's too). */
   profiled?: BrokerRun;
   replicas?: ReplicaRun[];
+  /** Each number of replicas again, all running side by side and loaded in turns: the comparison the targets are judged on. */
+  replicasInTurns?: Measurement[];
 }
 
 /** The start measured first: `npm start`'s (workers: auto, one per core) unless --workers says otherwise. */
@@ -675,6 +708,10 @@ async function runAll(context: RunContext): Promise<Runs> {
           runs.replicas.push(await runReplicas(replicas, build, postgres, context));
         }
       }
+      if (options.replicas.length > 1) {
+        say(`broker on PostgreSQL: ${options.replicas.join(', ')} replicas, each on a database of its own, in turns`);
+        runs.replicasInTurns = await runReplicasInTurns(options.replicas, postgres, context);
+      }
     } finally {
       await postgres.stop();
     }
@@ -682,7 +719,7 @@ async function runAll(context: RunContext): Promise<Runs> {
   return runs;
 }
 
-function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer, long, profiled, replicas }: Runs, options: Options): Report {
+function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer, long, profiled, replicas, replicasInTurns }: Runs, options: Options): Report {
   const defaultRuns = [exchange, credentials].flatMap((run) => (run ? [run.measurement] : []));
   const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
@@ -711,7 +748,7 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer,
     durationSeconds: options.duration,
     warmupSeconds: options.warmup,
     identities: options.identities,
-    runs: [...(peer ? [peer] : []), ...brokerRuns, ...(versusPeer ? [versusPeer.peer, ...inTurns] : [])],
+    runs: [...(peer ? [peer] : []), ...brokerRuns, ...(versusPeer ? [versusPeer.peer, ...inTurns] : []), ...(replicasInTurns ?? [])],
     ratios: [
       ...(peer ? brokerRuns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / peer.reqPerSec })) : []),
       ...(versusPeer ? inTurns.map((run) => ({ target: run.target, brokerOverPeer: run.reqPerSec / versusPeer.peer.reqPerSec })) : []),
@@ -720,7 +757,7 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer,
     targets: [
       ...(peer ? targetChecks(limited, peer, long?.trend) : []),
       ...(dpop ? dpopChecks(dpop.plain, dpop.bound) : []),
-      ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this')),
+      ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'), replicasInTurns),
     ],
     ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),
     ...(replicas

@@ -177,55 +177,76 @@ export interface Served {
  * is loaded. Each target's measurement adds up its turns.
  */
 export async function measureInTurns(served: readonly Served[], plan: LoadPlan): Promise<Measurement[]> {
-  for (const { target } of served) if (plan.warmupSeconds > 0) await load(target, plan.warmupSeconds, plan.connections);
-  say(`  ${served.map((s) => s.target.name).join(' / ')}: ${plan.seconds} turns of 1 s each at ${plan.connections} connections`);
-  const turns = served.map(() => ({ cpu: 0, lines: 0, results: [] as LoadResult[] }));
+  return (await measureGroupsInTurns(served.map((one) => [one]), plan)).map((group) => group[0] as Measurement);
+}
+
+/**
+ * As measureInTurns, for groups of targets loaded together in their turn, the connections split
+ * between them (replicas behind one load balancer): a group of N is warmed up N times as long, so
+ * that each of its servers has seen as many requests as a lone server's warm-up gives it. Each
+ * target of each group has a measurement of its own.
+ */
+export async function measureGroupsInTurns(groups: readonly (readonly Served[])[], plan: LoadPlan): Promise<Measurement[][]> {
+  const share = (i: number, parts: number) => Math.floor(plan.connections / parts) + (i < plan.connections % parts ? 1 : 0);
+  const loadGroup = (group: readonly Served[], seconds: number) => Promise.all(group.map(({ target }, i) => load(target, seconds, share(i, group.length))));
+  for (const group of groups) if (plan.warmupSeconds > 0) await loadGroup(group, plan.warmupSeconds * group.length);
+  say(`  ${groups.map((group) => group.map((s) => s.target.name).join(' + ')).join(' / ')}: ${plan.seconds} turns of 1 s each at ${plan.connections} connections`);
+  const turns = groups.map((group) => group.map(() => ({ cpu: 0, lines: 0, results: [] as LoadResult[] })));
   for (let turn = 0; turn < plan.seconds; turn += 1) {
-    for (const [i, { target, server }] of served.entries()) {
-      const sum = turns[i] as (typeof turns)[number];
-      const cpuBefore = cpuSeconds(server.pid);
-      const linesBefore = server.lines;
-      sum.results.push(await load(target, 1, plan.connections));
-      sum.cpu += cpuSeconds(server.pid) - cpuBefore;
-      sum.lines += server.lines - linesBefore;
+    for (const [g, group] of groups.entries()) {
+      const sums = turns[g] as (typeof turns)[number];
+      const before = group.map(({ server }) => ({ cpu: cpuSeconds(server.pid), lines: server.lines }));
+      const results = await loadGroup(group, 1);
+      group.forEach(({ server }, i) => {
+        const sum = sums[i] as (typeof sums)[number];
+        sum.results.push(results[i] as LoadResult);
+        sum.cpu += cpuSeconds(server.pid) - (before[i]?.cpu ?? 0);
+        sum.lines += server.lines - (before[i]?.lines ?? 0);
+      });
     }
   }
-  return Promise.all(
-    served.map(async ({ target, server }, i) => {
-      const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
-      const { cpu, lines, results } = turns[i] as (typeof turns)[number];
-      const add = (pick: (r: autocannon.Result) => number) => results.reduce((total, { result }) => total + pick(result), 0);
-      const requests = add((r) => r.requests.total);
-      const seconds = add((r) => r.duration);
-      const okLatenciesMs = results.flatMap((r) => r.okLatenciesMs);
-      const statusCodes: Record<string, number> = {};
-      for (const { result } of results) {
-        for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = (statusCodes[code] ?? 0) + (count ?? 0);
-      }
-      const measurement: Measurement = {
-        target: target.name,
-        seconds,
-        requests,
-        ok: add((r) => r['2xx']),
-        non2xx: add((r) => r.non2xx),
-        errors: add((r) => r.errors),
-        timeouts: add((r) => r.timeouts),
-        statusCodes,
-        reqPerSec: add((r) => r['2xx']) / seconds,
-        p50Ms: percentile(okLatenciesMs, 50),
-        p99Ms: percentile(okLatenciesMs, 99),
-        cpuMsPerRequest: requests > 0 ? (cpu * 1000) / requests : Number.NaN,
-        peakRssMB: rssMB.reduce((a, b) => a + b, 0),
-        largestProcessRssMB: Math.max(...rssMB),
-        processes: rssMB.length,
-        okPerSecond: results.flatMap((r) => r.okPerSecond),
-        okLatenciesMs,
-        logLines: lines,
-      };
-      if (failures(measurement) > 0) measurement.failureSample = await sampleFailure(target);
-      return measurement;
-    }),
-  );
+  return Promise.all(groups.map((group, g) => Promise.all(group.map(({ target, server }, i) => summed(target, server, (turns[g] as (typeof turns)[number])[i] as Turns)))));
+}
+
+interface Turns {
+  cpu: number;
+  lines: number;
+  results: LoadResult[];
+}
+
+/** One target's turns added up. */
+async function summed(target: Target, server: Child, { cpu, lines, results }: Turns): Promise<Measurement> {
+  const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
+  const add = (pick: (r: autocannon.Result) => number) => results.reduce((total, { result }) => total + pick(result), 0);
+  const requests = add((r) => r.requests.total);
+  const seconds = add((r) => r.duration);
+  const okLatenciesMs = results.flatMap((r) => r.okLatenciesMs);
+  const statusCodes: Record<string, number> = {};
+  for (const { result } of results) {
+    for (const [code, { count }] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = (statusCodes[code] ?? 0) + (count ?? 0);
+  }
+  const measurement: Measurement = {
+    target: target.name,
+    seconds,
+    requests,
+    ok: add((r) => r['2xx']),
+    non2xx: add((r) => r.non2xx),
+    errors: add((r) => r.errors),
+    timeouts: add((r) => r.timeouts),
+    statusCodes,
+    reqPerSec: add((r) => r['2xx']) / seconds,
+    p50Ms: percentile(okLatenciesMs, 50),
+    p99Ms: percentile(okLatenciesMs, 99),
+    cpuMsPerRequest: requests > 0 ? (cpu * 1000) / requests : Number.NaN,
+    peakRssMB: rssMB.reduce((a, b) => a + b, 0),
+    largestProcessRssMB: Math.max(...rssMB),
+    processes: rssMB.length,
+    okPerSecond: results.flatMap((r) => r.okPerSecond),
+    okLatenciesMs,
+    logLines: lines,
+  };
+  if (failures(measurement) > 0) measurement.failureSample = await sampleFailure(target);
+  return measurement;
 }
 
 export const failures = (m: Measurement) => m.non2xx + m.errors;

@@ -110,19 +110,24 @@ export function dpopChecks(plain: Measurement, dpop: Measurement): Report['targe
   ];
 }
 
-/** Replica runs, in the order run: each without failures or deadlocks, p99 bounded, and none slower than the one before it. */
-export function replicaChecks(runs: readonly { measurement: Measurement; server: { deadlocks: number } }[]): Report['targets'] {
+/**
+ * Replica runs, in the order run: each without failures or deadlocks, p99 bounded, and none slower
+ * than the one before it, judged in turns (the same replica counts side by side, `inTurns`, in the
+ * same order) where they were measured so.
+ */
+export function replicaChecks(runs: readonly { measurement: Measurement; server: { deadlocks: number } }[], inTurns?: readonly Measurement[]): Report['targets'] {
   const checks: Report['targets'] = [];
   runs.forEach(({ measurement: run, server }, i) => {
     checks.push({ what: `${run.target}: no failed request`, measured: String(failures(run)), met: failures(run) === 0 });
     checks.push({ what: `${run.target}: no deadlock in PostgreSQL's log`, measured: String(server.deadlocks), met: server.deadlocks === 0 });
     checks.push({ what: `${run.target}: p99 < ${REPLICA_TARGETS.maxP99Ms} ms`, measured: `${run.p99Ms} ms`, met: run.p99Ms < REPLICA_TARGETS.maxP99Ms });
-    const previous = runs[i - 1]?.measurement;
-    if (previous) {
-      const ratio = run.reqPerSec / previous.reqPerSec;
-      checks.push({ what: `${run.target}: at least as fast as the run before (${previous.target})`, measured: ratio.toFixed(2), met: ratio >= 1 });
+    const [previous, current] = inTurns ? [inTurns[i - 1], inTurns[i]] : [runs[i - 1]?.measurement, run];
+    if (previous && current) {
+      const ratio = current.reqPerSec / previous.reqPerSec;
+      checks.push({ what: `${current.target}: at least as fast as ${inTurns ? '' : 'the run before, '}${previous.target}`, measured: ratio.toFixed(2), met: ratio >= 1 });
     }
   });
+  for (const run of inTurns ?? []) checks.push({ what: `${run.target}: no failed request`, measured: String(failures(run)), met: failures(run) === 0 });
   return checks;
 }
 
