@@ -75,8 +75,9 @@ export function createWriter(
   // SQLite moves to a temporary file past 64 KB: an issuance touches more, and those copies were
   // the costliest part of its writes (a pwrite per page). In memory, the journal lives only until
   // the operation's RELEASE. This connection only writes, in operations of bounded size; queries
-  // that could build large temporary tables run on the reader, whose temp_store stays on disk.
-  db.pragma('temp_store = MEMORY');
+  // that could build large temporary tables run on the reader, whose temp_store stays on disk (as
+  // does a read-only connection's, which writes nothing).
+  if (!db.readonly) db.pragma('temp_store = MEMORY');
   const statements = {
     begin: db.prepare('BEGIN IMMEDIATE'),
     commit: db.prepare('COMMIT'),
