@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { serveClusterMetrics } from '../observability/index.js';
-import { isReloadReport, logReload, type ReloadOrder, type ReloadOutcome } from './reload.js';
+import { appliedByAll, isReloadReport, logReload, type ReloadOrder, type ReloadOutcome } from './reload.js';
 
 /** How long workers get to finish in-flight requests after SIGTERM before they are killed. */
 const STOP_GRACE_MS = 12_000;
@@ -148,5 +148,5 @@ async function reloadWorkers(logger: Logger, serving: ReadonlyMap<number, Promis
     );
     return;
   }
-  logReload(logger, first, { workers: outcomes.length + 1 });
+  logReload(logger, appliedByAll(first, outcomes), { workers: outcomes.length + 1 });
 }

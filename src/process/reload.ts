@@ -27,6 +27,17 @@ export function logReload(logger: Logger, outcome: ReloadOutcome, more: Record<s
   warnOfDevIssuers(logger, outcome.file, outcome.devIssuers);
 }
 
+/**
+ * One reload as several workers applied it: the first's file, and what changed for any of them. A
+ * worker that started after the file was written already runs it and finds nothing changed; the
+ * others do not, and the broker as a whole did change.
+ */
+export function appliedByAll(first: Extract<ReloadOutcome, { status: 'applied' }>, others: readonly ReloadOutcome[]): ReloadOutcome {
+  const changed = new Set(first.changed);
+  for (const outcome of others) if (outcome.status === 'applied') for (const section of outcome.changed) changed.add(section);
+  return { ...first, changed: [...changed] };
+}
+
 // The primary of several workers and a worker, about a reload (SIGHUP to the primary).
 
 /** Primary to worker: reload the file; `record` for exactly one worker per reload. */
