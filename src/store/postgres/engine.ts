@@ -51,15 +51,19 @@ export function createPostgresEngine(pool: Pool, clock: Clock, onConflict: OnCon
       data: entry.data ?? {},
     }));
     const json = JSON.stringify(
-      events.map((event) => ({
-        ...canonicalParts(event),
-        at: event.at,
-        type: event.type,
-        actor_iss: event.actor?.iss ?? null,
-        actor_sub: event.actor?.sub ?? null,
-        request_id: event.requestId,
-        data: canonicalJson(event.data),
-      })),
+      events.map((event) => {
+        // The data's canonical JSON once: the parts around the seq hold it, and the row stores it.
+        const data = canonicalJson(event.data);
+        return {
+          ...canonicalParts(event, data),
+          at: event.at,
+          type: event.type,
+          actor_iss: event.actor?.iss ?? null,
+          actor_sub: event.actor?.sub ?? null,
+          request_id: event.requestId,
+          data,
+        };
+      }),
     );
     const records = (sealed: readonly Record<string, unknown>[]): AuditEventRecord[] =>
       events.map((event, i) => {
