@@ -26,11 +26,8 @@ export function buildApp(deps: AppDeps): Express {
     next();
   });
 
-  app.use(discoveryRoutes(deps));
-  app.use(healthRoutes(deps));
+  // The endpoints that issue come first: a request walks the routers before its own.
   app.use('/oauth2', oauthRoutes(deps));
-  app.use('/console', consoleRoutes(deps));
-
   // Every /v1 endpoint acts for a verified identity; bodies are read only once it is known.
   const v1 = express.Router();
   v1.use((_req, res, next) => {
@@ -43,6 +40,9 @@ export function buildApp(deps: AppDeps): Express {
   v1.use('/audit', auditRoutes(deps));
   v1.use(listingRoutes(deps));
   app.use('/v1', v1);
+  app.use(discoveryRoutes(deps));
+  app.use(healthRoutes(deps));
+  app.use('/console', consoleRoutes(deps));
 
   app.use((req) => {
     throw new NotFound(`No such endpoint: ${req.method} ${req.path}`);
