@@ -27,11 +27,18 @@
  * of N replicas warms up N times --warmup, so that each process has seen as many requests as one
  * broker's warm-up gives it before it is measured. With two replica counts or more, each count
  * then runs again on a database of its own, all side by side and loaded in turns of a second:
- * whether more replicas issue more is judged on that, at the same moments of the machine. --baseline DIR runs every PostgreSQL run twice,
- * first with the broker built in DIR (another checkout with its own dist/, an older release say),
- * then with this one: a before and after measured in one run, on the same server, at the same
- * moment of a shared machine's load.
+ * whether more replicas issue more is judged on that, at the same moments of the machine.
  *
+ * A before and after in one run (--baseline DIR: another checkout with its own dist/, an older
+ * release or this one before a change, started as its own package.json's `start` says, flags
+ * included): on SQLite, the baseline's default start and one worker join the in-turns phase
+ * beside this build's, each on a database of its own, so that both builds meet the same moments
+ * of a shared machine's load; on PostgreSQL, every run runs twice, first with the baseline, on
+ * the same server. A change worth less than the machine's noise between runs minutes apart
+ * (often 10% or more) still shows here. Judge the targets on a run without it: the baseline's
+ * brokers idle beside the measured ones.
+ *
+ *   npm run bench:http -- --baseline ../jit-broker-before
  *   npm run bench:http -- --postgres --identities 64 --connections 48
  *   npm run bench:http -- --postgres --identities 64 --connections 48 --baseline ../jit-broker-1.4
  *
@@ -465,36 +472,51 @@ async function runPeer(options: Options): Promise<Measurement> {
 /** The endpoints measured against the peer in turns, each named as its run of its own is. */
 type Versus = 'exchange' | 'credentials' | 'oneWorker';
 
+interface VersusPeer {
+  peer: Measurement;
+  brokers: Map<Versus, Measurement>;
+  /** With --baseline: the same endpoints on the baseline build, in the same turns. */
+  baseline: Map<Versus, Measurement>;
+}
+
 /**
  * The peer and the broker's runs side by side, each loaded in turn for a second (see
  * measureInTurns): throughput against the peer's at the same moments of a machine whose load moves
  * from one minute to the next, which runs minutes apart cannot give. The servers idle while
  * another is loaded; each broker start on a database of its own, as in its own run.
  */
-async function runVersusPeer(start: Start, oneProcess: boolean, context: RunContext): Promise<{ peer: Measurement; brokers: Map<Versus, Measurement> }> {
+async function runVersusPeer(start: Start, oneProcess: boolean, context: RunContext): Promise<VersusPeer> {
   const { identity, options } = context;
   const inTurns = (target: Target, name: string) => ({ ...target, name: `${name}, in turns with the peer` });
   const peer = await startPeer();
-  const served: (Served & { versus?: Versus })[] = [{ target: { ...peerTarget(peer.ready), name: 'peer oidc-provider POST /token, in turns with the broker' }, server: peer.child }];
+  const served: (Served & { versus?: Versus; build?: Build['name'] })[] = [
+    { target: { ...peerTarget(peer.ready), name: 'peer oidc-provider POST /token, in turns with the broker' }, server: peer.child },
+  ];
   const children = [peer.child];
   try {
     const starts: [Start, string][] = [[start, 'versus-default'], ...(oneProcess ? [] : [[ONE_WORKER, 'versus-one-worker'] as [Start, string]])];
-    for (const [which, label] of starts) {
-      const broker = await startBroker(label, context.workDir, identity, undefined, { workers: which.workers });
-      children.push(broker.child);
-      const named = (endpoint: Target) => inTurns(endpoint, endpoint.name.replace(/^broker /, `broker, ${which.name}, `));
-      if (which === start) {
-        served.push({ target: named(tokenExchangeTarget(broker.base, identity)), server: broker.child, versus: 'exchange' });
-        served.push({ target: named(credentialsTarget(broker.base, identity)), server: broker.child, versus: 'credentials' });
-      } else {
-        served.push({ target: named(tokenExchangeTarget(broker.base, identity)), server: broker.child, versus: 'oneWorker' });
+    const builds: Build[] = [{ name: 'this' }, ...(options.baseline ? [{ name: 'baseline' as const, root: options.baseline }] : [])];
+    for (const build of builds) {
+      for (const [which, label] of starts) {
+        const broker = await startBroker(`${label}-${build.name}`, context.workDir, identity, undefined, { workers: which.workers, root: build.root });
+        children.push(broker.child);
+        const whose = build.root ? 'broker (baseline), ' : 'broker, ';
+        const named = (endpoint: Target) => inTurns(endpoint, endpoint.name.replace(/^broker /, `${whose}${which.name}, `));
+        const add = (target: Target, versus: Versus) => served.push({ target: named(target), server: broker.child, versus, build: build.name });
+        if (which === start) {
+          add(tokenExchangeTarget(broker.base, identity), 'exchange');
+          add(credentialsTarget(broker.base, identity), 'credentials');
+        } else {
+          add(tokenExchangeTarget(broker.base, identity), 'oneWorker');
+        }
       }
     }
     for (const { target } of served) await preflight(target);
     const [peerRun, ...brokerRuns] = await measureInTurns(served, planFor(options, options.duration));
     const brokers = new Map<Versus, Measurement>();
-    served.slice(1).forEach(({ versus }, i) => versus && brokers.set(versus, brokerRuns[i] as Measurement));
-    return { peer: peerRun as Measurement, brokers };
+    const baseline = new Map<Versus, Measurement>();
+    served.slice(1).forEach(({ versus, build }, i) => versus && (build === 'baseline' ? baseline : brokers).set(versus, brokerRuns[i] as Measurement));
+    return { peer: peerRun as Measurement, brokers, baseline };
   } finally {
     for (const child of children) await stopChild(child);
   }
@@ -643,7 +665,7 @@ interface Runs {
   /** The broker in one process, when the default start runs more. */
   oneWorker?: BrokerRun;
   /** The peer and the runs above in turns, at the same moments: the ratios the targets are judged on. */
-  versusPeer?: { peer: Measurement; brokers: Map<Versus, Measurement> };
+  versusPeer?: VersusPeer;
   long?: { run: BrokerRun; trend: LongRun };
   /** With --profile: one worker under --cpu-prof, in a run of its own (its figures are the profiler's too). */
   profiled?: BrokerRun;
@@ -724,7 +746,7 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer,
   const sqliteRuns = [...defaultRuns, ...(oneWorker ? [oneWorker.measurement] : [])];
   const replicaRuns = (replicas ?? []).map((run) => run.measurement);
   const brokerRuns = [...sqliteRuns, ...(dpop ? [dpop.plain, dpop.bound] : []), ...replicaRuns];
-  const inTurns = versusPeer ? [...versusPeer.brokers.values()] : [];
+  const inTurns = versusPeer ? [...versusPeer.brokers.values(), ...versusPeer.baseline.values()] : [];
   // The default start is held to the full targets; one process (measured beside it, or alone with --workers 1) to its own.
   const defaultLimits = startOf(options).workers === 1 ? TARGETS.oneWorker : TARGETS.defaultStart;
   const versus = (which: Versus) => {
@@ -759,7 +781,7 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer,
       ...(dpop ? dpopChecks(dpop.plain, dpop.bound) : []),
       ...replicaChecks((replicas ?? []).filter((run) => run.build === 'this'), replicasInTurns),
     ],
-    ...(options.baseline && replicas ? { baseline: baselineRatios(replicas) } : {}),
+    ...(options.baseline ? { baseline: [...(versusPeer ? inTurnsBaseline(versusPeer) : []), ...baselineRatios(replicas ?? [])] } : {}),
     ...(replicas
       ? {
           chain: replicas.map((run) => ({
@@ -775,12 +797,33 @@ function buildReport({ peer, exchange, credentials, dpop, oneWorker, versusPeer,
   };
 }
 
+/** One row of the baseline table: a measurement of this build beside the baseline's. */
+const beside = (baseline: Measurement, measurement: Measurement): NonNullable<Report['baseline']>[number] => ({
+  target: measurement.target,
+  baselineReqPerSec: baseline.reqPerSec,
+  reqPerSec: measurement.reqPerSec,
+  baselineP99Ms: baseline.p99Ms,
+  p99Ms: measurement.p99Ms,
+  baselineCpuMsPerRequest: baseline.cpuMsPerRequest,
+  cpuMsPerRequest: measurement.cpuMsPerRequest,
+  baselineLargestRssMB: baseline.largestProcessRssMB,
+  largestRssMB: measurement.largestProcessRssMB,
+});
+
+/** Each SQLite endpoint of this build beside the baseline's, loaded in the same turns. */
+function inTurnsBaseline({ brokers, baseline }: VersusPeer): NonNullable<Report['baseline']> {
+  return [...brokers].flatMap(([versus, measurement]) => {
+    const before = baseline.get(versus);
+    return before ? [beside(before, measurement)] : [];
+  });
+}
+
 /** Each PostgreSQL run of this build beside the same run of the baseline's, measured just before it. */
 function baselineRatios(runs: readonly ReplicaRun[]): NonNullable<Report['baseline']> {
   return runs.flatMap((run, i) => {
     const before = runs[i - 1];
     if (run.build !== 'this' || before?.build !== 'baseline') return [];
-    return [{ target: run.measurement.target, baselineReqPerSec: before.measurement.reqPerSec, reqPerSec: run.measurement.reqPerSec, baselineP99Ms: before.measurement.p99Ms, p99Ms: run.measurement.p99Ms }];
+    return [beside(before.measurement, run.measurement)];
   });
 }
 

@@ -49,8 +49,18 @@ export interface Report {
   profiles?: { target: string; areas?: ProfileArea[]; hottest: HotFunction[] }[];
   /** Distinct identities the requests took in turn. */
   identities: number;
-  /** With --baseline: each PostgreSQL run of this build beside the baseline build's. */
-  baseline?: { target: string; baselineReqPerSec: number; reqPerSec: number; baselineP99Ms: number; p99Ms: number }[];
+  /** With --baseline: this build's runs beside the baseline build's (SQLite in turns, PostgreSQL one after the other). */
+  baseline?: {
+    target: string;
+    baselineReqPerSec: number;
+    reqPerSec: number;
+    baselineP99Ms: number;
+    p99Ms: number;
+    baselineCpuMsPerRequest: number;
+    cpuMsPerRequest: number;
+    baselineLargestRssMB: number;
+    largestRssMB: number;
+  }[];
   /** With --postgres: how fast the replicas' one audit chain grew, and what PostgreSQL logged meanwhile. */
   chain?: { target: string; eventsPerSecond: number; deadlocks: number; errors: number; postgresCpuMsPerRequest?: number }[];
 }
@@ -165,11 +175,14 @@ export function printMarkdown(report: Report): void {
     }
   }
   if (report.baseline) {
-    out('\nThis build against the baseline, each pair measured one after the other:\n');
-    out('| run | baseline req/s | req/s | ratio | baseline p99 | p99 |');
-    out('| --- | --- | --- | --- | --- | --- |');
+    out('\nThis build against the baseline (SQLite: loaded in the same turns; PostgreSQL: each pair one after the other):\n');
+    out('| run | baseline req/s | req/s | ratio | baseline p99 | p99 | baseline CPU per request | CPU per request | baseline peak RSS, largest process | peak RSS, largest process |');
+    out('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const b of report.baseline) {
-      out(`| ${b.target} | ${fixed(b.baselineReqPerSec, 0)} | ${fixed(b.reqPerSec, 0)} | ${fixed(b.reqPerSec / b.baselineReqPerSec, 2)} | ${b.baselineP99Ms} ms | ${b.p99Ms} ms |`);
+      out(
+        `| ${b.target} | ${fixed(b.baselineReqPerSec, 0)} | ${fixed(b.reqPerSec, 0)} | ${fixed(b.reqPerSec / b.baselineReqPerSec, 2)} | ${b.baselineP99Ms} ms | ${b.p99Ms} ms | ` +
+          `${fixed(b.baselineCpuMsPerRequest, 2)} ms | ${fixed(b.cpuMsPerRequest, 2)} ms | ${fixed(b.baselineLargestRssMB, 0)} MB | ${fixed(b.largestRssMB, 0)} MB |`,
+      );
     }
   }
   out('\nTargets:\n');
