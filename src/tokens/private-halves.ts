@@ -79,7 +79,16 @@ function sealedInStore(custody: Extract<KeyCustody, { kind: 'store' }>): Private
   // Each key opened once per content of its row: a row changed behind the broker's back (its
   // public half, algorithm or sealed half) is judged again, never answered from this cache.
   const opened = new Map<string, { row: string; privateKey?: KeyObject; failure?: StartRefused }>();
-  const rowOf = (key: SigningKeyRecord) => JSON.stringify([key.alg, key.sealedPrivateKey, key.publicJwk]);
+  // Made once per record: a key is looked at on every issuance, and a store read brings new records.
+  const rows = new WeakMap<SigningKeyRecord, string>();
+  const rowOf = (key: SigningKeyRecord) => {
+    let row = rows.get(key);
+    if (row === undefined) {
+      row = JSON.stringify([key.alg, key.sealedPrivateKey, key.publicJwk]);
+      rows.set(key, row);
+    }
+    return row;
+  };
   const open = (key: SigningKeyRecord) => {
     if (key.sealedPrivateKey === null) return undefined;
     const row = rowOf(key);
