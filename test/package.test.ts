@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
@@ -20,5 +21,16 @@ describe('package.json entry points', () => {
   ])('%s is built from an existing source file', (_name, built) => {
     expect(built).toMatch(/^\.?\/?dist\//);
     expect(existsSync(source(built))).toBe(true);
+  });
+
+  // V8 drops or renames tuning flags between releases, and node refuses to start on one it does not know.
+  it('npm start passes node only flags this node accepts', () => {
+    const [node, ...words] = (pkg.scripts.start as string).split(' ');
+    const flags = words.filter((word) => word.startsWith('--'));
+    expect(node).toBe('node');
+    expect(flags.length).toBeGreaterThan(0);
+    const run = spawnSync(process.execPath, [...flags, '-e', ''], { encoding: 'utf8' });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
   });
 });
