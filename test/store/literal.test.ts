@@ -38,6 +38,16 @@ const hostile = [
   'ünïcödé ✓ 𝄞',
   '?, ?, ?',
   '\n\t\r',
+  // Dollar quoting's tag, in the text and at its end (where the closing tag would complete it).
+  "$jit$'; DROP TABLE requests; --",
+  "\\$jit$'); DROP TABLE requests; --",
+  "it's $jit",
+  'back\\slash $jit',
+  '$jit$',
+  "'$ji",
+  "jit$'",
+  "'ünï$jitü$'",
+  '{"a":"say \\"hi\\" it\'s"}',
 ];
 
 describe.runIf(ENGINE === 'postgres')('values written in as literals', () => {
@@ -56,7 +66,7 @@ describe.runIf(ENGINE === 'postgres')('values written in as literals', () => {
 
   it('fill a statement\'s placeholders in order, and refuse a count that does not match', () => {
     expect(inline('SELECT ? WHERE a = ? AND b IN (?, ?)', ['x', 1, null, false])).toBe("SELECT 'x' WHERE a = 1 AND b IN (NULL, FALSE)");
-    expect(inline('SELECT ?, ?', ['?', "$'"])).toBe("SELECT '?', '$'''");
+    expect(inline('SELECT ?, ?', ['?', "$'"])).toBe("SELECT '?',  $jit$$'$jit$");
     expect(() => inline('SELECT ?', [])).toThrow(/1 placeholders was given 0 values/);
   });
 
@@ -74,6 +84,14 @@ describe.runIf(ENGINE === 'postgres')('values written in as literals', () => {
     } finally {
       await client.query('ROLLBACK');
     }
+  });
+
+  it('dollar-quote text with a quote or a backslash, unless it could close the quote itself', () => {
+    expect(literal('plain')).toBe("'plain'");
+    expect(literal('{"a":"\\"it\'s\\""}')).toBe(' $jit${"a":"\\"it\'s\\""}$jit$');
+    expect(literal("it's $jit$")).toBe("'it''s $jit$'");
+    expect(literal("it's $jit")).toBe("'it''s $jit'");
+    expect(literal('a\\b $jit')).toBe(" E'a\\\\b $jit'");
   });
 
   it('refuse what PostgreSQL text cannot hold (NUL), and what is no SQL value', () => {

@@ -3,9 +3,10 @@
  * only way node-postgres sends several statements in one round trip (it has no pipelining), and
  * a protocol that takes no parameters. They go as the arguments of EXECUTE of a prepared
  * statement, or in place of the text's `?` placeholders. Values are what the store binds: text,
- * numbers, booleans and null; anything else is a defect and throws. Text is quoted as libpq's
+ * numbers, booleans and null; anything else is a defect and throws. Text with a quote or a
+ * backslash is dollar-quoted when it cannot hold the closing tag, else quoted as libpq's
  * PQescapeLiteral (and node-postgres's escapeLiteral) quotes it: quotes and backslashes doubled,
- * `E'...'` when it holds a backslash, so no value can end its literal early whatever
+ * `E'...'` when it holds a backslash. Either way no value can end its literal early, whatever
  * standard_conforming_strings says; a NUL, which PostgreSQL text cannot hold and which would cut
  * the message short, is refused.
  */
@@ -50,14 +51,23 @@ export function numbered(text: string): string {
   return found;
 }
 
+/** The tag of dollar-quoted literals (`$jit$...$jit$`): their text is taken as written. */
+const TAG = '$jit$';
+
 export function literal(value: unknown): string {
   if (value === null || value === undefined) return 'NULL';
   if (typeof value === 'string') {
     if (value.includes('\0')) throw new NulInText();
-    // Replaced in native code: escapeLiteral's character-by-character concatenation makes a
-    // batch's append (a hundred kilobytes of JSON) mostly garbage for the collector.
-    const quoted = `'${value.replaceAll("'", "''")}'`;
-    return value.includes('\\') ? ` E${quoted.replaceAll('\\', '\\\\')}` : quoted;
+    const quote = value.includes("'");
+    const backslash = value.includes('\\');
+    if (!quote && !backslash) return `'${value}'`;
+    // Dollar-quoted, nothing is escaped, so nothing is copied: a batch's append is a hundred
+    // kilobytes of JSON within JSON, a backslash before every inner quote. It ends at the first
+    // tag, so text holding the tag, or ending in what the closing tag would complete into one,
+    // is quoted as libpq does instead.
+    if (!value.includes(TAG) && !value.endsWith(TAG.slice(0, -1))) return ` ${TAG}${value}${TAG}`;
+    const quoted = `'${quote ? value.replaceAll("'", "''") : value}'`;
+    return backslash ? ` E${quoted.replaceAll('\\', '\\\\')}` : quoted;
   }
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new Error(`not a finite number: ${value}`);
