@@ -166,14 +166,31 @@ describe.runIf(ENGINE === 'sqlite')('jit audit verify --db FILE --checkpoint, of
   };
 
   it('reads the events still in the -wal of a database in use, and writes nothing beside it', async () => {
-    const cp = await keepCheckpoint();
-    const jwks = await keepJwks();
-    expect(existsSync(`${t.db.url}-wal`)).toBe(true); // the broker runs: the newest events are in the WAL
-    const before = beside(t.db.url);
-    const result = await runCli(['audit', 'verify', '--db', t.db.url, '--checkpoint', cp.file, '--jwks', jwks]);
-    expect(result).toMatchObject({ code: 0, stderr: '' });
-    expect(result.stdout).toContain(`holding the checkpoint's head (seq ${cp.seq})`);
-    expect(beside(t.db.url)).toEqual(before);
+    // The broker checkpoints its WAL every second, which would change the file and the -shm while
+    // the check runs. A reader that began on an empty WAL holds back every checkpoint until it
+    // ends (it reads the file alone), so the events issued meanwhile stay in the -wal alone.
+    const reader = new Database(t.db.url, { fileMustExist: true });
+    try {
+      reader.pragma('wal_checkpoint(TRUNCATE)');
+      reader.exec('BEGIN');
+      reader.prepare('SELECT count(*) FROM audit_events').get();
+      await issue('in the wal');
+      const cp = await keepCheckpoint();
+      const jwks = await keepJwks();
+      // A checkpoint now moves nothing into the file; it leaves the -shm as the broker's will find it.
+      const other = new Database(t.db.url, { fileMustExist: true });
+      const [moved] = other.pragma('wal_checkpoint(PASSIVE)') as { log: number; checkpointed: number }[];
+      expect(moved?.log).toBeGreaterThan(0);
+      expect(moved?.checkpointed).toBe(0);
+      other.close();
+      const before = beside(t.db.url);
+      const result = await runCli(['audit', 'verify', '--db', t.db.url, '--checkpoint', cp.file, '--jwks', jwks]);
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout).toContain(`holding the checkpoint's head (seq ${cp.seq})`);
+      expect(beside(t.db.url)).toEqual(before);
+    } finally {
+      reader.close();
+    }
   });
 
   it('verifies a copy of the file alone, with no -wal, creating none', async () => {
