@@ -63,6 +63,32 @@ describe('compileGlob', () => {
     expect(compileGlob('?')('a')).toBe(false);
     expect(compileGlob('^a$|*')('anything')).toBe(false);
   });
+
+  it('searches the value once per middle part, whatever it holds: never backtracks (the attacker\'s claim)', () => {
+    /** The value, counting the searches made in it. */
+    class Searched extends String {
+      searches = 0;
+      override indexOf(part: string, from?: number): number {
+        this.searches += 1;
+        return super.indexOf(part, from);
+      }
+    }
+    const glob = compileGlob('*-*-*-*-prod'); // three middle parts: '-', '-', '-'
+    const values: [string, boolean][] = [
+      ['eu-west-1-a-prod', true], // first, short: a matcher that does not search the value this way fails here, not by hanging below
+      ['-'.repeat(200_000), false], // every placement of four dashes, to a backtracking matcher
+      [`${'x'.repeat(199_995)}-prod`, false],
+      [`${'-'.repeat(199_995)}prod!`, false],
+      [`${'-'.repeat(199_996)}prod`, true],
+      [`${'x-'.repeat(99_998)}prod`, true],
+    ];
+    for (const [text, matches] of values) {
+      const value = new Searched(text);
+      expect(glob(value as unknown as string)).toBe(matches);
+      expect(value.searches).toBeLessThanOrEqual(3);
+      if (matches) expect(value.searches).toBe(3);
+    }
+  });
 });
 
 describe('claims in a match', () => {
@@ -164,8 +190,8 @@ describe('matching through the app', () => {
     expect((await ask({ 'kubernetes.io': '{"namespace":"prod","serviceaccount":{"name":"deployer"}}' })).status).toBe(403);
   });
 
-  it('answers a 5,000-character claim against *-*-*-prod at once (the attacker\'s backtracking claim)', async () => {
-    expect((await ask({ environment: 'eu-west-1-prod' }, 'env:eu')).status).toBe(201); // the control, and a warm-up
+  it('answers 5,000-character claims against *-*-*-prod (the attacker\'s backtracking claim) as the glob says', async () => {
+    expect((await ask({ environment: 'eu-west-1-prod' }, 'env:eu')).status).toBe(201); // the control
     const claims: [string, number][] = [
       ['-'.repeat(5_000), 403], // what makes a backtracking matcher try every way to place three dashes
       [`${'x'.repeat(4_995)}-prod`, 403], // the right ending, too few dashes before it
@@ -175,11 +201,7 @@ describe('matching through the app', () => {
     for (const [environment, status] of claims) {
       expect(environment.length).toBeGreaterThanOrEqual(5_000);
       const token = await t.as.pipeline({ environment }, 'env:eu');
-      const started = performance.now();
-      const response = await t.http.post('/v1/credentials').set(bearer(token)).send(train);
-      const elapsed = performance.now() - started;
-      expect(response.status).toBe(status);
-      expect(elapsed).toBeLessThan(100);
+      expect((await t.http.post('/v1/credentials').set(bearer(token)).send(train)).status).toBe(status);
     }
   });
 });
