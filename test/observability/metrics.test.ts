@@ -31,6 +31,23 @@ describe('/metrics', () => {
     expect(text).not.toMatch(/^# TYPE broker_nodejs/m);
   });
 
+  it('keeps each broker\'s counters its own, and the process\'s metrics (one event-loop monitor) shared by every broker of the process', async () => {
+    const other = await startTestBroker();
+    try {
+      t = await startTestBroker();
+      await ask(await other.as.pipeline(), { scopes: ['artifacts:read'] });
+      const mine = await scrape();
+      expect(sample(mine, 'broker_requests_total', { outcome: 'issued' })).toBe(0);
+      expect(mine).toMatch(/^nodejs_eventloop_lag_p99_seconds /m);
+      // The same metric objects: each collection of prom-client's defaults enables an event-loop
+      // delay monitor that nothing disables.
+      const lag = 'nodejs_eventloop_lag_p99_seconds';
+      expect(t.broker.metrics.registry.getSingleMetric(lag)).toBe(other.broker.metrics.registry.getSingleMetric(lag));
+    } finally {
+      await other.close();
+    }
+  });
+
   it('has every series of the broker\'s counters from the start, at zero', async () => {
     t = await startTestBroker();
     const text = await scrape();
