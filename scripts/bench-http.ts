@@ -623,6 +623,7 @@ function combine(target: string, runs: Measurement[]): Measurement {
     p99Ms: percentile(runs.flatMap((run) => run.okLatenciesMs), 99),
     worstP99Ms: Math.max(...runs.map((run) => run.p99Ms)),
     cpuMsPerRequest: sum((run) => run.cpuMsPerRequest * run.requests) / requests,
+    loadCpuMsPerRequest: sum((run) => run.loadCpuMsPerRequest * run.requests) / requests,
     peakRssMB: sum((run) => run.peakRssMB),
     largestProcessRssMB: Math.max(...runs.map((run) => run.largestProcessRssMB)),
     processes: sum((run) => run.processes),

@@ -39,6 +39,11 @@ export interface Measurement {
   p50Ms: number;
   p99Ms: number;
   cpuMsPerRequest: number;
+  /**
+   * CPU the load generator (this process: autocannon) spent per request meanwhile. It shares the
+   * machine's cores with the server: (server + load generator) x req/s is how many cores were busy.
+   */
+  loadCpuMsPerRequest: number;
   /** Peak RSS of all the server's processes together (a primary and its workers, replicas). */
   peakRssMB: number;
   /** Peak RSS of its largest process: what one process may hold is the memory target. */
@@ -136,7 +141,9 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
   const cpuBefore = cpuSeconds(server.pid);
   const linesBefore = server.lines;
   say(`  ${target.name}: ${plan.seconds} s at ${plan.connections} connections`);
+  const loadBefore = ownCpuSeconds();
   const { result, okPerSecond, okLatenciesMs } = await load(target, plan.seconds, plan.connections);
+  const loadUsed = ownCpuSeconds() - loadBefore;
   const cpuUsed = cpuSeconds(server.pid) - cpuBefore;
   const requests = result.requests.total;
   const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
@@ -153,6 +160,7 @@ export async function measure(target: Target, server: Child, plan: LoadPlan): Pr
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
     cpuMsPerRequest: requests > 0 ? (cpuUsed * 1000) / requests : Number.NaN,
+    loadCpuMsPerRequest: requests > 0 ? (loadUsed * 1000) / requests : Number.NaN,
     peakRssMB: rssMB.reduce((a, b) => a + b, 0),
     largestProcessRssMB: Math.max(...rssMB),
     processes: rssMB.length,
@@ -191,16 +199,22 @@ export async function measureGroupsInTurns(groups: readonly (readonly Served[])[
   const loadGroup = (group: readonly Served[], seconds: number) => Promise.all(group.map(({ target }, i) => load(target, seconds, share(i, group.length))));
   for (const group of groups) if (plan.warmupSeconds > 0) await loadGroup(group, plan.warmupSeconds * group.length);
   say(`  ${groups.map((group) => group.map((s) => s.target.name).join(' + ')).join(' / ')}: ${plan.seconds} turns of 1 s each at ${plan.connections} connections`);
-  const turns = groups.map((group) => group.map(() => ({ cpu: 0, lines: 0, results: [] as LoadResult[] })));
+  const turns = groups.map((group) => group.map(() => ({ cpu: 0, loadCpu: 0, lines: 0, results: [] as LoadResult[] })));
   for (let turn = 0; turn < plan.seconds; turn += 1) {
     for (const [g, group] of groups.entries()) {
       const sums = turns[g] as (typeof turns)[number];
       const before = group.map(({ server }) => ({ cpu: cpuSeconds(server.pid), lines: server.lines }));
+      const loadBefore = ownCpuSeconds();
       const results = await loadGroup(group, 1);
+      // The load generator's CPU of a turn, shared among its targets by the requests each took.
+      const loadUsed = ownCpuSeconds() - loadBefore;
+      const requests = results.reduce((total, { result }) => total + result.requests.total, 0);
       group.forEach(({ server }, i) => {
         const sum = sums[i] as (typeof sums)[number];
-        sum.results.push(results[i] as LoadResult);
+        const result = results[i] as LoadResult;
+        sum.results.push(result);
         sum.cpu += cpuSeconds(server.pid) - (before[i]?.cpu ?? 0);
+        sum.loadCpu += requests > 0 ? (loadUsed * result.result.requests.total) / requests : 0;
         sum.lines += server.lines - (before[i]?.lines ?? 0);
       });
     }
@@ -210,12 +224,13 @@ export async function measureGroupsInTurns(groups: readonly (readonly Served[])[
 
 interface Turns {
   cpu: number;
+  loadCpu: number;
   lines: number;
   results: LoadResult[];
 }
 
 /** One target's turns added up. */
-async function summed(target: Target, server: Child, { cpu, lines, results }: Turns): Promise<Measurement> {
+async function summed(target: Target, server: Child, { cpu, loadCpu, lines, results }: Turns): Promise<Measurement> {
   const rssMB = peakRssBytesByProcess(server.pid).map((bytes) => bytes / 1e6);
   const add = (pick: (r: autocannon.Result) => number) => results.reduce((total, { result }) => total + pick(result), 0);
   const requests = add((r) => r.requests.total);
@@ -238,6 +253,7 @@ async function summed(target: Target, server: Child, { cpu, lines, results }: Tu
     p50Ms: percentile(okLatenciesMs, 50),
     p99Ms: percentile(okLatenciesMs, 99),
     cpuMsPerRequest: requests > 0 ? (cpu * 1000) / requests : Number.NaN,
+    loadCpuMsPerRequest: requests > 0 ? (loadCpu * 1000) / requests : Number.NaN,
     peakRssMB: rssMB.reduce((a, b) => a + b, 0),
     largestProcessRssMB: Math.max(...rssMB),
     processes: rssMB.length,
@@ -250,6 +266,12 @@ async function summed(target: Target, server: Child, { cpu, lines, results }: Tu
 }
 
 export const failures = (m: Measurement) => m.non2xx + m.errors;
+
+/** CPU seconds this process (the load generator) has used so far, all its threads. */
+function ownCpuSeconds(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+}
 
 /** The `p`th percentile (0-100) of `values`, as the nearest rank; rounded to whole ms as autocannon reports them. */
 export function percentile(values: readonly number[], p: number): number {

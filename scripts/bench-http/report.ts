@@ -143,18 +143,27 @@ export function replicaChecks(runs: readonly { measurement: Measurement; server:
 
 const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
 
+/**
+ * Cores the server and the load generator kept busy together (CPU per request x requests per
+ * second): near the machine's count, the run was bound by CPU, and only less CPU per request
+ * raises its throughput. PostgreSQL's own share is in the chain table.
+ */
+const coresBusy = (run: Measurement) => ((run.cpuMsPerRequest + run.loadCpuMsPerRequest) * (run.requests / run.seconds)) / 1000;
+
 /** Markdown tables on stdout, as the other bench scripts print (the README's figures come from them). */
 export function printMarkdown(report: Report): void {
   const out = (line = '') => process.stdout.write(`${line}\n`);
   const identities = report.identities > 1 ? `; ${report.identities} identities in turn` : '';
   out(`\nnode ${report.node}, ${report.platform}, ${report.cores} cores; ${report.connections} connections, ${report.durationSeconds} s each after ${report.warmupSeconds} s of warm-up${identities}\n`);
-  out('| target | req/s | p50 | p99 | CPU per request | peak RSS, largest process | peak RSS, all processes | non-2xx / errors | broker/peer |');
-  out('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  out(
+    '| target | req/s | p50 | p99 | CPU per request | load generator CPU per request | cores busy, server and load generator | peak RSS, largest process | peak RSS, all processes | non-2xx / errors | broker/peer |',
+  );
+  out('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const run of report.runs) {
     const ratio = report.ratios.find((r) => r.target === run.target)?.brokerOverPeer;
     const all = run.processes > 1 ? `${fixed(run.peakRssMB, 0)} MB (${run.processes})` : '';
     out(
-      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms${run.worstP99Ms === undefined ? '' : ` (worst replica ${run.worstP99Ms} ms)`} | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.largestProcessRssMB, 0)} MB | ${all} | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
+      `| ${run.target} | ${fixed(run.reqPerSec, 0)} | ${run.p50Ms} ms | ${run.p99Ms} ms${run.worstP99Ms === undefined ? '' : ` (worst replica ${run.worstP99Ms} ms)`} | ${fixed(run.cpuMsPerRequest, 2)} ms | ${fixed(run.loadCpuMsPerRequest, 2)} ms | ${fixed(coresBusy(run), 2)} | ${fixed(run.largestProcessRssMB, 0)} MB | ${all} | ${run.non2xx} / ${run.errors} | ${ratio === undefined ? '' : ratio.toFixed(2)} |`,
     );
   }
   if (report.long) {
