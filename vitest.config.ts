@@ -7,6 +7,7 @@ const STORE_SUITES = [
   'test/breakglass/**/*.test.ts',
   'test/credentials/**/*.test.ts',
   'test/delegation/**/*.test.ts',
+  'test/http/hostile-input.test.ts',
   'test/duties/**/*.test.ts',
   'test/notify/**/*.test.ts',
   'test/oauth/**/*.test.ts',

@@ -9,7 +9,7 @@ import {
   type ProtectedHeaderParameters,
 } from 'jose';
 import { InvalidDpopProof, type DpopProofProblem } from '../shared/errors.js';
-import { isWellFormed } from '../shared/well-formed.js';
+import { textProblem } from '../shared/well-formed.js';
 import { accessTokenHash } from './access-token-hash.js';
 import { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
 import { htuProblem, normalizeTargetUri } from './target-uri.js';
@@ -98,8 +98,8 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   const htu = stringClaim(payload, 'htu');
   const { iat, ath } = payload;
   if (typeof iat !== 'number' || !Number.isFinite(iat)) throw refuse('claim', 'has no iat claim (a number)');
-  if (Buffer.byteLength(jti, 'utf8') > MAX_DPOP_JTI_BYTES || !isWellFormed(jti)) {
-    throw refuse('claim', `has a jti that is not well-formed text of at most ${MAX_DPOP_JTI_BYTES} bytes`);
+  if (Buffer.byteLength(jti, 'utf8') > MAX_DPOP_JTI_BYTES || textProblem(jti) !== undefined) {
+    throw refuse('claim', `has a jti that is not well-formed text (no lone surrogate, no NUL) of at most ${MAX_DPOP_JTI_BYTES} bytes`);
   }
 
   // RFC 9110 section 9.1: methods are case-sensitive.

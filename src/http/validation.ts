@@ -22,9 +22,10 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown, where
   };
   // express.json leaves the body undefined when the content type is not JSON: say so plainly.
   if (where === 'body' && input === undefined) throw new InvalidRequest('The body must be JSON (Content-Type: application/json).');
-  // Every text of every field, before any of it is read (JSON's \uD800 escapes make lone surrogates).
+  // Every text of every field, before any of it is read (JSON's \uD800 and \u0000 escapes put a
+  // lone surrogate or a NUL in any of them).
   const malformed = malformedText(input);
-  if (malformed !== undefined) throw fail([{ pointer: pointer(malformed), detail: 'must be well-formed Unicode (no lone surrogates)' }]);
+  if (malformed !== undefined) throw fail([{ pointer: pointer(malformed.path), detail: malformed.detail }]);
   const result = schema.safeParse(input ?? {});
   if (result.success) return result.data;
   throw fail(

@@ -37,8 +37,9 @@ const define = (target: Record<string, unknown>, name: string, value: unknown) =
   Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
 
 /**
- * Whether every string in a claim set, names and values at any depth, is well-formed Unicode.
- * A lone surrogate has no one meaning: normalising, comparing and storing it differ by layer,
- * so two such names could compare equal in one place and not in another.
+ * Whether every string in a claim set, names and values at any depth, is well-formed Unicode
+ * without NUL. A lone surrogate has no one meaning: normalising, comparing and storing it differ
+ * by layer, so two such names could compare equal in one place and not in another; a NUL is
+ * stored by one engine and not the other, and ends the value for a C-string reader.
  */
 export const claimsWellFormed = (claims: unknown): boolean => malformedText(claims) === undefined;

@@ -122,7 +122,7 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
 export function identityFromClaims(config: IssuerConfig, payload: JWTPayload, resolve: Pick<IdentityVerifierOptions, 'roles' | 'people'>): Identity {
   const iss = issuerIss(config);
   // Before any claim is read as text: a lone surrogate has no one meaning to compare.
-  if (!claimsWellFormed(payload)) throw new InvalidToken('invalid_claim', { iss, reason: 'a claim is not well-formed Unicode' });
+  if (!claimsWellFormed(payload)) throw new InvalidToken('invalid_claim', { iss, reason: 'a claim is not well-formed Unicode, or holds NUL' });
   if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
   // jose checks only top-level names, and only that they are there; a null or empty value carries nothing either.
   const missing = config.requiredClaims.find((path) => isAbsent(readClaim(payload, path)));

@@ -15,3 +15,8 @@ export function uuidv7(now: number = Date.now()): string {
   const time = now.toString(16).padStart(12, '0');
   return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${random.slice(15)}`;
 }
+
+const REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Whether `text` has the shape of the ids the broker gives requests (lowercase UUIDs): anything else names none. */
+export const isRequestId = (text: string): boolean => REQUEST_ID.test(text);

@@ -2,34 +2,50 @@
  * CONTRACT sections 1 and 4: text that is not well-formed Unicode (a lone surrogate) is refused,
  * in identity tokens and in every request. A lone surrogate has no one meaning: normalising,
  * comparing, storing and hashing it differ by layer (the two store engines keep different bytes),
- * so a value holding one could be two values at once.
+ * so a value holding one could be two values at once. So is text holding NUL (U+0000), a control
+ * character: PostgreSQL stores none in text or jsonb, where SQLite does (the engines would answer
+ * one request differently), and whatever reads a value as a C string downstream ends it there.
  */
 
 /** ES2024's String.prototype.isWellFormed: false for a lone surrogate. Node 20 has it; the lib typings here stop at ES2023. */
-export const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
+const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
+
+/** What is wrong with one text the broker is given, or undefined when it may be taken in. */
+export function textProblem(text: string): string | undefined {
+  if (!isWellFormed(text)) return 'must be well-formed Unicode (no lone surrogates)';
+  if (text.includes('\u0000')) return 'must not hold NUL (U+0000)';
+  return undefined;
+}
+
+const acceptable = (text: string) => isWellFormed(text) && !text.includes('\u0000');
+
+/** Where a refused text lies in a value (the path to it: a refused member name ends it), and what is wrong with it. */
+export interface MalformedText {
+  path: (string | number)[];
+  detail: string;
+}
 
 /**
- * Where the first string that is not well-formed lies in a value, names and values at any depth,
- * as the path to it (a bad member name ends the path); undefined when every string is well
- * formed. Iterative, so no nesting depth can exhaust the stack.
+ * The first string of a value, names and values at any depth, that `textProblem` refuses;
+ * undefined when there is none. Iterative, so no nesting depth can exhaust the stack.
  */
-export function malformedText(value: unknown): (string | number)[] | undefined {
-  return allWellFormed(value) ? undefined : pathToMalformed(value);
+export function malformedText(value: unknown): MalformedText | undefined {
+  return allAcceptable(value) ? undefined : findMalformed(value);
 }
 
 /** The check alone, run on every body and identity token: no path is built while all is well. */
-function allWellFormed(value: unknown): boolean {
+function allAcceptable(value: unknown): boolean {
   const pending: unknown[] = [value];
   while (pending.length > 0) {
     const item = pending.pop();
     if (typeof item === 'string') {
-      if (!isWellFormed(item)) return false;
+      if (!acceptable(item)) return false;
     } else if (Array.isArray(item)) {
       for (const element of item) pending.push(element);
     } else if (typeof item === 'object' && item !== null) {
       for (const name in item) {
         if (!Object.hasOwn(item, name)) continue;
-        if (!isWellFormed(name)) return false;
+        if (!acceptable(name)) return false;
         pending.push((item as Record<string, unknown>)[name]);
       }
     }
@@ -38,7 +54,7 @@ function allWellFormed(value: unknown): boolean {
 }
 
 /** Where it lies: each pending value keeps a link to its parent's place, so no depth costs more than once. */
-function pathToMalformed(value: unknown): (string | number)[] | undefined {
+function findMalformed(value: unknown): MalformedText | undefined {
   interface Place {
     parent: Place | undefined;
     key: string | number;
@@ -52,12 +68,14 @@ function pathToMalformed(value: unknown): (string | number)[] | undefined {
   while (pending.length > 0) {
     const [item, place] = pending.pop() as [unknown, Place | undefined];
     if (typeof item === 'string') {
-      if (!isWellFormed(item)) return pathOf(place);
+      const detail = textProblem(item);
+      if (detail) return { path: pathOf(place), detail };
     } else if (Array.isArray(item)) {
       item.forEach((element, i) => pending.push([element, { parent: place, key: i }]));
     } else if (typeof item === 'object' && item !== null) {
       for (const [name, member] of Object.entries(item)) {
-        if (!isWellFormed(name)) return pathOf(place, name);
+        const detail = textProblem(name);
+        if (detail) return { path: pathOf(place, name), detail };
         pending.push([member, { parent: place, key: name }]);
       }
     }

@@ -1,8 +1,9 @@
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../../src/http/auth.js';
 import { exchange } from '../../src/http/oauth/token-exchange.js';
 import { InvalidRequest } from '../../src/shared/errors.js';
-import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { allEvents } from '../helpers/records.js';
 
 /**
@@ -85,5 +86,61 @@ describe('lone surrogates', () => {
   it('are still fine as well-formed pairs: an emoji is text like any other', async () => {
     const response = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ ...body, task_id: 'build 🚀' });
     expect(response.status).toBe(201);
+  });
+});
+
+describe('NUL (U+0000)', () => {
+  const NUL = '\u0000';
+  const requestCount = async () => (await t.db.sql<{ n: number | string }>('SELECT count(*) AS n FROM requests'))[0]?.n;
+
+  it('is refused in a body and a query, naming the field', async () => {
+    const response = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ ...body, [`task${NUL}`]: 'x' });
+    expect(response.status).toBe(400);
+    expect(response.body.errors).toEqual([{ pointer: `#/task${NUL}`, detail: 'must not hold NUL (U+0000)' }]);
+    const auditor = await t.as.person('ivy', ['auditors']);
+    for (const [path, field] of [['/v1/audit/events', 'request_id'], ['/v1/audit/events', 'type'], ['/v1/audit/issuances', 'subject']]) {
+      const query = await t.http.get(`${path}?${field}=a%00b`).set(bearer(auditor));
+      expect(query.status, `${path} ${field}`).toBe(400);
+      expect(query.body.errors, `${path} ${field}`).toEqual([{ pointer: `#/${field}`, detail: 'must not hold NUL (U+0000)' }]);
+    }
+  });
+
+  it('in any claim of an identity token refuses the token (401), on either engine alike', async () => {
+    const before = await requestCount();
+    for (const token of [
+      await t.as.pipeline({}, `repo:acme/app:ref:refs/heads/main${NUL}x`),
+      await t.as.pipeline({ actor: `pat${NUL}` }),
+      await t.as.pipeline({ repository: `acme/app${NUL}` }),
+    ]) {
+      const response = await t.http.post('/v1/credentials').set(bearer(token)).send(body);
+      expect(response.status).toBe(401);
+      expect(response.headers['www-authenticate']).toMatch(/invalid_token/);
+    }
+    expect(await requestCount()).toEqual(before);
+  });
+
+  it('in a DPoP proof\'s jti refuses the proof (400 naming DPoP), and nothing is granted', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const proof = await new SignJWT({ jti: `j${NUL}x`, htm: 'POST', htu: `${BROKER_ISSUER}/v1/credentials`, iat: Math.floor(t.clock() / 1000) })
+      .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: (await exportJWK(publicKey)) as JWK })
+      .sign(privateKey as CryptoKey);
+    const before = await requestCount();
+    const response = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).set('DPoP', proof).send(body);
+    expect(response.status).toBe(400);
+    expect(response.body.detail).toMatch(/DPoP proof has a jti .*no NUL/);
+    expect(await requestCount()).toEqual(before);
+  });
+
+  it('in a request id of a path names no request: 404, the id not echoed, for every endpoint under it', async () => {
+    const ml = await t.as.ml();
+    for (const [method, path] of [['get', ''], ['post', '/token'], ['post', '/complete'], ['post', '/revoke'], ['post', '/approvals'], ['post', '/review']] as const) {
+      const response = await t.http[method](`/v1/credentials/a%00b${path}`).set(bearer(ml)).send(method === 'post' ? { reason: 'r' } : undefined);
+      expect(response.status, path).toBe(404);
+      expect(response.body.detail).toBe('No request that you may see has this id.');
+    }
+    // An id of another shape is no request either, and a request's own id still is one.
+    expect((await t.http.get('/v1/credentials/NOPE').set(bearer(ml))).status).toBe(404);
+    const pending = await t.http.post('/v1/credentials').set(bearer(ml)).send(deploy);
+    expect((await t.http.get(`/v1/credentials/${pending.body.request_id}`).set(bearer(ml))).status).toBe(200);
   });
 });

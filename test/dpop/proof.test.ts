@@ -199,7 +199,7 @@ describe('a DPoP proof is refused', () => {
     expect((await refusal(await proof(es256, { htu: undefined }))).detail).toBe('The DPoP proof has no htu claim (a string).');
     expect((await refusal(await proof(es256, { iat: undefined }))).detail).toBe('The DPoP proof has no iat claim (a number).');
     expect((await refusal(await proof(es256, { iat: 'now' }))).problem).toBe('claim');
-    expect((await refusal(await proof(es256, { jti: 'j'.repeat(257) }))).detail).toBe('The DPoP proof has a jti that is not well-formed text of at most 256 bytes.');
+    expect((await refusal(await proof(es256, { jti: 'j'.repeat(257) }))).detail).toBe('The DPoP proof has a jti that is not well-formed text (no lone surrogate, no NUL) of at most 256 bytes.');
     expect((await refusal(await proof(es256, { jti: 'lone \ud800 surrogate' }))).problem).toBe('claim');
   });
 

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { malformedText } from '../../src/shared/well-formed.js';
 
+const LONE = 'must be well-formed Unicode (no lone surrogates)';
+const NUL = 'must not hold NUL (U+0000)';
+
 describe('malformedText', () => {
   it('is undefined when every name and string at any depth is well-formed', () => {
     expect(malformedText({ a: ['x', { b: 'y', '\u{1F600}': 'z\u{1F600}' }], n: 1, t: true, u: null })).toBeUndefined();
@@ -9,10 +12,18 @@ describe('malformedText', () => {
   });
 
   it('gives the path to a lone surrogate in a value, or in a member name', () => {
-    expect(malformedText({ a: ['x', { b: 'bad\uD800' }] })).toEqual(['a', 1, 'b']);
-    expect(malformedText({ a: { ['\uDC00name']: 'fine' } })).toEqual(['a', '\uDC00name']);
-    expect(malformedText('\uDFFF')).toEqual([]);
-    expect(malformedText(['ok', 'ok', '\uD83D'])).toEqual([2]);
+    expect(malformedText({ a: ['x', { b: 'bad\uD800' }] })).toEqual({ path: ['a', 1, 'b'], detail: LONE });
+    expect(malformedText({ a: { ['\uDC00name']: 'fine' } })).toEqual({ path: ['a', '\uDC00name'], detail: LONE });
+    expect(malformedText('\uDFFF')).toEqual({ path: [], detail: LONE });
+    expect(malformedText(['ok', 'ok', '\uD83D'])).toEqual({ path: [2], detail: LONE });
+  });
+
+  it('gives the path to a NUL, anywhere in a value or a member name, and names it', () => {
+    expect(malformedText({ a: ['x', { b: 'repo\u0000x' }] })).toEqual({ path: ['a', 1, 'b'], detail: NUL });
+    expect(malformedText({ ['na\u0000me']: 'fine' })).toEqual({ path: ['na\u0000me'], detail: NUL });
+    expect(malformedText('\u0000')).toEqual({ path: [], detail: NUL });
+    // Other control characters are the schemas' to refuse, field by field (tab and newline are text in some).
+    expect(malformedText('a\tb\nc\u0001')).toBeUndefined();
   });
 
   it('reads own members only, and survives any depth', () => {
@@ -21,6 +32,6 @@ describe('malformedText', () => {
     expect(malformedText(inherited)).toBeUndefined();
     let deep: unknown = 'bad\uD800';
     for (let i = 0; i < 100_000; i += 1) deep = [deep];
-    expect(malformedText(deep)?.length).toBe(100_000);
+    expect(malformedText(deep)?.path.length).toBe(100_000);
   });
 });

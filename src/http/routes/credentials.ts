@@ -1,4 +1,6 @@
 import { Router } from 'express';
+import { NotFound } from '../../shared/errors.js';
+import { isRequestId } from '../../shared/ids.js';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import { presentedProof } from '../dpop.js';
@@ -8,6 +10,10 @@ import { parseInput } from '../validation.js';
 /** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
 export function credentialRoutes({ config, credentials, approvals, breakGlass }: AppDeps): Router {
   const router = Router();
+
+  // A path segment that is no request id names no request: 404 at once, the segment not echoed
+  // and never sent to the store (PostgreSQL refuses a NUL in text outright).
+  router.param('id', (_req, _res, next, id: string) => next(isRequestId(id) ? undefined : new NotFound('No request that you may see has this id.')));
 
   router.post('/', async (req, res) => {
     const body = parseInput(credentialRequestBody, req.body, 'body');
