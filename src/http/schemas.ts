@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DETAIL_TYPE, SCOPE_NAME } from '../config/index.js';
+import { MAX_IDENTIFIER_BYTES } from '../identity/index.js';
 
 // Control characters and bidirectional overrides would let a value rewrite what an approver
 // reads in a terminal or a log; these values end up in logs, CSV exports and webhook bodies.
@@ -155,13 +156,14 @@ const instant = z.iso
 export const issuancesQuery = pageQuery.extend({
   since: instant.optional(),
   until: instant.optional(),
-  subject: z.string().min(1).max(512).optional(),
+  // Any subject the broker records can be searched for (it refuses identities with longer ones).
+  subject: z.string().min(1).max(MAX_IDENTIFIER_BYTES).optional(),
   scope: z.string().regex(SCOPE_NAME, 'not a scope name').optional(),
   status: z.enum(['issued', 'expired', 'revoked']).optional(),
   break_glass: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
   type: z.string().regex(DETAIL_TYPE, 'not an authorization_details type').optional(),
   identifier: printable(256).optional(),
-  actor: printable(512).optional(),
+  actor: printable(MAX_IDENTIFIER_BYTES).optional(),
   format: z.enum(['json', 'ndjson', 'csv']).default('json'),
 });
 

@@ -1,5 +1,6 @@
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import { issuerIss, type IssuerConfig, type Role } from '../config/index.js';
+import { canonicalJson } from '../shared/canonical-json.js';
 import type { Clock } from '../shared/clock.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 import { claimsWellFormed, readClaim, writeClaim } from './claims.js';
@@ -45,6 +46,16 @@ export const sameIdentity = (a: { iss: string; sub: string }, b: { iss: string; 
 
 /** CONTRACT section 1: an identity token larger than this is refused unread. */
 export const MAX_IDENTITY_TOKEN_BYTES = 8 * 1024;
+
+/**
+ * The most an identifier the broker records and indexes may take, in UTF-8 bytes: the `sub`, the
+ * person key (a normalised username or initiator, or a person issuer's `sub`), and the job's bound
+ * claims as canonical JSON. Several of them, with the issuer, make one index entry, which
+ * PostgreSQL caps at 2,704 bytes: past that it cannot record the request (SQLite could, so the
+ * engines would disagree). A `sub` of 1,024 bytes is twice what GitHub, GitLab and Kubernetes
+ * produce at their longest.
+ */
+export const MAX_IDENTIFIER_BYTES = 1024;
 
 /** Header members that carry or point at a key: the broker never takes a key from the token itself. */
 const KEY_BEARING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c'] as const;
@@ -133,6 +144,14 @@ export function identityFromClaims(config: IssuerConfig, payload: JWTPayload, re
   const boundClaims = config.bindClaims === undefined ? undefined : bindClaims(config.bindClaims, payload);
   const identity = { iss, sub: payload.sub, idp: config.name, kind: config.kind, claims: payload };
   const personKey = resolve.people.keyOf({ ...identity, username, initiator });
+  const tooLong = (
+    [
+      ['sub', payload.sub],
+      ['the person key (its username or initiator, normalised)', personKey],
+      ['the bound claims', boundClaims === undefined ? undefined : canonicalJson(boundClaims)],
+    ] as const
+  ).find(([, value]) => value !== undefined && Buffer.byteLength(value, 'utf8') > MAX_IDENTIFIER_BYTES);
+  if (tooLong) throw new InvalidToken('invalid_claim', { iss, reason: `${tooLong[0]} is longer than ${MAX_IDENTIFIER_BYTES} bytes` });
   return {
     ...identity,
     roles: resolve.roles(identity),
