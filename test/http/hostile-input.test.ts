@@ -34,15 +34,16 @@ describe('hostile input on every operation', () => {
   let t: TestBroker;
   let callers: [string, string | undefined][];
   let pendingId: string;
+  let pipeline: string;
   beforeAll(async () => {
     t = await startTestBroker();
     const ml = await t.as.ml();
     callers = [
       ['nobody', undefined],
       ['an admin', await t.as.person('ada', ['admins', 'auditors', 'approvers', 'on-call', 'ml-release'])],
-      ['a pipeline', await t.as.pipeline()],
       ['ml', ml],
     ];
+    pipeline = await t.as.pipeline();
     pendingId = (await t.http.post('/v1/credentials').set(bearer(ml)).send({ ...valid, scopes: ['model:deploy'] })).body.request_id;
   });
   afterAll(async () => t?.close());
@@ -70,15 +71,17 @@ describe('hostile input on every operation', () => {
       // The console's pages are static: their queries mean nothing to them.
       const hostileQueries = operation.path.startsWith('/console/') ? queries.slice(0, 2) : queries;
       const path = operation.path.replace('{id}', pendingId);
-      for (const [, token] of callers) {
+      for (const [who, token] of callers) {
+        // Who cannot be identified is refused before the query or body is read: a sample is enough.
+        const sample = <T>(all: T[]) => (who === 'nobody' ? all.slice(0, 2) : all);
         await Promise.all([
-          ...(operation.method === 'get' ? hostileQueries.map((query) => send('get', `${path}${query}`, token)) : bodies.map((body) => send('post', path, token, body))),
+          ...(operation.method === 'get' ? sample(hostileQueries).map((query) => send('get', `${path}${query}`, token)) : sample(bodies).map((body) => send('post', path, token, body))),
           // An id is read before any body: each hostile one once, with no body.
           ...(operation.path.includes('{id}') ? ids.map((id) => send(operation.method, operation.path.replace('{id}', id), token)) : []),
         ]);
       }
     }
-    await Promise.all(oneFieldBad.map((body) => send('post', '/v1/credentials', callers[2]?.[1], body)));
+    await Promise.all(oneFieldBad.map((body) => send('post', '/v1/credentials', pipeline, body)));
     expect(fiveHundreds).toEqual([]);
   }, 60_000);
 
@@ -92,7 +95,6 @@ describe('hostile input on every operation', () => {
       jwt({ alg: 'RS256' }, { ...claims, aud: [[]], exp: '1' }), jwt({ alg: 'RS256' }, '[]'), jwt({ alg: 'RS256' }, 'null'), jwt('x', claims),
     ];
     const proofs = ['x', 'a.b.c', jwt({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' } }, { htm: 'POST', htu: 'x', iat: 1, jti: NUL }), jwt({ typ: 'dpop+jwt', alg: 'ES256', jwk: 'x' }, {})];
-    const pipeline = callers[2]?.[1] as string;
     const exchange = (subjectToken: string) => ({
       grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
       subject_token: subjectToken,
