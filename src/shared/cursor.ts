@@ -1,4 +1,5 @@
 import { InvalidRequest } from './errors.js';
+import { textProblem } from './well-formed.js';
 
 /**
  * Listings page by keyset: the cursor carries the sort key of the last item returned, so pages
@@ -20,7 +21,12 @@ export function decodeCursor<T extends readonly ('string' | 'number')[]>(
   } catch {
     key = undefined;
   }
-  if (!Array.isArray(key) || key.length !== shape.length || key.some((v, i) => typeof v !== shape[i])) {
+  // A cursor is the caller's text: its key reaches the store's queries only as keys the broker
+  // gives out are, integers and text the store can hold (PostgreSQL refuses 1.5 or 1e308 as a
+  // BIGINT, and a NUL in text).
+  const fits = (value: unknown, type: 'string' | 'number') =>
+    type === 'number' ? Number.isSafeInteger(value) : typeof value === 'string' && textProblem(value) === undefined;
+  if (!Array.isArray(key) || key.length !== shape.length || key.some((v, i) => !fits(v, shape[i] as 'string' | 'number'))) {
     throw new InvalidRequest('The cursor is not one this listing gave out.', [{ pointer: '#/cursor', detail: 'invalid cursor' }]);
   }
   return key as never;
