@@ -13,8 +13,8 @@ export const IDENTITY_REJECTION_REASONS = ['missing', 'invalid', 'jwks_unavailab
 
 /**
  * Prometheus metrics: the broker's own in a registry per broker instance (tests build several),
- * the process's shared by every instance in the process. Names follow the
- * Prometheus conventions: the process and Node.js metrics exactly as prom-client names them
+ * the process's shared by every instance in the process. Names follow the Prometheus
+ * conventions: the process and Node.js metrics exactly as prom-client names them
  * (`process_cpu_seconds_total`, `nodejs_heap_size_used_bytes`), so the standard Node.js
  * dashboards work; the broker's own under `broker_`, counters ending in `_total`. Every series
  * of a bounded label set exists from the start at zero, so a rate() or an alert on it has data

@@ -17,7 +17,7 @@ export function textProblem(text: string): string | undefined {
   return undefined;
 }
 
-const acceptable = (text: string) => isWellFormed(text) && !text.includes('\u0000');
+const acceptable = (text: string) => textProblem(text) === undefined;
 
 /** Where a refused text lies in a value (the path to it: a refused member name ends it), and what is wrong with it. */
 export interface MalformedText {
