@@ -1,12 +1,18 @@
 /**
- * A caller's requests over the last 60 seconds, one count per second (CONTRACT section 2,
- * `requestsPerMinute` "in any 60 s"): a sliding window, not a clock minute, which would let 600
- * requests at 12:00:59 and 600 more at 12:01:00 through, nor a token bucket, which admits up to
- * twice its rate in one minute. The store keeps one window per holder in one row, so judging and
- * counting a request costs the same however busy the caller is.
+ * A caller's recent requests, one count per second (CONTRACT section 2, `requestsPerMinute` "in
+ * any 60 s"): a sliding window, not a clock minute, which would let 600 requests at 12:00:59 and
+ * 600 more at 12:01:00 through, nor a token bucket, which admits up to twice its rate in one
+ * minute. The store keeps one window per holder in one row, so judging and counting a request
+ * costs the same however busy the caller is.
+ *
+ * The window holds the current second and the 60 before it. A count does not say where in its
+ * second a request came, and two requests less than 60 s apart may lie 60 whole seconds apart
+ * (12:00:00.999 and 12:01:00.000): with 60 seconds only, both would be admitted at the limit, and
+ * twice the limit could pass within one minute. With 61 none can; a request then counts for up to
+ * a second longer than a minute, which refuses, never admits, more.
  */
 
-export const WINDOW_SECONDS = 60;
+export const WINDOW_SECONDS = 61;
 
 /** `counts[i]` is how many requests came in the second `second - i`; length WINDOW_SECONDS. */
 export interface RateWindow {

@@ -1,5 +1,5 @@
 import { toIso, type Clock } from '../shared/clock.js';
-import { decodeWindow, emptyWindow, encodeWindow, merge, record, type RateWindow } from '../shared/rate-window.js';
+import { decodeWindow, emptyWindow, encodeWindow, merge, record, WINDOW_SECONDS, type RateWindow } from '../shared/rate-window.js';
 import { objectKey } from '../shared/authorization-details.js';
 import type {
   Admission,
@@ -810,7 +810,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
           await sql.run(
             `DELETE FROM caller_rates WHERE holder IN
                (SELECT holder FROM caller_rates WHERE second <= ? LIMIT ? ${dialect.skipLocked()})`,
-            [Math.floor(now / 1000) - 60, limit],
+            [Math.floor(now / 1000) - WINDOW_SECONDS, limit],
           );
           return tallies.length;
         }),

@@ -42,10 +42,11 @@ describe('requestsPerMinute', () => {
     expect((await post(job, { ...read, scopes: ['db:admin'] })).status).toBe(403); // refused, and counted
     const over = await post(job);
     expect429(over, /at most 4 in any 60 seconds per identity/);
-    expect(over.headers['retry-after']).toBe('60'); // until those four are a minute old
-    t.clock.set(minute + 15_000 + 59_000);
-    expect429(await post(await t.as.pipeline()), /per identity/);
+    // Until those four are more than a minute old, whatever the fraction of their second.
+    expect(over.headers['retry-after']).toBe('61');
     t.clock.set(minute + 15_000 + MINUTE);
+    expect429(await post(await t.as.pipeline()), /per identity/);
+    t.clock.set(minute + 15_000 + MINUTE + 1_000);
     expect((await post(await t.as.pipeline())).status).toBe(201);
   });
 
@@ -58,10 +59,25 @@ describe('requestsPerMinute', () => {
     t.clock.set(minute); // 12:01:00: a clock-minute window would start afresh here
     const over = await post(await t.as.pipeline());
     expect429(over, /per identity/);
-    expect(over.headers['retry-after']).toBe('59'); // the four leave the window at 12:01:59
+    expect(over.headers['retry-after']).toBe('60'); // the four leave the window at 12:02:00
     t.clock.set(minute + 30_000);
     expect429(await post(await t.as.pipeline()), /per identity/);
-    t.clock.set(minute + 59_000);
+    t.clock.set(minute + 60_000);
+    expect((await post(await t.as.pipeline())).status).toBe(201);
+  });
+
+  it('never admits more than the limit within 60 seconds, wherever in their seconds the requests fall', async () => {
+    t = await start({ requestsPerMinute: 3 });
+    const minute = nextMinute();
+    t.clock.set(minute + 999); // 12:01:00.999
+    const job = await t.as.pipeline();
+    for (let i = 0; i < 3; i += 1) expect((await post(job)).status).toBe(201);
+    t.clock.set(minute + 60_000); // 12:02:00.000, 59.001 s later: still within a minute of those three
+    await t.broker.scheduler.runAll(); // whose counts the sweep keeps
+    const over = await post(await t.as.pipeline());
+    expect429(over, /at most 3 in any 60 seconds per identity/);
+    expect(over.headers['retry-after']).toBe('1');
+    t.clock.set(minute + 61_000); // 60.001 s later
     expect((await post(await t.as.pipeline())).status).toBe(201);
   });
 
@@ -73,11 +89,11 @@ describe('requestsPerMinute', () => {
       t.clock.set(minute + at);
       expect((await post(await job())).status).toBe(201);
     }
-    t.clock.set(minute + 60_000); // the first has left
+    t.clock.set(minute + 61_000); // the first has left
     expect((await post(await job())).status).toBe(201);
-    t.clock.set(minute + 80_000); // and the second
+    t.clock.set(minute + 81_000); // and the second
     expect((await post(await job())).status).toBe(201);
-    t.clock.set(minute + 99_999); // the third (at 40 s) is still in
+    t.clock.set(minute + 100_999); // the third (at 40 s) is still in
     expect429(await post(await job()), /per identity/);
   });
 
