@@ -88,4 +88,15 @@ describe('key rotation seen from resource servers', () => {
     const response = await t.http.get('/.well-known/jwks.json');
     expect(response.headers['cache-control']).toBe('public, max-age=60');
   });
+
+  it('says max-age 0 when half of publishAhead is under a second, never rounding up past it', async () => {
+    const short = await startTestBroker({
+      configure: (c) => Object.assign(c.signing as Record<string, unknown>, { rotateEvery: '10m', publishAhead: '1s' }),
+    });
+    try {
+      expect((await short.http.get('/.well-known/jwks.json')).headers['cache-control']).toBe('public, max-age=0');
+    } finally {
+      await short.close();
+    }
+  });
 });

@@ -46,9 +46,10 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
     });
   });
   // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
-  // between a key's publication and its first token. The keys are the store's, read again every
-  // few seconds (KEY_VIEW_MAX_AGE_MS): every replica serves every replica's keys.
-  const jwksMaxAge = Math.max(1, Math.min(300, Math.floor(config.signing.publishAhead / 2000)));
+  // between a key's publication and its first token; rounded down, so 0 (revalidate every time)
+  // when publishAhead is under 2 s. The keys are the store's, read again every few seconds
+  // (KEY_VIEW_MAX_AGE_MS): every replica serves every replica's keys.
+  const jwksMaxAge = Math.min(300, Math.floor(config.signing.publishAhead / 2000));
   router.get('/.well-known/jwks.json', async (_req, res) => {
     res.set('Cache-Control', `public, max-age=${jwksMaxAge}`).json(await keyring.jwks());
   });
