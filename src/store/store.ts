@@ -340,11 +340,14 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return found && { requestId: found.request_id, holder: found.holder, scopes: JSON.parse(found.scopes) as string[] };
   }
 
-  /** Break-glass grants issued after `since`, up to `cap`, of the rows `where` selects. */
+  /**
+   * Break-glass grants issued after `since`, up to `cap`, of the rows `where` selects. A child
+   * token of a break-glass grant is no new use: its parent was counted.
+   */
   async function breakGlassQuota(sql: Sql, where: string, params: readonly unknown[], since: number, cap: number) {
     const found = await sql.get<{ n: number; oldest: number | null }>(
       `SELECT count(*) AS n, min(issued_at) AS oldest FROM
-         (SELECT issued_at FROM requests WHERE ${where} AND break_glass = ${dialect.true} AND issued_at > ? LIMIT ?) quota`,
+         (SELECT issued_at FROM requests WHERE ${where} AND break_glass = ${dialect.true} AND parent_id IS NULL AND issued_at > ? LIMIT ?) quota`,
       [...params, since, cap],
     );
     return { count: found?.n ?? 0, oldest: found?.oldest ?? null };

@@ -98,6 +98,24 @@ describe('the break-glass quota', () => {
     expect((await breakGlass()).status).toBe(201);
   });
 
+  it('counts a grant once: its child tokens are no new use', async () => {
+    const first = await breakGlass();
+    expect(first.status).toBe(201);
+    for (const task of ['child-1', 'child-2']) {
+      const child = await t.http.post('/oauth2/token').type('form').send({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: first.body.access_token,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        task_id: task,
+      });
+      expect(child.status).toBe(200);
+      expect(decodeJwt(child.body.access_token).break_glass).toBe(true);
+    }
+    expect((await breakGlass({ ...emergency, task_id: 'incident-2' })).status).toBe(201);
+    expect((await breakGlass({ ...emergency, task_id: 'incident-3' })).status).toBe(201);
+    expect((await breakGlass({ ...emergency, task_id: 'incident-4' })).status).toBe(429);
+  });
+
   it('holds under concurrent requests', async () => {
     const token = await onCall();
     const responses = await Promise.all(Array.from({ length: 10 }, (_, i) => breakGlass({ ...emergency, task_id: `race-${i}` }, token)));
