@@ -37,7 +37,8 @@ export const capped = (decision: PolicyDecision, seconds: number): PolicyDecisio
  * The checks every request meets around its own planning, in order: `authorization_details`
  * types the configuration knows, a break-glass justification long enough, then `planning` (who
  * grants what), then the `separation` rules the request breaks on its own, then the duty steps it
- * takes part in (refusing a step scope that names no object, or two steps of one duty).
+ * takes part in (refusing a step scope that names no object, or two steps of one duty): a child's
+ * are its parent's, judged on the parent's scopes and the details it keeps.
  */
 export function planned(rules: PlanningRules, input: CredentialInput, planning: () => Omit<Plan, 'steps'>): Plan {
   const { config, policy, duties } = rules;
@@ -51,7 +52,10 @@ export function planned(rules: PlanningRules, input: CredentialInput, planning: 
   const plan = planning();
   const inRequest = policy.separationConflict(plan.decision.scopes, []);
   if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
-  return { ...plan, steps: duties.stepsOf(plan.decision.scopes, details) };
+  // A child takes part in its parent's steps, whatever scopes it keeps: a new actor joins the
+  // parent's work on those objects, and must not escape a duty by dropping the step's scope.
+  const partOf = plan.parent?.request.scopes ?? plan.decision.scopes;
+  return { ...plan, steps: duties.stepsOf(partOf, details) };
 }
 
 /** The caller asks for itself: a `requireDpop` scope needs a binding, its own policies decide. */

@@ -254,6 +254,28 @@ describe('child tokens', () => {
     ]);
   });
 
+  it('make a new actor take part in the parent\'s steps, whatever scopes the child keeps', async () => {
+    t = await start((config) => {
+      withModelRelease(config);
+      config.delegation.rules[0].scopes.push('model:train');
+      config.delegation.rules[2].scopes.push('model:deploy');
+      config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
+    });
+    const details = JSON.stringify(model('fraud-v1'));
+    const training = await delegate(await engineer('alice'), await agent('agent:release-1'), { scope: 'artifacts:read model:train', authorization_details: details });
+    expect(training.status).toBe(200);
+    // helper-1 joins alice's training of fraud-v1, keeping only artifacts:read: it trains it too.
+    const helping = await childOf(training.body.access_token, { scope: 'artifacts:read', actor_token: await agent('agent:helper-1', 'hank'), actor_token_type: JWT });
+    expect(helping.status).toBe(200);
+    const deploying = await delegate(await engineer('erin'), await agent('agent:helper-1', 'hank'), { scope: 'model:deploy', authorization_details: details });
+    expectOAuth(deploying, 'invalid_scope', /Duty "model-release".*step "train"/);
+    // And checked against them: helper-2, which deploys fraud-v1 for erin, may not join its training.
+    const deploy = await delegate(await engineer('erin'), await agent('agent:helper-2', 'hugo'), { scope: 'model:deploy', authorization_details: details });
+    expectOAuth(deploy, 'authorization_pending');
+    const joining = await childOf(training.body.access_token, { scope: 'artifacts:read', actor_token: await agent('agent:helper-2', 'hugo'), actor_token_type: JWT });
+    expectOAuth(joining, 'invalid_scope', /Duty "model-release".*step "deploy"/);
+  });
+
   it('count for limits like any request', async () => {
     t = await start((config) => (config.limits = { liveGrants: 2 }));
     const parent = await delegate(await engineer(), await agent('agent:release-1'));
