@@ -55,8 +55,9 @@ export interface VerifiedDpopProof {
   /** The proof's `iat`, seconds since the epoch. */
   iat: number;
   /**
-   * When the proof stops being acceptable, in ms (`iat` plus the skew): its `jti` must be
-   * remembered as seen until then, and may be forgotten after.
+   * The first instant, in ms, at which the proof is no longer accepted: `iat` plus the skew plus
+   * 1 ms, since it is still accepted at `iat` plus the skew itself. Its `jti` must be remembered
+   * as seen until then; a record that ends at or before now may be forgotten.
    */
   replayWindowEndsAt: number;
 }
@@ -120,7 +121,7 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   if (expected.jkt !== undefined && jkt !== expected.jkt) {
     throw refuse('key_mismatch', 'is signed by another key than the one the token is bound to (cnf.jkt)');
   }
-  return { jkt, jti, iat, replayWindowEndsAt: issuedAt + expected.clockSkewMs };
+  return { jkt, jti, iat, replayWindowEndsAt: issuedAt + expected.clockSkewMs + 1 };
 }
 
 const refuse = (problem: DpopProofProblem, what: string) => new InvalidDpopProof(problem, `The DPoP proof ${what}.`);

@@ -1,0 +1,60 @@
+import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { signDpopProof, type DpopSigningKey } from '../../src/dpop/index.js';
+import { BROKER_ISSUER, startTestBroker, type TestBroker } from '../helpers/broker.js';
+
+/**
+ * CONTRACT section 4, a `DPoP` header at `/oauth2/token` (RFC 9449): what a proof must be there,
+ * on every kind of exchange, and how long its `jti` is remembered. The proof rules themselves are
+ * tested in test/dpop/, the binding of `/v1` tokens in test/credentials/dpop.test.ts.
+ */
+
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+let t: TestBroker;
+afterEach(async () => {
+  await t.close();
+});
+
+async function holderKey(): Promise<DpopSigningKey & { jkt: string }> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  const publicJwk = await exportJWK(publicKey);
+  return { alg: 'ES256', privateKey, publicJwk, jkt: await calculateJwkThumbprint(publicJwk) };
+}
+let alice: Awaited<ReturnType<typeof holderKey>>;
+beforeAll(async () => {
+  alice = await holderKey();
+});
+
+const proof = (key: DpopSigningKey, options: { now?: number; path?: string } = {}) =>
+  signDpopProof(key, { method: 'POST', url: `${BROKER_ISSUER}${options.path ?? '/oauth2/token'}`, now: options.now ?? t.clock() });
+const exchange = (fields: Record<string, string>, dpop?: string) => {
+  const request = t.http.post('/oauth2/token').type('form');
+  return (dpop ? request.set('DPoP', dpop) : request).send({ grant_type: GRANT, ...fields });
+};
+const ask = async (fields: Record<string, string> = {}) => ({
+  subject_token: await t.as.pipeline(),
+  subject_token_type: JWT_TYPE,
+  scope: 'artifacts:read',
+  audience: 'registry.acme.internal',
+  task_id: 'build-1',
+  ...fields,
+});
+
+describe('a DPoP proof at /oauth2/token', () => {
+  it('is remembered past the last instant it is accepted: a sweep at that instant keeps its jti, and a replay then is refused', async () => {
+    t = await startTestBroker();
+    // `iat` is in whole seconds: from one, the proof's last accepted instant is iat + clockSkew exactly.
+    const issuedAt = Math.ceil(t.clock() / 1000) * 1000;
+    t.clock.set(issuedAt);
+    const dpop = await proof(alice, { now: issuedAt });
+    expect((await exchange(await ask(), dpop)).status).toBe(200);
+
+    t.clock.set(issuedAt + t.config.clockSkew);
+    await t.broker.scheduler.runAll();
+    const replay = await exchange(await ask(), dpop);
+    expect(replay.status).toBe(400);
+    expect(replay.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/used before/) });
+  });
+});
