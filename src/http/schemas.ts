@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DETAIL_TYPE, SCOPE_NAME } from '../config/index.js';
 import { MAX_IDENTIFIER_BYTES } from '../identity/index.js';
+import { objectKey } from '../shared/authorization-details.js';
 
 // Control characters and bidirectional overrides would let a value rewrite what an approver
 // reads in a terminal or a log; these values end up in logs, CSV exports and webhook bodies.
@@ -152,6 +153,9 @@ const instant = z.iso
   .datetime({ offset: true, message: 'must be an ISO 8601 time such as 2026-11-22T10:00:00Z' })
   .transform((text) => Date.parse(text));
 
+/** An identifier to search for: one that names an object once normalised (entries that name none are found by `type`). */
+const objectIdentifier = printable(256).refine((value) => objectKey(value) !== '', 'names no object: it holds only characters that do not show');
+
 /** `GET /v1/audit/issuances` */
 export const issuancesQuery = pageQuery.extend({
   since: instant.optional(),
@@ -162,7 +166,7 @@ export const issuancesQuery = pageQuery.extend({
   status: z.enum(['issued', 'expired', 'revoked']).optional(),
   break_glass: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
   type: z.string().regex(DETAIL_TYPE, 'not an authorization_details type').optional(),
-  identifier: printable(256).optional(),
+  identifier: objectIdentifier.optional(),
   actor: printable(MAX_IDENTIFIER_BYTES).optional(),
   format: z.enum(['json', 'ndjson', 'csv']).default('json'),
 });
@@ -170,7 +174,7 @@ export const issuancesQuery = pageQuery.extend({
 /** `GET /v1/audit/duties`: one object's chain of custody. */
 export const custodyQuery = pageQuery.extend({
   duty: printable(128),
-  identifier: printable(256),
+  identifier: objectIdentifier,
 });
 
 /** `GET /v1/audit/entitlements`: all rows on one page, so no paging parameters. */

@@ -134,8 +134,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
     if (actors.length > 0) {
       writes.push(sql.run(`INSERT INTO request_actors (sub, iss, request_id) VALUES ${actors.map(() => '(?, ?, ?)').join(', ')}`, actors.flatMap((a) => [a.sub, a.iss, r.id])));
     }
+    // An entry that names no object is kept under '' so that the `type` filter finds it too.
     const objects = [
-      ...new Map((r.authorizationDetails ?? []).flatMap((d) => (d.identifier === undefined ? [] : [[`${d.type}\n${objectKey(d.identifier)}`, [d.type, objectKey(d.identifier)]] as const]))).values(),
+      ...new Map((r.authorizationDetails ?? []).map((d) => {
+        const object = d.identifier === undefined ? '' : objectKey(d.identifier);
+        return [`${d.type}\n${object}`, [d.type, object]] as const;
+      })).values(),
     ];
     if (objects.length > 0) {
       writes.push(sql.run(`INSERT INTO request_objects (type, object, request_id) VALUES ${objects.map(() => '(?, ?, ?)').join(', ')}`, objects.flatMap((o) => [...o, r.id])));
