@@ -1,6 +1,6 @@
-import { sameIdentity, type Identity } from '../identity/index.js';
+import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
-import { effectiveStatus, isOwner, issuedView, type IssuedView } from '../requests/index.js';
+import { effectiveStatus, isActor, isOwner, isRequester, issuedView, type IssuedView } from '../requests/index.js';
 import { Conflict, InvalidDpopProof, InvalidRequest, PolicyDenied } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
 import { bindingOf, replayed, requireBinding, type PresentedProof } from './binding.js';
@@ -24,10 +24,11 @@ export function createCollecting(deps: CredentialServiceDeps) {
     const notCollectable = (status: string) =>
       new Conflict(`The request is ${status}; only an approved request's token can be collected, and only once.`);
     const check = (state: RequestState | undefined): RequestState => {
-      if (!state || !isOwner(identity, state.request)) throw notVisible(id);
+      // The subject and the actor alike: another identity, or another run of their job, does not see it.
+      if (!state || !isOwner(identity, state.request) || (actor && !isOwner(actor, state.request))) throw notVisible(id);
       const current = state.request.act?.[0];
       if (current && !actor) throw new Conflict('A delegated request is collected at /oauth2/token, with its subject and its actor tokens.');
-      if (actor && (!current || !sameIdentity(actor, current) || !sameIdentity(identity, state.request.requester))) {
+      if (actor && (!current || !isActor(actor, current) || !isRequester(identity, state.request))) {
         throw new InvalidRequest('The subject_token and actor_token are not the subject and the actor of this request.');
       }
       const status = effectiveStatus(state.request, now);

@@ -1,19 +1,29 @@
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
-import { jobKey, type RequestRecord } from '../store/index.js';
+import { jobKey, type ActorRecord, type RequestRecord } from '../store/index.js';
 
 /**
- * Who owns a request: the identity that asked, and when its issuer binds jobs (`bindClaims`),
- * only from the same job. Another run of the same CI job has the same subject but not the same
- * run: to it the request does not exist. A delegated request is also each of its actors' (in
- * the job it acted from): they may see, complete and revoke it.
+ * The one test of who a party to a request is: the same identity and, when its issuer binds jobs
+ * (`bindClaims`), the same job. Another run of the same CI job has the same subject but not the
+ * same run: it is no party.
+ */
+const sameParty = (identity: Identity, party: Pick<ActorRecord, 'iss' | 'sub' | 'boundClaims'>): boolean =>
+  sameIdentity(identity, party) && jobKey(identity.boundClaims) === jobKey(party.boundClaims);
+
+/** The identity that asked for the request, in the job it asked from. */
+export const isRequester = (identity: Identity, request: RequestRecord): boolean =>
+  sameParty(identity, { ...request.requester, boundClaims: request.boundClaims });
+
+/** This actor of a delegated request, in the job it acted from. */
+export const isActor = (identity: Identity, actor: ActorRecord): boolean => sameParty(identity, actor);
+
+/**
+ * Who owns a request: the identity that asked, from the same job; to another run of that job the
+ * request does not exist. A delegated request is also each of its actors' (in the job it acted
+ * from): they may see, collect, complete and revoke it.
  */
 export function isOwner(identity: Identity, request: RequestRecord): boolean {
-  const job = jobKey(identity.boundClaims);
-  return (
-    (sameIdentity(identity, request.requester) && job === jobKey(request.boundClaims)) ||
-    (request.act ?? []).some((actor) => sameIdentity(identity, actor) && job === jobKey(actor.boundClaims))
-  );
+  return isRequester(identity, request) || (request.act ?? []).some((actor) => isActor(identity, actor));
 }
 
 /**

@@ -157,6 +157,23 @@ describe('a delegated request that needs approval', () => {
     expect(decodeJwt(collected.body.access_token)).toMatchObject({ sub: 'alice', act: { sub: 'agent:release-1' }, approvers: [expect.objectContaining({ sub: 'carol' })] });
   });
 
+  it('is collected only by the actor\'s own run where its issuer binds jobs: another run is 404 there as everywhere', async () => {
+    t = await start((config) => (config.identity.issuers.find((i: { name: string }) => i.name === 'agents').bindClaims = ['run_id']));
+    const run = (id: string) => agent('agent:release-1', 'olivia', { run_id: id });
+    const asked = await delegate(await engineer(), await run('run-1'), { scope: 'model:deploy', task_id: 'release 7' });
+    expectOAuth(asked, 'authorization_pending');
+    const id = asked.body.request_id as string;
+    const carol = await t.as.person('carol', ['approvers', 'ml-release']);
+    const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
+    expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
+
+    expect((await t.http.get(`/v1/credentials/${id}`).set(bearer(await run('run-2')))).status).toBe(404);
+    const other = await exchange({ subject_token: await engineer(), subject_token_type: JWT, actor_token: await run('run-2'), actor_token_type: JWT, request_id: id });
+    expectOAuth(other, 'invalid_request', new RegExp(`No request ${id} that you may see`));
+    const collected = await exchange({ subject_token: await engineer(), subject_token_type: JWT, actor_token: await run('run-1'), actor_token_type: JWT, request_id: id });
+    expect(collected.status).toBe(200);
+  });
+
   it('makes every actor take part in duties: the agent that trained a model for one person may not deploy it for another', async () => {
     t = await start((config) => {
       withModelRelease(config);
