@@ -39,9 +39,13 @@ export async function bindingOf(
   return { jkt: verified.jkt, proof: { jti: verified.jti, expiresAt: verified.replayWindowEndsAt } };
 }
 
-/** `requireDpop` (CONTRACT section 2): a request holding such a scope without a proof is refused, naming DPoP. */
+/**
+ * `requireDpop` (CONTRACT section 2): a request holding such a scope without a valid proof
+ * presented with it is refused, naming DPoP. A binding to a key no proof showed (`dpop_jkt`) does
+ * not count: it only chooses the key, and proves nothing of who asks.
+ */
 export function requireBinding(policy: Policy, scopes: readonly string[], binding: Binding | undefined, why = 'send a DPoP proof with the request'): void {
-  if (binding) return;
+  if (binding?.proof) return;
   const bound = scopes.filter((scope) => policy.scope(scope)?.requireDpop);
   if (bound.length > 0) throw new InvalidDpopProof('missing', `DPoP: ${bound.join(', ')} ${bound.length > 1 ? 'are' : 'is'} only issued DPoP-bound; ${why}.`);
 }

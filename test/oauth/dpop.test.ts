@@ -1,4 +1,4 @@
-import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signDpopProof, type DpopSigningKey } from '../../src/dpop/index.js';
 import { BROKER_ISSUER, startTestBroker, type TestBroker } from '../helpers/broker.js';
@@ -11,6 +11,7 @@ import { BROKER_ISSUER, startTestBroker, type TestBroker } from '../helpers/brok
 
 const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
 let t: TestBroker;
 afterEach(async () => {
@@ -56,5 +57,35 @@ describe('a DPoP proof at /oauth2/token', () => {
     const replay = await exchange(await ask(), dpop);
     expect(replay.status).toBe(400);
     expect(replay.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/used before/) });
+  });
+
+  it('is needed for a requireDpop scope of a child token, even where dpop_jkt names the key to bind it to', async () => {
+    t = await startTestBroker({
+      configure(config: Record<string, any>) {
+        config.scopes.push({ name: 'secrets:read', risk: 'low', maxTtl: '5m' });
+        config.policies.push({ id: 'vault', match: { issuer: 'ci', subject: 'repo:acme/app:*' }, scopes: ['secrets:read'] });
+      },
+    });
+    const parent = await exchange(await ask({ scope: 'artifacts:read secrets:read' }));
+    expect(parent.body.token_type).toBe('Bearer');
+    // The operator makes secrets:read DPoP-only after the parent was issued.
+    await t.restart((config: Record<string, any>) => {
+      config.scopes.find((scope: { name: string }) => scope.name === 'secrets:read').requireDpop = true;
+    });
+    const subAgent = await holderKey();
+    const child = (fields: Record<string, string>, dpop?: string) =>
+      exchange({ subject_token: parent.body.access_token, subject_token_type: ACCESS_TOKEN_TYPE, dpop_jkt: subAgent.jkt, ...fields }, dpop);
+
+    const unproven = await child({});
+    expect(unproven.status).toBe(400);
+    expect(unproven.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/secrets:read/) });
+    // With a proof (by any key: the parent is not bound), the child is bound to dpop_jkt's key.
+    const proven = await child({}, await proof(alice));
+    expect(proven.status).toBe(200);
+    expect(decodeJwt(proven.body.access_token).cnf).toEqual({ jkt: subAgent.jkt });
+    // A child without the scope needs no proof: dpop_jkt alone still chooses its key.
+    const narrower = await child({ scope: 'artifacts:read' });
+    expect(narrower.status).toBe(200);
+    expect(decodeJwt(narrower.body.access_token).cnf).toEqual({ jkt: subAgent.jkt });
   });
 });
