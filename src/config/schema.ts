@@ -215,7 +215,7 @@ const issuerSchema = z
       .min(1)
       .optional()
       .describe(
-        'Workload issuers: claims that tell one job from another of the same `sub` (GitHub `run_id` and `run_attempt`, GitLab `pipeline_id`, a pod\'s `[kubernetes.io, pod, uid]`). A request belongs to the job that made it: only an identity with the same issuer, subject and these values may see or use it. Required in every token: string, number or boolean values.',
+        'Workload issuers: claims that tell one job from another of the same `sub` (GitHub `run_id` and `run_attempt`, GitLab `pipeline_id`, a pod\'s `[kubernetes.io, pod, uid]`). A request belongs to the job that made it: only an identity with the same issuer, subject and these values may see or use it. Required in every token: string, number or boolean values, a number an integer of at most 2^53 - 1 either way (past it, or with a fraction, two values may parse to one).',
       ),
   })
   .superRefine((issuer, ctx) => {

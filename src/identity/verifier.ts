@@ -200,7 +200,11 @@ function nameClaim(claim: string | undefined, payload: JWTPayload): string | und
   return value;
 }
 
-/** The `bindClaims` values, as in the token: each required, and a string, number or boolean. */
+/**
+ * The `bindClaims` values, as in the token: each required, and a string, number or boolean. A
+ * number must be an integer parsing keeps exact (at most 2^53 - 1 either way): past it, or with
+ * a fraction, two values in two tokens may parse to one, and two jobs would be one.
+ */
 function bindClaims(paths: readonly (string | string[])[], payload: JWTPayload): Record<string, unknown> {
   const bound: Record<string, unknown> = {};
   for (const path of paths) {
@@ -208,6 +212,9 @@ function bindClaims(paths: readonly (string | string[])[], payload: JWTPayload):
     if (isAbsent(value)) throw new InvalidToken('missing_claim', { claim: path });
     if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
       throw new InvalidToken('invalid_claim', { claim: path, reason: 'not a string, number or boolean' });
+    }
+    if (typeof value === 'number' && !Number.isSafeInteger(value)) {
+      throw new InvalidToken('invalid_claim', { claim: path, reason: 'a number parsing may change (a fraction, or past 2^53 - 1)' });
     }
     writeClaim(bound, path, value);
   }

@@ -140,7 +140,12 @@ describe('claims that refuse an identity, through the app', () => {
     await expectRefused(await workload({ run_id: null }), 'missing_claim');
     await expectRefused(await workload({ run_id: '' }), 'missing_claim');
     for (const run_id of [['7781'], { id: '7781' }]) await expectRefused(await workload({ run_id }), 'invalid_claim');
-    for (const run_id of [7781, false]) expect((await ask(await workload({ run_id }))).status).toBe(201);
+    for (const run_id of [7781, false, Number.MAX_SAFE_INTEGER]) expect((await ask(await workload({ run_id }))).status).toBe(201);
+  });
+
+  it('refuses a numeric bound claim that parsing may change: past 2^53 - 1, or a fraction', async () => {
+    // Parsed to a double, 9007199254740993 becomes 9007199254740992: two runs, one job.
+    for (const run_id of [2 ** 53, -(2 ** 53), 1e21, 7781.5]) await expectRefused(await workload({ run_id }), 'invalid_claim');
   });
 
   it('refuses a nested bound claim spelled as a flat claim name, or missing inside its object', async () => {
