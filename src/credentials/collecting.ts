@@ -1,3 +1,4 @@
+import { checkMayAct } from '../delegation/index.js';
 import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
 import { effectiveStatus, isActor, isOwner, isRequester, issuedView, type IssuedView } from '../requests/index.js';
@@ -8,7 +9,8 @@ import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDep
 
 /**
  * The requester collects the token of an approved request, exactly once; a delegated request,
- * by presenting its subject and its actor again (at `/oauth2/token` only). Approval does not
+ * by presenting its subject and its actor again (at `/oauth2/token` only), each from the job it
+ * asked from, the subject token's `may_act` naming the actor when it has one. Approval does not
  * outlive the configuration it was given under: the token is minted only for scopes the running
  * configuration still grants to this identity (and lets this actor ask for), for the audience and
  * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
@@ -48,6 +50,8 @@ export function createCollecting(deps: CredentialServiceDeps) {
     };
 
     const before = check(await store.requests.state(id));
+    // The subject token is presented afresh: its `may_act`, when it has one, names this actor, as at the exchange.
+    if (actor) checkMayAct(identity.claims, actor);
     // A request that came with a proof is collected only with a proof by the same key.
     const binding = await bindingOf(presented, running, now, before.request.dpopJkt);
     if (before.request.dpopJkt !== null && !binding) {

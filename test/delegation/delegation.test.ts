@@ -174,6 +174,21 @@ describe('a delegated request that needs approval', () => {
     expect(collected.status).toBe(200);
   });
 
+  it('is not collected with a fresh subject token whose may_act names another actor', async () => {
+    t = await start();
+    const asked = await delegate(await engineer(), await agent('agent:release-1'), { scope: 'model:deploy', task_id: 'release 7' });
+    const id = asked.body.request_id as string;
+    const carol = await t.as.person('carol', ['approvers', 'ml-release']);
+    const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
+    expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
+
+    const collect = async (subject: string) => exchange({ subject_token: subject, subject_token_type: JWT, actor_token: await agent('agent:release-1'), actor_token_type: JWT, request_id: id });
+    expectOAuth(await collect(await engineer('alice', { may_act: { sub: 'agent:release-2' } })), 'invalid_request', /may_act/);
+    expectOAuth(await collect(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: 'https://elsewhere.test' } })), 'invalid_request', /may_act/);
+    expect((await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body.status).toBe('approved');
+    expect((await collect(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: AGENTS_ISS } }))).status).toBe(200);
+  });
+
   it('makes every actor take part in duties: the agent that trained a model for one person may not deploy it for another', async () => {
     t = await start((config) => {
       withModelRelease(config);
