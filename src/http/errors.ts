@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, Request } from 'express';
-import { BrokerError, InvalidRequest, PayloadTooLarge } from '../shared/errors.js';
+import { BrokerError, InvalidRequest, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
 
 export const PROBLEM_TYPE_BASE = 'urn:jit-broker:problem:';
 
@@ -37,6 +37,20 @@ function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerErro
 const isOAuthPath = (req: Request) => req.originalUrl.startsWith('/oauth2/');
 
 /**
+ * RFC 6749 section 5.2: a requested scope that is "invalid, unknown, or malformed" is
+ * `invalid_scope`, so at the token endpoint a `scope` parameter its validation refuses (not a
+ * scope name, a scope named twice) is too, when nothing else was wrong. A `scope` parameter
+ * missing or sent twice stays `invalid_request` (RFC 6749 section 3.2); `/v1` keeps its
+ * validation problem.
+ */
+function oauthErrorOf(error: BrokerError, req: Request): OAuthErrorCode {
+  if (error.oauthError !== 'invalid_request' || !/^\/oauth2\/token\/?(\?|$)/.test(req.originalUrl)) return error.oauthError;
+  const fields = error.extensions.errors as FieldError[] | undefined;
+  const scopeOnly = fields !== undefined && fields.length > 0 && fields.every((field) => /^#\/scopes?(\/|$)/.test(field.pointer));
+  return scopeOnly && typeof (req.body as Record<string, unknown> | undefined)?.scope === 'string' ? 'invalid_scope' : error.oauthError;
+}
+
+/**
  * The one place failures become responses. A `BrokerError` carries its own status, type and
  * headers; anything else is a defect, logged in full and answered with a bare 500 that says
  * nothing of what broke.
@@ -64,7 +78,7 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
 
   if (isOAuthPath(req)) {
     res.set(error.oauthHeaders());
-    return res.status(error.oauthStatus).json({ error: error.oauthError, error_description: error.detail, ...error.extensions });
+    return res.status(error.oauthStatus).json({ error: oauthErrorOf(error, req), error_description: error.detail, ...error.extensions });
   }
   res.set(error.headers());
   return res

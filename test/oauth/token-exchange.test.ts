@@ -57,6 +57,12 @@ describe('POST /oauth2/token (RFC 8693)', () => {
     ['a missing task_id', { task_id: '' }, 'invalid_request'],
     ['a refused scope', { scope: 'model:deploy' }, 'invalid_scope'],
     ['an unknown scope', { scope: 'artifacts:read secrets:all' }, 'invalid_scope'],
+    // RFC 6749 section 5.2: invalid_scope is for a scope "invalid, unknown, or malformed" too.
+    ['a malformed scope', { scope: 'Artifacts:Read' }, 'invalid_scope'],
+    ['a scope named twice', { scope: 'artifacts:read artifacts:read' }, 'invalid_scope'],
+    ['an empty scope', { scope: ' ' }, 'invalid_scope'],
+    ['a malformed scope and a missing task_id', { scope: 'Artifacts:Read', task_id: '' }, 'invalid_request'],
+    ['the scope parameter twice', { scope: ['artifacts:read', 'logs:read'] }, 'invalid_request'],
     ['another requested token type', { requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }, 'invalid_request'],
   ])('answers %s with 400 %s', async (_name, override, error) => {
     const form = { ...(await base()), ...override };
@@ -65,6 +71,21 @@ describe('POST /oauth2/token (RFC 8693)', () => {
     expect(response.status).toBe(400);
     expect(response.body).toMatchObject({ error, error_description: expect.any(String) });
     expect(response.body).not.toHaveProperty('access_token');
+  });
+
+  it('answers a malformed scope of a child token invalid_scope too; /v1 keeps its validation problem', async () => {
+    const parent = await exchange(await base());
+    const child = await exchange({
+      grant_type: GRANT,
+      subject_token: parent.body.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      scope: 'Logs:Read',
+    });
+    expect(child.status).toBe(400);
+    expect(child.body).toMatchObject({ error: 'invalid_scope', errors: [{ pointer: '#/scopes/0', detail: 'not a scope name' }] });
+    const v1 = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'build-7', scopes: ['Artifacts:Read'], audience: 'registry.acme.internal' });
+    expect(v1.status).toBe(400);
+    expect(v1.body).toMatchObject({ type: 'urn:jit-broker:problem:invalid_request', errors: [{ pointer: '#/scopes/0', detail: 'not a scope name' }] });
   });
 
   it('answers a refused audience with invalid_target', async () => {
