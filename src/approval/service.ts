@@ -37,6 +37,18 @@ export const LISTING_SCAN_BUDGET = 1_000;
 const decidedBy = (identity: Identity, approvals: readonly ApprovalRecord[], people: People) =>
   approvals.some((a) => sameIdentity(a.approver, identity) || (a.person !== null && people.personOf(a.person) === identity.person));
 
+/**
+ * How many distinct people approved: each approver's recorded key resolved through the running
+ * configuration, as `decidedBy` resolves it (an alias added since may make two approvers one
+ * person); an approver without a key is a person of its own.
+ */
+const peopleApproving = (approvals: readonly ApprovalRecord[], people: People): number =>
+  new Set(
+    approvals
+      .filter((a) => a.decision === 'approve')
+      .map((a) => (a.person !== null ? `person ${people.personOf(a.person)}` : `identity ${a.approver.iss}\n${a.approver.sub}`)),
+  ).size;
+
 /** The approver's side: what one may decide, and deciding it. */
 export function createApprovalService(deps: ApprovalServiceDeps) {
   const { settings, store, notifier, clock } = deps;
@@ -112,8 +124,8 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
             result: { after: withApproval({ ...request, status: 'denied', ...fields }), outcome: 'request.denied' },
           };
         }
-        // Approvals are by distinct people: decidedBy refused anyone who decided already, under any identity.
-        const approvers = approvals.filter((a) => a.decision === 'approve').length + 1;
+        // Approvals count distinct people under the running configuration, this one included.
+        const approvers = peopleApproving([...approvals, approval], people);
         if (approvers < request.approvalsRequired) {
           return { approval, participants: takesPart, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
         }

@@ -80,6 +80,27 @@ describe('a people alias added by a reload', () => {
     expect(second.status).toBe(409);
     expect(second.body.detail).toMatch(/already decided/);
   });
+
+  it('counts two approvals given before the alias made their approvers one person as one', async () => {
+    const threeApprovals = (config: Record<string, any>) => (config.scopes.find((s: { name: string }) => s.name === 'db:admin').approvals = 3);
+    t = await startTestBroker({ configure: threeApprovals });
+    const pending = await post(await t.as.pipeline({ repository: 'acme/db' }, 'repo:acme/db:ref:refs/heads/main'), migrate);
+    expect(pending.body.approvals_required).toBe(3);
+    for (const approver of ['al', 'alice.admin']) {
+      expect((await decide(await t.as.person(approver, ['approvers']), pending.body.request_id, pending.body.digest)).status).toBe(200);
+    }
+    await reload((raw) => {
+      threeApprovals(raw);
+      raw.people = [{ name: 'alice', aliases: [{ issuer: 'sso', username: 'al' }, { issuer: 'sso', username: 'alice.admin' }] }];
+    });
+    // alice and carol: two people of the three needed.
+    const carol = await decide(await t.as.person('carol', ['approvers']), pending.body.request_id, pending.body.digest);
+    expect(carol.status).toBe(200);
+    expect(carol.body.status).toBe('pending_approval');
+    const dave = await decide(await t.as.person('dave', ['approvers']), pending.body.request_id, pending.body.digest);
+    expect(dave.body.status).toBe('approved');
+    expect((await eventsOf(t, pending.body.request_id)).find((e) => e.type === 'request.approved')?.data).toEqual({ approvals: 3 });
+  });
 });
 
 describe('a scope a reload removes', () => {
