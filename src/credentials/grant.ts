@@ -29,8 +29,17 @@ export const notVisible = (id: string) => new NotFound(`No request ${id} that yo
 export const approversOf = (approvals: RequestState['approvals']) =>
   approvals.filter((a) => a.decision === 'approve').map((a) => ({ ...a.approver, at: toIso(a.at) }));
 
-/** Signs the token of a request; it exists only in memory until its records have committed. */
-export function mintFor(deps: Pick<CredentialServiceDeps, 'keyring' | 'issuer' | 'settings'>, request: RequestRecord, approvals: RequestState['approvals'], now: number): Promise<MintedToken> {
+/**
+ * Signs the token of a request; it exists only in memory until its records have committed.
+ * `notAfter` (ms) caps its `exp`: a child's is no later than its parent's.
+ */
+export function mintFor(
+  deps: Pick<CredentialServiceDeps, 'keyring' | 'issuer' | 'settings'>,
+  request: RequestRecord,
+  approvals: RequestState['approvals'],
+  now: number,
+  notAfter?: number,
+): Promise<MintedToken> {
   return mintAccessToken(
     deps.keyring,
     deps.issuer,
@@ -44,6 +53,7 @@ export function mintFor(deps: Pick<CredentialServiceDeps, 'keyring' | 'issuer' |
       approvers: approversOf(approvals),
       breakGlass: request.breakGlass,
       ttlSeconds: request.ttlSeconds,
+      notAfter,
       authorizationDetails: request.authorizationDetails,
       act: actClaim(request.act ?? []),
       ...(request.dpopJkt !== null ? { cnf: { jkt: request.dpopJkt } } : {}),

@@ -161,7 +161,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
     const pending = decision.approvalsRequired > 0;
     // Sign first, record second: the token exists only in memory until its records (which
     // name its jti and hash) have committed, and is dropped if the admission refuses or fails.
-    const token = pending ? undefined : await mintFor(deps, request, [], now);
+    const token = pending ? undefined : await mintFor(deps, request, [], now, parent?.request.expiresAt);
     const admitted: RequestRecord = token ? { ...request, status: 'issued', issuedAt: token.issuedAt, expiresAt: token.expiresAt } : request;
     // A child is no new break-glass use: its parent was counted, and reviewed.
     const ask = { pending, breakGlass: input.breakGlass && !parent, now };

@@ -17,6 +17,8 @@ export interface AccessTokenGrant {
   approvers: readonly (Principal & { at: string })[];
   breakGlass: boolean;
   ttlSeconds: number;
+  /** The latest its `exp` may be, in ms: a child's parent's `exp` (CONTRACT section 1, "Agents"). */
+  notAfter?: number | undefined;
   /** RFC 9396 section 9.1: the objects the token acts on. */
   authorizationDetails?: readonly AuthorizationDetail[] | null | undefined;
   /** RFC 8693 section 4.1: the current actor, earlier actors nested under its `act`. */
@@ -57,7 +59,8 @@ export async function mintAccessToken(
   const key = await keyring.signingKey();
   const iat = Math.floor(now / 1000);
   const nbf = Math.max(0, iat - Math.ceil(options.clockSkewMs / 1000));
-  const exp = iat + grant.ttlSeconds;
+  // Capped here, where `exp` is set: a lifetime counted from an earlier clock read could end later.
+  const exp = Math.min(iat + grant.ttlSeconds, grant.notAfter === undefined ? Number.POSITIVE_INFINITY : Math.floor(grant.notAfter / 1000));
   const jti = uuidv7(now);
   const claims = {
     iss: issuer,
@@ -79,7 +82,7 @@ export async function mintAccessToken(
     ...(grant.cnf ? { cnf: { jkt: grant.cnf.jkt } } : {}),
   };
   const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
-  return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: grant.ttlSeconds };
+  return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: exp - iat };
 }
 
 /**

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AGENTS_ISS, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker } from '../helpers/broker.js';
+import { AGENTS_ISS, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker, type TestClock } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { runCli } from '../helpers/cli.js';
 import { eventsOf } from '../helpers/records.js';
@@ -224,6 +224,27 @@ describe('child tokens', () => {
     expectOAuth(await childOf(parent.body.access_token, { scope: 'artifacts:read model:deploy' }), 'invalid_scope', /model:deploy.*only scopes of its parent/);
     expectOAuth(await childOf(parent.body.access_token, { audience: 'db.acme.internal' }), 'invalid_target');
     expectOAuth(await childOf(parent.body.access_token, { authorization_details: JSON.stringify(model('x')) }), 'invalid_authorization_details');
+  });
+
+  it('never outlive their parent, however far the clock moves while one is made: exp and expires_at no later than the parent\'s', async () => {
+    // On whole seconds, moving a second at each read while the child is made: its remaining life
+    // is counted at one read, its token minted at a later one.
+    let now = Math.floor(Date.now() / 1000) * 1000;
+    let step = 0;
+    const clock: TestClock = Object.assign(() => (now += step), { advance: (ms: number) => void (now += ms), set: (ms: number) => void (now = ms) });
+    t = await startTestBroker({ clock, configure: (config) => withAgents(config, agents) });
+    const parent = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'build', scopes: ['artifacts:read'], audience: registry, ttl_seconds: 120 });
+    expect(parent.status).toBe(201);
+    clock.advance(10_000);
+    step = 1_000;
+    const child = await childOf(parent.body.access_token);
+    step = 0;
+    expect(child.status).toBe(200);
+    const claims = decodeJwt(child.body.access_token);
+    expect(claims.exp).toBeLessThanOrEqual(decodeJwt(parent.body.access_token).exp as number);
+    expect(child.body.expires_in).toBe((claims.exp as number) - (claims.iat as number));
+    const view = await t.http.get(`/v1/credentials/${child.body.request_id}`).set(bearer(await t.as.pipeline()));
+    expect(Date.parse(view.body.expires_at)).toBeLessThanOrEqual(Date.parse(parent.body.expires_at));
   });
 
   it('add a new actor in front of the chain, allowed by a rule for the root subject, up to maxDepth', async () => {
