@@ -127,7 +127,7 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
     return url.href;
   };
 
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   router.use((_req, res, next) => {
     res.set({ 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'X-Frame-Options': 'DENY' });
     next();

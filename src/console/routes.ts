@@ -34,7 +34,7 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Router {
   const { config, logger } = deps;
   const web = config.console;
   const signIn = web ? signInSource(deps, web) : undefined;
-  const router = Router();
+  const router = Router({ caseSensitive: true });
 
   router.get(PAGES, async (_req, res) => {
     let page: string;

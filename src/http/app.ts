@@ -1,9 +1,8 @@
 import express, { type Express, type RequestHandler } from 'express';
 import { consoleRoutes } from '../console/index.js';
 import type { Metrics } from '../observability/index.js';
-import { NotFound } from '../shared/errors.js';
 import type { AppDeps } from './deps.js';
-import { errorHandler } from './errors.js';
+import { errorHandler, noSuchEndpoint } from './errors.js';
 import { requestLogging } from './logging.js';
 import { findOperation } from './openapi/index.js';
 import { auditRoutes } from './routes/audit.js';
@@ -16,6 +15,10 @@ import { oauthRoutes } from './routes/oauth.js';
 /** The broker's HTTP face, apart from `listen` so tests drive the real app on a temporary database. */
 export function buildApp(deps: AppDeps): Express {
   const app = express();
+  // A path is one spelling (RFC 3986 section 6.2.2.1: only scheme and host are case-insensitive):
+  // another is 404, never served by a route whose errors and DPoP `htu` assume its own. Set before
+  // the first route, and again on every router, which does not inherit it.
+  app.set('case sensitive routing', true);
   app.disable('x-powered-by');
   app.set('etag', false);
 
@@ -29,7 +32,7 @@ export function buildApp(deps: AppDeps): Express {
   // The endpoints that issue come first: a request walks the routers before its own.
   app.use('/oauth2', oauthRoutes(deps));
   // Every /v1 endpoint acts for a verified identity; bodies are read only once it is known.
-  const v1 = express.Router();
+  const v1 = express.Router({ caseSensitive: true });
   v1.use((_req, res, next) => {
     res.set('Cache-Control', 'no-store');
     next();
@@ -44,9 +47,7 @@ export function buildApp(deps: AppDeps): Express {
   app.use(healthRoutes(deps));
   app.use('/console', consoleRoutes(deps));
 
-  app.use((req) => {
-    throw new NotFound(`No such endpoint: ${req.method} ${req.path}`);
-  });
+  app.use(noSuchEndpoint);
   app.use(errorHandler);
   return app;
 }

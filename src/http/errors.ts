@@ -1,5 +1,5 @@
-import type { ErrorRequestHandler, Request } from 'express';
-import { BrokerError, InvalidRequest, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
+import { BrokerError, InvalidRequest, NotFound, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
 
 export const PROBLEM_TYPE_BASE = 'urn:jit-broker:problem:';
 
@@ -35,6 +35,19 @@ function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerErro
 
 /** `/oauth2` speaks RFC 6749 errors; everything else RFC 9457 problem+json. */
 const isOAuthPath = (req: Request) => req.originalUrl.startsWith('/oauth2/');
+
+/** Refusals of a path no route answers: 404 there too, where `/oauth2` answers a missing thing 400. */
+const unrouted = new WeakSet<BrokerError>();
+
+/**
+ * The last handler: no route answered. Routing is case-sensitive, so another spelling of an
+ * endpoint's path ends here too.
+ */
+export const noSuchEndpoint: RequestHandler = (req) => {
+  const error = new NotFound(`No such endpoint: ${req.method} ${req.path}`);
+  unrouted.add(error);
+  throw error;
+};
 
 /**
  * RFC 6749 section 5.2: a requested scope that is "invalid, unknown, or malformed" is
@@ -78,7 +91,9 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
 
   if (isOAuthPath(req)) {
     res.set(error.oauthHeaders());
-    return res.status(error.oauthStatus).json({ error: oauthErrorOf(error, req), error_description: error.detail, ...error.extensions });
+    return res
+      .status(unrouted.has(error) ? error.status : error.oauthStatus)
+      .json({ error: oauthErrorOf(error, req), error_description: error.detail, ...error.extensions });
   }
   res.set(error.headers());
   return res

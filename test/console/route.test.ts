@@ -251,6 +251,13 @@ describe('the development sign-in', () => {
     });
   });
 
+  it('answers its paths in another letter case 404, as any path that is no endpoint', async () => {
+    t = await startTestBroker({ configure: withDevSignIn });
+    expect((await t.http.get(`/console/dev-sign-in/authorize?${authorize()}`)).status).toBe(200);
+    expect((await t.http.get(`/console/dev-sign-in/Authorize?${authorize()}`)).status).toBe(404);
+    expect((await t.http.get(`/console/Dev-Sign-In/authorize?${authorize()}`)).status).toBe(404);
+  });
+
   it('does not exist without devSignIn', async () => {
     t = await startTestBroker();
     expect((await t.http.get(`/console/dev-sign-in/authorize?${authorize()}`)).status).toBe(404);

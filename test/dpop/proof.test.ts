@@ -216,6 +216,10 @@ describe('a DPoP proof is refused', () => {
     ['a trailing slash', 'https://broker.example/v1/credentials/'],
     ['another scheme', 'http://broker.example/v1/credentials'],
     ['another port', 'https://broker.example:8443/v1/credentials'],
+    // RFC 3986 section 6.2.2.1: only the scheme and host are compared without regard to case.
+    ['the path in upper case', 'https://broker.example/V1/CREDENTIALS'],
+    ['one letter of the path in upper case', 'HTTPS://BROKER.EXAMPLE/v1/Credentials'],
+    ['a percent-encoded upper-case letter of the path', 'https://broker.example/v1/%43redentials'],
   ])('when it is for another URL: %s', async (_name, htu) => {
     expect(await refusal(await proof(es256, { htu }))).toEqual({ problem: 'url', detail: `The DPoP proof is for another URL: its htu must be ${URL_}.` });
   });

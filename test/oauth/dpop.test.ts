@@ -59,6 +59,13 @@ describe('a DPoP proof at /oauth2/token', () => {
     expect(replay.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/used before/) });
   });
 
+  it('names this endpoint\'s path in its own letter case (RFC 3986: only scheme and host are compared without)', async () => {
+    t = await startTestBroker();
+    const shouted = await exchange(await ask(), await proof(alice, { path: '/OAUTH2/TOKEN' }));
+    expect(shouted.status).toBe(400);
+    expect(shouted.body).toEqual({ error: 'invalid_dpop_proof', error_description: `The DPoP proof is for another URL: its htu must be ${BROKER_ISSUER}/oauth2/token.` });
+  });
+
   it('is needed for a requireDpop scope of a child token, even where dpop_jkt names the key to bind it to', async () => {
     t = await startTestBroker({
       configure(config: Record<string, any>) {

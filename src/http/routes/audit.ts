@@ -52,7 +52,7 @@ const ndjson = <T>(rows: T[]) => rows.map((row) => `${JSON.stringify(row)}\n`).j
 
 /** `/v1/audit`: who held what, when, approved by whom, and why; and whether the record is intact. */
 export function auditRoutes({ audit, clock }: AppDeps): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   // Who may ask comes before what is asked: an outsider's malformed query gets 403, not a 400
   // describing the filters.
   router.use((_req, res, next) => {

@@ -9,7 +9,7 @@ import { parseInput } from '../validation.js';
 
 /** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
 export function credentialRoutes({ config, credentials, approvals, breakGlass }: AppDeps): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
 
   // A path segment that is no request id names no request: 404 at once, the segment not echoed
   // and never sent to the store (PostgreSQL refuses a NUL in text outright).

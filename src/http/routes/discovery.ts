@@ -28,7 +28,7 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
     introspection_endpoint_auth_methods_supported: ['Bearer'],
     revocation_endpoint_auth_methods_supported: ['Bearer'],
   };
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   router.get(['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration'], async (_req, res) => {
     // Scopes come from the settings in force: a reload may add or remove some.
     const { config: running, duties } = settings.current();

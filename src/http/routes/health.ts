@@ -10,7 +10,7 @@ import type { AppDeps } from '../deps.js';
 export const READINESS_CACHE_MS = 1_000;
 
 export function healthRoutes({ store, keyring, metrics, clock }: AppDeps): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   let verdict: { at: number; ready: Promise<unknown> } | undefined;
 
   /** Ready means able to grant: the store takes a write and a signing key is at hand. */

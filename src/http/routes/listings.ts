@@ -6,7 +6,7 @@ import { parseInput } from '../validation.js';
 
 /** The `/v1` listings of approvers, break-glass reviewers and resource servers. */
 export function listingRoutes({ tokens, approvals, breakGlass }: AppDeps): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
 
   router.get('/approvals', async (req, res) => {
     const { limit, cursor } = parseInput(pageQuery, req.query, 'query');

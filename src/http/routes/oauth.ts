@@ -18,7 +18,7 @@ const tokenParam = (body: unknown): string => parseInput(tokenForm, body ?? {}, 
 /** `/oauth2`: the token endpoint (RFC 8693), introspection (RFC 7662), revocation (RFC 7009). */
 export function oauthRoutes(deps: AppDeps): Router {
   const { auth, tokens } = deps;
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   router.use(noStore, express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 50 }));
 
   router.post('/token', async (req, res) => {
