@@ -14,7 +14,7 @@ import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDep
  * outlive the configuration it was given under: the token is minted only for scopes the running
  * configuration still grants to this identity (and lets this actor ask for), for the audience and
  * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
- * its event, and the collector is told why (409).
+ * its event and a `request.denied` webhook, and the collector is told why (409).
  */
 export function createCollecting(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
@@ -67,7 +67,8 @@ export function createCollecting(deps: CredentialServiceDeps) {
     };
     const grantedBy = 'grantedBy' in granted ? granted.grantedBy : {};
     const token = refused ? undefined : await mintFor(deps, request, before.approvals, now);
-    const outcome = await store.change<RequestRecord | Conflict>(id, (current, facts) => {
+    type Collected = { issued: RequestRecord } | { denied: RequestRecord; refusal: Conflict };
+    const outcome = await store.change<Collected>(id, (current, facts) => {
       if (facts.replayed) throw replayed();
       const { request: latest, approvals } = check(current);
       if (!token) {
@@ -76,7 +77,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
         return {
           transition: { from: ['approved'] as const, to: 'denied' as const, fields },
           events: [{ type: 'request.denied', actor: null, requestId: id, data: { reason: 'policy_changed', detail: refusal.detail } }],
-          result: refusal,
+          result: { denied: { ...latest, status: 'denied', ...fields }, refusal },
         };
       }
       const fields = { issuedAt: token.issuedAt, expiresAt: token.expiresAt, dpopJkt: request.dpopJkt };
@@ -85,11 +86,15 @@ export function createCollecting(deps: CredentialServiceDeps) {
         transition: { from: ['approved'], to: 'issued', fields },
         issuance: issuanceOf(updated, token, grantedBy),
         events: [issuedEvent(updated, token, approvals)],
-        result: updated,
+        result: { issued: updated },
       };
     }, binding?.proof ? { proof: binding.proof } : {});
-    if (outcome instanceof Conflict) throw outcome;
-    deps.observer?.tokenIssued({ breakGlass: outcome.breakGlass, approved: true });
-    return issuedView(outcome, token as NonNullable<typeof token>);
+    if ('denied' in outcome) {
+      // Told once the denial has committed, as every decision is.
+      deps.notifier.notify('request.denied', outcome.denied);
+      throw outcome.refusal;
+    }
+    deps.observer?.tokenIssued({ breakGlass: outcome.issued.breakGlass, approved: true });
+    return issuedView(outcome.issued, token as NonNullable<typeof token>);
   };
 }

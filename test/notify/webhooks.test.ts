@@ -2,9 +2,10 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/index.js';
-import { DEFAULT_ACTOR, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { DEFAULT_ACTOR, baseConfig, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { allEvents } from '../helpers/records.js';
 
@@ -18,17 +19,20 @@ afterEach(async () => {
   await receiver?.close();
 });
 
+/** The `notify` section of these tests: one webhook to the receiver, for the request events. */
+const notifying = (url: string, notify: Record<string, unknown> = {}, webhook: Record<string, unknown> = {}) => ({
+  timeout: '300ms',
+  retries: 2,
+  webhooks: [{ url, events: ['approval.requested', 'request.approved', 'request.denied', 'breakglass.used'], ...webhook }],
+  ...notify,
+});
+
 async function brokerNotifying(status?: () => number, notify: Record<string, unknown> = {}, webhook: Record<string, unknown> = {}) {
   receiver = await startReceiver(status);
   const url = receiver.url(SECRET_PATH);
   t = await startTestBroker({
     configure(config) {
-      config.notify = {
-        timeout: '300ms',
-        retries: 2,
-        webhooks: [{ url, events: ['approval.requested', 'request.approved', 'request.denied', 'breakglass.used'], ...webhook }],
-        ...notify,
-      };
+      config.notify = notifying(url, notify, webhook);
     },
   });
   return t;
@@ -104,6 +108,27 @@ describe('webhooks', () => {
     await t.http.post(`/v1/credentials/${pending.body.request_id}/approvals`).set(bearer(approver)).send({ decision: 'deny', reason: 'no', digest: pending.body.digest });
     await t.broker.notifier.idle();
     expect(receiver!.deliveries.map((d) => d.body.event)).toEqual(['approval.requested', 'request.denied']);
+  });
+
+  it('delivers request.denied when collection finds the running configuration no longer grants the approved request', async () => {
+    const t = await brokerNotifying();
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    const approver = await t.as.person('alice', ['approvers', 'ml-release']);
+    await t.http.post(`/v1/credentials/${pending.body.request_id}/approvals`).set(bearer(approver)).send({ decision: 'approve', reason: 'ok', digest: pending.body.digest });
+    // A reload takes model:deploy from the ML pipeline's policy, webhooks unchanged.
+    const raw = baseConfig(t.dir, t.issuers, t.db.url) as Record<string, any>;
+    raw.notify = notifying(receiver!.url(SECRET_PATH));
+    const ml = raw.policies.find((p: { id: string }) => p.id === 'ml-main');
+    ml.scopes = ml.scopes.filter((scope: string) => scope !== 'model:deploy');
+    const file = join(t.dir, 'reloaded.yaml');
+    writeFileSync(file, YAML.stringify(raw));
+    expect(await t.broker.reload(file, {})).toMatchObject({ status: 'applied' });
+
+    const collected = await t.http.post(`/v1/credentials/${pending.body.request_id}/token`).set(bearer(await t.as.ml()));
+    expect(collected.status).toBe(409);
+    await t.broker.notifier.idle();
+    expect(receiver!.deliveries.map((d) => d.body.event)).toEqual(['approval.requested', 'request.approved', 'request.denied']);
+    expect(receiver!.deliveries[2]?.body).toMatchObject({ request_id: pending.body.request_id, scopes: ['model:deploy'] });
   });
 
   it('retries a failing receiver, then logs and audits the failure, naming only the origin', async () => {
