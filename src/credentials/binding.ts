@@ -40,6 +40,23 @@ export async function bindingOf(
 }
 
 /**
+ * The proof a request made with one is polled or collected with: valid, and by its key (`jkt`),
+ * so that its subject token alone learns nothing of it. Undefined without a proof, where the
+ * request was made without one.
+ */
+export async function proofByRequestKey(
+  presented: PresentedProof | undefined,
+  settings: Pick<Settings, 'config'>,
+  now: number,
+  jkt: string | null,
+  why: string,
+): Promise<Binding | undefined> {
+  const binding = await bindingOf(presented, settings, now, jkt);
+  if (jkt !== null && !binding) throw new InvalidDpopProof('missing', `DPoP: this request was made with a proof; ${why}.`);
+  return binding;
+}
+
+/**
  * `requireDpop` (CONTRACT section 2): a request holding such a scope without a valid proof
  * presented with it is refused, naming DPoP. A binding to a key no proof showed (`dpop_jkt`) does
  * not count: it only chooses the key, and proves nothing of who asks.

@@ -9,6 +9,7 @@ import type { PresentedProof } from './binding.js';
 import { createDelegating, type ChildInput } from './delegating.js';
 import { createEnding } from './ending.js';
 import { notVisible, type CredentialServiceDeps } from './grant.js';
+import { createPolling } from './polling.js';
 import { createRequesting, type CredentialInput, type RequestOutcome } from './requesting.js';
 
 export type CredentialService = ReturnType<typeof createCredentialService>;
@@ -23,6 +24,7 @@ export function createCredentialService(deps: CredentialServiceDeps) {
   const observer = deps.observer ?? quietObserver;
   const delegating = createDelegating(deps, createRequesting(deps));
   const collecting = createCollecting(deps);
+  const polling = createPolling(deps, collecting);
   const end = createEnding(deps);
 
   /** Every answered request counted by its outcome, and every token issued at once. */
@@ -72,6 +74,9 @@ export function createCredentialService(deps: CredentialServiceDeps) {
 
     /** The requester collects the token of an approved request, exactly once; a delegated one with its actor. */
     collect: (identity: Identity, id: string, actor?: Identity, proof?: PresentedProof): Promise<IssuedView> => collecting(identity, id, actor, proof),
+
+    /** `/oauth2/token` with `request_id`: the token of an approved request, or word that it still awaits approval. */
+    poll: (identity: Identity, id: string, actor?: Identity, proof?: PresentedProof): Promise<RequestOutcome> => polling(identity, id, actor, proof),
 
     complete: (identity: Identity, id: string) => end(identity, id, 'task_completed'),
 

@@ -1,7 +1,7 @@
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signDpopProof, type DpopSigningKey } from '../../src/dpop/index.js';
-import { BROKER_ISSUER, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 /**
  * CONTRACT section 4, a `DPoP` header at `/oauth2/token` (RFC 9449): what a proof must be there,
@@ -24,8 +24,10 @@ async function holderKey(): Promise<DpopSigningKey & { jkt: string }> {
   return { alg: 'ES256', privateKey, publicJwk, jkt: await calculateJwkThumbprint(publicJwk) };
 }
 let alice: Awaited<ReturnType<typeof holderKey>>;
+let mallory: Awaited<ReturnType<typeof holderKey>>;
 beforeAll(async () => {
   alice = await holderKey();
+  mallory = await holderKey();
 });
 
 const proof = (key: DpopSigningKey, options: { now?: number; path?: string } = {}) =>
@@ -94,5 +96,57 @@ describe('a DPoP proof at /oauth2/token', () => {
     const narrower = await child({ scope: 'artifacts:read' });
     expect(narrower.status).toBe(200);
     expect(decodeJwt(narrower.body.access_token).cnf).toEqual({ jkt: subAgent.jkt });
+  });
+});
+
+describe('polling a request that awaits approval at /oauth2/token (request_id)', () => {
+  // model:deploy needs an approval: the exchange opens a request and answers authorization_pending.
+  const deploy = async (dpop?: string) => {
+    const opened = await exchange(await ask({ subject_token: await t.as.ml(), scope: 'model:deploy' }), dpop);
+    expect(opened.body.error).toBe('authorization_pending');
+    return opened.body.request_id as string;
+  };
+  const poll = async (requestId: string, dpop?: string) =>
+    exchange({ subject_token: await t.as.ml(), subject_token_type: JWT_TYPE, request_id: requestId }, dpop);
+  const expectRefusedProof = (response: { status: number; body: Record<string, unknown> }, detail: RegExp) => {
+    expect(response.status).toBe(400);
+    expect(response.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(detail) });
+  };
+
+  it('refuses a bad proof with invalid_dpop_proof, as any exchange does, whether or not the request was made with one', async () => {
+    t = await startTestBroker();
+    for (const requestId of [await deploy(), await deploy(await proof(alice))]) {
+      expectRefusedProof(await poll(requestId, 'garbage.not.a-proof'), /not a compact JWS|not a well-formed/);
+      expectRefusedProof(await poll(requestId, await proof(alice, { path: '/v1/credentials' })), /another URL/);
+    }
+  });
+
+  it('answers a request made with a proof only to a fresh proof by its key, which then collects it', async () => {
+    t = await startTestBroker();
+    const requestId = await deploy(await proof(alice));
+    expectRefusedProof(await poll(requestId), /made with a proof/);
+    expectRefusedProof(await poll(requestId, await proof(mallory)), /another key/);
+    const fresh = await proof(alice);
+    expect((await poll(requestId, fresh)).body).toEqual({ error: 'authorization_pending', error_description: expect.any(String), request_id: requestId });
+    expectRefusedProof(await poll(requestId, fresh), /used before/);
+
+    const { digest } = (await t.http.get(`/v1/credentials/${requestId}`).set(bearer(await t.as.ml()))).body;
+    const approval = await t.http
+      .post(`/v1/credentials/${requestId}/approvals`)
+      .set(bearer(await t.as.person('carol', ['approvers', 'ml-release'])))
+      .send({ decision: 'approve', reason: 'release 7', digest });
+    expect(approval.body.status).toBe('approved');
+    expectRefusedProof(await poll(requestId, await proof(mallory)), /another key/);
+    const collected = await poll(requestId, await proof(alice));
+    expect(collected.status).toBe(200);
+    expect(collected.body.token_type).toBe('DPoP');
+    expect(decodeJwt(collected.body.access_token).cnf).toEqual({ jkt: alice.jkt });
+  });
+
+  it('answers a request made without a proof with or without one', async () => {
+    t = await startTestBroker();
+    const requestId = await deploy();
+    expect((await poll(requestId)).body.error).toBe('authorization_pending');
+    expect((await poll(requestId, await proof(alice))).body.error).toBe('authorization_pending');
   });
 });

@@ -73,14 +73,7 @@ export async function exchange(
   const subject = await presented(deps.auth, params.subject_token, 'subject_token');
   if (!actor) verified(subject);
 
-  if (params.request_id !== undefined) {
-    const request = await deps.credentials.get(subject, params.request_id);
-    if (request.requester.iss !== subject.iss || request.requester.sub !== subject.sub) {
-      throw new InvalidRequest('request_id names a request of another subject.');
-    }
-    if (request.status === 'pending_approval') return pending(request.request_id);
-    return granted(await deps.credentials.collect(subject, params.request_id, actor, proof));
-  }
+  if (params.request_id !== undefined) return answer(await deps.credentials.poll(subject, params.request_id, actor, proof));
 
   const input = parseInput(
     credentialRequestBody,
