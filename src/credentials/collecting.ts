@@ -2,9 +2,9 @@ import { checkMayAct } from '../delegation/index.js';
 import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
 import { effectiveStatus, isActor, isOwner, isRequester, issuedView, type IssuedView } from '../requests/index.js';
-import { Conflict, InvalidDpopProof, InvalidRequest, PolicyDenied } from '../shared/errors.js';
+import { Conflict, InvalidRequest, PolicyDenied } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
-import { bindingOf, replayed, requireBinding, type PresentedProof } from './binding.js';
+import { proofByRequestKey, replayed, requireBinding, type PresentedProof } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDeps } from './grant.js';
 
 /**
@@ -16,6 +16,22 @@ import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDep
  * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
  * its event and a `request.denied` webhook, and the collector is told why (409).
  */
+/**
+ * Who may poll or collect a request: its subject, from the job it asked from, and for a delegated
+ * request its current actor, likewise, presented with it; the fresh subject token's `may_act`,
+ * when it has one, naming that actor, as at the exchange. To another identity, or another run of
+ * their job, the request does not exist.
+ */
+export function checkCollector(identity: Identity, id: string, request: RequestRecord, actor?: Identity): void {
+  if (!isOwner(identity, request) || (actor && !isOwner(actor, request))) throw notVisible(id);
+  const current = request.act?.[0];
+  if (current && !actor) throw new Conflict('A delegated request is collected at /oauth2/token, with its subject and its actor tokens.');
+  if (actor && (!current || !isActor(actor, current) || !isRequester(identity, request))) {
+    throw new InvalidRequest('The subject_token and actor_token are not the subject and the actor of this request.');
+  }
+  if (actor) checkMayAct(identity.claims, actor);
+}
+
 export function createCollecting(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
 
@@ -26,13 +42,8 @@ export function createCollecting(deps: CredentialServiceDeps) {
     const notCollectable = (status: string) =>
       new Conflict(`The request is ${status}; only an approved request's token can be collected, and only once.`);
     const check = (state: RequestState | undefined): RequestState => {
-      // The subject and the actor alike: another identity, or another run of their job, does not see it.
-      if (!state || !isOwner(identity, state.request) || (actor && !isOwner(actor, state.request))) throw notVisible(id);
-      const current = state.request.act?.[0];
-      if (current && !actor) throw new Conflict('A delegated request is collected at /oauth2/token, with its subject and its actor tokens.');
-      if (actor && (!current || !isActor(actor, current) || !isRequester(identity, state.request))) {
-        throw new InvalidRequest('The subject_token and actor_token are not the subject and the actor of this request.');
-      }
+      if (!state) throw notVisible(id);
+      checkCollector(identity, id, state.request, actor);
       const status = effectiveStatus(state.request, now);
       if (status !== 'approved') throw notCollectable(status);
       return state;
@@ -50,13 +61,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
     };
 
     const before = check(await store.requests.state(id));
-    // The subject token is presented afresh: its `may_act`, when it has one, names this actor, as at the exchange.
-    if (actor) checkMayAct(identity.claims, actor);
-    // A request that came with a proof is collected only with a proof by the same key.
-    const binding = await bindingOf(presented, running, now, before.request.dpopJkt);
-    if (before.request.dpopJkt !== null && !binding) {
-      throw new InvalidDpopProof('missing', 'DPoP: this request was made with a proof; collect it with a proof by the same key.');
-    }
+    const binding = await proofByRequestKey(presented, running, now, before.request.dpopJkt, 'collect it with a proof by the same key');
     requireBinding(policy, before.request.scopes, binding, 'collect it with a DPoP proof');
     const granted = regrant(before.request);
     const refused = granted instanceof PolicyDenied || granted instanceof InvalidRequest ? granted : undefined;

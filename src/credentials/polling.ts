@@ -1,17 +1,16 @@
 import type { Identity } from '../identity/index.js';
-import { effectiveStatus, maySee, pendingView } from '../requests/index.js';
-import { InvalidRequest } from '../shared/errors.js';
+import { effectiveStatus, pendingView } from '../requests/index.js';
 import { proofByRequestKey, replayed, type PresentedProof } from './binding.js';
-import type { createCollecting } from './collecting.js';
+import { checkCollector, type createCollecting } from './collecting.js';
 import { notVisible, type CredentialServiceDeps } from './grant.js';
 import type { RequestOutcome } from './requesting.js';
 
 /**
  * The token endpoint with `request_id` (CONTRACT section 4): an approved request's token,
  * collected, or `authorization_pending` while it awaits approval. The wait is told as the token
- * would be given: to its requester and, for a request made with a DPoP proof, only with a valid
- * proof by that key, used once (RFC 9449 section 11.1), so that the subject token alone learns
- * nothing of it.
+ * would be given: to its subject and actor, each from its job (`checkCollector`), and for a
+ * request made with a DPoP proof only with a valid proof by that key, used once (RFC 9449 section
+ * 11.1), so that the subject token alone learns nothing of it.
  */
 export function createPolling(deps: CredentialServiceDeps, collect: ReturnType<typeof createCollecting>) {
   const { settings, store, clock } = deps;
@@ -20,11 +19,9 @@ export function createPolling(deps: CredentialServiceDeps, collect: ReturnType<t
     const running = settings(identity);
     const now = clock();
     const state = await store.requests.state(id);
-    if (!state || !maySee(running.policy, identity, state.request)) throw notVisible(id);
+    if (!state) throw notVisible(id);
     const { request } = state;
-    if (request.requester.iss !== identity.iss || request.requester.sub !== identity.sub) {
-      throw new InvalidRequest('request_id names a request of another subject.');
-    }
+    checkCollector(identity, id, request, actor);
     if (effectiveStatus(request, now) !== 'pending_approval') return { status: 'issued', view: await collect(identity, id, actor, presented) };
 
     const binding = await proofByRequestKey(presented, running, now, request.dpopJkt, 'poll it with a proof by the same key');

@@ -157,12 +157,16 @@ describe('a delegated request that needs approval', () => {
     expect(decodeJwt(collected.body.access_token)).toMatchObject({ sub: 'alice', act: { sub: 'agent:release-1' }, approvers: [expect.objectContaining({ sub: 'carol' })] });
   });
 
-  it('is collected only by the actor\'s own run where its issuer binds jobs: another run is 404 there as everywhere', async () => {
+  it('is polled and collected only by the actor\'s own run where its issuer binds jobs: another run is 404 there as everywhere', async () => {
     t = await start((config) => (config.identity.issuers.find((i: { name: string }) => i.name === 'agents').bindClaims = ['run_id']));
     const run = (id: string) => agent('agent:release-1', 'olivia', { run_id: id });
     const asked = await delegate(await engineer(), await run('run-1'), { scope: 'model:deploy', task_id: 'release 7' });
     expectOAuth(asked, 'authorization_pending');
     const id = asked.body.request_id as string;
+    // While it waits, its state is told to the run that asked, and to no other.
+    const poll = async (runId: string) => exchange({ subject_token: await engineer(), subject_token_type: JWT, actor_token: await run(runId), actor_token_type: JWT, request_id: id });
+    expectOAuth(await poll('run-2'), 'invalid_request', new RegExp(`No request ${id} that you may see`));
+    expectOAuth(await poll('run-1'), 'authorization_pending');
     const carol = await t.as.person('carol', ['approvers', 'ml-release']);
     const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
     expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
@@ -174,15 +178,17 @@ describe('a delegated request that needs approval', () => {
     expect(collected.status).toBe(200);
   });
 
-  it('is not collected with a fresh subject token whose may_act names another actor', async () => {
+  it('is neither polled nor collected with a fresh subject token whose may_act names another actor', async () => {
     t = await start();
     const asked = await delegate(await engineer(), await agent('agent:release-1'), { scope: 'model:deploy', task_id: 'release 7' });
     const id = asked.body.request_id as string;
+    const collect = async (subject: string) => exchange({ subject_token: subject, subject_token_type: JWT, actor_token: await agent('agent:release-1'), actor_token_type: JWT, request_id: id });
+    // Nor is its wait told to it.
+    expectOAuth(await collect(await engineer('alice', { may_act: { sub: 'agent:release-2' } })), 'invalid_request', /may_act/);
     const carol = await t.as.person('carol', ['approvers', 'ml-release']);
     const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
     expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
 
-    const collect = async (subject: string) => exchange({ subject_token: subject, subject_token_type: JWT, actor_token: await agent('agent:release-1'), actor_token_type: JWT, request_id: id });
     expectOAuth(await collect(await engineer('alice', { may_act: { sub: 'agent:release-2' } })), 'invalid_request', /may_act/);
     expectOAuth(await collect(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: 'https://elsewhere.test' } })), 'invalid_request', /may_act/);
     expect((await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body.status).toBe('approved');
