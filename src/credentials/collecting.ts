@@ -8,15 +8,6 @@ import { proofByRequestKey, replayed, requireBinding, type PresentedProof } from
 import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDeps } from './grant.js';
 
 /**
- * The requester collects the token of an approved request, exactly once; a delegated request,
- * by presenting its subject and its actor again (at `/oauth2/token` only), each from the job it
- * asked from, the subject token's `may_act` naming the actor when it has one. Approval does not
- * outlive the configuration it was given under: the token is minted only for scopes the running
- * configuration still grants to this identity (and lets this actor ask for), for the audience and
- * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
- * its event and a `request.denied` webhook, and the collector is told why (409).
- */
-/**
  * Who may poll or collect a request: its subject, from the job it asked from, and for a delegated
  * request its current actor, likewise, presented with it; the fresh subject token's `may_act`,
  * when it has one, naming that actor, as at the exchange. To another identity, or another run of
@@ -32,6 +23,15 @@ export function checkCollector(identity: Identity, id: string, request: RequestR
   if (actor) checkMayAct(identity.claims, actor);
 }
 
+/**
+ * The requester collects the token of an approved request, exactly once; a delegated request,
+ * by presenting its subject and its actor again (at `/oauth2/token` only), each from the job it
+ * asked from, the subject token's `may_act` naming the actor when it has one. Approval does not
+ * outlive the configuration it was given under: the token is minted only for scopes the running
+ * configuration still grants to this identity (and lets this actor ask for), for the audience and
+ * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
+ * its event and a `request.denied` webhook, and the collector is told why (409).
+ */
 export function createCollecting(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
 

@@ -1,5 +1,5 @@
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
-import { BrokerError, InvalidRequest, NotFound, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
+import { BrokerError, InvalidRequest, NoSuchEndpoint, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
 
 export const PROBLEM_TYPE_BASE = 'urn:jit-broker:problem:';
 
@@ -36,17 +36,12 @@ function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerErro
 /** `/oauth2` speaks RFC 6749 errors; everything else RFC 9457 problem+json. */
 const isOAuthPath = (req: Request) => req.originalUrl.startsWith('/oauth2/');
 
-/** Refusals of a path no route answers: 404 there too, where `/oauth2` answers a missing thing 400. */
-const unrouted = new WeakSet<BrokerError>();
-
 /**
  * The last handler: no route answered. Routing is case-sensitive, so another spelling of an
  * endpoint's path ends here too.
  */
 export const noSuchEndpoint: RequestHandler = (req) => {
-  const error = new NotFound(`No such endpoint: ${req.method} ${req.path}`);
-  unrouted.add(error);
-  throw error;
+  throw new NoSuchEndpoint(req.method, req.path);
 };
 
 /**
@@ -91,9 +86,7 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
 
   if (isOAuthPath(req)) {
     res.set(error.oauthHeaders());
-    return res
-      .status(unrouted.has(error) ? error.status : error.oauthStatus)
-      .json({ error: oauthErrorOf(error, req), error_description: error.detail, ...error.extensions });
+    return res.status(error.oauthStatus).json({ error: oauthErrorOf(error, req), error_description: error.detail, ...error.extensions });
   }
   res.set(error.headers());
   return res

@@ -255,6 +255,17 @@ export class NotFound extends BrokerError {
   readonly oauthError = 'invalid_request';
 }
 
+/** No route answers this method and path: 404 under `/oauth2` too, where a missing thing named in a request is 400. */
+export class NoSuchEndpoint extends NotFound {
+  constructor(method: string, path: string) {
+    super(`No such endpoint: ${method} ${path}`);
+  }
+
+  override get oauthStatus(): number {
+    return 404;
+  }
+}
+
 export class Conflict extends BrokerError {
   readonly type = 'conflict';
   readonly status = 409;
