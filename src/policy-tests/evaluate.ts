@@ -32,7 +32,7 @@ export interface CaseAsk {
 }
 
 /** The binding a case's `dpop: true` stands for: a valid proof was presented (no key is involved). */
-const PROVEN: Binding = { jkt: 'policy-test' };
+const PROVEN: Binding = { jkt: 'policy-test', proof: { jti: 'policy-test', expiresAt: 0 } };
 
 /** Judges one case; never throws for a refusal (a refusal is an outcome). */
 export function evaluateCase(rules: Rules, ask: CaseAsk): CaseOutcome {
