@@ -394,15 +394,35 @@ export function createStore(engine: Engine, clock: Clock): Store {
       Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
       Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
     if (atLimit) {
-      const byPerson = personKeys.length > 0 ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE person IN (${marks(personKeys.length)}) AND status IN ${LIVE_SQL}` : '';
-      const soonest = await sql.get<{ at: number | null }>(
-        `SELECT min(at) AS at FROM (
-           SELECT min(expires_at) AS at FROM requests WHERE requester_iss = ? AND requester_sub = ? AND status IN ${LIVE_SQL} ${byPerson}) soonest`,
-        [holder.identity.iss, holder.identity.sub, ...personKeys],
-      );
+      // The tallies drop a grant when the scheduler marks it ended; one past its end is held no
+      // longer, so the principal's are taken off here, and the soonest end is of those still held.
+      const byIdentity = { where: 'requester_iss = ? AND requester_sub = ?', params: [holder.identity.iss, holder.identity.sub] };
+      const byPerson = personKeys.length > 0 ? { where: `person IN (${marks(personKeys.length)})`, params: personKeys } : undefined;
+      const [identityLapsed, personLapsed, soonest] = await Promise.all([
+        lapsed(sql, byIdentity.where, byIdentity.params, now),
+        byPerson ? lapsed(sql, byPerson.where, byPerson.params, now) : { live: 0, pending: 0 },
+        sql.get<{ at: number | null }>(
+          `SELECT min(at) AS at FROM (
+             SELECT min(expires_at) AS at FROM requests WHERE ${byIdentity.where} AND status IN ${LIVE_SQL} AND expires_at > ?
+             ${byPerson ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE ${byPerson.where} AND status IN ${LIVE_SQL} AND expires_at > ?` : ''}) soonest`,
+          [...byIdentity.params, now, ...(byPerson ? [...byPerson.params, now] : [])],
+        ),
+      ]);
+      facts.live = { identity: facts.live.identity - identityLapsed.live, person: facts.live.person - personLapsed.live };
+      facts.pending = { identity: facts.pending.identity - identityLapsed.pending, person: facts.pending.person - personLapsed.pending };
       facts.soonestEnd = soonest?.at ?? null;
     }
     return { facts, windows };
+  }
+
+  /** Live grants of the rows `where` selects whose end has passed, not yet marked (at most a limit's worth: a holder's tally). */
+  async function lapsed(sql: Sql, where: string, params: readonly unknown[], now: number): Promise<{ live: number; pending: number }> {
+    const found = await sql.get<{ live: number; pending: number | null }>(
+      `SELECT count(*) AS live, sum(CASE WHEN status = 'pending_approval' THEN 1 ELSE 0 END) AS pending
+       FROM requests WHERE ${where} AND status IN ${LIVE_SQL} AND expires_at <= ?`,
+      [...params, now],
+    );
+    return { live: Number(found?.live ?? 0), pending: Number(found?.pending ?? 0) };
   }
 
   /** One more request in each holder's windows: its identity's, and its person's under the key this request records. */
