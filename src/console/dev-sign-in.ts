@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import express, { Router, type Request } from 'express';
+import express, { Router, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { BrokerConfig, ConsoleConfig, IssuerConfig } from '../config/index.js';
 import { mintDevIdentityToken } from '../identity/index.js';
@@ -150,13 +150,22 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
     });
   });
 
+  /**
+   * A request refused as RFC 6749 section 4.1.2.1 says: a client or redirect URI that is not
+   * known good gets a page here and is sent nowhere; any other refusal goes back to the client.
+   */
+  const refuse = (res: Response, input: Record<string, unknown>, error: unknown) => {
+    if (error instanceof BadClient) return res.status(400).type('text/plain').send(`Development sign-in: ${error.message}.`);
+    if (error instanceof AuthorizationError) return res.redirect(303, redirectWith(authorizationRequestUnchecked(input), { error: error.code, error_description: error.message }));
+    throw error;
+  };
+
   router.get('/authorize', (req, res) => {
     let request: AuthorizationRequest;
     try {
       request = authorizationRequest(req.query);
     } catch (error) {
-      if (error instanceof BadClient) return res.status(400).type('text/plain').send(`Development sign-in: ${error.message}.`);
-      throw error;
+      return refuse(res, req.query, error);
     }
     res.set('Content-Security-Policy', pagePolicy(request.redirect_uri)).type('html').send(signInPage(request, groups, issuer));
   });
@@ -167,9 +176,7 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
     try {
       request = authorizationRequest(body);
     } catch (error) {
-      if (error instanceof BadClient) return res.status(400).type('text/plain').send(`Development sign-in: ${error.message}.`);
-      if (error instanceof AuthorizationError) return res.redirect(303, redirectWith(authorizationRequestUnchecked(body), { error: error.code, error_description: error.message }));
-      throw error;
+      return refuse(res, body, error);
     }
     const subject = typeof body.username === 'string' ? body.username.trim() : '';
     const chosen = [body.group ?? []].flat().filter((g): g is string => typeof g === 'string');

@@ -238,6 +238,28 @@ describe('the development sign-in', () => {
     expect(badName.text).not.toContain('<b>x</b>');
   });
 
+  it('answers a refused authorization request on GET at the client\'s redirect URI, with its error and state', async () => {
+    t = await startTestBroker({ configure: withDevSignIn });
+    for (const [extra, error] of [
+      [{ response_type: 'token' }, 'unsupported_response_type'],
+      [{ scope: 'profile' }, 'invalid_scope'],
+      [{ code_challenge_method: 'plain' }, 'invalid_request'],
+    ] as const) {
+      const refused = await t.http.get(`/console/dev-sign-in/authorize?${authorize(undefined, extra)}`);
+      expect(refused.status, error).toBe(303);
+      const back = new URL(refused.headers.location as string);
+      expect(`${back.origin}${back.pathname}`).toBe('http://127.0.0.1:5555/callback');
+      expect(back.searchParams.get('error')).toBe(error);
+      expect(back.searchParams.get('state')).toBe('st4te');
+      expect(back.searchParams.get('iss')).toBe('https://dev-sso.invalid');
+    }
+    // A redirect URI that is not acceptable hears of nothing, whatever else is wrong.
+    const stranger = await t.http.get(`/console/dev-sign-in/authorize?${authorize('https://evil.example/callback', { response_type: 'token' })}`);
+    expect(stranger.status).toBe(400);
+    expect(stranger.headers.location).toBeUndefined();
+    expect(t.logs.filter((line) => line.includes('"level":50'))).toEqual([]);
+  });
+
   it('is its own discovery document, which the console\'s config points at', async () => {
     t = await startTestBroker({ configure: withDevSignIn });
     const config = (await t.http.get('/console/config.json').set('Host', '127.0.0.1:9090')).body;
