@@ -20,6 +20,15 @@ import { DEV_SIGN_IN_PATH, devSignInIssuer, devSignInRoutes } from './dev-sign-i
 /** Built by `npm run build` (tsc, then the static files copied beside): the same folder from src/ and dist/. */
 const consoleAssetsDir = () => join(packageRoot(), 'dist', 'console', 'web');
 
+/**
+ * What `/console/assets` serves: the page's scripts and stylesheet, by a name with no percent
+ * escape, so the file the static handler decodes it to is the one this names.
+ */
+const ASSET_PATH = /^\/[A-Za-z0-9_-]+\.(?:js|css)$/;
+
+/** Defence in depth: a file from there opened as a document runs nothing and cannot be framed. */
+const ASSET_HEADERS = { 'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'", 'X-Frame-Options': 'DENY' };
+
 /** The console's pages: one document, the script draws the view the path names. */
 const PAGES = ['/', '/callback', '/signed-out', '/mine', '/break-glass', '/audit', '/requests/:id'];
 
@@ -47,16 +56,21 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Router {
     res.set(pageHeaders((await signIn?.origins()) ?? [])).type('html').send(page);
   });
 
-  // The page's origin only; scripts and styles never come from anywhere else.
+  // The page's origin only; scripts and styles never come from anywhere else. The page itself is
+  // not an asset: served from here it would come without its policy, and could be framed.
   router.use(
     '/assets',
+    (req, _res, next) => {
+      if (!ASSET_PATH.test(req.path)) throw new NotFound('No such console asset.');
+      next();
+    },
     express.static(consoleAssetsDir(), {
       index: false,
       redirect: false,
       dotfiles: 'deny',
-      fallthrough: false,
+      fallthrough: true,
       cacheControl: false,
-      setHeaders: (res) => res.set({ 'Cache-Control': 'no-cache', 'Cross-Origin-Resource-Policy': 'same-origin' }),
+      setHeaders: (res) => res.set({ 'Cache-Control': 'no-cache', 'Cross-Origin-Resource-Policy': 'same-origin', ...ASSET_HEADERS }),
     }),
   );
 

@@ -83,6 +83,21 @@ describe('GET /console', () => {
     expect(escape.text).not.toContain('"dependencies"');
   });
 
+  it('serves the page only with its headers: /console/assets has its scripts and stylesheet, not the page', async () => {
+    t = await startTestBroker();
+    for (const path of ['/console/assets/index.html', '/console/assets/%69ndex.html', '/console/assets/index.html%3F', '/console/assets/', '/console/assets/missing.js']) {
+      const response = await t.http.get(path);
+      expect(response.status, path).toBe(404);
+      expect(response.text, path).not.toContain('/console/assets/main.js');
+    }
+    for (const path of ['/console/assets/main.js', '/console/assets/views.js', '/console/assets/console.css']) {
+      const asset = await t.http.get(path);
+      expect(asset.status, path).toBe(200);
+      expect(asset.headers['content-security-policy'], path).toBe("default-src 'none'; frame-ancestors 'none'");
+      expect(asset.headers['x-frame-options'], path).toBe('DENY');
+    }
+  });
+
   it('tells the page and jit login where to sign in, from the issuer\'s discovery document', async () => {
     const sso = await discoveryServer(goodDocument);
     t = await startTestBroker({ configure: withConsole(sso.issuer, { scopes: ['openid', 'groups'] }) });
