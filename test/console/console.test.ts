@@ -255,6 +255,33 @@ describe('the console', () => {
     expect(after.approvals).toEqual([]);
   });
 
+  it('shows an issuer\'s refusal only for a sign-in this page started, never text from a link it did not', async () => {
+    const lure = 'Your account is locked. Call IT at +1-555-0100';
+    context = await browser.newContext();
+    const page = await context.newPage();
+    for (const query of [`error=access_denied&error_description=${encodeURIComponent(lure)}`, `error=${encodeURIComponent(lure)}&state=guessed`]) {
+      await page.goto(`${brokerUrl}/console/callback?${query}`);
+      const alert = page.getByRole('alert');
+      await alert.waitFor();
+      expect(await alert.textContent()).toBe('This sign-in link is not one this page started.');
+      expect(await page.locator('body').textContent()).not.toContain('Call IT');
+    }
+
+    // The issuer refuses a sign-in this page did start: its answer carries the page's state.
+    const { authorization_endpoint: authorize } = (await t.http.get('/console/config.json')).body as { authorization_endpoint: string };
+    await page.route(
+      (url) => url.href.startsWith(`${authorize}?`),
+      (route) => {
+        const state = new URL(route.request().url()).searchParams.get('state') as string;
+        const back = new URLSearchParams({ error: 'access_denied', error_description: 'You are not allowed to use this application.', state, iss: sso.issuer });
+        return route.fulfill({ status: 302, headers: { location: `${brokerUrl}/console/callback?${back}` } });
+      },
+    );
+    await page.goto(`${brokerUrl}/console`);
+    await page.getByText('The sign-in issuer refused').waitFor();
+    expect(await page.getByRole('alert').textContent()).toBe('The sign-in issuer refused: You are not allowed to use this application.');
+  });
+
   it('signs out leaving no token anywhere: storage, cookies, IndexedDB, the URL, the history', async () => {
     const pending = await pendingRequest(await ml('pat', 'run-5'));
     const { page, idTokens } = await signIn('alice', `/console/requests/${pending.request_id}`);

@@ -65,9 +65,10 @@ export async function beginSignIn(config: ConsoleDocument, returnTo: string): Pr
 }
 
 /**
- * Back from the issuer: checks `state` (and `iss`, RFC 9207), redeems the code with the PKCE
- * verifier, checks the ID token's `iss`, `aud`, `nonce` and `exp`, and keeps it in memory. The
- * code leaves the address bar and the history entry first. Returns where to go next.
+ * Back from the issuer: checks `state` (and `iss`, RFC 9207) before anything else, then reports
+ * the issuer's refusal or redeems the code with the PKCE verifier, checks the ID token's `iss`,
+ * `aud`, `nonce` and `exp`, and keeps it in memory. The code leaves the address bar and the
+ * history entry first. Returns where to go next.
  */
 export async function completeSignIn(config: ConsoleDocument): Promise<string> {
   const params = new URLSearchParams(location.search);
@@ -76,9 +77,11 @@ export async function completeSignIn(config: ConsoleDocument): Promise<string> {
   sessionStorage.removeItem(PENDING_KEY);
   const pending = saved ? (JSON.parse(saved) as { state: string; nonce: string; verifier: string; returnTo: string; redirectUri: string }) : null;
 
-  if (params.has('error')) throw new SignInError(`The sign-in issuer refused: ${params.get('error_description') ?? params.get('error')}`);
-  if (!pending || params.get('state') !== pending.state) throw new SignInError('This sign-in was not started here, or was started twice. Sign in again.');
+  // Nothing of the URL is shown before its state is this page's: anyone can send a link to
+  // /console/callback, with any error text in it, to put on the broker's own page.
+  if (!pending || params.get('state') !== pending.state) throw new SignInError('This sign-in link is not one this page started.');
   if (params.has('iss') && params.get('iss') !== config.issuer) throw new SignInError('The answer came from another issuer than the console\'s.');
+  if (params.has('error')) throw new SignInError(`The sign-in issuer refused: ${params.get('error_description') ?? params.get('error')}`);
   const code = params.get('code');
   if (!code) throw new SignInError('The sign-in issuer sent no code.');
 
