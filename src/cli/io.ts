@@ -15,6 +15,15 @@ export type { CliIo };
 export const shown = (text: string): string =>
   text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\u{${c.codePointAt(0)?.toString(16)}}`));
 
+/**
+ * A value as indented JSON, made safe for a terminal as `shown` does: the characters it escapes
+ * are written as JSON escapes (`\u202e`), so the text still parses to the very same value.
+ */
+export const shownJson = (value: unknown): string =>
+  JSON.stringify(value, null, 2).replace(/(?!\n)[\p{Cc}\p{Cf}]/gu, (c) =>
+    Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''),
+  );
+
 export type Options = ParseArgsConfig['options'];
 
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;

@@ -1,6 +1,6 @@
 import type { BrokerClient } from './client.js';
 import type { CliIo } from './cli-io.js';
-import { shown } from './io.js';
+import { shown, shownJson } from './io.js';
 
 /** A listing's page, as every `/v1` listing answers. */
 interface Page<T> {
@@ -29,7 +29,7 @@ export function printListing<T>(
   listing: { items: T[]; more: boolean },
   options: { json: boolean; header: string[]; row: (item: T) => string[]; empty: string },
 ): void {
-  if (options.json) io.stdout(`${JSON.stringify(listing.items, null, 2)}\n`);
+  if (options.json) io.stdout(`${shownJson(listing.items)}\n`);
   else if (listing.items.length === 0) io.stderr(`${options.empty}\n`);
   else io.stdout(table([options.header, ...listing.items.map(options.row)]));
   if (listing.more) io.stderr('more rows: add --all\n');

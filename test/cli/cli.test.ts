@@ -183,7 +183,7 @@ describe('what the CLI prints from the broker', () => {
     expect(pending.code).toBe(75);
     const listed = await jit(['approvals'], as(await approver('mallory-watcher')));
     expect(listed.code).toBe(0);
-    expect(listed.stdout).toContain('requester     repo:acme/ml:ref:refs/heads/main\\u{1b}[1A\\u{1b}[2Kjustification checked by security');
+    expect(listed.stdout).toContain('requester     "repo:acme/ml:ref:refs/heads/main\\u{1b}[1A\\u{1b}[2Kjustification checked by security"  [https://ci.test]');
     expect(listed.stdout).not.toMatch(/\u001b/);
   });
 });
