@@ -14,7 +14,16 @@ import { normalizeName } from '../shared/names.js';
 
 const DURATION_FORMAT = /^\d+(\.\d+)?\s*(ms|s|m|h|d|w)$/;
 
-const duration = (description: string, { atLeast = 1 }: { atLeast?: number } = {}) =>
+/**
+ * The longest any duration may be: ten years. Every one is added to a time somewhere (a deadline,
+ * an expiry, a due date), and a value that passes the schema must not fail there instead: past
+ * JavaScript's last date, a request's deadline would be recorded and then fail to be shown.
+ */
+const LONGEST_DURATION_MS = 3650 * 86_400_000;
+/** The longest a timer waits (setTimeout and AbortSignal.timeout take at most 2^31 - 1 ms, then fire at once). */
+const LONGEST_TIMER_MS = 24 * 86_400_000;
+
+const duration = (description: string, { atLeast = 1, atMost = LONGEST_DURATION_MS }: { atLeast?: number; atMost?: number } = {}) =>
   z
     .string()
     .describe(description)
@@ -28,11 +37,18 @@ const duration = (description: string, { atLeast = 1 }: { atLeast?: number } = {
         ctx.addIssue({ code: 'custom', message: `"${text}" is shorter than ${ms(atLeast, { long: true })}` });
         return z.NEVER;
       }
+      if (value > atMost) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is longer than ${ms(atMost, { long: true })}` });
+        return z.NEVER;
+      }
       return value;
     });
 
 /** Token lifetimes are whole seconds (`expires_in`, `exp`): a cap under one second would mint dead tokens. */
 const lifetime = (description: string) => duration(description, { atLeast: 1000 });
+
+/** How long one outgoing call may take: a timer's wait. */
+const timeout = (description: string) => duration(description, { atMost: LONGEST_TIMER_MS });
 
 /**
  * https everywhere, plain http only to this machine (tests and development). Never a user or
@@ -192,7 +208,7 @@ const issuerSchema = z
       .strictObject({ keyDir: z.string().describe('Where the development key pair lives (created on first use).') })
       .optional()
       .describe('DEVELOPMENT ONLY: a local issuer whose tokens `jit dev-token` mints. Never in production.'),
-    jwksTimeout: duration('How long a JWKS fetch may take before the identity is refused.').prefault('5s'),
+    jwksTimeout: timeout('How long a JWKS fetch may take before the identity is refused.').prefault('5s'),
     audiences: z.array(z.string().min(1)).min(1).describe('Its token\'s `aud` must name one of these.'),
     algorithms: z.array(identityAlgorithm).min(1).describe('Accepted `alg` values: asymmetric only (RS*, PS*, ES*, EdDSA); never none or HMAC.'),
     maxTokenAge: duration('Refuse its tokens older than this, by `iat`.').optional(),
@@ -326,6 +342,8 @@ const configShape = z
   .strictObject({
     issuer: z
       .url({ protocol: /^https?$/ })
+      // RFC 8414 section 2: no query or fragment. Endpoints, the JWKS URL and DPoP's `htu` are this plus a path.
+      .refine((url) => !/[?#\s]/.test(url), 'must be a URL without a query, a fragment or white space (RFC 8414 section 2)')
       .describe('The broker\'s own `iss` and public base URL. Never one of the trusted identity issuers. Restart-only: a reload that changes it is refused.'),
     listen: z
       .strictObject({
@@ -472,7 +490,7 @@ const configShape = z
       .describe('Per identity and per person; over a limit: 429 `rate_limited` with `Retry-After`.'),
     notify: z
       .strictObject({
-        timeout: duration('How long one webhook delivery attempt may take.').prefault('5s'),
+        timeout: timeout('How long one webhook delivery attempt may take.').prefault('5s'),
         retries: z.number().int().min(0).max(10).default(3).describe('Further attempts after a failed delivery, with backoff.'),
         webhooks: z
           .array(

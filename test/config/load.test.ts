@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, databaseEngine, loadConfig, parseConfig, redactDatabase, resolveConfigPath } from '../../src/config/index.js';
-import { baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
+import { baseConfig, bearer, createTestIssuers, startTestBroker, type TestIssuers } from '../helpers/broker.js';
 import { tempDir } from '../helpers/temp.js';
 
 const dir = tempDir('jit-config-test-');
@@ -78,6 +78,51 @@ describe('configuration', () => {
       'scopes.0.maxTtl: "500ms" is shorter than 1 second',
       'policies.0.maxTtl: "0.5s" is shorter than 1 second',
     ]);
+  });
+
+  it('refuses durations past what a time or a timer can hold, naming each field', async () => {
+    const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    config.approval = { timeout: '999999999d' };
+    config.scopes[0].maxTtl = '3651d';
+    config.identity.issuers[0].jwksTimeout = '25d';
+    config.notify = { timeout: '25d', webhooks: [] };
+    expect(problemsOf(write('long.yaml', config))).toEqual([
+      'identity.issuers.0.jwksTimeout: "25d" is longer than 24 days',
+      'scopes.0.maxTtl: "3651d" is longer than 3650 days',
+      'approval.timeout: "999999999d" is longer than 3650 days',
+      'notify.timeout: "25d" is longer than 24 days',
+    ]);
+  });
+
+  it('serves every request at the longest durations it accepts', async () => {
+    const t = await startTestBroker({
+      configure(config) {
+        config.approval = { timeout: '3650d', collectWithin: '3650d' };
+        config.breakGlass = { reviewWithin: '3650d' };
+        (config.identity as { issuers: Record<string, any>[] }).issuers.forEach((issuer) => (issuer.jwksTimeout = '24d'));
+        (config.scopes as Record<string, any>[]).forEach((scope) => (scope.maxTtl = '3650d'));
+      },
+    });
+    try {
+      const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send({ task_id: 't', scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: 'release 7' });
+      expect(pending.status).toBe(202);
+      const glass = await t.http.post('/v1/credentials').set(bearer(await t.as.person('olga', ['on-call']))).send({ task_id: 'i', scopes: ['logs:read'], audience: 'logs', break_glass: true, justification: 'registry down since 03:10, rolling back' });
+      expect(glass.status).toBe(201);
+      const approver = await t.as.person('alice', ['approvers', 'ml-release']);
+      expect((await t.http.get('/v1/approvals').set(bearer(approver))).status).toBe(200);
+      expect((await t.http.get('/v1/break-glass?review=pending').set(bearer(approver))).status).toBe(200);
+      expect((await t.http.get('/v1/credentials').set(bearer(await t.as.ml()))).status).toBe(200);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('refuses a broker issuer with a query, a fragment or white space (RFC 8414)', async () => {
+    for (const issuer of ['https://broker.example/?tenant=a', 'https://broker.example/#x', 'https://broker.example/a b']) {
+      const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+      config.issuer = issuer;
+      expect(problemsOf(write('issuer.yaml', config))).toEqual(['issuer: must be a URL without a query, a fragment or white space (RFC 8414 section 2)']);
+    }
   });
 
   it('names YAML syntax errors and missing files', () => {
