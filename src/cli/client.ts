@@ -69,12 +69,14 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        redirect: 'manual',
         signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
       });
     } catch (error) {
       const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${CALL_TIMEOUT_MS / 1000}s` : causeCode(error);
       throw new CliError(`cannot reach the broker at ${base} (${reason})`, EXIT.unreachable);
     }
+    if (isRedirect(response)) throw redirectRefused(response, base);
     if (response.status === 401) throw identityRefused(source, token);
     if (response.status >= 400) throw await problem(response, base);
     return response;
@@ -106,11 +108,13 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
           method: 'POST',
           headers: { ...headers, accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' },
           body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: await source.token(), subject_token_type: JWT_TOKEN_TYPE, ...fields }),
+          redirect: 'manual',
           signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
         });
       } catch (error) {
         throw new CliError(`cannot reach the broker at ${base} (${causeCode(error)})`, EXIT.unreachable);
       }
+      if (isRedirect(response)) throw redirectRefused(response, base);
       const body = await json<Record<string, unknown>>(response);
       if (response.ok || body.error === 'authorization_pending') return { status: response.status, body: body as never };
       const message = `${String(body.error ?? `HTTP ${response.status}`)}: ${String(body.error_description ?? '')}`;
@@ -118,6 +122,26 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
       throw new CliError(message, OAUTH_REFUSALS.has(String(body.error)) ? EXIT.refused : EXIT.failed);
     },
   };
+}
+
+const isRedirect = (response: Response) => response.status >= 300 && response.status < 400;
+
+/**
+ * A redirect is never followed: a 307 or 308 would replay the request, identity tokens and all
+ * (the exchange's form carries subject_token and actor_token), to wherever it points. The message
+ * names only the origin it points to: its path and query may carry anything.
+ */
+function redirectRefused(response: Response, base: string): CliError {
+  const location = response.headers.get('location');
+  let where = 'no Location';
+  if (location !== null) {
+    try {
+      where = new URL(location, base).origin;
+    } catch {
+      where = 'a Location that is not a URL';
+    }
+  }
+  return new CliError(`the broker at ${base} answered ${response.status}, a redirect (to ${where}): not followed, as it would take the identity token there; give the broker's own URL`);
 }
 
 /**
