@@ -240,6 +240,58 @@ describe('the console', () => {
     expect(messages.filter((m) => m.startsWith('dialog'))).toEqual([]);
   });
 
+  it('draws each object, actor and job claim as an entry of its own and each value boxed apart, so different lists never read alike', async () => {
+    // Pairs of views the old rendering drew alike: one entry whose value holds a separator,
+    // against two entries.
+    const one = await pendingRequest(await ml('pat', 'run-11'));
+    const two = await pendingRequest(await ml('pat', 'run-12'));
+    const views: Record<string, Record<string, unknown>> = {
+      [one.request_id]: {
+        authorization_details: [
+          { type: 'model', identifier: 'fraud-v1; model fraud-v2' },
+          { type: 'model', identifier: 'churn-v1', actions: ['read write'] },
+        ],
+        act: { iss: AGENTS_ISS, sub: 'agent:a (x), for agent:b' },
+        bound_claims: { run_id: 'run-1, attempt = 2' },
+      },
+      [two.request_id]: {
+        authorization_details: [
+          { type: 'model', identifier: 'fraud-v1' },
+          { type: 'model', identifier: 'fraud-v2' },
+          { type: 'model', identifier: 'churn-v1', actions: ['read', 'write'] },
+        ],
+        act: { iss: AGENTS_ISS, sub: 'agent:a', act: { iss: 'x', sub: 'agent:b' } },
+        bound_claims: { run_id: 'run-1', attempt: '2' },
+      },
+    };
+    const { page } = await signIn('alice');
+    await page.route(
+      (url) => url.pathname === '/v1/approvals',
+      async (route) => {
+        const response = await route.fetch();
+        const list = (await response.json()) as { items: { request_id: string }[] };
+        await route.fulfill({ response, json: { ...list, items: list.items.map((item) => ({ ...item, ...views[item.request_id] })) } });
+      },
+    );
+    await page.getByRole('link', { name: 'My requests' }).click();
+    await page.getByRole('link', { name: 'Decide' }).click();
+
+    /** What a reader sees of a field: its entries, each the values boxed in it. */
+    const seen = async (id: string, field: string) => {
+      const card = page.locator(`[data-request-id="${id}"]`);
+      await card.waitFor();
+      const items = card.getByTestId(field).locator('li');
+      return Promise.all((await items.all()).map((item) => item.locator('code.chip').allTextContents()));
+    };
+    expect(await seen(one.request_id, 'objects')).toEqual([['model', 'fraud-v1; model fraud-v2'], ['model', 'churn-v1', 'read write']]);
+    expect(await seen(two.request_id, 'objects')).toEqual([['model', 'fraud-v1'], ['model', 'fraud-v2'], ['model', 'churn-v1', 'read', 'write']]);
+    expect(await seen(one.request_id, 'act')).toEqual([['agent:a (x), for agent:b']]);
+    expect(await seen(two.request_id, 'act')).toEqual([['agent:a'], ['agent:b']]);
+    expect(await seen(one.request_id, 'bound-claims')).toEqual([['run_id', 'run-1, attempt = 2']]);
+    expect(await seen(two.request_id, 'bound-claims')).toEqual([['run_id', 'run-1'], ['attempt', '2']]);
+    expect(await page.locator(`[data-request-id="${one.request_id}"]`).getByTestId('initiator').locator('code.chip').allTextContents()).toEqual(['pat']);
+  });
+
   it('sends the digest of the request as viewed, so a decision on a view that is not the request is refused', async () => {
     const pending = await pendingRequest(await ml('pat', 'run-4'));
     context = await browser.newContext();

@@ -21,27 +21,44 @@ function problem(error: unknown): HTMLElement {
 
 const status = (view: { status: string }) => h('span', { class: `status ${view.status}`, 'data-testid': 'status' }, view.status.replace('_', ' '));
 
+/**
+ * One value of a list, boxed: where one value ends and the next begins shows, so `["read write"]`
+ * never reads as `["read", "write"]`, nor one object whose identifier holds "; model x" as two.
+ */
+const chip = (value: unknown) => h('code', { class: 'chip' }, untrusted(value));
+
+/** A list whose entries read apart, one to a line. */
+const entries = (items: Child[], testid: string) => h('ul', { class: 'entries' }, items.map((item) => h('li', { 'data-testid': testid }, item)));
+
 function jobOf(view: RequestView): Child {
   if (!view.bound_claims) return null;
-  return Object.entries(view.bound_claims).map(([name, value], i) => [i > 0 ? ', ' : '', untrusted(name), ' = ', untrusted(value)]);
+  return entries(Object.entries(view.bound_claims).map(([name, value]) => [chip(name), ' = ', chip(value)]), 'bound-claim');
 }
 
-/** Who acts for the requester, current actor first: each a sub and its issuer. */
+/** Who acts for the requester, current actor first, each for the next: a sub and its issuer. */
 function actorsOf(view: RequestView): Child {
   const chain: Child[] = [];
   for (let actor = view.act; actor; actor = actor.act) {
-    chain.push([chain.length > 0 ? ', for ' : '', untrusted(actor.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(actor.iss), ')')]);
+    chain.push([chain.length > 0 ? 'for ' : '', chip(actor.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(actor.iss), ')')]);
   }
-  return chain.length > 0 ? chain : null;
+  return chain.length > 0 ? entries(chain, 'actor') : null;
 }
 
 /** The objects the request acts on (RFC 9396), each its type, identifier and what else it names. */
 function objectsOf(view: RequestView): Child {
   if (!view.authorization_details) return null;
-  return view.authorization_details.map((detail, i) => {
-    const more = (['actions', 'locations', 'datatypes', 'privileges'] as const).flatMap((field) => (detail[field] ? [` ${field}: ${detail[field]?.join(' ')}`] : []));
-    return [i > 0 ? '; ' : '', untrusted(detail.type), ' ', untrusted(detail.identifier ?? '(no identifier)'), more.length > 0 ? h('span', { class: 'muted' }, untrusted(more.join(','))) : null];
-  });
+  return entries(
+    view.authorization_details.map((detail) => [
+      chip(detail.type),
+      ' ',
+      detail.identifier !== undefined ? chip(detail.identifier) : h('span', { class: 'muted' }, '(no identifier)'),
+      (['actions', 'locations', 'datatypes', 'privileges'] as const).map((field) => {
+        const values = detail[field];
+        return values ? [' ', h('span', { class: 'muted' }, `${field}:`), values.map((value) => [' ', chip(value)])] : null;
+      }),
+    ]),
+    'object',
+  );
 }
 
 const approvalsCount = (view: RequestView) =>
@@ -52,7 +69,7 @@ function fields(view: RequestView, detail: boolean): HTMLElement {
   const rows: [string, Child, string?][] = [
     ['Requester', [untrusted(view.requester.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(view.requester.iss), ')')], 'requester'],
     ['Acting for them', actorsOf(view), 'act'],
-    ['Started by', view.initiator !== undefined ? untrusted(view.initiator) : null, 'initiator'],
+    ['Started by', view.initiator !== undefined ? chip(view.initiator) : null, 'initiator'],
     ['Job', jobOf(view), 'bound-claims'],
     ['Scopes', untrusted(view.scopes.join(' ')), 'scopes'],
     ['Audience', untrusted(view.audience), 'audience'],
