@@ -1,4 +1,6 @@
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { JWK } from 'jose';
 
 /**
@@ -21,9 +23,33 @@ export function readPrivateJwk(path: string): JWK {
   return JSON.parse(readPrivateFile(path)) as JWK;
 }
 
-/** Writes a new key file, mode 0600; never overwrites one (`wx`), so racing writers cannot clobber a key. */
+/**
+ * Writes a new key file, mode 0600, whole or not at all, and never over another: the key goes to
+ * a file of its own, synced, then is linked in under its name (EEXIST when one is there, so
+ * racing writers cannot clobber a key), and the directory synced. A power cut then leaves the old
+ * state or the new, never an empty key file the broker cannot start with (its record in the
+ * store is durable already).
+ */
 export function writePrivateJwk(path: string, jwk: JWK): void {
-  writeFileSync(path, `${JSON.stringify(jwk)}\n`, { mode: 0o600, flag: 'wx' });
+  const staged = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const fd = openSync(staged, 'wx', 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify(jwk)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(staged, path);
+  } finally {
+    unlinkSync(staged);
+  }
+  const dir = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }
 
 /** The public half of a private JWK: drops every private member. */
