@@ -125,16 +125,49 @@ describe('jit login', () => {
     expect((await t.http.get('/v1/approvals').set(bearer(saved.id_token))).status).toBe(200);
   });
 
-  it('refuses an answer that does not belong to its sign-in, and keeps nothing', async () => {
+  it('ignores an answer that does not belong to its sign-in, whatever it says, and signs in with its own', async () => {
     const { url } = await brokerWith(devConsole);
+    const forged: { status: number; text: string }[] = [];
     const result = await jit(['login', '--broker', url], env(), async (signInUrl) => {
-      const redirect = new URL(new URL(signInUrl).searchParams.get('redirect_uri') as string);
-      redirect.searchParams.set('code', 'stolen-code');
-      redirect.searchParams.set('state', 'someone-elses');
-      await fetch(redirect);
+      const params = Object.fromEntries(new URL(signInUrl).searchParams);
+      // Another process on this machine, or a page probing its ports, answers first.
+      for (const answer of [
+        { code: 'stolen-code', state: 'someone-elses' },
+        { error: 'access_denied', error_description: 'Call IT at 555-0100', state: 'someone-elses' },
+        { error: 'access_denied', error_description: 'Call IT at 555-0100' },
+      ]) {
+        const redirect = new URL(params.redirect_uri as string);
+        for (const [name, value] of Object.entries(answer)) redirect.searchParams.set(name, value);
+        const response = await fetch(redirect);
+        forged.push({ status: response.status, text: await response.text() });
+      }
+      const form = await fetch(`${url}/console/dev-sign-in/authorize`, {
+        method: 'POST',
+        body: new URLSearchParams({ ...params, username: 'alice', group: 'release-approvers' }),
+        redirect: 'manual',
+      });
+      await fetch(form.headers.get('location') as string);
     });
+    expect(forged).toEqual(Array(3).fill({ status: 400, text: 'This answer does not belong to the sign-in waiting here.\n' }));
+    expect(result.code).toBe(0);
+    expect(result.stderr).not.toContain('Call IT');
+    expect(JSON.parse(readFileSync(join(dir, 'config', 'jit', 'login.json'), 'utf8')).issuer).toBe('https://dev-sso.invalid');
+  });
+
+  it('shows the SSO\'s refusal when it answers this sign-in, and keeps nothing', async () => {
+    const { url } = await brokerWith(devConsole);
+    let landed = 0;
+    const result = await jit(['login', '--broker', url], env(), async (signInUrl) => {
+      const params = new URL(signInUrl).searchParams;
+      const redirect = new URL(params.get('redirect_uri') as string);
+      redirect.searchParams.set('error', 'access_denied');
+      redirect.searchParams.set('error_description', 'alice may not sign in here');
+      redirect.searchParams.set('state', params.get('state') as string);
+      landed = (await fetch(redirect)).status;
+    });
+    expect(landed).toBe(400);
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain('the answer does not belong to this sign-in (state)');
+    expect(result.stderr).toMatch(/\njit login: the SSO refused: alice may not sign in here\n$/);
     expect(existsSync(join(dir, 'config', 'jit', 'login.json'))).toBe(false);
   });
 

@@ -63,7 +63,7 @@ export async function login(args: string[], io: CliIo): Promise<number> {
   const verifier = randomBytes(32).toString('base64url');
   const state = randomBytes(16).toString('base64url');
   const nonce = randomBytes(16).toString('base64url');
-  const loopback = await listenLoopback();
+  const loopback = await listenLoopback(state);
   try {
     const redirectUri = `http://127.0.0.1:${loopback.port}/callback`;
     const url = new URL(discovery.authorization_endpoint);
@@ -81,10 +81,10 @@ export async function login(args: string[], io: CliIo): Promise<number> {
     io.stderr(`Sign in at ${shown(signIn.issuer)} in your browser:\n  ${url.href}\nWaiting for it (up to ${values.timeout})...\n`);
     if (io.interactive && !values['no-browser']) openBrowser(url.href);
 
+    // The listener hands over only an answer carrying this sign-in's state: an issuer's refusal is shown from here on.
     const callback = await loopback.callback(timeoutMs);
-    if (callback.get('error')) throw new CliError(`the SSO refused: ${shown(callback.get('error_description') ?? callback.get('error') ?? '')}`);
-    if (callback.get('state') !== state) throw new CliError('the answer does not belong to this sign-in (state); run jit login again');
     if (callback.has('iss') && callback.get('iss') !== signIn.issuer) throw new CliError('the answer came from another issuer');
+    if (callback.get('error')) throw new CliError(`the SSO refused: ${shown(callback.get('error_description') ?? callback.get('error') ?? '')}`);
     const code = callback.get('code');
     if (!code) throw new CliError('the SSO sent no code');
 
@@ -177,18 +177,30 @@ function writeLoginFile(env: NodeJS.ProcessEnv, login: LoginFile): string {
   return path;
 }
 
-/** A one-shot HTTP listener on 127.0.0.1 for the SSO's redirect (RFC 8252, section 7.3). */
-async function listenLoopback() {
+/**
+ * An HTTP listener on 127.0.0.1 for the SSO's redirect (RFC 8252, section 7.3), waiting for the
+ * answer that carries this sign-in's `state`. Any process on this machine, or a web page probing
+ * its ports, can reach the listener: an answer with another state (or none) is refused with a
+ * 400 and the wait goes on, so it can neither end the sign-in nor put its text on the terminal.
+ */
+async function listenLoopback(state: string) {
   let resolve: (params: URLSearchParams) => void = () => undefined;
   const arrived = new Promise<URLSearchParams>((done) => (resolve = done));
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     if (req.method !== 'GET' || url.pathname !== '/callback') return res.writeHead(404).end();
-    const ok = url.searchParams.has('code');
+    const ours = url.searchParams.get('state') === state;
+    const ok = ours && url.searchParams.has('code');
     res
       .writeHead(ok ? 200 : 400, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' })
-      .end(ok ? 'Signed in: you may close this window and return to the terminal.\n' : 'The sign-in did not succeed: see the terminal.\n');
-    resolve(url.searchParams);
+      .end(
+        ok
+          ? 'Signed in: you may close this window and return to the terminal.\n'
+          : ours
+            ? 'The sign-in did not succeed: see the terminal.\n'
+            : 'This answer does not belong to the sign-in waiting here.\n',
+      );
+    if (ours) resolve(url.searchParams);
   });
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
   return {
