@@ -56,6 +56,8 @@ const KEYS_LOCK = 'keys';
 const APPEND_IF_LATEST_LOCK = 'append-if-latest';
 /** Grants counted per statement by the entitlements report: two parameters each, well under either engine's limit. */
 const ENTITLEMENTS_CHUNK = 500;
+/** How many times a sweep's batch passes over rows held elsewhere for later ones before it settles for fewer. */
+const MAX_CLAIM_ROUNDS = 8;
 
 /**
  * The broker's records, written once for every engine: the SQL here runs unchanged on SQLite and
@@ -248,15 +250,31 @@ export function createStore(engine: Engine, clock: Clock): Store {
   }
 
   /**
-   * Due requests this sweep may change: each claimed with the holders its change touches (other
-   * replicas' sweeps and requests in flight keep theirs), then read again under that claim, as
-   * one may have moved on since the first look.
+   * Due requests this sweep may change, up to `limit`: each claimed with the holders its change
+   * touches (other replicas' sweeps and requests in flight keep theirs), then read again under
+   * that claim, as one may have moved on since the first look. Those held elsewhere are passed
+   * over for the next due ones, so that a batch comes back short only when nothing more is due
+   * that it could take: a busy holder's rows never hold back the rest of the sweep (its job stops
+   * at a short batch), and its own wait for the next run.
    */
   async function claimed(sql: Sql, claim: Maintenance['claim'], due: string, params: readonly unknown[], limit: number): Promise<RequestRecord[]> {
-    const candidates = (await sql.all<RequestRow>(`SELECT * FROM requests WHERE ${due} ORDER BY expires_at LIMIT ?`, [...params, limit])).map(toRequest);
-    if (!engine.lockByName || candidates.length === 0) return candidates;
-    const taken = await claim(candidates.map((request) => [`request:${request.id}`, ...requestKeys(request)]));
-    const ids = candidates.filter((_request, i) => taken[i]).map((request) => request.id);
+    const first = (await sql.all<RequestRow>(`SELECT * FROM requests WHERE ${due} ORDER BY expires_at LIMIT ?`, [...params, limit])).map(toRequest);
+    if (!engine.lockByName) return first;
+    const ids: string[] = [];
+    const passed: string[] = [];
+    let candidates = first;
+    let asked = limit;
+    for (let round = 0; candidates.length > 0 && round < MAX_CLAIM_ROUNDS; round += 1) {
+      const taken = await claim(candidates.map((request) => [`request:${request.id}`, ...requestKeys(request)]));
+      candidates.forEach((request, i) => (taken[i] ? ids : passed).push(request.id));
+      if (ids.length === limit || candidates.length < asked) break;
+      asked = limit - ids.length;
+      candidates = (
+        await sql.all<RequestRow>(`SELECT * FROM requests WHERE ${due} AND id NOT IN (${marks(passed.length + ids.length)}) ORDER BY expires_at LIMIT ?`, [
+          ...params, ...passed, ...ids, asked,
+        ])
+      ).map(toRequest);
+    }
     if (ids.length === 0) return [];
     return (await sql.all<RequestRow>(`SELECT * FROM requests WHERE id IN (${marks(ids.length)}) AND ${due} ORDER BY expires_at`, [...ids, ...params])).map(toRequest);
   }
