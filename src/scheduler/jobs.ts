@@ -22,6 +22,12 @@ export interface JobDeps {
 export type Job = () => number | Promise<number>;
 
 export const DEFAULT_BATCH_SIZE = 500;
+/**
+ * How long a DPoP proof's jti is kept past its window: far beyond the longest a store operation
+ * may wait (PostgreSQL's lock and statement timeouts, three tries), so that none records a proof
+ * after its jti was forgotten.
+ */
+export const PROOF_MEMORY_MARGIN_MS = 5 * 60_000;
 
 /**
  * CONTRACT section 6. Each job moves due records in batches, each batch one store operation that
@@ -89,11 +95,16 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
       }
     },
 
-    /** DPoP proofs past their window are forgotten: their jtis would be refused as stale anyway. */
+    /**
+     * DPoP proofs past their window are forgotten: their jtis would be refused as stale anyway.
+     * Not at once: a proof checked inside its window is recorded by its request's store
+     * operation, which may wait on other operations' locks first (seconds at most); forgotten
+     * meanwhile, its jti would be taken as new, and a replay let through.
+     */
     'forget-dpop-proofs': async () => {
       let total = 0;
       for (;;) {
-        const forgotten = await store.sweep.proofs(clock(), batchSize);
+        const forgotten = await store.sweep.proofs(clock() - PROOF_MEMORY_MARGIN_MS, batchSize);
         total += forgotten;
         if (forgotten < batchSize) return total;
       }

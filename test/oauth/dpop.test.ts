@@ -1,6 +1,7 @@
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signDpopProof, type DpopSigningKey } from '../../src/dpop/index.js';
+import { PROOF_MEMORY_MARGIN_MS } from '../../src/scheduler/jobs.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 /**
@@ -59,6 +60,20 @@ describe('a DPoP proof at /oauth2/token', () => {
     const replay = await exchange(await ask(), dpop);
     expect(replay.status).toBe(400);
     expect(replay.body).toEqual({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/used before/) });
+  });
+
+  it('is remembered for minutes past its window: a replay checked inside it may reach the store after', async () => {
+    t = await startTestBroker();
+    const issuedAt = t.clock();
+    const dpop = await proof(alice, { now: issuedAt });
+    expect((await exchange(await ask(), dpop)).status).toBe(200);
+    const remembered = async () => (await t.db.sql<{ n: number }>('SELECT count(*) AS n FROM dpop_proofs'))[0]?.n;
+    t.clock.set(issuedAt + t.config.clockSkew + 60_000); // a minute past: a replay verified in time may still be waiting on a lock
+    await t.broker.scheduler.runAll();
+    expect(Number(await remembered())).toBe(1);
+    t.clock.set(issuedAt + t.config.clockSkew + PROOF_MEMORY_MARGIN_MS + 1_000);
+    await t.broker.scheduler.runAll();
+    expect(Number(await remembered())).toBe(0);
   });
 
   it('names this endpoint\'s path in its own letter case (RFC 3986: only scheme and host are compared without)', async () => {
