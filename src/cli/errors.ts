@@ -41,3 +41,19 @@ export class CliError extends Error {
 }
 
 export const usage = (message: string) => new CliError(message, EXIT.usage);
+
+/** A JWT's (or JWE's) shape: base64url parts, the first a JSON header (`{"` is `eyJ`). */
+const TOKEN_SHAPE = /^eyJ[\w-]*(?:\.[\w-]*){2,4}$/;
+/** Longer than the paths and names a person gives, as long as a token. */
+const LONGEST_SHOWN = 200;
+
+/**
+ * A path or variable name as a message names it. A token given in its place (an easy slip:
+ * `--actor-token "$TOKEN"`) is not echoed, since a token is never printed or put in a message.
+ */
+export function argumentInMessage(argument: string): string {
+  const text = argument.trim();
+  if (TOKEN_SHAPE.test(text)) return '<not shown: it looks like a token>';
+  if (text.length > LONGEST_SHOWN) return `<not shown: ${text.length} characters, as long as a token>`;
+  return argument;
+}

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { decodeJwt } from 'jose/jwt/decode';
 import { loginFile } from './config-dir.js';
-import { CliError, EXIT, usage } from './errors.js';
+import { argumentInMessage, CliError, EXIT, usage } from './errors.js';
 import type { CliIo } from './cli-io.js';
 
 /**
@@ -74,7 +74,8 @@ function fromSpec(io: CliIo, spec: string): IdentitySource {
     case 'gitlab': {
       const variable = argument ?? DEFAULT_GITLAB_VARIABLE;
       if (!io.env[variable]?.trim()) {
-        throw usage(`--identity-from gitlab: ${variable} is not set; declare it in .gitlab-ci.yml under id_tokens: (${variable}: {aud: ${DEFAULT_IDENTITY_AUDIENCE}})`);
+        const named = argumentInMessage(variable);
+        throw usage(`--identity-from gitlab: ${named} is not set; declare it in .gitlab-ci.yml under id_tokens: (${named}: {aud: ${DEFAULT_IDENTITY_AUDIENCE}})`);
       }
       return envSource(io, variable, `${variable} (GitLab id_tokens)`);
     }
@@ -92,10 +93,10 @@ function fromSpec(io: CliIo, spec: string): IdentitySource {
       return fileSource(io, argument);
     case 'env':
       if (argument === undefined) throw usage('--identity-from env:VAR needs the variable name');
-      if (!io.env[argument]?.trim()) throw usage(`--identity-from env:${argument}: ${argument} is not set`);
+      if (!io.env[argument]?.trim()) throw usage(`--identity-from env:${argumentInMessage(argument)}: ${argumentInMessage(argument)} is not set`);
       return envSource(io, argument);
     default:
-      throw usage(`--identity-from ${kind}: unknown source; use github-actions, gitlab, kubernetes, spiffe, file:PATH or env:VAR`);
+      throw usage(`--identity-from ${argumentInMessage(kind)}: unknown source; use github-actions, gitlab, kubernetes, spiffe, file:PATH or env:VAR`);
   }
 }
 
@@ -109,7 +110,7 @@ function fileSource(
   what?: string,
   options: { missing?: string; check?: (token: string, describe: string) => void } = {},
 ): IdentitySource {
-  const describe = path === '-' ? 'stdin' : `the file ${path}${what ? ` (${what})` : ''}`;
+  const describe = path === '-' ? 'stdin' : `the file ${argumentInMessage(path)}${what ? ` (${what})` : ''}`;
   let stdin: string | undefined;
   return {
     describe,

@@ -1,10 +1,10 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveBroker } from './broker.js';
-import { CliError, EXIT, usage } from './errors.js';
+import { argumentInMessage, CliError, EXIT, usage } from './errors.js';
 import { resolveIdentity, type IdentitySource } from './identity.js';
 import type { CliIo } from './cli-io.js';
 
-export { CliError, EXIT, usage };
+export { argumentInMessage, CliError, EXIT, usage };
 export type { CliIo };
 
 /**

@@ -165,6 +165,40 @@ describe('--identity-from gitlab, kubernetes, spiffe, file, env', () => {
   });
 });
 
+describe('a token given where a path or a name belongs', () => {
+  it('is not echoed in the message that refuses it, however it was given; an ordinary path still is', async () => {
+    const token = await t.as.pipeline();
+    const long = 'x'.repeat(300);
+    const given: [string[], NodeJS.ProcessEnv][] = [
+      [['--identity-file', token], {}],
+      [['--identity-from', `file:${token}`], {}],
+      [['--identity-from', `kubernetes:${token}`], {}],
+      [['--identity-from', `spiffe:${token}`], {}],
+      [['--identity-from', `env:${token}`], {}],
+      [['--identity-from', `gitlab:${token}`], {}],
+      [['--identity-from', token], {}],
+      [['--actor-token', token], { BROKER_IDENTITY_TOKEN: token }],
+      [['--identity-file', long], {}],
+    ];
+    const results = await Promise.all(given.map(([args, extra], i) => jit([...request(`echo-${i}`), ...args], env(extra))));
+    results.forEach((result, i) => {
+      const what = given[i]?.[0].join(' ').slice(0, 40);
+      expect(result.stdout, what).toBe('');
+      expect(result.stderr, what).toMatch(/<not shown: (it looks like a token|300 characters, as long as a token)>/);
+      expect(result.stderr, what).not.toContain(token.split('.')[1]);
+      expect(result.stderr, what).not.toContain(long);
+    });
+    // No such file (or a name too long for one): the reason, and what was given, in words.
+    expect(results[0]?.stderr).toMatch(/^jit request: cannot read the file <not shown: it looks like a token> \(E[A-Z]+\) \(see jit request --help\)\n$/);
+    expect(results[7]?.stderr).toMatch(/^jit request: cannot read the actor token from <not shown: it looks like a token> \(E[A-Z]+\)\n$/);
+
+    const missing = join(dir, 'no-such.jwt');
+    expect((await jit([...request('echo-path'), '--actor-token', missing], env({ BROKER_IDENTITY_TOKEN: token }))).stderr).toBe(
+      `jit request: cannot read the actor token from ${missing} (ENOENT)\n`,
+    );
+  });
+});
+
 describe('which identity wins', () => {
   const login = (configDir: string, content: Record<string, unknown>) => {
     mkdirSync(configDir, { recursive: true });

@@ -3,7 +3,7 @@ import { callerOptions, connect, type BrokerClient } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { DPOP_HELP, dpopOptions, withDpop } from '../dpop.js';
 import { parseDuration, parseTtlSeconds } from '../duration.js';
-import { CliError, EXIT, parse, shown, usage } from '../io.js';
+import { argumentInMessage, CliError, EXIT, parse, shown, usage } from '../io.js';
 import { requestIdArgument } from '../request-id.js';
 import { printJson, type IssuedView, type RequestView } from '../views.js';
 
@@ -133,14 +133,15 @@ type ExchangedView = Partial<IssuedView> & { request_id?: string };
 
 /** The agent's identity token: a file, `-` for stdin, or env JIT_ACTOR_TOKEN (`env`). */
 function readActorToken(io: CliIo, source: string): string {
+  const named = source === 'env' ? 'JIT_ACTOR_TOKEN' : source === '-' ? 'stdin' : argumentInMessage(source);
   let text: string;
   try {
     text = source === 'env' ? (io.env.JIT_ACTOR_TOKEN ?? '') : source === '-' ? io.readStdin() : readFileSync(source, 'utf8');
   } catch (error) {
-    throw new CliError(`cannot read the actor token from ${source} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new CliError(`cannot read the actor token from ${named} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
   const token = text.trim();
-  if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw usage(`the actor token from ${source === 'env' ? 'JIT_ACTOR_TOKEN' : source} is not a JWT`);
+  if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw usage(`the actor token from ${named} is not a JWT`);
   return token;
 }
 
