@@ -61,10 +61,11 @@ export interface Broker {
    * failing case), or one that changes a restart-only setting, is refused and the running
    * configuration stays. Reloads run one at a time, in the order asked. `env` gives the overrides
    * (PORT, HOST, BROKER_DB) as at start. Without `record`, nothing is recorded: one worker of
-   * several has recorded this file already (see process/primary.ts). The outcome is the caller's
-   * to log (`logReload` in process/reload.ts).
+   * several has recorded this file already (see process/primary.ts). With `text`, that is the
+   * file's text (the one that worker applied), and the file is not read. The outcome is the
+   * caller's to log (`logReload` in process/reload.ts).
    */
-  reload(file: string, env?: NodeJS.ProcessEnv, options?: { record?: boolean }): Promise<ReloadOutcome>;
+  reload(file: string, env?: NodeJS.ProcessEnv, options?: { record?: boolean; text?: string | undefined }): Promise<ReloadOutcome>;
   /** Stops the scheduler, lets webhook deliveries finish, closes the database. */
   close(): Promise<void>;
 }
@@ -155,14 +156,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     });
 
     let reloads: Promise<unknown> = Promise.resolve();
-    const reloadNow = async (file: string, env: NodeJS.ProcessEnv, record: boolean): Promise<ReloadOutcome> => {
+    const reloadNow = async (file: string, env: NodeJS.ProcessEnv, record: boolean, text: string | undefined): Promise<ReloadOutcome> => {
       const refuse = (problems: string[], at = file): ReloadOutcome => {
         metrics.reloads.inc({ outcome: 'refused' });
         return { status: 'refused', file: at, problems };
       };
       let next;
       try {
-        const loaded = loadTestedConfig(file, env);
+        const loaded = loadTestedConfig(file, env, text);
         const fixed = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
         if (fixed.length > 0) {
           return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));
@@ -183,7 +184,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const changed = changedSections(settingsHolder.current().config, loaded.config);
       settingsHolder.replace(next.settings);
       metrics.reloads.inc({ outcome: 'applied' });
-      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, changed, devIssuers: devIssuerNames(loaded.config) };
+      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, text: loaded.text, changed, devIssuers: devIssuerNames(loaded.config) };
     };
 
     return {
@@ -200,8 +201,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       credentials,
       approvals,
       breakGlass,
-      reload(file, env = process.env, { record = true } = {}) {
-        const outcome = reloads.then(() => reloadNow(file, env, record));
+      reload(file, env = process.env, { record = true, text } = {}) {
+        const outcome = reloads.then(() => reloadNow(file, env, record, text));
         reloads = outcome.catch(() => {});
         return outcome;
       },

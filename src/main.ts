@@ -2,11 +2,12 @@
 import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
-import { ConfigError, type LoadedConfig } from './config/index.js';
+import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
 import { devIssuerNames, isReloadOrder, logReload, warnOfDevIssuers, type ReloadReport } from './process/reload.js';
+import { receiveWorkerConfig } from './process/worker-config.js';
 import { StartRefused } from './shared/errors.js';
 
 /** How long in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway. */
@@ -20,17 +21,25 @@ async function main(): Promise<void> {
     process.exit(command.exit.code);
   }
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
-  // A configuration whose own policyTests fail is refused like an invalid one (ConfigError, exit 78).
-  const { loadTestedConfig } = await import('./policy-tests/index.js');
-  const loaded = loadTestedConfig(command.start.configFile, process.env);
+  const loaded = cluster.isWorker ? loadConfig(command.start.configFile, process.env, await receiveWorkerConfig()) : await loadStartingConfig(command.start.configFile);
   const { config } = loaded;
 
   if (cluster.isPrimary) warnOfDevIssuers(logger, loaded.file, devIssuerNames(config));
   if (cluster.isPrimary && config.listen.workers > 1) {
-    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host, about: { issuer: config.issuer, config: loaded.file } });
+    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host, about: { issuer: config.issuer, config: loaded.file }, configText: loaded.text });
     return;
   }
   await serve(loaded, logger);
+}
+
+/**
+ * The file, read and tested at start. A configuration whose own policyTests fail is refused like
+ * an invalid one (ConfigError, exit 78). A worker of several is handed the text instead (tested
+ * when the primary read it, or when a reload applied it): see process/worker-config.ts.
+ */
+async function loadStartingConfig(file: string): Promise<LoadedConfig> {
+  const { loadTestedConfig } = await import('./policy-tests/index.js');
+  return loadTestedConfig(file, process.env);
 }
 
 /** One broker: the whole of it in a single process, or one worker of several. */
@@ -44,7 +53,7 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
     process.on('message', (order: unknown) => {
       if (!isReloadOrder(order)) return;
       void starting
-        .then((broker) => broker.reload(loaded.file, process.env, { record: order.record }))
+        .then((broker) => broker.reload(loaded.file, process.env, { record: order.record, text: order.text }))
         .then((outcome) => process.send?.({ type: 'jit:reloaded', id: order.id, outcome } satisfies ReloadReport))
         .catch(() => {}); // the broker did not start: this worker is on its way out, and the primary sees it go
     });

@@ -15,6 +15,8 @@ export interface LoadedConfig {
   file: string;
   /** SHA-256 of the file as read: what the `config.loaded` audit event records. */
   sha256: string;
+  /** The file's text as read: what a worker of several starts with (process/worker-config.ts). May hold a password: never logged. */
+  text: string;
 }
 
 /** `--config FILE`, else env `BROKER_CONFIG`, else `config/broker.yaml` (CONTRACT section 2). */
@@ -36,15 +38,11 @@ export const ALLOW_DEV_ISSUERS_ENV = 'BROKER_ALLOW_DEV_ISSUERS';
  * Reads, parses and validates the file, then applies the env overrides PORT, HOST and BROKER_DB.
  * Where NODE_ENV is `production` (the container image sets it), development issuers are refused
  * unless BROKER_ALLOW_DEV_ISSUERS is `true`: their private key sits beside the broker, and whoever
- * reads it can be anyone, so running one must be a decision, never a default.
+ * reads it can be anyone, so running one must be a decision, never a default. `text`, when
+ * given, is the file's text as read before (the one the running broker accepted): the file is
+ * then not read, and `file` only names it.
  */
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(file, [`cannot read the file (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
-  }
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}, text = readConfigFile(file)): LoadedConfig {
   let raw: unknown;
   try {
     raw = YAML.parse(text, { uniqueKeys: true });
@@ -54,7 +52,15 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}): LoadedCon
   const config = parseConfig(file, applyEnvOverrides(raw, env));
   const refused = devIssuersRefused(config, env);
   if (refused.length > 0) throw new ConfigError(file, refused);
-  return { config, file, sha256: createHash('sha256').update(text).digest('hex') };
+  return { config, file, sha256: createHash('sha256').update(text).digest('hex'), text };
+}
+
+function readConfigFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(file, [`cannot read the file (${(error as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
 }
 
 export function parseConfig(file: string, raw: unknown): BrokerConfig {

@@ -105,9 +105,10 @@ export function checkPolicyTests(loaded: Pick<LoadedConfig, 'config' | 'file'>):
 /**
  * The configuration as a start takes it: read and validated (`loadConfig`), and its own
  * `policyTests` passing. Throws `ConfigError` naming every problem, failing cases included.
+ * `text`: the file's text as read before (see `loadConfig`).
  */
-export function loadTestedConfig(file: string, env: NodeJS.ProcessEnv): LoadedConfig & { policyTests?: PolicyTestReport } {
-  const loaded = loadConfig(file, env);
+export function loadTestedConfig(file: string, env: NodeJS.ProcessEnv, text?: string): LoadedConfig & { policyTests?: PolicyTestReport } {
+  const loaded = loadConfig(file, env, text);
   const report = checkPolicyTests(loaded);
   return report ? { ...loaded, policyTests: report } : loaded;
 }

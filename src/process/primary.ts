@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { serveClusterMetrics } from '../observability/index.js';
 import { appliedByAll, isReloadReport, logReload, type ReloadOrder, type ReloadOutcome } from './reload.js';
+import { handOverConfig } from './worker-config.js';
 
 /** How long workers get to finish in-flight requests after SIGTERM before they are killed. */
 const STOP_GRACE_MS = 12_000;
@@ -18,9 +19,12 @@ const START_REFUSED = 78;
  * answers their requests for cluster-wide metrics. It opens no database and serves no request:
  * each worker is a whole broker with its own connection, sharing the listening port. Every check
  * the workers make is atomic across processes by the store's own means, as it is across replicas.
+ * It keeps the configuration the workers run (`configText`, the file as read at start, until a
+ * reload is applied) and hands it to each worker it forks: none starts from the file as it is now.
  */
-export function runPrimary(options: { workers: number; logger: Logger; host: string; about: Record<string, unknown> }): void {
+export function runPrimary(options: { workers: number; logger: Logger; host: string; about: Record<string, unknown>; configText: string }): void {
   const { workers, logger, host, about } = options;
+  const running = { configText: options.configText };
   let stopping = false;
   let exitCode = 0;
   let earlyDeaths = 0;
@@ -31,6 +35,7 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
 
   const fork = () => {
     const worker = cluster.fork();
+    handOverConfig(worker, () => running.configText);
     startedAt.set(worker.id, Date.now());
     serving.set(worker.id, new Promise((resolve) => {
       worker.once('listening', () => resolve(true));
@@ -88,7 +93,7 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
   process.on('SIGINT', () => stop('SIGINT'));
   let reloads: Promise<void> = Promise.resolve();
   process.on('SIGHUP', () => {
-    reloads = reloads.then(() => reloadWorkers(logger, serving)).catch((error: unknown) => logger.error({ err: error }, 'the reload could not be sent to every worker'));
+    reloads = reloads.then(() => reloadWorkers(logger, serving, running)).catch((error: unknown) => logger.error({ err: error }, 'the reload could not be sent to every worker'));
   });
 
   for (let i = 0; i < workers; i += 1) fork();
@@ -96,8 +101,8 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
 
 let orders = 0;
 
-/** Sends a worker a reload order; undefined when it dies first (its replacement reads the file anyway). */
-function orderReload(worker: Worker, record: boolean): Promise<ReloadOutcome | undefined> {
+/** Sends a worker a reload order; undefined when it dies first (its replacement starts with the configuration the others run). */
+function orderReload(worker: Worker, order: Pick<ReloadOrder, 'record' | 'text'>): Promise<ReloadOutcome | undefined> {
   const id = (orders += 1);
   return new Promise((resolve) => {
     const onMessage = (message: unknown) => {
@@ -112,41 +117,56 @@ function orderReload(worker: Worker, record: boolean): Promise<ReloadOutcome | u
     const onExit = () => done(undefined);
     worker.on('message', onMessage);
     worker.on('exit', onExit);
-    worker.send({ type: 'jit:reload', id, record } satisfies ReloadOrder);
+    worker.send({ type: 'jit:reload', id, ...order } satisfies ReloadOrder);
   });
 }
 
 /**
- * A reload of every worker, said once. One worker records `config.loaded` and applies the file
- * first (recorded before any worker judges a request by it); the others follow only if it did,
- * and the line 'configuration reloaded' comes once all have: from then on, every request is
- * judged by the new file, whichever worker takes it.
+ * A reload of every worker, said once. One worker reads the file, records `config.loaded` and
+ * applies it first (recorded before any worker judges a request by it); the others follow only
+ * if it did, given the text it applied, and the line 'configuration reloaded' comes once all
+ * have: from then on, every request is judged by the new file, whichever worker takes it. Once
+ * recorded, it is the configuration the broker runs, and the one a worker forked from then on
+ * starts with.
  */
-async function reloadWorkers(logger: Logger, serving: ReadonlyMap<number, Promise<boolean>>): Promise<void> {
-  // A worker still starting may have read the file before it changed: it reloads too, once it listens.
-  const all = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
-  const listening = await Promise.all(all.map((worker) => serving.get(worker.id) ?? false));
-  const workers = all.filter((worker, i) => listening[i] && worker.isConnected());
-  let first: ReloadOutcome | undefined;
-  let rest = workers;
-  while (first === undefined && rest.length > 0) {
-    first = await orderReload(rest[0] as Worker, true);
-    rest = rest.slice(1);
+async function reloadWorkers(logger: Logger, serving: ReadonlyMap<number, Promise<boolean>>, running: { configText: string }): Promise<void> {
+  let first: { worker: Worker; outcome: ReloadOutcome } | undefined;
+  for (const worker of await listeningWorkers(serving)) {
+    const outcome = await orderReload(worker, { record: true });
+    if (outcome === undefined) continue; // it died first: the next one reads the file
+    first = { worker, outcome };
+    break;
   }
-  if (first === undefined) return; // no worker left to reload: the ones that start read the file
-  if (first.status === 'refused') {
-    logReload(logger, first);
+  if (first === undefined) return; // no worker left to reload: the ones that start are handed the configuration they run
+  const { worker: recorder, outcome: recorded } = first;
+  if (recorded.status === 'refused') {
+    logReload(logger, recorded);
     return;
   }
-  const outcomes = (await Promise.all(rest.map((worker) => orderReload(worker, false)))).filter((outcome) => outcome !== undefined);
+  const { text } = recorded;
+  running.configText = text;
+  // Asked again: a worker forked while the first one reloaded was handed the configuration before.
+  const rest = (await listeningWorkers(serving)).filter((worker) => worker !== recorder);
+  const outcomes = (await Promise.all(rest.map((worker) => orderReload(worker, { record: false, text })))).filter((outcome) => outcome !== undefined);
   const refused = outcomes.filter((outcome) => outcome.status === 'refused');
   if (refused.length > 0) {
-    // The file changed between two workers' reads: they now judge by different files.
+    // The same text, yet a file it names (a jwksFile, a secretFile, its policyTests) changed between
+    // two workers' reads. The broker runs the recorded file: a worker forked now starts with it.
     logger.error(
-      { file: first.file, applied: outcomes.length + 1 - refused.length, refused: refused.map(({ file, problems }) => ({ file, problems })) },
+      { file: recorded.file, applied: outcomes.length + 1 - refused.length, refused: refused.map(({ file, problems }) => ({ file, problems })) },
       'the workers disagree on the reloaded file; send SIGHUP again once it is as intended',
     );
     return;
   }
-  logReload(logger, appliedByAll(first, outcomes), { workers: outcomes.length + 1 });
+  logReload(logger, appliedByAll(recorded, outcomes), { workers: outcomes.length + 1 });
+}
+
+/**
+ * The workers running now, once each listens (it then takes reload orders). A worker still
+ * starting may have been handed the configuration before the reload: it reloads too.
+ */
+async function listeningWorkers(serving: ReadonlyMap<number, Promise<boolean>>): Promise<Worker[]> {
+  const all = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+  const listening = await Promise.all(all.map((worker) => serving.get(worker.id) ?? false));
+  return all.filter((worker, i) => listening[i] && worker.isConnected());
 }

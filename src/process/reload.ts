@@ -1,9 +1,13 @@
 import type { Logger } from 'pino';
 import type { BrokerConfig } from '../config/index.js';
 
-/** What a reload did; `file` is the one at fault when refused (a `jwksFile`, say). */
+/**
+ * What a reload did; `file` is the one at fault when refused (a `jwksFile`, say). `text` is the
+ * configuration file's text as applied, for the other workers of several; it may hold a
+ * password and is never logged.
+ */
 export type ReloadOutcome =
-  | { status: 'applied'; file: string; sha256: string; changed: string[]; devIssuers: string[] }
+  | { status: 'applied'; file: string; sha256: string; text: string; changed: string[]; devIssuers: string[] }
   | { status: 'refused'; file: string; problems: string[] };
 
 export const devIssuerNames = (config: BrokerConfig) => config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
@@ -40,11 +44,16 @@ export function appliedByAll(first: Extract<ReloadOutcome, { status: 'applied' }
 
 // The primary of several workers and a worker, about a reload (SIGHUP to the primary).
 
-/** Primary to worker: reload the file; `record` for exactly one worker per reload. */
+/**
+ * Primary to worker: reload the file; `record` for exactly one worker per reload, which reads the
+ * file. The others are given `text`, the file as that worker applied it: every worker then runs
+ * the same configuration, whatever the file holds by the time each reloads.
+ */
 export interface ReloadOrder {
   type: 'jit:reload';
   id: number;
   record: boolean;
+  text?: string;
 }
 
 /** Worker to primary: what the order did. */

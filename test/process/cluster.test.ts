@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -46,6 +46,24 @@ const reloadEvents = async () => {
   };
   return page.items.filter((event) => event.data.trigger === 'reload').length;
 };
+/** Waits until a request is served again after a worker died; a pooled connection it held fails on the socket, as for any client. */
+const servedAgain = () =>
+  until(async () => {
+    try {
+      return (await issue()).status === 201;
+    } catch (error) {
+      if (['UND_ERR_SOCKET', 'ECONNRESET'].includes((error as { cause?: { code?: string } }).cause?.code ?? '')) return false;
+      throw error;
+    }
+  });
+/** Kills one worker and resolves once its replacement listens (its `worker listening` line); with the primary's exit code if the broker stops instead. */
+const replaceAWorker = async () => {
+  const [victim] = workers();
+  const listening = logged('worker listening').length;
+  process.kill(victim as number, 'SIGKILL');
+  await until(() => (logged('worker listening').length > listening && workers().length === 2 && !workers().includes(victim as number)) || broker.child.exitCode !== null);
+  return { exitCode: broker.child.exitCode, replacement: logged('worker listening').at(-1) as Record<string, unknown> };
+};
 const issuedCount = async () => {
   const text = await (await fetch(`${broker.url}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith('broker_http_requests_total{') && l.includes('route="/v1/credentials"') && l.includes('status="201"'));
@@ -68,20 +86,8 @@ describe('a broker of several worker processes', () => {
 
   // The reload test after this one sends SIGHUP while the replacement may still be starting.
   it('replaces a worker that dies, and keeps serving', async () => {
-    const [victim] = workers();
-    process.kill(victim as number, 'SIGKILL');
-    await until(() => workers().length === 2 && !workers().includes(victim as number));
-    // A keep-alive connection the dead worker held may still sit in the client's pool, closed
-    // under it: that request fails on the socket, as it would for any client, and the next is served.
-    const closedUnderUs = (error: unknown) => ['UND_ERR_SOCKET', 'ECONNRESET'].includes((error as { cause?: { code?: string } }).cause?.code ?? '');
-    await until(async () => {
-      try {
-        return (await issue()).status === 201;
-      } catch (error) {
-        if (closedUnderUs(error)) return false;
-        throw error;
-      }
-    });
+    expect((await replaceAWorker()).exitCode).toBeNull();
+    await servedAgain();
     expect(broker.lines().some((line) => line.msg === 'a worker died; starting another')).toBe(true);
   });
 
@@ -102,6 +108,32 @@ describe('a broker of several worker processes', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(workers()).toHaveLength(2);
     expect(await reloadEvents()).toBe(1);
+  });
+
+  // CONTRACT section 7: a refused file changes nothing, a worker started after it included.
+  it('starts a replacement worker with the configuration the others run, not a file a reload refused', async () => {
+    const reloaded = readFileSync(join(dir, 'broker.yaml'), 'utf8'); // the last reload the workers applied
+    const refuse = async (file: Record<string, unknown>) => {
+      const before = logged('invalid configuration; the running configuration stays').length;
+      writeFileSync(join(dir, 'broker.yaml'), YAML.stringify(file));
+      broker.child.kill('SIGHUP');
+      await until(() => logged('invalid configuration; the running configuration stays').length > before);
+    };
+
+    // A typo: the replacement would fail on it (exit 78), and the primary stop the whole broker.
+    await refuse({ ...config, scopes: [{ name: 'Bad Scope', risk: 'low', maxTtl: '15m' }] });
+    expect((await replaceAWorker()).exitCode).toBeNull();
+    await servedAgain();
+
+    // A restart-only change: the replacement would serve as another issuer beside the other worker.
+    await refuse({ ...config, issuer: 'http://other-broker.test' });
+    const { exitCode, replacement } = await replaceAWorker();
+    expect(exitCode).toBeNull();
+    expect(replacement.issuer).toBe(config.issuer);
+    await servedAgain();
+    // And it judges by the reloaded policies, as the other worker does: logs:read is no longer granted.
+    expect((await Promise.all(Array.from({ length: 20 }, () => issue(['logs:read'])))).map((r) => r.status)).toEqual(Array(20).fill(403));
+    writeFileSync(join(dir, 'broker.yaml'), reloaded);
   });
 
   it('stops every worker, cleanly, on SIGTERM', async () => {
