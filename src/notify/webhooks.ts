@@ -52,6 +52,8 @@ export interface NotifierOptions {
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
+  /** Deliveries held at once (waiting to retry or in flight), past which new ones fail at once. */
+  maxPending?: number;
   observer?: Pick<BrokerObserver, 'webhookDelivered'>;
 }
 
@@ -71,6 +73,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const { settings, store, logger, clock } = options;
   const send = options.fetch ?? fetch;
   const backoffMs = options.backoffMs ?? 1_000;
+  const maxPending = options.maxPending ?? MAX_PENDING_DELIVERIES;
   const inFlight = new Set<Promise<void>>();
 
   async function deliver(
@@ -112,7 +115,11 @@ export function createNotifier(options: NotifierOptions): Notifier {
         problem = (error as Error).name === 'TimeoutError' ? 'timeout' : 'unreachable';
       }
     }
-    const attempts = config.retries + 1;
+    await failed(event, target, config.retries + 1, problem, requestId);
+  }
+
+  /** A delivery given up: logged and audited, naming only the receiver's origin. */
+  async function failed(event: WebhookEvent, target: string, attempts: number, problem: string, requestId: string | null): Promise<void> {
     options.observer?.webhookDelivered('failed');
     logger.warn({ event, target, attempts, problem, request_id: requestId }, 'webhook delivery failed');
     try {
@@ -126,9 +133,13 @@ export function createNotifier(options: NotifierOptions): Notifier {
     const { config, webhooks } = settings();
     for (const webhook of webhooks) {
       if (!webhook.events.includes(event)) continue;
-      const delivery = deliver(webhook, config.notify, event, bodies, requestId).catch((error: unknown) =>
-        logger.error({ err: error, event }, 'webhook delivery crashed'),
-      );
+      // A receiver down for hours holds each delivery through its retries: past the bound, new
+      // ones fail at once rather than piling up in memory.
+      const delivery = (
+        inFlight.size >= maxPending
+          ? failed(event, new URL(webhook.url).origin, 0, 'backlog', requestId)
+          : deliver(webhook, config.notify, event, bodies, requestId)
+      ).catch((error: unknown) => logger.error({ err: error, event }, 'webhook delivery crashed'));
       inFlight.add(delivery);
       void delivery.finally(() => inFlight.delete(delivery));
     }
@@ -157,3 +168,6 @@ export function createNotifier(options: NotifierOptions): Notifier {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref());
+
+/** The deliveries a broker process holds at once; a few hundred events a minute for the longest retries. */
+export const MAX_PENDING_DELIVERIES = 1_000;

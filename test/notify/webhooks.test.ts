@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/index.js';
+import { compileWebhooks, createNotifier } from '../../src/notify/index.js';
+import { createLogger } from '../../src/observability/index.js';
 import { DEFAULT_ACTOR, baseConfig, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { startReceiver } from '../helpers/receiver.js';
 import { allEvents } from '../helpers/records.js';
@@ -156,6 +158,30 @@ describe('webhooks', () => {
     expect((await allEvents(t)).some((e) => e.type === 'notify.failed')).toBe(false);
     await t.broker.notifier.idle();
     expect((await allEvents(t)).find((e) => e.type === 'notify.failed')?.data).toMatchObject({ problem: 'timeout', attempts: 1 });
+  });
+
+  it('holds a bounded backlog for a receiver that is down: past it, a delivery fails at once, audited', async () => {
+    const t = await brokerNotifying(() => 0, { timeout: '2s', retries: 0 });
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    const request = await t.broker.store.requests.get(pending.body.request_id);
+    const notifier = createNotifier({
+      settings: () => ({ config: t.config, webhooks: compileWebhooks(t.config.notify) }),
+      store: t.broker.store,
+      logger: createLogger({ level: 'silent' }),
+      clock: t.clock,
+      maxPending: 2,
+    });
+    for (let i = 0; i < 3; i += 1) notifier.notify('approval.requested', request!);
+    await notifier.idle();
+    await t.broker.notifier.idle();
+    const failures = (await allEvents(t)).filter((e) => e.type === 'notify.failed').map((e) => e.data);
+    expect(failures).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ problem: 'backlog', attempts: 0, target: new URL(receiver!.url(SECRET_PATH)).origin }),
+        expect.objectContaining({ problem: 'timeout', attempts: 1 }),
+      ]),
+    );
+    expect(failures.filter((f) => f.problem === 'backlog')).toHaveLength(1);
   });
 
   it('signs each delivery with the secret file, as Standard Webhooks receivers verify it', async () => {
