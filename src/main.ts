@@ -7,6 +7,7 @@ import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
 import { devIssuerNames, isReloadOrder, logReload, warnOfDevIssuers, type ReloadReport } from './process/reload.js';
+import { holdSignals, type HeldSignals } from './process/signals.js';
 import { receiveWorkerConfig } from './process/worker-config.js';
 import { StartRefused } from './shared/errors.js';
 
@@ -20,16 +21,17 @@ async function main(): Promise<void> {
     if (command.exit.stderr) process.stderr.write(command.exit.stderr);
     process.exit(command.exit.code);
   }
+  const signals = holdSignals();
   const logger = cluster.isWorker ? createLogger().child({ worker: cluster.worker?.id }) : createLogger();
   const loaded = cluster.isWorker ? loadConfig(command.start.configFile, process.env, await receiveWorkerConfig()) : await loadStartingConfig(command.start.configFile);
   const { config } = loaded;
 
   if (cluster.isPrimary) warnOfDevIssuers(logger, loaded.file, devIssuerNames(config));
   if (cluster.isPrimary && config.listen.workers > 1) {
-    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host, about: { issuer: config.issuer, config: loaded.file }, configText: loaded.text });
+    runPrimary({ workers: config.listen.workers, logger, host: config.listen.host, about: { issuer: config.issuer, config: loaded.file }, configText: loaded.text, signals });
     return;
   }
-  await serve(loaded, logger);
+  await serve(loaded, logger, signals);
 }
 
 /**
@@ -42,8 +44,12 @@ async function loadStartingConfig(file: string): Promise<LoadedConfig> {
   return loadTestedConfig(file, process.env);
 }
 
-/** One broker: the whole of it in a single process, or one worker of several. */
-async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
+/**
+ * One broker: the whole of it in a single process, or one worker of several. Signals held while
+ * it starts are answered once it listens, or, for a stop seen before then, by closing the store
+ * instead of listening: never while the store is opened or set up.
+ */
+async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals): Promise<void> {
   const { config } = loaded;
   // Loaded here, not at the top: the primary of several workers serves nothing and stays small.
   const { createBroker } = await import('./broker.js');
@@ -59,9 +65,37 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
     });
   }
   const broker = await starting;
-  await broker.scheduler.start();
-
   const server = createServer(broker.app);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping: finishing in-flight requests');
+    setTimeout(() => {
+      logger.error('in-flight requests did not finish in time; exiting');
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS).unref();
+    const closeBroker = () => {
+      void broker.close().then(() => {
+        logger.info('stopped');
+        process.exit(0);
+      });
+    };
+    if (!server.listening) {
+      closeBroker();
+      return;
+    }
+    server.close(closeBroker);
+    server.closeIdleConnections();
+  };
+  await broker.scheduler.start();
+  // Asked while the broker started: its store is open now, and closes without serving.
+  const stopAsked = signals.stopAsked();
+  if (stopAsked) {
+    stop(stopAsked);
+    return;
+  }
   server.on('error', (error) => {
     logger.fatal({ err: error }, 'cannot listen');
     void broker.close().finally(() => process.exit(1));
@@ -73,33 +107,16 @@ async function serve(loaded: LoadedConfig, logger: Logger): Promise<void> {
     const about = { url: `http://${config.listen.host}:${port}`, issuer: config.issuer, config: loaded.file };
     if (cluster.isWorker) logger.info(about, 'worker listening');
     else logger.info({ ...about, workers: 1 }, 'broker listening');
-  });
-
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping: finishing in-flight requests');
-    setTimeout(() => {
-      logger.error('in-flight requests did not finish in time; exiting');
-      process.exit(1);
-    }, SHUTDOWN_GRACE_MS).unref();
-    server.close(() => {
-      void broker.close().then(() => {
-        logger.info('stopped');
-        process.exit(0);
-      });
+    signals.answer({
+      // The same file again; an invalid one is refused and logged, and the running configuration
+      // stays. A worker of several reloads when the primary says (above): SIGHUP to a whole
+      // process group must not reload it twice.
+      reload: () => {
+        if (cluster.isPrimary) void broker.reload(loaded.file).then((outcome) => logReload(logger, outcome, { workers: 1 }));
+      },
+      stop,
     });
-    server.closeIdleConnections();
-  };
-  // The same file again; an invalid one is refused and logged, and the running configuration stays.
-  // A worker of several reloads when the primary says (above): SIGHUP to a whole process group
-  // must not reload it twice.
-  process.on('SIGHUP', () => {
-    if (cluster.isPrimary) void broker.reload(loaded.file).then((outcome) => logReload(logger, outcome, { workers: 1 }));
   });
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 main().catch((error: unknown) => {

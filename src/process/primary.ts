@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { serveClusterMetrics } from '../observability/index.js';
 import { appliedByAll, isReloadReport, logReload, type ReloadOrder, type ReloadOutcome } from './reload.js';
+import type { HeldSignals } from './signals.js';
 import { handOverConfig } from './worker-config.js';
 
 /** How long workers get to finish in-flight requests after SIGTERM before they are killed. */
@@ -22,8 +23,15 @@ const START_REFUSED = 78;
  * It keeps the configuration the workers run (`configText`, the file as read at start, until a
  * reload is applied) and hands it to each worker it forks: none starts from the file as it is now.
  */
-export function runPrimary(options: { workers: number; logger: Logger; host: string; about: Record<string, unknown>; configText: string }): void {
-  const { workers, logger, host, about } = options;
+export function runPrimary(options: {
+  workers: number;
+  logger: Logger;
+  host: string;
+  about: Record<string, unknown>;
+  configText: string;
+  signals: HeldSignals;
+}): void {
+  const { workers, logger, host, about, signals } = options;
   const running = { configText: options.configText };
   let stopping = false;
   let exitCode = 0;
@@ -89,14 +97,17 @@ export function runPrimary(options: { workers: number; logger: Logger; host: str
     }, STOP_GRACE_MS).unref();
     if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  let reloads: Promise<void> = Promise.resolve();
-  process.on('SIGHUP', () => {
-    reloads = reloads.then(() => reloadWorkers(logger, serving, running)).catch((error: unknown) => logger.error({ err: error }, 'the reload could not be sent to every worker'));
-  });
 
   for (let i = 0; i < workers; i += 1) fork();
+  // After the forks: a reload held while the primary started reaches them once they listen, and a
+  // stop held meanwhile lets each close its store (see serve in main.ts).
+  let reloads: Promise<void> = Promise.resolve();
+  signals.answer({
+    reload: () => {
+      reloads = reloads.then(() => reloadWorkers(logger, serving, running)).catch((error: unknown) => logger.error({ err: error }, 'the reload could not be sent to every worker'));
+    },
+    stop: (signal) => stop(signal),
+  });
 }
 
 let orders = 0;
