@@ -421,6 +421,39 @@ describe('the console', () => {
     expect(csv).toContain(issued.body.request_id);
     expect(csv).not.toContain(issued.body.access_token);
   });
+
+  it('shows each issuance\'s objects and actor chain to an auditor, and filters by them', async () => {
+    await t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat', run_id: 'run-8' }, { now: t.clock() })))
+      .send({ task_id: 'build-43', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+    await context?.close();
+    context = await browser.newContext();
+    const page = await context.newPage();
+    // What an issuance row carries for a delegated request naming an object (CONTRACT section 4).
+    await page.route((url) => url.pathname === '/v1/audit/issuances', async (route) => {
+      const response = await route.fetch();
+      const body = (await response.json()) as { items: Record<string, unknown>[] };
+      body.items = body.items.map((item) => ({
+        ...item,
+        authorization_details: [{ type: 'model', identifier: 'fraud-v1; model fraud-v2', actions: ['read write'] }],
+        act: { iss: 'https://agents.test', sub: 'agent:release-1', act: { iss: 'https://agents.test', sub: 'agent:planner' } },
+      }));
+      await route.fulfill({ response, json: body });
+    });
+    await page.goto(`${brokerUrl}/console/audit`);
+    await page.locator('input[name=login]').fill('ivy');
+    await page.locator('input[name=password]').fill('any password');
+    await page.locator('button[type=submit]').click();
+    await page.getByTestId('verify').waitFor();
+    for (const filter of ['type', 'identifier', 'actor']) expect(await page.locator(`input[name=${filter}]`).count()).toBe(1);
+    await page.locator('input[name=subject]').fill('repo:acme/app:ref:refs/heads/main');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    const row = page.getByTestId('issuances').locator('tr', { hasText: 'build-43' });
+    await row.waitFor();
+    expect(await row.getByTestId('object').allTextContents()).toEqual([expect.stringContaining('fraud-v1; model fraud-v2')]);
+    expect(await row.getByTestId('actor').count()).toBe(2);
+  });
 });
 
 /** Signs alice in, with the request's view as the page receives it rewritten by `rewrite`. */

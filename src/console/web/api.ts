@@ -82,6 +82,8 @@ export interface Issuance {
   break_glass: boolean;
   revoked_at?: string;
   revoke_reason?: string;
+  act?: ActorChain;
+  authorization_details?: AuthorizationDetail[];
 }
 
 export async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {

@@ -36,7 +36,7 @@ function jobOf(view: RequestView): Child {
 }
 
 /** Who acts for the requester, current actor first, each for the next: a sub and its issuer. */
-function actorsOf(view: RequestView): Child {
+function actorsOf(view: Pick<RequestView, 'act'>): Child {
   const chain: Child[] = [];
   for (let actor = view.act; actor; actor = actor.act) {
     chain.push([chain.length > 0 ? 'for ' : '', chip(actor.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(actor.iss), ')')]);
@@ -45,7 +45,7 @@ function actorsOf(view: RequestView): Child {
 }
 
 /** The objects the request acts on (RFC 9396), each its type, identifier and what else it names. */
-function objectsOf(view: RequestView): Child {
+function objectsOf(view: Pick<RequestView, 'authorization_details'>): Child {
   if (!view.authorization_details) return null;
   return entries(
     view.authorization_details.map((detail) => [
@@ -272,7 +272,7 @@ export async function breakGlassView(ctx: ViewContext): Promise<void> {
   );
 }
 
-const FILTERS = ['since', 'until', 'subject', 'scope', 'status', 'break_glass'] as const;
+const FILTERS = ['since', 'until', 'subject', 'scope', 'status', 'break_glass', 'type', 'identifier', 'actor'] as const;
 
 /** `/console/audit`: the chain's verify status, issuances with filters, and the exports. */
 export async function auditView(ctx: ViewContext): Promise<void> {
@@ -306,7 +306,7 @@ export async function auditView(ctx: ViewContext): Promise<void> {
         h(
           'table',
           {},
-          h('thead', {}, h('tr', {}, ['Issued', 'Requester', 'Task', 'Scopes', 'Audience', 'Status', 'Approvers'].map((label) => h('th', {}, label)))),
+          h('thead', {}, h('tr', {}, ['Issued', 'Requester', 'Acting for them', 'Task', 'Scopes', 'Audience', 'Objects', 'Status', 'Approvers'].map((label) => h('th', {}, label)))),
           h(
             'tbody',
             {},
@@ -316,9 +316,11 @@ export async function auditView(ctx: ViewContext): Promise<void> {
                 {},
                 h('td', {}, time(row.issued_at)),
                 h('td', {}, untrusted(row.requester.sub)),
+                h('td', {}, actorsOf(row)),
                 h('td', {}, untrusted(row.task_id)),
                 h('td', {}, untrusted(row.scopes.join(' '))),
                 h('td', {}, untrusted(row.audience)),
+                h('td', {}, objectsOf(row)),
                 h('td', {}, row.status, row.break_glass ? h('span', { class: 'breakglass' }, ' break-glass') : null),
                 h('td', {}, (row.approvers ?? []).map((a, i) => [i > 0 ? ', ' : '', untrusted(a.sub)])),
               ),
