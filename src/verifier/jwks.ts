@@ -40,7 +40,12 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
     let response: Response;
     let body: unknown;
     try {
-      response = await options.fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(options.timeoutMs) });
+      response = await options.fetch(url, {
+        headers: { accept: 'application/json' },
+        // The JWKS is what every token is trusted by: keys from wherever a redirect leads are not taken.
+        redirect: 'error',
+        signal: AbortSignal.timeout(options.timeoutMs),
+      });
       body = response.ok ? await response.json() : undefined;
     } catch (error) {
       throw new KeysUnavailable(`the broker's JWKS at ${url} could not be fetched`, { cause: error });

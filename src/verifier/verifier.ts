@@ -298,6 +298,8 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
       response = await fetchImpl(`${base}${path}`, {
         ...init,
         headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${await check.identityToken()}` },
+        // Not followed: the identity token would go wherever a redirect leads, and the answer come from there.
+        redirect: 'error',
         signal: AbortSignal.timeout(5_000),
       });
     } catch (error) {

@@ -137,6 +137,37 @@ describe('the verifier\'s copy of the JWKS', () => {
     expect(await outcome(elsewhere.verify(await token(a)))).toBe('unavailable');
   });
 
+  it('is never taken from where a redirect leads: refused as unavailable', async () => {
+    const attacker = await makeKey();
+    let elsewhereFetches = 0;
+    const elsewhere = createServer((_req, res) => {
+      elsewhereFetches += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [attacker.publicJwk] }));
+    });
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    const redirecting = createServer((_req, res) => {
+      res.writeHead(302, { location: `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}/keys` });
+      res.end();
+    });
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    try {
+      const rs = createBrokerVerifier({
+        issuer: ISSUER,
+        audience: AUDIENCE,
+        jwksUri: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}/.well-known/jwks.json`,
+        now: () => clock(),
+      });
+      expect(await outcome(rs.verify(await token(attacker)))).toBe('unavailable');
+      expect(elsewhereFetches).toBe(0);
+    } finally {
+      for (const closing of [redirecting, elsewhere]) {
+        closing.closeAllConnections();
+        await new Promise((resolve) => closing.close(resolve));
+      }
+    }
+  });
+
   it('never keeps a copy longer than jwksMaxAgeMs, nor past no-store', async () => {
     const a = await makeKey();
     published = [a];

@@ -1,0 +1,89 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BrokerTokenError, createBrokerVerifier, type BrokerVerifierOptions } from '../../src/verifier/index.js';
+import { testClock, type TestClock } from '../helpers/broker.js';
+import { AUDIENCE, startTokenMint, type TokenMint } from '../helpers/minted.js';
+
+/**
+ * The verifier's revocation check against a broker stand-in the test controls (its keys from the
+ * broker's mint function, served apart): what it does with answers a real broker would not give,
+ * or gives at awkward times. verifier.test.ts checks it against the broker itself.
+ */
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+let tokens: TokenMint;
+let clock: TestClock;
+const servers: Server[] = [];
+let handle: Handler;
+let brokerUrl: string;
+let revocationFetches: number;
+
+async function serve(handler: Handler): Promise<string> {
+  const server = createServer(handler);
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+const json = (res: ServerResponse, body: unknown) => {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+};
+
+beforeAll(async () => {
+  tokens = await startTokenMint();
+});
+afterAll(async () => {
+  await tokens.close();
+});
+beforeEach(async () => {
+  clock = testClock();
+  revocationFetches = 0;
+  handle = (_req, res) => json(res, { items: [], next_cursor: null });
+  brokerUrl = await serve((req, res) => {
+    if (req.url?.startsWith('/v1/revocations')) revocationFetches += 1;
+    handle(req, res);
+  });
+});
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+const verifier = (mode: 'list' | 'introspect' = 'list', options: Partial<BrokerVerifierOptions> = {}) =>
+  createBrokerVerifier({
+    issuer: tokens.issuer,
+    audience: AUDIENCE,
+    brokerUrl,
+    jwksUri: tokens.jwksUri,
+    now: () => clock(),
+    revocation: { mode, identityToken: () => 'resource-server-identity', cacheMs: 10_000 },
+    ...options,
+  });
+const outcome = (promise: Promise<unknown>) =>
+  promise.then(
+    () => 'ok',
+    (error: unknown) => (error instanceof BrokerTokenError ? error.code : `unexpected ${String(error)}`),
+  );
+
+describe('the revocation check', () => {
+  it('follows no redirect, in either mode: refused as unavailable', async () => {
+    let elsewhereCalls = 0;
+    const elsewhere = await serve((_req, res) => {
+      elsewhereCalls += 1;
+      json(res, { items: [], next_cursor: null, active: true });
+    });
+    handle = (req, res) => {
+      res.writeHead(307, { location: `${elsewhere}${req.url}` });
+      res.end();
+    };
+    const token = await tokens.mint({}, clock());
+    expect(await outcome(verifier('list').verify(token))).toBe('unavailable');
+    expect(await outcome(verifier('introspect').verify(token))).toBe('unavailable');
+    expect(elsewhereCalls).toBe(0);
+  });
+});
