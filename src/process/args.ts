@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
+import { ConfigError, loadConfig, resolveConfigPath, ALLOW_DEV_ISSUERS_ENV } from '../config/index.js';
 import { compileWebhooks } from '../notify/index.js';
 import { loadTrustedIssuers } from '../identity/index.js';
 import { keyCustody } from '../tokens/index.js';
@@ -13,6 +13,7 @@ export const BROKER_HELP = `jit-broker ${packageVersion()}: the just-in-time cre
 
 Usage: node dist/main.js [--config FILE]      (npm start -- [--config FILE])
        node dist/main.js --check-config FILE
+       node dist/main.js --ready-check [--config FILE]
        node dist/main.js --help | --version
 
 Options:
@@ -20,6 +21,9 @@ Options:
   --check-config FILE  validate FILE as the broker would at start, with the files it names
                        (jwksFile, webhook secretFile, keyEncryptionKeyFile) and its policyTests
                        cases, and exit: 0 valid, ${EX_CONFIG} invalid
+  --ready-check        ask /readyz of the broker this configuration starts, where it listens
+                       (listen.host and listen.port, or HOST and PORT), and exit: 0 ready,
+                       1 not (a container's HEALTHCHECK)
   -h, --help           this text
   -v, --version        the version
 
@@ -53,6 +57,7 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
       options: {
         config: { type: 'string' },
         'check-config': { type: 'string' },
+        'ready-check': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -65,6 +70,7 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
   if (values.help) return { exit: { code: 0, stdout: BROKER_HELP } };
   if (values.version) return { exit: { code: 0, stdout: `${packageVersion()}\n` } };
   if (values['check-config'] !== undefined) return checkConfig(values['check-config'], env);
+  if (values['ready-check']) return readyCheck(values.config ?? resolveConfigPath([], env), env);
   return { start: { configFile: values.config ?? resolveConfigPath([], env) } };
 }
 
@@ -92,3 +98,27 @@ export async function checkConfig(file: string, env: NodeJS.ProcessEnv): Promise
     return { exit: { code: EX_CONFIG, stderr: `${file}: cannot be checked: ${(error as Error).message}\n` } };
   }
 }
+
+/** Where a broker listening on `host` is reached from this machine: a wildcard address is reached on loopback. */
+const reachable = (host: string): string => (host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host);
+
+/**
+ * A container's HEALTHCHECK: asks /readyz of the broker the configuration starts, where it says
+ * the broker listens (the file's `listen`, or HOST and PORT as the broker reads them), so a
+ * mounted file on another port is probed there. Exits 0 when ready, 1 when not.
+ */
+export async function readyCheck(file: string, env: NodeJS.ProcessEnv): Promise<Exit> {
+  try {
+    const { listen } = loadConfig(file, env).config;
+    const url = `http://${reachable(listen.host)}:${listen.port}/readyz`;
+    const response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(READY_CHECK_TIMEOUT_MS) });
+    await response.body?.cancel();
+    return response.ok ? { exit: { code: 0 } } : { exit: { code: 1, stderr: `jit-broker: not ready: ${url} answered ${response.status}\n` } };
+  } catch (error) {
+    if (error instanceof ConfigError) return { exit: { code: EX_CONFIG, stderr: `${error.message}\n` } };
+    return { exit: { code: 1, stderr: `jit-broker: not ready: ${(error as Error).message}\n` } };
+  }
+}
+
+/** Under the HEALTHCHECK's own timeout (3 s). */
+const READY_CHECK_TIMEOUT_MS = 2_000;

@@ -8,6 +8,7 @@ import { baseConfig, createTestIssuers } from '../helpers/broker.js';
 import { brokerBundle } from '../helpers/bundle.js';
 import { until } from '../helpers/process.js';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 
 /**
  * No container engine runs here, so the image is checked the way it is built and started: the
@@ -148,6 +149,31 @@ describe('the image\'s entry point', () => {
       run.child.kill('SIGTERM');
       expect(await run.exited).toBe(0);
     }
+  });
+
+  it('is healthy where a mounted configuration says the broker listens, and unhealthy once it stops', async () => {
+    expect(readFileSync('Dockerfile', 'utf8')).toContain('CMD ["node", "dist/main.js", "--ready-check"]');
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const mounted = join(app, 'on-its-port.yaml');
+    const config = baseConfig(join(app, 'data-on-its-port'), await createTestIssuers()) as Record<string, any>;
+    config.listen = { host: '127.0.0.1', port, workers: 1 };
+    writeFileSync(mounted, YAML.stringify(config));
+    // No PORT: the file alone says where the broker is.
+    const broker = await runImage([], { BROKER_CONFIG: mounted });
+    try {
+      await until(() => broker.output.stdout.includes('"msg":"broker listening"') || broker.child.exitCode !== null);
+      const healthy = await runImage(['--ready-check'], { BROKER_CONFIG: mounted });
+      expect(await healthy.exited).toBe(0);
+    } finally {
+      broker.child.kill('SIGTERM');
+      expect(await broker.exited).toBe(0);
+    }
+    const stopped = await runImage(['--ready-check'], { BROKER_CONFIG: mounted });
+    expect(await stopped.exited).toBe(1);
+    expect(stopped.output.stderr).toContain('jit-broker: not ready');
   });
 
   it('accepts a mounted production configuration', async () => {
