@@ -289,24 +289,31 @@ function refusal(error: unknown): BrokerTokenError {
   return new BrokerTokenError('invalid', 'not a valid broker token', { cause: error });
 }
 
-/** Fails closed: when the broker cannot be asked, the token is not accepted. */
+/** Fails closed: when the broker cannot be asked, or its answer cannot be read, the token is not accepted. */
 function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof fetch, now: () => number) {
   const cacheMs = check.cacheMs ?? 10_000;
-  const call = async (path: string, init: RequestInit = {}) => {
-    let response: Response;
+  /** The broker's answer, a JSON object. Whatever keeps it from being had (timed out mid-body, not JSON) is `unavailable`. */
+  const call = async (path: string, init: RequestInit = {}): Promise<Record<string, unknown>> => {
+    let body: unknown;
     try {
-      response = await fetchImpl(`${base}${path}`, {
+      const response = await fetchImpl(`${base}${path}`, {
         ...init,
         headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${await check.identityToken()}` },
         // Not followed: the identity token would go wherever a redirect leads, and the answer come from there.
         redirect: 'error',
         signal: AbortSignal.timeout(5_000),
       });
+      if (!response.ok) {
+        void response.body?.cancel().catch(() => undefined);
+        throw unavailable(`the broker answered ${response.status} about revocation`);
+      }
+      body = await response.json();
     } catch (error) {
-      throw new BrokerTokenError('unavailable', 'the broker could not be asked about revocation', { cause: error });
+      if (error instanceof BrokerTokenError) throw error;
+      throw unavailable('the broker could not be asked about revocation, or its answer not read', error);
     }
-    if (!response.ok) throw new BrokerTokenError('unavailable', `the broker answered ${response.status} about revocation`);
-    return response.json() as Promise<Record<string, unknown>>;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw unavailable(`the broker's answer at ${path} is not an object`);
+    return body as Record<string, unknown>;
   };
 
   if (check.mode === 'introspect') {
@@ -330,14 +337,28 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
   return async (_token: string, claims: BrokerTokenClaims) => {
     if (!list || now() - list.at >= cacheMs) {
       const jtis = new Set<string>();
-      let cursor: string | null = null;
+      let cursor: string | undefined;
       do {
-        const page: Record<string, unknown> = await call(`/v1/revocations?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
-        for (const item of page.items as { jti: string }[]) jtis.add(item.jti);
-        cursor = page.next_cursor as string | null;
+        const page = readRevocationPage(await call(`/v1/revocations?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`));
+        for (const item of page.items) jtis.add(item.jti);
+        cursor = page.nextCursor;
       } while (cursor);
       list = { jtis, at: now() };
     }
     return list.jtis.has(claims.jti);
   };
 }
+
+/** CONTRACT section 4: `{items: [{jti, exp}], next_cursor}`. Anything else is refused, not half read. */
+function readRevocationPage(page: Record<string, unknown>): { items: { jti: string; exp: number }[]; nextCursor: string | undefined } {
+  const { items, next_cursor: nextCursor } = page;
+  if (!Array.isArray(items)) throw unavailable('the broker\'s revocation list has no items');
+  for (const item of items as unknown[]) {
+    const { jti, exp } = (typeof item === 'object' && item !== null ? item : {}) as Record<string, unknown>;
+    if (typeof jti !== 'string' || typeof exp !== 'number') throw unavailable('the broker\'s revocation list holds an item that is not {jti, exp}');
+  }
+  if (nextCursor !== undefined && nextCursor !== null && typeof nextCursor !== 'string') throw unavailable('the broker\'s revocation list has a next_cursor that is not a string');
+  return { items: items as { jti: string; exp: number }[], nextCursor: nextCursor ?? undefined };
+}
+
+const unavailable = (why: string, cause?: unknown) => new BrokerTokenError('unavailable', why, cause === undefined ? undefined : { cause });

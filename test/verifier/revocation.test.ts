@@ -86,4 +86,31 @@ describe('the revocation check', () => {
     expect(await outcome(verifier('introspect').verify(token))).toBe('unavailable');
     expect(elsewhereCalls).toBe(0);
   });
+
+  it('refuses, as unavailable, an answer it cannot read or that is not what the broker sends', async () => {
+    const token = await tokens.mint({}, clock());
+    for (const body of ['not json', 'null', '{}', '{"items":"none"}', '{"items":[{"jti":7,"exp":1}]}', '{"items":[null]}', '{"items":[],"next_cursor":3}']) {
+      handle = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(body);
+      };
+      expect([body, await outcome(verifier('list').verify(token))]).toEqual([body, 'unavailable']);
+      if (body === 'not json' || body === 'null') expect([body, await outcome(verifier('introspect').verify(token))]).toEqual([body, 'unavailable']);
+    }
+  });
+
+  it('refuses, as unavailable, an answer whose body fails while read (a timeout mid-body)', async () => {
+    const token = await tokens.mint({}, clock());
+    const failingBody: typeof fetch = async (url, init) => {
+      if (!String(url).startsWith(brokerUrl)) return fetch(url, init);
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('{"items":['));
+          controller.error(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+        },
+      });
+      return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
+    };
+    for (const mode of ['list', 'introspect'] as const) expect(await outcome(verifier(mode, { fetch: failingBody }).verify(token))).toBe('unavailable');
+  });
 });
