@@ -1,4 +1,5 @@
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { readBoundedJson } from './bounded-json.js';
 
 export interface BrokerKeysOptions {
   url: string;
@@ -46,7 +47,8 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
         redirect: 'error',
         signal: AbortSignal.timeout(options.timeoutMs),
       });
-      body = response.ok ? await response.json() : undefined;
+      if (response.ok) body = await readBoundedJson(response);
+      else void response.body?.cancel().catch(() => undefined);
     } catch (error) {
       throw new KeysUnavailable(`the broker's JWKS at ${url} could not be fetched`, { cause: error });
     }

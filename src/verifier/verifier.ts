@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { errors, jwtVerify } from 'jose';
 import { DPOP_SIGNING_ALGORITHMS, singleDpopProof, verifyDpopProof, type VerifiedDpopProof } from '../dpop/index.js';
 import { InvalidDpopProof } from '../shared/errors.js';
+import { readBoundedJson } from './bounded-json.js';
 import { actorChain, boundKeyThumbprint, type BrokerTokenClaims } from './claims.js';
 import { BrokerTokenError } from './errors.js';
 import { brokerKeys, KeysUnavailable } from './jwks.js';
@@ -292,7 +293,7 @@ function refusal(error: unknown): BrokerTokenError {
 /** Fails closed: when the broker cannot be asked, or its answer cannot be read, the token is not accepted. */
 function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof fetch, now: () => number) {
   const cacheMs = check.cacheMs ?? 10_000;
-  /** The broker's answer, a JSON object. Whatever keeps it from being had (timed out mid-body, not JSON) is `unavailable`. */
+  /** The broker's answer, a JSON object. Whatever keeps it from being had (timed out mid-body, too large, not JSON) is `unavailable`. */
   const call = async (path: string, init: RequestInit = {}): Promise<Record<string, unknown>> => {
     let body: unknown;
     try {
@@ -307,7 +308,7 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
         void response.body?.cancel().catch(() => undefined);
         throw unavailable(`the broker answered ${response.status} about revocation`);
       }
-      body = await response.json();
+      body = await readBoundedJson(response);
     } catch (error) {
       if (error instanceof BrokerTokenError) throw error;
       throw unavailable('the broker could not be asked about revocation, or its answer not read', error);

@@ -47,9 +47,20 @@ beforeEach(async () => {
   jwksUri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
 });
 afterEach(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  for (const closing of [server, ...others.splice(0)]) {
+    closing.closeAllConnections();
+    await new Promise((resolve) => closing.close(resolve));
+  }
 });
+
+/** Another server than the broker's JWKS, for answers that one does not give. */
+const others: ReturnType<typeof createServer>[] = [];
+async function serve(handler: Parameters<typeof createServer>[1]): Promise<string> {
+  const other = createServer(handler);
+  others.push(other);
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+}
 
 const token = (key: Key, kid = key.kid) =>
   new SignJWT({ scope: 'artifacts:read', client_id: 'ci', idp: 'ci', task_id: 't', request_id: 'r' })
@@ -140,31 +151,35 @@ describe('the verifier\'s copy of the JWKS', () => {
   it('is never taken from where a redirect leads: refused as unavailable', async () => {
     const attacker = await makeKey();
     let elsewhereFetches = 0;
-    const elsewhere = createServer((_req, res) => {
+    const elsewhere = await serve((_req, res) => {
       elsewhereFetches += 1;
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ keys: [attacker.publicJwk] }));
     });
-    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
-    const redirecting = createServer((_req, res) => {
-      res.writeHead(302, { location: `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}/keys` });
+    const redirecting = await serve((_req, res) => {
+      res.writeHead(302, { location: `${elsewhere}/keys` });
       res.end();
     });
-    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
-    try {
-      const rs = createBrokerVerifier({
-        issuer: ISSUER,
-        audience: AUDIENCE,
-        jwksUri: `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}/.well-known/jwks.json`,
-        now: () => clock(),
-      });
-      expect(await outcome(rs.verify(await token(attacker)))).toBe('unavailable');
-      expect(elsewhereFetches).toBe(0);
-    } finally {
-      for (const closing of [redirecting, elsewhere]) {
-        closing.closeAllConnections();
-        await new Promise((resolve) => closing.close(resolve));
-      }
+    const rs = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri: `${redirecting}/.well-known/jwks.json`, now: () => clock() });
+    expect(await outcome(rs.verify(await token(attacker)))).toBe('unavailable');
+    expect(elsewhereFetches).toBe(0);
+  });
+
+  it('is refused as unavailable past 256 KiB, its length declared or not', async () => {
+    const a = await makeKey();
+    const padded = JSON.stringify({ keys: [a.publicJwk], padding: 'A'.repeat(256 * 1024) });
+    const declared = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(padded) });
+      res.end(padded);
+    });
+    const streamed = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      for (let at = 0; at < padded.length; at += 16 * 1024) res.write(padded.slice(at, at + 16 * 1024));
+      res.end();
+    });
+    for (const url of [declared, streamed]) {
+      const rs = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri: `${url}/jwks`, now: () => clock() });
+      expect([url, await outcome(rs.verify(await token(a)))]).toEqual([url, 'unavailable']);
     }
   });
 

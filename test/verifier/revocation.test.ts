@@ -99,6 +99,20 @@ describe('the revocation check', () => {
     }
   });
 
+  it('refuses, as unavailable, an answer past 256 KiB, in either mode', async () => {
+    const token = await tokens.mint({}, clock());
+    const exp = Math.floor(clock() / 1000) + 300;
+    const items = Array.from({ length: 5_000 }, () => ({ jti: crypto.randomUUID(), exp }));
+    handle = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // Written in pieces, its length undeclared: the bound holds for what is read, not what is said.
+      const body = JSON.stringify(req.url?.startsWith('/v1/revocations') ? { items, next_cursor: null } : { active: true, padding: 'A'.repeat(256 * 1024) });
+      for (let at = 0; at < body.length; at += 16 * 1024) res.write(body.slice(at, at + 16 * 1024));
+      res.end();
+    };
+    for (const mode of ['list', 'introspect'] as const) expect(await outcome(verifier(mode).verify(token))).toBe('unavailable');
+  });
+
   it('refuses, as unavailable, an answer whose body fails while read (a timeout mid-body)', async () => {
     const token = await tokens.mint({}, clock());
     const failingBody: typeof fetch = async (url, init) => {
