@@ -1,7 +1,7 @@
 export { claimsWellFormed, readClaim } from './claims.js';
 export { devIssuerJwks, devKeyExists, mintDevIdentityToken } from './dev-issuer.js';
-export { KeySourceUnavailable, loadTrustedIssuers } from './issuers.js';
-export type { TrustedIssuer, TrustedIssuers } from './issuers.js';
+export { issuerRoutes, KeySourceUnavailable, loadTrustedIssuers } from './issuers.js';
+export type { IssuerRoutes, TrustedIssuer, TrustedIssuers } from './issuers.js';
 export { compileGlob, compileMatch } from './match.js';
 export type { IdentityMatcher, Matchable } from './match.js';
 export { createPeople, createPersonResolver } from './person.js';
@@ -11,5 +11,5 @@ export { createRemoteKeySource, JWKS_CACHE_MAX_AGE_MS, JWKS_COOLDOWN_MS, JWKS_FA
 export { compileRoles, requireRole } from './roles.js';
 export type { RoleResolver } from './roles.js';
 export { claimedTrustDomain, jwtSvidKeySet, parseSpiffeId } from './spiffe.js';
-export { createIdentityVerifier, identityFromClaims, MAX_IDENTIFIER_BYTES, MAX_IDENTITY_TOKEN_BYTES, sameIdentity } from './verifier.js';
+export { createIdentityVerifier, findIssuer, identityFromClaims, MAX_IDENTIFIER_BYTES, MAX_IDENTITY_TOKEN_BYTES, sameIdentity } from './verifier.js';
 export type { Identity, IdentityVerifier } from './verifier.js';

@@ -15,12 +15,26 @@ export interface TrustedIssuer {
   keys: JWTVerifyGetKey;
 }
 
-/** Every trusted issuer, by the two ways a token is routed to one. */
-export interface TrustedIssuers {
+/** Issuers by the two ways a token is routed to one (see `findIssuer`). */
+export interface IssuerRoutes<T extends { config: IssuerConfig }> {
   /** By exact `iss`: every issuer configured with an `issuer`. */
-  byIss: ReadonlyMap<string, TrustedIssuer>;
+  byIss: ReadonlyMap<string, T>;
   /** By SPIFFE trust domain: issuers with a `spiffeTrustDomain`, whose tokens are routed by `sub`. */
-  byTrustDomain: ReadonlyMap<string, TrustedIssuer>;
+  byTrustDomain: ReadonlyMap<string, T>;
+}
+
+/** Every trusted issuer, with its keys, by the two ways a token is routed to one. */
+export type TrustedIssuers = IssuerRoutes<TrustedIssuer>;
+
+/** Issuers by their `issuer` and by their `spiffeTrustDomain`: the routes a token may take to one. */
+export function issuerRoutes<T extends { config: IssuerConfig }>(issuers: readonly T[]): IssuerRoutes<T> {
+  const byIss = new Map<string, T>();
+  const byTrustDomain = new Map<string, T>();
+  for (const issuer of issuers) {
+    if (issuer.config.issuer !== undefined) byIss.set(issuer.config.issuer, issuer);
+    if (issuer.config.spiffeTrustDomain !== undefined) byTrustDomain.set(issuer.config.spiffeTrustDomain, issuer);
+  }
+  return { byIss, byTrustDomain };
 }
 
 export interface IssuerOptions {
@@ -32,14 +46,9 @@ export interface IssuerOptions {
 
 /** Builds every trusted issuer's key source. File and inline sets are read now, remote ones on first use. */
 export async function loadTrustedIssuers(configs: readonly IssuerConfig[], options: IssuerOptions = {}): Promise<TrustedIssuers> {
-  const byIss = new Map<string, TrustedIssuer>();
-  const byTrustDomain = new Map<string, TrustedIssuer>();
-  for (const config of configs) {
-    const issuer = { config, keys: guardKeySource(await keySource(config, options)) };
-    if (config.issuer !== undefined) byIss.set(config.issuer, issuer);
-    if (config.spiffeTrustDomain !== undefined) byTrustDomain.set(config.spiffeTrustDomain, issuer);
-  }
-  return { byIss, byTrustDomain };
+  const issuers: TrustedIssuer[] = [];
+  for (const config of configs) issuers.push({ config, keys: guardKeySource(await keySource(config, options)) });
+  return issuerRoutes(issuers);
 }
 
 async function keySource(config: IssuerConfig, options: IssuerOptions): Promise<JWTVerifyGetKey> {

@@ -4,7 +4,7 @@ import { canonicalJson } from '../shared/canonical-json.js';
 import type { Clock } from '../shared/clock.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 import { claimsWellFormed, readClaim, writeClaim } from './claims.js';
-import { KeySourceUnavailable, type TrustedIssuer, type TrustedIssuers } from './issuers.js';
+import { KeySourceUnavailable, type IssuerRoutes, type TrustedIssuers } from './issuers.js';
 import { normalizeName } from '../shared/names.js';
 import type { People } from './person.js';
 import type { RoleResolver } from './roles.js';
@@ -169,8 +169,9 @@ export function identityFromClaims(config: IssuerConfig, payload: JWTPayload, re
  * that a malformed SPIFFE ID is refused there rather than taken for something else; any other
  * token goes by its exact `iss`. A SPIFFE issuer takes only JWT-SVIDs of its own trust domain,
  * whose `iss`, when present, is its configured `issuer` (none configured: no `iss` at all).
+ * Pure, so `jit policy test` routes a case's claims as a token's are routed. Throws `InvalidToken`.
  */
-function findIssuer(issuers: TrustedIssuers, claims: JWTPayload): TrustedIssuer {
+export function findIssuer<T extends { config: IssuerConfig }>(issuers: IssuerRoutes<T>, claims: JWTPayload): T {
   const domain = typeof claims.sub === 'string' ? claimedTrustDomain(claims.sub) : undefined;
   const spiffe = domain === undefined ? undefined : issuers.byTrustDomain.get(domain);
   const issuer = spiffe ?? (typeof claims.iss === 'string' ? issuers.byIss.get(claims.iss) : undefined);

@@ -1,15 +1,15 @@
-import { issuerIss } from '../config/index.js';
+import type { JWTPayload } from 'jose';
 import { planDelegated, planPlain, type Binding, type CredentialInput } from '../credentials/index.js';
-import { identityFromClaims, type Identity } from '../identity/index.js';
+import { findIssuer, identityFromClaims, issuerRoutes, type Identity } from '../identity/index.js';
 import type { Rules } from '../settings/index.js';
 import { BrokerError, InvalidToken } from '../shared/errors.js';
 import type { CaseIdentity, CaseRequest, Outcome } from './cases.js';
 
 /**
- * One case judged by the broker's own rules: the identity's claims by the verifier's claim checks
- * (`identityFromClaims`), the request by the credential service's planning (`planPlain`,
- * `planDelegated`: DPoP requirement, policies, delegation rules, separation, duties). What needs
- * history (toxic combinations with live grants, duty steps taken earlier, quotas and limits) is
+ * One case judged by the broker's own rules: the identity by the verifier's routing and claim
+ * checks (`findIssuer`, `identityFromClaims`), the request by the credential service's planning
+ * (`planPlain`, `planDelegated`: DPoP requirement, policies, delegation rules, separation, duties).
+ * What needs history (toxic combinations with live grants, duty steps taken earlier, quotas and limits) is
  * not judged here: a case is one request on its own.
  */
 
@@ -69,19 +69,28 @@ export const credentialInput = (request: CaseRequest): CredentialInput => ({
 export class CaseIdentityRefused extends Error {}
 
 /**
- * The identity a case's claims make, by the verifier's own checks of claims: as if a token with
- * these claims had passed its signature and time checks. The issuer is named as configured.
+ * The identity a case's claims make, by the verifier's own checks short of the signature and the
+ * times: routed to an issuer as a token is (`findIssuer`: a SPIFFE ID's trust domain, else `iss`),
+ * then its claims checked (`identityFromClaims`). The issuer is named as configured, and the
+ * claims are those its token would carry: its `issuer` as `iss`, none for a SPIFFE issuer without one.
  */
 export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, given: CaseIdentity, as: 'identity' | 'actor'): Identity {
-  const issuer = rules.config.identity.issuers.find((candidate) => candidate.name === given.issuer);
+  const issuers = rules.config.identity.issuers;
+  const issuer = issuers.find((candidate) => candidate.name === given.issuer);
   if (!issuer) throw new CaseIdentityRefused(`the ${as}'s issuer "${given.issuer}" is not configured`);
+  const claims: JWTPayload = { ...given.claims, ...(issuer.issuer !== undefined ? { iss: issuer.issuer } : {}), sub: given.subject };
+  const refused = (what: string) => new CaseIdentityRefused(`the ${as} would be refused (401): ${what}`);
   try {
-    return identityFromClaims(issuer, { ...given.claims, iss: issuerIss(issuer), sub: given.subject }, rules);
+    const routed = findIssuer(issuerRoutes(issuers.map((config) => ({ config }))), claims);
+    // Another issuer's keys check the token there, and they do not sign this one's (an `iss` of its own stops most such tokens in findIssuer already).
+    if (routed.config !== issuer) throw refused(`its subject takes the token to issuer "${routed.config.name}", whose keys do not sign ${issuer.name}'s tokens`);
+    return identityFromClaims(issuer, claims, rules);
   } catch (error) {
     if (!(error instanceof InvalidToken)) throw error;
-    const { rejection, claim, reason } = error.internal as { rejection: string; claim?: unknown; reason?: string };
+    const { rejection, claim, reason, trustDomain } = error.internal as { rejection: string; claim?: unknown; reason?: string; trustDomain?: string };
     const named = claim === undefined ? '' : ` ${Array.isArray(claim) ? `[${claim.join(', ')}]` : String(claim)}`;
-    throw new CaseIdentityRefused(`the ${as} would be refused (401): ${rejection.replaceAll('_', ' ')}${named}${reason ? ` (${reason})` : ''}`);
+    const why = reason ?? (trustDomain === undefined ? undefined : `its subject takes the token to the issuer of trust domain ${trustDomain}`);
+    throw refused(`${rejection.replaceAll('_', ' ')}${named}${why ? ` (${why})` : ''}`);
   }
 }
 

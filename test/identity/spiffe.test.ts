@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { claimedTrustDomain, jwtSvidKeySet, parseSpiffeId } from '../../src/identity/index.js';
+import type { IssuerConfig } from '../../src/config/index.js';
+import { claimedTrustDomain, findIssuer, issuerRoutes, jwtSvidKeySet, parseSpiffeId } from '../../src/identity/index.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 
@@ -60,6 +61,37 @@ describe('SPIFFE IDs', () => {
       { kty: 'EC', kid: 'd', use: 'sig' },
       { kty: 'EC', kid: 'e' },
     ]);
+  });
+});
+
+describe('routing a token to its issuer, on its claims alone', () => {
+  // Only the fields routing reads: no keys are needed to route, so `jit policy test` routes a case's claims the same way.
+  const issuer = (config: Partial<IssuerConfig>) => ({ config: config as IssuerConfig });
+  const ci = issuer({ name: 'ci', issuer: 'https://ci.test' });
+  const spire = issuer({ name: 'spire', spiffeTrustDomain: 'example.org' });
+  const spireNet = issuer({ name: 'spire-net', spiffeTrustDomain: 'prod.example.net', issuer: 'https://spire.example.net' });
+  const routes = issuerRoutes([ci, spire, spireNet]);
+  const rejection = (claims: Record<string, unknown>) => {
+    try {
+      findIssuer(routes, claims);
+    } catch (error) {
+      return (error as { rejection?: string }).rejection;
+    }
+    return undefined;
+  };
+
+  it('goes by a SPIFFE ID\'s trust domain, else by the exact iss', () => {
+    expect(findIssuer(routes, { sub: 'spiffe://example.org/ns/prod/x' })).toBe(spire);
+    expect(findIssuer(routes, { sub: 'spiffe://prod.example.net/x', iss: 'https://spire.example.net' })).toBe(spireNet);
+    expect(findIssuer(routes, { sub: 'repo:acme/app', iss: 'https://ci.test' })).toBe(ci);
+  });
+
+  it('refuses a malformed SPIFFE ID of a configured trust domain, an iss its SPIFFE issuer lacks, and an unknown iss', () => {
+    for (const sub of ['spiffe://example.org/ns/prod/../../admin', 'spiffe://example.org/ns/prod/x/', 'spiffe://example.org/ns/prod/x y', 'spiffe://EXAMPLE.org/x']) {
+      expect(rejection({ sub }), sub).toBe('invalid_claim');
+    }
+    expect(rejection({ sub: 'spiffe://example.org/x', iss: 'https://ci.test' })).toBe('unknown_issuer');
+    expect(rejection({ sub: 'x', iss: 'https://ci.test/' })).toBe('unknown_issuer');
   });
 });
 

@@ -289,6 +289,58 @@ describe('a case is judged as the broker judges the same request', () => {
   });
 });
 
+describe('a SPIFFE case is routed and checked as the broker routes and checks a JWT-SVID', () => {
+  let t: TestBroker;
+  let spire: TestIssuer;
+  const workload = 'spiffe://example.org/ns/prod/sa/deployer';
+
+  beforeAll(async () => {
+    spire = await createTestIssuer('unused');
+    t = await startTestBroker({
+      issuers,
+      configure(config: Record<string, any>) {
+        configure(config);
+        config.identity.issuers.push({
+          name: 'spire', kind: 'workload', spiffeTrustDomain: 'example.org',
+          jwks: { keys: [{ ...spire.publicJwk, use: 'jwt-svid' }] }, audiences: ['jit-broker'], algorithms: ['ES256'],
+        });
+        config.policies.push(
+          { id: 'svid', match: { issuer: 'spire', subject: 'spiffe://example.org/ns/prod/*' }, scopes: ['artifacts:read'] },
+          // A CI subject shaped like a SPIFFE ID: the broker takes such a token to the trust domain's issuer.
+          { id: 'ci-spiffe-shaped', match: { issuer: 'ci', subject: 'spiffe://example.org/*' }, scopes: ['artifacts:read'] },
+        );
+      },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const ci = { repository: 'acme/app', actor: 'pat' };
+  it.each([
+    ['a workload of the trust domain', 'spire', workload, 'issued'],
+    ['a path climbing out of its namespace', 'spire', 'spiffe://example.org/ns/prod/../../admin', 'invalid_token'],
+    ['a trailing slash', 'spire', `${workload}/`, 'invalid_token'],
+    ['a space', 'spire', 'spiffe://example.org/ns/prod/sa/deploy er', 'invalid_token'],
+    ['the trust domain in capitals', 'spire', 'spiffe://EXAMPLE.org/ns/prod/sa/deployer', 'invalid_token'],
+    ['a CI token whose subject names the trust domain', 'ci', workload, 'invalid_token'],
+  ] as const)('%s', async (_name, issuer, subject, outcome) => {
+    const identity = { issuer, subject, ...(issuer === 'ci' ? { claims: ci } : {}) };
+    const tested = evaluateCase(compileRules(t.config), { identity, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
+    const token = issuer === 'ci' ? await issuers.ci.token(subject, ci, { now: t.clock() }) : await spire.token(subject, { iss: undefined }, { now: t.clock() });
+    const answered = await t.http.post('/v1/credentials').set(bearer(token)).send({ task_id: 'same', scopes: ['artifacts:read'], audience: registry });
+    expect(answered.status).toBe(outcome === 'issued' ? 201 : 401);
+    expect(tested.outcome).toBe(outcome);
+  });
+
+  it('says why: which claim, or where the subject takes the token', () => {
+    const rules = compileRules(t.config);
+    const ask = (issuer: string, subject: string) => evaluateCase(rules, { identity: { issuer, subject, claims: ci }, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
+    expect(ask('spire', `${workload}/`).detail).toBe('the identity would be refused (401): invalid claim sub (not a SPIFFE ID in example.org)');
+    expect(ask('ci', workload).detail).toBe('the identity would be refused (401): unknown issuer (its subject takes the token to the issuer of trust domain example.org)');
+  });
+});
+
 describe('jit policy explain', () => {
   const explain = (...args: string[]) => runCli(['policy', 'explain', ...args, '--config', configFile]);
   const ml = ['--issuer', 'ci', '--subject', ML, '--claim', 'repository=acme/ml', '--claim', 'ref=refs/heads/main', '--claim', 'actor=bob'];
