@@ -19,7 +19,6 @@ export class KeysUnavailable extends Error {
 
 interface CachedKeys {
   keys: JWTVerifyGetKey;
-  fetchedAt: number;
   freshUntil: number;
 }
 
@@ -27,17 +26,22 @@ interface CachedKeys {
  * The broker's JWKS as a resource server should hold it: fetched once, kept as long as the
  * broker's `Cache-Control: max-age` says (the broker publishes a key at least twice that long
  * before it signs with it, so a cache kept that long always knows the signing key), and fetched
- * again early when a token names a `kid` it does not hold, at most once per `cooldownMs` so a
- * stream of tokens with made-up kids cannot make this process hammer the broker. Time is the
- * caller's `now`, not the process clock. Whatever cannot be fetched or found is refused.
+ * again early when a token names a `kid` it does not hold, at most once per `cooldownMs` (a fetch
+ * that failed counts) so a stream of tokens with made-up kids cannot make this process hammer the
+ * broker, up or down. Time is the caller's `now`, not the process clock. Whatever cannot be
+ * fetched or found is refused.
  */
 export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
   const { url, now } = options;
   let cached: CachedKeys | undefined;
   let loading: Promise<CachedKeys> | undefined;
+  // When the last fetch began, failed or not: the cooldown counts from it, or made-up kids would
+  // fetch again on every token for as long as the broker fails.
+  let attemptedAt = Number.NEGATIVE_INFINITY;
 
   async function load(): Promise<CachedKeys> {
     const fetchedAt = now();
+    attemptedAt = fetchedAt;
     let response: Response;
     let body: unknown;
     try {
@@ -55,7 +59,7 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
     if (!response.ok) throw new KeysUnavailable(`the broker's JWKS at ${url} answered ${response.status}`);
     if (!isKeySet(body)) throw new KeysUnavailable(`the broker's JWKS at ${url} is not a JWK set`);
     const maxAgeMs = Math.min(options.maxAgeMs, cacheLifetimeMs(response.headers.get('cache-control')) ?? options.maxAgeMs);
-    return { keys: createLocalJWKSet(body), fetchedAt, freshUntil: fetchedAt + maxAgeMs };
+    return { keys: createLocalJWKSet(body), freshUntil: fetchedAt + maxAgeMs };
   }
 
   /** One fetch at a time: verifications waiting on a refresh share it. */
@@ -72,7 +76,9 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
     try {
       return await current.keys(header, token);
     } catch (error) {
-      if (!(error instanceof errors.JWKSNoMatchingKey) || now() - current.fetchedAt < options.cooldownMs) throw error;
+      if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
+      // A fetch under way may bring the key: wait for it rather than refuse.
+      if (loading === undefined && now() - attemptedAt < options.cooldownMs) throw error;
       return (await refresh()).keys(header, token);
     }
   };

@@ -128,6 +128,28 @@ describe('the verifier\'s copy of the JWKS', () => {
     expect(await outcome(rs.verify(await token(forger, a.kid)))).toBe('invalid');
   });
 
+  it('is fetched for made-up kids at most once per cooldown while the broker fails too, and once for those that arrive together', async () => {
+    const a = await makeKey();
+    published = [a];
+    answer.cacheControl = 'public, max-age=3600';
+    const rs = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, now: () => clock(), jwksCooldownMs: 30_000, jwksMaxAgeMs: 3_600_000 });
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+
+    const forger = await makeKey();
+    clock.advance(30_000);
+    answer.status = 503;
+    const forged = [];
+    for (let i = 0; i < 20; i += 1) forged.push(await outcome(rs.verify(await token(forger, `made-up-${i}`))));
+    expect(forged).toEqual(['unavailable', ...Array.from({ length: 19 }, () => 'invalid')]);
+    expect(fetches).toBe(2);
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok'); // the copy held still serves
+
+    clock.advance(30_000);
+    const together = await Promise.all(Array.from({ length: 10 }, async (_, i) => outcome(rs.verify(await token(forger, `together-${i}`)))));
+    expect(together.filter((code) => code !== 'invalid' && code !== 'unavailable')).toEqual([]);
+    expect(fetches).toBe(3);
+  });
+
   it('fails closed: a JWKS that cannot be fetched, or is not a JWKS, refuses every token as unavailable', async () => {
     const a = await makeKey();
     published = [a];
