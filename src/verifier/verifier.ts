@@ -335,8 +335,16 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
   }
 
   let list: { jtis: Set<string>; at: number } | undefined;
-  return async (_token: string, claims: BrokerTokenClaims) => {
-    if (!list || now() - list.at >= cacheMs) {
+  let listing: Promise<{ jtis: Set<string>; at: number }> | undefined;
+  /**
+   * Every page, once for all the verifications that find the list stale meanwhile. One fetch at a
+   * time also means a fetch begins only after the last one ended: an older list never lands
+   * after a newer one.
+   */
+  const refresh = () => {
+    listing ??= (async () => {
+      // Dated from the start: a revocation made while the pages were read may be missing from them.
+      const at = now();
       const jtis = new Set<string>();
       let cursor: string | undefined;
       do {
@@ -344,9 +352,16 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
         for (const item of page.items) jtis.add(item.jti);
         cursor = page.nextCursor;
       } while (cursor);
-      list = { jtis, at: now() };
-    }
-    return list.jtis.has(claims.jti);
+      list = { jtis, at };
+      return list;
+    })().finally(() => {
+      listing = undefined;
+    });
+    return listing;
+  };
+  return async (_token: string, claims: BrokerTokenClaims) => {
+    const current = list && now() - list.at < cacheMs ? list : await refresh();
+    return current.jtis.has(claims.jti);
   };
 }
 

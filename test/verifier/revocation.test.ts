@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BrokerTokenError, createBrokerVerifier, type BrokerVerifierOptions } from '../../src/verifier/index.js';
 import { testClock, type TestClock } from '../helpers/broker.js';
 import { AUDIENCE, startTokenMint, type TokenMint } from '../helpers/minted.js';
@@ -85,6 +85,36 @@ describe('the revocation check', () => {
     expect(await outcome(verifier('list').verify(token))).toBe('unavailable');
     expect(await outcome(verifier('introspect').verify(token))).toBe('unavailable');
     expect(elsewhereCalls).toBe(0);
+  });
+
+  it('is listed once for all the verifications that find the list stale together', async () => {
+    let held = Promise.resolve();
+    let listCalls = 0;
+    const heldFetch: typeof fetch = async (url, init) => {
+      if (String(url).startsWith(`${brokerUrl}/v1/revocations`)) {
+        listCalls += 1;
+        await held;
+      }
+      return fetch(url, init);
+    };
+    const rs = verifier('list', { fetch: heldFetch });
+    const offline = verifier('list', { revocation: undefined });
+    const token = await tokens.mint({}, clock());
+    expect([await outcome(rs.verify(token)), await outcome(offline.verify(token))]).toEqual(['ok', 'ok']);
+
+    clock.advance(10_000);
+    let release = () => {};
+    held = new Promise((resolve) => {
+      release = resolve;
+    });
+    const verifying = Promise.all(Array.from({ length: 50 }, () => outcome(rs.verify(token))));
+    await vi.waitFor(() => expect(listCalls).toBeGreaterThanOrEqual(2));
+    // As many signatures checked after theirs: the 50 are at the revocation check by now, the list still held.
+    await Promise.all(Array.from({ length: 50 }, () => offline.verify(token)));
+    await new Promise((resolve) => setImmediate(resolve));
+    release();
+    expect(await verifying).toEqual(Array.from({ length: 50 }, () => 'ok'));
+    expect(listCalls).toBe(2);
   });
 
   it('refuses, as unavailable, an answer it cannot read or that is not what the broker sends', async () => {
