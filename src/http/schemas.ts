@@ -2,31 +2,7 @@ import { z } from 'zod';
 import { DETAIL_TYPE, SCOPE_NAME } from '../config/index.js';
 import { MAX_IDENTIFIER_BYTES } from '../identity/index.js';
 import { objectKey } from '../shared/authorization-details.js';
-
-// Control characters and bidirectional overrides would let a value rewrite what an approver
-// reads in a terminal or a log; these values end up in logs, CSV exports and webhook bodies.
-// Written with escapes, so the OpenAPI document shows the same pattern, readably (its generator
-// cannot carry the `u` flag, which JSON Schema patterns imply).
-const BIDI_OVERRIDES = '\\u202a-\\u202e\\u2066-\\u2069';
-const ONE_LINE = `^[^\\p{Cc}${BIDI_OVERRIDES}]*$`;
-const LINES = `^(?:[\\t\\n]|[^\\p{Cc}${BIDI_OVERRIDES}])*$`;
-
-/** A name-like value: one line. */
-const printable = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .regex(new RegExp(ONE_LINE, 'u'), 'must not contain control characters or bidirectional overrides')
-    .meta({ pattern: ONE_LINE });
-
-/** Free text a person writes (justifications, reasons, notes): tabs and newlines allowed. */
-const prose = (max: number) =>
-  z
-    .string()
-    .max(max)
-    .regex(new RegExp(LINES, 'u'), 'must not contain control characters (other than tab and newline) or bidirectional overrides')
-    .meta({ pattern: LINES });
+import { printable, prose } from '../shared/text-schemas.js';
 
 const scopes = z
   .array(z.string().regex(SCOPE_NAME, 'not a scope name'))

@@ -1,14 +1,18 @@
 import type { JWTPayload } from 'jose';
+import { z } from 'zod';
 import { planDelegated, planPlain, type Binding, type CredentialInput } from '../credentials/index.js';
 import { findIssuer, identityFromClaims, issuerRoutes, type Identity } from '../identity/index.js';
 import type { Rules } from '../settings/index.js';
-import { BrokerError, InvalidToken } from '../shared/errors.js';
+import { BrokerError, InvalidRequest, InvalidToken } from '../shared/errors.js';
+import { printable, prose } from '../shared/text-schemas.js';
+import { malformedText } from '../shared/well-formed.js';
 import type { CaseIdentity, CaseRequest, Outcome } from './cases.js';
 
 /**
  * One case judged by the broker's own rules: the identity by the verifier's routing and claim
- * checks (`findIssuer`, `identityFromClaims`), the request by the credential service's planning
- * (`planPlain`, `planDelegated`: DPoP requirement, policies, delegation rules, separation, duties).
+ * checks (`findIssuer`, `identityFromClaims`), the request's text by the API's own schemas, the
+ * request by the credential service's planning (`planPlain`, `planDelegated`: DPoP requirement,
+ * policies, delegation rules, separation, duties).
  * What needs history (toxic combinations with live grants, duty steps taken earlier, quotas and limits) is
  * not judged here: a case is one request on its own.
  */
@@ -39,6 +43,7 @@ export function evaluateCase(rules: Rules, ask: CaseAsk): CaseOutcome {
   try {
     const identity = caseIdentity(rules, ask.identity, 'identity');
     const actor = ask.actor && caseIdentity(rules, ask.actor, 'actor');
+    checkRequestText(ask.request);
     const input = credentialInput(ask.request);
     const binding = ask.request.dpop ? PROVEN : undefined;
     const { decision } = actor ? planDelegated(rules, identity, actor, input, binding) : planPlain(rules, identity, input, binding);
@@ -52,6 +57,29 @@ export function evaluateCase(rules: Rules, ask: CaseAsk): CaseOutcome {
     if (error instanceof BrokerError && isOutcome(error.type)) return { outcome: error.type, detail: error.detail };
     throw error;
   }
+}
+
+const detailList = z.array(printable(256)).optional();
+
+/**
+ * A request's text as the API reads it: `POST /v1/credentials` and the token exchange take the
+ * audience, the justification and the `authorization_details` members with these very schemas
+ * (src/http/schemas.ts), after refusing text that is not well-formed. The cases file reads text
+ * leniently, so that a case may state such a request and expect the broker's 400.
+ */
+const requestText = z.object({
+  audience: printable(512),
+  justification: prose(2000).optional(),
+  authorization_details: z
+    .array(z.object({ identifier: printable(256).optional(), actions: detailList, locations: detailList, datatypes: detailList, privileges: detailList }))
+    .optional(),
+});
+
+/** Throws the 400 `invalid_request` the API answers a request's text with, naming each field as it does. */
+function checkRequestText(request: CaseRequest): void {
+  const malformed = malformedText(request);
+  const issues = malformed ? [{ path: malformed.path, message: malformed.detail }] : (requestText.safeParse(request).error?.issues ?? []);
+  if (issues.length > 0) throw new InvalidRequest(`Invalid body: ${issues.map(({ path, message }) => `${path.map(String).join('/')}: ${message}`).join('; ')}`);
 }
 
 /** The request a case states, as the credential service takes it. */

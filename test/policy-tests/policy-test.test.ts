@@ -95,6 +95,26 @@ const CASES = [
     request: { scopes: ['artifacts:read'], audience: registry },
     expect: { outcome: 'invalid_token' },
   },
+  { name: 'an audience that rings a bell', identity: pipeline(), request: { scopes: ['artifacts:read'], audience: `${registry}\u0007` }, expect: { outcome: 'invalid_request' } },
+  {
+    name: 'a justification that erases the line it is shown on',
+    identity: person('olga', ['on-call']),
+    request: { scopes: ['logs:read'], audience: 'logs', break_glass: true, justification: 'INC-9: \u001b[2Kthe build cache is corrupt' },
+    expect: { outcome: 'invalid_request' },
+  },
+  {
+    name: 'a model named backwards',
+    identity: pipeline({ repository: 'acme/registry' }, 'repo:acme/registry:main'),
+    request: { scopes: ['model:train'], audience: registry, authorization_details: [{ type: 'model', identifier: 'fraud-\u202e1v' }] },
+    expect: { outcome: 'invalid_request' },
+  },
+  {
+    name: 'an agent asks for an audience written backwards',
+    identity: person('erin', ['ml-eng']),
+    actor: { issuer: 'agents', subject: 'agent:release-1', claims: { owner: 'olivia' } },
+    request: { scopes: ['artifacts:read'], audience: 'reg\u202eistry' },
+    expect: { outcome: 'invalid_request' },
+  },
 ];
 
 const write = (name: string, text: string) => {
@@ -338,6 +358,26 @@ describe('a SPIFFE case is routed and checked as the broker routes and checks a 
     const ask = (issuer: string, subject: string) => evaluateCase(rules, { identity: { issuer, subject, claims: ci }, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
     expect(ask('spire', `${workload}/`).detail).toBe('the identity would be refused (401): invalid claim sub (not a SPIFFE ID in example.org)');
     expect(ask('ci', workload).detail).toBe('the identity would be refused (401): unknown issuer (its subject takes the token to the issuer of trust domain example.org)');
+  });
+});
+
+describe('a case\'s text is read as the API reads it', () => {
+  let t: TestBroker;
+  beforeAll(async () => {
+    t = await startTestBroker({ issuers, configure: (config) => configure(config as Record<string, any>) });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('answers text that is not well-formed, or that the API\'s patterns refuse, with the 400 the broker gives', async () => {
+    const rules = compileRules(t.config);
+    for (const audience of [`${registry}\ud800`, `${registry}\u0000`, `${registry}\u2066`]) {
+      const tested = evaluateCase(rules, { identity: pipeline(), request: { scopes: ['artifacts:read'], audience, break_glass: false, dpop: false } });
+      const answered = await t.http.post('/v1/credentials').set(bearer(await issuers.ci.token(APP, pipeline().claims, { now: t.clock() }))).send({ task_id: 'same', scopes: ['artifacts:read'], audience });
+      expect(answered.status, JSON.stringify(audience)).toBe(400);
+      expect(tested).toEqual({ outcome: 'invalid_request', detail: answered.body.detail });
+    }
   });
 });
 
