@@ -128,7 +128,7 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
     cooldownMs: options.jwksCooldownMs ?? 30_000,
     timeoutMs: 5_000,
   });
-  const isRevoked = options.revocation ? revocationCheck(base, options.revocation, fetchImpl, now) : undefined;
+  const isRevoked = options.revocation ? revocationCheck(base, options.revocation, fetchImpl, now, clockTolerance * 1000) : undefined;
   const dpop = {
     algorithms: options.dpop?.algorithms ?? DPOP_SIGNING_ALGORITHMS,
     windowMs: (options.dpop?.proofWindowSeconds ?? clockTolerance) * 1000,
@@ -291,7 +291,7 @@ function refusal(error: unknown): BrokerTokenError {
 }
 
 /** Fails closed: when the broker cannot be asked, or its answer cannot be read, the token is not accepted. */
-function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof fetch, now: () => number) {
+function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof fetch, now: () => number, clockToleranceMs: number) {
   const cacheMs = check.cacheMs ?? 10_000;
   /** The broker's answer, a JSON object. Whatever keeps it from being had (timed out mid-body, too large, not JSON) is `unavailable`. */
   const call = async (path: string, init: RequestInit = {}): Promise<Record<string, unknown>> => {
@@ -334,8 +334,12 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
     };
   }
 
-  let list: { jtis: Set<string>; at: number } | undefined;
-  let listing: Promise<{ jtis: Set<string>; at: number }> | undefined;
+  // Each revoked jti with its exp (seconds), kept until its token is refused as expired: the
+  // broker lists a jti only until its exp, but a token is accepted until exp plus the clock
+  // tolerance, so a list that no longer names it does not make it good again.
+  const revoked = new Map<string, number>();
+  let listedAt = Number.NEGATIVE_INFINITY;
+  let listing: Promise<void> | undefined;
   /**
    * Every page, once for all the verifications that find the list stale meanwhile. One fetch at a
    * time also means a fetch begins only after the last one ended: an older list never lands
@@ -345,23 +349,22 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
     listing ??= (async () => {
       // Dated from the start: a revocation made while the pages were read may be missing from them.
       const at = now();
-      const jtis = new Set<string>();
       let cursor: string | undefined;
       do {
         const page = readRevocationPage(await call(`/v1/revocations?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`));
-        for (const item of page.items) jtis.add(item.jti);
+        for (const { jti, exp } of page.items) revoked.set(jti, exp);
         cursor = page.nextCursor;
       } while (cursor);
-      list = { jtis, at };
-      return list;
+      for (const [jti, exp] of revoked) if (exp * 1000 + clockToleranceMs <= now()) revoked.delete(jti);
+      listedAt = at;
     })().finally(() => {
       listing = undefined;
     });
     return listing;
   };
   return async (_token: string, claims: BrokerTokenClaims) => {
-    const current = list && now() - list.at < cacheMs ? list : await refresh();
-    return current.jtis.has(claims.jti);
+    if (now() - listedAt >= cacheMs) await refresh();
+    return revoked.has(claims.jti);
   };
 }
 

@@ -1,3 +1,4 @@
+import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BrokerTokenError, createBrokerVerifier, verifyBrokerToken } from '../../src/verifier/index.js';
 import { BROKER_ISSUER, bearer, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
@@ -80,6 +81,20 @@ describe('the exported verifier', () => {
     for (const mode of ['introspect', 'list'] as const) expect(await refusal(verifier(mode).verify(grant.access_token))).toBe('revoked');
     // Offline alone, a revoked token still verifies: that is what the revocation check is for.
     expect(await verifier().verify(grant.access_token)).toBeTruthy();
+  });
+
+  it('keeps refusing a revoked token in list mode past its exp, while the clock tolerance still takes it', async () => {
+    const grant = await issue({ ttl_seconds: 60 });
+    const listing = verifier('list');
+    expect(await listing.verify(grant.access_token)).toBeTruthy();
+    await t.http.post(`/v1/credentials/${grant.request_id}/revoke`).set(bearer(await t.as.pipeline())).send({ reason: 'leaked' });
+    expect(await refusal(listing.verify(grant.access_token))).toBe('revoked');
+    t.clock.advance(65_000); // past exp, so no longer listed by the broker, but inside the 30 s tolerance
+    const listed = await t.http.get('/v1/revocations').set(bearer(await t.as.pipeline({}, 'resource-server:registry')));
+    expect(listed.body.items).not.toContainEqual(expect.objectContaining({ jti: decodeJwt(grant.access_token).jti }));
+    expect(await refusal(listing.verify(grant.access_token))).toBe('revoked');
+    t.clock.advance(30_000);
+    expect(await refusal(listing.verify(grant.access_token))).toBe('expired');
   });
 
   it('rejects a broker-looking token that is not one, and fails closed when the broker is unreachable', async () => {
