@@ -2,7 +2,7 @@ import { checkMayAct } from '../delegation/index.js';
 import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
 import type { Rules } from '../settings/index.js';
-import { InvalidRequest } from '../shared/errors.js';
+import { InvalidRequest, RateLimited } from '../shared/errors.js';
 import { SHOWING } from '../shared/invisible.js';
 import type { ActorRecord } from '../store/index.js';
 import { separationError } from './admission.js';
@@ -13,8 +13,11 @@ import type { CredentialInput, Plan, Subject } from './requesting.js';
  * Planning a request: what the rules alone say of it, before anything held or done is read. Pure
  * (no store, no clock, no keys), so the credential service and `jit policy test` run the very same
  * judgement: each function returns the plan the broker would admit, or throws the refusal it
- * would answer with (400s that are the caller's fault, 403s that policy makes).
+ * would answer with (400s that are the caller's fault, 403s that policy makes, the 429 of a
+ * break-glass quota of 0).
  */
+
+const DAY_SECONDS = 86_400;
 
 /** What planning reads: the compiled rules of one configuration. */
 export type PlanningRules = Pick<Rules, 'config' | 'policy' | 'duties' | 'delegation'>;
@@ -38,7 +41,8 @@ export const capped = (decision: PolicyDecision, seconds: number): PolicyDecisio
  * types the configuration knows, a break-glass justification long enough, then `planning` (who
  * grants what), then the `separation` rules the request breaks on its own, then the duty steps it
  * takes part in (refusing a step scope that names no object, or two steps of one duty): a child's
- * are its parent's, judged on the parent's scopes and the details it keeps.
+ * are its parent's, judged on the parent's scopes and the details it keeps; last, break-glass
+ * under a `maxPerIdentityPerDay` of 0.
  */
 export function planned(rules: PlanningRules, input: CredentialInput, planning: () => Omit<Plan, 'steps'>): Plan {
   const { config, policy, duties } = rules;
@@ -55,7 +59,13 @@ export function planned(rules: PlanningRules, input: CredentialInput, planning: 
   // A child takes part in its parent's steps, whatever scopes it keeps: a new actor joins the
   // parent's work on those objects, and must not escape a duty by dropping the step's scope.
   const partOf = plan.parent?.request.scopes ?? plan.decision.scopes;
-  return { ...plan, steps: duties.stepsOf(partOf, details) };
+  const steps = duties.stepsOf(partOf, details);
+  // A quota of 0 is spent before anything is held or done, so the rules alone refuse it (the
+  // admission counts every other quota). A child is no new use: its parent was counted.
+  if (input.breakGlass && !plan.parent && config.breakGlass.maxPerIdentityPerDay === 0) {
+    throw new RateLimited('Break-glass quota spent: 0 grants per identity in any 24 hours.', DAY_SECONDS);
+  }
+  return { ...plan, steps };
 }
 
 /** The caller asks for itself: a `requireDpop` scope needs a binding, its own policies decide. */

@@ -4,7 +4,7 @@ import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
 import { actorHolders, holderOf, issuedView, pendingView, requestDigest, type IssuedView, type PendingView } from '../requests/index.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
-import { BrokerError, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
+import { BrokerError, InvalidRequest, PolicyDenied, RateLimited, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
 import type { ActorRecord, AuditEntry, RequestRecord } from '../store/index.js';
 import { admissionProbe, judgeAdmission, refusalEvent } from './admission.js';
@@ -221,14 +221,15 @@ export function createRequesting(deps: CredentialServiceDeps) {
 
     /**
      * Judges a plan's policy part (planning.ts): throws a refusal that is the caller's fault
-     * (400), records and throws one policy makes (403), and returns the plan otherwise.
+     * (400), records and throws one the configuration makes (403, and the 429 of a break-glass
+     * quota of 0, recorded as when the admission counted it), and returns the plan otherwise.
      */
     async judge(caller: Identity | undefined, subject: Subject, actors: readonly ActorRecord[], input: CredentialInput, planning: () => Plan): Promise<Plan> {
       try {
         return planning();
       } catch (error) {
-        // Refused by policy before any fact is read: still counted toward the rates, and recorded.
-        if (!(error instanceof PolicyDenied) && !(error instanceof SeparationOfDuties)) throw error;
+        // Refused by the rules before any fact is read: still counted toward the rates, and recorded.
+        if (!(error instanceof PolicyDenied) && !(error instanceof SeparationOfDuties) && !(error instanceof RateLimited)) throw error;
         return refuse(caller, subject, actors, input, error, clock());
       }
     },

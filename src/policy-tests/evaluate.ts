@@ -12,14 +12,21 @@ import type { CaseIdentity, CaseRequest, Outcome } from './cases.js';
  * One case judged by the broker's own rules: the identity by the verifier's routing and claim
  * checks (`findIssuer`, `identityFromClaims`), the request's text by the API's own schemas, the
  * request by the credential service's planning (`planPlain`, `planDelegated`: DPoP requirement,
- * policies, delegation rules, separation, duties).
- * What needs history (toxic combinations with live grants, duty steps taken earlier, quotas and limits) is
- * not judged here: a case is one request on its own.
+ * policies, delegation rules, separation, duties, a break-glass quota of 0). What needs history
+ * (toxic combinations with live grants, duty steps taken earlier, other quotas and limits) is not
+ * judged here: a case is one request on its own.
  */
+
+/**
+ * What the broker would answer: an outcome a case may expect, or 429 `rate_limited`, which the
+ * configuration alone gives break-glass under a `maxPerIdentityPerDay` of 0. No case expects
+ * that one (CONTRACT section 7 lists none): a case that meets it fails, saying why.
+ */
+export type Answer = Outcome | 'rate_limited';
 
 /** What the broker would answer. */
 export interface CaseOutcome {
-  outcome: Outcome;
+  outcome: Answer;
   /** Granting outcomes: approvals by distinct people still needed (0 when issued). */
   approvalsRequired?: number;
   /** Granting outcomes: the effective lifetime. */
@@ -54,7 +61,7 @@ export function evaluateCase(rules: Rules, ask: CaseAsk): CaseOutcome {
     };
   } catch (error) {
     if (error instanceof CaseIdentityRefused) return { outcome: 'invalid_token', detail: error.message };
-    if (error instanceof BrokerError && isOutcome(error.type)) return { outcome: error.type, detail: error.detail };
+    if (error instanceof BrokerError && isAnswer(error.type)) return { outcome: error.type, detail: error.detail };
     throw error;
   }
 }
@@ -122,4 +129,4 @@ export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, 
   }
 }
 
-const isOutcome = (type: string): type is Outcome => type === 'policy_denied' || type === 'separation_of_duties' || type === 'invalid_request';
+const isAnswer = (type: string): type is Answer => type === 'policy_denied' || type === 'separation_of_duties' || type === 'invalid_request' || type === 'rate_limited';

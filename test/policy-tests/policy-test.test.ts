@@ -6,6 +6,7 @@ import { evaluateCase, type CaseAsk, type Outcome } from '../../src/policy-tests
 import { compileRules } from '../../src/settings/index.js';
 import { AGENTS_ISS, baseConfig, bearer, createTestIssuers, startTestBroker, withAgents, type TestBroker, type TestIssuers } from '../helpers/broker.js';
 import { runCli } from '../helpers/cli.js';
+import { allEvents } from '../helpers/records.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -378,6 +379,63 @@ describe('a case\'s text is read as the API reads it', () => {
       expect(answered.status, JSON.stringify(audience)).toBe(400);
       expect(tested).toEqual({ outcome: 'invalid_request', detail: answered.body.detail });
     }
+  });
+});
+
+describe('break-glass under a maxPerIdentityPerDay of 0 is answered 429 by the rules alone', () => {
+  let t: TestBroker;
+  let noGlassFile: string;
+  /** A break-glass grant issued before the quota became 0. */
+  let parent: { access_token: string };
+  const olga = person('olga', ['on-call']);
+  const why = 'INC-9: the ranking model serves errors';
+  const olgaToken = () => issuers.sso.token(olga.subject, olga.claims, { now: t.clock() });
+
+  beforeAll(async () => {
+    t = await startTestBroker({ issuers, configure: (config) => configure(config as Record<string, any>) });
+    parent = (await t.http.post('/v1/credentials').set(bearer(await olgaToken())).send({ task_id: 'before', scopes: ['logs:read'], audience: 'logs', break_glass: true, justification: why })).body;
+    const edited = baseConfig(t.dir, issuers, t.db.url) as Record<string, any>;
+    configure(edited);
+    edited.breakGlass.maxPerIdentityPerDay = 0;
+    noGlassFile = write('no-break-glass.yaml', YAML.stringify(edited));
+    expect(await t.broker.reload(noGlassFile, {})).toMatchObject({ status: 'applied', changed: ['breakGlass'] });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it.each([
+    ['break-glass', { scopes: ['logs:read'], audience: 'logs', break_glass: true, justification: why }, 429, 'rate_limited'],
+    ['the same without break-glass', { scopes: ['logs:read'], audience: 'logs' }, 201, 'issued'],
+    ['break-glass for a scope no policy grants', { scopes: ['db:admin'], audience: 'db', break_glass: true, justification: why }, 403, 'policy_denied'],
+    ['break-glass without a justification long enough', { scopes: ['logs:read'], audience: 'logs', break_glass: true, justification: 'now' }, 400, 'invalid_request'],
+  ] as const)('%s', async (_name, request, status, outcome) => {
+    const tested = evaluateCase(compileRules(t.broker.config), { identity: olga, request: { break_glass: false, dpop: false, ...request, scopes: [...request.scopes] } });
+    const answered = await t.http.post('/v1/credentials').set(bearer(await olgaToken())).send({ task_id: 'same', ...request });
+    expect(answered.status).toBe(status);
+    expect(tested.outcome).toBe(outcome);
+    if (status !== 429) return;
+    expect(tested.detail).toBe(answered.body.detail);
+    expect(answered.headers['retry-after']).toBe('86400');
+    const refused = (await allEvents(t)).filter((event) => event.type === 'request.refused').at(-1);
+    expect(refused?.data).toMatchObject({ problem: 'rate_limited', break_glass: true });
+  });
+
+  it('still issues a child of a break-glass grant: no new use', async () => {
+    const child = await t.http.post('/oauth2/token').type('form').send({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: parent.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      task_id: 'child',
+    });
+    expect(child.status).toBe(200);
+  });
+
+  it('fails a case expecting break-glass to be issued, with the broker\'s answer', async () => {
+    const file = casesFile('no-break-glass.cases.yaml', [{ name: 'olga breaks the glass', identity: olga, request: { scopes: ['logs:read'], audience: 'logs', break_glass: true, justification: why }, expect: { outcome: 'issued' } }]);
+    const result = await runCli(['policy', 'test', file, '--config', noGlassFile]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain('expected issued, got rate_limited (Break-glass quota spent: 0 grants per identity in any 24 hours.)');
   });
 });
 
