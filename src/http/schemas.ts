@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { DETAIL_TYPE, SCOPE_NAME } from '../config/index.js';
 import { MAX_IDENTIFIER_BYTES } from '../identity/index.js';
 import { objectKey } from '../shared/authorization-details.js';
-import { printable, prose } from '../shared/text-schemas.js';
+import { printable, prose, requestText } from '../shared/text-schemas.js';
 
 const scopes = z
   .array(z.string().regex(SCOPE_NAME, 'not a scope name'))
@@ -10,7 +10,7 @@ const scopes = z
   .max(32)
   .refine((list) => new Set(list).size === list.length, 'must not repeat a scope');
 
-const detailList = z.array(printable(256)).min(1).max(16);
+const detailList = z.array(requestText.detailValue).min(1).max(16);
 
 /**
  * CONTRACT section 4, RFC 9396: 1 to 16 entries, each the common fields only. Whether `type` is a
@@ -20,7 +20,7 @@ export const authorizationDetails = z
   .array(
     z.strictObject({
       type: z.string().regex(DETAIL_TYPE, 'must be a type: printable ASCII without spaces, 256 characters at most'),
-      identifier: printable(256).optional(),
+      identifier: requestText.detailValue.optional(),
       actions: detailList.optional(),
       locations: detailList.optional(),
       datatypes: detailList.optional(),
@@ -32,12 +32,12 @@ export const authorizationDetails = z
 
 /** CONTRACT section 4, the body of `POST /v1/credentials`. */
 export const credentialRequestBody = z.strictObject({
-  task_id: printable(256),
+  task_id: requestText.taskId,
   scopes,
-  audience: printable(512),
+  audience: requestText.audience,
   // Any positive lifetime is accepted and clamped to what policy allows (CONTRACT section 2).
   ttl_seconds: z.number().int().min(1).optional(),
-  justification: prose(2000).optional(),
+  justification: requestText.justification.optional(),
   break_glass: z.boolean().default(false),
   authorization_details: authorizationDetails.optional(),
 });

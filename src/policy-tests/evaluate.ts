@@ -4,7 +4,7 @@ import { planDelegated, planPlain, type Binding, type CredentialInput } from '..
 import { findIssuer, identityFromClaims, issuerRoutes, type Identity } from '../identity/index.js';
 import type { Rules } from '../settings/index.js';
 import { BrokerError, InvalidRequest, InvalidToken } from '../shared/errors.js';
-import { printable, prose } from '../shared/text-schemas.js';
+import { requestText as text } from '../shared/text-schemas.js';
 import { malformedText } from '../shared/well-formed.js';
 import type { CaseIdentity, CaseRequest, Outcome } from './cases.js';
 
@@ -66,19 +66,19 @@ export function evaluateCase(rules: Rules, ask: CaseAsk): CaseOutcome {
   }
 }
 
-const detailList = z.array(printable(256)).optional();
+const detailList = z.array(text.detailValue).optional();
 
 /**
  * A request's text as the API reads it: `POST /v1/credentials` and the token exchange take the
  * audience, the justification and the `authorization_details` members with these very schemas
- * (src/http/schemas.ts), after refusing text that is not well-formed. The cases file reads text
+ * (`requestText`), after refusing text that is not well-formed. The cases file reads text
  * leniently, so that a case may state such a request and expect the broker's 400.
  */
 const requestText = z.object({
-  audience: printable(512),
-  justification: prose(2000).optional(),
+  audience: text.audience,
+  justification: text.justification.optional(),
   authorization_details: z
-    .array(z.object({ identifier: printable(256).optional(), actions: detailList, locations: detailList, datatypes: detailList, privileges: detailList }))
+    .array(z.object({ identifier: text.detailValue.optional(), actions: detailList, locations: detailList, datatypes: detailList, privileges: detailList }))
     .optional(),
 });
 

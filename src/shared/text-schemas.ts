@@ -25,3 +25,15 @@ export const prose = (max: number) =>
     .max(max)
     .regex(new RegExp(LINES, 'u'), 'must not contain control characters (other than tab and newline) or bidirectional overrides')
     .meta({ pattern: LINES });
+
+/**
+ * The text fields of a credential request (CONTRACT section 4), one schema each for the API's
+ * bodies and forms and for `jit policy test`'s cases alike.
+ */
+export const requestText = {
+  taskId: printable(256),
+  audience: printable(512),
+  justification: prose(2000),
+  /** An `authorization_details` identifier, or one value of its lists. */
+  detailValue: printable(256),
+};
