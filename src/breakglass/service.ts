@@ -23,8 +23,12 @@ export type BreakGlassService = ReturnType<typeof createBreakGlassService>;
 /** After the emergency: every break-glass grant is reviewed, once, by someone other than its requester. */
 export function createBreakGlassService(deps: BreakGlassServiceDeps) {
   const { settings, store, clock } = deps;
+  const mayList = (identity: Identity) => requireRole(identity, 'approver', 'auditor', 'admin');
 
   return {
+    /** Refuses (403) anyone who may not list break-glass grants, before what they ask is read. */
+    authorizeListing: mayList,
+
     /**
      * Records the post-review. The reviewer must be an approver who could have approved the
      * request's scopes, and neither its requester nor the person who asked or started its job,
@@ -56,7 +60,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
      * whose scopes it may approve. Each page reads a bounded number of rows.
      */
     async list(identity: Identity, state: 'pending' | 'done', cursor: string | undefined, limit: number) {
-      requireRole(identity, 'approver', 'auditor', 'admin');
+      mayList(identity);
       const { policy } = settings(identity);
       const now = clock();
       const seesAll = identity.roles.has('auditor') || identity.roles.has('admin');

@@ -27,10 +27,15 @@ export function createTokenService({ issuer, store, keyring, clock }: TokenServi
     return claims && issuance && issuance.tokenSha256 === sha256Token(token) ? { claims, issuance } : undefined;
   }
 
+  const introspectorOnly = (identity: Identity) => requireRole(identity, 'introspector');
+
   return {
+    /** Refuses (403) anyone but introspectors, before what they ask is read; introspection and the revocation list check it too. */
+    authorizeIntrospector: introspectorOnly,
+
     /** RFC 7662, for the `introspector` role: a token is active only while issued, unexpired and unrevoked. */
     async introspect(identity: Identity, token: string): Promise<Record<string, unknown>> {
-      requireRole(identity, 'introspector');
+      introspectorOnly(identity);
       const now = clock();
       const found = await recorded(token, now);
       const request = found && (await store.requests.get(found.issuance.requestId));
@@ -59,7 +64,7 @@ export function createTokenService({ issuer, store, keyring, clock }: TokenServi
 
     /** Revoked tokens not yet expired, for resource servers that keep a deny list. */
     revocations(identity: Identity, cursor: string | undefined, limit: number) {
-      requireRole(identity, 'introspector');
+      introspectorOnly(identity);
       return keysetPage({
         cursor,
         shape: ['string'] as const,

@@ -35,6 +35,7 @@ export function oauthRoutes(deps: AppDeps): Router {
   });
 
   router.post('/introspect', auth.requireIdentity, async (req, res) => {
+    tokens.authorizeIntrospector(identityOf(res)); // 403 insufficient_scope before the form is read
     res.json(await tokens.introspect(identityOf(res), tokenParam(req.body)));
   });
 
