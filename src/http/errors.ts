@@ -14,11 +14,25 @@ const TITLES: Record<BrokerError['type'], string> = {
   unavailable: 'Unavailable',
 };
 
+/** CONTRACT section 4: a body over 64 KiB gets 413. */
+export const BODY_LIMIT = '64kb';
+const BODY_LIMIT_BYTES = 64 * 1024;
+const tooLarge = () => new PayloadTooLarge('The request body is larger than 64 KiB.');
+
+/**
+ * A body that says it is over the limit is refused at once, whatever type it claims: only JSON
+ * is read (and counted as it is), so another type would otherwise get the 400 of its type.
+ */
+export const refuseLargeBodies: RequestHandler = (req, _res, next) => {
+  if (Number(req.headers['content-length']) > BODY_LIMIT_BYTES) throw tooLarge();
+  next();
+};
+
 /** body-parser reports its failures as errors with a `type`; they are the caller's fault. */
 function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerError | undefined {
   switch (error.type) {
     case 'entity.too.large':
-      return new PayloadTooLarge('The request body is larger than 64 KiB.');
+      return tooLarge();
     case 'entity.parse.failed':
       return new InvalidRequest('The request body is not valid JSON.');
     case 'encoding.unsupported':

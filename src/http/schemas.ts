@@ -10,7 +10,7 @@ const scopes = z
   .max(32)
   .refine((list) => new Set(list).size === list.length, 'must not repeat a scope');
 
-const detailList = z.array(requestText.detailValue).min(1).max(16);
+const detailList = z.array(requestText.detailValue).max(16);
 
 /**
  * CONTRACT section 4, RFC 9396: 1 to 16 entries, each the common fields only. Whether `type` is a
@@ -137,7 +137,7 @@ export const issuancesQuery = pageQuery.extend({
   since: instant.optional(),
   until: instant.optional(),
   // Any subject the broker records can be searched for (it refuses identities with longer ones).
-  subject: z.string().min(1).max(MAX_IDENTIFIER_BYTES).optional(),
+  subject: printable(MAX_IDENTIFIER_BYTES).optional(),
   scope: z.string().regex(SCOPE_NAME, 'not a scope name').optional(),
   status: z.enum(['issued', 'expired', 'revoked']).optional(),
   break_glass: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
@@ -162,8 +162,8 @@ export const entitlementsQuery = z.strictObject({
 export const eventsQuery = pageQuery.extend({
   since: instant.optional(),
   until: instant.optional(),
-  type: z.string().min(1).max(64).optional(),
-  request_id: z.string().min(1).max(128).optional(),
+  type: printable(64).optional(),
+  request_id: printable(128).optional(),
   format: z.enum(['json', 'ndjson']).default('json'),
 });
 

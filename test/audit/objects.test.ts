@@ -27,9 +27,22 @@ const found = async (query: string) => {
   return (response.body.items as { request_id: string }[]).map((row) => row.request_id).sort();
 };
 
+describe('an entry', () => {
+  it('may hold empty lists: they are arrays of text (CONTRACT section 4), kept as sent', async () => {
+    const details = [{ type: 'model', identifier: 'churn-v2', actions: [], locations: [] }];
+    const issued = await t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.as.pipeline()))
+      .send({ task_id: 'read', scopes: ['artifacts:read'], audience: 'registry.acme.internal', authorization_details: details });
+    expect(issued.status).toBe(201);
+    expect(issued.body.authorization_details).toEqual(details);
+    ids.empty = issued.body.request_id;
+  });
+});
+
 describe('the type and identifier filters', () => {
   it('find by type every entry of that type, naming an object or not; by identifier, those naming it', async () => {
-    expect(await found('?type=model')).toEqual([ids.named, ids.unnamed].sort());
+    expect(await found('?type=model')).toEqual([ids.named, ids.unnamed, ids.empty].sort());
     expect(await found('?identifier=Fraud-V1')).toEqual([ids.named]);
     expect(await found('?type=model&identifier=fraud-v1')).toEqual([ids.named]);
   });
@@ -45,9 +58,9 @@ describe('the type and identifier filters', () => {
 
   it('finds the requests recorded before entries without an identifier were kept: the migration adds them', async () => {
     await t.db.sql("DELETE FROM request_objects WHERE object = ''");
-    expect(await found('?type=model')).toEqual([ids.named]);
+    expect(await found('?type=model')).toEqual([ids.named, ids.empty].sort());
     await t.db.sql("DELETE FROM schema_migrations WHERE name LIKE '%request_objects_unnamed%'");
     await t.restart();
-    expect(await found('?type=model')).toEqual([ids.named, ids.unnamed].sort());
+    expect(await found('?type=model')).toEqual([ids.named, ids.unnamed, ids.empty].sort());
   });
 });

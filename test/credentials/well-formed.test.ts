@@ -144,3 +144,25 @@ describe('NUL (U+0000)', () => {
     expect((await t.http.get(`/v1/credentials/${pending.body.request_id}`).set(bearer(ml))).status).toBe(200);
   });
 });
+
+describe('control characters and sizes', () => {
+  it('are refused in the audit filters, naming each', async () => {
+    const auditor = await t.as.person('ivy', ['auditors']);
+    for (const [path, pointer] of [
+      ['/v1/audit/events?request_id=a%01b', '#/request_id'],
+      ['/v1/audit/events?type=token.%1Bissued', '#/type'],
+      ['/v1/audit/issuances?subject=repo%07', '#/subject'],
+    ] as const) {
+      const refused = await t.http.get(path).set(bearer(auditor));
+      expect(refused.status, path).toBe(400);
+      expect(refused.body.errors).toEqual([{ pointer, detail: 'must not contain control characters or bidirectional overrides' }]);
+    }
+  });
+
+  it('refuse a body over 64 KiB with 413, whatever type it says it is', async () => {
+    for (const type of ['application/json', 'text/plain']) {
+      const refused = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).set('content-type', type).send('x'.repeat(70_000));
+      expect(refused.status, type).toBe(413);
+    }
+  });
+});
