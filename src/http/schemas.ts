@@ -45,6 +45,9 @@ export const credentialRequestBody = z.strictObject({
 /** `/token` and `/complete` take no body: an empty JSON object at most, so a misdirected field is not ignored. */
 export const noBody = z.strictObject({});
 
+/** What a route without query parameters takes: none, so a misdirected filter is not ignored. */
+export const noQuery = z.strictObject({});
+
 export const revokeBody = z.strictObject({ reason: printable(500) });
 
 export const decisionBody = z.strictObject({

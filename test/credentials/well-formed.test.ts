@@ -166,3 +166,16 @@ describe('control characters and sizes', () => {
     }
   });
 });
+
+describe('unknown query fields', () => {
+  it('are refused (400) where an endpoint takes none, as in a body; the listing takes its own', async () => {
+    const job = await t.as.pipeline();
+    const made = await t.http.post('/v1/credentials?status=issued').set(bearer(job)).send(body);
+    expect(made.status).toBe(400);
+    expect(made.body.errors).toEqual([expect.objectContaining({ pointer: '#/status' })]);
+    const issued = await t.http.post('/v1/credentials').set(bearer(job)).send(body);
+    expect((await t.http.get(`/v1/credentials/${issued.body.request_id}?foo=1`).set(bearer(job))).status).toBe(400);
+    expect((await t.http.get(`/v1/credentials/${issued.body.request_id}`).set(bearer(job))).status).toBe(200);
+    expect((await t.http.get('/v1/credentials?status=issued').set(bearer(job))).status).toBe(200);
+  });
+});

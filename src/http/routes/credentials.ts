@@ -4,7 +4,7 @@ import { isRequestId } from '../../shared/ids.js';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
 import { presentedProof } from '../dpop.js';
-import { credentialRequestBody, decisionBody, noBody, ownRequestsQuery, revokeBody, reviewBody } from '../schemas.js';
+import { credentialRequestBody, decisionBody, noBody, noQuery, ownRequestsQuery, revokeBody, reviewBody } from '../schemas.js';
 import { parseInput } from '../validation.js';
 
 /** `/v1/credentials`: the requester's endpoints, and the decisions and reviews made on a request. */
@@ -14,6 +14,12 @@ export function credentialRoutes({ config, credentials, approvals, breakGlass }:
   // A path segment that is no request id names no request: 404 at once, the segment not echoed
   // and never sent to the store (PostgreSQL refuses a NUL in text outright).
   router.param('id', (_req, _res, next, id: string) => next(isRequestId(id) ? undefined : new NotFound('No request that you may see has this id.')));
+
+  // Unknown fields are refused (CONTRACT section 4), in a query too: only the listing takes one.
+  router.use((req, _res, next) => {
+    if (req.method !== 'GET' || req.path !== '/') parseInput(noQuery, req.query, 'query');
+    next();
+  });
 
   router.post('/', async (req, res) => {
     const body = parseInput(credentialRequestBody, req.body, 'body');
