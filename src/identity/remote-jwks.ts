@@ -1,4 +1,5 @@
 import { createLocalJWKSet, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { readBoundedBody, utf8 } from '../shared/bounded-body.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 
 /**
@@ -115,29 +116,15 @@ export function createRemoteKeySource(url: URL, options: RemoteKeySourceOptions)
 }
 
 /**
- * The body as text, read piece by piece and given up past `JWKS_MAX_BYTES`, declared or not
- * (`abort` is the fetch's, aborted then). Also how the CLI reads a JWKS an auditor names.
+ * The body as text, given up past `JWKS_MAX_BYTES`, declared or not (`abort` is the fetch's,
+ * aborted then). Also how the CLI reads a JWKS an auditor names.
  */
 export async function readCapped(response: Response, abort: AbortController): Promise<string> {
-  const tooLarge = () => new Error(`the JWKS is larger than ${JWKS_MAX_BYTES} bytes`);
-  const declared = Number(response.headers.get('content-length') ?? 0);
-  if (declared > JWKS_MAX_BYTES) throw tooLarge();
-  if (response.body === null) return '';
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > JWKS_MAX_BYTES) {
-      abort.abort();
-      void reader.cancel().catch(() => undefined);
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-  return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  const tooLarge = () => {
+    abort.abort();
+    return new Error(`the JWKS is larger than ${JWKS_MAX_BYTES} bytes`);
+  };
+  return utf8(await readBoundedBody(response, JWKS_MAX_BYTES, tooLarge));
 }
 
 const isKeySet = (value: unknown): value is JSONWebKeySet =>
