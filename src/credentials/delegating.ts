@@ -9,7 +9,7 @@ import { readOwnToken, sha256Token } from '../tokens/index.js';
 import { bindingOf, requireBinding, type PresentedProof } from './binding.js';
 import type { CredentialServiceDeps } from './grant.js';
 import { actorRecord, capped, planDelegated, planned, planPlain } from './planning.js';
-import type { createRequesting, CredentialInput, Plan, RequestOutcome, Subject } from './requesting.js';
+import type { createRequesting, CredentialInput, RequestOutcome, Subject } from './requesting.js';
 
 /** What a child token's exchange asks; whatever it leaves out is its parent's. */
 export interface ChildInput {
@@ -34,19 +34,15 @@ export interface ChildInput {
 export function createDelegating(deps: CredentialServiceDeps, requesting: ReturnType<typeof createRequesting>) {
   const { settings, store, keyring, issuer, clock } = deps;
 
-  /**
-   * A broker token's grant, live: signed by this broker, recorded, not revoked or expired; with
-   * the approvals of its root grant, which its children carry (they need no new one).
-   */
-  async function liveParent(token: string, now: number): Promise<NonNullable<Plan['parent']>> {
+  /** A broker token's grant, live: signed by this broker, recorded, not revoked or expired. */
+  async function liveParent(token: string, now: number): Promise<{ request: RequestRecord; jti: string }> {
     const claims = await readOwnToken(keyring, issuer, token, now);
     const issuance = typeof claims?.jti === 'string' ? await store.issuances.get(claims.jti) : undefined;
     const request = issuance && issuance.tokenSha256 === sha256Token(token) ? await store.requests.get(issuance.requestId) : undefined;
     if (!issuance || !request) throw new InvalidRequest('The subject_token is not a live access token of this broker.');
     const status = effectiveStatus(request, now);
     if (status !== 'issued') throw new InvalidRequest(`The subject_token's grant is ${status}: a child token needs a live parent.`);
-    const root = await store.requests.state(request.rootId);
-    return { request, jti: issuance.jti, approvals: root?.approvals ?? [] };
+    return { request, jti: issuance.jti };
   }
 
   /** A root grant's subject as it was verified, its person resolved by the running configuration. */

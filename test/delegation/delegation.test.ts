@@ -212,24 +212,6 @@ describe('a delegated request that needs approval', () => {
 });
 
 describe('child tokens', () => {
-  it('carry the approvals of the grant they descend from, in the token and its event', async () => {
-    t = await start();
-    const asked = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send({ task_id: 'deploy-7', scopes: ['model:deploy'], audience: registry, justification: 'release 7' });
-    expect(asked.status).toBe(202);
-    const alice = await t.as.person('alice', ['approvers', 'ml-release']);
-    expect((await t.http.post(`/v1/credentials/${asked.body.request_id}/approvals`).set(bearer(alice)).send({ decision: 'approve', reason: 'ok', digest: asked.body.digest })).status).toBe(200);
-    const parent = await t.http.post(`/v1/credentials/${asked.body.request_id}/token`).set(bearer(await t.as.ml()));
-    const approvers = decodeJwt(parent.body.access_token).approvers;
-    expect(approvers).toEqual([expect.objectContaining({ sub: 'alice' })]);
-    const child = await childOf(parent.body.access_token);
-    expect(child.status).toBe(200);
-    expect(decodeJwt(child.body.access_token).approvers).toEqual(approvers);
-    const grandchild = await childOf(child.body.access_token);
-    expect(decodeJwt(grandchild.body.access_token).approvers).toEqual(approvers);
-    const issued = (await eventsOf(t, child.body.request_id)).find((e) => e.type === 'token.issued');
-    expect(issued?.data.approvers).toEqual(approvers);
-  });
-
   const parentFor = async (extra: Record<string, string | undefined> = {}) => (await delegate(await engineer(), await agent('agent:release-1'), { scope: 'artifacts:read model:deploy', ...extra }));
 
   it('are narrower than their parent: fewer scopes, its audience, no later exp, its details; no approval', async () => {
