@@ -56,9 +56,11 @@ export function planned(rules: PlanningRules, input: CredentialInput, planning: 
   const plan = planning();
   const inRequest = policy.separationConflict(plan.decision.scopes, []);
   if (inRequest) throw separationError(inRequest.rule, inRequest.scopes);
-  // A child takes part in its parent's steps, whatever scopes it keeps: a new actor joins the
-  // parent's work on those objects, and must not escape a duty by dropping the step's scope.
-  const partOf = plan.parent?.request.scopes ?? plan.decision.scopes;
+  // A child takes part in its parent's steps on the objects it names, whatever scopes it keeps: a
+  // new actor joins the parent's work on them, and must not escape a duty by dropping the step's
+  // scope. A parent that named none (issued before a duty of its scopes existed) has no steps to
+  // join, and a child cannot add objects: it is judged on its own scopes.
+  const partOf = plan.parent && details.length > 0 ? plan.parent.request.scopes : plan.decision.scopes;
   const steps = duties.stepsOf(partOf, details);
   // A quota of 0 is spent before anything is held or done, so the rules alone refuse it (the
   // admission counts every other quota). A child is no new use: its parent was counted.

@@ -212,6 +212,21 @@ describe('a delegated request that needs approval', () => {
 });
 
 describe('child tokens', () => {
+  it('of a parent that named no object, issued before a duty covered its scopes, are judged on their own scopes', async () => {
+    t = await start((config) => {
+      config.delegation.rules[0].scopes.push('model:train');
+      config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
+      config.separation = [];
+    });
+    const parent = await delegate(await engineer(), await agent('agent:release-1'), { scope: 'artifacts:read model:train' });
+    expect(parent.status).toBe(200);
+    await t.restart((config: Record<string, any>) => withModelRelease(config));
+    // It has no object to name (a child adds none), and keeps no step scope: issued.
+    expect((await childOf(parent.body.access_token, { scope: 'artifacts:read' })).status).toBe(200);
+    // Keeping the step scope, it is a step with no object: refused, as any request would be.
+    expectOAuth(await childOf(parent.body.access_token), 'invalid_authorization_details');
+  });
+
   const parentFor = async (extra: Record<string, string | undefined> = {}) => (await delegate(await engineer(), await agent('agent:release-1'), { scope: 'artifacts:read model:deploy', ...extra }));
 
   it('are narrower than their parent: fewer scopes, its audience, no later exp, its details; no approval', async () => {
