@@ -40,13 +40,16 @@ const decidedBy = (identity: Identity, approvals: readonly ApprovalRecord[], peo
 /**
  * How many distinct people approved: each approver's recorded key resolved through the running
  * configuration, as `decidedBy` resolves it (an alias added since may make two approvers one
- * person); an approver without a key is a person of its own.
+ * person, or an approver the person who started the job); an approver without a key is a person
+ * of its own. An approver the running configuration bars from deciding counts for nothing.
  */
-const peopleApproving = (approvals: readonly ApprovalRecord[], people: People): number =>
+const peopleApproving = (approvals: readonly ApprovalRecord[], request: RequestRecord, people: People): number =>
   new Set(
     approvals
       .filter((a) => a.decision === 'approve')
-      .map((a) => (a.person !== null ? `person ${people.personOf(a.person)}` : `identity ${a.approver.iss}\n${a.approver.sub}`)),
+      .map((a) => ({ ...a.approver, person: a.person !== null ? people.personOf(a.person) : undefined }))
+      .filter((approver) => separationBar(approver, request, people) === undefined)
+      .map((approver) => (approver.person !== undefined ? `person ${approver.person}` : `identity ${approver.iss}\n${approver.sub}`)),
   ).size;
 
 /** The approver's side: what one may decide, and deciding it. */
@@ -125,7 +128,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
           };
         }
         // Approvals count distinct people under the running configuration, this one included.
-        const approvers = peopleApproving([...approvals, approval], people);
+        const approvers = peopleApproving([...approvals, approval], request, people);
         if (approvers < request.approvalsRequired) {
           return { approval, participants: takesPart, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
         }

@@ -53,7 +53,7 @@ export type SeparationBar = 'requester' | 'initiator' | 'actor';
  * job, by person key under the running configuration, whichever issuer it comes from. Only ever
  * restricts.
  */
-export function separationBar(identity: Identity, request: RequestRecord, people: People): SeparationBar | undefined {
+export function separationBar(identity: Pick<Identity, 'iss' | 'sub' | 'person'>, request: RequestRecord, people: People): SeparationBar | undefined {
   if (sameIdentity(identity, request.requester)) return 'requester';
   const samePerson = (key: string | null) => key !== null && identity.person !== undefined && people.personOf(key) === identity.person;
   if (samePerson(request.person)) return request.initiator !== null ? 'initiator' : 'requester';

@@ -103,6 +103,26 @@ describe('a people alias added by a reload', () => {
   });
 });
 
+describe('an approval whose approver a reload bars', () => {
+  it('counts for nothing: an alias made the approver the person who started the job', async () => {
+    const twoApprovals = (config: Record<string, any>) => (config.scopes.find((s: { name: string }) => s.name === 'db:admin').approvals = 2);
+    t = await startTestBroker({ configure: twoApprovals });
+    const job = () => t.as.pipeline({ repository: 'acme/db', actor: 'bob-gh' }, 'repo:acme/db:ref:refs/heads/main');
+    const pending = await post(await job(), migrate);
+    expect((await decide(await t.as.person('bobby', ['approvers']), pending.body.request_id, pending.body.digest)).status).toBe(200);
+    await reload((raw) => {
+      twoApprovals(raw);
+      raw.people = [{ name: 'bob', aliases: [{ issuer: 'ci', username: 'bob-gh' }, { issuer: 'sso', username: 'bobby' }] }];
+    });
+    // bobby is now bob, who started the job: carol's is the one approval that counts.
+    const carol = await decide(await t.as.person('carol', ['approvers']), pending.body.request_id, pending.body.digest);
+    expect(carol.status).toBe(200);
+    expect(carol.body.status).toBe('pending_approval');
+    const dave = await decide(await t.as.person('dave', ['approvers']), pending.body.request_id, pending.body.digest);
+    expect(dave.body.status).toBe('approved');
+  });
+});
+
 describe('a scope a reload removes', () => {
   const withoutDeploy = (raw: Record<string, any>) => {
     raw.scopes = raw.scopes.filter((scope: { name: string }) => scope.name !== 'model:deploy');
