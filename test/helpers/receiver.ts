@@ -20,7 +20,11 @@ export async function startReceiver(status: () => number = () => 204) {
       attempts += 1;
       const code = status();
       if (code === 0) return; // hang
-      if (code < 300) deliveries.push({ path: req.url ?? '', headers: req.headers, raw: text, body: JSON.parse(text) });
+      // A delivery the broker sent again, having given up waiting for a slow answer, is the same
+      // delivery: a Standard Webhooks receiver takes each webhook-id once.
+      const id = req.headers['webhook-id'];
+      const seen = id !== undefined && deliveries.some((d) => d.headers['webhook-id'] === id);
+      if (code < 300 && !seen) deliveries.push({ path: req.url ?? '', headers: req.headers, raw: text, body: JSON.parse(text) });
       res.writeHead(code).end();
     });
   });
