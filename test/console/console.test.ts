@@ -56,6 +56,8 @@ beforeAll(async () => {
       };
       config.console = { issuer: 'sso', clientId: 'jit-console', cliClientId: 'jit-cli', scopes: ['openid', 'profile', 'groups'] };
       config.notify = { webhooks: [{ url: receiver.url('/hook'), events: ['approval.requested'] }] };
+      // One job asks more than a page of approvals' worth (the paging test).
+      config.limits = { pendingRequests: 200 };
       // A deploying agent, acting for the ML pipeline.
       withAgents(config, agents);
       (config.delegation as { rules: unknown[] }).rules.push({
@@ -453,6 +455,27 @@ describe('the console', () => {
     await row.waitFor();
     expect(await row.getByTestId('object').allTextContents()).toEqual([expect.stringContaining('fraud-v1; model fraud-v2')]);
     expect(await row.getByTestId('actor').count()).toBe(2);
+  });
+
+  // Last: it leaves a hundred requests pending, which earlier tests' pages would have to page through.
+  it('brings every pending request within reach, a page at a time', async () => {
+    const job = await ml('pat', 'run-paging');
+    const asked = new Set<string>();
+    for (let i = 0; i < 101; i += 1) asked.add((await pendingRequest(job, { ...deploy, task_id: `paging-${i}` })).request_id);
+    const { page } = await signIn('bob');
+    const cards = page.getByTestId('request');
+    await cards.first().waitFor();
+    const first = await cards.count();
+    expect(first).toBe(100);
+    await page.getByTestId('more').click();
+    await expect.poll(() => cards.count()).toBeGreaterThan(first);
+    while ((await page.getByTestId('more').count()) > 0) {
+      const before = await cards.count();
+      await page.getByTestId('more').click();
+      await expect.poll(async () => (await cards.count()) > before || (await page.getByTestId('more').count()) === 0).toBe(true);
+    }
+    const shown = new Set(await cards.evaluateAll((elements) => elements.map((element) => element.getAttribute('data-request-id'))));
+    for (const id of asked) expect(shown.has(id)).toBe(true);
   });
 });
 

@@ -27,6 +27,26 @@ const status = (view: { status: string }) => h('span', { class: `status ${view.s
  */
 const chip = (value: unknown) => h('code', { class: 'chip' }, untrusted(value));
 
+/** How many rows a listing page brings: the first, and each "Show more". */
+const PAGE = 100;
+
+/**
+ * A listing's rows from its first page, drawn by `row` into `into`, and below them a "Show more"
+ * button while the listing has more: each press fetches the next page (the listing's own cursor)
+ * and adds its rows, so nothing past the first page is out of reach.
+ */
+async function paged<T>(path: string, into: HTMLElement, row: (item: T) => HTMLElement): Promise<{ count: number; more: HTMLElement }> {
+  const more = h('p', {});
+  const load = async (cursor?: string) => {
+    const page = await get<Page<T>>(`${path}${path.includes('?') ? '&' : '?'}limit=${PAGE}${cursor ? `&cursor=${enc(cursor)}` : ''}`);
+    into.append(...page.items.map(row));
+    const next = page.next_cursor;
+    more.replaceChildren(...(next ? [h('button', { type: 'button', 'data-testid': 'more', onclick: () => void load(next).catch((error: unknown) => more.replaceChildren(problem(error))) }, 'Show more')] : []));
+    return page.items.length;
+  };
+  return { count: await load(), more };
+}
+
 /** A list whose entries read apart, one to a line. */
 const entries = (items: Child[], testid: string) => h('ul', { class: 'entries' }, items.map((item) => h('li', { 'data-testid': testid }, item)));
 
@@ -118,9 +138,11 @@ export const follow = (ctx: ViewContext, path: string) => (event: MouseEvent) =>
 
 /** `/console`: what awaits this person's decision, and break-glass grants awaiting review. */
 export async function decideView(ctx: ViewContext): Promise<void> {
+  const cards = (view: RequestView) => card(view, ctx);
+  const [pendingCards, reviewCards] = [h('div', {}), h('div', {})];
   const [pending, reviews] = await Promise.all([
-    get<Page<RequestView>>('/v1/approvals?limit=100'),
-    get<Page<RequestView>>('/v1/break-glass?review=pending&limit=100').catch((error: unknown) => {
+    paged('/v1/approvals', pendingCards, cards),
+    paged('/v1/break-glass?review=pending', reviewCards, cards).catch((error: unknown) => {
       if (error instanceof ApiError && error.status === 403) return null; // not an approver nor an auditor
       throw error;
     }),
@@ -128,13 +150,8 @@ export async function decideView(ctx: ViewContext): Promise<void> {
   show(
     ctx.root,
     h('h1', {}, 'Awaiting your decision'),
-    pending.items.length === 0 ? h('p', { class: 'muted', 'data-testid': 'nothing-pending' }, 'Nothing awaits your decision.') : pending.items.map((view) => card(view, ctx)),
-    reviews
-      ? [
-          h('h2', {}, 'Break-glass grants awaiting review'),
-          reviews.items.length === 0 ? h('p', { class: 'muted' }, 'None.') : reviews.items.map((view) => card(view, ctx)),
-        ]
-      : null,
+    pending.count === 0 ? h('p', { class: 'muted', 'data-testid': 'nothing-pending' }, 'Nothing awaits your decision.') : [pendingCards, pending.more],
+    reviews ? [h('h2', {}, 'Break-glass grants awaiting review'), reviews.count === 0 ? h('p', { class: 'muted' }, 'None.') : [reviewCards, reviews.more]] : null,
   );
 }
 
@@ -225,50 +242,41 @@ function reviewForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement): 
 
 /** `/console/mine`: the person's own requests. */
 export async function mineView(ctx: ViewContext): Promise<void> {
-  const page = await get<Page<RequestView>>('/v1/credentials?limit=100');
+  const rows = h('tbody', {});
+  const mine = await paged('/v1/credentials', rows, (view: RequestView) => {
+    const link = `/console/requests/${enc(view.request_id)}`;
+    return h(
+      'tr',
+      { 'data-request-id': view.request_id },
+      h('td', {}, h('a', { href: link, onclick: follow(ctx, link) }, time(view.created_at))),
+      h('td', {}, untrusted(view.task_id)),
+      h('td', {}, untrusted(view.scopes.join(' '))),
+      h('td', {}, untrusted(view.audience)),
+      h('td', {}, status(view)),
+      h('td', {}, fromNow(view.expires_at)),
+    );
+  });
   show(
     ctx.root,
     h('h1', {}, 'Your requests'),
-    page.items.length === 0
+    mine.count === 0
       ? h('p', { class: 'muted' }, 'You have made no requests.')
-      : h(
-          'table',
-          {},
-          h('thead', {}, h('tr', {}, ['Requested', 'Task', 'Scopes', 'Audience', 'Status', 'Until'].map((label) => h('th', {}, label)))),
-          h(
-            'tbody',
-            {},
-            page.items.map((view) => {
-              const link = `/console/requests/${enc(view.request_id)}`;
-              return h(
-                'tr',
-                { 'data-request-id': view.request_id },
-                h('td', {}, h('a', { href: link, onclick: follow(ctx, link) }, time(view.created_at))),
-                h('td', {}, untrusted(view.task_id)),
-                h('td', {}, untrusted(view.scopes.join(' '))),
-                h('td', {}, untrusted(view.audience)),
-                h('td', {}, status(view)),
-                h('td', {}, fromNow(view.expires_at)),
-              );
-            }),
-          ),
-        ),
+      : [h('table', {}, h('thead', {}, h('tr', {}, ['Requested', 'Task', 'Scopes', 'Audience', 'Status', 'Until'].map((label) => h('th', {}, label)))), rows), mine.more],
   );
 }
 
 /** `/console/break-glass`: grants awaiting review and those reviewed. */
 export async function breakGlassView(ctx: ViewContext): Promise<void> {
-  const [pending, done] = await Promise.all([
-    get<Page<RequestView>>('/v1/break-glass?review=pending&limit=100'),
-    get<Page<RequestView>>('/v1/break-glass?review=done&limit=100'),
-  ]);
+  const cards = (view: RequestView) => card(view, ctx);
+  const [pendingCards, doneCards] = [h('div', {}), h('div', {})];
+  const [pending, done] = await Promise.all([paged('/v1/break-glass?review=pending', pendingCards, cards), paged('/v1/break-glass?review=done', doneCards, cards)]);
   show(
     ctx.root,
     h('h1', {}, 'Break-glass grants'),
     h('h2', {}, 'Awaiting review'),
-    pending.items.length === 0 ? h('p', { class: 'muted' }, 'None.') : pending.items.map((view) => card(view, ctx)),
+    pending.count === 0 ? h('p', { class: 'muted' }, 'None.') : [pendingCards, pending.more],
     h('h2', {}, 'Reviewed'),
-    done.items.length === 0 ? h('p', { class: 'muted' }, 'None.') : done.items.map((view) => card(view, ctx)),
+    done.count === 0 ? h('p', { class: 'muted' }, 'None.') : [doneCards, done.more],
   );
 }
 
