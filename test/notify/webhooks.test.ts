@@ -22,8 +22,10 @@ afterEach(async () => {
 });
 
 /** The `notify` section of these tests: one webhook to the receiver, for the request events. */
+// The receiver answers at once; a timeout far above that keeps a slow, loaded test run from
+// turning one delivery into a timeout and a resend. The hanging receiver's tests set their own.
 const notifying = (url: string, notify: Record<string, unknown> = {}, webhook: Record<string, unknown> = {}) => ({
-  timeout: '300ms',
+  timeout: '5s',
   retries: 2,
   webhooks: [{ url, events: ['approval.requested', 'request.approved', 'request.denied', 'breakglass.used'], ...webhook }],
   ...notify,
