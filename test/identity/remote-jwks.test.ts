@@ -33,7 +33,8 @@ function lastRejection(logs: string[]): string | undefined {
   return line ? (JSON.parse(line) as { rejection: string }).rejection : undefined;
 }
 
-async function brokerWithJwksUri(uri: string, jwksTimeout = '300ms') {
+// The test servers answer at once: a timeout far above that keeps a loaded run from refusing an identity.
+async function brokerWithJwksUri(uri: string, jwksTimeout = '5s') {
   const issuers = await createTestIssuers();
   return startTestBroker({
     issuers,
