@@ -1,8 +1,9 @@
 import { checkMayAct } from '../delegation/index.js';
+import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
-import { effectiveStatus, isActor, isOwner, isRequester, issuedView, type IssuedView } from '../requests/index.js';
-import { Conflict, InvalidRequest, PolicyDenied } from '../shared/errors.js';
+import { effectiveStatus, isActor, isOwner, isRequester, issuedView, requestParticipants, type IssuedView } from '../requests/index.js';
+import { Conflict, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
 import { proofByRequestKey, replayed, requireBinding, type PresentedProof } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, notVisible, type CredentialServiceDeps } from './grant.js';
@@ -29,15 +30,17 @@ export function checkCollector(identity: Identity, id: string, request: RequestR
  * asked from, the subject token's `may_act` naming the actor when it has one. Approval does not
  * outlive the configuration it was given under: the token is minted only for scopes the running
  * configuration still grants to this identity (and lets this actor ask for), for the audience and
- * no longer than it allows now. A request it no longer grants ends `denied`, with the reason in
- * its event and a `request.denied` webhook, and the collector is told why (409).
+ * no longer than it allows now, and only when its participants (under the running aliases) took
+ * part in no other step (under the running duties) of its objects. A request it no longer grants
+ * ends `denied`, with the reason in its event and a `request.denied` webhook, and the collector
+ * is told why (409).
  */
 export function createCollecting(deps: CredentialServiceDeps) {
   const { settings, store, clock } = deps;
 
   return async function collect(identity: Identity, id: string, actor?: Identity, presented?: PresentedProof): Promise<IssuedView> {
     const running = settings(identity);
-    const { policy, delegation } = running;
+    const { policy, delegation, duties, people } = running;
     const now = clock();
     const notCollectable = (status: string) =>
       new Conflict(`The request is ${status}; only an approved request's token can be collected, and only once.`);
@@ -48,14 +51,16 @@ export function createCollecting(deps: CredentialServiceDeps) {
       if (status !== 'approved') throw notCollectable(status);
       return state;
     };
-    /** What the running policy (and delegation rules) grant this request now: its lifetime and granting policies, or why nothing. */
-    const regrant = (request: RequestRecord): Pick<PolicyDecision, 'ttlSeconds' | 'grantedBy'> | PolicyDenied | InvalidRequest => {
+    type Regranted = Pick<PolicyDecision, 'ttlSeconds' | 'grantedBy'> & { steps: DutyStep[] };
+    /** What the running policy, delegation rules and duties make of this request now: its lifetime, granting policies and steps, or why nothing. */
+    const regrant = (request: RequestRecord): Regranted | PolicyDenied | InvalidRequest | SeparationOfDuties => {
       try {
         const allowed = actor ? delegation.allow(actor, identity, request.scopes) : undefined;
         const decision = policy.decide(identity, request);
-        return { ttlSeconds: Math.min(decision.ttlSeconds, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY), grantedBy: decision.grantedBy };
+        const steps = duties.stepsOf(request.scopes, request.authorizationDetails ?? []);
+        return { ttlSeconds: Math.min(decision.ttlSeconds, allowed?.maxTtlSeconds ?? Number.POSITIVE_INFINITY), grantedBy: decision.grantedBy, steps };
       } catch (error) {
-        if (error instanceof PolicyDenied || error instanceof InvalidRequest) return error;
+        if (error instanceof PolicyDenied || error instanceof InvalidRequest || error instanceof SeparationOfDuties) return error;
         throw error;
       }
     };
@@ -64,24 +69,25 @@ export function createCollecting(deps: CredentialServiceDeps) {
     const binding = await proofByRequestKey(presented, running, now, before.request.dpopJkt, 'collect it with a proof by the same key');
     requireBinding(policy, before.request.scopes, binding, 'collect it with a DPoP proof');
     const granted = regrant(before.request);
-    const refused = granted instanceof PolicyDenied || granted instanceof InvalidRequest ? granted : undefined;
-    const request = {
-      ...before.request,
-      ...(refused || !('ttlSeconds' in granted) ? {} : { ttlSeconds: granted.ttlSeconds }),
-      dpopJkt: binding?.jkt ?? null,
-    };
-    const grantedBy = 'grantedBy' in granted ? granted.grantedBy : {};
-    const token = refused ? undefined : await mintFor(deps, request, before.approvals, now);
+    const regranted = granted instanceof Error ? undefined : granted;
+    const request = { ...before.request, ...(regranted ? { ttlSeconds: regranted.ttlSeconds } : {}), dpopJkt: binding?.jkt ?? null };
+    // Recorded as taking part again: an alias or a step added since the request was made counts from now on.
+    const takesPart = regranted && dutyProbe(regranted.steps, requestParticipants(before.request, people), now);
+    const token = regranted ? await mintFor(deps, request, before.approvals, now) : undefined;
     type Collected = { issued: RequestRecord } | { denied: RequestRecord; refusal: Conflict };
     const outcome = await store.change<Collected>(id, (current, facts) => {
       if (facts.replayed) throw replayed();
       const { request: latest, approvals } = check(current);
-      if (!token) {
-        const refusal = new Conflict(`The request can no longer be collected: the running configuration does not grant it (${refused?.detail})`);
+      const refused = granted instanceof Error ? granted : facts.duty && dutyConflict(facts.duty, 'request');
+      if (!token || refused) {
+        const refusal = new Conflict(`The request can no longer be collected: the running configuration does not grant it (${refused?.detail})`, {
+          ...(refused instanceof SeparationOfDuties ? { extensions: refused.extensions } : {}),
+        });
         const fields = { decidedAt: now, endedAt: now };
+        const reason = refused instanceof SeparationOfDuties ? 'separation_of_duties' : 'policy_changed';
         return {
           transition: { from: ['approved'] as const, to: 'denied' as const, fields },
-          events: [{ type: 'request.denied', actor: null, requestId: id, data: { reason: 'policy_changed', detail: refusal.detail } }],
+          events: [{ type: 'request.denied', actor: null, requestId: id, data: { reason, detail: refusal.detail } }],
           result: { denied: { ...latest, status: 'denied', ...fields }, refusal },
         };
       }
@@ -89,11 +95,12 @@ export function createCollecting(deps: CredentialServiceDeps) {
       const updated: RequestRecord = { ...latest, ttlSeconds: request.ttlSeconds, status: 'issued', ...fields };
       return {
         transition: { from: ['approved'], to: 'issued', fields },
-        issuance: issuanceOf(updated, token, grantedBy),
+        issuance: issuanceOf(updated, token, regranted?.grantedBy ?? {}),
+        participants: takesPart,
         events: [issuedEvent(updated, token, approvals)],
         result: { issued: updated },
       };
-    }, binding?.proof ? { proof: binding.proof } : {});
+    }, { duties: takesPart, proof: binding?.proof });
     if ('denied' in outcome) {
       // Told once the denial has committed, as every decision is.
       deps.notifier.notify('request.denied', outcome.denied);

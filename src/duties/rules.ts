@@ -73,9 +73,10 @@ export function compileDuties(config: Pick<BrokerConfig, 'duties'>): Duties {
       for (const [i, step] of taken.entries()) {
         const other = taken.slice(0, i).find((earlier) => earlier.duty === step.duty && earlier.step !== step.step);
         if (other) {
+          const objects = [...new Set(details.flatMap((d) => (d.type === step.type && d.identifier !== undefined ? [objectKey(d.identifier)] : [])))].filter(Boolean);
           throw new SeparationOfDuties(
-            `Duty "${step.duty}": one request may not take part in two steps of one object (${other.scope} is step "${other.step}", ${step.scope} is step "${step.step}").`,
-            { extensions: { duty: step.duty, steps: [other.step, step.step] } },
+            `Duty "${step.duty}": one request may not take part in two steps of one object (${other.scope} is step "${other.step}", ${step.scope} is step "${step.step}"${objects.length > 0 ? `, for ${objects.map((o) => JSON.stringify(o)).join(', ')}` : ''}).`,
+            { extensions: { duty: step.duty, steps: [other.step, step.step], ...(objects.length > 0 ? { object: objects[0], objects } : {}) } },
           );
         }
       }

@@ -2,5 +2,5 @@ export { isActor, isOwner, isRequester, mayApprove, maySee, separationBar, separ
 export { requestDigest } from './digest.js';
 export { effectiveStatus, issuedView, pendingView, requestView } from './view.js';
 export type { IssuedView, PendingView, RequestView } from './view.js';
-export { actorHolders, holderOf } from './holder.js';
+export { actorHolders, holderOf, requestParticipants } from './holder.js';
 export { revokeWithLine } from './revocation.js';

@@ -290,19 +290,23 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   // ---- duties ----
 
-  /** The first participation of the probe's participants in another step of one of its objects that still binds. */
-  async function dutyFinding(sql: Sql, probe: DutyProbe, now: number): Promise<DutyFinding | undefined> {
+  /**
+   * The first participation of the probe's participants in another step of one of its objects
+   * that still binds; for a change, in another request than its own (whose steps a reload may
+   * have renamed).
+   */
+  async function dutyFinding(sql: Sql, probe: DutyProbe, now: number, requestId = ''): Promise<DutyFinding | undefined> {
     const counted = [...new Set(probe.participants.flatMap(countedKeys))];
     // Every step at once; the first in the probe's order that finds one is the answer.
     const found = await Promise.all(
       probe.steps.map((step) =>
         sql.get<{ step: string; request_id: string }>(
           `SELECT p.step, p.request_id FROM duty_participants p JOIN requests r ON r.id = p.request_id
-           WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ?
+           WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ? AND p.request_id <> ?
              AND ((r.status IN ('pending_approval', 'approved') AND r.expires_at > ?)
                OR (r.issued_at IS NOT NULL AND (CASE WHEN r.ended_at IS NOT NULL AND r.ended_at < r.expires_at THEN r.ended_at ELSE r.expires_at END) > ?))
            LIMIT 1`,
-          [step.duty, step.object, ...counted, step.step, now, step.endedAfter],
+          [step.duty, step.object, ...counted, step.step, requestId, now, step.endedAfter],
         ),
       ),
     );
@@ -312,16 +316,29 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return step && row ? { duty: step.duty, object: step.object, step: row.step, requestId: row.request_id } : undefined;
   }
 
-  /** Records the probe's participants as taking part in its steps, for `requestId`. */
-  async function takePart(sql: Sql, probe: DutyProbe, requestId: string): Promise<void> {
+  /**
+   * Records the request in the probe's steps (its chain of custody) and the probe's participants
+   * as taking part in them. Again for a request already recorded, it adds only what is new: a step
+   * or a participant's key the running configuration added since.
+   */
+  async function takePart(sql: Sql, probe: DutyProbe, request: Pick<RequestRecord, 'id' | 'createdAt'>): Promise<void> {
+    const { steps } = probe;
     const recorded = [...new Set(probe.participants.flatMap((holder) => recordedKeys(holder.identity, holder.person?.key ?? null)))];
-    const rows = probe.steps.flatMap((step) => recorded.map((holder) => [step.duty, step.object, holder, step.step, requestId]));
-    if (rows.length === 0) return;
-    await sql.run(
-      `INSERT INTO duty_participants (duty, object, holder, step, request_id) VALUES ${rows.map(() => '(?, ?, ?, ?, ?)').join(', ')}
-       ON CONFLICT DO NOTHING`,
-      rows.flat(),
-    );
+    const rows = steps.flatMap((step) => recorded.map((holder) => [step.duty, step.object, holder, step.step, request.id]));
+    await Promise.all([
+      sql.run(
+        `INSERT INTO duty_steps (duty, object, created_at, request_id, step) VALUES ${steps.map(() => '(?, ?, ?, ?, ?)').join(', ')}
+         ON CONFLICT DO NOTHING`,
+        steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step]),
+      ),
+      rows.length === 0
+        ? undefined
+        : sql.run(
+            `INSERT INTO duty_participants (duty, object, holder, step, request_id) VALUES ${rows.map(() => '(?, ?, ?, ?, ?)').join(', ')}
+             ON CONFLICT DO NOTHING`,
+            rows.flat(),
+          ),
+    ]);
   }
 
   /** One lock per object: two operations on one object's steps, on any replica, are judged one after the other. */
@@ -488,7 +505,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
       const { ids, fields } = change.cascade;
       writes.push(revokeAll(sql, (state?.descendants ?? []).filter((d) => ids.includes(d.request.id)).map((d) => d.request), fields));
     }
-    if (change.participants && state) writes.push(takePart(sql, change.participants, state.request.id));
+    if (change.participants && state) writes.push(takePart(sql, change.participants, state.request));
     if (change.issuance) writes.push(insertIssuance(sql, change.issuance, state?.request.scopes ?? []));
     if (change.review) {
       const { outcome, notes, reviewer, at } = change.review;
@@ -753,16 +770,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         }
         const { request, issuance, reviewDueAt, events } = admission.admit;
         writes.push(insertRequest(sql, request));
-        if (probe.duties) {
-          const { steps } = probe.duties;
-          writes.push(
-            sql.run(
-              `INSERT INTO duty_steps (duty, object, created_at, request_id, step) VALUES ${steps.map(() => '(?, ?, ?, ?, ?)').join(', ')}`,
-              steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step]),
-            ),
-            takePart(sql, probe.duties, request.id),
-          );
-        }
+        if (probe.duties) writes.push(takePart(sql, probe.duties, request));
         if (reviewDueAt !== undefined) writes.push(sql.run('INSERT INTO break_glass_reviews (request_id, due_at) VALUES (?, ?)', [request.id, reviewDueAt]));
         if (issuance) writes.push(insertIssuance(sql, issuance, request.scopes));
         await Promise.all(writes);
@@ -779,7 +787,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         const [state, descendants, duty] = await Promise.all([
           stateOf(sql, id),
           options.descendants ? descendantsOf(sql, id) : undefined,
-          options.duties ? dutyFinding(sql, options.duties, clock()) : undefined,
+          options.duties ? dutyFinding(sql, options.duties, clock(), id) : undefined,
         ]);
         if (state && descendants) state.descendants = descendants;
         const facts: ChangeFacts = {};

@@ -1,7 +1,10 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { decodeJwt } from 'jose';
+import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { requestDigest } from '../../src/requests/index.js';
-import { bearer, listen, model, startTestBroker, withModelRelease, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
+import { baseConfig, bearer, listen, model, startTestBroker, withModelRelease, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
 import { runCli } from '../helpers/cli.js';
 import { eventsOf } from '../helpers/records.js';
 
@@ -111,7 +114,8 @@ describe('one party, two steps of one model', () => {
     t = await start();
     const both = await post(await trainer(), { ...train('fraud-v1'), scopes: ['model:train', 'model:deploy'] });
     expect(both.status).toBe(403);
-    expect(both.body).toMatchObject({ duty: 'model-release', steps: ['train', 'deploy'] });
+    expect(both.body).toMatchObject({ duty: 'model-release', steps: ['train', 'deploy'], object: 'fraud-v1' });
+    expect(both.body.detail).toContain('"fraud-v1"');
     expect(await t.db.sql('SELECT id FROM requests')).toEqual([]);
   });
 });
@@ -261,6 +265,56 @@ describe('authorization_details', () => {
     const refused = await exchange(JSON.stringify(model('fraud-v1')), 'model:deploy');
     expect(refused.body.error).toBe('invalid_scope'); // the duty: the same pipeline trained it
     expect((await t.http.get('/.well-known/oauth-authorization-server')).body.authorization_details_types_supported).toEqual(['model']);
+  });
+});
+
+describe('a reload while a request waits', () => {
+  const reloadWith = async (edit: (raw: Record<string, any>) => void) => {
+    const raw = baseConfig(t.dir, t.issuers, t.db.url) as Record<string, any>;
+    withModelRelease(raw);
+    raw.people = [bob];
+    edit(raw);
+    const file = join(t.dir, 'reloaded.yaml');
+    writeFileSync(file, YAML.stringify(raw));
+    expect(await t.broker.reload(file, {})).toMatchObject({ status: 'applied' });
+  };
+  const collect = (token: string, id: string) => t.http.post(`/v1/credentials/${id}/token`).set(bearer(token));
+  const expectDeniedAtCollection = async (response: { status: number; body: Record<string, unknown> }, id: string, step: string) => {
+    expect(response.status).toBe(409);
+    expect(response.body).toMatchObject({ duty: 'model-release', object: 'fraud-v1', step });
+    expect(await t.db.sql('SELECT status FROM requests WHERE id = ?', [id])).toEqual([{ status: 'denied' }]);
+    expect(await t.db.sql('SELECT request_id FROM issuances WHERE request_id = ?', [id])).toEqual([]);
+    expect((await eventsOf(t, id)).at(-1)).toMatchObject({ type: 'request.denied', data: { reason: 'separation_of_duties' } });
+  };
+
+  it('judges its collection under aliases added since: bob at the SSO may not deploy what bob-gh trained', async () => {
+    t = await start({ configure: (config) => (config.people = []) });
+    expect((await post(await trainer('bob-gh'), train('fraud-v1'))).status).toBe(201);
+    const deploying = (await post(await bobAtSso(), deploy('fraud-v1'))).body; // not yet known as bob
+    expect(deploying.status).toBe('pending_approval');
+    await reloadWith(() => {}); // bob-gh and bob@acme.com are one person now
+    expect((await decide(await releaser('carol'), deploying)).status).toBe(200);
+    await expectDeniedAtCollection(await collect(await bobAtSso(), deploying.request_id), deploying.request_id, 'train');
+  });
+
+  it('judges its collection under steps added since, and records the step in the chain of custody', async () => {
+    t = await start({ configure: (config) => (config.duties[0].steps = config.duties[0].steps.filter((s: { name: string }) => s.name !== 'register')) });
+    expect((await post(await trainer('bob-gh'), train('fraud-v1'))).status).toBe(201);
+    t.clock.advance(1_000);
+    const registering = (await post(await registryJob('bob-gh'), register('fraud-v1'))).body; // no step yet
+    await reloadWith(() => {}); // register is a step now
+    expect((await decide(await releaser('carol'), registering)).status).toBe(200);
+    await expectDeniedAtCollection(await collect(await registryJob('bob-gh'), registering.request_id), registering.request_id, 'train');
+    const custody = await t.http.get('/v1/audit/duties?duty=model-release&identifier=fraud-v1').set(bearer(await t.as.person('ivy', ['auditors'])));
+    expect(custody.body.items.map((r: { step: string; status: string }) => [r.step, r.status])).toEqual([['train', 'issued'], ['register', 'denied']]);
+  });
+
+  it('never counts a request against itself: its step renamed since, it is collected', async () => {
+    t = await start();
+    const deploying = (await post(await releaseJob(), deploy('fraud-v1'))).body;
+    await reloadWith((raw) => (raw.duties[0].steps[2].name = 'release'));
+    expect((await decide(await releaser('carol'), deploying)).status).toBe(200);
+    expect((await collect(await releaseJob(), deploying.request_id)).status).toBe(201);
   });
 });
 
