@@ -65,7 +65,13 @@ async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals)
     });
   }
   const broker = await starting;
-  const server = createServer(broker.app);
+  // A caller that trickles its request (or sends none) gives up its connection after
+  // `requestTimeout`, checked every second, rather than holding it for node's default 5 minutes.
+  const { requestTimeout } = config.listen;
+  const server = createServer(
+    { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1_000, requestTimeout) },
+    broker.app,
+  );
 
   let stopping = false;
   const stop = (signal: string) => {
