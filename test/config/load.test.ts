@@ -27,7 +27,7 @@ describe('configuration', () => {
   it('ships a development default that loads, and says what it is', () => {
     const { config } = loadConfig('config/broker.yaml');
     expect(config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name)).toEqual(['dev-ci', 'dev-sso', 'dev-agents']);
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080, workers: availableParallelism() });
+    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080, workers: availableParallelism(), requestTimeout: 20_000 });
     expect(config.clockSkew).toBe(30_000);
   });
 
@@ -133,7 +133,7 @@ describe('configuration', () => {
   it('takes PORT, HOST and BROKER_DB from the environment over the file', async () => {
     const path = write('env.yaml', baseConfig(dir, await createTestIssuers()));
     const { config } = loadConfig(path, { PORT: '9999', HOST: '0.0.0.0', BROKER_DB: '/tmp/other.db' });
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 9999, workers: availableParallelism() });
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 9999, workers: availableParallelism(), requestTimeout: 20_000 });
     expect(config.database).toBe('/tmp/other.db');
     expect(() => loadConfig(path, { PORT: 'eighty' })).toThrow(ConfigError);
   });
