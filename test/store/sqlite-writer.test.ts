@@ -47,6 +47,38 @@ const settled = async <T>(promise: Promise<T>) => {
 const count = (db: Db) => (db.prepare('SELECT count(*) AS n FROM rows').get() as { n: number }).n;
 
 describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
+  it('answers every caller of a batch, and commits none of it, when a savepoint cannot be taken', async () => {
+    const db = database();
+    let savepoints = 0;
+    // The connection as the writer sees it, its second SAVEPOINT failing as an I/O error would.
+    const failing = new Proxy(db, {
+      get(target, key) {
+        if (key === 'prepare') {
+          return (sql: string) => {
+            const statement = target.prepare(sql);
+            if (!sql.startsWith('SAVEPOINT')) return statement;
+            return {
+              run: () => {
+                savepoints += 1;
+                if (savepoints === 2) throw new Error('disk I/O error');
+                return statement.run();
+              },
+            };
+          };
+        }
+        const value: unknown = Reflect.get(target, key);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const writer = createWriter(failing, Date.now);
+    const insert = db.prepare('INSERT INTO rows (n) VALUES (1)');
+    const both = Promise.allSettled([writer.run(async () => insert.run()), writer.run(async () => insert.run())]);
+    expect(await settled(both)).toBe('resolved');
+    expect((await both).map((result) => result.status)).toEqual(['rejected', 'rejected']);
+    expect(count(db)).toBe(0);
+    expect(db.inTransaction).toBe(false);
+  });
+
   it('answers a commit only once a sync begun after it has finished', async () => {
     const db = database();
     const { sync, pending } = manualSync();

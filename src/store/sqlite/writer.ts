@@ -125,7 +125,12 @@ export function createWriter(
     queue = [];
     const done: { op: Queued; value: unknown }[] = [];
     for (const [i, op] of batch.entries()) {
-      statements.savepoint.run();
+      try {
+        statements.savepoint.run();
+      } catch (error) {
+        abort(error, [...done.map((d) => d.op), ...batch.slice(i)]);
+        return;
+      }
       try {
         const value = await op.work();
         if (op.rollback) statements.undo.run();
