@@ -5,7 +5,6 @@ export {
   databaseEngine,
   DETAIL_TYPE,
   issuerIss,
-  redactDatabase,
   SCOPE_NAME,
   SPIFFE_TRUST_DOMAIN,
 } from './schema.js';

@@ -81,14 +81,6 @@ export type DatabaseEngine = 'sqlite' | 'postgres';
 /** Which engine a valid `database` value names. */
 export const databaseEngine = (database: string): DatabaseEngine => (URL_LIKE.test(database) ? 'postgres' : 'sqlite');
 
-/** `database` fit for a log line: a URL's password replaced. */
-export function redactDatabase(database: string): string {
-  const url = databaseEngine(database) === 'postgres' ? URL.parse(database) : null;
-  if (!url || url.password === '') return database;
-  url.password = '***';
-  return url.href;
-}
-
 const databaseSchema = z
   .string()
   .min(1)
