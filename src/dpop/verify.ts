@@ -74,7 +74,10 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   }
 
   const header = readHeader(proof);
-  if (typeof header.typ !== 'string' || header.typ.toLowerCase() !== 'dpop+jwt') throw refuse('type', 'must have the header typ dpop+jwt');
+  // RFC 7515 section 4.1.9: a media type without a "/" is "application/" and it, case-insensitively.
+  if (typeof header.typ !== 'string' || header.typ.toLowerCase().replace(/^application\//, '') !== 'dpop+jwt') {
+    throw refuse('type', 'must have the header typ dpop+jwt');
+  }
   const algorithms = expected.algorithms.filter((alg) => (DPOP_SIGNING_ALGORITHMS as readonly string[]).includes(alg));
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) {
     throw refuse('algorithm', `must be signed with one of ${algorithms.join(', ') || '(no algorithm is configured)'}`);

@@ -105,6 +105,10 @@ describe('a valid DPoP proof', () => {
     expect(await verifyDpopProof(await proof(es256, { htu }), expected())).toBeTruthy();
   });
 
+  it.each(['application/dpop+jwt', 'DPoP+JWT', 'Application/DPOP+jwt'])('has its typ compared as a media type (RFC 7515 4.1.9): %s', async (typ) => {
+    expect(await verifyDpopProof(await proof(es256, {}, { typ }), expected())).toBeTruthy();
+  });
+
   it('is compared with the request URL without its query (the server may pass the URL as received)', async () => {
     expect(await verifyDpopProof(await proof(es256), expected({ url: `${URL_}?page=2` }))).toBeTruthy();
     expect(await verifyDpopProof(await proof(es256, { htu: 'http://127.0.0.1:8080/v1/credentials' }), expected({ url: 'http://127.0.0.1:8080/v1/credentials' }))).toBeTruthy();
@@ -143,6 +147,8 @@ describe('a DPoP proof is refused', () => {
   it('when its typ is not dpop+jwt', async () => {
     expect(await refusal(await proof(es256, {}, { typ: 'JWT' }))).toEqual({ problem: 'type', detail: 'The DPoP proof must have the header typ dpop+jwt.' });
     expect((await refusal(await proof(es256, {}, { typ: 'at+jwt' }))).problem).toBe('type');
+    expect((await refusal(await proof(es256, {}, { typ: 'text/dpop+jwt' }))).problem).toBe('type');
+    expect((await refusal(await proof(es256, {}, { typ: 'application/application/dpop+jwt' }))).problem).toBe('type');
   });
 
   it('when its alg is symmetric (HS256), even where configured', async () => {
