@@ -1,8 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AGENTS_ISS, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker, type TestClock } from '../helpers/broker.js';
+import { signDpopProof } from '../../src/dpop/index.js';
+import { AGENTS_ISS, BROKER_ISSUER, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker, type TestClock } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { runCli } from '../helpers/cli.js';
 import { eventsOf } from '../helpers/records.js';
@@ -193,6 +194,54 @@ describe('a delegated request that needs approval', () => {
     expectOAuth(await collect(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: 'https://elsewhere.test' } })), 'invalid_request', /may_act/);
     expect((await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body.status).toBe('approved');
     expect((await collect(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: AGENTS_ISS } }))).status).toBe(200);
+  });
+
+  it('asked with a DPoP proof, is collected only with a proof by the same key, and the token bound to it', async () => {
+    t = await start();
+    const holderKey = async () => {
+      const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+      const publicJwk = await exportJWK(publicKey);
+      return { alg: 'ES256' as const, privateKey, publicJwk, jkt: await calculateJwkThumbprint(publicJwk) };
+    };
+    const [agentKey, otherKey] = [await holderKey(), await holderKey()];
+    const proof = (key: typeof agentKey) => signDpopProof(key, { method: 'POST', url: `${BROKER_ISSUER}/oauth2/token`, now: t.clock() });
+    const exchangeWith = async (fields: Record<string, string>, dpop?: string) => {
+      const post = t.http.post('/oauth2/token').type('form');
+      return (dpop ? post.set('DPoP', dpop) : post).send({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token_type: JWT, actor_token_type: JWT, ...fields });
+    };
+    const asked = await exchangeWith(
+      { subject_token: await engineer(), actor_token: await agent('agent:release-1'), scope: 'model:deploy', audience: registry, task_id: 'release 7' },
+      await proof(agentKey),
+    );
+    expectOAuth(asked, 'authorization_pending');
+    const id = asked.body.request_id as string;
+    const carol = await t.as.person('carol', ['approvers', 'ml-release']);
+    const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
+    expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
+
+    const collect = async (dpop?: string) => exchangeWith({ subject_token: await engineer(), actor_token: await agent('agent:release-1'), request_id: id }, dpop);
+    expectOAuth(await collect(), 'invalid_dpop_proof');
+    expectOAuth(await collect(await proof(otherKey)), 'invalid_dpop_proof');
+    const collected = await collect(await proof(agentKey));
+    expect(collected.status).toBe(200);
+    expect(collected.body.token_type).toBe('DPoP');
+    expect(decodeJwt(collected.body.access_token)).toMatchObject({ cnf: { jkt: agentKey.jkt }, act: { sub: 'agent:release-1' } });
+  });
+
+  it('breaks glass for the principal: the quota counts for the subject, whichever agent asks, and needs the subject\'s right to break glass', async () => {
+    t = await start((config) => (config.breakGlass.maxPerIdentityPerDay = 1));
+    const onCall = (sub: string) => t.as.person(sub, ['ml-eng', 'on-call']);
+    const breakGlass = { scope: 'logs:read', break_glass: 'true', justification: 'production incident 4711 needs logs' };
+    const first = await delegate(await onCall('alice'), await agent('agent:release-1'), breakGlass);
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    expect(decodeJwt(first.body.access_token)).toMatchObject({ sub: 'alice', break_glass: true, act: { sub: 'agent:release-1' } });
+    // alice's quota is spent, through another agent too; the same agent may still break glass for bob.
+    const again = await delegate(await onCall('alice'), await agent('agent:release-2'), breakGlass);
+    expect(again.status).toBe(429);
+    expect(again.body.error).toBe('slow_down');
+    expect((await delegate(await onCall('bob'), await agent('agent:release-1'), breakGlass)).status).toBe(200);
+    // carl is not on call: no agent breaks glass for him.
+    expectOAuth(await delegate(await engineer('carl'), await agent('agent:release-1'), breakGlass), 'invalid_scope');
   });
 
   it('makes every actor take part in duties: the agent that trained a model for one person may not deploy it for another', async () => {
