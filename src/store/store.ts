@@ -318,8 +318,8 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   /**
    * Records the request in the probe's steps (its chain of custody) and the probe's participants
-   * as taking part in them. Again for a request already recorded, it adds only what is new: a step
-   * or a participant's key the running configuration added since.
+   * as taking part in them. Again for a request already recorded, it adds only what is new: an
+   * approver, or a step the running configuration made of one of its scopes since.
    */
   async function takePart(sql: Sql, probe: DutyProbe, request: Pick<RequestRecord, 'id' | 'createdAt'>): Promise<void> {
     const { steps } = probe;
