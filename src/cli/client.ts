@@ -1,3 +1,4 @@
+import { answerText } from './answer.js';
 import { checkBrokerUrl, resolveBroker } from './broker.js';
 import type { CliIo } from './cli-io.js';
 import { CliError, EXIT, usage } from './errors.js';
@@ -77,13 +78,13 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
       throw new CliError(`cannot reach the broker at ${base} (${reason})`, EXIT.unreachable);
     }
     if (isRedirect(response)) throw redirectRefused(response, base);
-    if (response.status === 401) throw identityRefused(source, token);
+    if (response.status === 401) throw identityRefused(source.describe, token);
     if (response.status >= 400) throw await problem(response, base);
     return response;
   }
 
   async function json<T>(response: Response): Promise<T> {
-    const text = await response.text();
+    const text = await answerText(response, base);
     try {
       return (text ? JSON.parse(text) : {}) as T;
     } catch {
@@ -103,11 +104,12 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
     raw: (path) => call('GET', path),
     async exchange(fields, headers = {}) {
       let response: Response;
+      const subject = await source.token();
       try {
         response = await io.fetch(`${base}/oauth2/token`, {
           method: 'POST',
           headers: { ...headers, accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' },
-          body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: await source.token(), subject_token_type: JWT_TOKEN_TYPE, ...fields }),
+          body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: JWT_TOKEN_TYPE, ...fields }),
           redirect: 'manual',
           signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
         });
@@ -115,10 +117,20 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
         throw new CliError(`cannot reach the broker at ${base} (${causeCode(error)})`, EXIT.unreachable);
       }
       if (isRedirect(response)) throw redirectRefused(response, base);
+      // A proxy's page in front of a broker that is down is no JSON: its status says enough.
+      if (response.status === 502 || response.status === 503 || response.status === 504) throw await problem(response, base);
       const body = await json<Record<string, unknown>>(response);
       if (response.ok || body.error === 'authorization_pending') return { status: response.status, body: body as never };
-      const message = `${String(body.error ?? `HTTP ${response.status}`)}: ${String(body.error_description ?? '')}`;
-      if (response.status >= 502) throw new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
+      const description = String(body.error_description ?? '');
+      // The broker refuses an identity at this endpoint as a bad parameter (400), naming which; an
+      // expired one the CLI tells itself, as at /v1.
+      if (body.error === 'invalid_request') {
+        const refused = /^The (subject|actor)_token was not accepted\./.exec(description)?.[1];
+        const actor = fields.actor_token ?? '';
+        if (refused === 'subject' || expired(subject)) throw identityRefused(source.describe, subject);
+        if (refused === 'actor' || expired(actor)) throw identityRefused('the actor token', actor);
+      }
+      const message = `${String(body.error ?? `HTTP ${response.status}`)}: ${description}`;
       throw new CliError(message, OAUTH_REFUSALS.has(String(body.error)) ? EXIT.refused : EXIT.failed);
     },
   };
@@ -148,18 +160,21 @@ function redirectRefused(response: Response, base: string): CliError {
  * The broker answers every refused identity alike (the reason is in its log, not for a forger);
  * the one refusal the caller can safely fix, an expired token, the CLI tells by reading `exp`.
  */
-function identityRefused(source: IdentitySource, token: string): CliError {
-  const exp = claims(token)?.exp;
-  if (typeof exp === 'number' && exp * 1000 <= Date.now()) {
-    return new CliError(
-      `the identity token from ${source.describe} expired at ${new Date(exp * 1000).toISOString()}; get a fresh one and run again`,
-      EXIT.identityExpired,
-    );
+function identityRefused(describe: string, token: string): CliError {
+  if (expired(token)) {
+    const exp = claims(token)?.exp as number;
+    return new CliError(`the identity token from ${describe} expired at ${new Date(exp * 1000).toISOString()}; get a fresh one and run again`, EXIT.identityExpired);
   }
   return new CliError(
-    `the broker did not accept the identity token from ${source.describe} (its issuer, audience, signature, age or a required claim; the broker's log says which)`,
+    `the broker did not accept the identity token from ${describe} (its issuer, audience, signature, age or a required claim; the broker's log says which)`,
     EXIT.identityRejected,
   );
+}
+
+/** A token whose `exp` has passed, by this machine's clock. */
+function expired(token: string): boolean {
+  const exp = claims(token)?.exp;
+  return typeof exp === 'number' && exp * 1000 <= Date.now();
 }
 
 const REFUSALS = new Set(['policy_denied', 'separation_of_duties', 'rate_limited']);
@@ -168,11 +183,13 @@ async function problem(response: Response, base: string): Promise<CliError> {
   let type: string | undefined;
   let detail = `HTTP ${response.status}`;
   try {
-    const body = (await response.json()) as { detail?: unknown; type?: unknown };
+    const body = JSON.parse(await answerText(response, base)) as { detail?: unknown; type?: unknown; error?: unknown; error_description?: unknown };
     if (typeof body.type === 'string') type = body.type.split(':').pop();
     if (typeof body.detail === 'string') detail = body.detail;
+    // An /oauth2 answer: RFC 6749's error and its description.
+    if (typeof body.error === 'string') detail = `${body.error}: ${typeof body.error_description === 'string' ? body.error_description : ''}`;
   } catch {
-    // Not JSON (a proxy's page, another server): the status says enough.
+    // Not JSON, or too large (a proxy's page, another server): the status says enough.
   }
   const retryAfter = response.headers.get('retry-after');
   const message = `${type ? `${type}: ` : ''}${detail}${response.status === 429 && retryAfter ? ` (retry after ${retryAfter}s)` : ''}`;

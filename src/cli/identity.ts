@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { decodeJwt } from 'jose/jwt/decode';
+import { boundedJson } from './answer.js';
 import { loginFile } from './config-dir.js';
 import { argumentInMessage, CliError, EXIT, usage } from './errors.js';
 import type { CliIo } from './cli-io.js';
@@ -184,7 +185,7 @@ function githubActionsSource(io: CliIo, audience: string): IdentitySource {
       }
       let value: unknown;
       try {
-        value = ((await response.json()) as { value?: unknown }).value;
+        value = ((await boundedJson(response)) as { value?: unknown }).value;
       } catch {
         value = undefined;
       }

@@ -16,7 +16,7 @@ import {
 } from '../../audit/index.js';
 import { callerOptions, connect, type CallerValues } from '../client.js';
 import { parseTime } from '../duration.js';
-import { CliError, EXIT, parse, usage, type CliIo } from '../io.js';
+import { CliError, EXIT, parse, shown, usage, type CliIo } from '../io.js';
 import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
@@ -209,9 +209,9 @@ async function verify(args: string[], io: CliIo): Promise<number> {
   }
 
   if (values.json) io.stdout(`${JSON.stringify(trust ? { ...verdict, trust } : verdict)}\n`);
-  else if (verdict.ok) io.stdout(`ok: ${verdict.events} events, head ${verdict.head}${checkpoint ? `, holding the checkpoint's head (seq ${claimedSeq(checkpoint)})` : ''}\n`);
+  else if (verdict.ok) io.stdout(`ok: ${shown(String(verdict.events))} events, head ${shown(String(verdict.head))}${checkpoint ? `, holding the checkpoint's head (seq ${claimedSeq(checkpoint)})` : ''}\n`);
   else if ('reason' in verdict) io.stdout(`TRUNCATED: the chain no longer holds the checkpoint's head (seq ${claimedSeq(checkpoint)})\n`);
-  else io.stdout(`BROKEN: the chain fails at seq ${verdict.first_bad_seq}\n`);
+  else io.stdout(`BROKEN: the chain fails at seq ${shown(String(verdict.first_bad_seq))}\n`);
   return verdict.ok ? 0 : EXIT_TAMPERED;
 }
 

@@ -1,6 +1,6 @@
 import { callerOptions, connect } from '../client.js';
 import type { CliIo } from '../cli-io.js';
-import { CliError, EXIT, parse, usage } from '../io.js';
+import { CliError, EXIT, parse, shown, usage } from '../io.js';
 import { readListing } from '../listing.js';
 import { requestIdArgument } from '../request-id.js';
 import { describe, printJson, type RequestView } from '../views.js';
@@ -63,6 +63,6 @@ async function decide(decision: 'approve' | 'deny', args: string[], io: CliIo): 
   }
   const { body } = await client.post<RequestView>(`${path}/approvals`, { decision, reason: values.reason, digest: view.digest });
   if (values.json) printJson(io, body);
-  else io.stderr(`recorded: ${decision}; the request is now ${body.status}\n`);
+  else io.stderr(`recorded: ${decision}; the request is now ${shown(String(body.status))}\n`);
   return EXIT.ok;
 }

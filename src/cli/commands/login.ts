@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import ms from 'ms';
+import { boundedJson } from '../answer.js';
 import { configDir, loginFile } from '../config-dir.js';
 import { brokerUrl, CliError, parse, shown, usage, type CliIo } from '../io.js';
 import { openBrowser } from '../open-browser.js';
@@ -118,7 +119,7 @@ async function getJson<T>(io: CliIo, url: string, refused: (status: number) => s
   }
   if (!response.ok) throw new CliError(refused(response.status));
   try {
-    return (await response.json()) as T;
+    return (await boundedJson(response)) as T;
   } catch {
     throw new CliError(`${new URL(url).origin} did not answer JSON`);
   }
@@ -134,7 +135,7 @@ async function redeem(io: CliIo, tokenEndpoint: string, params: Record<string, s
       redirect: 'error',
       signal: AbortSignal.timeout(10_000),
     });
-    body = (await response.json()) as typeof body;
+    body = (await boundedJson(response)) as typeof body;
   } catch {
     throw new CliError('cannot redeem the code at the SSO\'s token endpoint');
   }

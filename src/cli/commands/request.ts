@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { callerOptions, connect, type BrokerClient } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { DPOP_HELP, dpopOptions, withDpop } from '../dpop.js';
@@ -33,9 +33,12 @@ export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience A
 ${DPOP_HELP}
   A wait asks the broker every 2s (env JIT_POLL_INTERVAL sets another interval).`;
 
-export const collectHelp = `jit collect REQUEST_ID [--wait DURATION] [--dpop]
+export const collectHelp = `jit collect REQUEST_ID [--wait DURATION] [--actor-token FILE|-] [--dpop]
   Waits for an approved request (default 15m; 0: look once) and prints its token (with --json:
   the broker's answer). A token is given once: collecting it again is refused.
+  --actor-token FILE|-     a request an agent made for you (jit request --actor-token) is
+                           collected with the agent's token again (a file, - for stdin, or
+                           env JIT_ACTOR_TOKEN), at /oauth2/token
 ${DPOP_HELP}
                            (a request made with --dpop is collected with --dpop)`;
 
@@ -78,7 +81,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
       ...(values.justification !== undefined ? { justification: values.justification } : {}),
       ...(values['break-glass'] ? { break_glass: 'true' } : {}),
       ...(details.length > 0 ? { authorization_details: JSON.stringify(details) } : {}),
-    }, { waitMs: wait, pollMs: poll, json: values.json, requestIdFile: values['request-id-file'] });
+    }, { waitMs: wait, pollMs: poll, json: values.json, requestIdFile: values['request-id-file'], collectHint: actorHint(actorSource) });
   }
   const { status, body } = await client.post<Record<string, unknown>>('/v1/credentials', {
     task_id: values.task,
@@ -93,7 +96,7 @@ export async function request(args: string[], io: CliIo): Promise<number> {
   if (values['request-id-file'] !== undefined) writeRequestId(values['request-id-file'], id);
   if (status === 201) return printIssued(io, body as unknown as IssuedView, values.json);
 
-  io.stderr(`request ${shown(id)} needs ${String(body.approvals_required)} approval(s); digest ${shown(String(body.digest))}\n`);
+  io.stderr(`request ${shown(id)} needs ${shown(String(body.approvals_required))} approval(s); digest ${shown(String(body.digest))}\n`);
   io.stderr(`an approver runs: jit approve ${shown(id)} --reason "..."\n`);
   if (wait === 0) {
     if (values.json) printJson(io, body);
@@ -116,18 +119,32 @@ async function delegate(
   client: BrokerClient,
   source: string,
   fields: Record<string, string>,
-  options: { waitMs: number; pollMs: number; json: boolean; requestIdFile: string | undefined },
+  options: { waitMs: number; pollMs: number; json: boolean; requestIdFile: string | undefined; collectHint: string },
 ): Promise<number> {
-  const actor = () => ({ actor_token: readActorToken(io, source), actor_token_type: JWT_TOKEN_TYPE });
-  const { body } = await client.exchange<ExchangedView>({ ...fields, ...actor() });
+  const { body } = await client.exchange<ExchangedView>({ ...fields, ...actorFields(io, source) });
   if (body.request_id !== undefined && options.requestIdFile !== undefined) writeRequestId(options.requestIdFile, body.request_id);
   if (body.access_token !== undefined) return printIssued(io, body as IssuedView, options.json);
   const id = String(body.request_id);
   io.stderr(`request ${shown(id)} needs approval; an approver runs: jit approve ${shown(id)} --reason "..."
 `);
-  if (options.waitMs === 0) return EXIT.pending;
-  return waitAndCollect(io, client, id, { ...options, collect: async () => (await client.exchange<IssuedView>({ request_id: id, ...actor() })).body });
+  if (options.waitMs === 0) {
+    if (options.json) printJson(io, body);
+    io.stderr(`not waiting; collect the token later with: jit collect ${shown(id)}${options.collectHint}\n`);
+    return EXIT.pending;
+  }
+  return waitAndCollect(io, client, id, { ...options, collect: collectingAsAgent(io, client, id, source) });
 }
+
+/** The agent's part of an exchange, its token read afresh (a wait may outlive a short-lived one). */
+const actorFields = (io: CliIo, source: string) => ({ actor_token: readActorToken(io, source), actor_token_type: JWT_TOKEN_TYPE });
+
+/** A delegated request's token is collected at /oauth2/token, with the subject's and the agent's tokens again. */
+const collectingAsAgent = (io: CliIo, client: BrokerClient, id: string, source: string) => async () =>
+  (await client.exchange<IssuedView>({ request_id: id, ...actorFields(io, source) })).body;
+
+/** How to name the agent's token again in a later jit collect. */
+const actorHint = (source: string | undefined): string =>
+  source === undefined ? '' : source === 'env' ? ' (with JIT_ACTOR_TOKEN set)' : source === '-' ? ' --actor-token -' : ` --actor-token ${shown(source)}`;
 
 type ExchangedView = Partial<IssuedView> & { request_id?: string };
 
@@ -146,11 +163,18 @@ function readActorToken(io: CliIo, source: string): string {
 }
 
 export async function collect(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' }, ...dpopOptions });
+  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' }, 'actor-token': { type: 'string' }, ...dpopOptions });
   const id = requestIdArgument(io, positionals[0], false);
   const wait = parseDuration(values.wait, '--wait');
   const client = withDpop(connect(io, values), io, values.dpop);
-  return waitAndCollect(io, client, id, { waitMs: wait, pollMs: pollInterval(io), json: values.json });
+  const actorSource = values['actor-token'] ?? (io.env.JIT_ACTOR_TOKEN ? 'env' : undefined);
+  return waitAndCollect(io, client, id, {
+    waitMs: wait,
+    pollMs: pollInterval(io),
+    json: values.json,
+    collectHint: actorHint(actorSource),
+    ...(actorSource !== undefined ? { collect: collectingAsAgent(io, client, id, actorSource) } : {}),
+  });
 }
 
 /** `--object TYPE=ID` entries, then those of `--authorization-details` (JSON, or @FILE holding it). */
@@ -188,6 +212,7 @@ function pollInterval(io: CliIo): number {
 function writeRequestId(path: string, id: string): void {
   try {
     writeFileSync(path, `${id}\n`, { mode: 0o600 });
+    chmodSync(path, 0o600); // the mode above applies only to a file it creates
   } catch (error) {
     throw new CliError(`cannot write ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'}); the request ${id} was made`);
   }
@@ -202,7 +227,7 @@ async function waitAndCollect(
   io: CliIo,
   client: BrokerClient,
   id: string,
-  options: { waitMs: number; pollMs: number; json: boolean; collect?: () => Promise<IssuedView> },
+  options: { waitMs: number; pollMs: number; json: boolean; collectHint?: string; collect?: () => Promise<IssuedView> },
 ): Promise<number> {
   const path = `/v1/credentials/${encodeURIComponent(id)}`;
   const collectToken = options.collect ?? (async () => (await client.post<IssuedView>(`${path}/token`)).body);
@@ -225,11 +250,11 @@ async function waitAndCollect(
     if (elapsed >= options.waitMs) {
       clear();
       if (options.json) printJson(io, view);
-      io.stderr(`request ${shown(id)} is still pending approval; collect the token later with: jit collect ${shown(id)}\n`);
+      io.stderr(`request ${shown(id)} is still pending approval; collect the token later with: jit collect ${shown(id)}${options.collectHint ?? ''}\n`);
       return EXIT.pending;
     }
     const approvals = view.approvals.filter((a) => a.decision === 'approve').length;
-    const line = `waiting for approval of ${shown(id)}: ${approvals}/${view.approvals_required} approvals, ${Math.round(elapsed / 1000)}s elapsed, request expires ${shown(view.expires_at)}`;
+    const line = `waiting for approval of ${shown(id)}: ${approvals}/${shown(String(view.approvals_required))} approvals, ${Math.round(elapsed / 1000)}s elapsed, request expires ${shown(view.expires_at)}`;
     if (io.interactive) io.stderr(`\r\x1b[K${line}`);
     else if (!reported || reported.approvals !== approvals || Date.now() - reported.at >= 60_000) {
       io.stderr(`${line}\n`);
@@ -264,7 +289,11 @@ function ended(io: CliIo, view: RequestView): number {
   return EXIT.failed;
 }
 
+/** The token, alone on stdout for the next step to read: never anything else in its place. */
 function printIssued(io: CliIo, issued: IssuedView, json: boolean): number {
+  if (typeof issued.access_token !== 'string' || !/^[\w-]+\.[\w-]+\.[\w-]+$/.test(issued.access_token)) {
+    throw new CliError('the broker answered that the token was issued, but gave no token (a JWT) with it');
+  }
   if (json) printJson(io, issued);
   else io.stdout(`${issued.access_token}\n`);
   return EXIT.ok;

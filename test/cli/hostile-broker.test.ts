@@ -1,0 +1,130 @@
+import { statSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jit } from '../helpers/jit-process.js';
+import { tempDir } from '../helpers/temp.js';
+
+/**
+ * The CLI against a broker (or something in its place) that answers badly: what reaches the
+ * terminal is escaped, what reaches stdout is a token or nothing, what it reads is bounded, and
+ * its exit codes say what the README's table says.
+ */
+
+let answer: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.end();
+let server: Server;
+let url: string;
+const ESC = '\x1b]0;pwned\x07\x1b[2J';
+const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+/** Well-shaped identity tokens (the CLI reads their exp, never their signature). */
+const identity = (expiresIn: number) => `${b64({ alg: 'ES256' })}.${b64({ sub: 'x', exp: Math.floor(Date.now() / 1000) + expiresIn })}.c2ln`;
+const fresh = identity(3600);
+const env = (extra: Record<string, string> = {}) => ({ BROKER_URL: url, BROKER_IDENTITY_TOKEN: fresh, ...extra });
+const json = (res: ServerResponse, status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+const request = ['request', '--scope', 'a', '--audience', 'b', '--task', 't'];
+const view = { request_id: 'r1', status: 'pending_approval', requester: { iss: 'i', sub: 's' }, task_id: 't', scopes: ['a'], audience: 'b', ttl_seconds: 60, justification: null, break_glass: false, digest: 'd'.repeat(64), approvals_required: 1, approvals: [], created_at: '2026-01-01T00:00:00Z', expires_at: '2026-01-01T00:00:00Z' };
+
+beforeAll(async () => {
+  server = createServer((req, res) => answer(req, res));
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((done) => server.close(done));
+});
+
+describe('text from the broker', () => {
+  it('reaches the terminal escaped: the pending answer, the waiting line, a decision, a verdict', async () => {
+    answer = (_req, res) => json(res, 202, { request_id: 'r1', status: 'pending_approval', approvals_required: ESC, digest: 'd'.repeat(64), approvals: [] });
+    const pending = await jit([...request, '--wait', '0'], { env: env() });
+    expect(pending.code).toBe(75);
+
+    answer = (req, res) => (req.method === 'POST' ? json(res, 202, { ...view, approvals_required: 1 }) : json(res, 200, { ...view, approvals_required: ESC }));
+    const waiting = await jit([...request, '--wait', '1s'], { env: env({ JIT_POLL_INTERVAL: '200ms' }) });
+    expect(waiting.code).toBe(75);
+
+    answer = (req, res) => (req.method === 'GET' ? json(res, 200, view) : json(res, 200, { ...view, status: `approved${ESC}` }));
+    const decided = await jit(['approve', 'r1', '--reason', 'ok', '--yes'], { env: env() });
+    expect(decided.code).toBe(0);
+
+    answer = (_req, res) => json(res, 200, { ok: true, events: ESC, head: ESC });
+    const verified = await jit(['audit', 'verify'], { env: env() });
+
+    for (const run of [pending, waiting, decided, verified]) expect(run.stdout + run.stderr).not.toContain('\x1b');
+    expect(verified.stdout).toContain('\\u{1b}');
+  });
+});
+
+describe('an issued answer', () => {
+  it('puts a token on stdout, or nothing: no JWT in it is a failure', async () => {
+    for (const accessToken of [`${ESC}evil`, undefined, 42]) {
+      answer = (_req, res) => json(res, 201, { request_id: 'r1', status: 'issued', access_token: accessToken, token_type: 'Bearer' });
+      const run = await jit(request, { env: env() });
+      expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 1, stdout: '' });
+      expect(run.stderr).toContain('gave no token');
+    }
+  });
+});
+
+describe('exit codes of the token exchange (an agent acting, --actor-token)', () => {
+  const delegated = (extra: Record<string, string> = {}) => jit([...request, '--actor-token', 'env'], { env: env({ JIT_ACTOR_TOKEN: fresh, ...extra }) });
+
+  it('69 when a proxy answers 502, 503 or 504 with its own page', async () => {
+    for (const status of [502, 503, 504]) {
+      answer = (_req, res) => res.writeHead(status, { 'content-type': 'text/html' }).end('<html>Bad Gateway</html>');
+      expect((await delegated()).code).toBe(69);
+    }
+  });
+
+  it('5 for an expired subject or actor token, 4 for one refused otherwise', async () => {
+    answer = (_req, res) => json(res, 400, { error: 'invalid_request', error_description: 'The subject_token was not accepted.' });
+    expect((await delegated({ BROKER_IDENTITY_TOKEN: identity(-60) })).code).toBe(5);
+    expect((await delegated()).code).toBe(4);
+    answer = (_req, res) => json(res, 400, { error: 'invalid_request', error_description: 'The actor_token was not accepted.' });
+    const actorExpired = await delegated({ JIT_ACTOR_TOKEN: identity(-60) });
+    expect(actorExpired.code).toBe(5);
+    expect(actorExpired.stderr).toContain('the actor token');
+    expect((await delegated()).code).toBe(4);
+    // Any other bad request stays a failure of the request.
+    answer = (_req, res) => json(res, 400, { error: 'invalid_request', error_description: 'The scope parameter is missing.' });
+    expect((await delegated()).code).toBe(1);
+  });
+});
+
+describe('what the CLI reads', () => {
+  it('stops reading an answer past 32 MiB', { timeout: 60_000 }, async () => {
+    const MiB = 1024 * 1024;
+    let sent = 0;
+    answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"items":[],"x":"');
+      const chunk = Buffer.alloc(MiB, 0x61);
+      const pump = () => {
+        while (sent < 100 * MiB && !res.destroyed) {
+          sent += MiB;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end('"}');
+      };
+      res.on('close', () => undefined);
+      pump();
+    };
+    const run = await jit(['requests'], { env: env() });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('larger than 32 MiB');
+    expect(sent).toBeLessThan(64 * MiB);
+  });
+});
+
+describe('--request-id-file', () => {
+  it('is mode 0600, even where the file was there before', async () => {
+    answer = (_req, res) => json(res, 202, { ...view });
+    const path = join(tempDir('jit-request-id-'), 'request.id');
+    writeFileSync(path, 'old\n', { mode: 0o644 });
+    const run = await jit([...request, '--wait', '0', '--request-id-file', path], { env: env() });
+    expect(run.code).toBe(75);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+});
