@@ -12,6 +12,9 @@ const scopes = z
 
 const detailList = z.array(requestText.detailValue).max(16);
 
+/** authorization_details travel in the token: at most this many bytes of JSON, so that no token grows past what the broker reads back. */
+export const MAX_AUTHORIZATION_DETAILS_BYTES = 8 * 1024;
+
 /**
  * CONTRACT section 4, RFC 9396: 1 to 16 entries, each the common fields only. Whether `type` is a
  * configured duty type is the domain's to say, under the configuration running.
@@ -28,7 +31,10 @@ export const authorizationDetails = z
     }),
   )
   .min(1)
-  .max(16);
+  .max(16)
+  .refine((details) => Buffer.byteLength(JSON.stringify(details)) <= MAX_AUTHORIZATION_DETAILS_BYTES, {
+    message: `at most ${MAX_AUTHORIZATION_DETAILS_BYTES} bytes as JSON: they travel in the token`,
+  });
 
 /** CONTRACT section 4, the body of `POST /v1/credentials`. */
 export const credentialRequestBody = z.strictObject({

@@ -5,7 +5,7 @@ export { KEY_ENCRYPTION_KEY_ENV, KeyEncryptionKeyMismatch, openSealedKey, parseK
 export type { KeyEncryptionKeys } from './key-encryption.js';
 export { KEY_VIEW_MAX_AGE_MS, openKeyring, RETIRE_GRACE_MS, SIGNING_SLACK_MS } from './keyring.js';
 export type { Keyring, SigningKey } from './keyring.js';
-export { mintAccessToken, sha256Token } from './mint.js';
+export { MAX_ACCESS_TOKEN_BYTES, mintAccessToken, sha256Token } from './mint.js';
 export type { MintedToken } from './mint.js';
 export { createTokenService } from './service.js';
 export type { TokenService } from './service.js';

@@ -1,7 +1,7 @@
 import { jwtVerify, type JWTPayload } from 'jose';
 import { SIGNING_ALGORITHMS } from '../config/schema.js';
-import { MAX_IDENTITY_TOKEN_BYTES } from '../identity/index.js';
 import type { Keyring } from './keyring.js';
+import { MAX_ACCESS_TOKEN_BYTES } from './mint.js';
 
 /**
  * The claims of a token this broker minted and that is still within its lifetime, or undefined
@@ -9,7 +9,7 @@ import type { Keyring } from './keyring.js';
  * business, not this function's.
  */
 export async function readOwnToken(keyring: Keyring, issuer: string, token: string, now: number): Promise<JWTPayload | undefined> {
-  if (token.length === 0 || token.length > MAX_IDENTITY_TOKEN_BYTES) return undefined;
+  if (token.length === 0 || token.length > MAX_ACCESS_TOKEN_BYTES) return undefined;
   try {
     const { payload } = await jwtVerify(token, keyring.verificationKeys(), {
       issuer,

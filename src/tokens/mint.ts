@@ -2,8 +2,16 @@ import { createHash, sign } from 'node:crypto';
 import type { ActClaim } from '../shared/act.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { uuidv7 } from '../shared/ids.js';
+import { InvalidRequest } from '../shared/errors.js';
 import type { Principal } from '../store/index.js';
 import type { Keyring, SigningKey } from './keyring.js';
+
+/**
+ * The largest token the broker mints, and so the largest it reads back as its own (introspection,
+ * revocation, a child's subject_token): a token it minted is never too large for it to revoke.
+ * The inputs are bounded so that no request comes near it (authorization_details at most 8 KiB).
+ */
+export const MAX_ACCESS_TOKEN_BYTES = 32 * 1024;
 
 /** CONTRACT section 3: the claims of a broker access token besides iss, iat, nbf, exp and jti. */
 export interface AccessTokenGrant {
@@ -82,6 +90,7 @@ export async function mintAccessToken(
     ...(grant.cnf ? { cnf: { jkt: grant.cnf.jkt } } : {}),
   };
   const token = signCompactJws({ alg: key.alg, kid: key.kid, typ: 'at+jwt' }, claims, key);
+  if (token.length > MAX_ACCESS_TOKEN_BYTES) throw new InvalidRequest(`The token would be ${token.length} bytes, more than the ${MAX_ACCESS_TOKEN_BYTES} a broker token may be.`);
   return { token, jti, kid: key.kid, sha256: sha256Token(token), issuedAt: now, expiresAt: exp * 1000, ttlSeconds: exp - iat };
 }
 
