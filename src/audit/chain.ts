@@ -1,4 +1,4 @@
-import { canonicalEvent, chainHash, GENESIS_HASH } from '../shared/chain-hash.js';
+import { chainHash, GENESIS_HASH, linkOf, type ChainLink } from '../shared/chain-hash.js';
 import type { AuditEventRecord } from '../store/index.js';
 
 export type ChainVerdict = { ok: true; events: number; head: string } | { ok: false; firstBadSeq: number };
@@ -14,11 +14,11 @@ export function chainVerifier() {
   let firstBadSeq: number | undefined;
   return {
     /** False once the chain is broken; feed no more after that. */
-    add(event: AuditEventRecord): boolean {
-      if (event.seq !== expectedSeq || event.prevHash !== prevHash) firstBadSeq = expectedSeq;
-      else if (chainHash(event.prevHash, canonicalEvent(event)) !== event.hash) firstBadSeq = event.seq;
+    add(link: ChainLink): boolean {
+      if (link.seq !== expectedSeq || link.prevHash !== prevHash) firstBadSeq = expectedSeq;
+      else if (chainHash(link.prevHash, link.canonical) !== link.hash) firstBadSeq = link.seq;
       if (firstBadSeq !== undefined) return false;
-      prevHash = event.hash;
+      prevHash = link.hash;
       expectedSeq += 1;
       return true;
     },
@@ -30,7 +30,7 @@ export function chainVerifier() {
 
 export function verifyChain(events: Iterable<AuditEventRecord>): ChainVerdict {
   const verifier = chainVerifier();
-  for (const event of events) if (!verifier.add(event)) break;
+  for (const event of events) if (!verifier.add(linkOf(event))) break;
   return verifier.verdict();
 }
 
@@ -38,15 +38,12 @@ export function verifyChain(events: Iterable<AuditEventRecord>): ChainVerdict {
  * Verifies the chain as stored, a page at a time, yielding between pages so a long log does
  * not hold up other requests. Works on any store, including a read-only copy (`jit audit verify --db`).
  */
-export async function verifyStoredChain(
-  events: { after(afterSeq: number, limit: number): Promise<AuditEventRecord[]> },
-  pageSize = 5_000,
-): Promise<ChainVerdict> {
+export async function verifyStoredChain(events: { links(afterSeq: number, limit: number): Promise<ChainLink[]> }, pageSize = 5_000): Promise<ChainVerdict> {
   const verifier = chainVerifier();
   let afterSeq = 0;
   for (;;) {
-    const page = await events.after(afterSeq, pageSize);
-    for (const event of page) if (!verifier.add(event)) return verifier.verdict();
+    const page = await events.links(afterSeq, pageSize);
+    for (const link of page) if (!verifier.add(link)) return verifier.verdict();
     const last = page[page.length - 1];
     if (!last || page.length < pageSize) return verifier.verdict();
     afterSeq = last.seq;

@@ -3,7 +3,7 @@ import { SIGNING_ALGORITHMS } from '../config/schema.js';
 import { toIso } from '../shared/clock.js';
 import type { AuditEventRecord, SigningKeyRecord } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
-import { GENESIS_HASH } from '../shared/chain-hash.js';
+import { GENESIS_HASH, type ChainLink } from '../shared/chain-hash.js';
 import { verifyStoredChain, type ChainVerdict } from './chain.js';
 
 /** The JWS header `typ` of a checkpoint (CONTRACT section 4): never mistaken for an access token. */
@@ -117,7 +117,7 @@ export type CheckpointVerdict = ChainVerdict | { ok: false; reason: 'truncated' 
  * a head remembered outside the database shows that it is shorter than it was (`truncated`).
  */
 export async function verifyChainHolds(
-  events: { after(afterSeq: number, limit: number): Promise<AuditEventRecord[]>; at(seq: number): Promise<AuditEventRecord | undefined> },
+  events: { links(afterSeq: number, limit: number): Promise<ChainLink[]>; at(seq: number): Promise<AuditEventRecord | undefined> },
   head?: ChainHead,
 ): Promise<CheckpointVerdict> {
   const verdict = await verifyStoredChain(events);

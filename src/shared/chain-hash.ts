@@ -34,9 +34,13 @@ export function canonicalEvent(event: ChainedEvent): string {
  * The canonical JSON of an event in two parts around its seq, for an appender that assigns the
  * seq itself (PostgreSQL's `append_audit_events`): `before + seq + after` is `canonicalEvent`.
  * Keys sort as actor, at, data, request_id, seq, type. `data` is the event's data as canonical
- * JSON, when the caller has it already (it stores that text too).
+ * JSON (the text the row stores). An actor with one part missing is no event's: only a stored
+ * row can hold one, and its canonical form then hashes to no event's hash.
  */
-export function canonicalParts(event: Omit<ChainedEvent, 'seq'>, data: string = canonicalJson(event.data)): { before: string; after: string } {
+export function canonicalParts(
+  event: Pick<ChainedEvent, 'at' | 'type' | 'requestId'> & { actor: { iss: string | null; sub: string | null } | null },
+  data: string,
+): { before: string; after: string } {
   const before =
     `{"actor":${canonicalJson(event.actor)},"at":${canonicalJson(event.at)},"data":${data},` +
     `"request_id":${canonicalJson(event.requestId)},"seq":`;
@@ -44,3 +48,18 @@ export function canonicalParts(event: Omit<ChainedEvent, 'seq'>, data: string = 
 }
 
 export const chainHash = (prevHash: string, canonical: string): string => sha256Hex(prevHash + canonical);
+
+/** One link of the chain: its place, its hash and the previous one, and the text its hash is of. */
+export interface ChainLink {
+  seq: number;
+  prevHash: string;
+  hash: string;
+  canonical: string;
+}
+
+export const linkOf = (event: ChainedEvent & { prevHash: string; hash: string }): ChainLink => ({
+  seq: event.seq,
+  prevHash: event.prevHash,
+  hash: event.hash,
+  canonical: canonicalEvent(event),
+});

@@ -18,6 +18,7 @@ import type {
   SigningKeyRecord,
 } from './records.js';
 import type { RateWindow } from '../shared/rate-window.js';
+import type { ChainLink } from '../shared/chain-hash.js';
 
 /**
  * The broker's records, behind one small contract with an implementation per engine
@@ -62,8 +63,10 @@ export interface Store {
   };
   events: {
     head(): Promise<{ seq: number; hash: string } | undefined>;
-    /** Events with seq above `afterSeq`, in order: the chain as stored. */
+    /** Events with seq above `afterSeq`, in order. */
     after(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+    /** The links of the chain above `afterSeq`, in order, each hashed text exactly as its row stores it: what verification reads. */
+    links(afterSeq: number, limit: number): Promise<ChainLink[]>;
     /** The event at `seq`, if the chain still holds it. */
     at(seq: number): Promise<AuditEventRecord | undefined>;
     /** The newest event of `type`, if any. */

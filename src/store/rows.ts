@@ -1,3 +1,4 @@
+import { canonicalParts, type ChainLink } from '../shared/chain-hash.js';
 import type {
   ActorRecord,
   ApprovalRecord,
@@ -143,6 +144,18 @@ export interface EventRow {
   data: string;
   prev_hash: string;
   hash: string;
+}
+
+/**
+ * A stored event as a link of the chain, from the row as it is stored rather than as read back:
+ * `data` as its stored text, and an actor half missing kept so. A row rewritten with the same
+ * meaning in other bytes (a duplicate key that SQL's JSON functions read, a stray issuer) is then
+ * not what was hashed, and verification stops at it.
+ */
+export function toLink(r: EventRow): ChainLink {
+  const actor = r.actor_iss === null && r.actor_sub === null ? null : { iss: r.actor_iss, sub: r.actor_sub };
+  const { before, after } = canonicalParts({ actor, at: r.at, type: r.type, requestId: r.request_id }, r.data);
+  return { seq: r.seq, prevHash: r.prev_hash, hash: r.hash, canonical: `${before}${r.seq}${after}` };
 }
 
 export const toEvent = (r: EventRow): AuditEventRecord => ({

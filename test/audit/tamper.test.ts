@@ -71,6 +71,23 @@ describe('a tampered audit log', () => {
     expect((await verdicts()).online).toEqual({ ok: false, first_bad_seq: 6 });
   });
 
+  it('is caught where the stored text is not what was hashed, though JSON.parse reads the same (a duplicate key)', async () => {
+    const [row] = await t.db.sql<StoredEvent>(`SELECT * FROM audit_events WHERE type = 'request.created' ORDER BY seq LIMIT 1`);
+    if (!row) throw new Error('no request.created event');
+    // SQL's JSON functions read the first task_id, JSON.parse the last: the original.
+    await t.db.sql('UPDATE audit_events SET data = ? WHERE seq = ?', [`{"task_id":"FORGED",${row.data.slice(1)}`, row.seq]);
+    const { offline, online } = await verdicts();
+    if (offline) expect(offline.stdout).toBe(`BROKEN: the chain fails at seq ${row.seq}\n`);
+    expect(online).toEqual({ ok: false, first_bad_seq: Number(row.seq) });
+  });
+
+  it('is caught where an event the broker itself recorded is given an actor\'s issuer', async () => {
+    const [row] = await t.db.sql<StoredEvent>('SELECT * FROM audit_events WHERE actor_iss IS NULL ORDER BY seq LIMIT 1');
+    if (!row) throw new Error('no event without an actor');
+    await t.db.sql('UPDATE audit_events SET actor_iss = ? WHERE seq = ?', ['https://sso.test', row.seq]);
+    expect((await verdicts()).online).toEqual({ ok: false, first_bad_seq: Number(row.seq) });
+  });
+
   it('is caught where an event was deleted', async () => {
     await t.db.sql('DELETE FROM audit_events WHERE seq = 4');
     const { offline, online } = await verdicts();

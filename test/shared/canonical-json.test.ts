@@ -34,8 +34,7 @@ describe('canonical JSON', () => {
 
   it('gives an event the same text whole or in the two parts around its seq (the PostgreSQL appender assigns the seq)', () => {
     const event = { at: '2026-12-07T12:00:00.000Z', type: 'credential.issued', actor: { iss: 'https://i', sub: 's' }, requestId: 'r1', data: { z: 1, a: [{ y: 2, b: 3 }] } };
-    const { before, after } = canonicalParts(event);
+    const { before, after } = canonicalParts(event, canonicalJson(event.data));
     expect(`${before}42${after}`).toBe(canonicalEvent({ ...event, seq: 42 }));
-    expect(canonicalParts(event, canonicalJson(event.data))).toEqual({ before, after });
   });
 });
