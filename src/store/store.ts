@@ -22,6 +22,7 @@ import {
   mapOptional,
   toApproval,
   toEvent,
+  toLink,
   toIssuance,
   toIssuanceAudit,
   toKey,
@@ -43,6 +44,7 @@ import {
   LIVE_SQL,
   loadDelta,
   marks,
+  MINUTE_MS,
   minuteStart,
   principalKeys,
   recordedKeys,
@@ -612,6 +614,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
     events: {
       head: () => read.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
       after: async (afterSeq, limit) => (await read.all<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit])).map(toEvent),
+      links: async (afterSeq, limit) => (await read.all<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit])).map(toLink),
       at: async (seq) => mapOptional(await read.get<EventRow>('SELECT * FROM audit_events WHERE seq = ?', [seq]), toEvent),
       latest: async (type) => mapOptional(await read.get<EventRow>('SELECT * FROM audit_events WHERE type = ? ORDER BY seq DESC LIMIT 1', [type]), toEvent),
     },
@@ -854,11 +857,13 @@ export function createStore(engine: Engine, clock: Clock): Store {
             await sql.run('UPDATE caller_minutes SET refusals_counted = 0 WHERE holder = ? AND minute = ?', [tally.holder, tally.minute]);
           }
           await append(tallies.map((tally) => event({ actor: { iss: tally.actor_iss, sub: tally.actor_sub }, minuteStart: tally.minute, count: tally.refusals_counted })));
-          // Minutes with nothing left to report, and windows a minute idle, are no longer needed.
+          // Minutes with nothing left to report are kept a minute more: a refusal that read the clock
+          // in one before its report still finds how many were recorded one by one (and is counted,
+          // for the next report, rather than recorded as one more). Windows a minute idle go too.
           await sql.run(
             `DELETE FROM caller_minutes WHERE (holder, minute) IN
                (SELECT holder, minute FROM caller_minutes WHERE minute < ? AND refusals_counted = 0 LIMIT ? ${dialect.skipLocked()})`,
-            [current, limit],
+            [current - MINUTE_MS, limit],
           );
           await sql.run(
             `DELETE FROM caller_rates WHERE holder IN

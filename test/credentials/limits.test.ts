@@ -215,6 +215,24 @@ describe('refusal records', () => {
     expect(events.reduce((sum, e) => sum + Number(e.data.count), 0)).toBe(refusals);
   });
 
+  it('records no more one by one for a refusal of a minute already reported (it read the clock before the report)', async () => {
+    t = await start({ requestsPerMinute: 1_000 });
+    const minute = nextMinute();
+    t.clock.set(minute + 59_000);
+    const job = await t.as.pipeline();
+    const refuse = async () => expect((await post(job, { ...read, scopes: ['db:admin'] })).status).toBe(403);
+    for (let i = 0; i < REFUSALS_RECORDED_PER_MINUTE + 1; i += 1) await refuse();
+    t.clock.set(minute + MINUTE + 1);
+    await t.broker.scheduler.runAll(); // the minute reported
+    t.clock.set(minute + 59_500); // a refusal that read the clock in it, committed after the report
+    await refuse();
+    t.clock.set(minute + 2 * MINUTE + 5_000);
+    await t.broker.scheduler.runAll();
+    const events = (await allEvents(t)).filter((e) => e.type === 'request.refused');
+    expect(events.filter((e) => !e.data.aggregated)).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
+    expect(events.reduce((sum, e) => sum + Number(e.data.count ?? 1), 0)).toBe(REFUSALS_RECORDED_PER_MINUTE + 2);
+  });
+
   it('caps what a refusal stores, however large the request', async () => {
     t = await start({});
     const scopes = Array.from({ length: 32 }, (_, i) => `x${i}:${'s'.repeat(120)}`);
