@@ -348,8 +348,9 @@ const configShape = z
           .describe(
             'Worker processes sharing the port, each a whole broker with its own database connection. `auto` runs one per core this process may use (`os.availableParallelism()`; a container\'s CPU quota is not seen: set a number there). Every check stays atomic across them, as across replicas.',
           ),
-        requestTimeout: timeout(
-          'How long a client may take to send one whole request, headers and body: a slower one (or a connection that sends nothing) is closed, so that no caller holds connections open by trickling bytes. Answers may take longer (exports stream for as long as they need).',
+        requestTimeout: duration(
+          'How long a client may take to send one whole request, headers and body: a slower one (or a connection that sends nothing) is closed, so that no caller holds connections open by trickling bytes. Answers may take longer (exports stream for as long as they need). At least 1s.',
+          { atLeast: 1_000, atMost: LONGEST_TIMER_MS },
         ).prefault('20s'),
       })
       .prefault({})

@@ -86,12 +86,20 @@ describe('configuration', () => {
     config.scopes[0].maxTtl = '3651d';
     config.identity.issuers[0].jwksTimeout = '25d';
     config.notify = { timeout: '25d', webhooks: [] };
+    config.listen = { requestTimeout: '25d' };
     expect(problemsOf(write('long.yaml', config))).toEqual([
+      'listen.requestTimeout: "25d" is longer than 24 days',
       'identity.issuers.0.jwksTimeout: "25d" is longer than 24 days',
       'scopes.0.maxTtl: "3651d" is longer than 3650 days',
       'approval.timeout: "999999999d" is longer than 3650 days',
       'notify.timeout: "25d" is longer than 24 days',
     ]);
+  });
+
+  it('refuses a requestTimeout under a second, which would drop every caller', async () => {
+    const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    config.listen = { requestTimeout: '500ms' };
+    expect(problemsOf(write('short.yaml', config))).toEqual(['listen.requestTimeout: "500ms" is shorter than 1 second']);
   });
 
   it('serves every request at the longest durations it accepts', async () => {
