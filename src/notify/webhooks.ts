@@ -84,13 +84,14 @@ export function createNotifier(options: NotifierOptions): Notifier {
     requestId: string | null,
   ): Promise<void> {
     const id = randomUUID();
-    const at = clock();
-    const timestamp = Math.floor(at / 1000);
-    const body = JSON.stringify(bodies(at)[webhook.format === 'slack' ? 'slack' : 'json']);
+    const body = JSON.stringify(bodies(clock())[webhook.format === 'slack' ? 'slack' : 'json']);
     const target = new URL(webhook.url).origin;
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
       if (attempt > 0) await sleep(backoffMs * 4 ** (attempt - 1));
+      // Each attempt is signed when it is sent (the id stays, for the receiver to take once): a
+      // Standard Webhooks receiver refuses a timestamp more than five minutes old.
+      const timestamp = Math.floor(clock() / 1000);
       try {
         const response = await send(webhook.url, {
           method: 'POST',

@@ -1,6 +1,8 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -202,6 +204,46 @@ describe('webhooks', () => {
       expect(Number(timestamp)).toBe(Math.floor(t.clock() / 1000));
       expect(t.logs.join('\n')).not.toContain(expected);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('signs each attempt when it is sent: a retry minutes later carries a fresh timestamp and signature, and the same id', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jit-webhook-secret-'));
+    const attempts: { headers: Record<string, string | string[] | undefined>; raw: string; at: number }[] = [];
+    let clock: (() => number) & { advance(ms: number): void };
+    const server = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (chunk: Buffer) => (raw += chunk.toString()));
+      req.on('end', () => {
+        attempts.push({ headers: req.headers, raw, at: clock() });
+        clock.advance(6 * 60_000); // each answer minutes late: the receiver is struggling
+        res.writeHead(attempts.length < 3 ? 503 : 204).end();
+      });
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    try {
+      const secret = secretFile(dir);
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+      const t = await startTestBroker({ configure: (config) => (config.notify = notifying(url, { retries: 3 }, { secretFile: secret.path })) });
+      clock = t.clock;
+      const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+      const notifier = createNotifier({ settings: () => ({ config: t.config, webhooks: compileWebhooks(t.config.notify) }), store: t.broker.store, logger: createLogger({ level: 'silent' }), clock: t.clock, backoffMs: 1 });
+      await t.broker.notifier.idle();
+      attempts.length = 0;
+      notifier.notify('approval.requested', (await t.broker.store.requests.get(pending.body.request_id))!);
+      await notifier.idle();
+      expect(attempts).toHaveLength(3);
+      expect(new Set(attempts.map((a) => a.headers['webhook-id'])).size).toBe(1);
+      for (const { headers, raw, at } of attempts) {
+        expect(Number(headers['webhook-timestamp'])).toBe(Math.floor(at / 1000));
+        const signed = createHmac('sha256', secret.key).update(`${headers['webhook-id']}.${headers['webhook-timestamp']}.${raw}`).digest('base64');
+        expect(headers['webhook-signature']).toBe(`v1,${signed}`);
+      }
+      await t.close();
+    } finally {
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
       rmSync(dir, { recursive: true, force: true });
     }
   });
