@@ -102,9 +102,16 @@ async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals)
     stop(stopAsked);
     return;
   }
-  server.on('error', (error) => {
-    logger.fatal({ err: error }, 'cannot listen');
-    void broker.close().finally(() => process.exit(1));
+  server.on('error', (error: NodeJS.ErrnoException) => {
+    // An address in use, not this machine's, or not allowed: the operator's to fix, said in one line.
+    const refused = ['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'ENOTFOUND', 'EAI_AGAIN'].includes(error.code ?? '');
+    if (refused) {
+      logger.fatal({ code: error.code, host: config.listen.host, port: config.listen.port }, 'cannot listen');
+      process.stderr.write(`jit-broker: cannot listen on ${config.listen.host}:${config.listen.port} (${error.code})\n`);
+    } else {
+      logger.fatal({ err: error }, 'cannot listen');
+    }
+    void broker.close().finally(() => process.exit(refused ? 78 : 1));
   });
   server.listen(config.listen.port, config.listen.host, () => {
     const address = server.address();

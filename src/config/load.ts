@@ -49,7 +49,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}, text = rea
   } catch (error) {
     throw new ConfigError(file, [`not valid YAML: ${(error as Error).message.split('\n')[0]}`]);
   }
-  const config = parseConfig(file, applyEnvOverrides(raw, env));
+  const config = namingEnvOverrides(env, () => parseConfig(file, applyEnvOverrides(raw, env)));
   const refused = devIssuersRefused(config, env);
   if (refused.length > 0) throw new ConfigError(file, refused);
   return { config, file, sha256: createHash('sha256').update(text).digest('hex'), text };
@@ -110,6 +110,30 @@ function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {
   config.listen = listen;
   if (env.BROKER_DB) config.database = env.BROKER_DB;
   return config;
+}
+
+/** The fields the environment overrides, by the variable that does. */
+const ENV_OVERRIDES = [
+  ['listen.port', 'PORT'],
+  ['listen.host', 'HOST'],
+  ['database', 'BROKER_DB'],
+] as const;
+
+/** A refusal of a value the environment gave names the variable: the file may be fine. */
+function namingEnvOverrides<T>(env: NodeJS.ProcessEnv, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    const given = ENV_OVERRIDES.filter(([, name]) => env[name]);
+    throw new ConfigError(
+      error.file,
+      error.problems.map((problem) => {
+        const override = given.find(([path]) => problem.startsWith(`${path}: `));
+        return override ? `${override[0]} (from env ${override[1]})${problem.slice(override[0].length)}` : problem;
+      }),
+    );
+  }
 }
 
 function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import ms from 'ms';
 import { z } from 'zod';
@@ -74,6 +75,8 @@ const secureUrl = (description: string) =>
  * name. A URL may hold a password: no message here ever repeats it.
  */
 const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
+/** A DNS name: labels of letters, digits and hyphens, 253 characters at most. */
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 const POSTGRES_SCHEMES = new Set(['postgres:', 'postgresql:']);
 
 export type DatabaseEngine = 'sqlite' | 'postgres';
@@ -85,7 +88,16 @@ const databaseSchema = z
   .string()
   .min(1)
   .superRefine((text, ctx) => {
+    if (text.trim() !== text || text === '') {
+      ctx.addIssue({ code: 'custom', message: 'must not begin or end with white space (a SQLite file path, or a postgres:// URL)' });
+      return;
+    }
     const scheme = URL_LIKE.exec(text)?.[0].replace(/\/\/$/, '').toLowerCase();
+    // `postgres:/user:pw@host` is a typo, not a file name: a file of that name would hold the password in its path.
+    if (scheme === undefined && /^postgres(ql)?:/i.test(text)) {
+      ctx.addIssue({ code: 'custom', message: 'is not a valid postgres:// URL (postgres:// or postgresql://, then the host)' });
+      return;
+    }
     if (scheme === undefined) return;
     const url = URL.parse(text);
     if (!POSTGRES_SCHEMES.has(scheme)) {
@@ -339,7 +351,11 @@ const configShape = z
       .describe('The broker\'s own `iss` and public base URL. Never one of the trusted identity issuers. Restart-only: a reload that changes it is refused.'),
     listen: z
       .strictObject({
-        host: z.string().default('127.0.0.1').describe('Interface to listen on (env HOST overrides).'),
+        host: z
+          .string()
+          .refine((host) => isIP(host) !== 0 || HOST_NAME.test(host), 'must be an IP address or a host name')
+          .default('127.0.0.1')
+          .describe('Interface to listen on (env HOST overrides).'),
         port: z.number().int().min(0).max(65535).default(8080).describe('TCP port (env PORT overrides).'),
         workers: z
           .union([z.literal('auto'), z.number().int().min(1).max(64)])

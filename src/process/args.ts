@@ -8,6 +8,8 @@ import { packageVersion } from '../shared/package.js';
 /** sysexits.h: a wrong command line, and a configuration that cannot be used. */
 export const EX_USAGE = 64;
 export const EX_CONFIG = 78;
+/** pino's levels, and `silent`. */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export const BROKER_HELP = `jit-broker ${packageVersion()}: the just-in-time credential broker
 
@@ -69,6 +71,10 @@ export async function readCommandLine(argv: readonly string[], env: NodeJS.Proce
   }
   if (values.help) return { exit: { code: 0, stdout: BROKER_HELP } };
   if (values.version) return { exit: { code: 0, stdout: `${packageVersion()}\n` } };
+  // Checked before any logger is made of it: pino throws on a level it does not know.
+  if (env.LOG_LEVEL && !LOG_LEVELS.includes(env.LOG_LEVEL)) {
+    return { exit: { code: EX_CONFIG, stderr: `jit-broker: LOG_LEVEL ${JSON.stringify(env.LOG_LEVEL)} is not a log level: one of ${LOG_LEVELS.join(', ')}\n` } };
+  }
   if (values['check-config'] !== undefined) return checkConfig(values['check-config'], env);
   if (values['ready-check']) return readyCheck(values.config ?? resolveConfigPath([], env), env);
   return { start: { configFile: values.config ?? resolveConfigPath([], env) } };

@@ -1,4 +1,5 @@
 import { canonicalJson } from '../shared/canonical-json.js';
+import { StartRefused } from '../shared/errors.js';
 import type { Holder, TransitionFields } from './contract.js';
 import { LIVE_STATUSES, type Principal, type RequestRecord, type RequestStatus } from './records.js';
 
@@ -66,12 +67,12 @@ export function loadDelta(from: RequestStatus, to: RequestStatus): { live: numbe
 /** `?, ?, ?`: placeholders for a list of `n` values. */
 export const marks = (n: number): string => Array.from({ length: n }, () => '?').join(', ');
 
-/** A database migrated by a newer release than this one. */
-export class SchemaTooNew extends Error {
+/** A database migrated by a newer release than this one: the operator's to fix (exit 78), so no worker is started again. */
+export class SchemaTooNew extends StartRefused {
   constructor(readonly versions: number[]) {
     super(
+      'schema_too_new',
       `the database holds schema version${versions.length > 1 ? 's' : ''} ${versions.join(', ')}, which this release does not know: a newer release migrated it. Run that release, or restore the backup taken before the upgrade.`,
     );
-    this.name = 'SchemaTooNew';
   }
 }

@@ -146,6 +146,23 @@ describe('configuration', () => {
     expect(() => loadConfig(path, { PORT: 'eighty' })).toThrow(ConfigError);
   });
 
+  it('names the variable when a value the environment gave is refused, and takes only a host name or address for HOST', async () => {
+    const path = write('env.yaml', baseConfig(dir, await createTestIssuers()));
+    const refusal = (env: NodeJS.ProcessEnv) => {
+      try {
+        loadConfig(path, env);
+      } catch (error) {
+        if (error instanceof ConfigError) return error.problems;
+        throw error;
+      }
+      return [];
+    };
+    expect(refusal({ PORT: 'eighty' })).toEqual(['listen.port (from env PORT): Invalid input: expected number, received string']);
+    expect(refusal({ HOST: 'local\u0007host' })).toEqual(['listen.host (from env HOST): must be an IP address or a host name']);
+    expect(refusal({ BROKER_DB: 'postgres:/x' })).toEqual(['database (from env BROKER_DB): is not a valid postgres:// URL (postgres:// or postgresql://, then the host)']);
+    for (const host of ['localhost', '0.0.0.0', '::', '::1', 'broker.internal', '10.1.2.3']) expect(refusal({ HOST: host })).toEqual([]);
+  });
+
   it('runs a worker per core unless told how many', async () => {
     const workers = (value: unknown) => {
       const config = baseConfig(dir, issuers) as Record<string, any>;
@@ -259,6 +276,13 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     const bad = await problems((c) => (c.database = 'postgres://broker:hun ter2@db:port/jit'));
     expect(bad).toEqual(['database: is not a valid postgres:// URL (a password with special characters must be percent-encoded)']);
     for (const line of bad) expect(line).not.toMatch(/hunter2|hun ter2/);
+    // A URL missing a slash is a typo, never a file whose path would hold the password.
+    for (const typo of ['postgres:/jit:S3cretPw@db.example/jit', 'PostgreSQL:jit@db/jit']) {
+      const refused = await problems((c) => (c.database = typo));
+      expect(refused).toEqual(['database: is not a valid postgres:// URL (postgres:// or postgresql://, then the host)']);
+      expect(refused.join('\n')).not.toContain('S3cretPw');
+    }
+    expect(await problems((c) => (c.database = ' '))).toEqual(['database: must not begin or end with white space (a SQLite file path, or a postgres:// URL)']);
     // The env override is judged like the file.
     const path = write('db.yaml', await config());
     try {
