@@ -56,7 +56,7 @@ describe('the broker command line', () => {
 
   it('applies the env overrides and the development-issuer rule in --check-config, as a start would', async () => {
     expect(await readCommandLine(['--check-config', valid], { PORT: 'eighty' })).toMatchObject({
-      exit: { code: 78, stderr: expect.stringContaining('listen.port: Invalid input: expected number, received string') },
+      exit: { code: 78, stderr: expect.stringContaining('listen.port (from env PORT): Invalid input: expected number, received string') },
     });
     expect(await readCommandLine(['--check-config', 'config/broker.yaml'], { NODE_ENV: 'production' })).toMatchObject({
       exit: { code: 78, stderr: expect.stringContaining('"dev-ci" is a development issuer, refused where NODE_ENV=production') },
