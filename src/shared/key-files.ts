@@ -2,19 +2,33 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JWK } from 'jose';
+import { StartRefused } from './errors.js';
 
 /**
  * Private keys live in files readable by the broker's user alone. A key file that others can
- * read is refused rather than used, as ssh does: a leaked signing key forges every credential.
+ * read, or that another user owns, is refused rather than used, as ssh does: a leaked signing key
+ * forges every credential, and one planted by another user signs for them. A key directory that
+ * anyone may write to is refused too: anyone could swap the keys in it.
  */
 export function ensureKeyDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const stats = statSync(dir);
+  if (!stats.isDirectory()) throw new StartRefused('key_dir_unsafe', `${dir} (signing.keyDir) is not a directory`);
+  if ((stats.mode & 0o002) !== 0) {
+    throw new StartRefused('key_dir_unsafe', `${dir} (signing.keyDir) is writable by every user (mode ${(stats.mode & 0o777).toString(8)}): anyone could swap its keys; chmod 700 it`);
+  }
 }
 
 export function readPrivateFile(path: string): string {
-  const mode = statSync(path).mode & 0o777;
+  const stats = statSync(path);
+  const mode = stats.mode & 0o777;
   if ((mode & 0o077) !== 0) {
     throw new Error(`${path} is readable by other users (mode ${mode.toString(8)}); chmod 600 it`);
+  }
+  // Only root reads a file mode 0600 that another user owns: a broker running as root takes its own, or root's.
+  const uid = process.getuid?.();
+  if (uid !== undefined && stats.uid !== uid && stats.uid !== 0) {
+    throw new Error(`${path} is owned by another user (uid ${stats.uid}); chown it to the broker's user`);
   }
   return readFileSync(path, 'utf8');
 }

@@ -1,4 +1,4 @@
-import { createPrivateKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
@@ -57,7 +57,15 @@ function inFiles(keyDir: string): PrivateHalves {
     load(key) {
       let privateKey = loaded.get(key.kid);
       if (!privateKey) {
-        privateKey = createPrivateKey({ key: readPrivateJwk(keyFile(keyDir, key.kid)) as JsonWebKey, format: 'jwk' });
+        try {
+          privateKey = createPrivateKey({ key: readPrivateJwk(keyFile(keyDir, key.kid)) as JsonWebKey, format: 'jwk' });
+        } catch (error) {
+          throw new StartRefused('key_file_unusable', `the key file of signing key ${key.kid} cannot be used: ${(error as Error).message}`);
+        }
+        // A file swapped for another key would sign tokens no JWKS vouches for: refused, as a sealed half is.
+        if (!samePublicKey(createPublicKey(privateKey).export({ format: 'jwk' }), key.publicJwk)) {
+          throw new StartRefused('key_file_unusable', `the key file of signing key ${key.kid} holds another key than the one published`);
+        }
         loaded.set(key.kid, privateKey);
       }
       return privateKey;
@@ -74,6 +82,9 @@ function inFiles(keyDir: string): PrivateHalves {
     failure: () => undefined,
   };
 }
+
+/** Whether two public JWKs are one key: the members that make it (the curve and point, or the modulus and exponent). */
+const samePublicKey = (a: JsonWebKey, b: JWK): boolean => (['kty', 'crv', 'x', 'y', 'n', 'e'] as const).every((member) => a[member] === b[member]);
 
 function sealedInStore(custody: Extract<KeyCustody, { kind: 'store' }>): PrivateHalves {
   // Each key opened once per content of its row: a row changed behind the broker's back (its

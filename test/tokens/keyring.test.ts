@@ -1,6 +1,6 @@
-import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RETIRE_GRACE_MS, SIGNING_SLACK_MS } from '../../src/tokens/index.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
@@ -50,6 +50,26 @@ describe('signing keys', () => {
     chmodSync(join(keyDir, readdirSync(keyDir)[0] as string), 0o644);
     await expect(t.restart()).rejects.toThrow(/readable by other users.*chmod 600/);
     chmodSync(join(keyDir, readdirSync(keyDir)[0] as string), 0o600);
+    await t.restart();
+  });
+
+  it.runIf(ENGINE === 'sqlite')('refuses to start with a key directory anyone may write to, a key file another user owns, or a key file swapped for another key', async () => {
+    t = await startTestBroker();
+    const keyDir = join(t.dir, 'keys');
+    const file = join(keyDir, readdirSync(keyDir)[0] as string);
+    chmodSync(keyDir, 0o777);
+    await expect(t.restart()).rejects.toThrow(expect.objectContaining({ code: 'key_dir_unsafe', message: expect.stringMatching(/writable by every user.*chmod 700/) }));
+    chmodSync(keyDir, 0o700);
+    if (process.getuid?.() === 0) {
+      chownSync(file, 4242, 4242); // planted by another user: a broker running as root would read it
+      await expect(t.restart()).rejects.toThrow(/owned by another user \(uid 4242\)/);
+      chownSync(file, 0, 0);
+    }
+    const original = readFileSync(file, 'utf8');
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    writeFileSync(file, JSON.stringify(await exportJWK(privateKey)), { mode: 0o600 });
+    await expect(t.restart()).rejects.toThrow(expect.objectContaining({ code: 'key_file_unusable', message: expect.stringContaining('holds another key than the one published') }));
+    writeFileSync(file, original, { mode: 0o600 });
     await t.restart();
   });
 
