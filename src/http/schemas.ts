@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DETAIL_TYPE, SCOPE_NAME } from '../config/index.js';
 import { MAX_IDENTIFIER_BYTES } from '../identity/index.js';
-import { objectKey } from '../shared/authorization-details.js';
+import { detailsWithinBound, objectKey } from '../shared/authorization-details.js';
 import { printable, prose, requestText } from '../shared/text-schemas.js';
 
 const scopes = z
@@ -11,9 +11,6 @@ const scopes = z
   .refine((list) => new Set(list).size === list.length, 'must not repeat a scope');
 
 const detailList = z.array(requestText.detailValue).max(16);
-
-/** authorization_details travel in the token: at most this many bytes of JSON, so that no token grows past what the broker reads back. */
-export const MAX_AUTHORIZATION_DETAILS_BYTES = 8 * 1024;
 
 /**
  * CONTRACT section 4, RFC 9396: 1 to 16 entries, each the common fields only. Whether `type` is a
@@ -32,9 +29,7 @@ export const authorizationDetails = z
   )
   .min(1)
   .max(16)
-  .refine((details) => Buffer.byteLength(JSON.stringify(details)) <= MAX_AUTHORIZATION_DETAILS_BYTES, {
-    message: `at most ${MAX_AUTHORIZATION_DETAILS_BYTES} bytes as JSON: they travel in the token`,
-  });
+  .refine(...detailsWithinBound);
 
 /** CONTRACT section 4, the body of `POST /v1/credentials`. */
 export const credentialRequestBody = z.strictObject({

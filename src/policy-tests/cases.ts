@@ -131,7 +131,13 @@ export function parsePolicyCases(file: string, source: string, config: BrokerCon
   const at = locate(doc, lines);
   const problem = (path: Path, message: string, key?: string): FileProblem => ({ file, line: at(path, key), field: [...path, ...(key !== undefined ? [key] : [])].join('.') || '(root)', message });
 
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    raw = doc.toJS();
+  } catch (error) {
+    // yaml refuses, as it converts, aliases that would expand without bound ("billion laughs").
+    throw new PolicyTestsInvalid([{ file, line: 1, message: `not valid YAML: ${(error as Error).message.split('\n')[0]}` }]);
+  }
   const parsed = fileSchema.safeParse(raw);
   const shape = parsed.success
     ? []

@@ -5,6 +5,7 @@ import { findIssuer, identityFromClaims, issuerRoutes, type Identity } from '../
 import type { Rules } from '../settings/index.js';
 import { BrokerError, InvalidRequest, InvalidToken } from '../shared/errors.js';
 import { requestText as text } from '../shared/text-schemas.js';
+import { detailsWithinBound } from '../shared/authorization-details.js';
 import { malformedText } from '../shared/well-formed.js';
 import type { CaseIdentity, CaseRequest, Outcome } from './cases.js';
 
@@ -79,6 +80,7 @@ const requestText = z.object({
   justification: text.justification.optional(),
   authorization_details: z
     .array(z.object({ identifier: text.detailValue.optional(), actions: detailList, locations: detailList, datatypes: detailList, privileges: detailList }))
+    .refine(...detailsWithinBound)
     .optional(),
 });
 

@@ -20,3 +20,12 @@ export interface AuthorizationDetail {
  * are one model to a duty, to its chain of custody, and to the audit filters.
  */
 export const objectKey = (identifier: string): string => normalizeName(identifier);
+
+/** authorization_details travel in the token: at most this many bytes of JSON, so that no token grows past what the broker reads back. */
+export const MAX_AUTHORIZATION_DETAILS_BYTES = 8 * 1024;
+
+/** The refinement every reader of authorization_details applies (the API, policy tests): within MAX_AUTHORIZATION_DETAILS_BYTES. */
+export const detailsWithinBound = [
+  (details: readonly unknown[]) => Buffer.byteLength(JSON.stringify(details)) <= MAX_AUTHORIZATION_DETAILS_BYTES,
+  { message: `at most ${MAX_AUTHORIZATION_DETAILS_BYTES} bytes as JSON: they travel in the token` },
+] as const;

@@ -227,6 +227,11 @@ describe('jit policy test', () => {
     expect(broken).toMatchObject({ code: 2, stdout: '' });
     expect(broken.stderr).toMatch(new RegExp(`^jit policy test: ${join(dir, 'broken.yaml')}:3: not valid YAML: Map keys must be unique`));
     expect((await policyTest(join(dir, 'missing.yaml'))).stderr).toBe(`jit policy test: ${join(dir, 'missing.yaml')}: cannot read the file (ENOENT)\n`);
+    // Aliases that would expand without bound: an invalid file (2), not a failing case (1).
+    const laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', ...'bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcdefgh'[i]}`).join(',')}]`), 'cases: *i', ''].join('\n');
+    const bomb = await policyTest(write('bomb.yaml', laughs));
+    expect(bomb).toMatchObject({ code: 2, stdout: '' });
+    expect(bomb.stderr).toMatch(/not valid YAML: Excessive alias count/);
   });
 
   it('refuses a case that can never be reached (an issuer, a scope, an object type the configuration lacks): exit 2, never a pass', async () => {
@@ -379,6 +384,18 @@ describe('a case\'s text is read as the API reads it', () => {
       expect(answered.status, JSON.stringify(audience)).toBe(400);
       expect(tested).toEqual({ outcome: 'invalid_request', detail: answered.body.detail });
     }
+  });
+
+  it('answers authorization_details past the API\'s 8 KiB with the 400 the broker gives', async () => {
+    const details = Array.from({ length: 16 }, (_, i) => ({ type: 'model', identifier: `fraud-${i}`, actions: Array.from({ length: 16 }, () => 'a'.repeat(40)) }));
+    const ml = { issuer: 'ci', subject: 'repo:acme/ml:ref:refs/heads/main', claims: { repository: 'acme/ml', ref: 'refs/heads/main', actor: 'pat' } };
+    const tested = evaluateCase(compileRules(t.config), { identity: ml, request: { scopes: ['model:train'], audience: registry, break_glass: false, dpop: false, authorization_details: details } });
+    const answered = await t.http
+      .post('/v1/credentials')
+      .set(bearer(await issuers.ci.token(ml.subject, ml.claims, { now: t.clock() })))
+      .send({ task_id: 'same', scopes: ['model:train'], audience: registry, authorization_details: details });
+    expect(answered.status).toBe(400);
+    expect(tested).toMatchObject({ outcome: 'invalid_request', detail: expect.stringContaining('at most 8192 bytes as JSON') });
   });
 });
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_AUTHORIZATION_DETAILS_BYTES } from '../../src/http/schemas.js';
+import { MAX_AUTHORIZATION_DETAILS_BYTES } from '../../src/shared/authorization-details.js';
 import { MAX_ACCESS_TOKEN_BYTES, mintAccessToken } from '../../src/tokens/index.js';
 import { bearer, startTestBroker, withModelRelease, type TestBroker } from '../helpers/broker.js';
 
