@@ -85,6 +85,12 @@ export function createPool(url: string): Pool {
   // A connection that breaks while idle in the pool is dropped by pg; without a listener the
   // 'error' event would crash the process.
   raw.on('error', () => {});
+  // One that breaks while checked out (between a batch's round trips, when the server ends its
+  // session) has no pool listener then: its 'error' is heard here, for the life of the client, and
+  // the client is dropped when it is given back. Its pending or next statement fails (a 503).
+  const broken = new WeakSet<pg.PoolClient>();
+  raw.on('connect', (client) => client.on('error', () => broken.add(client)));
+  const giveBack = (client: pg.PoolClient, failed: boolean) => client.release(failed || broken.has(client) ? true : undefined);
 
   const run = async (client: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]) => {
     try {
@@ -105,7 +111,7 @@ export function createPool(url: string): Pool {
       } catch (error) {
         throw failure(error);
       }
-      let broken = false;
+      let failedStatement = false;
       // Operations may issue statements side by side (Promise.all); they run one at a time, in
       // the order issued, as pg would queue them (its own queue is deprecated in pg 8, gone in 9).
       let previous: Promise<unknown> = Promise.resolve();
@@ -113,7 +119,7 @@ export function createPool(url: string): Pool {
         const result = previous.then(() => run(client, text, params));
         previous = result.catch(() => {});
         return result.catch((error: unknown) => {
-          broken = true;
+          failedStatement = true;
           throw error;
         });
       };
@@ -133,12 +139,12 @@ export function createPool(url: string): Pool {
           await previous;
           await client.query('ROLLBACK');
         } catch {
-          broken = true;
+          failedStatement = true;
         }
         throw error;
       } finally {
         // A connection that failed mid-transaction is not trusted with the next one.
-        client.release(broken ? true : undefined);
+        giveBack(client, failedStatement);
       }
     },
     async session<T>(work: (session: Session) => Promise<T>): Promise<T> {
@@ -168,7 +174,7 @@ export function createPool(url: string): Pool {
       };
       try {
         const result = await work(session);
-        client.release();
+        giveBack(client, false);
         return result;
       } catch (error) {
         // What the work left open (or aborted) ends here; a connection that failed a statement
@@ -178,7 +184,7 @@ export function createPool(url: string): Pool {
         } catch {
           failed = true;
         }
-        client.release(failed ? true : undefined);
+        giveBack(client, failed);
         throw error;
       }
     },
