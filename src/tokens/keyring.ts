@@ -130,7 +130,9 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       warned.add(key.kid);
       logger.warn({ kid: key.kid, code: failure.code, problem: failure.message }, 'a signing key in the store does not open here: it is neither published nor used by this process');
     }
-    const jwks = { keys: published.map((key) => ({ ...key.publicJwk, kid: key.kid, alg: key.alg, use: 'sig' })) };
+    // The members that make the key, and no others: a row given x5c, x5u or key_ops behind the
+    // broker's back would otherwise reach every resource server, vouched for by the opened key.
+    const jwks = { keys: published.map((key) => ({ ...keyMembers(key.publicJwk), kid: key.kid, alg: key.alg, use: 'sig' })) };
     const next = { readAt, active, published, jwks, resolve: createLocalJWKSet(jwks) };
     // Reads may finish out of order: an older one never replaces a newer.
     if (seq > shown) {
@@ -304,4 +306,11 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       );
     }
   }
+}
+
+/** A public JWK's members that make the key (RFC 7638's, for each key type the broker signs with). */
+function keyMembers(jwk: JWK): JWK {
+  const members: JWK = { kty: jwk.kty };
+  for (const name of ['crv', 'x', 'y', 'n', 'e'] as const) if (jwk[name] !== undefined) members[name] = jwk[name];
+  return members;
 }

@@ -188,6 +188,21 @@ describe(`brokers sharing signing keys kept in the ${ENGINE} store`, () => {
     expect((await b.http.get('/readyz')).status).toBe(200);
   });
 
+  it('publish only the members that make the key: members a database writer adds to a row (x5c, x5u, key_ops) reach no JWKS', async () => {
+    const [row] = (await keyRows()).filter((r) => r.retired_at === null);
+    const added = { ...JSON.parse(row?.public_jwk as string), x5u: 'https://attacker.example/cert.pem', x5c: ['MIIB'], key_ops: ['encrypt'] };
+    await a.db.sql('UPDATE signing_keys SET public_jwk = ? WHERE kid = ?', [JSON.stringify(added), row?.kid]);
+    try {
+      clock.advance(KEY_VIEW_MAX_AGE_MS);
+      const published = (await jwks(b)).keys.find((key) => key.kid === row?.kid);
+      expect(Object.keys(published ?? {}).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
+      expect(await verifies(await issue(b), await jwks(b))).toBe(true);
+    } finally {
+      await a.db.sql('UPDATE signing_keys SET public_jwk = ? WHERE kid = ?', [row?.public_jwk, row?.kid]);
+      clock.advance(KEY_VIEW_MAX_AGE_MS);
+    }
+  });
+
   it.runIf(ENGINE === 'postgres')('on PostgreSQL, refuse to start without a key-encryption key', async () => {
     const error = await replica({ keyEncryptionKeyFile: undefined }).then(
       () => undefined,
