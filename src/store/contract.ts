@@ -99,10 +99,10 @@ export interface Store {
      */
     add(decide: (active: SigningKeyRecord[]) => SigningKeyRecord | false, event: (key: SigningKeyRecord) => AuditEntry): Promise<boolean>;
     /**
-     * Retires a key when no token signed by it expires after `now`, with its event; its sealed
-     * private half goes with it.
+     * Retires a key at `now` when no token signed by it expires after `expiredBy`, with its event;
+     * its sealed private half goes with it.
      */
-    retire(kid: string, now: number, event: AuditEntry): Promise<boolean>;
+    retire(kid: string, now: number, expiredBy: number, event: AuditEntry): Promise<boolean>;
     /**
      * Keeps the sealed private half of an unretired key that has none yet (one a key file held),
      * with its event; false when it has one already or is retired.

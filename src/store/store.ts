@@ -739,9 +739,9 @@ export function createStore(engine: Engine, clock: Clock): Store {
           await append([event(key)]);
           return true;
         }),
-      retire: (kid, now, event) =>
+      retire: (kid, now, expiredBy, event) =>
         engine.maintain(KEYS_LOCK, async (sql, { append }) => {
-          if (await sql.get('SELECT 1 AS used FROM issuances WHERE kid = ? AND expires_at > ? LIMIT 1', [kid, now])) return false;
+          if (await sql.get('SELECT 1 AS used FROM issuances WHERE kid = ? AND expires_at > ? LIMIT 1', [kid, expiredBy])) return false;
           // Its tokens have all expired: the private half has nothing left to sign.
           if ((await sql.run('UPDATE signing_keys SET retired_at = ?, sealed_private_key = NULL WHERE kid = ? AND retired_at IS NULL', [now, kid])) !== 1) return false;
           await append([event]);

@@ -17,7 +17,11 @@ import { keyFile, privateHalves } from './private-halves.js';
  * after which the key may be retired and vanish from the JWKS.
  */
 export const SIGNING_SLACK_MS = 5 * 60_000;
-/** And it stays in the JWKS at least this much longer, for tokens signed at its last moment. */
+/**
+ * And it stays in the JWKS at least this much longer, for tokens signed at its last moment, and
+ * this long after its last token expires: a replica whose clock runs up to a minute ahead of the
+ * others (or a resource server's leeway) never sees a live token's key retired.
+ */
 export const RETIRE_GRACE_MS = 60_000;
 /** How often an unknown `kid` in a token may make the keyring re-read the store. */
 const REFRESH_COOLDOWN_MS = 5_000;
@@ -256,7 +260,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       for (const key of active) {
         // The newest published key always stays, so the JWKS is never empty.
         if (key === published[0] || signsUntil(key) + RETIRE_GRACE_MS > now) continue;
-        const done = await store.keys.retire(key.kid, now, { type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
+        const done = await store.keys.retire(key.kid, now, now - RETIRE_GRACE_MS, { type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
         if (!done) continue;
         retired.push(key.kid);
         halves.forget(key.kid);
