@@ -55,6 +55,12 @@ async function newPrivateJwk(algorithm: 'ES256' | 'EdDSA' | 'RS256'): Promise<JW
 export interface Keyring {
   /** The newest key that may sign now: the cluster's (keys in the store) or this process's own (key files). */
   signingKey(): Promise<SigningKey>;
+  /**
+   * Throws when an unretired key of the store does not open here (a key-encryption key missing
+   * from this replica, a row changed behind the broker's back): this replica would serve a JWKS
+   * without it and refuse its tokens, so it is not ready. At start the same refuses to start.
+   */
+  checkKeysOpen(): Promise<void>;
   /** Public halves of every unretired key of every process on this database: what `/.well-known/jwks.json` serves. */
   jwks(): Promise<JSONWebKeySet>;
   /** A key resolver over `jwks()`, for checking the broker's own tokens. */
@@ -198,6 +204,10 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   };
 
   const keyring: Keyring = {
+    async checkKeysOpen() {
+      await fresh();
+      assertEveryKeyOpens();
+    },
     async signingKey() {
       const { published } = await fresh();
       const now = clock();

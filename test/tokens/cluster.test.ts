@@ -188,6 +188,25 @@ describe(`brokers sharing signing keys kept in the ${ENGINE} store`, () => {
     expect((await b.http.get('/readyz')).status).toBe(200);
   });
 
+  it('are not ready while a key of the cluster does not open here, though they still sign with one that does', async () => {
+    const [row] = (await keyRows()).filter((r) => r.retired_at === null);
+    // A next key sealed under a key-encryption key this replica lacks (here: bound to another kid, so it cannot open).
+    await a.db.sql(
+      `INSERT INTO signing_keys (kid, alg, public_jwk, created_at, activates_at, retired_at, sealed_private_key)
+       SELECT 'next-elsewhere', alg, public_jwk, created_at, activates_at + 3600000, NULL, sealed_private_key FROM signing_keys WHERE kid = ?`,
+      [row?.kid],
+    );
+    try {
+      clock.advance(KEY_VIEW_MAX_AGE_MS);
+      expect((await b.http.get('/readyz')).status).toBe(503);
+      await issue(b);
+    } finally {
+      await a.db.sql(`DELETE FROM signing_keys WHERE kid = 'next-elsewhere'`);
+      clock.advance(KEY_VIEW_MAX_AGE_MS);
+    }
+    expect((await b.http.get('/readyz')).status).toBe(200);
+  });
+
   it('publish only the members that make the key: members a database writer adds to a row (x5c, x5u, key_ops) reach no JWKS', async () => {
     const [row] = (await keyRows()).filter((r) => r.retired_at === null);
     const added = { ...JSON.parse(row?.public_jwk as string), x5u: 'https://attacker.example/cert.pem', x5c: ['MIIB'], key_ops: ['encrypt'] };

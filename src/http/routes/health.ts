@@ -13,11 +13,11 @@ export function healthRoutes({ store, keyring, metrics, clock }: AppDeps): Route
   const router = Router({ caseSensitive: true });
   let verdict: { at: number; ready: Promise<unknown> } | undefined;
 
-  /** Ready means able to grant: the store takes a write and a signing key is at hand. */
+  /** Ready means able to grant: the store takes a write, a signing key is at hand, and every key of the cluster opens here. */
   const readiness = () => {
     const now = clock();
     if (!verdict || now - verdict.at >= READINESS_CACHE_MS) {
-      const ready = Promise.all([store.probe(), keyring.signingKey()]);
+      const ready = Promise.all([store.probe(), keyring.signingKey(), keyring.checkKeysOpen()]);
       ready.catch(() => {}); // observed by each caller below
       verdict = { at: now, ready };
     }
