@@ -5,6 +5,7 @@ import { effectiveStatus } from '../requests/index.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { InvalidAuthorizationDetails, InvalidDpopProof, InvalidRequest, InvalidTarget, PolicyDenied } from '../shared/errors.js';
 import type { RequestRecord } from '../store/index.js';
+import type { Settings } from '../settings/index.js';
 import { readOwnToken, sha256Token } from '../tokens/index.js';
 import { bindingOf, requireBinding, type PresentedProof } from './binding.js';
 import type { CredentialServiceDeps } from './grant.js';
@@ -46,10 +47,9 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
   }
 
   /** A root grant's subject as it was verified, its person resolved by the running configuration. */
-  async function rootSubject(parent: RequestRecord): Promise<Subject> {
+  async function rootSubject(parent: RequestRecord, people: Settings['people']): Promise<Subject> {
     const root = parent.rootId === parent.id ? parent : await store.requests.get(parent.rootId);
     if (!root) throw new InvalidRequest('The subject_token\'s root grant is not on record.');
-    const { people } = settings();
     return {
       iss: root.requester.iss,
       sub: root.requester.sub,
@@ -103,7 +103,7 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
       }
       const jkt = ask.dpopJkt ?? proven?.jkt ?? parent.request.dpopJkt;
       const binding = jkt === null ? undefined : { jkt, ...(proven?.proof ? { proof: proven.proof } : {}) };
-      const subject = await rootSubject(parent.request);
+      const subject = await rootSubject(parent.request, running.people);
       const actors = [...(actor ? [actorRecord(actor)] : []), ...(parent.request.act ?? [])];
       if (actors.length > delegation.maxDepth) {
         throw new InvalidRequest(`An act chain of ${actors.length} actors is longer than delegation.maxDepth allows (${delegation.maxDepth}).`);

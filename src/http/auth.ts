@@ -5,8 +5,12 @@ import type { SettingsHolder } from '../settings/index.js';
 import { InvalidToken, type TokenRejection } from '../shared/errors.js';
 
 export interface Authenticator {
-  /** Verifies an identity token, counting each refusal. */
-  verify(token: string): Promise<Identity>;
+  /**
+   * Verifies an identity token, counting each refusal. `alongside`: another identity of the same
+   * request (the actor of a token exchange), whose settings this one is verified under too, so
+   * that a reload between the two never judges one request by two configurations.
+   */
+  verify(token: string, alongside?: Identity): Promise<Identity>;
   /** Middleware: `Authorization: Bearer <identity JWT>` or 401. */
   requireIdentity: RequestHandler;
 }
@@ -17,11 +21,11 @@ export interface Authenticator {
  * those settings: the rest of its request is judged by them too.
  */
 export function createAuthenticator(
-  settings: Pick<SettingsHolder, 'current' | 'bind'>,
+  settings: Pick<SettingsHolder, 'current' | 'for' | 'bind'>,
   metrics: Pick<Metrics, 'identityRejections'>,
 ): Authenticator {
-  const verify = async (token: string) => {
-    const rules = settings.current();
+  const verify = async (token: string, alongside?: Identity) => {
+    const rules = alongside ? settings.for(alongside) : settings.current();
     try {
       const identity = await rules.identity.verify(token);
       settings.bind(identity, rules);

@@ -7,6 +7,8 @@ import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RESTART_ONLY_SETTINGS } from '../../src/broker.js';
 import { loadConfig, ConfigError } from '../../src/config/index.js';
+import { createAuthenticator } from '../../src/http/auth.js';
+import { InvalidToken } from '../../src/shared/errors.js';
 import { baseConfig, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { startReceiver } from '../helpers/receiver.js';
 
@@ -54,6 +56,21 @@ describe('reloading the configuration', () => {
     expect(events.map((row) => JSON.parse(row.data).trigger)).toEqual(['start', 'reload']);
     expect(JSON.parse(events[1]?.data as string)).toMatchObject({ file, sha256: outcome.status === 'applied' ? outcome.sha256 : '' });
     expect((await t.http.get('/metrics')).text).toContain('broker_config_reloads_total{outcome="applied"} 1');
+  });
+
+  it('verifies the second identity of one request (a token exchange\'s subject) under the configuration that verified its first', async () => {
+    t = await startTestBroker();
+    const auth = createAuthenticator(t.broker.settings, t.broker.metrics);
+    const actor = await auth.verify(await t.as.pipeline());
+    const subject = await t.as.person('alice', ['ml-eng']);
+    // A reload lands between the two: the SSO's tokens for this broker are no longer taken.
+    const file = configFile(t, (raw) => {
+      raw.identity.issuers.find((issuer: { name: string }) => issuer.name === 'sso').audiences = ['another-broker'];
+    });
+    const reloaded = await t.broker.reload(file, {});
+    expect(reloaded, JSON.stringify(reloaded)).toMatchObject({ status: 'applied' });
+    await expect(auth.verify(subject)).rejects.toThrow(InvalidToken);
+    expect(await auth.verify(subject, actor)).toMatchObject({ sub: 'alice' });
   });
 
   it('refuses an invalid file with the problems loadConfig names, and keeps every running rule', async () => {

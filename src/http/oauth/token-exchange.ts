@@ -70,7 +70,7 @@ export async function exchange(
   }
 
   if (params.dpop_jkt !== undefined) throw new InvalidRequest('dpop_jkt binds a child token to a key other than the proof\'s; elsewhere the proof names the key.');
-  const subject = await presented(deps.auth, params.subject_token, 'subject_token');
+  const subject = await presented(deps.auth, params.subject_token, 'subject_token', actor);
   if (!actor) verified(subject);
 
   if (params.request_id !== undefined) return answer(await deps.credentials.poll(subject, params.request_id, actor, proof));
@@ -137,9 +137,9 @@ function target(form: unknown): { audience?: string; resource?: undefined } {
 }
 
 /** A subject or actor token that is not accepted is a bad parameter of this request (400), not a failed login. */
-async function presented(auth: Authenticator, token: string, parameter: 'subject_token' | 'actor_token'): Promise<Identity> {
+async function presented(auth: Authenticator, token: string, parameter: 'subject_token' | 'actor_token', alongside?: Identity): Promise<Identity> {
   try {
-    return await auth.verify(token);
+    return await auth.verify(token, alongside);
   } catch (error) {
     if (error instanceof InvalidToken) {
       throw new InvalidRequest(`The ${parameter} was not accepted.`, undefined, { internal: error.internal });
