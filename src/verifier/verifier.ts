@@ -151,6 +151,8 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
     } catch (error) {
       throw refusal(error);
     }
+    // Signed by the broker, yet not of its shape: refused as malformed, never a TypeError further on.
+    if (typeof claims.scope !== 'string') throw new BrokerTokenError('invalid', 'token scope is not a string');
     actorChain(claims);
     return { claims, jkt: boundKeyThumbprint(claims) };
   }

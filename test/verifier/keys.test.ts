@@ -62,8 +62,8 @@ async function serve(handler: Parameters<typeof createServer>[1]): Promise<strin
   return `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
 }
 
-const token = (key: Key, kid = key.kid) =>
-  new SignJWT({ scope: 'artifacts:read', client_id: 'ci', idp: 'ci', task_id: 't', request_id: 'r' })
+const token = (key: Key, kid = key.kid, claims: Record<string, unknown> = {}) =>
+  new SignJWT({ scope: 'artifacts:read', client_id: 'ci', idp: 'ci', task_id: 't', request_id: 'r', ...claims })
     .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
     .setIssuer(ISSUER)
     .setSubject('repo:acme/app')
@@ -79,6 +79,16 @@ const outcome = (promise: Promise<unknown>) =>
     () => 'ok',
     (error: unknown) => (error instanceof BrokerTokenError ? error.code : `unexpected ${String(error)}`),
   );
+
+describe('a token signed by the broker\'s key but not of its shape', () => {
+  it('is refused as invalid, never a TypeError: a scope that is no string', async () => {
+    const a = await makeKey();
+    published = [a];
+    for (const scope of [42, ['artifacts:read'], { artifacts: 'read' }]) {
+      expect(await outcome(verifier().verify(await token(a, a.kid, { scope }), { requiredScopes: ['artifacts:read'] }))).toBe('invalid');
+    }
+  });
+});
 
 describe('the verifier\'s copy of the JWKS', () => {
   it('is kept as long as Cache-Control says, and fetched again after', async () => {
