@@ -610,7 +610,7 @@ function checkReferences(c: z.output<typeof configShape>, ctx: z.RefinementCtx):
     const field = issuer.issuer !== undefined ? 'issuer' : 'spiffeTrustDomain';
     const holder = issuerUrls.get(normalizeIssuerUrl(iss));
     if (holder !== undefined) {
-      issue(at(field), `duplicate issuer "${iss}": the same URL as issuer "${holder}" (letter case, default port and trailing slash aside); one entry per iss`);
+      issue(at(field), `duplicate issuer "${iss}": the same URL as issuer "${holder}" (letter case, default port, a trailing dot or slash and escaped unreserved characters aside); one entry per iss`);
     }
     issuerUrls.set(normalizeIssuerUrl(iss), issuer.name);
     if (normalizeIssuerUrl(iss) === brokerUrl) issue(at(field), 'the broker\'s own issuer can never be a trusted identity issuer');
@@ -777,16 +777,23 @@ function checkPeople(
 }
 
 /**
- * The form in which issuer URLs are compared for uniqueness: scheme and host in lower case,
- * no default port (the URL parser drops :443 for https and :80 for http), no trailing slash.
- * A value that is not a URL is compared as it is.
+ * The form in which issuer URLs are compared for uniqueness: scheme and host in lower case, the
+ * host without the root's trailing dot, no default port (the URL parser drops :443 for https and
+ * :80 for http), unreserved characters of the path decoded (RFC 3986 6.2.2.2: `%7E` is `~`),
+ * no trailing slash. A value that is not a URL is compared as it is.
  */
 export function normalizeIssuerUrl(text: string): string {
   const url = URL.parse(text);
   if (!url || url.host === '') return text;
-  const path = url.pathname.replace(/\/+$/, '');
+  const path = url.pathname
+    .replace(/%([0-9a-f]{2})/gi, (escape: string, hex: string) => {
+      const char = String.fromCharCode(Number.parseInt(hex, 16));
+      return /[A-Za-z0-9\-._~]/.test(char) ? char : escape.toUpperCase();
+    })
+    .replace(/\/+$/, '');
+  const host = url.hostname.toLowerCase().replace(/\.$/, '') + (url.port === '' ? '' : `:${url.port}`);
   const userinfo = url.username === '' ? '' : `${url.username}${url.password === '' ? '' : `:${url.password}`}@`;
-  return `${url.protocol}//${userinfo}${url.host.toLowerCase()}${path}${url.search}${url.hash}`;
+  return `${url.protocol}//${userinfo}${host}${path}${url.search}${url.hash}`;
 }
 
 /** The `iss` its identities show: the configured `issuer`, else `spiffe://<trust domain>`. */

@@ -63,7 +63,7 @@ describe('configuration', () => {
     expect(problemsOf(write('bad2.yaml', second))).toEqual([
       'listen.port: Too big: expected number to be <=65535',
       'identity.issuers.0.issuer: the broker\'s own issuer can never be a trusted identity issuer',
-      `identity.issuers.${second.identity.issuers.length - 1}.issuer: duplicate issuer "${second.identity.issuers[1].issuer}": the same URL as issuer "sso" (letter case, default port and trailing slash aside); one entry per iss`,
+      `identity.issuers.${second.identity.issuers.length - 1}.issuer: duplicate issuer "${second.identity.issuers[1].issuer}": the same URL as issuer "sso" (letter case, default port, a trailing dot or slash and escaped unreserved characters aside); one entry per iss`,
       'roles.4.match.issuer: "ci" is a workload issuer; this needs a person issuer',
       'policies.0.scopes.2: no scope is named "no:such-scope"',
       'separation.1.scopes.1: no scope is named "ghost"',
@@ -339,9 +339,9 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
 
   it('refuses two issuers whose URLs differ only in letter case, a default port or a trailing slash', async () => {
     const twin = (issuer: string) => (c: Record<string, any>) => c.identity.issuers.push({ ...c.identity.issuers[1], name: 'sso-twin', issuer });
-    for (const spelling of ['HTTPS://SSO.TEST', 'https://sso.test/', 'https://Sso.Test:443', 'https://sso.test:443/']) {
+    for (const spelling of ['HTTPS://SSO.TEST', 'https://sso.test/', 'https://Sso.Test:443', 'https://sso.test:443/', 'https://sso.test.', 'https://SSO.test.:443/']) {
       expect(await problems(twin(spelling))).toEqual([
-        `identity.issuers.2.issuer: duplicate issuer "${spelling}": the same URL as issuer "sso" (letter case, default port and trailing slash aside); one entry per iss`,
+        `identity.issuers.2.issuer: duplicate issuer "${spelling}": the same URL as issuer "sso" (letter case, default port, a trailing dot or slash and escaped unreserved characters aside); one entry per iss`,
       ]);
     }
     const http = (c: Record<string, any>) => {
@@ -349,6 +349,11 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
       c.identity.issuers.push({ ...c.identity.issuers[1], name: 'sso-twin', issuer: 'HTTP://sso.test:80/tenant' });
     };
     expect(await problems(http)).toHaveLength(1);
+    const escaped = (c: Record<string, any>) => {
+      c.identity.issuers[1].issuer = 'https://sso.test/~tenant';
+      c.identity.issuers.push({ ...c.identity.issuers[1], name: 'sso-twin', issuer: 'https://sso.test/%7etenant' });
+    };
+    expect(await problems(escaped)).toHaveLength(1);
     // Not the same: another port, another path (paths keep their case), another scheme.
     for (const other of ['https://sso.test:8443', 'https://sso.test/Tenant', 'https://sso.test/tenant', 'http://sso.test']) {
       expect(() => parseConfig('test', baseConfigWith(twin(other)))).not.toThrow();
@@ -368,7 +373,7 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     // Identities of `spire` show iss spiffe://example.org: no other issuer may have that iss.
     const shown = await problems((c) => c.identity.issuers.push({ ...c.identity.issuers[0], name: 'ci-2', issuer: 'spiffe://example.org' }, spire('spire')));
     expect(shown).toEqual([
-      'identity.issuers.3.spiffeTrustDomain: duplicate issuer "spiffe://example.org": the same URL as issuer "ci-2" (letter case, default port and trailing slash aside); one entry per iss',
+      'identity.issuers.3.spiffeTrustDomain: duplicate issuer "spiffe://example.org": the same URL as issuer "ci-2" (letter case, default port, a trailing dot or slash and escaped unreserved characters aside); one entry per iss',
     ]);
   });
 
