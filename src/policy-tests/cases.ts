@@ -21,13 +21,18 @@ const GRANTING: readonly Outcome[] = ['issued', 'pending_approval'];
 
 const text = (max: number) => z.string().min(1).max(max);
 
+/** Claims a case's token carries as the broker takes it (its audience, its times), never the case's. */
+const TOKEN_CLAIMS = ['aud', 'exp', 'nbf', 'iat'];
+
 const identitySchema = z.strictObject({
   issuer: text(64),
   subject: text(512),
   claims: z
     .record(z.string().min(1), z.unknown())
     .optional()
-    .refine((claims) => claims === undefined || (!Object.hasOwn(claims, 'sub') && !Object.hasOwn(claims, 'iss')), 'give sub as subject and the issuer by its name as issuer, not as claims'),
+    .refine((claims) => claims === undefined || (!Object.hasOwn(claims, 'sub') && !Object.hasOwn(claims, 'iss')), 'give sub as subject and the issuer by its name as issuer, not as claims')
+    // A case's token is one this broker takes when it is sent: for it, now.
+    .refine((claims) => claims === undefined || !TOKEN_CLAIMS.some((claim) => Object.hasOwn(claims, claim)), `a case's token is for this broker and valid now: give none of ${['aud', 'exp', 'nbf', 'iat'].join(', ')}`),
 });
 
 const detailList = z.array(text(256)).min(1).max(16);

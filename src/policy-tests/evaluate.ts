@@ -1,7 +1,7 @@
 import type { JWTPayload } from 'jose';
 import { z } from 'zod';
 import { planDelegated, planPlain, type Binding, type CredentialInput } from '../credentials/index.js';
-import { findIssuer, identityFromClaims, issuerRoutes, type Identity } from '../identity/index.js';
+import { findIssuer, identityFromClaims, issuerRoutes, MAX_IDENTITY_TOKEN_BYTES, type Identity } from '../identity/index.js';
 import type { Rules } from '../settings/index.js';
 import { BrokerError, InvalidRequest, InvalidToken } from '../shared/errors.js';
 import { requestText as text } from '../shared/text-schemas.js';
@@ -117,6 +117,8 @@ export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, 
   if (!issuer) throw new CaseIdentityRefused(`the ${as}'s issuer "${given.issuer}" is not configured`);
   const claims: JWTPayload = { ...given.claims, ...(issuer.issuer !== undefined ? { iss: issuer.issuer } : {}), sub: given.subject };
   const refused = (what: string) => new CaseIdentityRefused(`the ${as} would be refused (401): ${what}`);
+  // Its claims alone, encoded, already pass the bound on an identity token: the broker reads no further.
+  if (Math.ceil((Buffer.byteLength(JSON.stringify(claims)) * 4) / 3) > MAX_IDENTITY_TOKEN_BYTES) throw refused(`too large (a token over ${MAX_IDENTITY_TOKEN_BYTES} bytes)`);
   try {
     const routed = findIssuer(issuerRoutes(issuers.map((config) => ({ config }))), claims);
     // Another issuer's keys check the token there, and they do not sign this one's (an `iss` of its own stops most such tokens in findIssuer already).

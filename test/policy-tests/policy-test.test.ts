@@ -227,6 +227,10 @@ describe('jit policy test', () => {
     expect(broken).toMatchObject({ code: 2, stdout: '' });
     expect(broken.stderr).toMatch(new RegExp(`^jit policy test: ${join(dir, 'broken.yaml')}:3: not valid YAML: Map keys must be unique`));
     expect((await policyTest(join(dir, 'missing.yaml'))).stderr).toBe(`jit policy test: ${join(dir, 'missing.yaml')}: cannot read the file (ENOENT)\n`);
+    // A case's token is for this broker, now: its audience and times are the harness's.
+    const timed = await policyTest(write('timed.yaml', YAML.stringify({ cases: [{ name: 'aud', identity: { issuer: 'ci', subject: APP, claims: { aud: 'someone-else' } }, request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } }] })));
+    expect(timed.code).toBe(2);
+    expect(timed.stderr).toContain('cases.0.identity.claims: a case\'s token is for this broker and valid now: give none of aud, exp, nbf, iat');
     // Aliases that would expand without bound: an invalid file (2), not a failing case (1).
     const laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', ...'bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcdefgh'[i]}`).join(',')}]`), 'cases: *i', ''].join('\n');
     const bomb = await policyTest(write('bomb.yaml', laughs));
@@ -384,6 +388,14 @@ describe('a case\'s text is read as the API reads it', () => {
       expect(answered.status, JSON.stringify(audience)).toBe(400);
       expect(tested).toEqual({ outcome: 'invalid_request', detail: answered.body.detail });
     }
+  });
+
+  it('answers an identity past the 8 KiB of a token with the 401 the broker gives', async () => {
+    const claims = { ...pipeline().claims, note: 'n'.repeat(9_000) };
+    const tested = evaluateCase(compileRules(t.config), { identity: { ...pipeline(), claims }, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
+    const answered = await t.http.post('/v1/credentials').set(bearer(await issuers.ci.token(APP, claims, { now: t.clock() }))).send({ task_id: 'same', scopes: ['artifacts:read'], audience: registry });
+    expect(answered.status).toBe(401);
+    expect(tested).toMatchObject({ outcome: 'invalid_token', detail: expect.stringContaining('too large') });
   });
 
   it('answers authorization_details past the API\'s 8 KiB with the 400 the broker gives', async () => {
