@@ -35,7 +35,8 @@ const identitySchema = z.strictObject({
     .refine((claims) => claims === undefined || !TOKEN_CLAIMS.some((claim) => Object.hasOwn(claims, claim)), `a case's token is for this broker and valid now: give none of ${['aud', 'exp', 'nbf', 'iat'].join(', ')}`),
 });
 
-const detailList = z.array(text(256)).min(1).max(16);
+// As the API takes them: an empty list is a list (RFC 9396 names no minimum).
+const detailList = z.array(text(256)).max(16);
 
 /** As `POST /v1/credentials` takes them (CONTRACT section 4). */
 const requestSchema = z.strictObject({

@@ -390,6 +390,12 @@ describe('a case\'s text is read as the API reads it', () => {
     }
   });
 
+  it('reads an empty list of actions as the API does: a case may state it', async () => {
+    const cases = [{ name: 'empty actions', identity: { issuer: 'ci', subject: APP, claims: pipeline().claims }, request: { scopes: ['artifacts:read'], audience: registry, authorization_details: [{ type: 'model', identifier: 'm', actions: [] }] }, expect: { outcome: 'issued' } }];
+    const result = await policyTest(write('empty-actions.yaml', YAML.stringify({ cases })));
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+  });
+
   it('answers an identity past the 8 KiB of a token with the 401 the broker gives', async () => {
     const claims = { ...pipeline().claims, note: 'n'.repeat(9_000) };
     const tested = evaluateCase(compileRules(t.config), { identity: { ...pipeline(), claims }, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
