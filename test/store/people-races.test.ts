@@ -14,6 +14,9 @@ import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
  * limits, a toxic pair at two person issuers, and one person's two approvals.
  */
 
+/** Races per rule: each pair of requests at once, one on each process. */
+const ROUNDS = 8;
+
 let dir: string;
 let db: TestDatabase;
 let issuers: TestIssuers;
@@ -33,8 +36,7 @@ const setup = async (limits: Record<string, number>) => {
     base.policies.push({ id: 'trainers', match: { issuer: 'sso2', claims: { groups: 'trainers' } }, scopes: ['model:train'] });
     return { ...base, limits: { requestsPerMinute: 1_000_000, liveGrants: 1_000_000, pendingRequests: 1_000_000, ...limits } };
   };
-  procs = [];
-  for (let n = 0; n < 2; n += 1) procs.push(await startBrokerProcess(dir, `p-${n}`, config()));
+  procs = await Promise.all([0, 1].map((n) => startBrokerProcess(dir, `p-${n}`, config())));
   await until(async () => (await Promise.all(procs.map(async (p) => (await fetch(`${p.url}/readyz`)).ok))).every(Boolean), 20_000);
 };
 const teardown = async () => {
@@ -60,7 +62,7 @@ describe('liveGrants: 1, two processes, one person through two identities', () =
   beforeAll(() => setup({ liveGrants: 1 }), 60_000);
   afterAll(teardown);
   it('admits at most one', async () => {
-    const out = await Promise.all(Array.from({ length: 12 }, async (_, n) => {
+    const out = await Promise.all(Array.from({ length: ROUNDS }, async (_, n) => {
       const [a, b] = await Promise.all([call(0, '/v1/credentials', await job(`live-${n}`, n), read), call(1, '/v1/credentials', await login(`live-${n}`), read)]);
       return [a.status, b.status];
     }));
@@ -72,7 +74,7 @@ describe('requestsPerMinute: 1, two processes, one person through two identities
   beforeAll(() => setup({ requestsPerMinute: 1 }), 60_000);
   afterAll(teardown);
   it('admits at most one', async () => {
-    const out = await Promise.all(Array.from({ length: 12 }, async (_, n) => {
+    const out = await Promise.all(Array.from({ length: ROUNDS }, async (_, n) => {
       const [a, b] = await Promise.all([call(0, '/v1/credentials', await job(`rate-${n}`, n), read), call(1, '/v1/credentials', await login(`rate-${n}`), read)]);
       return [a.status, b.status];
     }));
@@ -85,7 +87,7 @@ describe('pendingRequests: 1, two processes', () => {
   afterAll(teardown);
   it('holds for one person through two identities', async () => {
     const dbJob = (actor: string, n: number) => issuers.ci.token(`repo:acme/db:ref:refs/heads/r-${n}`, { repository: 'acme/db', actor });
-    const out = await Promise.all(Array.from({ length: 12 }, async (_, n) => {
+    const out = await Promise.all(Array.from({ length: ROUNDS }, async (_, n) => {
       const [a, b] = await Promise.all([
         call(0, '/v1/credentials', await dbJob(`pend-${n}`, n), { task_id: 'm', scopes: ['db:admin'], audience: 'db' }),
         call(1, '/v1/credentials', await login(`pend-${n}`), { task_id: 'm', scopes: ['db:admin'], audience: 'db' }),
@@ -95,7 +97,7 @@ describe('pendingRequests: 1, two processes', () => {
     for (const pair of out) expect(pair.filter((s) => s === 202).length, JSON.stringify(out)).toBe(1);
   }, 60_000);
   it('a toxic pair asked by one person at two issuers at once: one side is refused', async () => {
-    const out = await Promise.all(Array.from({ length: 12 }, async (_, n) => {
+    const out = await Promise.all(Array.from({ length: ROUNDS }, async (_, n) => {
       const ml = await issuers.ci.token(`repo:acme/ml:ref:refs/heads/r-${n}`, { repository: 'acme/ml', ref: 'refs/heads/main', actor: `tox-${n}` });
       const trainer = await sso2.token(`s-${n}`, { groups: ['trainers'], preferred_username: `TOX-${n}` });
       const [a, b] = await Promise.all([
@@ -107,7 +109,7 @@ describe('pendingRequests: 1, two processes', () => {
     for (const [a, b] of out) expect([a === 202, b === 201].filter(Boolean).length, JSON.stringify(out)).toBe(1);
   }, 60_000);
   it('one person approving through two identities on two processes at once counts once', async () => {
-    const out = await Promise.all(Array.from({ length: 12 }, async (_, n) => {
+    const out = await Promise.all(Array.from({ length: ROUNDS }, async (_, n) => {
       const dbJob = await issuers.ci.token(`repo:acme/db:ref:refs/heads/a-${n}`, { repository: 'acme/db', actor: `req-${n}` });
       const pending = await call(0, '/v1/credentials', dbJob, { task_id: 'm', scopes: ['db:admin'], audience: 'db' });
       const a1 = await issuers.sso.token(`ap-${n}`, { groups: ['approvers'], preferred_username: `appr-${n}` });
