@@ -1,4 +1,4 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyStoredChain } from '../../src/audit/index.js';
 import { AGENTS_ISS, bearer, startTestBroker, withAgents, type TestBroker } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
@@ -15,9 +15,15 @@ beforeAll(async () => {
   agents = await createTestIssuer(AGENTS_ISS);
 });
 let t: TestBroker;
-afterEach(async () => {
-  await t?.close();
-});
+/** One broker for each kind of failure: its paths run one after another on it. */
+const brokerPerDescribe = () => {
+  beforeAll(async () => {
+    t = await startTestBroker({ configure: (c) => withAgents(c, agents) });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+};
 
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
@@ -115,8 +121,8 @@ const failures: { name: string; inject: () => Promise<() => Promise<void>> }[] =
 ];
 
 describe.each(failures)('$name', ({ inject }) => {
+  brokerPerDescribe();
   it.each(paths)('$name: 503, no token, nothing changed, the chain whole; then it works', async ({ prepare, ok }) => {
-    t = await startTestBroker({ configure: (c) => withAgents(c, agents) });
     const go = await prepare();
     const before = await counts();
     const undo = await inject();
@@ -138,8 +144,8 @@ describe.each(failures)('$name', ({ inject }) => {
 });
 
 describe.runIf(ENGINE === 'sqlite')('the write lock held by another connection', () => {
+  brokerPerDescribe();
   it.each(paths)('$name: 503 and no token', { timeout: 30_000 }, async ({ prepare }) => {
-    t = await startTestBroker({ configure: (c) => withAgents(c, agents) });
     const go = await prepare();
     const before = await counts();
     await t.db.sql('BEGIN EXCLUSIVE');
