@@ -294,8 +294,9 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
   /**
    * The first participation of the probe's participants in another step of one of its objects
-   * that still binds; for a change, in another request than its own (whose steps a reload may
-   * have renamed).
+   * that still binds. For a change to a request, neither the request's own participations nor
+   * those in the step it was recorded in count: a reload that renamed that step since made it no
+   * other step (participations are recorded by step name).
    */
   async function dutyFinding(sql: Sql, probe: DutyProbe, now: number, requestId = ''): Promise<DutyFinding | undefined> {
     const counted = [...new Set(probe.participants.flatMap(countedKeys))];
@@ -305,10 +306,11 @@ export function createStore(engine: Engine, clock: Clock): Store {
         sql.get<{ step: string; request_id: string }>(
           `SELECT p.step, p.request_id FROM duty_participants p JOIN requests r ON r.id = p.request_id
            WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ? AND p.request_id <> ?
+             AND p.step NOT IN (SELECT s.step FROM duty_steps s WHERE s.duty = p.duty AND s.object = p.object AND s.request_id = ?)
              AND ((r.status IN ('pending_approval', 'approved') AND r.expires_at > ?)
                OR (r.issued_at IS NOT NULL AND (CASE WHEN r.ended_at IS NOT NULL AND r.ended_at < r.expires_at THEN r.ended_at ELSE r.expires_at END) > ?))
            LIMIT 1`,
-          [step.duty, step.object, ...counted, step.step, requestId, now, step.endedAfter],
+          [step.duty, step.object, ...counted, step.step, requestId, requestId, now, step.endedAfter],
         ),
       ),
     );

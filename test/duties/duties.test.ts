@@ -309,12 +309,19 @@ describe('a reload while a request waits', () => {
     expect(custody.body.items.map((r: { step: string; status: string }) => [r.step, r.status])).toEqual([['train', 'issued'], ['register', 'denied']]);
   });
 
-  it('never counts a request against itself: its step renamed since, it is collected', async () => {
+  it('counts the step a request was recorded in as its own when a reload renamed it: the same job\'s second deploy, and its approver, go through', async () => {
     t = await start();
-    const deploying = (await post(await releaseJob(), deploy('fraud-v1'))).body;
+    const first = (await post(await releaseJob(), deploy('fraud-v1'))).body;
+    const second = (await post(await releaseJob(), { ...deploy('fraud-v1'), task_id: 'deploy-2' })).body;
+    expect((await decide(await releaser('carol'), first)).status).toBe(200);
+    expect((await collect(await releaseJob(), first.request_id)).status).toBe(201);
     await reloadWith((raw) => (raw.duties[0].steps[2].name = 'release'));
-    expect((await decide(await releaser('carol'), deploying)).status).toBe(200);
-    expect((await collect(await releaseJob(), deploying.request_id)).status).toBe(201);
+    // carol approved the first under "deploy"; the second was recorded in "deploy" too: the same step.
+    expect((await decide(await releaser('carol'), second)).status).toBe(200);
+    expect((await collect(await releaseJob(), second.request_id)).status).toBe(201);
+    // A request made after the rename names the step anew: earlier participations under the old
+    // name are another step's, and refuse it (participations are recorded by name).
+    expectDuty(await post(await releaseJob(), { ...deploy('fraud-v1'), task_id: 'deploy-3' }), 'fraud-v1', 'deploy');
   });
 });
 
