@@ -9,7 +9,8 @@ import type { Keyring, SigningKey } from './keyring.js';
 /**
  * The largest token the broker mints, and so the largest it reads back as its own (introspection,
  * revocation, a child's subject_token): a token it minted is never too large for it to revoke.
- * The inputs are bounded so that no request comes near it (authorization_details at most 8 KiB).
+ * Ordinary requests stay far below it (authorization_details are at most 8 KiB); one that would
+ * not fit (every claim at its own bound at once) is refused (400) when it would be minted.
  */
 export const MAX_ACCESS_TOKEN_BYTES = 32 * 1024;
 
