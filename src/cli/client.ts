@@ -1,4 +1,5 @@
 import { answerText } from './answer.js';
+import { parseDuration } from './duration.js';
 import { checkBrokerUrl, resolveBroker } from './broker.js';
 import type { CliIo } from './cli-io.js';
 import { CliError, EXIT, usage } from './errors.js';
@@ -24,8 +25,8 @@ const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 /** RFC 6749 errors that are a refusal of what was asked (exit 3), as the /v1 problem types are. */
 const OAUTH_REFUSALS = new Set(['invalid_scope', 'invalid_target', 'slow_down', 'insufficient_scope']);
 
-/** How long one call to the broker may take. */
-const CALL_TIMEOUT_MS = 30_000;
+/** How long one call to the broker may take (an export: how long it may pause); env JIT_TIMEOUT changes it. */
+const DEFAULT_TIMEOUT = '30s';
 
 /** The options of every command that calls the broker as someone. */
 export const callerOptions = {
@@ -54,10 +55,11 @@ export function connect(io: CliIo, values: CallerValues): BrokerClient {
 
 export function createClient(io: CliIo, baseUrl: string, identity: IdentitySource | string): BrokerClient {
   const base = baseUrl.replace(/\/+$/, '');
+  const timeoutMs = parseDuration(io.env.JIT_TIMEOUT || DEFAULT_TIMEOUT, 'JIT_TIMEOUT');
   const source: IdentitySource =
     typeof identity === 'string' ? { describe: 'the given token', token: async () => identity } : identity;
 
-  async function call(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<Response> {
+  async function call(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}, signal = AbortSignal.timeout(timeoutMs)): Promise<Response> {
     const token = await source.token();
     let response: Response;
     try {
@@ -71,10 +73,10 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
         },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         redirect: 'manual',
-        signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+        signal,
       });
     } catch (error) {
-      const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${CALL_TIMEOUT_MS / 1000}s` : causeCode(error);
+      const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000}s` : causeCode(error);
       throw new CliError(`cannot reach the broker at ${base} (${reason})`, EXIT.unreachable);
     }
     if (isRedirect(response)) throw redirectRefused(response, base);
@@ -101,7 +103,27 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
       const response = await call('POST', path, body, headers);
       return { status: response.status, body: await json(response) };
     },
-    raw: (path) => call('GET', path),
+    async raw(path) {
+      // An export streams for as long as it has rows: only a pause of the timeout ends it.
+      const controller = new AbortController();
+      let idle: NodeJS.Timeout | undefined;
+      const rearm = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => controller.abort(new DOMException(`no data for ${timeoutMs / 1000}s`, 'TimeoutError')), timeoutMs).unref();
+      };
+      rearm();
+      const response = await call('GET', path, undefined, {}, controller.signal);
+      const body = response.body?.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, stream) {
+            rearm();
+            stream.enqueue(chunk);
+          },
+          flush: () => clearTimeout(idle),
+        }),
+      );
+      return new Response(body ?? null, { status: response.status, headers: response.headers });
+    },
     async exchange(fields, headers = {}) {
       let response: Response;
       const subject = await source.token();
@@ -111,7 +133,7 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
           headers: { ...headers, accept: 'application/json', 'content-type': 'application/x-www-form-urlencoded' },
           body: new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: JWT_TOKEN_TYPE, ...fields }),
           redirect: 'manual',
-          signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+          signal: AbortSignal.timeout(timeoutMs),
         });
       } catch (error) {
         throw new CliError(`cannot reach the broker at ${base} (${causeCode(error)})`, EXIT.unreachable);

@@ -118,6 +118,39 @@ describe('what the CLI reads', () => {
   });
 });
 
+describe('an export', () => {
+  /** Streams `lines` NDJSON rows, one every `everyMs`, then ends (or, with `stall`, stops sending and never ends). */
+  const streaming = (lines: number, everyMs: number, stall = false) => (_req: IncomingMessage, res: ServerResponse) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (res.destroyed) return clearInterval(timer);
+      if (sent === lines) {
+        clearInterval(timer);
+        if (!stall) res.end();
+        return;
+      }
+      sent += 1;
+      res.write(`{"n":${sent}}\n`);
+    }, everyMs);
+  };
+
+  it('streams for as long as rows keep coming, past the time one call may take', async () => {
+    answer = streaming(8, 250);
+    const run = await jit(['audit', 'events', '--format', 'ndjson'], { env: env({ JIT_TIMEOUT: '1s' }) });
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim().split('\n')).toHaveLength(8);
+  });
+
+  it('stops when the rows stop coming for that long, saying what was printed is incomplete (69)', async () => {
+    answer = streaming(2, 50, true);
+    const run = await jit(['audit', 'events', '--format', 'ndjson'], { env: env({ JIT_TIMEOUT: '1s' }) });
+    expect(run.code).toBe(69);
+    expect(run.stdout.trim().split('\n')).toHaveLength(2);
+    expect(run.stderr).toMatch(/the export from .* stopped before its end \(no data for 1s\); what was printed is incomplete/);
+  });
+});
+
 describe('--request-id-file', () => {
   it('is mode 0600, even where the file was there before', async () => {
     answer = (_req, res) => json(res, 202, { ...view });

@@ -257,7 +257,11 @@ async function list<T>(
     const response = await client.raw(`${path}?${search}`);
     const reader = response.body?.getReader();
     const decoder = new TextDecoder();
-    for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader?.read()) io.stdout(decoder.decode(chunk.value, { stream: true }));
+    try {
+      for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader?.read()) io.stdout(decoder.decode(chunk.value, { stream: true }));
+    } catch (error) {
+      throw new CliError(`the export from ${client.base} stopped before its end (${(error as Error).message}); what was printed is incomplete`, EXIT.unreachable);
+    }
     return EXIT.ok;
   }
   printListing(io, await readListing<T>(client, path, search, values.all), { json: values.json, empty: 'no rows', ...view });
