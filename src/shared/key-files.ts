@@ -66,6 +66,19 @@ export function writePrivateJwk(path: string, jwk: JWK): void {
   }
 }
 
+/** The members that make a public key what it is (RFC 7638's, for the EC, OKP and RSA keys the broker uses). */
+const KEY_MEMBERS = ['kty', 'crv', 'x', 'y', 'n', 'e'] as const;
+
+/** Whether two JWKs are one public key, member by member. */
+export const samePublicKey = (a: JWK, b: JWK): boolean => KEY_MEMBERS.every((member) => a[member] === b[member]);
+
+/** A public JWK's members that make the key, and no others (no x5c, x5u, key_ops...). */
+export function keyMembers(jwk: JWK): JWK {
+  const members: JWK = {};
+  for (const name of KEY_MEMBERS) if (jwk[name] !== undefined) members[name] = jwk[name];
+  return members;
+}
+
 /** The public half of a private JWK: drops every private member. */
 export function publicJwk(jwk: JWK): JWK {
   const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, oth: _oth, k: _k, ...rest } = jwk as JWK & Record<string, unknown>;

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, createSecretKey, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
 import { StartRefused } from '../shared/errors.js';
+import { samePublicKey } from '../shared/key-files.js';
 
 /**
  * Private signing keys sealed for the store (the way ORY Hydra and Keycloak keep theirs): AES-256-GCM
@@ -132,8 +133,3 @@ export function openSealedKey(keys: KeyEncryptionKeys, sealed: string, published
   throw new KeyEncryptionKeyMismatch(kid, kekId, keys.map((kek) => kek.id));
 }
 
-/** The members that make a public key what it is (RFC 7638), compared one by one. */
-function samePublicKey(a: JWK, b: JWK): boolean {
-  const members = ['kty', 'crv', 'x', 'y', 'n', 'e'] as const;
-  return members.every((member) => a[member] === b[member]);
-}

@@ -5,7 +5,7 @@ import { calculateJwkThumbprint, createLocalJWKSet, errors, type JSONWebKeySet, 
 import type { Logger } from 'pino';
 import type { Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
-import { publicJwk, readPrivateJwk } from '../shared/key-files.js';
+import { keyMembers, publicJwk, readPrivateJwk } from '../shared/key-files.js';
 import type { SigningKeyRecord, Store } from '../store/index.js';
 import type { KeyCustody } from './key-custody.js';
 import { openSealedKey, sealedUnder, sealPrivateJwk } from './key-encryption.js';
@@ -320,11 +320,4 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       );
     }
   }
-}
-
-/** A public JWK's members that make the key (RFC 7638's, for each key type the broker signs with). */
-function keyMembers(jwk: JWK): JWK {
-  const members: JWK = { kty: jwk.kty };
-  for (const name of ['crv', 'x', 'y', 'n', 'e'] as const) if (jwk[name] !== undefined) members[name] = jwk[name];
-  return members;
 }

@@ -3,7 +3,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { StartRefused } from '../shared/errors.js';
-import { ensureKeyDir, readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
+import { ensureKeyDir, readPrivateJwk, samePublicKey, writePrivateJwk } from '../shared/key-files.js';
 import type { SigningKeyRecord } from '../store/index.js';
 import type { KeyCustody } from './key-custody.js';
 import { openSealedKey, sealPrivateJwk } from './key-encryption.js';
@@ -63,7 +63,7 @@ function inFiles(keyDir: string): PrivateHalves {
           throw new StartRefused('key_file_unusable', `the key file of signing key ${key.kid} cannot be used: ${(error as Error).message}`);
         }
         // A file swapped for another key would sign tokens no JWKS vouches for: refused, as a sealed half is.
-        if (!samePublicKey(createPublicKey(privateKey).export({ format: 'jwk' }), key.publicJwk)) {
+        if (!samePublicKey(createPublicKey(privateKey).export({ format: 'jwk' }) as JWK, key.publicJwk)) {
           throw new StartRefused('key_file_unusable', `the key file of signing key ${key.kid} holds another key than the one published`);
         }
         loaded.set(key.kid, privateKey);
@@ -82,9 +82,6 @@ function inFiles(keyDir: string): PrivateHalves {
     failure: () => undefined,
   };
 }
-
-/** Whether two public JWKs are one key: the members that make it (the curve and point, or the modulus and exponent). */
-const samePublicKey = (a: JsonWebKey, b: JWK): boolean => (['kty', 'crv', 'x', 'y', 'n', 'e'] as const).every((member) => a[member] === b[member]);
 
 function sealedInStore(custody: Extract<KeyCustody, { kind: 'store' }>): PrivateHalves {
   // Each key opened once per content of its row: a row changed behind the broker's back (its
