@@ -390,7 +390,7 @@ const configShape = z
           .string()
           .default('./data/keys')
           .describe(
-            'Private signing keys as files, mode 0600, created on first start, where no key-encryption key is given (SQLite only): each process signs with a key of its own. With a key-encryption key nothing is written here; a key file found here for a key the database lists is sealed into the database at start (an upgrade).',
+            'Private signing keys as files, mode 0600, created on first start, where no key-encryption key is given (SQLite only): each key directory holds keys of its own: processes sharing one (the workers of one machine) sign with the same key, processes on separate directories each with theirs. With a key-encryption key nothing is written here; a key file found here for a key the database lists is sealed into the database at start (an upgrade).',
           ),
         keyEncryptionKeyFile: z
           .string()

@@ -40,7 +40,9 @@ Signals:
   SIGHUP           reload the configuration file (an invalid one is refused; the running one stays)
   SIGTERM, SIGINT  stop: finish in-flight requests, close the database
 
-Exit codes: 0 stopped cleanly, 1 failed, ${EX_USAGE} bad command line, ${EX_CONFIG} invalid configuration.
+Exit codes: 0 stopped cleanly, 1 failed, ${EX_USAGE} bad command line, ${EX_CONFIG} invalid configuration or
+anything else to fix before it can start (an address in use, a LOG_LEVEL that is no level, a
+database a newer release migrated, key files it may not use).
 `;
 
 /** What the command line asks for: to start the broker on a file, or to exit after saying something. */

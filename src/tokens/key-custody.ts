@@ -7,7 +7,7 @@ import { KEY_ENCRYPTION_KEY_ENV, parseKeyEncryptionKeys, type KeyEncryptionKeys 
  * - `store`: sealed in the database under the key-encryption keys (whenever one is given). Every
  *   process on the database signs with the cluster's current key, so one that joins signs at once.
  *   `keyDir` is only read, for key files made before (sealed into the store at start).
- * - `files`: files under `keyDir`, each process signing with a key of its own (SQLite without a
+ * - `files`: files under `keyDir`, each key directory's processes signing with its keys (SQLite without a
  *   key-encryption key: the embedded default, as it always was).
  */
 export type KeyCustody = { kind: 'store'; keys: KeyEncryptionKeys; keyDir: string } | { kind: 'files'; keyDir: string };

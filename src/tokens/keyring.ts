@@ -298,7 +298,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   function logStart(): void {
     const { active, published } = current();
     if (custody.kind === 'files') {
-      logger.info({ custody: 'files', keyDir: custody.keyDir, published: published.length }, 'signing keys: private halves in key files, one key per process');
+      logger.info({ custody: 'files', keyDir: custody.keyDir, published: published.length }, 'signing keys: private halves in key files, one key per key directory');
       return;
     }
     const sealing = custody.keys[0].id;
