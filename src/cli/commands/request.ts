@@ -239,7 +239,15 @@ async function waitAndCollect(
     if (view.status === 'approved') {
       clear();
       io.stderr(`request ${shown(id)} approved; collecting the token\n`);
-      return printIssued(io, await duringWait(id, collectToken), options.json);
+      try {
+        return printIssued(io, await duringWait(id, collectToken), options.json);
+      } catch (error) {
+        // Denied at collection (the running configuration no longer grants it): a refusal, with the broker's reason.
+        if (error instanceof CliError && error.exitCode === EXIT.failed && (await client.get<RequestView>(path)).status === 'denied') {
+          throw new CliError(error.message, EXIT.refused);
+        }
+        throw error;
+      }
     }
     if (view.status !== 'pending_approval') {
       clear();
