@@ -44,7 +44,9 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
         const bar = separationBar(identity, state.request, people);
         if (bar) throw new SeparationOfDuties(separationMessage(bar, 'review'));
         if (!mayApprove(policy, identity, state.request)) throw PolicyDenied.action('Only an approver of its scopes may review a break-glass grant.');
-        if (!state.review || state.review.outcome !== null) throw new Conflict('This break-glass grant has already been reviewed.');
+        // A child of a break-glass grant has no review of its own: its root's covers it.
+        if (!state.review) throw new Conflict(`A token made from a break-glass grant is reviewed with that grant: review ${state.request.rootId}.`);
+        if (state.review.outcome !== null) throw new Conflict('This break-glass grant has already been reviewed.');
         const reviewer = { iss: identity.iss, sub: identity.sub };
         return {
           review: { outcome: input.outcome, notes: input.notes, reviewer, at: now },

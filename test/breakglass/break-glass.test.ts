@@ -111,6 +111,11 @@ describe('the break-glass quota', () => {
       expect(child.status).toBe(200);
       expect(decodeJwt(child.body.access_token).break_glass).toBe(true);
     }
+    // Nor a grant to review: the root's review covers its children, and a review of one says so.
+    const children = (await t.http.get('/v1/credentials').set(bearer(await onCall()))).body.items.filter((r: { request_id: string }) => r.request_id !== first.body.request_id);
+    const childReview = await review(await reviewer(), children[0].request_id);
+    expect(childReview.status).toBe(409);
+    expect(childReview.body.detail).toBe(`A token made from a break-glass grant is reviewed with that grant: review ${first.body.request_id}.`);
     expect((await breakGlass({ ...emergency, task_id: 'incident-2' })).status).toBe(201);
     expect((await breakGlass({ ...emergency, task_id: 'incident-3' })).status).toBe(201);
     expect((await breakGlass({ ...emergency, task_id: 'incident-4' })).status).toBe(429);
