@@ -22,6 +22,8 @@ export interface TestSsoOptions {
   consoleOrigin: string;
   consoleClientId?: string;
   cliClientId?: string;
+  /** How long its ID tokens last, in seconds (an hour unless a test needs one to expire). */
+  idTokenTtl?: number;
 }
 
 export async function startTestSso(options: TestSsoOptions): Promise<TestSso> {
@@ -74,7 +76,7 @@ export async function startTestSso(options: TestSsoOptions): Promise<TestSso> {
     },
     pkce: { required: () => true },
     // Set, so oidc-provider does not print a notice for each default.
-    ttl: { AccessToken: 600, AuthorizationCode: 60, Grant: 3600, IdToken: 3600, Interaction: 600, Session: 3600 },
+    ttl: { AccessToken: 600, AuthorizationCode: 60, Grant: 3600, IdToken: options.idTokenTtl ?? 3600, Interaction: 600, Session: 3600 },
   });
   provider.on('server_error', (_ctx: unknown, error: Error) => process.stderr.write(`test SSO server_error: ${error.stack ?? error}\n`));
   server.on('request', provider.callback());

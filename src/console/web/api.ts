@@ -89,6 +89,11 @@ export interface Issuance {
 export async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
   const session = currentSession();
   if (!session) throw new SignedOut('Not signed in.');
+  // The broker would take a token a little past its exp (its clock skew): this page never sends one.
+  if (Date.now() >= session.expiresAt) {
+    forget();
+    throw new SignedOut('Your sign-in has expired: sign in again to go on.');
+  }
   const response = await fetch(path, {
     method,
     headers: {

@@ -68,9 +68,11 @@ export function show(parent: Element, ...children: Child[]): void {
   append(parent, children);
 }
 
-// Control characters, and invisible format characters: bidirectional overrides and isolates,
-// zero-width joiners and marks, soft hyphens, tag characters.
-const INVISIBLE = /[\p{Cc}\p{Cf}]/gu;
+// What does not show, as the broker defines it (src/shared/invisible.ts, which this bundle cannot
+// import): white space other than a space, a tab or a newline, default-ignorable characters
+// (zero-width joiners, variation selectors, the Hangul fillers), format characters (bidi
+// overrides and isolates, soft hyphens, tags), control characters, and the blank fillers.
+const INVISIBLE = /(?![ \t\n])[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u115F\u1160\u3164\uFFA0\u2800]/gu;
 
 /**
  * A value from a request (a justification, a task id, a subject, a claim): shown as text, in an
@@ -86,8 +88,7 @@ export function untrusted(value: unknown): HTMLElement {
     const char = match[0];
     const at = match.index ?? 0;
     element.appendChild(document.createTextNode(text.slice(last, at)));
-    if (char === '\n' || char === '\t') element.appendChild(document.createTextNode(char));
-    else element.appendChild(h('span', { class: 'escape', title: 'an invisible character' }, `U+${(char.codePointAt(0) as number).toString(16).toUpperCase().padStart(4, '0')}`));
+    element.appendChild(h('span', { class: 'escape', title: 'an invisible character' }, `U+${(char.codePointAt(0) as number).toString(16).toUpperCase().padStart(4, '0')}`));
     last = at + char.length;
   }
   element.appendChild(document.createTextNode(text.slice(last)));

@@ -27,6 +27,7 @@ const ctx: ViewContext = {
     history.pushState(null, '', path);
     void render();
   },
+  signedOut: (why) => signInAgain(location.pathname.replace(/\/+$/, '') || '/console', why),
 };
 
 async function render(): Promise<void> {

@@ -1,4 +1,4 @@
-import { ApiError, call, get, post, type Issuance, type Page, type RequestView } from './api.js';
+import { ApiError, call, get, post, SignedOut, type Issuance, type Page, type RequestView } from './api.js';
 import { fromNow, h, lifetime, show, time, untrusted, type Child } from './dom.js';
 
 /**
@@ -10,6 +10,8 @@ export interface ViewContext {
   root: HTMLElement;
   /** Moves to another console path without reloading (the ID token lives in this page). */
   go(path: string): void;
+  /** The sign-in ended (expired, or refused): the page asks the person to sign in again, saying why. */
+  signedOut(why: string): void;
 }
 
 const enc = encodeURIComponent;
@@ -17,6 +19,12 @@ const enc = encodeURIComponent;
 function problem(error: unknown): HTMLElement {
   const text = error instanceof Error ? error.message : String(error);
   return h('p', { class: 'problem', role: 'alert' }, untrusted(text));
+}
+
+/** An action that failed: said where it happened; one whose sign-in ended takes the page to sign in again. */
+function failed(ctx: ViewContext, where: HTMLElement, error: unknown): void {
+  if (error instanceof SignedOut) ctx.signedOut(error.message);
+  else show(where, problem(error));
 }
 
 const status = (view: { status: string }) => h('span', { class: `status ${view.status}`, 'data-testid': 'status' }, view.status.replace('_', ' '));
@@ -199,7 +207,7 @@ function decisionForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement)
           const after = await post<RequestView>(`/v1/credentials/${enc(view.request_id)}/approvals`, { decision, reason: reason.value, digest: view.digest });
           await requestView(ctx, view.request_id, decision === 'approve' ? `You approved it. The request is ${after.status.replace('_', ' ')}.` : 'You denied it.');
         } catch (error) {
-          show(outcome, problem(error));
+          failed(ctx, outcome, error);
           buttons.forEach((button) => (button.disabled = false));
         }
       },
@@ -226,7 +234,7 @@ function reviewForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement): 
           await post(`/v1/credentials/${enc(view.request_id)}/review`, { outcome: verdict.value, notes: notes.value });
           await requestView(ctx, view.request_id, 'Your review is recorded.');
         } catch (error) {
-          show(outcome, problem(error));
+          failed(ctx, outcome, error);
           submit.disabled = false;
         }
       },
@@ -339,7 +347,7 @@ export async function auditView(ctx: ViewContext): Promise<void> {
         more ? h('p', {}, h('button', { type: 'button', onclick: () => void load(more) }, 'Next page')) : null,
       );
     } catch (error) {
-      show(results, problem(error));
+      failed(ctx, results, error);
     }
   }
 
@@ -356,7 +364,7 @@ export async function auditView(ctx: ViewContext): Promise<void> {
       link.click();
       setTimeout(() => URL.revokeObjectURL(url), 10_000);
     } catch (error) {
-      show(results, problem(error));
+      failed(ctx, results, error);
     }
   }
 
