@@ -477,6 +477,15 @@ describe('the console', () => {
     const shown = new Set(await cards.evaluateAll((elements) => elements.map((element) => element.getAttribute('data-request-id'))));
     for (const id of asked) expect(shown.has(id)).toBe(true);
   });
+
+  it('asks to sign in again when the next page is refused 401 (the sign-in no longer accepted)', async () => {
+    const { page } = await signIn('bob'); // the hundred and one requests of the test before wait still
+    await page.getByTestId('request').first().waitFor();
+    await page.route(/\/v1\/approvals\?.*cursor=/, (route) => route.fulfill({ status: 401, contentType: 'application/problem+json', body: '{"status":401}' }));
+    await page.getByTestId('more').click();
+    await page.getByTestId('sign-in').waitFor();
+    expect(await page.getByTestId('signed-in-as').count()).toBe(0);
+  });
 });
 
 /** Signs alice in, with the request's view as the page receives it rewritten by `rewrite`. */

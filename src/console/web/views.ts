@@ -43,13 +43,13 @@ const PAGE = 100;
  * button while the listing has more: each press fetches the next page (the listing's own cursor)
  * and adds its rows, so nothing past the first page is out of reach.
  */
-async function paged<T>(path: string, into: HTMLElement, row: (item: T) => HTMLElement): Promise<{ count: number; more: HTMLElement }> {
+async function paged<T>(ctx: ViewContext, path: string, into: HTMLElement, row: (item: T) => HTMLElement): Promise<{ count: number; more: HTMLElement }> {
   const more = h('p', {});
   const load = async (cursor?: string) => {
     const page = await get<Page<T>>(`${path}${path.includes('?') ? '&' : '?'}limit=${PAGE}${cursor ? `&cursor=${enc(cursor)}` : ''}`);
     into.append(...page.items.map(row));
     const next = page.next_cursor;
-    more.replaceChildren(...(next ? [h('button', { type: 'button', 'data-testid': 'more', onclick: () => void load(next).catch((error: unknown) => more.replaceChildren(problem(error))) }, 'Show more')] : []));
+    more.replaceChildren(...(next ? [h('button', { type: 'button', 'data-testid': 'more', onclick: () => void load(next).catch((error: unknown) => failed(ctx, more, error)) }, 'Show more')] : []));
     return page.items.length;
   };
   return { count: await load(), more };
@@ -149,8 +149,8 @@ export async function decideView(ctx: ViewContext): Promise<void> {
   const cards = (view: RequestView) => card(view, ctx);
   const [pendingCards, reviewCards] = [h('div', {}), h('div', {})];
   const [pending, reviews] = await Promise.all([
-    paged('/v1/approvals', pendingCards, cards),
-    paged('/v1/break-glass?review=pending', reviewCards, cards).catch((error: unknown) => {
+    paged(ctx, '/v1/approvals', pendingCards, cards),
+    paged(ctx, '/v1/break-glass?review=pending', reviewCards, cards).catch((error: unknown) => {
       if (error instanceof ApiError && error.status === 403) return null; // not an approver nor an auditor
       throw error;
     }),
@@ -251,7 +251,7 @@ function reviewForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement): 
 /** `/console/mine`: the person's own requests. */
 export async function mineView(ctx: ViewContext): Promise<void> {
   const rows = h('tbody', {});
-  const mine = await paged('/v1/credentials', rows, (view: RequestView) => {
+  const mine = await paged(ctx, '/v1/credentials', rows, (view: RequestView) => {
     const link = `/console/requests/${enc(view.request_id)}`;
     return h(
       'tr',
@@ -277,7 +277,7 @@ export async function mineView(ctx: ViewContext): Promise<void> {
 export async function breakGlassView(ctx: ViewContext): Promise<void> {
   const cards = (view: RequestView) => card(view, ctx);
   const [pendingCards, doneCards] = [h('div', {}), h('div', {})];
-  const [pending, done] = await Promise.all([paged('/v1/break-glass?review=pending', pendingCards, cards), paged('/v1/break-glass?review=done', doneCards, cards)]);
+  const [pending, done] = await Promise.all([paged(ctx, '/v1/break-glass?review=pending', pendingCards, cards), paged(ctx, '/v1/break-glass?review=done', doneCards, cards)]);
   show(
     ctx.root,
     h('h1', {}, 'Break-glass grants'),
