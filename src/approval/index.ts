@@ -1,2 +1,2 @@
-export { createApprovalService, LISTING_SCAN_BUDGET } from './service.js';
+export { createApprovalService } from './service.js';
 export type { ApprovalService } from './service.js';

@@ -5,7 +5,7 @@ import { quietObserver, type BrokerObserver } from '../observability/observer.js
 import { effectiveStatus, holderOf, mayApprove, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
-import { decodeCursor, scanPage } from '../shared/cursor.js';
+import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
 import { BrokerError, Conflict, NotFound, SeparationOfDuties } from '../shared/errors.js';
 import type { ApprovalRecord, Decision, RequestRecord, RequestState, Store } from '../store/index.js';
 
@@ -26,9 +26,6 @@ export interface ApprovalServiceDeps {
 }
 
 export type ApprovalService = ReturnType<typeof createApprovalService>;
-
-/** Rows a listing page may read, however few of them this approver may decide. */
-export const LISTING_SCAN_BUDGET = 1_000;
 
 /**
  * Whether this approver, or this person under another identity, has decided the request already:

@@ -1,9 +1,8 @@
-import { LISTING_SCAN_BUDGET } from '../approval/index.js';
 import { requireRole, type Identity } from '../identity/index.js';
 import { mayApprove, maySee, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
-import { decodeCursor, scanPage } from '../shared/cursor.js';
+import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
 import { Conflict, NotFound, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import type { ReviewOutcome, Store } from '../store/index.js';
 

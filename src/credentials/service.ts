@@ -1,7 +1,7 @@
 import type { Identity } from '../identity/index.js';
 import { quietObserver, refusalOutcome } from '../observability/observer.js';
-import { maySee, requestView, type IssuedView, type RequestView } from '../requests/index.js';
-import { keysetPage } from '../shared/cursor.js';
+import { isOwner, maySee, requestView, type IssuedView, type RequestView } from '../requests/index.js';
+import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
 import { BrokerError } from '../shared/errors.js';
 import type { RequestStatus } from '../store/index.js';
 import { createCollecting } from './collecting.js';
@@ -58,17 +58,25 @@ export function createCredentialService(deps: CredentialServiceDeps) {
       return requestView(state, clock());
     },
 
-    /** `GET /v1/credentials`: the caller's own requests (its job's, where its issuer binds jobs), newest first. */
+    /**
+     * `GET /v1/credentials`: the caller's own requests, newest first: those it asked for (from its
+     * job, where its issuer binds jobs) and the delegated requests it acts in (from the job it
+     * acted from), the same owners `isOwner` lets see, collect, complete and revoke them.
+     */
     async list(identity: Identity, status: RequestStatus | undefined, cursor: string | undefined, limit: number) {
       const now = clock();
-      return keysetPage({
-        cursor,
-        shape: ['number', 'string'] as const,
-        limit,
+      return scanPage({
         read: (after, count) =>
           store.requests.owned({ iss: identity.iss, sub: identity.sub, boundClaims: identity.boundClaims ?? null }, { status, now }, after && { createdAt: after[0], id: after[1] }, count),
-        key: (request) => [request.createdAt, request.id],
-        view: async (page) => (await store.requests.states(page)).map((state) => requestView(state, now)),
+        key: (request) => [request.createdAt, request.id] as const,
+        async select(requests, wanted) {
+          const owned = requests.filter((request) => isOwner(identity, request)).slice(0, wanted);
+          const views = new Map((await store.requests.states(owned)).map((state) => [state.request.id, requestView(state, now)]));
+          return requests.map((request) => views.get(request.id));
+        },
+        after: decodeCursor(cursor, ['number', 'string'] as const),
+        limit,
+        budget: LISTING_SCAN_BUDGET,
       });
     },
 

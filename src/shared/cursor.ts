@@ -53,6 +53,9 @@ export async function keysetPage<Shape extends KeyShape, Row, Item>(options: {
   return { items: await options.view(page), next_cursor: rows.length > options.limit && tail !== undefined ? encodeCursor(options.key(tail)) : null };
 }
 
+/** Rows a filtered listing's page may read, however few of them pass. */
+export const LISTING_SCAN_BUDGET = 1_000;
+
 /**
  * One page of a listing filtered after the query (by what the caller may see or decide), at a
  * bounded cost: it reads rows in batches after `after` and keeps those `select` gives a value
@@ -63,8 +66,11 @@ export async function keysetPage<Shape extends KeyShape, Row, Item>(options: {
 export async function scanPage<Row, Item, Key extends readonly (string | number)[]>(options: {
   read: (after: Key | undefined, count: number) => Promise<Row[]>;
   key: (row: Row) => Key;
-  /** For each row, the item to list, or undefined to skip it. */
-  select: (rows: Row[]) => Promise<(Item | undefined)[]>;
+  /**
+   * For each row, the item to list, or undefined to skip it. Only the first `wanted` items are
+   * used: rows past them may be given undefined, to save building what no page shows.
+   */
+  select: (rows: Row[], wanted: number) => Promise<(Item | undefined)[]>;
   after: Key | undefined;
   limit: number;
   budget: number;
@@ -76,7 +82,7 @@ export async function scanPage<Row, Item, Key extends readonly (string | number)
   while (scanned < budget) {
     const count = Math.min(budget - scanned, Math.max(limit * 2, 100));
     const rows = await read(after, count);
-    const selected = await select(rows);
+    const selected = await select(rows, limit - items.length);
     for (const [i, row] of rows.entries()) {
       const item = selected[i];
       if (item === undefined) continue;

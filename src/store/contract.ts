@@ -45,7 +45,11 @@ export interface Store {
     state(id: string): Promise<RequestState | undefined>;
     /** The same for several requests at once (listings), in the order given. */
     states(requests: readonly RequestRecord[]): Promise<RequestState[]>;
-    /** The owner's requests, newest first, after the given position. */
+    /**
+     * The owner's requests, newest first, after the given position: those it asked for from its
+     * job, and the delegated ones it is an actor of under its identity (whether in its job is the
+     * caller's to judge, from each actor's bound claims).
+     */
     owned(owner: Owner, filter: OwnedFilter, after: Position | undefined, limit: number): Promise<RequestRecord[]>;
     /** Pending requests not past their deadline, oldest first, after the given position. */
     pending(now: number, after: Position | undefined, limit: number): Promise<RequestRecord[]>;

@@ -136,7 +136,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
     ];
     const actors = [...new Map((r.act ?? []).map((actor) => [`${actor.iss}\n${actor.sub}`, actor])).values()];
     if (actors.length > 0) {
-      writes.push(sql.run(`INSERT INTO request_actors (sub, iss, request_id) VALUES ${actors.map(() => '(?, ?, ?)').join(', ')}`, actors.flatMap((a) => [a.sub, a.iss, r.id])));
+      writes.push(sql.run(`INSERT INTO request_actors (sub, iss, request_id, created_at) VALUES ${actors.map(() => '(?, ?, ?, ?)').join(', ')}`, actors.flatMap((a) => [a.sub, a.iss, r.id, r.createdAt])));
     }
     // An entry that names no object is kept under '' so that the `type` filter finds it too.
     const objects = [
@@ -557,20 +557,34 @@ export function createStore(engine: Engine, clock: Clock): Store {
       state: (id) => stateOf(read, id),
       states: (requests) => states(read, requests),
       async owned(owner, filter, after, limit) {
-        const where = ['requester_iss = ?', 'requester_sub = ?', 'job = ?', '(created_at, id) < (?, ?)'];
-        const params: unknown[] = [owner.iss, owner.sub, jobKey(owner.boundClaims), after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? ''];
         // Statuses as callers see them: a live request past its deadline is expired.
-        if (filter.status === 'expired') {
-          where.push(`(status = 'expired' OR (status IN ${LIVE_SQL} AND expires_at <= ?))`);
-          params.push(filter.now);
-        } else if (filter.status !== undefined && isLive(filter.status)) {
-          where.push('status = ? AND expires_at > ?');
-          params.push(filter.status, filter.now);
-        } else if (filter.status !== undefined) {
-          where.push('status = ?');
-          params.push(filter.status);
-        }
-        const rows = await read.all<RequestRow>(`SELECT * FROM requests WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT ?`, [...params, limit]);
+        const [status, statusParams] =
+          filter.status === 'expired'
+            ? [`AND (r.status = 'expired' OR (r.status IN ${LIVE_SQL} AND r.expires_at <= ?))`, [filter.now]]
+            : filter.status !== undefined && isLive(filter.status)
+              ? ['AND r.status = ? AND r.expires_at > ?', [filter.status, filter.now]]
+              : filter.status !== undefined
+                ? ['AND r.status = ?', [filter.status]]
+                : ['', []];
+        const job = jobKey(owner.boundClaims);
+        const before = [after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? ''];
+        // Each half walks its own index newest first; a request both asked for and acted in is read once.
+        const rows = await read.all<RequestRow>(
+          `SELECT * FROM (SELECT r.* FROM requests r
+              WHERE r.requester_iss = ? AND r.requester_sub = ? AND r.job = ? AND (r.created_at, r.id) < (?, ?) ${status}
+              ORDER BY r.created_at DESC, r.id DESC LIMIT ?) AS asked
+           UNION ALL
+           SELECT * FROM (SELECT r.* FROM request_actors a JOIN requests r ON r.id = a.request_id
+              WHERE a.sub = ? AND a.iss = ? AND (a.created_at, a.request_id) < (?, ?) ${status}
+                AND NOT (r.requester_iss = ? AND r.requester_sub = ? AND r.job = ?)
+              ORDER BY a.created_at DESC, a.request_id DESC LIMIT ?) AS acted
+           ORDER BY created_at DESC, id DESC LIMIT ?`,
+          [
+            owner.iss, owner.sub, job, ...before, ...statusParams, limit,
+            owner.sub, owner.iss, ...before, ...statusParams, owner.iss, owner.sub, job, limit,
+            limit,
+          ],
+        );
         return rows.map(toRequest);
       },
       pending: async (now, after, limit) =>

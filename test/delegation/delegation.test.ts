@@ -127,6 +127,53 @@ describe('a delegated exchange', () => {
     expect((await t.http.get(`/v1/credentials/${body.request_id}`).set(bearer(await agent('agent:release-2')))).status).toBe(404);
     expect((await t.http.post(`/v1/credentials/${body.request_id}/complete`).set(bearer(await agent('agent:release-1')))).body.status).toBe('revoked');
   });
+
+  it('is listed on GET /v1/credentials to its subject and its actor, newest first among their own, by status; to nobody else', async () => {
+    t = await start();
+    const list = async (token: string, query = '') => {
+      const items: { request_id: string; status: string }[] = [];
+      for (let cursor: string | null = null, pages = 0; pages === 0 || cursor; pages++) {
+        const page: any = await t.http.get(`/v1/credentials?limit=1${query}${cursor ? `&cursor=${cursor}` : ''}`).set(bearer(token));
+        expect(page.status, JSON.stringify(page.body)).toBe(200);
+        items.push(...page.body.items);
+        cursor = page.body.next_cursor;
+      }
+      return items;
+    };
+    const ask = async (token: string) => (await t.http.post('/v1/credentials').set(bearer(token)).send({ task_id: 'own', scopes: ['artifacts:read'], audience: registry, ttl_seconds: 60 })).body.request_id as string;
+    const own = await ask(await engineer());
+    t.clock.advance(1_000);
+    const first = (await delegate(await engineer(), await agent('agent:release-1'))).body.request_id as string;
+    t.clock.advance(1_000);
+    const later = await ask(await engineer());
+    t.clock.advance(1_000);
+    const second = (await delegate(await engineer(), await agent('agent:release-1'))).body.request_id as string;
+    expect((await t.http.post(`/v1/credentials/${first}/revoke`).set(bearer(await engineer())).send({ reason: 'done early' })).status).toBe(200);
+
+    expect((await list(await engineer())).map((r) => r.request_id)).toEqual([second, later, first, own]);
+    expect((await list(await agent('agent:release-1'))).map((r) => r.request_id)).toEqual([second, first]);
+    expect((await list(await agent('agent:release-1'), '&status=revoked')).map((r) => r.request_id)).toEqual([first]);
+    expect((await list(await agent('agent:release-1'), '&status=issued')).map((r) => r.request_id)).toEqual([second]);
+    // Another agent; the same subject at another issuer.
+    expect(await list(await agent('agent:release-2'))).toEqual([]);
+    expect(await list(await t.as.person('agent:release-1', ['ml-eng']))).toEqual([]);
+
+    // Requests recorded before actors were kept with their times: the migration dates them.
+    await t.db.sql('DROP INDEX request_actors_by_time');
+    await t.db.sql('ALTER TABLE request_actors DROP COLUMN created_at');
+    await t.db.sql("DELETE FROM schema_migrations WHERE name LIKE '%request_actors_by_time%'");
+    await t.restart();
+    expect((await list(await agent('agent:release-1'))).map((r) => r.request_id)).toEqual([second, first]);
+  });
+
+  it('is listed to the actor\'s own run only, where its issuer binds jobs', async () => {
+    t = await start((config) => (config.identity.issuers.find((i: { name: string }) => i.name === 'agents').bindClaims = ['run_id']));
+    const run = (id: string) => agent('agent:release-1', 'olivia', { run_id: id });
+    const asked = (await delegate(await engineer(), await run('run-1'))).body.request_id as string;
+    const ids = async (token: string) => (await t.http.get('/v1/credentials').set(bearer(token))).body.items.map((r: { request_id: string }) => r.request_id);
+    expect(await ids(await run('run-1'))).toEqual([asked]);
+    expect(await ids(await run('run-2'))).toEqual([]);
+  });
 });
 
 describe('a delegated request that needs approval', () => {

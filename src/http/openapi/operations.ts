@@ -321,7 +321,7 @@ export const OPERATIONS: readonly Operation[] = [
     method: 'get',
     path: '/v1/credentials',
     operationId: 'listOwnRequests',
-    summary: 'The caller\'s own requests, newest first',
+    summary: 'The caller\'s own requests, newest first: those it asked for and the delegated ones it acts in',
     tag: 'requesters',
     auth: 'identity',
     query: ownRequestsQuery,
