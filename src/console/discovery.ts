@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { readBoundedBody, utf8 } from '../shared/bounded-body.js';
 import type { Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
 import { isSecureOrLoopback } from '../shared/loopback.js';
@@ -38,8 +39,8 @@ export function createDiscovery(options: DiscoveryOptions): { endpoints(): Promi
     try {
       const response = await options.fetch(options.url, { headers: { accept: 'application/json' }, redirect: 'error', signal: AbortSignal.timeout(TIMEOUT_MS) });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const text = await response.text();
-      if (text.length > MAX_BYTES) throw new Error('larger than 256 KiB');
+      // Read no further than the bound: a broken or hostile endpoint cannot make the broker buffer a body without end.
+      const text = utf8(await readBoundedBody(response, MAX_BYTES, () => new Error('larger than 256 KiB')));
       const endpoints = validate(JSON.parse(text) as unknown, options.issuer);
       cached = { endpoints, until: options.clock() + CACHE_MS };
       return endpoints;

@@ -131,6 +131,31 @@ describe('GET /console', () => {
     expect((await t.http.get('/console')).headers['content-security-policy']).toContain("connect-src 'self';");
   });
 
+  it('stops reading a discovery document past 256 KiB, sent without a length, and refuses it (503)', async () => {
+    // Anyone may ask for /console/config.json: a huge document must not make the broker buffer it.
+    const state = { written: 0, finished: false };
+    const server = createServer(async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.on('finish', () => (state.finished = true));
+      let open = true;
+      res.on('close', () => (open = false));
+      while (open && state.written < 64 * 1024 * 1024) {
+        state.written += 1024 * 1024;
+        if (!res.write(Buffer.alloc(1024 * 1024, 0x20))) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+      }
+      res.end('{}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }));
+    t = await startTestBroker({ configure: withConsole(`http://127.0.0.1:${(server.address() as AddressInfo).port}`) });
+    expect((await t.http.get('/console/config.json')).status).toBe(503);
+    expect(state.finished).toBe(false);
+    expect(state.written).toBeLessThan(64 * 1024 * 1024);
+  });
+
   it('says the console is not configured when it is not', async () => {
     t = await startTestBroker();
     expect((await t.http.get('/console')).status).toBe(200);
