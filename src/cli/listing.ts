@@ -1,6 +1,7 @@
 import type { BrokerClient } from './client.js';
 import type { CliIo } from './cli-io.js';
 import { shown, shownJson } from './io.js';
+import { truncate } from '../shared/well-formed.js';
 
 /** A listing's page, as every `/v1` listing answers. */
 interface Page<T> {
@@ -37,7 +38,7 @@ export function printListing<T>(
 
 /** Columns padded to their widest cell; each cell one line, made safe for the terminal, cut at 48. */
 export function table(rows: string[][]): string {
-  const cells = rows.map((row) => row.map((cell) => shown(cell.replace(/\s+/g, ' ')).slice(0, 48)));
+  const cells = rows.map((row) => row.map((cell) => truncate(shown(cell.replace(/\s+/g, ' ')), 48)));
   const widths = cells[0]?.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length))) ?? [];
   return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
 }

@@ -3,6 +3,7 @@ import { dutyConflict } from '../duties/index.js';
 import type { Policy } from '../policy/index.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
 import { secondsUntilBelow, total } from '../shared/rate-window.js';
+import { truncate } from '../shared/well-formed.js';
 import type { AdmissionFacts, AdmissionProbe, AuditEntry, Holder, HolderFacts, Principal } from '../store/index.js';
 
 const DAY_MS = 86_400_000;
@@ -103,7 +104,7 @@ export function judgeAdmission(
 }
 
 /** Stored inputs of a refusal are capped: a refused caller must not be able to write much. */
-const cap = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}…` : text);
+const cap = (text: string, max: number) => truncate(text, max + 1, '…');
 const MAX_LISTED_SCOPES = 8;
 
 /**

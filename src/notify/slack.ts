@@ -1,3 +1,4 @@
+import { truncate } from '../shared/well-formed.js';
 import type { CheckpointNotice, WebhookPayload } from './payloads.js';
 
 /**
@@ -73,7 +74,7 @@ export function slackMessage(payload: WebhookPayload): SlackMessage {
   }
 
   const text = `${headline}: ${who} asks for ${what}${job ? ` (job: ${job})` : ''}, ${lifetime}`;
-  return { text: escapeMrkdwn(shown(text)).slice(0, 3000), blocks };
+  return { text: truncate(escapeMrkdwn(shown(text)), 3000), blocks };
 }
 
 /** The job a request belongs to: who started it and the claims that tell its run apart. */
@@ -87,7 +88,7 @@ function jobOf(payload: WebhookPayload): string | undefined {
 
 const plain = (text: string, max: number) => {
   const safe = shown(text);
-  return { type: 'plain_text', text: safe.length > max ? `${safe.slice(0, max - 1)}…` : safe, emoji: false };
+  return { type: 'plain_text', text: truncate(safe, max, '…'), emoji: false };
 };
 
 /** Control and invisible format characters as visible escapes; newlines and tabs stay. */

@@ -17,6 +17,19 @@ export function textProblem(text: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The first `max` UTF-16 units of `text`, one fewer where the cut would split a surrogate pair
+ * (an emoji): a shortened text stays well-formed. With `mark`, a text that was cut ends in it,
+ * within `max`.
+ */
+export function truncate(text: string, max: number, mark = ''): string {
+  if (text.length <= max) return text;
+  let end = max - mark.length;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return text.slice(0, end) + mark;
+}
+
 const acceptable = (text: string) => textProblem(text) === undefined;
 
 /** Where a refused text lies in a value (the path to it: a refused member name ends it), and what is wrong with it. */

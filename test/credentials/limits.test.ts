@@ -245,4 +245,13 @@ describe('refusal records', () => {
     expect(String(event?.data.audience).length).toBeLessThanOrEqual(257);
     expect(JSON.stringify(event?.data).length).toBeLessThan(3_000);
   });
+
+  it('cuts stored inputs between characters: an emoji across the cap is left out whole, never halved', async () => {
+    t = await start({});
+    const response = await post(await t.as.pipeline(), { task_id: `${'a'.repeat(127)}😀 and more`, scopes: ['db:admin'], audience: `${'b'.repeat(255)}😀x` });
+    expect(response.status).toBe(403);
+    const [event] = (await allEvents(t)).filter((e) => e.type === 'request.refused');
+    expect(event?.data.task_id).toBe(`${'a'.repeat(127)}…`);
+    expect(event?.data.audience).toBe(`${'b'.repeat(255)}…`);
+  });
 });

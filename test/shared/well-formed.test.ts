@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { malformedText } from '../../src/shared/well-formed.js';
+import { malformedText, truncate } from '../../src/shared/well-formed.js';
 
 const LONE = 'must be well-formed Unicode (no lone surrogates)';
 const NUL = 'must not hold NUL (U+0000)';
@@ -33,5 +33,20 @@ describe('malformedText', () => {
     let deep: unknown = 'bad\uD800';
     for (let i = 0; i < 100_000; i += 1) deep = [deep];
     expect(malformedText(deep)?.path.length).toBe(100_000);
+  });
+});
+
+describe('truncate', () => {
+  it('keeps a text within the bound whole, and cuts a longer one to the bound, mark included', () => {
+    expect(truncate('abc', 3, '…')).toBe('abc');
+    expect(truncate('abcd', 3, '…')).toBe('ab…');
+    expect(truncate('abcd', 3)).toBe('abc');
+  });
+
+  it('never splits a surrogate pair: the character across the cut is left out whole', () => {
+    expect(truncate('ab😀cd', 3)).toBe('ab');
+    expect(truncate('ab😀cd', 4, '…')).toBe('ab…');
+    expect(truncate('ab😀cd', 4)).toBe('ab😀');
+    for (let max = 1; max < 12; max += 1) expect(malformedText(truncate('😀'.repeat(6), max, '…'))).toBeUndefined();
   });
 });
