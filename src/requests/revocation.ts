@@ -1,13 +1,21 @@
-import type { Principal, RequestChange, RequestState, TransitionFields } from '../store/index.js';
+import { isLive, type Principal, type RequestChange, type RequestState, type TransitionFields } from '../store/index.js';
+import { effectiveStatus } from './view.js';
 
 /**
  * What revoking a grant writes besides its own transition: its live descendants revoked with it,
  * each with its `token.revoked` event naming the parent, and the grant's own event naming them
- * (CONTRACT section 5). `state` was read with its descendants.
+ * (CONTRACT section 5). `state` was read with its descendants. A descendant already past its
+ * expiry is not revoked: it expired, and the scheduler records that (`grant.expired`), as it would
+ * have had it swept first.
  */
-export function revokeWithLine(state: RequestState, identity: Principal, reason: string, fields: TransitionFields): Pick<RequestChange<unknown>, 'events' | 'cascade'> {
+export function revokeWithLine(
+  state: RequestState,
+  identity: Principal,
+  reason: string,
+  fields: TransitionFields & { endedAt: number },
+): Pick<RequestChange<unknown>, 'events' | 'cascade'> {
   const { request, issuance } = state;
-  const line = state.descendants ?? [];
+  const line = (state.descendants ?? []).filter(({ request: child }) => isLive(effectiveStatus(child, fields.endedAt)));
   const children = line.map(({ request: child, jti }) => ({ request_id: child.id, ...(jti !== null ? { jti } : {}) }));
   return {
     events: [

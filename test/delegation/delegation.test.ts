@@ -424,6 +424,26 @@ describe('child tokens', () => {
     ]);
   });
 
+  it('leave out of the revocation a child already past its expiry: it expired, and the sweep records so', async () => {
+    t = await start();
+    for (const revoke of ['/v1/credentials', '/oauth2/revoke']) {
+      const parent = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'build', scopes: ['artifacts:read'], audience: registry });
+      const short = await childOf(parent.body.access_token, { ttl_seconds: '10' });
+      const live = await childOf(parent.body.access_token);
+      t.clock.advance(11_000); // the scheduler has not run
+      const by = bearer(await t.as.pipeline());
+      const revoked = revoke === '/oauth2/revoke'
+        ? await t.http.post(revoke).set(by).type('form').send({ token: parent.body.access_token })
+        : await t.http.post(`/v1/credentials/${parent.body.request_id}/revoke`).set(by).send({ reason: 'leak' });
+      expect(revoked.status).toBe(200);
+      const event = (await eventsOf(t, parent.body.request_id)).find((e) => e.type === 'token.revoked');
+      expect(event?.data.children, revoke).toEqual([{ request_id: live.body.request_id, jti: decodeJwt(live.body.access_token).jti }]);
+      await t.broker.scheduler.runAll();
+      expect((await eventsOf(t, short.body.request_id)).map((e) => e.type), revoke).toEqual(['request.created', 'token.issued', 'grant.expired']);
+      expect((await t.http.get(`/v1/credentials/${short.body.request_id}`).set(by)).body.status).toBe('expired');
+    }
+  });
+
   it('make a new actor take part in the parent\'s steps, whatever scopes the child keeps', async () => {
     t = await start((config) => {
       withModelRelease(config);
