@@ -129,9 +129,13 @@ export const tokenForm = z.looseObject({
   token_type_hint: z.string().optional(),
 });
 
+/** The last instant of year 9999: past it, ISO text grows a sign and no longer sorts as time does. */
+const LAST_FOUR_DIGIT_YEAR_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+// An offset can carry 9999-12-31T20:00-05:00 into year 10000; events compare times as ISO text.
 const instant = z.iso
   .datetime({ offset: true, message: 'must be an ISO 8601 time such as 2026-11-22T10:00:00Z' })
-  .transform((text) => Date.parse(text));
+  .transform((text) => Math.min(Date.parse(text), LAST_FOUR_DIGIT_YEAR_MS));
 
 /** An identifier to search for: one that names an object once normalised (entries that name none are found by `type`). */
 const objectIdentifier = printable(256).refine((value) => objectKey(value) !== '', 'names no object: it holds only characters that do not show');

@@ -207,6 +207,18 @@ describe('GET /v1/audit/events', () => {
     expect(paged).toEqual(all.map((e) => e.seq));
     expect(paged).toEqual(Array.from({ length: paged.length }, (_, i) => i + 1));
   });
+
+  it('judges since and until as times, at any offset: one in year 10000 UTC is after every event', async () => {
+    const count = async (query: string) => (await get(`/v1/audit/events?limit=1000&${query}`)).body.items.length;
+    const all = await count('');
+    const late = encodeURIComponent('9999-12-31T20:00:00-05:00');
+    expect(await count(`until=${late}`)).toBe(all);
+    expect(await count(`since=${late}`)).toBe(0);
+    // Issuances compare the same bounds the same way.
+    const issued = (await get('/v1/audit/issuances?limit=1000')).body.items.length;
+    expect((await get(`/v1/audit/issuances?until=${late}`)).body.items).toHaveLength(issued);
+    expect((await get(`/v1/audit/issuances?since=${late}`)).body.items).toHaveLength(0);
+  });
 });
 
 describe('the chain', () => {
