@@ -47,9 +47,12 @@ const insertApproval = db.prepare(`INSERT INTO approvals (request_id, approver_i
   VALUES (?, 'https://sso.test', ?, 'approve', 'ok', '', ?)`);
 const random = Math.random;
 const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)] as T;
+// Each issuance's id, for its token.issued event: the issuance listing reads how far the chain had grown.
+const requestIds: string[] = [];
 const seedBatch = db.transaction((from: number, to: number) => {
   for (let i = from; i < to; i += 1) {
     const id = randomUUID();
+    requestIds.push(id);
     const issuedAt = START + Math.floor((i / TOTAL) * SPAN);
     const scopes = [...new Set([pick(SCOPES), ...(random() < 0.5 ? [pick(SCOPES)] : [])])];
     const breakGlass = random() < 0.02;
@@ -71,7 +74,7 @@ const EVENTS = Math.min(TOTAL, 1_000_000);
 for (let i = 0; i < EVENTS; i += 20_000) {
   const batch = Array.from({ length: Math.min(EVENTS, i + 20_000) - i }, (_, k) => ({
     type: 'token.issued' as const,
-    requestId: `r${i + k}`,
+    requestId: requestIds[i + k] as string,
     data: { jti: `j${i + k}` },
   }));
   await broker.store.append(batch);

@@ -1,7 +1,7 @@
 import { actClaim } from '../delegation/index.js';
 import { requireRole, type Identity } from '../identity/index.js';
 import { toIso, type Clock } from '../shared/clock.js';
-import { keysetPage } from '../shared/cursor.js';
+import { decodeCursor, encodeCursor, keysetPage } from '../shared/cursor.js';
 import { InvalidRequest } from '../shared/errors.js';
 import { effectiveStatus } from '../requests/index.js';
 import { objectKey } from '../shared/authorization-details.js';
@@ -90,15 +90,25 @@ export interface AuditServiceDeps {
 
 /** The auditor's questions, for the `auditor` and `admin` roles. */
 export function createAuditService({ store, clock, keyring, issuer, settings }: AuditServiceDeps) {
-  const issuancePage = (filter: IssuanceFilter, cursor: string | undefined, limit: number) =>
-    keysetPage({
-      cursor,
-      shape: ['number', 'string'] as const,
-      limit,
-      read: (after, count) => store.audit.issuances(filter, after && { issuedAt: after[0], requestId: after[1] }, count, clock()),
-      key: (row) => [row.issuedAt, row.requestId],
-      view: (rows) => rows.map(issuanceView),
-    });
+  /**
+   * One page of issuances in time order. Times are taken before a token is committed, so one
+   * recorded while an auditor pages (in the millisecond of the page's last row, behind a slower
+   * commit, from another replica's clock) can land behind the cursor: the cursor also carries how
+   * far the chain had grown, and such a token opens a later page. No row is skipped or repeated.
+   */
+  async function issuancePage(filter: IssuanceFilter, cursor: string | undefined, limit: number) {
+    const key = decodeCursor(cursor, ['number', 'string', 'number'] as const);
+    const after = key && { issuedAt: key[0], requestId: key[1], seq: key[2] };
+    const { late, next, seen } = await store.audit.issuances(filter, after, limit, clock());
+    if (after && late.length > limit) {
+      const shown = late.slice(0, limit);
+      return { items: shown.map(issuanceView), next_cursor: encodeCursor([after.issuedAt, after.requestId, (shown.at(-1) as IssuanceAuditRecord).seq]) };
+    }
+    const onward = next.slice(0, limit - late.length);
+    const last = onward.at(-1) ?? after;
+    const more = next.length > onward.length && last !== undefined;
+    return { items: [...late, ...onward].map(issuanceView), next_cursor: more ? encodeCursor([last.issuedAt, last.requestId, seen]) : null };
+  }
   const eventPage = (filter: EventFilter, cursor: string | undefined, limit: number) =>
     keysetPage({
       cursor,

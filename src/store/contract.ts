@@ -8,6 +8,7 @@ import type {
   EventFilter,
   GrantKey,
   IssuanceAuditRecord,
+  IssuancePosition,
   IssuanceFilter,
   IssuanceRecord,
   NewIssuance,
@@ -82,8 +83,17 @@ export interface Store {
      * oldest first, after the given position.
      */
     custody(duty: string, object: string, after: Position | undefined, limit: number): Promise<CustodyRecord[]>;
-    /** Issuances matching `filter`, in (issued_at, request id) order, after the given position. */
-    issuances(filter: IssuanceFilter, after: { issuedAt: number; requestId: string } | undefined, limit: number, now: number): Promise<IssuanceAuditRecord[]>;
+    /**
+     * Issuances matching `filter` not yet listed from `after`: first those committed since behind
+     * its position (`late`, by seq, up to `limit` + 1), then those past it in (issued_at, request id)
+     * order (`next`, enough to fill `limit` + 1), each as far as the chain reached when read (`seen`).
+     */
+    issuances(
+      filter: IssuanceFilter,
+      after: IssuancePosition | undefined,
+      limit: number,
+      now: number,
+    ): Promise<{ late: IssuanceAuditRecord[]; next: IssuanceAuditRecord[]; seen: number }>;
     /** Events matching `filter`, in seq order, after `afterSeq`. */
     events(filter: EventFilter, afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
     /**

@@ -27,6 +27,7 @@ export type {
   GrantKey,
   GrantStatus,
   IssuanceAuditRecord,
+  IssuancePosition,
   IssuanceFilter,
   IssuanceRecord,
   NewIssuance,

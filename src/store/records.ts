@@ -189,6 +189,15 @@ export interface IssuanceAuditRecord {
   act: ActorRecord[] | null;
   revokedAt: number | null;
   revokeReason: string | null;
+  /** The seq of its `token.issued` event: where it joined the chain, in commit order. */
+  seq: number;
+}
+
+/** Where an issuance listing stands: its time-ordered position, and the chain's seq up to which every token before it was listed. */
+export interface IssuancePosition {
+  issuedAt: number;
+  requestId: string;
+  seq: number;
 }
 
 /** CONTRACT section 5 event types, and the broker's own additions. */

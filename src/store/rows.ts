@@ -186,6 +186,7 @@ export interface IssuanceAuditRow {
   ended_at: number | null;
   revoke_reason: string | null;
   status: GrantStatus;
+  seq: number;
 }
 
 export const toIssuanceAudit = (r: IssuanceAuditRow, approvers: IssuanceAuditRecord['approvers']): IssuanceAuditRecord => ({
@@ -205,6 +206,7 @@ export const toIssuanceAudit = (r: IssuanceAuditRow, approvers: IssuanceAuditRec
   act: r.act === null ? null : (JSON.parse(r.act) as ActorRecord[]),
   revokedAt: r.status === 'revoked' ? r.ended_at : null,
   revokeReason: r.status === 'revoked' ? r.revoke_reason : null,
+  seq: Number(r.seq),
 });
 
 export interface KeyRow {

@@ -655,8 +655,8 @@ export function createStore(engine: Engine, clock: Clock): Store {
         const [source, issuedAt, id] = byScope
           ? ['issued_scopes s JOIN requests r ON r.id = s.request_id', 's.issued_at', 's.request_id']
           : ['requests r', 'r.issued_at', 'r.id'];
-        const where = [`${issuedAt} IS NOT NULL AND (${issuedAt}, ${id}) > (?, ?)`];
-        const params: unknown[] = [now, after?.issuedAt ?? -1, after?.requestId ?? ''];
+        const where = [`${issuedAt} IS NOT NULL`];
+        const params: unknown[] = [now];
         const add = (clause: string, ...values: unknown[]) => {
           where.push(clause);
           params.push(...values);
@@ -681,16 +681,39 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.status === 'issued') add(`r.status = 'issued' AND r.expires_at > ?`, now);
         if (filter.status === 'expired') add(`(${status} = 'expired' OR (${status} = 'issued' AND r.expires_at <= ?))`, now);
         if (filter.status === 'revoked') add(`r.status = 'revoked'`);
-        const rows = await read.all<IssuanceAuditRow>(
+        const select = (from: string, seq: string, condition: string, order: string) =>
           `SELECT i.jti, r.id AS request_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
-                  r.audience, r.justification, r.break_glass, r.authorization_details, r.act, r.ended_at, r.revoke_reason,
+                  r.audience, r.justification, r.break_glass, r.authorization_details, r.act, r.ended_at, r.revoke_reason, ${seq} AS seq,
                   CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status
-           FROM ${source} JOIN issuances i ON i.request_id = r.id
-           WHERE ${where.join(' AND ')}
-           ORDER BY ${issuedAt}, ${id} LIMIT ?`,
-          [...params, limit],
-        );
-        if (rows.length === 0) return [];
+           FROM ${from} JOIN issuances i ON i.request_id = r.id
+           WHERE ${where.join(' AND ')} AND ${condition}
+           ORDER BY ${order} LIMIT ?`;
+        // Listed is every token up to the position whose event is in the chain up to its `seq`
+        // (the chain grows in commit order). A token committed later behind the position (the
+        // same millisecond, a slower commit, another replica's clock) is listed first, by seq:
+        // those few are found from the chain's end (CROSS JOIN keeps SQLite to that order).
+        const seen = Number((await read.get<{ seq: number | null }>('SELECT max(seq) AS seq FROM audit_events'))?.seq ?? 0);
+        const late = after
+          ? await read.all<IssuanceAuditRow>(
+              select(
+                `audit_events e CROSS JOIN ${source}`,
+                'e.seq',
+                `${id} = e.request_id AND (${issuedAt}, ${id}) <= (?, ?) AND e.type = 'token.issued' AND e.seq > ? AND e.seq <= ?`,
+                'e.seq',
+              ),
+              [...params, after.issuedAt, after.requestId, after.seq, seen, limit + 1],
+            )
+          : [];
+        // Past the position, in time order, each token's event probed as the index walks.
+        const issuedSeq = "(SELECT e.seq FROM audit_events e WHERE e.request_id = r.id AND e.type = 'token.issued')";
+        const next = late.length > limit
+          ? []
+          : await read.all<IssuanceAuditRow>(
+              select(source, issuedSeq, `(${issuedAt}, ${id}) > (?, ?) AND ${issuedSeq} <= ?`, `${issuedAt}, ${id}`),
+              [...params, after?.issuedAt ?? -1, after?.requestId ?? '', seen, limit + 1 - late.length],
+            );
+        const rows = [...late, ...next];
+        if (rows.length === 0) return { late: [], next: [], seen };
         // Approvers in the order they decided, on every engine.
         const ids = rows.map((row) => row.request_id);
         const approvals = await read.all<{ request_id: string; approver_iss: string; approver_sub: string; at: number }>(
@@ -698,12 +721,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
            ORDER BY at, approver_iss, approver_sub`,
           ids,
         );
-        return rows.map((row) =>
+        const record = (row: IssuanceAuditRow) =>
           toIssuanceAudit(
             row,
             approvals.filter((a) => a.request_id === row.request_id).map((a) => ({ iss: a.approver_iss, sub: a.approver_sub, at: a.at })),
-          ),
-        );
+          );
+        return { late: late.map(record), next: next.map(record), seen };
       },
       async entitlements(grants, since) {
         // One statement per chunk of grants, each grant a range of issued_scopes_by_policy: the
