@@ -3,7 +3,9 @@ import { textProblem } from './well-formed.js';
 
 /**
  * Listings page by keyset: the cursor carries the sort key of the last item returned, so pages
- * neither repeat nor skip rows when new ones arrive. It is opaque to callers (base64url JSON).
+ * never repeat a row when new ones arrive; a new row that sorts behind the cursor is left to the
+ * next reading (the issuance listing, which must miss none, also carries the chain's position).
+ * It is opaque to callers (base64url JSON).
  */
 export function encodeCursor(key: readonly (string | number)[]): string {
   return Buffer.from(JSON.stringify(key)).toString('base64url');
