@@ -376,7 +376,7 @@ const configShape = z
       .describe(
         'A SQLite file path (the embedded default; relative paths are from the working directory), or a `postgres://` / `postgresql://` URL (`postgres://user@host:5432/db`) for several broker replicas on several machines. Env BROKER_DB overrides. A URL may carry a password; it is never logged. Restart-only: a reload that changes it is refused.',
       ),
-    clockSkew: duration('Tolerance for `exp`, `nbf` and `iat` of identity tokens.').prefault('30s'),
+    clockSkew: duration('How far an identity token\'s `nbf` or `iat` may lie ahead of the broker\'s clock (an `exp` already past is never forgiven); also the window of DPoP proofs\' `iat` and the `nbf` backdating of minted tokens.').prefault('30s'),
     scheduler: z
       .strictObject({
         interval: duration('How often the expiry, review and key jobs run: whole seconds dividing a minute, or whole minutes dividing an hour.').prefault('10s'),

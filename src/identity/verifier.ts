@@ -109,6 +109,9 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
         throw new InvalidToken(rejectionFor(error), { iss, kid: header.kid, reason: (error as Error).message });
       }
 
+      // The skew forgives a `nbf` or `iat` a little ahead of this clock, never an `exp` behind it
+      // (CONTRACT section 1: "it is expired"): jose's tolerance covers both, so `exp` is judged here.
+      if ((payload.exp as number) <= Math.floor(now / 1000)) throw new InvalidToken('expired', { iss, kid: header.kid });
       // jose judges `iat` only for its own maxTokenAge, which is not used: the contract refuses a future `iat` always.
       if (typeof payload.iat === 'number' && payload.iat > Math.floor(now / 1000) + skewSeconds) {
         throw new InvalidToken('issued_in_future', { iss });

@@ -95,11 +95,14 @@ describe('identity tokens', () => {
     await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, aud: 'someone-else' }, { now: t.clock() }), 'audience');
   });
 
-  it('refuses an expired token, beyond the clock skew', async () => {
-    await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 600, exp: now() - 31 }, { now: t.clock() }), 'expired');
-    // Within the 30 s skew it still passes.
-    const lenient = await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 600, exp: now() - 20 }, { now: t.clock() });
-    expect((await t.http.post('/v1/credentials').set(bearer(lenient)).send(body)).status).toBe(201);
+  it('refuses a token from the second of its exp: the clock skew forgives nbf and iat ahead, not exp behind', async () => {
+    for (const exp of [now() - 31, now() - 1, now()]) {
+      await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 600, exp }, { now: t.clock() }), 'expired');
+    }
+    // The same for a person's token.
+    await expectRefused(await t.issuers.sso.token('alice', { iat: now() - 600, exp: now() - 1 }, { now: t.clock() }), 'expired');
+    const last = await t.issuers.ci.token(pipelineSub, { ...claims, iat: now() - 600, exp: now() + 1 }, { now: t.clock() });
+    expect((await t.http.post('/v1/credentials').set(bearer(last)).send(body)).status).toBe(201);
   });
 
   it('refuses a token not yet valid (nbf in the future beyond skew)', async () => {
