@@ -1,6 +1,7 @@
 import type { BrokerConfig } from '../config/index.js';
 import { dutyConflict } from '../duties/index.js';
 import type { Policy } from '../policy/index.js';
+import type { ActClaim } from '../shared/act.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
 import { secondsUntilBelow, total } from '../shared/rate-window.js';
 import { truncate } from '../shared/well-formed.js';
@@ -117,6 +118,8 @@ export function refusalEvent(
   input: { taskId: string; scopes: readonly string[]; audience: string; breakGlass: boolean },
   error: BrokerError,
   facts: AdmissionFacts,
+  /** A delegated request's actors, in the token's `act` shape: who asked for the principal. */
+  act?: ActClaim,
 ): { event?: AuditEntry } {
   if (facts.refusalsRecorded >= REFUSALS_RECORDED_PER_MINUTE) return {};
   return {
@@ -131,6 +134,7 @@ export function refusalEvent(
         ...(input.scopes.length > MAX_LISTED_SCOPES ? { more_scopes: input.scopes.length - MAX_LISTED_SCOPES } : {}),
         audience: cap(input.audience, 256),
         break_glass: input.breakGlass,
+        ...(act ? { act } : {}),
         count: 1,
       },
     },

@@ -78,7 +78,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
     const probe = { ...admissionProbe(holderOf(subject, subject.personKey, people), [], policy, config, { pending: false, breakGlass: false, now }), actors: actorHolders(actors, people) };
     const refusal = await store.admit(probe, (facts) => {
       const final = judgeAdmission(facts, config, { pending: false, breakGlass: false, now }, policy, []) ?? error;
-      return { refuse: refusalEvent(subject, input, final, facts), result: final };
+      return { refuse: refusalEvent(subject, input, final, facts, actClaim(actors)), result: final };
     });
     throw refusal;
   }
@@ -179,7 +179,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
         (facts.replayed ? replayed() : undefined) ??
         judgeAdmission(facts, config, ask, policy, decision.scopes) ??
         (parent ? parentRefusal(facts.parent, now) : undefined);
-      if (refusal) return { refuse: refusalEvent(subject, input, refusal, facts), result: refusal };
+      if (refusal) return { refuse: refusalEvent(subject, input, refusal, facts, chain), result: refusal };
       const events: AuditEntry[] = [created];
       if (ask.breakGlass) {
         events.push({

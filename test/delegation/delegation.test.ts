@@ -101,9 +101,18 @@ describe('a delegated exchange', () => {
     expectOAuth(await delegate(await engineer(), await agent('agent:release-1'), { scope: 'db:admin' }), 'invalid_scope', /db:admin.*"release-agent".*do not list/);
     // logs:read: the rule lists it, alice is not on call.
     expectOAuth(await delegate(await engineer(), await agent('agent:release-1'), { scope: 'logs:read' }), 'invalid_scope', /logs:read.*no policy grants/);
-    // And the refusal is recorded for the principal.
-    const refused = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'request.refused'`);
-    expect(refused).toHaveLength(2);
+    // And the refusal is recorded for the principal, naming the agent that asked.
+    const refused = await t.db.sql<{ actor_sub: string; data: string }>(`SELECT actor_sub, data FROM audit_events WHERE type = 'request.refused' ORDER BY seq`);
+    expect(refused.map((row) => [row.actor_sub, JSON.parse(row.data).act])).toEqual([
+      ['alice', { iss: AGENTS_ISS, sub: 'agent:release-1' }],
+      ['alice', { iss: AGENTS_ISS, sub: 'agent:release-1' }],
+    ]);
+    // A refusal after the facts are read (over a limit) names it too.
+    await t.restart((config) => (config.limits = { liveGrants: 1 }));
+    expect((await delegate(await engineer(), await agent('agent:release-2'))).status).toBe(200);
+    expect((await delegate(await engineer(), await agent('agent:release-3'))).status).toBe(429);
+    const [limited] = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'request.refused' ORDER BY seq DESC LIMIT 1`);
+    expect(JSON.parse(String(limited?.data)).act).toEqual({ iss: AGENTS_ISS, sub: 'agent:release-3' });
   });
 
   it('counts limits for the agent too: one agent cannot exceed its own rate by acting for many people', async () => {
