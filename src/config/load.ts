@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import YAML from 'yaml';
+import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { YAML_OPTIONS, yamlProblems } from '../shared/yaml.js';
 import { ConfigError } from './errors.js';
 import { configSchema, type BrokerConfig } from './schema.js';
 
@@ -43,10 +44,14 @@ export const ALLOW_DEV_ISSUERS_ENV = 'BROKER_ALLOW_DEV_ISSUERS';
  * then not read, and `file` only names it.
  */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = {}, text = readConfigFile(file)): LoadedConfig {
+  const doc = parseDocument(text, YAML_OPTIONS);
+  const problems = yamlProblems(doc);
+  if (problems.length > 0) throw new ConfigError(file, problems.map((problem) => `not valid YAML: ${problem.message}`));
   let raw: unknown;
   try {
-    raw = YAML.parse(text, { uniqueKeys: true });
+    raw = doc.toJS();
   } catch (error) {
+    // yaml refuses, as it converts, aliases that would expand without bound ("billion laughs").
     throw new ConfigError(file, [`not valid YAML: ${(error as Error).message.split('\n')[0]}`]);
   }
   const config = namingEnvOverrides(env, () => parseConfig(file, applyEnvOverrides(raw, env)));

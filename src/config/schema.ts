@@ -147,13 +147,21 @@ export type ClaimPattern = string | { readonly [name: string]: ClaimPattern };
 type ClaimPatternInput = string | number | boolean | { [name: string]: ClaimPatternInput };
 
 const claimPatternSchema: z.ZodType<ClaimPattern, ClaimPatternInput> = z.lazy(() =>
-  z.union([
-    z.union([z.string(), z.number(), z.boolean()]).transform(String),
-    z
-      .record(z.string().min(1), claimPatternSchema)
-      // An empty map would match any object at all, which is never what a rule means to say.
-      .refine((map) => Object.keys(map).length > 0, { message: 'an empty map would match any object; name its members' }),
-  ]),
+  z
+    .union([
+      z.string(),
+      z.number(),
+      z.boolean(),
+      z
+        .record(z.string().min(1), claimPatternSchema)
+        // An empty map would match any object at all, which is never what a rule means to say.
+        .refine((map) => Object.keys(map).length > 0, { message: 'an empty map would match any object; name its members' }),
+    ])
+    // Read as a double, 12345678901234567890 becomes ...7000 and would match other values.
+    .refine((value) => typeof value !== 'number' || !Number.isInteger(value) || Number.isSafeInteger(value), {
+      message: 'a whole number past 2^53 - 1 loses digits as it is read: write it in quotes, as text',
+    })
+    .transform((value) => (typeof value === 'object' ? value : String(value))),
 );
 
 const matchSchema = z

@@ -3,6 +3,7 @@ import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml
 import { z } from 'zod';
 import type { BrokerConfig } from '../config/index.js';
 import { PolicyTestsInvalid, type FileProblem } from '../shared/errors.js';
+import { YAML_OPTIONS, yamlProblems } from '../shared/yaml.js';
 
 /**
  * A policy cases file (CONTRACT section 7, `jit policy test`): requests a configuration must
@@ -130,9 +131,10 @@ export function readPolicyCases(file: string, config: BrokerConfig): PolicyCase[
 /** Parses the text of a cases file (see `readPolicyCases`). */
 export function parsePolicyCases(file: string, source: string, config: BrokerConfig): PolicyCase[] {
   const lines = new LineCounter();
-  const doc = parseDocument(source, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    throw new PolicyTestsInvalid(doc.errors.map((error) => ({ file, line: lines.linePos(error.pos[0]).line, message: `not valid YAML: ${error.message.split('\n')[0]}` })));
+  const doc = parseDocument(source, { ...YAML_OPTIONS, lineCounter: lines, prettyErrors: false });
+  const invalid = yamlProblems(doc);
+  if (invalid.length > 0) {
+    throw new PolicyTestsInvalid(invalid.map((problem) => ({ file, line: lines.linePos(problem.pos[0]).line, message: `not valid YAML: ${problem.message}` })));
   }
   const at = locate(doc, lines);
   const problem = (path: Path, message: string, key?: string): FileProblem => ({ file, line: at(path, key), field: [...path, ...(key !== undefined ? [key] : [])].join('.') || '(root)', message });

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
@@ -266,6 +266,37 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     expect(await problems((c) => (c.policies[0].match.claims = { 'kubernetes.io': {} }))).toEqual([
       'policies.0.match.claims.kubernetes.io: an empty map would match any object; name its members',
     ]);
+  });
+
+  it('refuses a claim value written as a whole number past 2^53 - 1, which YAML reads as another number', async () => {
+    // 12345678901234567890 reads as 12345678901234567000, which other repositories' ids would match.
+    const path = write('big-number.yaml', `${YAML.stringify(await config())}`.replace(/^policies:\n/m, 'policies:\n  - id: big\n    match: { issuer: ci, claims: { repository_id: 12345678901234567890 } }\n    scopes: [logs:read]\n'));
+    expect(problemsOf(path)).toEqual(['policies.0.match.claims.repository_id: a whole number past 2^53 - 1 loses digits as it is read: write it in quotes, as text']);
+    const quoted = write('big-text.yaml', readFileSync(path, 'utf8').replace('12345678901234567890', '"12345678901234567890"'));
+    expect(loadConfig(quoted).config.policies[0]?.match.claims).toEqual({ repository_id: '12345678901234567890' });
+  });
+
+  it('refuses two keys that read as one member (1 and "1", true and "true"): the last would win unseen', async () => {
+    for (const [first, second] of [['1', '"1"'], ['true', '"true"'], ['null', '"null"']]) {
+      const path = write('twice.yaml', `${YAML.stringify(await config())}`.replace(/^policies:\n/m, `policies:\n  - id: twice\n    match: { issuer: ci, claims: { ${first}: prod, ${second}: "*" } }\n    scopes: [logs:read]\n`));
+      expect(problemsOf(path).join('\n'), first).toMatch(/^not valid YAML: Map keys must be unique/);
+    }
+  });
+
+  it('refuses an unknown tag, and says so without the line it is on (which may hold a secret)', async () => {
+    const secret = 'https://hooks.slack.com/services/T0/B0/WEBHOOK-SECRET-PART';
+    const path = write('tag.yaml', `${YAML.stringify(await config())}\nnotify: { webhooks: [{ url: !secret "${secret}" }] }\n`);
+    const written: string[] = [];
+    const warn = process.emitWarning;
+    process.emitWarning = ((warning: string | Error) => void written.push(String(warning))) as typeof process.emitWarning;
+    try {
+      const refused = problemsOf(path);
+      expect(refused).toEqual([expect.stringMatching(/^not valid YAML: Unresolved tag: !secret at line \d+, column \d+:$/)]);
+      expect(refused.join('\n')).not.toContain('SECRET');
+    } finally {
+      process.emitWarning = warn;
+    }
+    expect(written).toEqual([]);
   });
 
   it('refuses a database URL of another engine, or one that is not a URL, and never repeats its password', async () => {

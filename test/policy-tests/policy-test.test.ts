@@ -226,6 +226,13 @@ describe('jit policy test', () => {
     const broken = await policyTest(write('broken.yaml', 'cases:\n  - name: a\n    name: b\n'));
     expect(broken).toMatchObject({ code: 2, stdout: '' });
     expect(broken.stderr).toMatch(new RegExp(`^jit policy test: ${join(dir, 'broken.yaml')}:3: not valid YAML: Map keys must be unique`));
+    // Keys that read as one member, and a tag yaml cannot resolve (refused in words that quote no line).
+    const twice = await policyTest(write('twice.yaml', 'cases:\n  - name: a\n    identity: { issuer: ci, subject: x, claims: { 1: a, "1": b } }\n'));
+    expect(twice.stderr).toMatch(/:3: not valid YAML: Map keys must be unique/);
+    const tagged = await policyTest(write('tagged.yaml', 'cases:\n  - name: !secret hidden-words\n'));
+    expect(tagged).toMatchObject({ code: 2, stdout: '' });
+    expect(tagged.stderr).toMatch(/:2: not valid YAML: Unresolved tag: !secret\n$/);
+    expect(tagged.stderr).not.toContain('hidden-words');
     expect((await policyTest(join(dir, 'missing.yaml'))).stderr).toBe(`jit policy test: ${join(dir, 'missing.yaml')}: cannot read the file (ENOENT)\n`);
     // A case's token is for this broker, now: its audience and times are the harness's.
     const timed = await policyTest(write('timed.yaml', YAML.stringify({ cases: [{ name: 'aud', identity: { issuer: 'ci', subject: APP, claims: { aud: 'someone-else' } }, request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } }] })));
