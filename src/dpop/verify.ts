@@ -124,7 +124,8 @@ export async function verifyDpopProof(proof: string, expected: ExpectedDpopProof
   if (expected.jkt !== undefined && jkt !== expected.jkt) {
     throw refuse('key_mismatch', 'is signed by another key than the one the token is bound to (cnf.jkt)');
   }
-  return { jkt, jti, iat, replayWindowEndsAt: issuedAt + expected.clockSkewMs + 1 };
+  // A NumericDate may have a fraction (RFC 7519 section 2); the window ends on a whole ms, rounded up, never earlier.
+  return { jkt, jti, iat, replayWindowEndsAt: Math.ceil(issuedAt) + expected.clockSkewMs + 1 };
 }
 
 const refuse = (problem: DpopProofProblem, what: string) => new InvalidDpopProof(problem, `The DPoP proof ${what}.`);

@@ -1,4 +1,4 @@
-import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signDpopProof, type DpopSigningKey } from '../../src/dpop/index.js';
 import { PROOF_MEMORY_MARGIN_MS } from '../../src/scheduler/jobs.js';
@@ -74,6 +74,19 @@ describe('a DPoP proof at /oauth2/token', () => {
     t.clock.set(issuedAt + t.config.clockSkew + PROOF_MEMORY_MARGIN_MS + 1_000);
     await t.broker.scheduler.runAll();
     expect(Number(await remembered())).toBe(0);
+  });
+
+  it('takes an iat with a fraction (a NumericDate may have one, RFC 7519), and refuses its replay as any', async () => {
+    t = await startTestBroker();
+    const fractional = await new SignJWT({ jti: 'fraction-1', htm: 'POST', htu: `${BROKER_ISSUER}/oauth2/token`, iat: Math.floor(t.clock() / 1000) + 0.5001 })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: alice.publicJwk })
+      .sign(alice.privateKey);
+    const issued = await exchange(await ask(), fractional);
+    expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+    expect(decodeJwt(issued.body.access_token).cnf).toEqual({ jkt: alice.jkt });
+    const replayed = await exchange(await ask(), fractional);
+    expect(replayed.status).toBe(400);
+    expect(replayed.body.error).toBe('invalid_dpop_proof');
   });
 
   it('names this endpoint\'s path in its own letter case (RFC 3986: only scheme and host are compared without)', async () => {
