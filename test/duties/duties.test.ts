@@ -108,6 +108,9 @@ describe('one party, two steps of one model', () => {
     expect((await post(await trainer(), train('fraud-v1'))).status).toBe(201);
     expect((await post(await trainer(), train('Fraud-V1'))).status).toBe(201);
     expectDuty(await post(await trainer(), deploy('ＦＲＡＵＤ-v1\u200B')), 'fraud-v1', 'train');
+    // Fillers that show as blank, a Hangul letter and a Khitan mark among them.
+    expectDuty(await post(await trainer(), deploy('fraud\u3164-v1\u2800')), 'fraud-v1', 'train');
+    expectDuty(await post(await trainer(), deploy('fraud\u{16FE4}-v1')), 'fraud-v1', 'train');
   });
 
   it('refuses one request holding scopes of two steps for one object', async () => {
