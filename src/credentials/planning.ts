@@ -38,7 +38,8 @@ export const capped = (decision: PolicyDecision, seconds: number): PolicyDecisio
 
 /**
  * The checks every request meets around its own planning, in order: `authorization_details`
- * types the configuration knows, a break-glass justification long enough, then `planning` (who
+ * types the configuration knows, objects named for every step scope asked for, a break-glass
+ * justification long enough, then `planning` (who
  * grants what), then the `separation` rules the request breaks on its own, then the duty steps it
  * takes part in (refusing a step scope that names no object, or two steps of one duty): a child's
  * are its parent's, judged on the parent's scopes and the details it keeps; last, break-glass
@@ -48,6 +49,7 @@ export function planned(rules: PlanningRules, input: CredentialInput, planning: 
   const { config, policy, duties } = rules;
   const details = input.authorizationDetails ?? [];
   duties.checkTypes(details);
+  duties.checkObjectsNamed(input.scopes, details);
   if (input.breakGlass && visibleLength(input.justification ?? '') < config.breakGlass.justificationMinLength) {
     throw new InvalidRequest(`Break-glass needs a justification of at least ${config.breakGlass.justificationMinLength} characters.`, [
       { pointer: '#/justification', detail: `at least ${config.breakGlass.justificationMinLength} characters` },

@@ -31,6 +31,11 @@ export interface Duties {
    * request holding scopes of two steps of one duty (403).
    */
   stepsOf(scopes: readonly string[], details: readonly AuthorizationDetail[]): DutyStep[];
+  /**
+   * Refuses (400) a step scope whose objects are not named, before any policy is asked: a
+   * policy's `identifiers` would otherwise refuse it first, as a scope not granted (403).
+   */
+  checkObjectsNamed(scopes: readonly string[], details: readonly AuthorizationDetail[]): void;
   /** The step a scope is, if it is one: its duty, the step, and the type of the objects it names. */
   stepOf(scope: string): { duty: string; step: string; type: string } | undefined;
 }
@@ -82,25 +87,18 @@ export function compileDuties(config: Pick<BrokerConfig, 'duties'>): Duties {
       }
       const steps = new Map<string, DutyStep>();
       for (const step of taken) {
-        const named = details.map((detail, i) => ({ detail, i })).filter(({ detail }) => detail.type === step.type);
-        if (named.length === 0) {
-          throw new InvalidAuthorizationDetails(
-            `Scope ${step.scope} is step "${step.step}" of duty "${step.duty}": name its object with an authorization_details entry of type "${step.type}" and an identifier.`,
-            [{ pointer: '#/authorization_details', detail: `needs an entry of type "${step.type}" with an identifier` }],
-          );
-        }
-        const unnamed = named.find(({ detail }) => detail.identifier === undefined || objectKey(detail.identifier) === '');
-        if (unnamed) {
-          throw new InvalidAuthorizationDetails(`authorization_details/${unnamed.i}: an entry of type "${step.type}" names the object of step "${step.step}" by its identifier.`, [
-            { pointer: `#/authorization_details/${unnamed.i}/identifier`, detail: `required for step "${step.step}" of duty "${step.duty}"` },
-          ]);
-        }
-        for (const { detail } of named) {
-          const object = objectKey(detail.identifier as string);
+        for (const object of objectsNamed(step, details)) {
           steps.set(`${step.duty}\n${object}`, { duty: step.duty, step: step.step, object, within: step.within });
         }
       }
       return [...steps.values()];
+    },
+
+    checkObjectsNamed(scopes, details) {
+      for (const scope of scopes) {
+        const step = stepOf.get(scope);
+        if (step) objectsNamed({ ...step, scope }, details);
+      }
     },
 
     stepOf(scope) {
@@ -108,6 +106,24 @@ export function compileDuties(config: Pick<BrokerConfig, 'duties'>): Duties {
       return step && { duty: step.duty, step: step.step, type: step.type };
     },
   };
+}
+
+/** The objects a step scope's request names (normalised), or a 400 when it names none, or one without an identifier. */
+function objectsNamed(step: CompiledStep & { scope: string }, details: readonly AuthorizationDetail[]): string[] {
+  const named = details.map((detail, i) => ({ detail, i })).filter(({ detail }) => detail.type === step.type);
+  if (named.length === 0) {
+    throw new InvalidAuthorizationDetails(
+      `Scope ${step.scope} is step "${step.step}" of duty "${step.duty}": name its object with an authorization_details entry of type "${step.type}" and an identifier.`,
+      [{ pointer: '#/authorization_details', detail: `needs an entry of type "${step.type}" with an identifier` }],
+    );
+  }
+  const unnamed = named.find(({ detail }) => detail.identifier === undefined || objectKey(detail.identifier) === '');
+  if (unnamed) {
+    throw new InvalidAuthorizationDetails(`authorization_details/${unnamed.i}: an entry of type "${step.type}" names the object of step "${step.step}" by its identifier.`, [
+      { pointer: `#/authorization_details/${unnamed.i}/identifier`, detail: `required for step "${step.step}" of duty "${step.duty}"` },
+    ]);
+  }
+  return named.map(({ detail }) => objectKey(detail.identifier as string));
 }
 
 /**

@@ -177,6 +177,13 @@ describe('policy identifiers', () => {
     // Every entry of the type must match, not one of them.
     const mixed = await post(await registryJob(), { ...register('fraud-v1'), authorization_details: [...model('fraud-v1'), ...model('ltv-v1')] });
     expect(mixed.status).toBe(403);
+    // Naming no object is a bad request (400) before any policy is asked, globs or not.
+    for (const details of [undefined, [{ type: 'model', actions: ['register'] }]]) {
+      const unnamed = await post(await registryJob(), { ...register('fraud-v1'), authorization_details: details });
+      expect(unnamed.status, JSON.stringify(details)).toBe(400);
+      expect(unnamed.body.type).toMatch(/invalid_request$/);
+    }
+    expect(await t.db.sql("SELECT seq FROM audit_events WHERE type = 'request.refused'")).toHaveLength(2);
   });
 });
 
