@@ -71,8 +71,9 @@ export function createCollecting(deps: CredentialServiceDeps) {
     const granted = regrant(before.request);
     const regranted = granted instanceof Error ? undefined : granted;
     const request = { ...before.request, ...(regranted ? { ttlSeconds: regranted.ttlSeconds } : {}), dpopJkt: binding?.jkt ?? null };
-    // Recorded as taking part again: an alias or a step added since the request was made counts from now on.
-    const takesPart = regranted && dutyProbe(regranted.steps, requestParticipants(before.request, people), now);
+    // Recorded as taking part again, approvers too: an alias or a step added since the request was
+    // made, or approved, counts from now on.
+    const takesPart = regranted && dutyProbe(regranted.steps, requestParticipants(before, people), now);
     const token = regranted ? await mintFor(deps, request, before.approvals, now) : undefined;
     type Collected = { issued: RequestRecord } | { denied: RequestRecord; refusal: Conflict };
     const outcome = await store.change<Collected>(id, (current, facts) => {

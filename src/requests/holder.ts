@@ -1,5 +1,5 @@
 import type { People } from '../identity/index.js';
-import type { ActorRecord, Holder, Principal, RequestRecord } from '../store/index.js';
+import type { ActorRecord, Holder, Principal, RequestRecord, RequestState } from '../store/index.js';
 
 /**
  * Whom a request counts against: an identity, and its person under every key records may hold
@@ -16,8 +16,12 @@ export function holderOf(identity: Principal, personKey: string | null | undefin
 export const actorHolders = (actors: readonly ActorRecord[] | null, people: People): Holder[] =>
   (actors ?? []).map((actor) => holderOf(actor, actor.person, people));
 
-/** Everyone who takes part in a request's steps: its principal and each actor, under the running aliases. */
-export const requestParticipants = (request: Pick<RequestRecord, 'requester' | 'person' | 'act'>, people: People): Holder[] => [
-  holderOf(request.requester, request.person, people),
-  ...actorHolders(request.act, people),
+/**
+ * Everyone who takes part in a request's steps: its principal, each actor and each approver who
+ * approved it (CONTRACT section 1, "Duties"), under the running aliases.
+ */
+export const requestParticipants = (state: Pick<RequestState, 'request' | 'approvals'>, people: People): Holder[] => [
+  holderOf(state.request.requester, state.request.person, people),
+  ...actorHolders(state.request.act, people),
+  ...state.approvals.filter((approval) => approval.decision === 'approve').map((approval) => holderOf(approval.approver, approval.person, people)),
 ];

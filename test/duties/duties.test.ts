@@ -319,6 +319,24 @@ describe('a reload while a request waits', () => {
     expect(custody.body.items.map((r: { step: string; status: string }) => [r.step, r.status])).toEqual([['train', 'issued'], ['register', 'denied']]);
   });
 
+  it('judges its approvers at collection too: one who, by an alias added since, trained the model denies the deploy', async () => {
+    t = await start({ configure: (config) => (config.people = []) });
+    expect((await post(await trainer('bob-gh'), train('fraud-v1'))).status).toBe(201);
+    const deploying = (await post(await releaseJob('ray'), deploy('fraud-v1'))).body;
+    expect((await decide(await bobAtSso(), deploying)).status).toBe(200); // not yet known as bob
+    await reloadWith(() => {}); // bob-gh and bob@acme.com are one person now
+    await expectDeniedAtCollection(await collect(await releaseJob('ray'), deploying.request_id), deploying.request_id, 'train');
+  });
+
+  it('records its approvers as taking part in a step added since their approval', async () => {
+    t = await start({ configure: (config) => (config.duties[0].steps = config.duties[0].steps.filter((s: { name: string }) => s.name !== 'register')) });
+    const registering = (await post(await registryJob('rita'), register('fraud-v1'))).body; // no step yet
+    expect((await decide(await releaser('carol'), registering)).status).toBe(200);
+    await reloadWith(() => {}); // register is a step now
+    expect((await collect(await registryJob('rita'), registering.request_id)).status).toBe(201);
+    expectDuty(await post(await releaser('carol', ['on-call']), deploy('fraud-v1')), 'fraud-v1', 'register');
+  });
+
   it('counts the step a request was recorded in as its own when a reload renamed it: the same job\'s second deploy, and its approver, go through', async () => {
     t = await start();
     const first = (await post(await releaseJob(), deploy('fraud-v1'))).body;
