@@ -109,13 +109,25 @@ export class CaseIdentityRefused extends Error {}
  * The identity a case's claims make, by the verifier's own checks short of the signature and the
  * times: routed to an issuer as a token is (`findIssuer`: a SPIFFE ID's trust domain, else `iss`),
  * then its claims checked (`identityFromClaims`). The issuer is named as configured, and the
- * claims are those its token would carry: its `issuer` as `iss`, none for a SPIFFE issuer without one.
+ * claims are those its token would carry: its `issuer` as `iss` (none for a SPIFFE issuer without
+ * one), its first audience as `aud`, and times valid now.
  */
 export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, given: CaseIdentity, as: 'identity' | 'actor'): Identity {
   const issuers = rules.config.identity.issuers;
   const issuer = issuers.find((candidate) => candidate.name === given.issuer);
   if (!issuer) throw new CaseIdentityRefused(`the ${as}'s issuer "${given.issuer}" is not configured`);
-  const claims: JWTPayload = { ...given.claims, ...(issuer.issuer !== undefined ? { iss: issuer.issuer } : {}), sub: given.subject };
+  // A case may not state aud or the times (cases.ts): its token carries them as one for this broker,
+  // valid now would, so that a requiredClaims or a match naming them judges as it would live.
+  const now = Math.floor(Date.now() / 1000);
+  const claims: JWTPayload = {
+    ...given.claims,
+    ...(issuer.issuer !== undefined ? { iss: issuer.issuer } : {}),
+    sub: given.subject,
+    aud: issuer.audiences[0],
+    iat: now,
+    nbf: now,
+    exp: now + 300,
+  };
   const refused = (what: string) => new CaseIdentityRefused(`the ${as} would be refused (401): ${what}`);
   // Its claims alone, encoded, already pass the bound on an identity token: the broker reads no further.
   if (Math.ceil((Buffer.byteLength(JSON.stringify(claims)) * 4) / 3) > MAX_IDENTITY_TOKEN_BYTES) throw refused(`too large (a token over ${MAX_IDENTITY_TOKEN_BYTES} bytes)`);

@@ -326,6 +326,25 @@ describe('a case is judged as the broker judges the same request', () => {
   });
 });
 
+describe('a rule reading a token\'s aud or times', () => {
+  it('judges a case as the broker judges a token, which always carries them', async () => {
+    const t = await startTestBroker({
+      configure(config: Record<string, any>) {
+        config.identity.issuers[0].requiredClaims = ['repository', 'iat', 'exp'];
+        config.policies.unshift({ id: 'this-broker-only', match: { issuer: 'ci', claims: { aud: 'jit-broker' } }, scopes: ['model:train'] });
+      },
+    });
+    try {
+      const live = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 't', scopes: ['model:train'], audience: registry });
+      expect(live.status).toBe(201);
+      const tested = evaluateCase(compileRules(t.config), { identity: pipeline(), request: { scopes: ['model:train'], audience: registry, break_glass: false, dpop: false } });
+      expect(tested.outcome).toBe('issued');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('a SPIFFE case is routed and checked as the broker routes and checks a JWT-SVID', () => {
   let t: TestBroker;
   let spire: TestIssuer;
