@@ -48,7 +48,13 @@ const CASES = [
   { name: 'db:admin waits for two people', identity: pipeline({ repository: 'acme/db' }, 'repo:acme/db:x'), request: { scopes: ['db:admin'], audience: 'db' }, expect: { outcome: 'pending_approval', approvals_required: 2 } },
   { name: 'an app pipeline may not touch the database', identity: pipeline(), request: { scopes: ['db:admin'], audience: 'db' }, expect: { outcome: 'policy_denied' } },
   { name: 'ml-main deploys only to the registry', identity: ml, request: { scopes: ['model:deploy'], audience: 'prod' }, expect: { outcome: 'policy_denied' } },
-  { name: 'train and deploy at once is toxic', identity: ml, request: { scopes: ['model:train', 'model:deploy'], audience: registry }, expect: { outcome: 'separation_of_duties' } },
+  {
+    name: 'train and deploy at once is toxic',
+    identity: ml,
+    request: { scopes: ['model:train', 'model:deploy'], audience: registry, authorization_details: [{ type: 'model', identifier: 'fraud-v1' }] },
+    expect: { outcome: 'separation_of_duties' },
+  },
+  { name: 'a step scope naming no object is a bad request before any rule', identity: ml, request: { scopes: ['model:train', 'model:deploy'], audience: registry }, expect: { outcome: 'invalid_request' } },
   {
     name: 'two steps of one model in one request',
     identity: pipeline({ repository: 'acme/registry' }, 'repo:acme/registry:main'),
