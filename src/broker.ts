@@ -70,6 +70,16 @@ export interface Broker {
   close(): Promise<void>;
 }
 
+/**
+ * What the console's sign-in is built from at start, of the person issuer it names (its page,
+ * discovery and dev sign-in read it once): restart-only as the `console` section is, or a reload
+ * would send people to one issuer and take ID tokens only from another.
+ */
+function consoleSignIn(config: BrokerConfig) {
+  const issuer = config.console && config.identity.issuers.find((candidate) => candidate.name === config.console?.issuer);
+  return issuer && { issuer: issuer.issuer, dev: issuer.dev, audiences: issuer.audiences };
+}
+
 const loadedEvent = (config: BrokerConfig, source: { file: string; sha256: string } | undefined, trigger: 'start' | 'reload') => ({
   type: 'config.loaded' as const,
   data: {
@@ -164,7 +174,10 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       let next;
       try {
         const loaded = loadTestedConfig(file, env, text);
-        const fixed = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
+        const fixed = [
+          ...RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key])),
+          ...(JSON.stringify(consoleSignIn(loaded.config)) !== JSON.stringify(consoleSignIn(config)) ? [`identity.issuers.${config.console?.issuer}`] : []),
+        ];
         if (fixed.length > 0) {
           return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));
         }

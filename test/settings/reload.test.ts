@@ -160,6 +160,26 @@ describe('reloading the configuration', () => {
     expect((await ask(t, ['logs:read'])).status).toBe(201); // the policy change did not apply either
   });
 
+  it('refuses a change to the console\'s sign-in issuer (its URL, dev or audiences), which the console reads at start; other issuers reload', async () => {
+    const withConsole = (raw: Record<string, any>) => {
+      raw.identity.issuers[1].audiences = ['jit-broker', 'jit-console'];
+      raw.console = { issuer: 'sso', clientId: 'jit-console' };
+    };
+    t = await startTestBroker({ configure: withConsole });
+    for (const change of [(raw: Record<string, any>) => (raw.identity.issuers[1].issuer = 'https://sso2.test'), (raw: Record<string, any>) => (raw.identity.issuers[1].audiences = ['jit-console'])]) {
+      const outcome = await t.broker.reload(configFile(t, (raw) => {
+        withConsole(raw);
+        change(raw);
+      }), {});
+      expect(outcome).toMatchObject({ status: 'refused', problems: ['identity.issuers.sso: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)'] });
+    }
+    const other = await t.broker.reload(configFile(t, (raw) => {
+      withConsole(raw);
+      raw.identity.issuers[0].audiences = ['jit-broker', 'another'];
+    }), {});
+    expect(other).toMatchObject({ status: 'applied', changed: ['identity'] });
+  });
+
   it('takes a value that only looks different (60m for 1h) as no change', async () => {
     t = await startTestBroker({ configure: (raw) => (raw.audit = { checkpointEvery: '1h' }) });
     const file = configFile(t, (raw) => (raw.audit = { checkpointEvery: '60m' }));
