@@ -174,10 +174,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       let next;
       try {
         const loaded = loadTestedConfig(file, env, text);
-        const fixed = [
-          ...RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key])),
-          ...(JSON.stringify(consoleSignIn(loaded.config)) !== JSON.stringify(consoleSignIn(config)) ? [`identity.issuers.${config.console?.issuer}`] : []),
-        ];
+        const fixed: string[] = RESTART_ONLY_SETTINGS.filter((key) => JSON.stringify(loaded.config[key]) !== JSON.stringify(config[key]));
+        if (!fixed.includes('console') && JSON.stringify(consoleSignIn(loaded.config)) !== JSON.stringify(consoleSignIn(config))) fixed.push(`identity.issuers.${config.console?.issuer}`);
         if (fixed.length > 0) {
           return refuse(fixed.map((key) => `${key}: cannot change while the broker runs; restart the broker to apply it (or put back the running value to reload the rest)`));
         }
