@@ -329,6 +329,10 @@ const dutySchema = z.strictObject({
       z.strictObject({
         name: z.string().min(1).max(64).describe('Names the step.'),
         scopes: z.array(z.string()).min(1).describe('The scopes that are this step; a scope belongs to at most one step of all duties.'),
+        formerly: z
+          .array(z.string().min(1).max(64))
+          .prefault([])
+          .describe('Names this step had before a rename: participations recorded under them count as this step, so whoever took part in it under an old name may still repeat it.'),
       }),
     )
     .min(2, 'a duty separates steps: name at least two')
@@ -700,6 +704,16 @@ function checkDuties(
     duty.steps.forEach((step, s) => {
       if (steps.has(step.name)) issue(['duties', d, 'steps', s, 'name'], `duplicate step "${step.name}" in duty "${duty.name}"`);
       steps.add(step.name);
+    });
+    // A name stands for one step: a former name is no step's current name, nor two steps' former one.
+    const former = new Set<string>();
+    duty.steps.forEach((step, s) => {
+      step.formerly.forEach((name, k) => {
+        if (steps.has(name) || former.has(name)) issue(['duties', d, 'steps', s, 'formerly', k], `"${name}" already names a step of duty "${duty.name}"`);
+        former.add(name);
+      });
+    });
+    duty.steps.forEach((step, s) => {
       checkScopeNames(step.scopes, ['duties', d, 'steps', s, 'scopes']);
       step.scopes.forEach((scope, k) => {
         const taken = stepOf.get(scope);

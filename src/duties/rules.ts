@@ -14,6 +14,8 @@ import type { DutyFinding, DutyProbe, Holder } from '../store/index.js';
 export interface DutyStep {
   duty: string;
   step: string;
+  /** Names the step had before (`formerly`): participations under them are this step's. */
+  formerly: readonly string[];
   /** The object, as duties compare it (`objectKey` of its identifier). */
   object: string;
   /** How long taking part binds once a grant has ended, in ms (Infinity: always). */
@@ -44,6 +46,7 @@ interface CompiledStep {
   duty: string;
   type: string;
   step: string;
+  formerly: readonly string[];
   within: number;
 }
 
@@ -53,7 +56,9 @@ export function compileDuties(config: Pick<BrokerConfig, 'duties'>): Duties {
   const stepOf = new Map<string, CompiledStep>();
   for (const duty of config.duties) {
     for (const step of duty.steps) {
-      for (const scope of step.scopes) stepOf.set(scope, { duty: duty.name, type: duty.type, step: step.name, within: duty.within ?? Number.POSITIVE_INFINITY });
+      for (const scope of step.scopes) {
+        stepOf.set(scope, { duty: duty.name, type: duty.type, step: step.name, formerly: step.formerly, within: duty.within ?? Number.POSITIVE_INFINITY });
+      }
     }
   }
 
@@ -88,7 +93,7 @@ export function compileDuties(config: Pick<BrokerConfig, 'duties'>): Duties {
       const steps = new Map<string, DutyStep>();
       for (const step of taken) {
         for (const object of objectsNamed(step, details)) {
-          steps.set(`${step.duty}\n${object}`, { duty: step.duty, step: step.step, object, within: step.within });
+          steps.set(`${step.duty}\n${object}`, { duty: step.duty, step: step.step, formerly: step.formerly, object, within: step.within });
         }
       }
       return [...steps.values()];
@@ -142,7 +147,7 @@ export function dutyConflict(found: DutyFinding, as: 'request' | 'approval'): Se
 export function dutyProbe(steps: readonly DutyStep[], participants: readonly Holder[], now: number): DutyProbe | undefined {
   if (steps.length === 0) return undefined;
   return {
-    steps: steps.map(({ duty, object, step, within }) => ({ duty, object, step, endedAfter: Number.isFinite(within) ? now - within : Number.MIN_SAFE_INTEGER })),
+    steps: steps.map(({ duty, object, step, formerly, within }) => ({ duty, object, step, formerly, endedAfter: Number.isFinite(within) ? now - within : Number.MIN_SAFE_INTEGER })),
     participants,
   };
 }

@@ -229,6 +229,8 @@ export interface DutyProbe {
     duty: string;
     object: string;
     step: string;
+    /** The step's former names: participations recorded under them are in this step. */
+    formerly: readonly string[];
     /** Participations of grants that ended at or before this (ms) no longer bind (`within`). */
     endedAfter: number;
   }[];

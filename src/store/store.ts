@@ -305,12 +305,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
       probe.steps.map((step) =>
         sql.get<{ step: string; request_id: string }>(
           `SELECT p.step, p.request_id FROM duty_participants p JOIN requests r ON r.id = p.request_id
-           WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step <> ? AND p.request_id <> ?
+           WHERE p.duty = ? AND p.object = ? AND p.holder IN (${marks(counted.length)}) AND p.step NOT IN (${marks(1 + step.formerly.length)}) AND p.request_id <> ?
              AND p.step NOT IN (SELECT s.step FROM duty_steps s WHERE s.duty = p.duty AND s.object = p.object AND s.request_id = ?)
              AND ((r.status IN ('pending_approval', 'approved') AND r.expires_at > ?)
                OR (r.issued_at IS NOT NULL AND (CASE WHEN r.ended_at IS NOT NULL AND r.ended_at < r.expires_at THEN r.ended_at ELSE r.expires_at END) > ?))
            LIMIT 1`,
-          [step.duty, step.object, ...counted, step.step, requestId, requestId, now, step.endedAfter],
+          [step.duty, step.object, ...counted, step.step, ...step.formerly, requestId, requestId, now, step.endedAfter],
         ),
       ),
     );

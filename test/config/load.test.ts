@@ -268,6 +268,17 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     ]);
   });
 
+  it('refuses a step\'s former name that names a step of its duty, now or formerly', async () => {
+    const duty = (steps: object[]) => (c: Record<string, any>) => (c.duties = [{ name: 'model-release', type: 'model', steps }]);
+    expect(await problems(duty([{ name: 'train', scopes: ['model:train'] }, { name: 'release', scopes: ['model:deploy'], formerly: ['train'] }]))).toEqual([
+      'duties.0.steps.1.formerly.0: "train" already names a step of duty "model-release"',
+    ]);
+    expect(await problems(duty([{ name: 'train', scopes: ['model:train'], formerly: ['old'] }, { name: 'release', scopes: ['model:deploy'], formerly: ['old'] }]))).toEqual([
+      'duties.0.steps.1.formerly.0: "old" already names a step of duty "model-release"',
+    ]);
+    expect(parseConfig('test', await config(duty([{ name: 'train', scopes: ['model:train'] }, { name: 'release', scopes: ['model:deploy'], formerly: ['deploy'] }]))).duties[0]?.steps[1]?.formerly).toEqual(['deploy']);
+  });
+
   it('refuses a claim value written as a whole number past 2^53 - 1, which YAML reads as another number', async () => {
     // 12345678901234567890 reads as 12345678901234567000, which other repositories' ids would match.
     const path = write('big-number.yaml', `${YAML.stringify(await config())}`.replace(/^policies:\n/m, 'policies:\n  - id: big\n    match: { issuer: ci, claims: { repository_id: 12345678901234567890 } }\n    scopes: [logs:read]\n'));

@@ -351,6 +351,20 @@ describe('a reload while a request waits', () => {
     // name are another step's, and refuse it (participations are recorded by name).
     expectDuty(await post(await releaseJob(), { ...deploy('fraud-v1'), task_id: 'deploy-3' }), 'fraud-v1', 'deploy');
   });
+
+  it('takes participations under a step\'s former names (formerly) as that step\'s: a rename keeps who may repeat it', async () => {
+    t = await start();
+    expect((await post(await trainer('bob-gh'), train('fraud-v1'))).status).toBe(201);
+    const first = (await post(await releaseJob(), deploy('fraud-v1'))).body;
+    expect((await decide(await releaser('carol'), first)).status).toBe(200);
+    expect((await collect(await releaseJob(), first.request_id)).status).toBe(201);
+    await reloadWith((raw) => Object.assign(raw.duties[0].steps[2], { name: 'release', formerly: ['deploy'] }));
+    const again = (await post(await releaseJob(), { ...deploy('fraud-v1'), task_id: 'deploy-2' })).body;
+    expect(again.status).toBe('pending_approval');
+    expect((await decide(await releaser('carol'), again)).status).toBe(200); // she approved the step under its old name
+    // Another step is still another: bob trained it, under any name deploy had.
+    expectDuty(await post(await bobAtSso(), deploy('fraud-v1')), 'fraud-v1', 'train');
+  });
 });
 
 describe('GET /v1/audit/duties', () => {
