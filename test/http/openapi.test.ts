@@ -5,7 +5,9 @@ import type { Express } from 'express';
 import type { Response } from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPERATIONS, findOperation } from '../../src/http/openapi/index.js';
-import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { exportJWK, generateKeyPair } from 'jose';
+import { signDpopProof } from '../../src/dpop/index.js';
+import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 type Document = { paths: Record<string, Record<string, any>>; components: Record<string, any>; openapi: string; servers: { url: string }[] };
 
@@ -210,6 +212,35 @@ describe('GET /openapi.json', () => {
       expect((await call('post', '/oauth2/introspect', introspector, {}, true)).status).toBe(400);
       expect((await call('post', '/oauth2/revoke', pipeline, { token: exchanged.body.access_token }, true)).status).toBe(200);
       expect((await call('post', '/oauth2/revoke', undefined, { token: 'x' }, true)).status).toBe(401);
+    });
+
+    it('matches the document for DPoP-bound tokens, bodies too large, unknown query fields and foreign tokens', async () => {
+      const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+      const key = { alg: 'ES256' as const, privateKey, publicJwk: await exportJWK(publicKey) };
+      const proof = (path: string) => signDpopProof(key, { method: 'POST', url: `${BROKER_ISSUER}${path}`, now: t.clock() });
+      const pipeline = await t.as.pipeline();
+      const introspector = await t.as.pipeline({}, 'resource-server:registry');
+      const checked = async (method: 'GET' | 'POST', path: string, response: Response) => {
+        conforms(method, path, response);
+        return response;
+      };
+
+      const bound = await checked('POST', '/v1/credentials', await t.http.post('/v1/credentials').set(bearer(pipeline)).set('DPoP', await proof('/v1/credentials')).send({ task_id: 'dpop', scopes: ['artifacts:read'], audience: 'registry.acme.internal' }));
+      expect(bound.body.token_type).toBe('DPoP');
+      const exchanged = await checked('POST', '/oauth2/token', await t.http.post('/oauth2/token').type('form').set('DPoP', await proof('/oauth2/token')).send({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: pipeline, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+        audience: 'registry.acme.internal', task_id: 'dpop-2', scope: 'artifacts:read',
+      }));
+      expect(exchanged.body.token_type).toBe('DPoP');
+      const introspected = await call('post', '/oauth2/introspect', introspector, { token: exchanged.body.access_token }, true);
+      expect(introspected.body.token_type).toBe('DPoP');
+
+      expect((await call('get', `/v1/credentials/${bound.body.request_id}?x=1`, pipeline)).status).toBe(400);
+      expect((await call('get', '/v1/audit/checkpoint?x=1', await t.as.person('ivy', ['auditors']))).status).toBe(400);
+      const large = 'x'.repeat(70 * 1024);
+      expect((await call('post', `/v1/credentials/${bound.body.request_id}/revoke`, pipeline, { reason: large })).status).toBe(413);
+      expect((await call('post', '/oauth2/introspect', introspector, { token: large }, true)).status).toBe(413);
+      expect((await call('post', '/oauth2/revoke', await t.as.person('mallory', ['on-call']), { token: exchanged.body.access_token }, true)).status).toBe(400);
     });
   });
 });

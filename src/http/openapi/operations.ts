@@ -255,12 +255,11 @@ export const OPERATIONS: readonly Operation[] = [
           }),
         ],
       },
-      400: oauthProblem('`authorization_pending` (with `request_id`), `invalid_request`, `invalid_scope`, `invalid_target` or `unsupported_grant_type`.', {
+      400: oauthProblem('`authorization_pending` (with `request_id`), `invalid_request`, `invalid_scope` (also for separation of duties), `invalid_target` or `unsupported_grant_type`.', {
         error: 'authorization_pending',
         error_description: 'The request needs approval; repeat the exchange with this request_id once it is approved.',
         request_id: REQUEST_ID,
       }),
-      403: oauthProblem('Separation of duties, or a role the caller lacks.', { error: 'invalid_scope', error_description: 'Separation rule "train-vs-deploy": one identity may not hold model:train and model:deploy at once.' }),
       413: oauthProblem('The body is larger than 64 KiB.', { error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' }),
       429: oauthProblem('A quota or limit is spent (`Retry-After`).', { error: 'slow_down', error_description: 'Too many credential requests: at most 600 a minute per identity.' }),
       503: oauthProblem('The store cannot write: nothing was granted.', { error: 'temporarily_unavailable', error_description: 'The broker cannot grant credentials right now.' }),
@@ -282,6 +281,7 @@ export const OPERATIONS: readonly Operation[] = [
       400: oauthProblem('No `token`.', { error: 'invalid_request', error_description: 'Invalid body: token: The token parameter is required, once.' }),
       401: oauthProblem('No identity token, or one that was not accepted.', { error: 'invalid_token', error_description: 'The identity token was not accepted.' }),
       403: oauthProblem('The caller is not an `introspector`.', { error: 'insufficient_scope', error_description: 'This needs the role introspector.' }),
+      413: oauthProblem('The body is larger than 64 KiB.', { error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' }),
     },
   },
   {
@@ -289,14 +289,15 @@ export const OPERATIONS: readonly Operation[] = [
     path: '/oauth2/revoke',
     operationId: 'revokeToken',
     summary: 'RFC 7009 revocation of the caller\'s own token',
-    description: 'Unknown, foreign or expired tokens are answered 200 too, as the RFC asks.',
+    description: 'Unknown or expired tokens are answered 200 too, as the RFC asks; a token issued to another identity is 400 `unauthorized_client` (RFC 7009 section 2.2.1), and nothing is revoked.',
     tag: 'oauth',
     auth: 'identity',
     body: form(tokenForm, { token: ACCESS_TOKEN }),
     responses: {
       200: { description: 'Revoked (or nothing to revoke).' },
-      400: oauthProblem('No `token`.', { error: 'invalid_request', error_description: 'Invalid body: token: The token parameter is required, once.' }),
+      400: oauthProblem('No `token`, or a token issued to another identity (`unauthorized_client`).', { error: 'invalid_request', error_description: 'Invalid body: token: The token parameter is required, once.' }),
       401: oauthProblem('No identity token, or one that was not accepted.', { error: 'invalid_token', error_description: 'The identity token was not accepted.' }),
+      413: oauthProblem('The body is larger than 64 KiB.', { error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' }),
     },
   },
   {
@@ -335,7 +336,7 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'requesters',
     auth: 'identity',
     params: requestIdParams,
-    responses: { ...v1(200, 'The request.', json(r.credentialRequest, requestExample)), ...problems(401, 404) },
+    responses: { ...v1(200, 'The request.', json(r.credentialRequest, requestExample)), ...problems(400, 401, 404) },
   },
   {
     method: 'post',
@@ -347,7 +348,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     params: requestIdParams,
     body: { ...json(noBody, {}), required: false },
-    responses: { ...v1(201, 'Issued; its lifetime starts now.', json(r.issuedCredential, issuedExample)), ...problems(400, 401, 404, 409, 503) },
+    responses: { ...v1(201, 'Issued; its lifetime starts now.', json(r.issuedCredential, issuedExample)), ...problems(400, 401, 404, 409, 413, 503) },
   },
   {
     method: 'post',
@@ -359,7 +360,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     params: requestIdParams,
     body: { ...json(noBody, {}), required: false },
-    responses: { ...v1(200, 'The request, revoked.', json(r.credentialRequest)), ...problems(400, 401, 403, 404, 409, 503) },
+    responses: { ...v1(200, 'The request, revoked.', json(r.credentialRequest)), ...problems(400, 401, 403, 404, 409, 413, 503) },
   },
   {
     method: 'post',
@@ -370,7 +371,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     params: requestIdParams,
     body: { ...json(revokeBody, { reason: 'deployment aborted' }), required: true },
-    responses: { ...v1(200, 'The request, revoked.', json(r.credentialRequest)), ...problems(400, 401, 403, 404, 409, 503) },
+    responses: { ...v1(200, 'The request, revoked.', json(r.credentialRequest)), ...problems(400, 401, 403, 404, 409, 413, 503) },
   },
   {
     method: 'post',
@@ -383,7 +384,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     params: requestIdParams,
     body: { ...json(decisionBody, { decision: 'approve', reason: 'release 7 reviewed', digest: DIGEST }), required: true },
-    responses: { ...v1(200, 'The request after the decision.', json(r.credentialRequest, requestExample)), ...problems(400, 401, 403, 404, 409, 503) },
+    responses: { ...v1(200, 'The request after the decision.', json(r.credentialRequest, requestExample)), ...problems(400, 401, 403, 404, 409, 413, 503) },
   },
   {
     method: 'post',
@@ -394,7 +395,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     params: requestIdParams,
     body: { ...json(reviewBody, { outcome: 'justified', notes: 'matches incident 99' }), required: true },
-    responses: { ...v1(200, 'The request with its review.', json(r.credentialRequest)), ...problems(400, 401, 403, 404, 409, 503) },
+    responses: { ...v1(200, 'The request with its review.', json(r.credentialRequest)), ...problems(400, 401, 403, 404, 409, 413, 503) },
   },
   {
     method: 'get',
@@ -586,7 +587,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     responses: {
       ...v1(200, 'The signed head.', json(r.checkpoint, { seq: 1042, hash: '7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a3f1c5a', at: T0, checkpoint: ACCESS_TOKEN })),
-      ...problems(401, 403),
+      ...problems(400, 401, 403),
     },
   },
   ...consolePages(),

@@ -46,12 +46,15 @@ export const oauthError = z
   })
   .meta({ id: 'OAuthError', description: 'RFC 6749 section 5.2 error.' });
 
+/** `DPoP` for a token bound to its holder's key (RFC 9449), else `Bearer`. */
+const tokenType = z.enum(['Bearer', 'DPoP']);
+
 export const issuedCredential = z
   .object({
     request_id: z.string(),
     status: z.literal('issued'),
     access_token: z.string().meta({ description: 'An RFC 9068 JWT access token. Never stored, never logged.' }),
-    token_type: z.literal('Bearer'),
+    token_type: tokenType,
     expires_in: z.number().int(),
     expires_at: instant,
     scopes: z.array(z.string()),
@@ -219,7 +222,7 @@ export const tokenExchangeSuccess = z
   .object({
     access_token: z.string(),
     issued_token_type: z.literal('urn:ietf:params:oauth:token-type:access_token'),
-    token_type: z.literal('Bearer'),
+    token_type: tokenType,
     expires_in: z.number().int(),
     scope: z.string(),
     request_id: z.string(),
@@ -230,7 +233,7 @@ export const tokenExchangeSuccess = z
 export const introspection = z
   .looseObject({
     active: z.boolean(),
-    token_type: z.literal('Bearer').optional(),
+    token_type: tokenType.optional(),
     iss: z.string().optional(),
     sub: z.string().optional(),
     aud: z.union([z.string(), z.array(z.string())]).optional(),
