@@ -2,7 +2,7 @@ import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
 import { quietObserver, type BrokerObserver } from '../observability/observer.js';
-import { effectiveStatus, holderOf, mayApprove, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
+import { effectiveStatus, holderOf, mayApprove, peopleApproving, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
@@ -33,21 +33,6 @@ export type ApprovalService = ReturnType<typeof createApprovalService>;
  */
 const decidedBy = (identity: Identity, approvals: readonly ApprovalRecord[], people: People) =>
   approvals.some((a) => sameIdentity(a.approver, identity) || (a.person !== null && people.personOf(a.person) === identity.person));
-
-/**
- * How many distinct people approved: each approver's recorded key resolved through the running
- * configuration, as `decidedBy` resolves it (an alias added since may make two approvers one
- * person, or an approver the person who started the job); an approver without a key is a person
- * of its own. An approver the running configuration bars from deciding counts for nothing.
- */
-const peopleApproving = (approvals: readonly ApprovalRecord[], request: RequestRecord, people: People): number =>
-  new Set(
-    approvals
-      .filter((a) => a.decision === 'approve')
-      .map((a) => ({ ...a.approver, person: a.person !== null ? people.personOf(a.person) : undefined }))
-      .filter((approver) => separationBar(approver, request, people) === undefined)
-      .map((approver) => (approver.person !== undefined ? `person ${approver.person}` : `identity ${approver.iss}\n${approver.sub}`)),
-  ).size;
 
 /** The approver's side: what one may decide, and deciding it. */
 export function createApprovalService(deps: ApprovalServiceDeps) {

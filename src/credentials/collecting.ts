@@ -2,7 +2,7 @@ import { checkMayAct } from '../delegation/index.js';
 import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
-import { effectiveStatus, isActor, isOwner, isRequester, issuedView, requestParticipants, type IssuedView } from '../requests/index.js';
+import { effectiveStatus, isActor, isOwner, isRequester, issuedView, peopleApproving, requestParticipants, type IssuedView } from '../requests/index.js';
 import { Conflict, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
 import { proofByRequestKey, replayed, requireBinding, type PresentedProof } from './binding.js';
@@ -65,6 +65,13 @@ export function createCollecting(deps: CredentialServiceDeps) {
       }
     };
 
+    /** Approvals counted again under the running aliases: a reload may have made an approver the requester's person, or two approvers one. */
+    const unapproved = (request: RequestRecord, approvals: RequestState['approvals']): SeparationOfDuties | undefined => {
+      const counted = peopleApproving(approvals, request, people);
+      return counted < request.approvalsRequired
+        ? new SeparationOfDuties(`${counted} of the ${request.approvalsRequired} approvals it needs count now: an approver is the requester's person or started its job, or two approvers are one person.`)
+        : undefined;
+    };
     const before = check(await store.requests.state(id));
     const binding = await proofByRequestKey(presented, running, now, before.request.dpopJkt, 'collect it with a proof by the same key');
     requireBinding(policy, before.request.scopes, binding, 'collect it with a DPoP proof');
@@ -79,7 +86,7 @@ export function createCollecting(deps: CredentialServiceDeps) {
     const outcome = await store.change<Collected>(id, (current, facts) => {
       if (facts.replayed) throw replayed();
       const { request: latest, approvals } = check(current);
-      const refused = granted instanceof Error ? granted : facts.duty && dutyConflict(facts.duty, 'request');
+      const refused = granted instanceof Error ? granted : (facts.duty && dutyConflict(facts.duty, 'request')) || unapproved(latest, approvals);
       if (!token || refused) {
         const refusal = new Conflict(`The request can no longer be collected: the running configuration does not grant it (${refused?.detail})`, {
           ...(refused instanceof SeparationOfDuties ? { extensions: refused.extensions } : {}),

@@ -1,6 +1,6 @@
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Policy } from '../policy/index.js';
-import { jobKey, type ActorRecord, type RequestRecord } from '../store/index.js';
+import { jobKey, type ActorRecord, type ApprovalRecord, type RequestRecord } from '../store/index.js';
 
 /**
  * The one test of who a party to a request is: the same identity and, when its issuer binds jobs
@@ -61,6 +61,22 @@ export function separationBar(identity: Pick<Identity, 'iss' | 'sub' | 'person'>
   if ((request.act ?? []).some((actor) => sameIdentity(identity, actor) || samePerson(actor.person))) return 'actor';
   return undefined;
 }
+
+/**
+ * How many distinct people approved: each approver's recorded key resolved through the running
+ * configuration (an alias added since may make two approvers one person, or an approver the
+ * person who started the job); an approver without a key is a person of its own. An approver the
+ * running configuration bars from deciding counts for nothing. Judged at each decision, and again
+ * when an approved request is collected.
+ */
+export const peopleApproving = (approvals: readonly ApprovalRecord[], request: RequestRecord, people: People): number =>
+  new Set(
+    approvals
+      .filter((a) => a.decision === 'approve')
+      .map((a) => ({ ...a.approver, person: a.person !== null ? people.personOf(a.person) : undefined }))
+      .filter((approver) => separationBar(approver, request, people) === undefined)
+      .map((approver) => (approver.person !== undefined ? `person ${approver.person}` : `identity ${approver.iss}\n${approver.sub}`)),
+  ).size;
 
 /** The refusal of a barred decider, in the words of the action refused. */
 export function separationMessage(bar: SeparationBar, action: 'decide' | 'review'): string {

@@ -121,6 +121,27 @@ describe('an approval whose approver a reload bars', () => {
     const dave = await decide(await t.as.person('dave', ['approvers']), pending.body.request_id, pending.body.digest);
     expect(dave.body.status).toBe('approved');
   });
+
+  it.each([
+    ['its one approver is now the person who started the job', 1, ['bobby'], { name: 'bob', aliases: [{ issuer: 'ci', username: 'bob-gh' }, { issuer: 'sso', username: 'bobby' }] }],
+    ['its two approvers are now one person', 2, ['al', 'alice.admin'], { name: 'alice', aliases: [{ issuer: 'sso', username: 'al' }, { issuer: 'sso', username: 'alice.admin' }] }],
+  ])('leaves an approved request uncollectable when %s: 409, denied for separation of duties', async (_case, needed, approvers, person) => {
+    const approvals = (config: Record<string, any>) => (config.scopes.find((s: { name: string }) => s.name === 'db:admin').approvals = needed);
+    t = await startTestBroker({ configure: approvals });
+    const job = () => t.as.pipeline({ repository: 'acme/db', actor: 'bob-gh' }, 'repo:acme/db:ref:refs/heads/main');
+    const pending = await post(await job(), migrate);
+    for (const approver of approvers) expect((await decide(await t.as.person(approver, ['approvers']), pending.body.request_id, pending.body.digest)).status).toBe(200);
+    await reload((raw) => {
+      approvals(raw);
+      raw.people = [person];
+    });
+    const collected = await t.http.post(`/v1/credentials/${pending.body.request_id}/token`).set(bearer(await job()));
+    expect(collected.status).toBe(409);
+    expect(collected.body.detail).toMatch(new RegExp(`${needed - 1} of the ${needed} approvals it needs count now`));
+    const denied = (await eventsOf(t, pending.body.request_id)).filter((event) => event.type === 'request.denied');
+    expect(denied).toEqual([expect.objectContaining({ data: expect.objectContaining({ reason: 'separation_of_duties' }) })]);
+    expect(await t.db.sql('SELECT jti FROM issuances WHERE request_id = ?', [pending.body.request_id])).toEqual([]);
+  });
 });
 
 describe('a scope a reload removes', () => {
