@@ -31,7 +31,8 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
     /**
      * Records the post-review. The reviewer must be an approver who could have approved the
      * request's scopes, and neither its requester nor the person who asked or started its job,
-     * under any identity.
+     * nor an actor of it or of any token made from it (whose use this review covers), under any
+     * identity.
      */
     async review(identity: Identity, id: string, input: ReviewInput): Promise<RequestView> {
       const { policy, people } = settings(identity);
@@ -40,7 +41,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
         if (!state || !state.request.breakGlass || !maySee(policy, identity, state.request)) {
           throw new NotFound(`No break-glass grant ${id} that you may see.`);
         }
-        const bar = separationBar(identity, state.request, people);
+        const bar = [state.request, ...(state.descendants ?? []).map((child) => child.request)].map((r) => separationBar(identity, r, people)).find(Boolean);
         if (bar) throw new SeparationOfDuties(separationMessage(bar, 'review'));
         if (!mayApprove(policy, identity, state.request)) throw PolicyDenied.action('Only an approver of its scopes may review a break-glass grant.');
         // A child of a break-glass grant has no review of its own: its root's covers it.
@@ -52,7 +53,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
           events: [{ type: 'breakglass.reviewed', actor: identity, requestId: id, data: { outcome: input.outcome, notes: input.notes } }],
           result: { ...state, review: { ...state.review, outcome: input.outcome, notes: input.notes, reviewer, reviewedAt: now } },
         };
-      });
+      }, { descendants: 'all' });
       return requestView(after, now);
     },
 

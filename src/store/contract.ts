@@ -133,7 +133,7 @@ export interface Store {
   change<R>(
     id: string,
     decide: (state: RequestState | undefined, facts: ChangeFacts) => RequestChange<R>,
-    options?: { duties?: DutyProbe; descendants?: boolean; proof?: ProofUse },
+    options?: { duties?: DutyProbe; descendants?: boolean | 'all'; proof?: ProofUse },
   ): Promise<R>;
   /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
   append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
@@ -190,7 +190,7 @@ export interface RequestState {
   approvals: ApprovalRecord[];
   review: BreakGlassReviewRecord | undefined;
   issuance: IssuanceRecord | undefined;
-  /** Given `descendants` to `change`: its live descendants (child tokens, theirs, ...), with their tokens' jtis. */
+  /** Given `descendants` to `change`: its live descendants (child tokens, theirs, ...), with their tokens' jtis; given `'all'`, ended ones too. */
   descendants?: { request: RequestRecord; jti: string | null }[];
 }
 

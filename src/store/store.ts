@@ -212,14 +212,14 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return Promise.all([adjustLoad(sql, deltas), ended.length > 0 ? sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended) : undefined]);
   }
 
-  /** A request's live descendants (its child tokens, then theirs, ...), with their tokens' jtis. */
-  async function descendantsOf(sql: Sql, id: string): Promise<{ request: RequestRecord; jti: string | null }[]> {
+  /** A request's live descendants (its child tokens, then theirs, ...), with their tokens' jtis; with `all`, ended ones too. */
+  async function descendantsOf(sql: Sql, id: string, all = false): Promise<{ request: RequestRecord; jti: string | null }[]> {
     const rows = await sql.all<RequestRow & { jti: string | null }>(
       `WITH RECURSIVE line (id, depth) AS (
          SELECT id, 1 FROM requests WHERE parent_id = ?
          UNION ALL SELECT r.id, line.depth + 1 FROM requests r JOIN line ON r.parent_id = line.id)
        SELECT r.*, i.jti FROM line JOIN requests r ON r.id = line.id LEFT JOIN issuances i ON i.request_id = r.id
-       WHERE r.status IN ${LIVE_SQL} ORDER BY line.depth, r.created_at, r.id`,
+       ${all ? '' : `WHERE r.status IN ${LIVE_SQL}`} ORDER BY line.depth, r.created_at, r.id`,
       [id],
     );
     return rows.map((row) => ({ request: toRequest(row), jti: row.jti }));
@@ -532,7 +532,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
    * What an operation on one request locks: the request, and its holders' counts, which its
    * transitions change. A request's holders never change, so they are read before the lock.
    */
-  async function requestLocks(id: string, descendants = false): Promise<string[]> {
+  async function requestLocks(id: string, descendants: boolean | 'all' = false): Promise<string[]> {
     if (!engine.lockByName) return [];
     // With its descendants: theirs too (a child created meanwhile waits on this request's lock).
     const [request, line] = await Promise.all([getRequest(read, id), descendants ? descendantsOf(read, id).then((found) => found.map((d) => d.request)) : []]);
@@ -828,7 +828,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         // The request's state and every fact about it at once; the last two only matter when it exists.
         const [state, descendants, duty] = await Promise.all([
           stateOf(sql, id),
-          options.descendants ? descendantsOf(sql, id) : undefined,
+          options.descendants ? descendantsOf(sql, id, options.descendants === 'all') : undefined,
           options.duties ? dutyFinding(sql, options.duties, clock(), id) : undefined,
         ]);
         if (state && descendants) state.descendants = descendants;

@@ -300,6 +300,23 @@ describe('a delegated request that needs approval', () => {
     expectOAuth(await delegate(await engineer('carl'), await agent('agent:release-1'), breakGlass), 'invalid_scope');
   });
 
+  it('bars from reviewing a break-glass grant whoever acted with a token made from it, even one already ended', async () => {
+    t = await start();
+    const justification = 'production incident 4711 needs logs';
+    const root = await t.http.post('/v1/credentials').set(bearer(await t.as.person('alice', ['ml-eng', 'on-call']))).send({ task_id: 'inc', scopes: ['logs:read'], audience: 'logs', break_glass: true, justification });
+    expect(root.status, JSON.stringify(root.body)).toBe(201);
+    // rita's agent works with a child of alice's grant; the child ends before the review.
+    const child = await childOf(root.body.access_token, { actor_token: await agent('agent:release-1', 'rita'), actor_token_type: JWT, ttl_seconds: '10' });
+    expect(child.status, JSON.stringify(child.body)).toBe(200);
+    t.clock.advance(11_000);
+    await t.broker.scheduler.runAll(); // the child is marked expired
+    const review = (token: string) => t.http.post(`/v1/credentials/${root.body.request_id}/review`).set(bearer(token)).send({ outcome: 'justified', notes: 'fine by me' });
+    const refused = await review(await t.as.person('rita', ['approvers']));
+    expect(refused.status).toBe(403);
+    expect(refused.body.detail).toMatch(/actor of the delegated request cannot review/);
+    expect((await review(await t.as.person('carol', ['approvers']))).status).toBe(200);
+  });
+
   it('makes every actor take part in duties: the agent that trained a model for one person may not deploy it for another', async () => {
     t = await start((config) => {
       withModelRelease(config);
