@@ -872,7 +872,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         engine.maintain(undefined, async (sql, { append }) => {
           const due = (
             await sql.all<ReviewRow>(
-              `SELECT * FROM break_glass_reviews WHERE outcome IS NULL AND overdue_at IS NULL AND due_at <= ?
+              `SELECT * FROM break_glass_reviews WHERE outcome IS NULL AND overdue_at IS NULL AND due_at < ?
                ORDER BY due_at LIMIT ? ${dialect.skipLocked()}`,
               [now, limit],
             )
