@@ -116,6 +116,9 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   const lead = Math.min(options.rotationCheckMs ?? 0, rotateEveryMs - publishAheadMs);
   const maxAge = Math.min(KEY_VIEW_MAX_AGE_MS, publishAheadMs / 4);
   const signsUntil = (key: SigningKeyRecord) => key.activatesAt + rotateEveryMs + SIGNING_SLACK_MS;
+  /** Whether a key newer than this one had activated by `at`: until then this one is the cluster's newest that may sign. */
+  const succeeded = (key: SigningKeyRecord, keys: readonly SigningKeyRecord[], at: number) =>
+    keys.some((other) => other.activatesAt > key.activatesAt && other.activatesAt <= at);
 
   /** The next key is due when there is none of the configured algorithm that is still young enough. */
   const isDue = (keys: readonly SigningKeyRecord[], now: number) => {
@@ -211,7 +214,11 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     async signingKey() {
       const { published } = await fresh();
       const now = clock();
-      const usable = published.find((key) => key.activatesAt <= now && now < signsUntil(key) && halves.holds(key));
+      // Past its time, a key still signs while its successor is published and not yet active:
+      // after a stop longer than rotateEvery the broker signs at once with the key every JWKS
+      // cache holds, for at most publishAhead, not 503. Without a successor (rotation failing) it stops.
+      const awaited = published.some((key) => key.activatesAt > now);
+      const usable = published.find((key) => key.activatesAt <= now && halves.holds(key) && (now < signsUntil(key) || (awaited && !succeeded(key, published, now))));
       if (!usable) throw new Unavailable('The broker has no signing key it may use yet.', { internal: { custody: custody.kind, keyDir: custody.keyDir } });
       try {
         return { kid: usable.kid, alg: usable.alg, privateKey: halves.load(usable) };
@@ -268,8 +275,9 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       const { active, published } = current();
       const retired: string[] = [];
       for (const key of active) {
-        // The newest published key always stays, so the JWKS is never empty.
-        if (key === published[0] || signsUntil(key) + RETIRE_GRACE_MS > now) continue;
+        // The newest published key always stays, so the JWKS is never empty; so does one that may
+        // still sign (no successor active for the grace).
+        if (key === published[0] || signsUntil(key) + RETIRE_GRACE_MS > now || !succeeded(key, published, now - RETIRE_GRACE_MS)) continue;
         const done = await store.keys.retire(key.kid, now, now - RETIRE_GRACE_MS, { type: 'key.retired', data: { kid: key.kid, alg: key.alg } });
         if (!done) continue;
         retired.push(key.kid);

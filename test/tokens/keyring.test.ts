@@ -166,6 +166,32 @@ describe('signing keys', () => {
     expect((await t.http.get('/readyz')).status).toBe(503);
   });
 
+  it('sign at once after a stop longer than rotateEvery: the old key signs until its successor, published at start, activates', async () => {
+    t = await startTestBroker({
+      configure: (c) => Object.assign(c.signing as Record<string, unknown>, { rotateEvery: '10m', publishAhead: '2m' }),
+    });
+    const before = kidOf(await issue(t));
+    await t.broker.close();
+    t.clock.advance(25 * 60 * MINUTE); // stopped over a weekend
+    await t.restart();
+    await t.broker.scheduler.runAll(); // the start's catch-up
+    expect((await t.http.get('/readyz')).status).toBe(200);
+    const token = await issue(t, 900);
+    expect(kidOf(token)).toBe(before);
+    expect(await verifies(token, await jwks(t), t.clock())).toBe(true);
+    // Until its successor activates, publishAhead after the start; then the successor signs, and
+    // the old key is retired only once its last token has expired.
+    t.clock.advance(2 * MINUTE);
+    await t.broker.scheduler.runAll();
+    const after = kidOf(await issue(t));
+    expect(after).not.toBe(before);
+    expect(await kids(t)).toContain(before);
+    t.clock.advance(15 * MINUTE + RETIRE_GRACE_MS);
+    await t.broker.scheduler.runAll();
+    expect(await kids(t)).not.toContain(before);
+    expect(await kids(t)).toContain(after);
+  });
+
   it.each(['EdDSA', 'RS256'])('sign with %s when configured, once its first key has been published publishAhead', async (algorithm) => {
     t = await startTestBroker();
     const before = kidOf(await issue(t));
