@@ -69,6 +69,18 @@ export const failure = (error: unknown) =>
  * server error) turned into `Unavailable`: the caller gets a 503 and nothing was granted.
  * Errors the broker's own decisions throw (`BrokerError`) pass through as they are.
  */
+/**
+ * How long the broker waits for any answer to a statement, a little past the server's own
+ * statement_timeout: a server that answers nothing at all (a network partition, a hung host)
+ * fails the request with a 503 instead of holding it, and every batch queued behind it, for the
+ * minutes TCP takes to give up. The connection is then dropped.
+ */
+const ANSWER_TIMEOUT_MS = 20_000;
+/** An error the server answered with (it carries a SQLSTATE), as against one of the connection. */
+const fromServer = (error: unknown): boolean => /^[0-9A-Z]{5}$/.test(String((error as { code?: unknown }).code));
+/** A statement with that deadline (pg reads `query_timeout` per query; its types leave it out). */
+const timed = (text: string, values?: readonly unknown[]): pg.QueryConfig => ({ text, values: values as unknown[], query_timeout: ANSWER_TIMEOUT_MS }) as pg.QueryConfig;
+
 export function createPool(url: string): Pool {
   /** Each connection's prepared statements: they last as long as it. */
   const prepared = new WeakMap<pg.PoolClient, Map<string, string>>();
@@ -77,6 +89,8 @@ export function createPool(url: string): Pool {
     max: 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
+    // Idle connections to a peer that vanished are found by TCP keepalive, not by the next request.
+    keepAlive: true,
     // A request never waits long on a lock or a statement: it fails (503) and the caller retries.
     options: '-c lock_timeout=5000 -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000',
     types,
@@ -94,7 +108,7 @@ export function createPool(url: string): Pool {
 
   const run = async (client: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]) => {
     try {
-      return await client.query(text, params as unknown[]);
+      return await client.query(timed(text, params));
     } catch (error) {
       throw failure(error);
     }
@@ -135,11 +149,15 @@ export function createPool(url: string): Pool {
       } catch (error) {
         // A decision that threw is the caller's answer, a failed statement already `Unavailable`,
         // anything else a defect that the error handler answers with a bare 500.
-        try {
-          await previous;
-          await client.query('ROLLBACK');
-        } catch {
-          failedStatement = true;
+        // A connection whose statement failed is dropped, which ends its transaction: no ROLLBACK
+        // is sent to a server that may not answer.
+        if (!failedStatement) {
+          try {
+            await previous;
+            await client.query(timed('ROLLBACK'));
+          } catch {
+            failedStatement = true;
+          }
         }
         throw error;
       } finally {
@@ -160,14 +178,19 @@ export function createPool(url: string): Pool {
         names = new Map();
         prepared.set(client, names);
       }
+      // Once the server has not answered (a timeout, a lost connection), nothing more is sent on
+      // this session: a savepoint's rollback would wait its own timeout on a connection already lost.
+      let lost: unknown;
       const session: Session = {
         prepared: names,
         async send(statements) {
+          if (lost) throw failure(lost);
           try {
-            const results = (await client.query(statements.join(';\n'))) as pg.QueryResult | pg.QueryResult[];
+            const results = (await client.query(timed(statements.join(';\n')))) as pg.QueryResult | pg.QueryResult[];
             return Array.isArray(results) ? results : [results];
           } catch (error) {
             failed = true;
+            if (!fromServer(error)) lost = error;
             throw failure(error);
           }
         },
@@ -179,10 +202,12 @@ export function createPool(url: string): Pool {
       } catch (error) {
         // What the work left open (or aborted) ends here; a connection that failed a statement
         // and was not brought back by its work is not trusted with the next one.
-        try {
-          await client.query('ROLLBACK');
-        } catch {
-          failed = true;
+        if (!failed) {
+          try {
+            await client.query(timed('ROLLBACK'));
+          } catch {
+            failed = true;
+          }
         }
         giveBack(client, failed);
         throw error;

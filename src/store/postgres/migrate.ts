@@ -24,6 +24,10 @@ export async function migratePostgres(pool: Pool, dir: string = migrationsDir())
   const client = await pool.raw.connect();
   const applied: number[] = [];
   try {
+    // Not a request's session: a replica waits for another's migrations however long they take,
+    // and a migration of a large table may run longer than a request's 15 s. This connection is
+    // closed after, not given back to the pool with these settings.
+    await client.query('SET lock_timeout = 0; SET statement_timeout = 0');
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`);
@@ -51,7 +55,7 @@ export async function migratePostgres(pool: Pool, dir: string = migrationsDir())
     }
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
-    client.release();
+    client.release(true);
   }
   return applied;
 }

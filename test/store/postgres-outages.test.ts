@@ -1,0 +1,124 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createPool } from '../../src/store/postgres/client.js';
+import { migratePostgres } from '../../src/store/postgres/migrate.js';
+import { bearer, listen, liveClock, startTestBroker, testClock } from '../helpers/broker.js';
+import { createTestDatabase, ENGINE, postgresServerUrl, type TestDatabase } from '../helpers/engine.js';
+import { tempDir } from '../helpers/temp.js';
+
+/**
+ * PostgreSQL that answers nothing (a network partition, a hung host) and migrations that take
+ * long: a request fails with a 503 in bounded time and the replica recovers by itself; a replica
+ * waits for another's migrations, and a migration may run longer than a request's statement.
+ */
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const undo of cleanup.splice(0).reverse()) await undo().catch(() => {});
+});
+
+/** A TCP proxy in front of PostgreSQL that stops passing bytes on `partition` and resets every session on `heal`. */
+async function partitionable(target: URL) {
+  const sockets = new Set<Socket>();
+  let cut = false;
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on('error', () => {});
+    client.on('close', () => sockets.delete(client));
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.add(upstream);
+    upstream.on('error', () => client.destroy());
+    upstream.on('close', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    client.on('data', (chunk) => cut || upstream.write(chunk));
+    upstream.on('data', (chunk) => cut || client.write(chunk));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as { port: number }).port);
+  return {
+    url: url.toString(),
+    partition: () => (cut = true),
+    heal() {
+      cut = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+describe.runIf(ENGINE === 'postgres')('PostgreSQL that does not answer', () => {
+  it('fails a request with a 503 in bounded time, not the minutes TCP takes to give up; then serves again', { timeout: 90_000 }, async () => {
+    const dir = tempDir('jit-partition-');
+    const real = await createTestDatabase(dir);
+    cleanup.push(() => real.drop());
+    const proxy = await partitionable(new URL(real.url));
+    cleanup.push(() => proxy.close());
+    const db: TestDatabase = { ...real, url: proxy.url, drop: async () => {} };
+    const t = await startTestBroker({ dir, db, clock: liveClock() });
+    cleanup.push(() => t.close());
+    const http = await listen(t);
+    cleanup.push(() => http.close());
+    const ask = async () => {
+      const response = await fetch(`${http.url}/v1/credentials`, {
+        method: 'POST',
+        headers: { ...bearer(await t.as.pipeline()), 'content-type': 'application/json' },
+        body: JSON.stringify({ task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' }),
+        signal: AbortSignal.timeout(45_000),
+      });
+      return response.status;
+    };
+    expect(await ask()).toBe(201);
+
+    proxy.partition(); // the sessions stay open; nothing comes back
+    expect(await ask()).toBe(503);
+
+    proxy.heal();
+    expect(await ask()).toBe(201);
+  });
+});
+
+describe.runIf(ENGINE === 'postgres')('migrations', () => {
+  it('run without a request\'s lock and statement timeouts: a replica waits for another\'s, one may take long', { timeout: 60_000 }, async () => {
+    const dir = tempDir('jit-migration-lock-');
+    const db = await createTestDatabase(dir);
+    cleanup.push(() => db.drop());
+    // Another replica migrates for 6 s, past the 5 s a request waits for a lock.
+    const holder = new pg.Client({ connectionString: db.url });
+    await holder.connect();
+    cleanup.push(() => holder.end());
+    await holder.query('SELECT pg_advisory_lock(7596286014052352341)');
+    setTimeout(() => void holder.query('SELECT pg_advisory_unlock(7596286014052352341)'), 6_000);
+    const t = await startTestBroker({ dir, db, clock: testClock() });
+    cleanup.push(() => t.close());
+    expect((await t.http.get('/readyz')).status).toBe(200);
+
+    // What a migration's statements run under: no deadline of a request's.
+    const files = join(tempDir('jit-migration-settings-'), 'postgres');
+    mkdirSync(files);
+    writeFileSync(join(files, '001_settings.sql'), "CREATE TABLE seen AS SELECT current_setting('statement_timeout') AS statement_timeout, current_setting('lock_timeout') AS lock_timeout;");
+    const admin = new pg.Client({ connectionString: postgresServerUrl() });
+    await admin.connect();
+    const name = `jit_migration_settings_${process.pid}_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    cleanup.push(async () => {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    });
+    const empty = new URL(postgresServerUrl());
+    empty.pathname = `/${name}`;
+    const pool = createPool(empty.toString());
+    cleanup.push(() => pool.end());
+    expect(await migratePostgres(pool, files)).toEqual([1]);
+    expect(await pool.query('SELECT statement_timeout, lock_timeout FROM seen')).toEqual([{ statement_timeout: '0', lock_timeout: '0' }]);
+    // And the pool's next session has a request's deadlines again.
+    expect(await pool.query("SELECT current_setting('statement_timeout') AS s")).toEqual([{ s: '15s' }]);
+  });
+});
