@@ -112,7 +112,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   let countConflict: OnConflict = () => {};
   const store = await openStore(config.database, clock, { onConflict: (kind, retried) => countConflict(kind, retried) });
   try {
-    await store.append([loadedEvent(config, options.source, 'start')]);
+    // The keyring first: a process given the wrong key-encryption key refuses to start before it
+    // records anything, its start included.
     const keyring = await openKeyring({
       store,
       custody,
@@ -123,6 +124,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       clock,
       logger,
     });
+    await store.append([loadedEvent(config, options.source, 'start')]);
     const compileOptions = { clock, fetch: options.fetch as FetchImplementation | undefined };
     const settingsHolder = createSettingsHolder(await compileSettings(config, compileOptions));
     const settings = settingsHolder.current;

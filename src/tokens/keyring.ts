@@ -243,7 +243,9 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     async rotateIfDue() {
       const now = clock();
       const known = current();
-      if (!isDue(known.active, now)) return undefined;
+      // A process that cannot open a key of the cluster (it was not given the key-encryption key
+      // the others seal with) adds none of its own: it would sign ahead of theirs, under the old one.
+      if (!isDue(known.active, now) || known.active.some((key) => halves.failure(key))) return undefined;
 
       // Generate outside the store operation (it is async), then claim the rotation under the
       // store's lock: when two processes race, one inserts and the other discards its key.
@@ -253,7 +255,8 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
       let record: SigningKeyRecord | undefined;
       const inserted = await store.keys.add(
         (keys) => {
-          if (!isDue(keys.filter((key) => key.kid !== kid), now)) return false;
+          const others = keys.filter((key) => key.kid !== kid);
+          if (!isDue(others, now) || others.some((key) => halves.failure(key))) return false;
           const newest = keys.find((key) => key.alg === algorithm && halves.holds(key) && key.kid !== kid);
           // Nobody can have cached a JWKS of a store with no keys: the first key signs at once.
           const activatesAt = keys.length === 0 ? now : Math.max(now + publishAheadMs, newest ? newest.activatesAt + rotateEveryMs : 0);

@@ -169,6 +169,8 @@ describe(`brokers sharing signing keys kept in the ${ENGINE} store`, () => {
     expect((error as Error).message).toMatch(/^signing key \S+ in the store cannot be opened: AES-256-GCM authentication failed/);
     expect((error as Error).message).not.toContain(wrongKey);
     expect(await keyRows()).toEqual(keysBefore);
+    // Nor does it record its start: it never started.
+    expect((await allEvents(a)).filter((event) => event.type === 'config.loaded')).toHaveLength(2);
   });
 
   it('refuse a row whose public half was swapped for another key: it is neither published nor signed with', async () => {
@@ -258,6 +260,35 @@ describe.runIf(ENGINE === 'sqlite')('an upgrade from key files to keys in the st
       }
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe(`a replica that cannot open the ${ENGINE} cluster's newest key`, () => {
+  it('adds no key of its own when its rotation is due: it would sign ahead of the others, under the old key-encryption key', async () => {
+    const own = testClock();
+    const OLD = randomBytes(32).toString('base64');
+    const NEW = randomBytes(32).toString('base64');
+    const configure = (file: string) => (c: Record<string, unknown>) => {
+      c.scheduler = { interval: '60m' };
+      c.signing = { ...(c.signing as object), keyEncryptionKeyFile: file };
+    };
+    const dirB = tempDir('jit-kek-rotation-b-');
+    const b = await startTestBroker({ clock: own, dir: dirB, configure: configure(writeKeyEncryptionKeyFile(dirB, OLD, 'old.key')) });
+    const dirA = tempDir('jit-kek-rotation-a-');
+    // a was given NEW before b: the key-encryption key rotation's first step, which b missed.
+    const a = await startTestBroker({ clock: own, issuers: b.issuers, db: b.db, dir: dirA, configure: configure(writeKeyEncryptionKeyFile(dirA, `${NEW},${OLD}`, 'new-old.key')) });
+    try {
+      own.advance(24 * 3_600_000 - 30 * 60_000);
+      await a.broker.scheduler.runAll(); // the next key, sealed under NEW
+      own.advance(KEY_VIEW_MAX_AGE_MS);
+      expect((await b.http.get('/readyz')).status).toBe(503);
+      await b.broker.scheduler.runAll(); // b's own rotation is due too
+      const rows = await b.db.sql<{ sealed_private_key: string }>('SELECT sealed_private_key FROM signing_keys WHERE retired_at IS NULL');
+      expect(rows).toHaveLength(2);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });
