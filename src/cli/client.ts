@@ -219,6 +219,8 @@ async function problem(response: Response, base: string): Promise<CliError> {
     return new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
   }
   if (type !== undefined && REFUSALS.has(type)) return new CliError(message, EXIT.refused);
+  // What the broker refuses as invalid is what the command was given: its arguments.
+  if (response.status === 400 && type === 'invalid_request') return new CliError(message, EXIT.usage);
   return new CliError(message);
 }
 

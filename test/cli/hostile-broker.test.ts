@@ -55,6 +55,35 @@ describe('text from the broker', () => {
     for (const run of [pending, waiting, decided, verified]) expect(run.stdout + run.stderr).not.toContain('\x1b');
     expect(verified.stdout).toContain('\\u{1b}');
   });
+
+  it('reaches the terminal escaped in JSON too, C1 and bidi controls included, and in the entitlements summary', async () => {
+    const hostile = `${ESC}\u009b31m\u202eevil`;
+    answer = (_req, res) => json(res, 200, { ok: true, events: 1, head: hostile });
+    const verified = await jit(['audit', 'verify', '--json'], { env: env() });
+    answer = (_req, res) => json(res, 200, { since: hostile, items: [], next_cursor: null });
+    const entitlements = await jit(['audit', 'entitlements'], { env: env() });
+    for (const run of [verified, entitlements]) {
+      expect(run.stdout + run.stderr).not.toMatch(/[\x1b\u009b\u202e]/);
+    }
+    // Escaped as JSON escapes: the value a program parses is the broker's, unchanged.
+    expect(verified.stdout).toContain('\\u202e');
+    expect(JSON.parse(verified.stdout).head).toBe(hostile);
+  });
+});
+
+describe('exit codes of arguments the broker refuses, and of a sign-in that cannot reach it', () => {
+  it('2 (usage) when the broker answers 400 invalid_request to what the command was given', async () => {
+    answer = (_req, res) => res.writeHead(400, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ type: 'urn:jit-broker:problem:invalid_request', title: 'Invalid request', status: 400, detail: 'Invalid query: limit: must be one whole number from 1 to 1000' }));
+    const run = await jit(['requests', '--limit', '0'], { env: env() });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('limit');
+  });
+
+  it('69 when jit login cannot reach the broker, or the broker answers 503', async () => {
+    answer = (_req, res) => res.writeHead(503).end();
+    expect((await jit(['login', '--no-browser'], { env: { BROKER_URL: url } })).code).toBe(69);
+    expect((await jit(['login', '--no-browser'], { env: { BROKER_URL: 'http://127.0.0.1:9' } })).code).toBe(69);
+  });
 });
 
 describe('an issued answer', () => {

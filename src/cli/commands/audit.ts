@@ -16,7 +16,7 @@ import {
 } from '../../audit/index.js';
 import { callerOptions, connect, type CallerValues } from '../client.js';
 import { parseTime } from '../duration.js';
-import { CliError, EXIT, parse, shown, usage, type CliIo } from '../io.js';
+import { CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
 import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
@@ -153,7 +153,7 @@ async function entitlements(args: string[], io: CliIo): Promise<number> {
   });
   if (!values.json) {
     const unused = report.items.filter((row) => row.issued === 0).length;
-    io.stderr(`since ${report.since}: ${unused} of ${report.items.length} grants unused\n`);
+    io.stderr(`since ${shown(report.since)}: ${unused} of ${report.items.length} grants unused\n`);
   }
   return EXIT.ok;
 }
@@ -208,7 +208,7 @@ async function verify(args: string[], io: CliIo): Promise<number> {
     if (checkpoint !== undefined) trust = trusted ? 'jwks' : 'broker';
   }
 
-  if (values.json) io.stdout(`${JSON.stringify(trust ? { ...verdict, trust } : verdict)}\n`);
+  if (values.json) io.stdout(`${shownJson(trust ? { ...verdict, trust } : verdict)}\n`);
   else if (verdict.ok) io.stdout(`ok: ${shown(String(verdict.events))} events, head ${shown(String(verdict.head))}${checkpoint ? `, holding the checkpoint's head (seq ${claimedSeq(checkpoint)})` : ''}\n`);
   else if ('reason' in verdict) io.stdout(`TRUNCATED: the chain no longer holds the checkpoint's head (seq ${claimedSeq(checkpoint)})\n`);
   else io.stdout(`BROKEN: the chain fails at seq ${shown(String(verdict.first_bad_seq))}\n`);

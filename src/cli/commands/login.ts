@@ -7,7 +7,7 @@ import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose'
 import ms from 'ms';
 import { boundedJson } from '../answer.js';
 import { configDir, loginFile } from '../config-dir.js';
-import { brokerUrl, CliError, parse, shown, usage, type CliIo } from '../io.js';
+import { brokerUrl, CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
 import { openBrowser } from '../open-browser.js';
 
 export const help = `jit login [--broker URL] [--no-browser] [--timeout 5m] [--json]
@@ -94,7 +94,7 @@ export async function login(args: string[], io: CliIo): Promise<number> {
     const saved: LoginFile = { broker, issuer: signIn.issuer, id_token: idToken, expires_at: new Date((claims.exp as number) * 1000).toISOString() };
     const path = writeLoginFile(io.env, saved);
     const name = String(claims.preferred_username ?? claims.email ?? claims.sub);
-    if (values.json) io.stdout(`${JSON.stringify({ issuer: saved.issuer, sub: claims.sub, expires_at: saved.expires_at, file: path })}\n`);
+    if (values.json) io.stdout(`${shownJson({ issuer: saved.issuer, sub: claims.sub, expires_at: saved.expires_at, file: path })}\n`);
     io.stderr(`Signed in as ${shown(name)} at ${shown(signIn.issuer)} until ${saved.expires_at}; kept in ${path}.\n`);
     return 0;
   } finally {
@@ -115,9 +115,9 @@ async function getJson<T>(io: CliIo, url: string, refused: (status: number) => s
   try {
     response = await io.fetch(url, { headers: { accept: 'application/json' }, redirect: 'error', signal: AbortSignal.timeout(10_000) });
   } catch {
-    throw new CliError(`cannot reach ${new URL(url).origin}`);
+    throw new CliError(`cannot reach ${new URL(url).origin}`, EXIT.unreachable);
   }
-  if (!response.ok) throw new CliError(refused(response.status));
+  if (!response.ok) throw new CliError(refused(response.status), [502, 503, 504].includes(response.status) ? EXIT.unreachable : EXIT.failed);
   try {
     return (await boundedJson(response)) as T;
   } catch {
