@@ -3,6 +3,7 @@ import cluster from 'node:cluster';
 import { createServer } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
+import { answerUnreadable } from './http/errors.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
@@ -72,6 +73,7 @@ async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals)
     { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(1_000, requestTimeout) },
     broker.app,
   );
+  server.on('clientError', answerUnreadable);
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { BrokerError, InvalidRequest, NoSuchEndpoint, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
 
@@ -108,3 +110,26 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
     .type('application/problem+json')
     .json({ type: PROBLEM_TYPE_BASE + error.type, title: TITLES[error.type], status: error.status, detail: error.detail, ...error.extensions });
 };
+
+/**
+ * Node answers a request it cannot read (headers past its 16 KiB, a malformed request line, one
+ * not sent within `requestTimeout`) itself, with a bare status line. This answers it as every
+ * other refusal is, a problem with a request id, and closes the connection as node would.
+ */
+export function answerUnreadable(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, detail] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'The request headers are larger than this server reads.']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'The request was not sent in time.']
+        : [400, 'Bad Request', 'The request is not HTTP this server can read.'];
+  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}invalid_request`, title: TITLES.invalid_request, status, detail });
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `X-Request-Id: ${randomUUID()}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

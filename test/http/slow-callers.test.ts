@@ -38,7 +38,7 @@ function held(url: string, head: string, drip: () => string, cap: number): Promi
 }
 
 describe('a slow caller', () => {
-  it('loses its connection after requestTimeout: a body that never ends, headers that never end, or nothing at all', { timeout: 60_000 }, async () => {
+  it('loses its connection after requestTimeout: a body that never ends, headers that never end, or nothing at all; what node cannot read is a problem with a request id', { timeout: 60_000 }, async () => {
     const dir = tempDir('jit-slow-callers-');
     broker = await startBrokerProcess(dir, 'broker', { ...baseConfig(dir, await createTestIssuers()), listen: { host: '127.0.0.1', port: 0, workers: 1, requestTimeout: '2s' } });
     const cap = 20_000; // far above 2 s and the once-a-second check: a broker that never closes them reaches it
@@ -52,5 +52,18 @@ describe('a slow caller', () => {
     expect(Math.max(body, headers, silent)).toBeLessThan(cap);
     // Callers who send their requests are served as ever.
     expect((await fetch(`${broker.url}/healthz`)).status).toBe(200);
+
+    // What node cannot read is answered as any refusal: a problem, with a request id.
+    const { hostname, port } = new URL(broker.url);
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      const socket = connect(Number(port), hostname, () => socket.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
+      socket.on('data', (chunk) => (text += chunk.toString()));
+      socket.on('error', () => {});
+      socket.on('close', () => resolve(text));
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 431 /);
+    expect(answer).toMatch(/\r\nX-Request-Id: [0-9a-f-]{36}\r\n/i);
+    expect(JSON.parse(answer.split('\r\n\r\n')[1] as string)).toMatchObject({ type: 'urn:jit-broker:problem:invalid_request', status: 431 });
   });
 });
