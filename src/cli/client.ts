@@ -204,9 +204,11 @@ const REFUSALS = new Set(['policy_denied', 'separation_of_duties', 'rate_limited
 async function problem(response: Response, base: string): Promise<CliError> {
   let type: string | undefined;
   let detail = `HTTP ${response.status}`;
+  let fields = false;
   try {
-    const body = JSON.parse(await answerText(response, base)) as { detail?: unknown; type?: unknown; error?: unknown; error_description?: unknown };
+    const body = JSON.parse(await answerText(response, base)) as { detail?: unknown; type?: unknown; error?: unknown; error_description?: unknown; errors?: unknown };
     if (typeof body.type === 'string') type = body.type.split(':').pop();
+    fields = Array.isArray(body.errors) && body.errors.length > 0;
     if (typeof body.detail === 'string') detail = body.detail;
     // An /oauth2 answer: RFC 6749's error and its description.
     if (typeof body.error === 'string') detail = `${body.error}: ${typeof body.error_description === 'string' ? body.error_description : ''}`;
@@ -219,8 +221,8 @@ async function problem(response: Response, base: string): Promise<CliError> {
     return new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
   }
   if (type !== undefined && REFUSALS.has(type)) return new CliError(message, EXIT.refused);
-  // What the broker refuses as invalid is what the command was given: its arguments.
-  if (response.status === 400 && type === 'invalid_request') return new CliError(message, EXIT.usage);
+  // Fields the broker names as invalid are what the command was given: its arguments.
+  if (response.status === 400 && type === 'invalid_request' && fields) return new CliError(message, EXIT.usage);
   return new CliError(message);
 }
 

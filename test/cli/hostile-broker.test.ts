@@ -72,8 +72,8 @@ describe('text from the broker', () => {
 });
 
 describe('exit codes of arguments the broker refuses, and of a sign-in that cannot reach it', () => {
-  it('2 (usage) when the broker answers 400 invalid_request to what the command was given', async () => {
-    answer = (_req, res) => res.writeHead(400, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ type: 'urn:jit-broker:problem:invalid_request', title: 'Invalid request', status: 400, detail: 'Invalid query: limit: must be one whole number from 1 to 1000' }));
+  it('2 (usage) when the broker answers 400 invalid_request naming fields of what the command was given', async () => {
+    answer = (_req, res) => res.writeHead(400, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ type: 'urn:jit-broker:problem:invalid_request', title: 'Invalid request', status: 400, detail: 'Invalid query: limit: must be one whole number from 1 to 1000', errors: [{ pointer: '#/limit', detail: 'must be one whole number from 1 to 1000' }] }));
     const run = await jit(['requests', '--limit', '0'], { env: env() });
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('limit');
