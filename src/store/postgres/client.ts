@@ -65,11 +65,6 @@ export const failure = (error: unknown) =>
       });
 
 /**
- * The pool, with every failure of PostgreSQL itself (lost connection, failover, timeout, a
- * server error) turned into `Unavailable`: the caller gets a 503 and nothing was granted.
- * Errors the broker's own decisions throw (`BrokerError`) pass through as they are.
- */
-/**
  * How long the broker waits for any answer to a statement, a little past the server's own
  * statement_timeout: a server that answers nothing at all (a network partition, a hung host)
  * fails the request with a 503 instead of holding it, and every batch queued behind it, for the
@@ -81,6 +76,11 @@ const fromServer = (error: unknown): boolean => /^[0-9A-Z]{5}$/.test(String((err
 /** A statement with that deadline (pg reads `query_timeout` per query; its types leave it out). */
 const timed = (text: string, values?: readonly unknown[]): pg.QueryConfig => ({ text, values: values as unknown[], query_timeout: ANSWER_TIMEOUT_MS }) as pg.QueryConfig;
 
+/**
+ * The pool, with every failure of PostgreSQL itself (lost connection, failover, timeout, a
+ * server error) turned into `Unavailable`: the caller gets a 503 and nothing was granted.
+ * Errors the broker's own decisions throw (`BrokerError`) pass through as they are.
+ */
 export function createPool(url: string): Pool {
   /** Each connection's prepared statements: they last as long as it. */
   const prepared = new WeakMap<pg.PoolClient, Map<string, string>>();
