@@ -59,7 +59,13 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
     if (!response.ok) throw new KeysUnavailable(`the broker's JWKS at ${url} answered ${response.status}`);
     if (!isKeySet(body)) throw new KeysUnavailable(`the broker's JWKS at ${url} is not a JWK set`);
     const maxAgeMs = Math.min(options.maxAgeMs, cacheLifetimeMs(response.headers.get('cache-control')) ?? options.maxAgeMs);
-    return { keys: createLocalJWKSet(body), freshUntil: fetchedAt + maxAgeMs };
+    let keys: JWTVerifyGetKey;
+    try {
+      keys = createLocalJWKSet(body);
+    } catch (error) {
+      throw unusable(url, error);
+    }
+    return { keys, freshUntil: fetchedAt + maxAgeMs };
   }
 
   /** One fetch at a time: verifications waiting on a refresh share it. */
@@ -71,18 +77,28 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
     return cached;
   };
 
+  const resolve = async (keys: JWTVerifyGetKey, header: Parameters<JWTVerifyGetKey>[0], token: Parameters<JWTVerifyGetKey>[1]) => {
+    try {
+      return await keys(header, token);
+    } catch (error) {
+      throw error instanceof errors.JWKSInvalid ? unusable(url, error) : error;
+    }
+  };
   return async (header, token) => {
     const current = cached && now() < cached.freshUntil ? cached : await refresh();
     try {
-      return await current.keys(header, token);
+      return await resolve(current.keys, header, token);
     } catch (error) {
       if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
       // A fetch under way may bring the key: wait for it rather than refuse.
       if (loading === undefined && now() - attemptedAt < options.cooldownMs) throw error;
-      return (await refresh()).keys(header, token);
+      return resolve((await refresh()).keys, header, token);
     }
   };
 }
+
+/** A set jose cannot take (a member that is no key, a private key, found as it is read or as a key is used) is as good as none: unavailable, not the token's fault. */
+const unusable = (url: string, cause: unknown) => new KeysUnavailable(`the broker's JWKS at ${url} is not a set of public keys`, { cause });
 
 /** `max-age` in ms; 0 for `no-store` or `no-cache`; undefined when the response says nothing. */
 function cacheLifetimeMs(cacheControl: string | null): number | undefined {

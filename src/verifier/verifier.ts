@@ -128,7 +128,7 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
     cooldownMs: options.jwksCooldownMs ?? 30_000,
     timeoutMs: 5_000,
   });
-  const isRevoked = options.revocation ? revocationCheck(base, options.revocation, fetchImpl, now, clockTolerance * 1000) : undefined;
+  const checkRevocation = options.revocation ? revocationCheck(base, options.revocation, fetchImpl, now, clockTolerance * 1000) : undefined;
   const dpop = {
     algorithms: options.dpop?.algorithms ?? DPOP_SIGNING_ALGORITHMS,
     windowMs: (options.dpop?.proofWindowSeconds ?? clockTolerance) * 1000,
@@ -168,7 +168,7 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
     }
     if (requirements.refuseBreakGlass && claims.break_glass) throw new BrokerTokenError('break_glass', 'break-glass tokens are refused here');
     checkDelegation(claims, requirements.delegation ?? 'allowed');
-    if (isRevoked && (await isRevoked(token, claims))) throw new BrokerTokenError('revoked', 'token was revoked');
+    await checkRevocation?.(token, claims);
     return claims;
   }
 
@@ -253,21 +253,23 @@ function dpopRefusal(error: unknown): BrokerTokenError {
   throw error;
 }
 
-/** One-call convenience over a verifier kept per (issuer, audience, jwksUri). */
+/** One-call convenience over a verifier kept per set of options: a call with other options (a shorter `cacheMs`, another identity) gets a verifier of its own. */
 const verifiers = new Map<string, BrokerVerifier>();
+/** Functions among the options (`identityToken`) compared by identity. */
+const functionIds = new WeakMap<object, number>();
+let functionsSeen = 0;
+const optionsKey = (options: object) =>
+  JSON.stringify(options, (_name, value: unknown) => {
+    if (typeof value !== 'function') return value;
+    if (!functionIds.has(value)) functionIds.set(value, (functionsSeen += 1));
+    return `function ${functionIds.get(value)}`;
+  });
 export function verifyBrokerToken(
   token: string,
   options: Omit<BrokerVerifierOptions, 'fetch' | 'now'> & VerifyRequirements,
 ): Promise<BrokerTokenClaims> {
   const { requiredScopes, requireApprovals, refuseBreakGlass, delegation, ...verifierOptions } = options;
-  const key = JSON.stringify([
-    options.issuer,
-    options.audience,
-    options.brokerUrl ?? null,
-    options.jwksUri ?? null,
-    options.revocation?.mode ?? null,
-    options.clockToleranceSeconds ?? null,
-  ]);
+  const key = optionsKey(verifierOptions);
   let verifier = verifiers.get(key);
   if (!verifier) {
     verifier = createBrokerVerifier(verifierOptions);
@@ -319,12 +321,21 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
     return body as Record<string, unknown>;
   };
 
+  const revokedToken = () => new BrokerTokenError('revoked', 'token was revoked');
+  // Past its exp, within the clock tolerance, the broker no longer vouches for a token: inactive at
+  // introspection, gone from its list. Refused as what it is, expired, not as revoked.
+  const expiredToken = () => new BrokerTokenError('expired', 'token has expired: past its exp, the broker can no longer say it was not revoked');
+
   if (check.mode === 'introspect') {
     const answers = new Map<string, { active: boolean; at: number }>();
-    return async (token: string) => {
+    const inactive = (claims: BrokerTokenClaims) => (claims.exp * 1000 <= now() ? expiredToken() : revokedToken());
+    return async (token: string, claims: BrokerTokenClaims): Promise<void> => {
       const key = createHash('sha256').update(token).digest('hex');
       const cached = answers.get(key);
-      if (cached && now() - cached.at < cacheMs) return !cached.active;
+      if (cached && now() - cached.at < cacheMs) {
+        if (!cached.active) throw inactive(claims);
+        return;
+      }
       const body = await call('/oauth2/introspect', {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
@@ -332,7 +343,7 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
       });
       answers.set(key, { active: body.active === true, at: now() });
       for (const [k, v] of answers) if (now() - v.at >= cacheMs) answers.delete(k);
-      return body.active !== true;
+      if (body.active !== true) throw inactive(claims);
     };
   }
 
@@ -364,9 +375,12 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
     });
     return listing;
   };
-  return async (_token: string, claims: BrokerTokenClaims) => {
+  return async (_token: string, claims: BrokerTokenClaims): Promise<void> => {
     if (now() - listedAt >= cacheMs) await refresh();
-    return revoked.has(claims.jti);
+    if (revoked.has(claims.jti)) throw revokedToken();
+    // A list read at or after its exp would not name it, revoked or not (the broker lists a jti
+    // until its exp): a verifier started since, or one that read the list then, cannot vouch for it.
+    if (claims.exp * 1000 <= listedAt) throw expiredToken();
   };
 }
 

@@ -1,0 +1,136 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BrokerTokenError, createBrokerVerifier, verifyBrokerToken } from '../../src/verifier/index.js';
+import { BROKER_ISSUER, bearer, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
+
+/**
+ * The verifier's revocation check at the edges of a token's life, its cache of verifiers, and a
+ * JWKS it cannot use: a revoked token is never accepted because the broker stopped listing it at
+ * its exp, a caller's own revocation settings are honoured, and what cannot be used is unavailable.
+ */
+
+let t: TestBroker;
+let server: Awaited<ReturnType<typeof listen>>;
+const extra: Server[] = [];
+beforeAll(async () => {
+  t = await startTestBroker();
+  server = await listen(t);
+});
+afterAll(async () => {
+  for (const s of extra) {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+  await server.close();
+  await t.close();
+});
+
+const issue = async (payload: Record<string, unknown> = {}) =>
+  (
+    await t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.as.pipeline()))
+      .send({ task_id: 'build-1', scopes: ['artifacts:read', 'logs:read'], audience: 'registry.acme.internal', ...payload })
+  ).body as { request_id: string; access_token: string };
+const revoke = async (requestId: string) =>
+  expect((await t.http.post(`/v1/credentials/${requestId}/revoke`).set(bearer(await t.as.pipeline())).send({ reason: 'leaked' })).status).toBeLessThan(300);
+
+const verifier = (revocation?: 'introspect' | 'list', cacheMs = 10_000) =>
+  createBrokerVerifier({
+    issuer: BROKER_ISSUER,
+    brokerUrl: server.url,
+    audience: 'registry.acme.internal',
+    now: () => t.clock(),
+    ...(revocation ? { revocation: { mode: revocation, identityToken: () => t.as.pipeline({}, 'resource-server:registry'), cacheMs } } : {}),
+  });
+const outcome = (p: Promise<unknown>) =>
+  p.then(
+    () => 'ok',
+    (e: unknown) => (e instanceof BrokerTokenError ? e.code : `unexpected ${String(e)}`),
+  );
+
+describe('list mode, near a token\'s exp', () => {
+  it('refuses a revoked token past its exp, inside the clock tolerance, to a verifier started since (the broker lists it until exp)', async () => {
+    const grant = await issue({ ttl_seconds: 60 });
+    await revoke(grant.request_id);
+    // Revoked: refused by a list-mode verifier now.
+    expect(await outcome(verifier('list').verify(grant.access_token))).toBe('revoked');
+    t.clock.advance(65_000); // past exp (60 s) but inside the 30 s tolerance
+    // A verifier that starts now (a resource server restarted, a new replica) reads a list without it.
+    expect(await outcome(verifier('list').verify(grant.access_token))).toBe('expired');
+  });
+
+  it('refuses a token revoked in the last cache period before its exp, once the list read after its exp cannot name it', async () => {
+    const grant = await issue({ ttl_seconds: 60 });
+    const rs = verifier('list', 10_000);
+    t.clock.advance(52_000);
+    expect(await outcome(rs.verify(grant.access_token))).toBe('ok'); // list read at +52 s
+    t.clock.advance(3_000);
+    await revoke(grant.request_id); // revoked at +55 s
+    t.clock.advance(8_000); // +63 s: list stale, re-read, broker no longer lists (exp +60 s)
+    expect(await outcome(rs.verify(grant.access_token))).toBe('expired');
+  });
+});
+
+describe('introspect mode, past exp inside the tolerance', () => {
+  it('refuses a token never revoked as expired, not as revoked', async () => {
+    const grant = await issue({ ttl_seconds: 60 });
+    t.clock.advance(65_000);
+    expect(await outcome(verifier().verify(grant.access_token))).toBe('ok');
+    expect(await outcome(verifier('introspect', 0).verify(grant.access_token))).toBe('expired');
+  });
+});
+
+describe('verifyBrokerToken', () => {
+  it('honours each call\'s own revocation settings: a verifier is reused only for the same options', async () => {
+    const grant = await issue();
+    const base = {
+      issuer: BROKER_ISSUER,
+      brokerUrl: server.url,
+      audience: 'registry.acme.internal',
+      clockToleranceSeconds: 10 ** 9,
+    };
+    const id = () => t.as.pipeline({}, 'resource-server:registry');
+    expect(await outcome(verifyBrokerToken(grant.access_token, { ...base, revocation: { mode: 'introspect', identityToken: id, cacheMs: 600_000 } }))).toBe('ok');
+    await revoke(grant.request_id);
+    // A caller asking for no caching at all (freshest) gets the other caller's 10-minute-old answer.
+    expect(await outcome(verifyBrokerToken(grant.access_token, { ...base, revocation: { mode: 'introspect', identityToken: id, cacheMs: 0 } }))).toBe('revoked');
+  });
+});
+
+async function jwksServer(body: () => unknown): Promise<string> {
+  const s = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=60' });
+    res.end(JSON.stringify(body()));
+  });
+  extra.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}/jwks`;
+}
+
+describe('JWKS answers that are not a usable key set', () => {
+  it('refuses every token as unavailable when the JWKS holds a member that is no key, or a private key', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const pub = await exportJWK(publicKey);
+    const kid = await calculateJwkThumbprint(pub);
+    const tok = await new SignJWT({ scope: 'a', client_id: 'c' })
+      .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
+      .setIssuer('https://b.example')
+      .setSubject('s')
+      .setAudience('rs')
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .setJti('j')
+      .sign(privateKey);
+    const good = await jwksServer(() => ({ keys: [{ ...pub, kid, alg: 'ES256', use: 'sig' }] }));
+    expect(await outcome(createBrokerVerifier({ issuer: 'https://b.example', audience: 'rs', jwksUri: good }).verify(tok))).toBe('ok');
+    const bad1 = await jwksServer(() => ({ keys: [{ ...pub, kid, alg: 'ES256', use: 'sig' }, 1] }));
+    const priv = await exportJWK(privateKey);
+    const bad2 = await jwksServer(() => ({ keys: [{ ...priv, kid, alg: 'ES256', use: 'sig' }] }));
+    const results = [];
+    for (const uri of [bad1, bad2]) results.push(await outcome(createBrokerVerifier({ issuer: 'https://b.example', audience: 'rs', jwksUri: uri }).verify(tok)));
+    expect(results).toEqual(['unavailable', 'unavailable']);
+  });
+});
