@@ -119,8 +119,10 @@ export type CheckpointVerdict = ChainVerdict | { ok: false; reason: 'truncated' 
 export async function verifyChainHolds(
   events: { links(afterSeq: number, limit: number): Promise<ChainLink[]>; at(seq: number): Promise<AuditEventRecord | undefined> },
   head?: ChainHead,
+  /** The chain's verdict, when it was walked already. */
+  walked?: ChainVerdict,
 ): Promise<CheckpointVerdict> {
-  const verdict = await verifyStoredChain(events);
+  const verdict = walked ?? (await verifyStoredChain(events));
   if (!verdict.ok || head === undefined) return verdict;
   if (head.seq === 0) return head.hash === GENESIS_HASH ? verdict : { ok: false, reason: 'truncated' };
   const event = head.seq <= verdict.events ? await events.at(head.seq) : undefined;

@@ -8,10 +8,13 @@ import { objectKey } from '../shared/authorization-details.js';
 import type { Settings } from '../settings/index.js';
 import type { AuditEventRecord, CustodyRecord, EntitlementUse, EventFilter, IssuanceAuditRecord, IssuanceFilter, Store } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
+import { verifyStoredChain, type ChainVerdict } from './chain.js';
 import { EMPTY_HEAD, readCheckpoint, signCheckpoint, verdictView, verifyChainHolds, type Checkpoint, type VerdictView } from './checkpoint.js';
 
 /** Rows per page when an export streams every match. */
 export const EXPORT_PAGE_SIZE = 1_000;
+/** Seqs of the chain one page of events filtered by type or time reads at most. */
+export const EVENT_SCAN_BUDGET = 10_000;
 
 /** CONTRACT section 4, one row of `GET /v1/audit/issuances`, plus the justification (the "why"). */
 export function issuanceView(record: IssuanceAuditRecord) {
@@ -90,6 +93,7 @@ export interface AuditServiceDeps {
 
 /** The auditor's questions, for the `auditor` and `admin` roles. */
 export function createAuditService({ store, clock, keyring, issuer, settings }: AuditServiceDeps) {
+  let walking: Promise<ChainVerdict> | undefined;
   /**
    * One page of issuances in time order. Times are taken before a token is committed, so one
    * recorded while an auditor pages (in the millisecond of the page's last row, behind a slower
@@ -109,15 +113,21 @@ export function createAuditService({ store, clock, keyring, issuer, settings }: 
     const more = next.length > onward.length && last !== undefined;
     return { items: [...late, ...onward].map(issuanceView), next_cursor: more ? encodeCursor([last.issuedAt, last.requestId, seen]) : null };
   }
-  const eventPage = (filter: EventFilter, cursor: string | undefined, limit: number) =>
-    keysetPage({
-      cursor,
-      shape: ['number'] as const,
-      limit,
-      read: (after, count) => store.audit.events(filter, after?.[0] ?? 0, count),
-      key: (event) => [event.seq],
-      view: (rows) => rows.map(eventView),
-    });
+  /**
+   * One page of events by seq. Filtered by type or time only, the chain is read row by row, so a
+   * page reads at most `EVENT_SCAN_BUDGET` seqs of it: a filter that matches little gives short
+   * pages, even empty ones, with a cursor to read on, never one read of the whole log.
+   */
+  async function eventPage(filter: EventFilter, cursor: string | undefined, limit: number) {
+    const after = decodeCursor(cursor, ['number'] as const)?.[0] ?? 0;
+    const scanned = filter.requestId === undefined && (filter.type !== undefined || filter.since !== undefined || filter.until !== undefined);
+    const through = scanned ? after + EVENT_SCAN_BUDGET : undefined;
+    const rows = await store.audit.events(filter, after, limit + 1, through);
+    const page = rows.slice(0, limit);
+    if (rows.length > limit) return { items: page.map(eventView), next_cursor: encodeCursor([(page.at(-1) as AuditEventRecord).seq]) };
+    const more = through !== undefined && through < ((await store.events.head())?.seq ?? 0);
+    return { items: page.map(eventView), next_cursor: more ? encodeCursor([through]) : null };
+  }
   /** Every page of a listing, one at a time: an export never holds more than a page in memory. */
   async function* allPages<T>(page: (cursor: string | undefined, limit: number) => Promise<{ items: T[]; next_cursor: string | null }>) {
     let cursor: string | undefined;
@@ -183,7 +193,12 @@ export function createAuditService({ store, clock, keyring, issuer, settings }: 
         head = await readCheckpoint(checkpoint, { issuer, keys: store.keys });
         if (!head) throw new InvalidRequest('The checkpoint does not verify: it is not a checkpoint+jwt signed by this broker.');
       }
-      return verdictView(await verifyChainHolds(store.events, head));
+      // One walk of the chain at a time, shared by every caller who asks meanwhile (each then
+      // checks its own checkpoint): callers asking together cannot multiply a walk of the whole log.
+      walking ??= verifyStoredChain(store.events).finally(() => {
+        walking = undefined;
+      });
+      return verdictView(await verifyChainHolds(store.events, head, await walking));
     },
     /** The chain head, signed now; reading it appends nothing. */
     async checkpoint(identity: Identity): Promise<Checkpoint> {

@@ -95,7 +95,7 @@ export interface Store {
       now: number,
     ): Promise<{ late: IssuanceAuditRecord[]; next: IssuanceAuditRecord[]; seen: number }>;
     /** Events matching `filter`, in seq order, after `afterSeq`. */
-    events(filter: EventFilter, afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+    events(filter: EventFilter, afterSeq: number, limit: number, throughSeq?: number): Promise<AuditEventRecord[]>;
     /**
      * For each grant, in the order given, the tokens issued at or after `since` holding that
      * scope under that policy (children, delegated and break-glass ones included), and the latest.

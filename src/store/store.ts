@@ -750,7 +750,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         }
         return used;
       },
-      async events(filter, afterSeq, limit) {
+      async events(filter, afterSeq, limit, throughSeq) {
         const where = ['seq > ?'];
         const params: unknown[] = [afterSeq];
         const add = (clause: string, value: unknown) => {
@@ -761,6 +761,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.until !== undefined) add('at < ?', filter.until);
         if (filter.type !== undefined) add('type = ?', filter.type);
         if (filter.requestId !== undefined) add('request_id = ?', filter.requestId);
+        if (throughSeq !== undefined) add('seq <= ?', throughSeq);
         return (await read.all<EventRow>(`SELECT * FROM audit_events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`, [...params, limit])).map(toEvent);
       },
     },

@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EVENT_SCAN_BUDGET } from '../../src/audit/service.js';
+import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+
+/**
+ * One auditor must not be able to slow the broker for everyone: a filter that matches little
+ * reads a bounded stretch of the chain per page, and verifications asked together walk it once.
+ */
+
+let t: TestBroker;
+const EVENTS = 2 * EVENT_SCAN_BUDGET + 500;
+beforeAll(async () => {
+  t = await startTestBroker();
+  for (let i = 0; i < EVENTS; i += 5_000) {
+    await t.broker.store.append(Array.from({ length: Math.min(5_000, EVENTS - i) }, (_, k) => ({ type: 'request.created' as const, requestId: `seeded-${i + k}`, data: {} })));
+  }
+  // One match, near the end.
+  await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'late', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+});
+afterAll(async () => {
+  await t.close();
+});
+const get = async (path: string) => t.http.get(path).set(bearer(await t.as.person('ivy', ['auditors'])));
+
+describe('events filtered by type or time', () => {
+  it('read at most a budget of the chain per page: short pages with a cursor, every match found once', async () => {
+    const found: number[] = [];
+    let pages = 0;
+    for (let cursor: string | null = null; pages === 0 || cursor; pages++) {
+      const page: { body: { items: { seq: number; type: string }[]; next_cursor: string | null } } = await get(`/v1/audit/events?type=token.issued&limit=10${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(page.body.items.length).toBeLessThanOrEqual(10);
+      found.push(...page.body.items.map((event) => event.seq));
+      cursor = page.body.next_cursor;
+    }
+    expect(found).toHaveLength(1);
+    expect(pages).toBeGreaterThanOrEqual(3); // 20,500 seeded seqs, 10,000 a page
+    const first = await get('/v1/audit/events?type=token.issued&limit=1');
+    expect(first.body).toEqual({ items: [], next_cursor: expect.any(String) });
+    // The export reads on to the end, and finds what the pages find.
+    const exported = (await get('/v1/audit/events?type=token.issued&format=ndjson')).text.trim().split('\n').map((line) => JSON.parse(line).seq);
+    expect(exported).toEqual(found);
+  });
+
+  it('read on as before when unfiltered or by request: full pages', async () => {
+    expect((await get('/v1/audit/events?limit=1000')).body.items).toHaveLength(1000);
+    expect((await get('/v1/audit/events?request_id=seeded-20000')).body).toMatchObject({ items: [expect.objectContaining({ request_id: 'seeded-20000' })], next_cursor: null });
+  });
+});
+
+describe('verifications asked together', () => {
+  it('walk the chain once between them, and each gets the verdict', async () => {
+    const links = t.broker.store.events.links;
+    let reads = 0;
+    t.broker.store.events.links = (afterSeq, limit) => {
+      reads += 1;
+      return links(afterSeq, limit);
+    };
+    try {
+      const verdicts = await Promise.all(Array.from({ length: 5 }, () => get('/v1/audit/verify')));
+      for (const verdict of verdicts) expect(verdict.body).toMatchObject({ ok: true, events: expect.any(Number) });
+      expect(reads).toBeLessThanOrEqual(Math.ceil(verdicts[0]?.body.events / 5_000) + 1); // one walk, not five
+    } finally {
+      t.broker.store.events.links = links;
+    }
+  });
+});
