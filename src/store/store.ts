@@ -412,7 +412,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
     const [principal, actors, refusals, parent, fresh, conflict, duty, breakGlass] = await Promise.all([
       holderFacts(sql, holder, now, windows),
       Promise.all(probe.actors.map((actor) => holderFacts(sql, actor, now, windows))),
-      sql.get<{ refusals_recorded: number }>('SELECT refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', [identityKey, minuteStart(now)]),
+      // Refusals recorded this minute, for the principal and each actor: the most of them caps
+      // what this one records (an agent acting for many people is one caller).
+      sql.get<{ refusals_recorded: number | null }>(
+        `SELECT max(refusals_recorded) AS refusals_recorded FROM caller_minutes WHERE minute = ? AND holder IN (${marks(1 + probe.actors.length)})`,
+        [minuteStart(now), identityKey, ...probe.actors.map((actor) => identityHolder(actor.identity))],
+      ),
       probe.parent !== undefined ? getRequest(sql, probe.parent) : undefined,
       probe.proof ? useProof(sql, probe.proof) : true,
       probe.conflicting.length > 0 ? conflictOf(sql, keys, probe.conflicting, now) : undefined,
@@ -478,14 +483,26 @@ export function createStore(engine: Engine, clock: Clock): Store {
     );
   }
 
+  /**
+   * One more refusal this minute: recorded (an event) or only counted (reported later in one), for
+   * the principal; a recorded one also for each actor, whose count caps it too. A refusal is
+   * counted for the principal alone, so that the minute's report counts it once.
+   */
   function countRefusal(sql: Sql, probe: AdmissionProbe, recorded: boolean): Promise<number> {
     const { identity } = probe.holder;
+    const rows = new Map([[identityHolder(identity), [recorded ? 1 : 0, recorded ? 0 : 1, identity.iss, identity.sub]]]);
+    // One row per holder (an actor met twice in a chain is one caller): a statement may not update a row twice.
+    for (const actor of recorded ? probe.actors : []) {
+      const holder = identityHolder(actor.identity);
+      if (!rows.has(holder)) rows.set(holder, [1, 0, actor.identity.iss, actor.identity.sub]);
+    }
+    const minute = minuteStart(probe.now);
     return sql.run(
-      `INSERT INTO caller_minutes (holder, minute, refusals_recorded, refusals_counted, actor_iss, actor_sub) VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO caller_minutes (holder, minute, refusals_recorded, refusals_counted, actor_iss, actor_sub) VALUES ${[...rows.keys()].map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
        ON CONFLICT (holder, minute) DO UPDATE SET
          refusals_recorded = caller_minutes.refusals_recorded + excluded.refusals_recorded,
          refusals_counted = caller_minutes.refusals_counted + excluded.refusals_counted`,
-      [identityHolder(identity), minuteStart(probe.now), recorded ? 1 : 0, recorded ? 0 : 1, identity.iss, identity.sub],
+      [...rows].flatMap(([holder, values]) => [holder, minute, ...values]),
     );
   }
 

@@ -2,11 +2,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { REFUSALS_RECORDED_PER_MINUTE } from '../../src/credentials/admission.js';
 import { signDpopProof } from '../../src/dpop/index.js';
 import { AGENTS_ISS, BROKER_ISSUER, bearer, model, startTestBroker, withAgents, withModelRelease, type TestBroker, type TestClock } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { runCli } from '../helpers/cli.js';
-import { eventsOf } from '../helpers/records.js';
+import { allEvents, eventsOf } from '../helpers/records.js';
 import { tempDir } from '../helpers/temp.js';
 import { startServedBroker } from '../interop/served-broker.js';
 
@@ -113,6 +114,21 @@ describe('a delegated exchange', () => {
     expect((await delegate(await engineer(), await agent('agent:release-3'))).status).toBe(429);
     const [limited] = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'request.refused' ORDER BY seq DESC LIMIT 1`);
     expect(JSON.parse(String(limited?.data)).act).toEqual({ iss: AGENTS_ISS, sub: 'agent:release-3' });
+  });
+
+  it('records an agent\'s refusals one by one only a few a minute, whomever it acts for; the rest are counted once', async () => {
+    t = await start();
+    t.clock.set(Math.ceil((t.clock() + 2_000) / 60_000) * 60_000 + 1_000); // early in a minute
+    const refusals = 12;
+    for (let i = 0; i < refusals; i += 1) {
+      expectOAuth(await delegate(await engineer(`eng-${i}`), await agent('agent:release-1'), { scope: 'db:admin' }), 'invalid_scope');
+    }
+    const recorded = async () => (await allEvents(t)).filter((e) => e.type === 'request.refused');
+    expect(await recorded()).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
+    t.clock.advance(60_000);
+    await t.broker.scheduler.runAll();
+    const events = await recorded();
+    expect(events.reduce((sum, e) => sum + Number(e.data.count), 0)).toBe(refusals);
   });
 
   it('counts limits for the agent too: one agent cannot exceed its own rate by acting for many people', async () => {
