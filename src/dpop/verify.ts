@@ -164,6 +164,9 @@ interface ProofKey {
   jkt: string;
 }
 
+/** A 4096-bit RSA modulus in base64url: 512 bytes. */
+const RSA_MAX_MODULUS_B64 = Math.ceil((4096 / 8) * 4 / 3);
+
 async function publicKeyOf(header: ProtectedHeaderParameters): Promise<ProofKey> {
   const { jwk } = header;
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw refuse('key', 'must carry its public key in the header (jwk)');
@@ -172,6 +175,11 @@ async function publicKeyOf(header: ProtectedHeaderParameters): Promise<ProofKey>
   }
   if ((jwk.alg !== undefined && jwk.alg !== header.alg) || (jwk.use !== undefined && jwk.use !== 'sig')) {
     throw refuse('key', 'has a jwk meant for another algorithm or use than signing with its alg');
+  }
+  // An RSA key of any size would make each verification as slow as its caller likes (a 16384-bit
+  // modulus with a wide exponent costs ~25 times a 2048-bit one), before any limit is counted.
+  if (jwk.kty === 'RSA' && (typeof jwk.n !== 'string' || jwk.n.length > RSA_MAX_MODULUS_B64 || jwk.e !== 'AQAB')) {
+    throw refuse('key', 'has an RSA key larger than 4096 bits, or with a public exponent other than 65537');
   }
   const cacheKey = `${String(header.alg)} ${JSON.stringify(jwk)}`;
   const cached = importedKeys.get(cacheKey);

@@ -184,6 +184,18 @@ describe('a DPoP proof is refused', () => {
     expect((await refusal(await proof(es256, {}, { jwk: 'a string' }))).problem).toBe('key');
   });
 
+  it('when its RSA key is larger than 4096 bits or its exponent is not 65537: no verification as slow as its maker likes', async () => {
+    const rs256 = await clientKey('RS256');
+    const rsa = { algorithms: ['RS256'] };
+    await expect(verifyDpopProof(await proof(rs256), expected(rsa))).resolves.toMatchObject({ jkt: await calculateJwkThumbprint(rs256.publicJwk) });
+    const huge = { ...rs256.publicJwk, n: Buffer.alloc(16384 / 8, 0xff).toString('base64url') };
+    expect(await refusal(await proof(rs256, {}, { jwk: huge }), rsa)).toEqual({
+      problem: 'key',
+      detail: 'The DPoP proof has an RSA key larger than 4096 bits, or with a public exponent other than 65537.',
+    });
+    expect((await refusal(await proof(rs256, {}, { jwk: { ...rs256.publicJwk, e: 'AQABAQAB' } }), rsa)).problem).toBe('key');
+  });
+
   it('when it is signed by another key than the one in its header', async () => {
     expect(await refusal(await proof(es256, {}, {}, other.privateKey))).toEqual({
       problem: 'signature',
