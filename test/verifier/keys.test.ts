@@ -2,8 +2,9 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BrokerTokenError, createBrokerVerifier } from '../../src/verifier/index.js';
+import { createBrokerVerifier } from '../../src/verifier/index.js';
 import { testClock, type TestClock } from '../helpers/broker.js';
+import { verifyOutcome } from '../helpers/verifier.js';
 
 /**
  * How the exported verifier holds the broker's JWKS, against a JWKS server the test controls:
@@ -74,11 +75,7 @@ const token = (key: Key, kid = key.kid, claims: Record<string, unknown> = {}) =>
     .sign(key.privateKey);
 
 const verifier = () => createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri, now: () => clock(), jwksCooldownMs: 30_000 });
-const outcome = (promise: Promise<unknown>) =>
-  promise.then(
-    () => 'ok',
-    (error: unknown) => (error instanceof BrokerTokenError ? error.code : `unexpected ${String(error)}`),
-  );
+const outcome = verifyOutcome;
 
 describe('a token signed by the broker\'s key but not of its shape', () => {
   it('is refused as invalid, never a TypeError: a scope that is no string', async () => {

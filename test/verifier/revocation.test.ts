@@ -1,9 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { BrokerTokenError, createBrokerVerifier, type BrokerVerifierOptions } from '../../src/verifier/index.js';
+import { createBrokerVerifier, type BrokerVerifierOptions } from '../../src/verifier/index.js';
 import { testClock, type TestClock } from '../helpers/broker.js';
 import { AUDIENCE, startTokenMint, type TokenMint } from '../helpers/minted.js';
+import { verifyOutcome } from '../helpers/verifier.js';
 
 /**
  * The verifier's revocation check against a broker stand-in the test controls (its keys from the
@@ -64,11 +65,7 @@ const verifier = (mode: 'list' | 'introspect' = 'list', options: Partial<BrokerV
     revocation: { mode, identityToken: () => 'resource-server-identity', cacheMs: 10_000 },
     ...options,
   });
-const outcome = (promise: Promise<unknown>) =>
-  promise.then(
-    () => 'ok',
-    (error: unknown) => (error instanceof BrokerTokenError ? error.code : `unexpected ${String(error)}`),
-  );
+const outcome = verifyOutcome;
 
 describe('the revocation check', () => {
   it('follows no redirect, in either mode: refused as unavailable', async () => {
