@@ -4,6 +4,8 @@ export interface CliIo {
   stderr: (text: string) => void;
   /** Whether stdin and stderr are a terminal: a question can be asked, progress lines redraw in place. */
   interactive: boolean;
+  /** Whether stdout is a terminal: an export printed there is escaped, one redirected to a file is the broker's bytes. */
+  stdoutTerminal: boolean;
   env: NodeJS.ProcessEnv;
   readStdin: () => string;
   /** Asks a yes/no question on the terminal. */

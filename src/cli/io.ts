@@ -15,14 +15,23 @@ export type { CliIo };
 export const shown = (text: string): string =>
   text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\u{${c.codePointAt(0)?.toString(16)}}`));
 
+/** A character as JSON escapes (two for one outside the BMP). */
+const jsonEscape = (c: string): string => Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join('');
+
 /**
  * A value as indented JSON, made safe for a terminal as `shown` does: the characters it escapes
  * are written as JSON escapes (`\u202e`), so the text still parses to the very same value.
  */
-export const shownJson = (value: unknown): string =>
-  JSON.stringify(value, null, 2).replace(/(?!\n)[\p{Cc}\p{Cf}]/gu, (c) =>
-    Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''),
-  );
+export const shownJson = (value: unknown): string => JSON.stringify(value, null, 2).replace(/(?!\n)[\p{Cc}\p{Cf}]/gu, jsonEscape);
+
+/**
+ * An export's text (NDJSON or CSV, as the broker streams it) made safe for a terminal, line
+ * breaks and tabs kept: in NDJSON as JSON escapes, so every line still parses to the broker's
+ * value; in CSV as `shown` writes them. Only for a terminal: an export redirected to a file
+ * keeps the broker's bytes.
+ */
+export const shownExport = (text: string, format: 'ndjson' | 'csv'): string =>
+  text.replace(/(?![\n\r\t])[\p{Cc}\p{Cf}]/gu, format === 'ndjson' ? jsonEscape : shown);
 
 export type Options = ParseArgsConfig['options'];
 

@@ -172,6 +172,7 @@ export const processIo = (): CliIo => ({
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
   interactive: Boolean(process.stderr.isTTY && process.stdin.isTTY),
+  stdoutTerminal: Boolean(process.stdout.isTTY),
   env: process.env,
   readStdin: () => readFileSync(0, 'utf8'),
   async confirm(question) {

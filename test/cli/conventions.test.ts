@@ -47,6 +47,7 @@ async function runHere(args: string[]) {
     stdout: (text) => void (out.stdout += text),
     stderr: (text) => void (out.stderr += text),
     interactive: false,
+    stdoutTerminal: false,
     env: {},
     readStdin: () => '',
     confirm: async () => false,

@@ -171,6 +171,29 @@ describe('an export', () => {
     expect(run.stdout.trim().split('\n')).toHaveLength(8);
   });
 
+  it('reaches a terminal escaped, NDJSON still parsing to the same values; redirected, it is the broker\'s bytes', async () => {
+    const hostile = `${ESC}\u009b31m\u202eevil`;
+    const ndjson = `${JSON.stringify({ sub: hostile })}\n${JSON.stringify({ sub: 'plain' })}\n`;
+    const csv = `jti,sub\r\n1,"${hostile}\nsecond line"\r\n`;
+    answer = (req, res) => {
+      const format = new URL(req.url ?? '/', url).searchParams.get('format');
+      res.writeHead(200, { 'content-type': format === 'csv' ? 'text/csv' : 'application/x-ndjson' }).end(format === 'csv' ? csv : ndjson);
+    };
+    const onTerminal = await jit(['audit', 'events', '--format', 'ndjson'], { env: env(), stdoutTerminal: true });
+    const csvOnTerminal = await jit(['audit', 'issuances', '--format', 'csv'], { env: env(), stdoutTerminal: true });
+    for (const run of [onTerminal, csvOnTerminal]) {
+      expect(run.code).toBe(0);
+      expect(run.stdout).not.toMatch(/[\x1b\u009b\u202e\x07]/);
+    }
+    expect(onTerminal.stdout.trim().split('\n').map((line) => JSON.parse(line).sub)).toEqual([hostile, 'plain']);
+    expect(csvOnTerminal.stdout).toBe(`jti,sub\r\n1,"\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}evil\nsecond line"\r\n`);
+
+    const redirected = await jit(['audit', 'events', '--format', 'ndjson'], { env: env() });
+    const csvRedirected = await jit(['audit', 'issuances', '--format', 'csv'], { env: env() });
+    expect(redirected.stdout).toBe(ndjson);
+    expect(csvRedirected.stdout).toBe(csv);
+  });
+
   it('stops when the rows stop coming for that long, saying what was printed is incomplete (69)', async () => {
     answer = streaming(2, 50, true);
     const run = await jit(['audit', 'events', '--format', 'ndjson'], { env: env({ JIT_TIMEOUT: '1s' }) });

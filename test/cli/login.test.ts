@@ -45,6 +45,7 @@ function jit(args: string[], env: NodeJS.ProcessEnv, onUrl: (url: string) => Pro
       if (url && !driving) driving = onUrl(url);
     },
     interactive: false,
+    stdoutTerminal: false,
     env,
     readStdin: () => '',
     confirm: async () => false,

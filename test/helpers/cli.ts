@@ -8,6 +8,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = {}, option
     stdout: (text) => void (out.stdout += text),
     stderr: (text) => void (out.stderr += text),
     interactive: options.interactive ?? false,
+    stdoutTerminal: false,
     env,
     readStdin: () => options.stdin ?? '',
     confirm: async () => options.answer ?? false,

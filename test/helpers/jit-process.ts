@@ -19,6 +19,8 @@ export interface JitOptions {
   cwd?: string;
   /** Called with the child's stderr as it grows; lets a test act when the CLI reaches a point. */
   onStderr?: (stderr: string) => void;
+  /** In-process only: stdout is a terminal (what an export prints is escaped). */
+  stdoutTerminal?: boolean;
 }
 
 /**
@@ -37,6 +39,7 @@ export async function jit(args: string[], options: JitOptions = {}): Promise<Jit
       options.onStderr?.(out.stderr);
     },
     interactive: false,
+    stdoutTerminal: options.stdoutTerminal ?? false,
     env: { PATH: process.env.PATH, JIT_CONFIG_DIR: emptyConfigDir(), ...options.env },
     readStdin: () => options.stdin ?? '',
     confirm: async () => false,

@@ -16,7 +16,7 @@ import {
 } from '../../audit/index.js';
 import { callerOptions, connect, type CallerValues } from '../client.js';
 import { parseTime } from '../duration.js';
-import { CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
+import { CliError, EXIT, parse, shown, shownExport, shownJson, usage, type CliIo } from '../io.js';
 import { JwksUnreadable, readTrustedJwks } from '../jwks.js';
 import { printListing, query, readListing } from '../listing.js';
 
@@ -258,7 +258,10 @@ async function list<T>(
     const reader = response.body?.getReader();
     const decoder = new TextDecoder();
     try {
-      for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader?.read()) io.stdout(decoder.decode(chunk.value, { stream: true }));
+      for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader?.read()) {
+        const text = decoder.decode(chunk.value, { stream: true });
+        io.stdout(io.stdoutTerminal ? shownExport(text, values.format as 'ndjson' | 'csv') : text);
+      }
     } catch (error) {
       throw new CliError(`the export from ${client.base} stopped before its end (${(error as Error).message}); what was printed is incomplete`, EXIT.unreachable);
     }
