@@ -110,6 +110,10 @@ await time('break_glass=true', () => page({ breakGlass: true }));
 await time('one day, since/until', () => page({ since: START + 100 * DAY, until: START + 101 * DAY }));
 await time('subject + scope', () => page({ subject: sampleSubject, scope: 'service-7:read' }));
 await time('subject + break_glass', () => page({ subject: sampleSubject, breakGlass: true }));
+await time('scope + break_glass', () => page({ scope: 'service-7:read', breakGlass: true }));
+await time('scope + status=revoked', () => page({ scope: 'service-7:read', status: 'revoked' }));
+await time('scope + status=issued (none live)', () => page({ scope: 'service-7:read', status: 'issued' }));
+await time('scope + one day', () => page({ scope: 'service-7:read', since: START + 100 * DAY, until: START + 101 * DAY }));
 const middle = (await audit.issuances(auditor, { since: START + SPAN / 2 }, undefined, 1)).next_cursor as string;
 await time('a page halfway through (cursor)', () => page({}, middle));
 const events = await (async () => {

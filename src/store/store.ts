@@ -666,9 +666,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
       async issuances(filter, after, limit, now) {
         // A request yields at most one token, so (issued_at, request id) orders issuances uniquely.
         // Every filter has an index in that order. By scope alone, the listing walks issued_scopes,
-        // whose key carries the same two values; with a subject, the subject's few grants are
-        // walked and each is probed for the scope.
-        const byScope = filter.scope !== undefined && filter.subject === undefined;
+        // whose key carries the same two values; with a filter whose grants are few whatever the
+        // history (a subject's, break-glass ones, the live ones), those are walked and each is
+        // probed for the scope: walking a scope every pipeline uses for the few that match would
+        // read its whole history for one page.
+        const fewer = filter.subject !== undefined || filter.breakGlass === true || filter.status === 'issued';
+        const byScope = filter.scope !== undefined && !fewer;
         const [source, issuedAt, id] = byScope
           ? ['issued_scopes s JOIN requests r ON r.id = s.request_id', 's.issued_at', 's.request_id']
           : ['requests r', 'r.issued_at', 'r.id'];
