@@ -138,6 +138,10 @@ export function identityFromClaims(config: IssuerConfig, payload: JWTPayload, re
   // Before any claim is read as text: a lone surrogate has no one meaning to compare.
   if (!claimsWellFormed(payload)) throw new InvalidToken('invalid_claim', { iss, reason: 'a claim is not well-formed Unicode, or holds NUL' });
   if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidToken('missing_claim', { claim: 'sub' });
+  // RFC 8693 section 4.1: `act` says someone else acts for the subject. Taken as the subject's own
+  // token, it would give that actor every scope of the subject, past every delegation rule, and
+  // leave it out of the records: an actor presents its own identity as the `actor_token`.
+  if (Object.hasOwn(payload, 'act')) throw new InvalidToken('invalid_claim', { iss, claim: 'act', reason: 'a token naming an actor is not an identity of its own' });
   // jose checks only top-level names, and only that they are there; a null or empty value carries nothing either.
   const missing = config.requiredClaims.find((path) => isAbsent(readClaim(payload, path)));
   if (missing !== undefined) throw new InvalidToken('missing_claim', { claim: missing });

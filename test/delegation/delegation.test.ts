@@ -81,6 +81,19 @@ describe('a delegated exchange', () => {
     expect(await t.db.sql('SELECT id FROM requests')).toEqual([]);
   });
 
+  it('refuses an identity token that already names an actor, as a subject, as an actor and as a caller: the actor would act past every rule, unrecorded', async () => {
+    t = await start();
+    const actedFor = await engineer('alice', { act: { sub: 'agent:rogue-1', iss: AGENTS_ISS } });
+    const plain = await exchange({ subject_token: actedFor, subject_token_type: JWT, scope: 'artifacts:read', audience: registry, task_id: 'assist' });
+    expectOAuth(plain, 'invalid_request');
+    expectOAuth(await delegate(await engineer(), await agent('agent:release-1', 'olivia', { act: { sub: 'agent:rogue-1' } })), 'invalid_request');
+    const asCaller = await t.http.post('/v1/credentials').set(bearer(actedFor)).send({ task_id: 'assist', scopes: ['artifacts:read'], audience: registry });
+    expect(asCaller.status).toBe(401);
+    expect(JSON.stringify([plain.body, asCaller.body])).not.toMatch(/access_token"/);
+    // The same tokens without `act` are what the broker takes.
+    expect((await delegate(await engineer(), await agent('agent:release-1'))).status).toBe(200);
+  });
+
   it('honours a may_act naming this actor', async () => {
     t = await start();
     const response = await delegate(await engineer('alice', { may_act: { sub: 'agent:release-1', iss: AGENTS_ISS } }), await agent('agent:release-1'));
