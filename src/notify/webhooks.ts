@@ -52,7 +52,7 @@ export interface NotifierOptions {
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
-  /** Deliveries held at once (waiting to retry or in flight), past which new ones fail at once. */
+  /** Deliveries held at once for one receiver (waiting to retry or in flight), past which its new ones fail at once. */
   maxPending?: number;
   observer?: Pick<BrokerObserver, 'webhookDelivered'>;
 }
@@ -75,6 +75,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const backoffMs = options.backoffMs ?? 1_000;
   const maxPending = options.maxPending ?? MAX_PENDING_DELIVERIES;
   const inFlight = new Set<Promise<void>>();
+  /** Deliveries held per receiver URL: one that hangs sheds only its own, never another's breakglass.used. */
+  const held = new Map<string, number>();
 
   async function deliver(
     webhook: Webhook,
@@ -130,16 +132,24 @@ export function createNotifier(options: NotifierOptions): Notifier {
     }
   }
 
+  const release = (url: string) => {
+    const holding = (held.get(url) ?? 1) - 1;
+    if (holding > 0) held.set(url, holding);
+    else held.delete(url);
+  };
+
   const queue = (event: WebhookEvent, bodies: (at: number) => Bodies, requestId: string | null) => {
     const { config, webhooks } = settings();
     for (const webhook of webhooks) {
       if (!webhook.events.includes(event)) continue;
-      // A receiver down for hours holds each delivery through its retries: past the bound, new
-      // ones fail at once rather than piling up in memory.
+      // A receiver down for hours holds each delivery through its retries: past the bound, its
+      // new ones fail at once rather than piling up in memory. The bound is per receiver, so
+      // memory stays bounded by the configuration while every other receiver is still served.
+      const { url } = webhook;
+      const holding = held.get(url) ?? 0;
+      if (holding < maxPending) held.set(url, holding + 1);
       const delivery = (
-        inFlight.size >= maxPending
-          ? failed(event, new URL(webhook.url).origin, 0, 'backlog', requestId)
-          : deliver(webhook, config.notify, event, bodies, requestId)
+        holding >= maxPending ? failed(event, new URL(url).origin, 0, 'backlog', requestId) : deliver(webhook, config.notify, event, bodies, requestId).finally(() => release(url))
       ).catch((error: unknown) => logger.error({ err: error, event }, 'webhook delivery crashed'));
       inFlight.add(delivery);
       void delivery.finally(() => inFlight.delete(delivery));
@@ -170,5 +180,5 @@ export function createNotifier(options: NotifierOptions): Notifier {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
-/** The deliveries a broker process holds at once; a few hundred events a minute for the longest retries. */
+/** The deliveries a broker process holds at once for one receiver; a few hundred events a minute for the longest retries. */
 export const MAX_PENDING_DELIVERIES = 1_000;

@@ -188,6 +188,35 @@ describe('webhooks', () => {
     expect(failures.filter((f) => f.problem === 'backlog')).toHaveLength(1);
   });
 
+  it('bounds the backlog per receiver: one that hangs never costs another its breakglass.used', async () => {
+    const healthy = await startReceiver();
+    try {
+      const t = await brokerNotifying(() => 0, { timeout: '2s', retries: 0 });
+      const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+      const request = (await t.broker.store.requests.get(pending.body.request_id))!;
+      const hanging = t.config.notify.webhooks[0]!;
+      const config = { ...t.config, notify: { ...t.config.notify, webhooks: [{ ...hanging, events: ['approval.requested' as const] }, { url: healthy.url('/siem'), events: ['breakglass.used' as const], format: 'json' as const }] } };
+      const notifier = createNotifier({
+        settings: () => ({ config, webhooks: compileWebhooks(config.notify) }),
+        store: t.broker.store,
+        logger: createLogger({ level: 'silent' }),
+        clock: t.clock,
+        maxPending: 2,
+      });
+      // The hanging receiver's backlog is full, and one more of its own is shed...
+      for (let i = 0; i < 3; i += 1) notifier.notify('approval.requested', request);
+      // ...while the other receiver still gets the alert it listens for.
+      notifier.notify('breakglass.used', { ...request, breakGlass: true });
+      await notifier.idle();
+      await t.broker.notifier.idle();
+      expect(healthy.deliveries.map((d) => d.body.event)).toEqual(['breakglass.used']);
+      const shed = (await allEvents(t)).filter((e) => e.type === 'notify.failed' && e.data.problem === 'backlog').map((e) => e.data);
+      expect(shed).toEqual([expect.objectContaining({ event: 'approval.requested', target: new URL(hanging.url).origin })]);
+    } finally {
+      await healthy.close();
+    }
+  });
+
   it('signs each delivery with the secret file, as Standard Webhooks receivers verify it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-webhook-secret-'));
     try {
