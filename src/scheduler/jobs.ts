@@ -85,13 +85,14 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
     'report-refusals': async () => {
       let total = 0;
       for (;;) {
-        const reported = await store.sweep.refusals(clock(), batchSize, (tally) => ({
+        const { reported, more } = await store.sweep.refusals(clock(), batchSize, (tally) => ({
           type: 'request.refused',
           actor: tally.actor,
           data: { count: tally.count, aggregated: true, minute: toIso(tally.minuteStart) },
         }));
         total += reported;
-        if (reported < batchSize) return total;
+        // Until nothing is due: after a long stop, idle callers' windows are many more than one batch.
+        if (!more) return total;
       }
     },
 

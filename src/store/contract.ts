@@ -156,8 +156,12 @@ export interface Store {
     requests(now: number, limit: number, event: (request: RequestRecord) => AuditEntry): Promise<RequestRecord[]>;
     /** Pending reviews past due, flagged once. */
     overdueReviews(now: number, limit: number, event: (review: BreakGlassReviewRecord) => AuditEntry): Promise<RequestRecord[]>;
-    /** Closed minutes whose refusals were counted rather than recorded: one event each. */
-    refusals(now: number, limit: number, event: (tally: RefusalTally) => AuditEntry): Promise<number>;
+    /**
+     * Closed minutes whose refusals were counted rather than recorded: one event each; then up to
+     * `limit` minutes and rate windows with nothing left to say are forgotten. `more` when any of
+     * the three took a full `limit`: more may be due.
+     */
+    refusals(now: number, limit: number, event: (tally: RefusalTally) => AuditEntry): Promise<{ reported: number; more: boolean }>;
     /** DPoP proof jtis past their window: forgotten (a proof that old is refused as stale anyway). */
     proofs(now: number, limit: number): Promise<number>;
   };

@@ -907,30 +907,32 @@ export function createStore(engine: Engine, clock: Clock): Store {
         }),
       refusals: (now, limit, event) =>
         engine.maintain(undefined, async (sql, { append }) => {
-          const current = minuteStart(now);
+          // A minute is reported once it is closed for every process: one ended over a minute
+          // ago, so that a refusal whose clock read it (another replica's clock a little behind,
+          // or one that read it before this report and commits after) still counts into its one
+          // event rather than a second.
+          const closed = minuteStart(now) - MINUTE_MS;
           const tallies = await sql.all<{ holder: string; minute: number; refusals_counted: number; actor_iss: string; actor_sub: string }>(
             `SELECT holder, minute, refusals_counted, actor_iss, actor_sub FROM caller_minutes
              WHERE minute < ? AND refusals_counted > 0 ORDER BY minute LIMIT ? ${dialect.skipLocked()}`,
-            [current, limit],
+            [closed, limit],
           );
           for (const tally of tallies) {
             await sql.run('UPDATE caller_minutes SET refusals_counted = 0 WHERE holder = ? AND minute = ?', [tally.holder, tally.minute]);
           }
           await append(tallies.map((tally) => event({ actor: { iss: tally.actor_iss, sub: tally.actor_sub }, minuteStart: tally.minute, count: tally.refusals_counted })));
-          // Minutes with nothing left to report are kept a minute more: a refusal that read the clock
-          // in one before its report still finds how many were recorded one by one (and is counted,
-          // for the next report, rather than recorded as one more). Windows a minute idle go too.
-          await sql.run(
+          // Closed minutes with nothing left to report go, and windows a minute idle.
+          const minutes = await sql.run(
             `DELETE FROM caller_minutes WHERE (holder, minute) IN
                (SELECT holder, minute FROM caller_minutes WHERE minute < ? AND refusals_counted = 0 LIMIT ? ${dialect.skipLocked()})`,
-            [current - MINUTE_MS, limit],
+            [closed, limit],
           );
-          await sql.run(
+          const windows = await sql.run(
             `DELETE FROM caller_rates WHERE holder IN
                (SELECT holder FROM caller_rates WHERE second <= ? LIMIT ? ${dialect.skipLocked()})`,
             [Math.floor(now / 1000) - WINDOW_SECONDS, limit],
           );
-          return tallies.length;
+          return { reported: tallies.length, more: Math.max(tallies.length, minutes, windows) >= limit };
         }),
       proofs: (now, limit) =>
         engine.maintain(undefined, (sql) =>
