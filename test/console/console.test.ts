@@ -415,6 +415,8 @@ describe('the console', () => {
     await page.locator('input[name=subject]').fill('repo:acme/app:ref:refs/heads/main');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.getByTestId('issuances').getByText('build-42').waitFor();
+    // The requester with its issuer: the same sub at another issuer is someone else.
+    expect(await page.getByTestId('issuances').locator('tr', { hasText: 'build-42' }).textContent()).toContain(`repo:acme/app:ref:refs/heads/main (${t.issuers.ci.iss})`);
 
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
     expect(download.suggestedFilename()).toBe('issuances.csv');

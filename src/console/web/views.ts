@@ -35,6 +35,9 @@ const status = (view: { status: string }) => h('span', { class: `status ${view.s
  */
 const chip = (value: unknown) => h('code', { class: 'chip' }, untrusted(value));
 
+/** An identity as records name it: its `sub`, and its issuer beside it (the same `sub` at another issuer is someone else). */
+const identity = (who: { iss: string; sub: string }, sub: Child = untrusted(who.sub)): Child => [sub, ' ', h('span', { class: 'muted' }, '(', untrusted(who.iss), ')')];
+
 /** How many rows a listing page brings: the first, and each "Show more". */
 const PAGE = 100;
 
@@ -67,7 +70,7 @@ function jobOf(view: RequestView): Child {
 function actorsOf(view: Pick<RequestView, 'act'>): Child {
   const chain: Child[] = [];
   for (let actor = view.act; actor; actor = actor.act) {
-    chain.push([chain.length > 0 ? 'for ' : '', chip(actor.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(actor.iss), ')')]);
+    chain.push([chain.length > 0 ? 'for ' : '', identity(actor, chip(actor.sub))]);
   }
   return chain.length > 0 ? entries(chain, 'actor') : null;
 }
@@ -95,7 +98,7 @@ const approvalsCount = (view: RequestView) =>
 /** The fields an approver decides on, in the order they read them. */
 function fields(view: RequestView, detail: boolean): HTMLElement {
   const rows: [string, Child, string?][] = [
-    ['Requester', [untrusted(view.requester.sub), ' ', h('span', { class: 'muted' }, '(', untrusted(view.requester.iss), ')')], 'requester'],
+    ['Requester', identity(view.requester), 'requester'],
     ['Acting for them', actorsOf(view), 'act'],
     ['Started by', view.initiator !== undefined ? chip(view.initiator) : null, 'initiator'],
     ['Job', jobOf(view), 'bound-claims'],
@@ -115,7 +118,7 @@ function fields(view: RequestView, detail: boolean): HTMLElement {
         'Review',
         view.review.status === 'pending'
           ? [`due ${fromNow(view.review.due_at)}`, view.review.overdue ? h('span', { class: 'breakglass' }, ' OVERDUE') : null]
-          : [untrusted(view.review.outcome ?? ''), ' by ', untrusted(view.review.reviewer?.sub ?? ''), ': ', untrusted(view.review.notes ?? '')],
+          : [untrusted(view.review.outcome ?? ''), ' by ', view.review.reviewer ? identity(view.review.reviewer) : '', ': ', untrusted(view.review.notes ?? '')],
       ]);
     }
   }
@@ -181,7 +184,7 @@ function approvalsList(view: RequestView): Child {
   if (view.approvals.length === 0) return null;
   return [
     h('h3', {}, 'Decisions'),
-    h('ul', {}, view.approvals.map((a) => h('li', {}, h('strong', {}, a.decision), ' by ', untrusted(a.sub), ' ', time(a.at), ': ', untrusted(a.reason)))),
+    h('ul', {}, view.approvals.map((a) => h('li', {}, h('strong', {}, a.decision), ' by ', identity(a), ' ', time(a.at), ': ', untrusted(a.reason)))),
   ];
 }
 
@@ -331,14 +334,14 @@ export async function auditView(ctx: ViewContext): Promise<void> {
                 'tr',
                 {},
                 h('td', {}, time(row.issued_at)),
-                h('td', {}, untrusted(row.requester.sub)),
+                h('td', {}, identity(row.requester)),
                 h('td', {}, actorsOf(row)),
                 h('td', {}, untrusted(row.task_id)),
                 h('td', {}, untrusted(row.scopes.join(' '))),
                 h('td', {}, untrusted(row.audience)),
                 h('td', {}, objectsOf(row)),
                 h('td', {}, row.status, row.break_glass ? h('span', { class: 'breakglass' }, ' break-glass') : null),
-                h('td', {}, (row.approvers ?? []).map((a, i) => [i > 0 ? ', ' : '', untrusted(a.sub)])),
+                h('td', {}, (row.approvers ?? []).map((a, i) => [i > 0 ? ', ' : '', identity(a)])),
               ),
             ),
           ),
