@@ -128,8 +128,12 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
   };
 
   const router = Router({ caseSensitive: true });
-  router.use((_req, res, next) => {
+  router.use((req, res, next) => {
     res.set({ 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'X-Frame-Options': 'DENY' });
+    // A page elsewhere whose name an attacker re-points at this machine (DNS rebinding) would be
+    // "the same origin", and would sign in as anyone it likes: only this machine's own names, or
+    // the broker's issuer, reach the sign-in.
+    if (!reachedAs(req, config.issuer)) return void res.status(403).type('text/plain').send('Development sign-in answers only at a loopback address or at the broker\'s issuer.');
     next();
   });
 
@@ -242,6 +246,18 @@ function sweep(codes: Map<string, PendingCode>, now: number): void {
  * must work on whatever port `PORT` chose, while `issuer` keeps naming the default one.
  */
 const origin = (req: Request) => `${req.protocol}://${req.get('host') ?? '127.0.0.1'}`;
+
+/** Whether the request names this machine (a loopback host) or the broker's issuer as its Host. */
+function reachedAs(req: Request, brokerIssuer: string): boolean {
+  const host = req.get('host');
+  if (host === undefined) return false;
+  try {
+    const { hostname } = new URL(`http://${host}`);
+    return isLoopbackHost(hostname) || hostname === new URL(brokerIssuer).hostname;
+  } catch {
+    return false;
+  }
+}
 
 /** No script at all; the form may post here, and the redirect after it go to the (checked) client. */
 function pagePolicy(redirectUri: string): string {

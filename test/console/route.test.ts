@@ -313,6 +313,23 @@ describe('the development sign-in', () => {
     });
   });
 
+  it('answers only at this machine\'s own names or the broker\'s issuer: a page elsewhere re-pointed here (DNS rebinding) signs nobody in', async () => {
+    t = await startTestBroker({ configure: withDevSignIn });
+    const params = Object.fromEntries(authorize());
+    for (const host of ['evil.example:8080', 'evil.example', '10.0.0.7:8080', '127.0.0.1.evil.example']) {
+      const page = await t.http.get(`/console/dev-sign-in/authorize?${authorize()}`).set('Host', host);
+      const form = await t.http.post('/console/dev-sign-in/authorize').set('Host', host).type('form').send({ ...params, username: 'alice' });
+      const discovery = await t.http.get('/console/dev-sign-in/.well-known/openid-configuration').set('Host', host);
+      for (const response of [page, form, discovery]) {
+        expect(response.status, host).toBe(403);
+        expect(response.headers.location).toBeUndefined();
+      }
+    }
+    for (const host of ['localhost:8080', '127.0.0.1:9090', '[::1]:8080', new URL(t.config.issuer).host]) {
+      expect((await t.http.get(`/console/dev-sign-in/authorize?${authorize()}`).set('Host', host)).status, host).toBe(200);
+    }
+  });
+
   it('answers its paths in another letter case 404, as any path that is no endpoint', async () => {
     t = await startTestBroker({ configure: withDevSignIn });
     expect((await t.http.get(`/console/dev-sign-in/authorize?${authorize()}`)).status).toBe(200);
