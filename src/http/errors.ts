@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
-import { BrokerError, InvalidRequest, NoSuchEndpoint, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
+import { BrokerError, InvalidRequest, MethodNotAllowed, NoSuchEndpoint, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
+import { methodsOf } from './openapi/index.js';
 
 export const PROBLEM_TYPE_BASE = 'urn:jit-broker:problem:';
 
@@ -54,10 +55,12 @@ const isOAuthPath = (req: Request) => req.originalUrl.startsWith('/oauth2/');
 
 /**
  * The last handler: no route answered. Routing is case-sensitive, so another spelling of an
- * endpoint's path ends here too.
+ * endpoint's path ends here too. A path that is an endpoint, asked with a method it does not
+ * take, is 405 naming those it takes.
  */
 export const noSuchEndpoint: RequestHandler = (req) => {
-  throw new NoSuchEndpoint(req.method, req.path);
+  const allowed = methodsOf(req.path);
+  throw allowed.length > 0 ? new MethodNotAllowed(req.method, req.path, allowed) : new NoSuchEndpoint(req.method, req.path);
 };
 
 /**

@@ -266,6 +266,27 @@ export class NoSuchEndpoint extends NotFound {
   }
 }
 
+/** The path is an endpoint that does not take this method (RFC 9110 section 15.5.6): 405, naming the ones it takes in `Allow`. */
+export class MethodNotAllowed extends InvalidRequest {
+  override readonly status = 405;
+
+  constructor(
+    method: string,
+    path: string,
+    readonly allowed: readonly string[],
+  ) {
+    super(`${path} does not take ${method}; it takes ${allowed.join(', ')}.`);
+  }
+
+  override get oauthStatus(): number {
+    return 405;
+  }
+
+  override headers(): Record<string, string> {
+    return { Allow: this.allowed.join(', ') };
+  }
+}
+
 export class Conflict extends BrokerError {
   readonly type = 'conflict';
   readonly status = 409;

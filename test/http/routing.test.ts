@@ -69,3 +69,30 @@ describe('routing', () => {
     }
   });
 });
+
+describe('a method an endpoint does not take', () => {
+  it.each([
+    // [method, path, who calls, what Allow names]
+    ['get', '/oauth2/token', 'nobody', 'POST'],
+    ['put', '/oauth2/introspect', 'introspector', 'POST'],
+    ['delete', '/v1/credentials/{id}', 'pipeline', 'GET, HEAD'],
+    ['put', '/v1/credentials', 'pipeline', 'GET, HEAD, POST'],
+    ['get', '/v1/credentials/{id}/complete', 'pipeline', 'POST'],
+    ['post', '/v1/audit/events', 'auditor', 'GET, HEAD'],
+    ['post', '/.well-known/jwks.json', 'nobody', 'GET, HEAD'],
+    ['delete', '/healthz', 'nobody', 'GET, HEAD'],
+  ] as const)('%s %s is 405, naming what it takes in Allow (RFC 9110 section 15.5.6)', async (method, path, caller, allow) => {
+    const presented = await token(caller);
+    const request = t.http[method](path.replace('{id}', requestId));
+    const response = await (presented ? request.set(bearer(presented)) : request);
+    expect(response.status).toBe(405);
+    expect(response.headers.allow).toBe(allow);
+    if (path.startsWith('/oauth2/')) expect(response.body).toMatchObject({ error: 'invalid_request' });
+    else expect(response.body).toMatchObject({ type: 'urn:jit-broker:problem:invalid_request', status: 405 });
+  });
+
+  it('still asks an identity first under /v1: no caller learns what a path takes without one', async () => {
+    const response = await t.http.delete(`/v1/credentials/${requestId}`);
+    expect(response.status).toBe(401);
+  });
+});

@@ -1,3 +1,3 @@
 export { openApiDocument } from './document.js';
-export { findOperation, OPERATIONS } from './operations.js';
+export { findOperation, methodsOf, OPERATIONS } from './operations.js';
 export type { Body } from './operations.js';

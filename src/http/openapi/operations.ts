@@ -653,3 +653,10 @@ export function findOperation(method: string, path: string): Operation | undefin
   const verb = method === 'HEAD' ? 'get' : method.toLowerCase();
   return templates.find(({ operation, pattern }) => operation.method === verb && pattern.test(path))?.operation;
 }
+
+/** The methods a path has operations for (HEAD with GET), or none: what a 405 names in `Allow`. */
+export function methodsOf(path: string): string[] {
+  const verbs = new Set(templates.filter(({ pattern }) => pattern.test(path)).map(({ operation }) => operation.method.toUpperCase()));
+  if (verbs.has('GET')) verbs.add('HEAD');
+  return [...verbs].sort();
+}
