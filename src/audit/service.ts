@@ -157,16 +157,20 @@ export function createAuditService({ store, clock, keyring, issuer, settings }: 
       const used = await store.audit.entitlements(settings(identity).policy.grants(), from);
       return { since: toIso(from), items: used.map(entitlementView), next_cursor: null };
     },
-    /** The chain of custody of one object: every request that named it for a step of the duty, oldest first. */
+    /**
+     * The chain of custody of one object: every request that named it for a step of the duty,
+     * oldest first, as the broker recorded them (under the object's lock, so in the order it
+     * judged them): a page never passes a step recorded after it was read.
+     */
     custody(identity: Identity, duty: string, identifier: string, cursor: string | undefined, limit: number) {
       auditorOnly(identity);
       const now = clock();
       return keysetPage({
         cursor,
-        shape: ['number', 'string'] as const,
+        shape: ['number'] as const,
         limit,
-        read: (after, count) => store.audit.custody(duty, objectKey(identifier), after && { createdAt: after[0], id: after[1] }, count),
-        key: (row) => [row.state.request.createdAt, row.state.request.id],
+        read: (after, count) => store.audit.custody(duty, objectKey(identifier), after?.[0], count),
+        key: (row) => [row.position],
         view: (rows) => rows.map((row) => custodyView(row, now)),
       });
     },

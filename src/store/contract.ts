@@ -79,10 +79,10 @@ export interface Store {
   };
   audit: {
     /**
-     * The chain of custody of one object: every request that named it for a step of the duty,
-     * oldest first, after the given position.
+     * The chain of custody of one object: every request that named it for a step of the duty, in
+     * the order they were recorded, after the given place in that order (`position`).
      */
-    custody(duty: string, object: string, after: Position | undefined, limit: number): Promise<CustodyRecord[]>;
+    custody(duty: string, object: string, after: number | undefined, limit: number): Promise<CustodyRecord[]>;
     /**
      * Issuances matching `filter` not yet listed from `after`: first those committed since behind
      * its position (`late`, by seq, up to `limit` + 1), then those past it in (issued_at, request id)
@@ -266,6 +266,8 @@ export interface ProofUse {
 /** One request that named an object for a step of a duty (the chain of custody). */
 export interface CustodyRecord {
   step: string;
+  /** Its place in the object's chain: 1 for the first step recorded, and so on. */
+  position: number;
   state: RequestState;
 }
 

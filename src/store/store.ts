@@ -330,10 +330,14 @@ export function createStore(engine: Engine, clock: Clock): Store {
     const recorded = [...new Set(probe.participants.flatMap((holder) => recordedKeys(holder.identity, holder.person?.key ?? null)))];
     const rows = steps.flatMap((step) => recorded.map((holder) => [step.duty, step.object, holder, step.step, request.id]));
     await Promise.all([
+      // Each new step numbered next in its object's chain: the object's lock (or SQLite's one
+      // writer) is held, so no two takers read the same last number; a step already recorded
+      // keeps its own. A probe names each object of a duty once.
       sql.run(
-        `INSERT INTO duty_steps (duty, object, created_at, request_id, step) VALUES ${steps.map(() => '(?, ?, ?, ?, ?)').join(', ')}
-         ON CONFLICT DO NOTHING`,
-        steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step]),
+        `INSERT INTO duty_steps (duty, object, created_at, request_id, step, position)
+         VALUES ${steps.map(() => '(?, ?, ?, ?, ?, (SELECT coalesce(max(position), 0) + 1 FROM duty_steps WHERE duty = ? AND object = ?))').join(', ')}
+         ON CONFLICT (duty, object, created_at, request_id) DO NOTHING`,
+        steps.flatMap((step) => [step.duty, step.object, request.createdAt, request.id, step.step, step.duty, step.object]),
       ),
       rows.length === 0
         ? undefined
@@ -654,14 +658,14 @@ export function createStore(engine: Engine, clock: Clock): Store {
 
     audit: {
       async custody(duty, object, after, limit) {
-        const rows = await read.all<RequestRow & { step: string }>(
-          `SELECT s.step, r.* FROM duty_steps s JOIN requests r ON r.id = s.request_id
-           WHERE s.duty = ? AND s.object = ? AND (s.created_at, s.request_id) > (?, ?)
-           ORDER BY s.created_at, s.request_id LIMIT ?`,
-          [duty, object, after?.createdAt ?? -1, after?.id ?? '', limit],
+        const rows = await read.all<RequestRow & { step: string; position: number }>(
+          `SELECT s.step, s.position, r.* FROM duty_steps s JOIN requests r ON r.id = s.request_id
+           WHERE s.duty = ? AND s.object = ? AND s.position > ?
+           ORDER BY s.position LIMIT ?`,
+          [duty, object, after ?? 0, limit],
         );
         const found = await states(read, rows.map(toRequest));
-        return rows.map((row, i) => ({ step: row.step, state: found[i] as RequestState }));
+        return rows.map((row, i) => ({ step: row.step, position: Number(row.position), state: found[i] as RequestState }));
       },
       async issuances(filter, after, limit, now) {
         // A request yields at most one token, so (issued_at, request id) orders issuances uniquely.

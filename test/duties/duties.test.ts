@@ -402,6 +402,25 @@ describe('GET /v1/audit/duties', () => {
   });
 });
 
+describe('GET /v1/audit/duties, paged while steps are taken', () => {
+  it('lists a step recorded after a page was read, even one whose clock was behind that page\'s last (another replica\'s clock)', async () => {
+    t = await start();
+    const auditor = await t.as.person('ivy', ['auditors']);
+    const started = t.clock();
+    t.clock.set(started + 10_000); // the replica that takes the first steps runs ahead
+    expect((await post(await trainer('bob-gh'), train('fraud-v1'))).status).toBe(201);
+    t.clock.advance(1_000);
+    expect((await post(await releaseJob('dave'), deploy('fraud-v1'))).status).toBe(202);
+    const first = await t.http.get('/v1/audit/duties?duty=model-release&identifier=fraud-v1&limit=1').set(bearer(auditor));
+    expect(first.body.items.map((r: { step: string }) => r.step)).toEqual(['train']);
+
+    t.clock.set(started); // the next step, on a replica whose clock is behind
+    expect((await post(await registryJob('carol'), register('fraud-v1'))).status).toBe(202);
+    const rest = await t.http.get(`/v1/audit/duties?duty=model-release&identifier=fraud-v1&cursor=${first.body.next_cursor}`).set(bearer(auditor));
+    expect(rest.body.items.map((r: { step: string }) => r.step)).toEqual(['deploy', 'register']);
+  });
+});
+
 describe('the CLI', () => {
   it('names objects with jit request --object, and shows one object\'s custody with jit audit duties', async () => {
     t = await start();
