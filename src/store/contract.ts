@@ -158,8 +158,8 @@ export interface Store {
     overdueReviews(now: number, limit: number, event: (review: BreakGlassReviewRecord) => AuditEntry): Promise<RequestRecord[]>;
     /**
      * Closed minutes whose refusals were counted rather than recorded: one event each; then up to
-     * `limit` minutes and rate windows with nothing left to say are forgotten. `more` when any of
-     * the three took a full `limit`: more may be due.
+     * `limit` minutes, rate windows and loads with nothing left to say are forgotten. `more` when
+     * any of them took a full `limit`: more may be due.
      */
     refusals(now: number, limit: number, event: (tally: RefusalTally) => AuditEntry): Promise<{ reported: number; more: boolean }>;
     /** DPoP proof jtis past their window: forgotten (a proof that old is refused as stale anyway). */

@@ -925,7 +925,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
             await sql.run('UPDATE caller_minutes SET refusals_counted = 0 WHERE holder = ? AND minute = ?', [tally.holder, tally.minute]);
           }
           await append(tallies.map((tally) => event({ actor: { iss: tally.actor_iss, sub: tally.actor_sub }, minuteStart: tally.minute, count: tally.refusals_counted })));
-          // Closed minutes with nothing left to report go, and windows a minute idle.
+          // Closed minutes with nothing left to report go, windows a minute idle, and loads at zero.
           const minutes = await sql.run(
             `DELETE FROM caller_minutes WHERE (holder, minute) IN
                (SELECT holder, minute FROM caller_minutes WHERE minute < ? AND refusals_counted = 0 LIMIT ? ${dialect.skipLocked()})`,
@@ -936,7 +936,13 @@ export function createStore(engine: Engine, clock: Clock): Store {
                (SELECT holder FROM caller_rates WHERE second <= ? LIMIT ? ${dialect.skipLocked()})`,
             [Math.floor(now / 1000) - WINDOW_SECONDS, limit],
           );
-          return { reported: tallies.length, more: Math.max(tallies.length, minutes, windows) >= limit };
+          // A caller holding nothing live or pending has nothing to count: its row comes back with its next request.
+          const loads = await sql.run(
+            `DELETE FROM holder_load WHERE live = 0 AND pending = 0 AND holder IN
+               (SELECT holder FROM holder_load WHERE live = 0 AND pending = 0 LIMIT ? ${dialect.skipLocked()})`,
+            [limit],
+          );
+          return { reported: tallies.length, more: Math.max(tallies.length, minutes, windows, loads) >= limit };
         }),
       proofs: (now, limit) =>
         engine.maintain(undefined, (sql) =>

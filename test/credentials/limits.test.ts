@@ -237,7 +237,7 @@ describe('refusal records', () => {
     expect(events.filter((e) => e.data.aggregated).map((e) => e.data.count)).toEqual([2]);
   });
 
-  it('forgets every idle caller\'s window and minute in one run of the scheduler, however many piled up while it was stopped', async () => {
+  it('forgets every idle caller\'s window, minute and load in one run of the scheduler, however many piled up while it was stopped', async () => {
     t = await start({ requestsPerMinute: 1_000 });
     const idle = 1_200; // more than two of the scheduler's batches
     const second = Math.floor(t.clock() / 1000) - 3_600;
@@ -248,10 +248,17 @@ describe('refusal records', () => {
       `INSERT INTO caller_minutes (holder, minute, refusals_recorded, refusals_counted, actor_iss, actor_sub) VALUES ${holders.map(() => '(?, ?, 1, 0, ?, ?)').join(', ')}`,
       holders.flatMap((h, i) => [h, minute, 'https://ci.test', `idle-${i}`]),
     );
+    await t.db.sql(`INSERT INTO holder_load (holder, live, pending) VALUES ${holders.map(() => '(?, 0, 0)').join(', ')}`, holders);
+    const holding = (await post(await t.as.pipeline(), read)).body; // one caller still holds a grant
+    expect(holding.status).toBe('issued');
     await t.broker.scheduler.runAll();
-    for (const table of ['caller_rates', 'caller_minutes']) {
-      expect((await t.db.sql<{ n: number }>(`SELECT count(*) AS n FROM ${table}`)).map((row) => Number(row.n)), table).toEqual([0]);
+    for (const table of ['caller_rates', 'caller_minutes', 'holder_load']) {
+      const left = await t.db.sql<{ n: number }>(`SELECT count(*) AS n FROM ${table} WHERE holder LIKE ?`, ['identity:https://ci.test\nidle-%']);
+      expect(left.map((row) => Number(row.n)), table).toEqual([0]);
     }
+    // The caller holding a grant keeps its count.
+    const loads = await t.db.sql<{ live: number }>('SELECT live FROM holder_load');
+    expect(loads.map((row) => Number(row.live))).toEqual([1, 1]);
   });
 
   it('caps what a refusal stores, however large the request', async () => {
