@@ -214,7 +214,8 @@ function checkTargetUri(htu: string, expectedUrl: string): void {
   if (problem === 'query') throw refuse('url', 'has an htu with a query or fragment: it names the URL without them');
   if (problem !== undefined) throw refuse('url', 'has an htu that is not an http(s) URL without user information');
   const expected = normalizeTargetUri(expectedUrl);
-  // The server's own URL: one it cannot read is a defect here, not the caller's fault.
-  if (expected === undefined) throw new TypeError(`cannot read the request URL ${expectedUrl}`);
+  // The URL the request named, which the broker reads from its own issuer and the request's path:
+  // one that is no URI is the request's fault, refused with the proof.
+  if (expected === undefined) throw refuse('url', 'was sent with a request whose target is no URI it can name');
   if (normalizeTargetUri(htu) !== expected) throw refuse('url', `is for another URL: its htu must be ${expected}`);
 }

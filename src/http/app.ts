@@ -2,7 +2,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import { consoleRoutes } from '../console/index.js';
 import type { Metrics } from '../observability/index.js';
 import type { AppDeps } from './deps.js';
-import { BODY_LIMIT, errorHandler, noSuchEndpoint, refuseLargeBodies } from './errors.js';
+import { BODY_LIMIT, errorHandler, noSuchEndpoint, refuseLargeBodies, utf8Only } from './errors.js';
 import { requestLogging } from './logging.js';
 import { findOperation } from './openapi/index.js';
 import { auditRoutes } from './routes/audit.js';
@@ -39,7 +39,7 @@ export function buildApp(deps: AppDeps): Express {
   });
   v1.use(deps.auth.requireIdentity);
   v1.use(refuseLargeBodies);
-  v1.use(express.json({ limit: BODY_LIMIT }));
+  v1.use(express.json({ limit: BODY_LIMIT, verify: utf8Only }));
   v1.use('/credentials', credentialRoutes(deps));
   v1.use('/audit', auditRoutes(deps));
   v1.use(listingRoutes(deps));

@@ -1,6 +1,7 @@
 import type { Request } from 'express';
 import type { PresentedProof } from '../credentials/index.js';
 import { dpopTargetUri, singleDpopHeader } from '../dpop/index.js';
+import { targetPath } from './target-path.js';
 
 /**
  * The DPoP proof a request carries (one `DPoP` header at most), with the URL it must name: the
@@ -8,5 +9,5 @@ import { dpopTargetUri, singleDpopHeader } from '../dpop/index.js';
  */
 export function presentedProof(req: Request, issuer: string): PresentedProof | undefined {
   const proof = singleDpopHeader(req);
-  return proof === undefined ? undefined : { proof, url: dpopTargetUri(issuer, req.originalUrl.split('?')[0] as string) };
+  return proof === undefined ? undefined : { proof, url: dpopTargetUri(issuer, targetPath(req)) };
 }

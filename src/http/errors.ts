@@ -1,8 +1,10 @@
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { BrokerError, InvalidRequest, MethodNotAllowed, NoSuchEndpoint, PayloadTooLarge, type FieldError, type OAuthErrorCode } from '../shared/errors.js';
 import { methodsOf } from './openapi/index.js';
+import { pathOfTarget, targetPath } from './target-path.js';
 
 export const PROBLEM_TYPE_BASE = 'urn:jit-broker:problem:';
 
@@ -31,6 +33,14 @@ export const refuseLargeBodies: RequestHandler = (req, _res, next) => {
   next();
 };
 
+/**
+ * body-parser's `verify`: a body whose bytes are not UTF-8 (an encoded lone surrogate, an overlong
+ * NUL, a stray byte) is refused, never read with U+FFFD standing in for what the caller sent.
+ */
+export function utf8Only(_req: unknown, _res: unknown, body: Buffer): void {
+  if (!isUtf8(body)) throw Object.assign(new Error('The request body is not UTF-8.'), { type: 'encoding.invalid', status: 400 });
+}
+
 /** body-parser reports its failures as errors with a `type`; they are the caller's fault. */
 function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerError | undefined {
   switch (error.type) {
@@ -38,9 +48,11 @@ function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerErro
       return tooLarge();
     case 'entity.parse.failed':
       return new InvalidRequest('The request body is not valid JSON.');
-    case 'encoding.unsupported':
     case 'charset.unsupported':
+    case 'encoding.invalid':
       return new InvalidRequest('The request body must be UTF-8.');
+    case 'encoding.unsupported':
+      return new InvalidRequest('The request body\'s Content-Encoding is not one this server reads (identity, gzip, deflate or br).');
     case 'parameters.too.many':
       return new InvalidRequest('The request has too many parameters.');
     default:
@@ -51,7 +63,7 @@ function fromBodyParser(error: { type?: unknown; status?: unknown }): BrokerErro
 }
 
 /** `/oauth2` speaks RFC 6749 errors; everything else RFC 9457 problem+json. */
-const isOAuthPath = (req: Request) => req.originalUrl.startsWith('/oauth2/');
+const isOAuthPath = (req: Request) => targetPath(req).startsWith('/oauth2/');
 
 /**
  * The last handler: no route answered. Routing is case-sensitive, so another spelling of an
@@ -71,7 +83,7 @@ export const noSuchEndpoint: RequestHandler = (req) => {
  * validation problem.
  */
 function oauthErrorOf(error: BrokerError, req: Request): OAuthErrorCode {
-  if (error.oauthError !== 'invalid_request' || !/^\/oauth2\/token\/?(\?|$)/.test(req.originalUrl)) return error.oauthError;
+  if (error.oauthError !== 'invalid_request' || !/^\/oauth2\/token\/?$/.test(targetPath(req))) return error.oauthError;
   const fields = error.extensions.errors as FieldError[] | undefined;
   const scopeOnly = fields !== undefined && fields.length > 0 && fields.every((field) => /^#\/scopes?(\/|$)/.test(field.pointer));
   return scopeOnly && typeof (req.body as Record<string, unknown> | undefined)?.scope === 'string' ? 'invalid_scope' : error.oauthError;
@@ -130,9 +142,14 @@ export function answerUnreadable(error: NodeJS.ErrnoException, socket: Duplex): 
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'Request Timeout', 'The request was not sent in time.']
         : [400, 'Bad Request', 'The request is not HTTP this server can read.'];
-  const body = JSON.stringify({ type: `${PROBLEM_TYPE_BASE}invalid_request`, title: TITLES.invalid_request, status, detail });
+  // Under /oauth2, an OAuth error, as every other answer there, when the request line could be read.
+  const target = /^[A-Z]+ (\S+) /.exec((error as { rawPacket?: Buffer }).rawPacket?.toString('latin1') ?? '')?.[1];
+  const oauth = target !== undefined && (pathOfTarget(target)?.startsWith('/oauth2/') ?? false);
+  const [type, body] = oauth
+    ? ['application/json', JSON.stringify({ error: 'invalid_request', error_description: detail })]
+    : ['application/problem+json', JSON.stringify({ type: `${PROBLEM_TYPE_BASE}invalid_request`, title: TITLES.invalid_request, status, detail })];
   socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
       `X-Request-Id: ${randomUUID()}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

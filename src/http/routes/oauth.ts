@@ -1,7 +1,7 @@
 import express, { Router } from 'express';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
-import { BODY_LIMIT } from '../errors.js';
+import { BODY_LIMIT, utf8Only } from '../errors.js';
 import { presentedProof } from '../dpop.js';
 import * as tokenExchange from '../oauth/token-exchange.js';
 import { tokenForm } from '../schemas.js';
@@ -20,7 +20,7 @@ const tokenParam = (body: unknown): string => parseInput(tokenForm, body ?? {}, 
 export function oauthRoutes(deps: AppDeps): Router {
   const { auth, tokens } = deps;
   const router = Router({ caseSensitive: true });
-  router.use(noStore, express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50 }));
+  router.use(noStore, express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only }));
 
   router.post('/token', async (req, res) => {
     const grant = (req.body as Record<string, unknown> | undefined)?.grant_type;
