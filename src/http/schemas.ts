@@ -101,10 +101,13 @@ export const tokenExchangeForm = z.object({
   // RFC 8707: names the audience when `audience` is absent (the token endpoint reconciles the two first).
   resource: z.string().optional(),
   task_id: z.string().optional(),
+  // Any positive whole number the JSON API takes (a safe integer): one above the scope's or the
+  // rule's maxTtl is clamped to it, however many digits it has.
   ttl_seconds: z
     .string()
-    .regex(/^0*[1-9]\d{0,14}$/, 'ttl_seconds must be a positive whole number of seconds')
+    .regex(/^0*[1-9]\d*$/, 'ttl_seconds must be a positive whole number of seconds')
     .transform(Number)
+    .refine(Number.isSafeInteger, 'ttl_seconds must be a positive whole number of seconds')
     .optional(),
   justification: z.string().optional(),
   break_glass: z.enum(['true', 'false'], { message: 'break_glass must be true or false' }).optional(),

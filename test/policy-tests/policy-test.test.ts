@@ -436,6 +436,15 @@ describe('a case\'s text is read as the API reads it', () => {
     expect(tested).toMatchObject({ outcome: 'invalid_token', detail: expect.stringContaining('too large') });
   });
 
+  it('takes a subject as long as a token\'s, and answers one past the broker\'s 1,024 bytes with the 401 it gives', async () => {
+    for (const [subject, outcome, status] of [[`repo:acme/app:ref:refs/heads/${'b'.repeat(600)}`, 'issued', 201], [`repo:acme/app:ref:refs/heads/${'b'.repeat(1_100)}`, 'invalid_token', 401]] as const) {
+      const answered = await t.http.post('/v1/credentials').set(bearer(await issuers.ci.token(subject, pipeline().claims, { now: t.clock() }))).send({ task_id: 'same', scopes: ['artifacts:read'], audience: registry });
+      expect(answered.status).toBe(status);
+      const cases = [{ name: 'a long branch', identity: pipeline({}, subject), request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome } }];
+      expect(await policyTest(write(`long-subject-${outcome}.yaml`, YAML.stringify({ cases })))).toMatchObject({ code: 0, stderr: '' });
+    }
+  });
+
   it('answers authorization_details past the API\'s 8 KiB with the 400 the broker gives', async () => {
     const details = Array.from({ length: 16 }, (_, i) => ({ type: 'model', identifier: `fraud-${i}`, actions: Array.from({ length: 16 }, () => 'a'.repeat(40)) }));
     const ml = { issuer: 'ci', subject: 'repo:acme/ml:ref:refs/heads/main', claims: { repository: 'acme/ml', ref: 'refs/heads/main', actor: 'pat' } };
