@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -95,6 +95,13 @@ describe('jit backup and jit restore', () => {
       stderr: expect.stringContaining('pg_dump'),
     });
     expect(await runCli(['backup', '--db', database])).toMatchObject({ code: 2 });
+    // Not even what the first look cannot see: a dangling symlink (or a file written at --out
+    // while the copy ran) is left as it was, never replaced.
+    const dangling = join(dir, 'dangling.db');
+    symlinkSync(join(dir, 'nowhere'), dangling);
+    expect(await runCli(['backup', '--db', database, '--out', dangling])).toMatchObject({ code: 1, stderr: expect.stringContaining('already exists') });
+    expect(lstatSync(dangling).isSymbolicLink()).toBe(true);
+    expect(readdirSync(dir).filter((name) => name.includes('partial'))).toEqual([]);
   });
 
   it('refuses to restore over a database a broker has open, and changes nothing', async () => {

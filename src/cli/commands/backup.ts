@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { verifyStoredChain } from '../../audit/index.js';
@@ -107,7 +107,14 @@ export async function backup(args: string[], io: CliIo): Promise<number> {
   try {
     await copyDatabase(values.db, part);
     const verified = await verifyFile(part);
-    renameSync(part, values.out);
+    // A link, not a rename: it fails on anything at --out by now (a file written meanwhile, a
+    // dangling symlink), where a rename would silently replace it.
+    try {
+      linkSync(part, values.out);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new CliError(`${values.out} already exists; a backup never overwrites: choose another name`);
+      throw error;
+    }
     syncDirectory(dirname(values.out));
     report(io, values.json, { backup: values.out, ...verified }, `backed up ${values.db} to ${values.out}: ${verified.events} events, chain head ${verified.head}\n`);
     return 0;
