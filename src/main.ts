@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster';
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
 import { answerUnreadable } from './http/errors.js';
@@ -76,6 +76,18 @@ async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals)
   server.on('clientError', answerUnreadable);
 
   let stopping = false;
+  // While stopping, every answer closes its connection: a keep-alive one would hold the stop for
+  // node's keepAliveTimeout after its last request, or past the grace, and cut the database's close.
+  const answering = new Set<ServerResponse>();
+  const closeAfter = (res: ServerResponse) => {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+    else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
+  };
+  server.on('request', (_req, res: ServerResponse) => {
+    if (stopping) return closeAfter(res);
+    answering.add(res);
+    res.once('close', () => answering.delete(res));
+  });
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -96,6 +108,7 @@ async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals)
     }
     server.close(closeBroker);
     server.closeIdleConnections();
+    for (const res of answering) closeAfter(res);
   };
   await broker.scheduler.start();
   // Asked while the broker started: its store is open now, and closes without serving.

@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
@@ -34,5 +35,34 @@ describe('the broker process', () => {
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(output.stdout).toContain('"msg":"stopped"');
+  });
+
+  it('answers a request in flight at SIGTERM, closing its keep-alive connection with the answer, and stops cleanly', async () => {
+    const dir = tempDir('jit-main-test-');
+    const issuers = await createTestIssuers();
+    writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(baseConfig(dir, issuers)));
+    const { child, output, exited } = await startProcess([], { BROKER_CONFIG: join(dir, 'ok.yaml'), PORT: '0' });
+    await until(() => output.stdout.includes('listening'));
+    const { url } = JSON.parse(output.stdout.split('\n').find((line) => line.includes('listening')) as string) as { url: string };
+    const token = await issuers.ci.token('repo:acme/app:ref:refs/heads/main', { repository: 'acme/app', actor: 'pat' }, { now: Date.now() });
+    const body = JSON.stringify({ task_id: 'in-flight', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+    const { hostname, port } = new URL(url);
+    const socket = connect(Number(port), hostname);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    let received = '';
+    socket.on('data', (chunk) => (received += chunk.toString()));
+    const closedByServer = new Promise((resolve) => socket.once('end', resolve));
+    // Headers and half the body before SIGTERM; the rest after it.
+    socket.write(`POST /v1/credentials HTTP/1.1\r\nHost: ${url.slice(7)}\r\nConnection: keep-alive\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.kill('SIGTERM');
+    await until(() => output.stdout.includes('stopping'));
+    socket.write(body.slice(10));
+    await closedByServer;
+    expect(received).toMatch(/^HTTP\/1\.1 201 /);
+    expect(received).toMatch(/\r\nConnection: close\r\n/i);
+    expect(await exited).toBe(0);
+    expect(output.stdout).toContain('"msg":"stopped"');
+    expect(output.stdout).not.toContain('did not finish in time');
   });
 });
