@@ -64,6 +64,12 @@ export function runPrimary(options: {
     startedAt.delete(worker.id);
     serving.delete(worker.id);
     if (stopping) {
+      // A worker that did not stop cleanly (its grace ran out, its store did not close) makes the
+      // whole stop unclean: the operator sees the broker's exit code, not the worker's.
+      if (exitCode === 0 && (code !== 0 || signal !== null)) {
+        exitCode = 1;
+        logger.error({ worker: worker.id, code, signal }, 'a worker did not stop cleanly');
+      }
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         logger.info('stopped');
         process.exit(exitCode);

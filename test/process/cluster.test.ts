@@ -143,3 +143,21 @@ describe('a broker of several worker processes', () => {
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
   });
 });
+
+describe('a stop a worker does not finish cleanly', () => {
+  it('is the broker\'s exit code too: 1, not the primary\'s own 0', async () => {
+    const own = await startBrokerProcess(dir, 'unclean', { ...config, database: join(dir, 'unclean.db') });
+    try {
+      const [stuck] = workerPids(own);
+      // Stopped, it cannot answer the SIGTERM the primary sends; killed, it never closes its store.
+      process.kill(stuck as number, 'SIGSTOP');
+      own.child.kill('SIGTERM');
+      await until(() => own.lines().some((line) => line.msg === 'stopping: workers finish their in-flight requests'));
+      process.kill(stuck as number, 'SIGKILL');
+      expect(await own.exited).toBe(1);
+      expect(own.lines().some((line) => line.msg === 'a worker did not stop cleanly')).toBe(true);
+    } finally {
+      if (own.child.exitCode === null) own.child.kill('SIGKILL');
+    }
+  });
+});
