@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -21,6 +21,21 @@ describe('the broker process', () => {
     expect(output.stderr).toContain('  - listen.port: Invalid input: expected number, received string');
     expect(output.stdout + output.stderr).not.toMatch(/\n\s+at /);
     expect(JSON.parse(output.stdout.trim().split('\n')[0] as string)).toMatchObject({ level: 'fatal', problems: expect.any(Array) });
+  });
+
+  it('refuses to start on a file that is no database: exit 78, one line naming it, no stack trace, the file untouched', async () => {
+    const dir = tempDir('jit-main-test-');
+    const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    const garbage = Buffer.alloc(8192, 0x41);
+    writeFileSync(config.database, garbage);
+    writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(config));
+    const { output, exited } = await startProcess(['--config', join(dir, 'ok.yaml')], { PORT: '0' });
+    expect(await exited).toBe(78);
+    // One line (each worker that got that far says the same).
+    const said = `jit-broker: the database ${config.database} cannot be used (SQLITE_NOTADB: file is not a database); check the file and its permissions, or restore it from a backup`;
+    expect([...new Set(output.stderr.trim().split('\n'))]).toEqual([said]);
+    expect(output.stdout + output.stderr).not.toMatch(/\n\s+at /);
+    expect(readFileSync(config.database)).toEqual(garbage);
   });
 
   it('logs where it listens, serves, and stops cleanly on SIGTERM', async () => {

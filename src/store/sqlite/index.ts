@@ -1,4 +1,6 @@
+import Database from 'better-sqlite3';
 import type { Clock } from '../../shared/clock.js';
+import { StartRefused } from '../../shared/errors.js';
 import type { Store } from '../contract.js';
 import { createStore } from '../store.js';
 import { migrate, openDatabase, type Db } from './database.js';
@@ -12,11 +14,11 @@ export type { Db } from './database.js';
  * one connection for the writer, one for reads, so that reads never wait on the write lock.
  */
 export function openSqliteStore(path: string, clock: Clock): Store {
-  const db = openDatabase(path);
+  const db = unusableRefused(path, () => openDatabase(path));
   let reader;
   try {
-    migrate(db);
-    reader = openDatabase(path);
+    unusableRefused(path, () => migrate(db));
+    reader = unusableRefused(path, () => openDatabase(path));
     reader.pragma('query_only = ON');
   } catch (error) {
     db.close();
@@ -27,6 +29,24 @@ export function openSqliteStore(path: string, clock: Clock): Store {
   // retries on a timer instead of blocking this process's event loop (see writer.ts).
   db.pragma('busy_timeout = 0');
   return createStore(createSqliteEngine(db, clock, reader), clock);
+}
+
+/** SQLite's answers for a file the operator must fix before the broker can run on it. */
+const UNUSABLE = /^SQLITE_(NOTADB|CORRUPT|READONLY|CANTOPEN|PERM|AUTH)/;
+
+/**
+ * `open` run, with a database file that cannot be used (not a database, corrupt, read-only, not
+ * permitted) refused as the operator's to fix, naming the file, in one line: not a crash.
+ */
+function unusableRefused<T>(path: string, open: () => T): T {
+  try {
+    return open();
+  } catch (error) {
+    if (error instanceof Database.SqliteError && UNUSABLE.test(error.code)) {
+      throw new StartRefused('database_unusable', `the database ${path} cannot be used (${error.code}: ${error.message}); check the file and its permissions, or restore it from a backup`);
+    }
+    throw error;
+  }
 }
 
 /**
