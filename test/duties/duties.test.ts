@@ -275,6 +275,17 @@ describe('authorization_details', () => {
     const refused = await exchange(JSON.stringify(model('fraud-v1')), 'model:deploy');
     expect(refused.body.error).toBe('invalid_scope'); // the duty: the same pipeline trained it
     expect((await t.http.get('/.well-known/oauth-authorization-server')).body.authorization_details_types_supported).toEqual(['model']);
+    // Read only for a caller whose token was accepted, as /v1 reads a body (and jit policy test judges a case).
+    const unknown = await t.http.post('/oauth2/token').type('form').send({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: 'not-a-token',
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      scope: 'model:train',
+      audience: registry,
+      task_id: 'train',
+      authorization_details: 'not json',
+    });
+    expect(unknown.body).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/subject_token/) });
   });
 });
 
