@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, createLocalJWKSet, errors, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
 import type { Logger } from 'pino';
-import type { Clock } from '../shared/clock.js';
+import { toIso, type Clock } from '../shared/clock.js';
 import { Unavailable } from '../shared/errors.js';
 import { keyMembers, publicJwk, readPrivateJwk } from '../shared/key-files.js';
 import type { SigningKeyRecord, Store } from '../store/index.js';
@@ -310,6 +310,16 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     const { active, published } = current();
     if (custody.kind === 'files') {
       logger.info({ custody: 'files', keyDir: custody.keyDir, published: published.length }, 'signing keys: private halves in key files, one key per key directory');
+      // Key files lost (a database restored without its keyDir, a new volume): the key made now
+      // signs only once published for publishAhead, so say why the broker is not ready until then.
+      const now = clock();
+      if (!published.some((key) => key.activatesAt <= now && halves.holds(key))) {
+        const next = published.filter(halves.holds).map((key) => key.activatesAt).sort((a, b) => a - b)[0];
+        logger.warn(
+          { keyDir: custody.keyDir, missing: published.filter((key) => !halves.holds(key)).map((key) => key.kid), signs_from: next === undefined ? null : toIso(next) },
+          'no signing key this process may use yet: the key files of the published keys are not in keyDir; it signs once its new key has been published for signing.publishAhead, and is not ready until then',
+        );
+      }
       return;
     }
     const sealing = custody.keys[0].id;

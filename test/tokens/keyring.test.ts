@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -42,6 +42,18 @@ describe('signing keys', () => {
     await t.restart();
     expect(await kids(t)).toEqual([first?.kid]);
     expect(kidOf(await issue(t))).toBe(first?.kid);
+  });
+
+  it.runIf(ENGINE === 'sqlite')('says at start why it cannot sign yet when the published keys\' files are gone, and when it will', async () => {
+    t = await startTestBroker();
+    const [first] = (await jwks(t)).keys;
+    const keyDir = join(t.dir, 'keys');
+    for (const file of readdirSync(keyDir)) rmSync(join(keyDir, file));
+    await t.restart();
+    const warning = t.logs.map((line) => JSON.parse(line) as Record<string, unknown>).find((line) => String(line.msg).startsWith('no signing key this process may use yet'));
+    expect(warning).toMatchObject({ level: 'warn', missing: [first?.kid], signs_from: expect.any(String) });
+    expect(Date.parse(warning?.signs_from as string)).toBeGreaterThan(t.clock());
+    expect((await t.http.get('/readyz')).status).toBe(503);
   });
 
   it.runIf(ENGINE === 'sqlite')('refuses to start with a key file others can read', async () => {
