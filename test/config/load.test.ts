@@ -279,6 +279,31 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     expect(parseConfig('test', await config(duty([{ name: 'train', scopes: ['model:train'] }, { name: 'release', scopes: ['model:deploy'], formerly: ['deploy'] }]))).duties[0]?.steps[1]?.formerly).toEqual(['deploy']);
   });
 
+  it('refuses a duty without two steps or a type, a type of two duties, a step scope that is no scope or already another step, identifiers of a type no duty has', async () => {
+    const duties = (...list: object[]) => (c: Record<string, any>) => (c.duties = list);
+    const train = { name: 'train', scopes: ['model:train'] };
+    const deploy = { name: 'deploy', scopes: ['model:deploy'] };
+    expect(await problems(duties({ name: 'model-release', type: 'model', steps: [] }))).toEqual(['duties.0.steps: a duty separates steps: name at least two']);
+    expect(await problems(duties({ name: 'model-release', type: 'model', steps: [train] }))).toEqual(['duties.0.steps: a duty separates steps: name at least two']);
+    expect((await problems(duties({ name: 'model-release', steps: [train, deploy] })))[0]).toMatch(/^duties\.0\.type: /);
+    expect(await problems(duties({ name: 'model-release', type: 'model', steps: [train, deploy] }, { name: 'model-audit', type: 'model', steps: [{ name: 'a', scopes: ['logs:read'] }, { name: 'b', scopes: ['artifacts:read'] }] }))).toEqual([
+      'duties.1.type: type "model" is already duties.0\'s; one duty per type',
+    ]);
+    expect(await problems(duties({ name: 'model-release', type: 'model', steps: [train, { name: 'ghost', scopes: ['model:ghost'] }] }))).toEqual(['duties.0.steps.1.scopes.0: no scope is named "model:ghost"']);
+    expect(await problems(duties({ name: 'model-release', type: 'model', steps: [train, { name: 'again', scopes: ['model:train'] }] }))).toEqual([
+      'duties.0.steps.1.scopes.0: scope "model:train" is already step "train" of duty "model-release"; a scope belongs to one step of one duty',
+    ]);
+    expect(await problems(duties({ name: 'model-release', type: 'model', steps: [train, deploy] }, { name: 'data', type: 'dataset', steps: [{ name: 'a', scopes: ['model:train'] }, { name: 'b', scopes: ['logs:read'] }] }))).toEqual([
+      'duties.1.steps.0.scopes.0: scope "model:train" is already step "train" of duty "model-release"; a scope belongs to one step of one duty',
+    ]);
+    expect(
+      await problems((c) => {
+        duties({ name: 'model-release', type: 'model', steps: [train, deploy] })(c);
+        c.policies[0].identifiers = { dataset: ['x'] };
+      }),
+    ).toEqual(['policies.0.identifiers.dataset: no duty has the type "dataset"']);
+  });
+
   it('refuses a claim value written as a whole number past 2^53 - 1, which YAML reads as another number', async () => {
     // 12345678901234567890 reads as 12345678901234567000, which other repositories' ids would match.
     const path = write('big-number.yaml', `${YAML.stringify(await config())}`.replace(/^policies:\n/m, 'policies:\n  - id: big\n    match: { issuer: ci, claims: { repository_id: 12345678901234567890 } }\n    scopes: [logs:read]\n'));

@@ -165,6 +165,25 @@ describe('control characters and sizes', () => {
       expect(refused.status, type).toBe(413);
     }
   });
+
+  it('draw the 64 KiB line at its byte: 65,536 bytes are read, 65,537 are 413, as JSON and as a form', async () => {
+    const json = (bytes: number) => {
+      const shell = JSON.stringify({ ...body, pad: '' });
+      return JSON.stringify({ ...body, pad: 'p'.repeat(bytes - shell.length) });
+    };
+    const form = (bytes: number) => {
+      const shell = 'grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&pad=';
+      return `${shell}${'p'.repeat(bytes - shell.length)}`;
+    };
+    const job = await t.as.pipeline();
+    for (const [bytes, refused] of [[65_536, false], [65_537, true]] as const) {
+      const v1 = await t.http.post('/v1/credentials').set(bearer(job)).set('content-type', 'application/json').send(json(bytes));
+      const oauth = await t.http.post('/oauth2/token').type('form').send(form(bytes));
+      expect(Buffer.byteLength(json(bytes))).toBe(bytes);
+      expect(Buffer.byteLength(form(bytes))).toBe(bytes);
+      expect([v1.status === 413, oauth.status === 413], `${bytes} bytes`).toEqual([refused, refused]);
+    }
+  });
 });
 
 describe('unknown query fields', () => {

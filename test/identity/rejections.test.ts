@@ -132,8 +132,9 @@ describe('identity tokens', () => {
     }
   });
 
-  it('refuses a token without sub', async () => {
+  it('refuses a token without sub, or with an empty one (every such token of an issuer would be one identity)', async () => {
     await expectRefused(await t.issuers.ci.token(undefined, claims, { now: t.clock() }), 'missing_claim');
+    await expectRefused(await t.issuers.ci.token('', claims, { now: t.clock() }), 'missing_claim');
   });
 
   it('refuses a token without exp', async () => {
