@@ -40,6 +40,12 @@ describe('the audit log, with its guards in place', () => {
     expect(await t.db.sql('SELECT type FROM audit_events WHERE seq = 2')).toEqual([{ type: event!.type }]);
   });
 
+  it.runIf(ENGINE === 'sqlite')('refuses a row past a gap: the log grows only at its head', async () => {
+    const [head] = await t.db.sql<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+    await refused(`INSERT INTO audit_events ${COLUMNS} VALUES (?, ?, 'token.issued', NULL, NULL, NULL, '{}', ?, ?)`, [Number(head!.seq) + 2, new Date().toISOString(), head!.hash, '0'.repeat(64)]);
+    expect(await t.db.sql('SELECT seq FROM audit_events WHERE seq > ?', [head!.seq])).toEqual([]);
+  });
+
   it('refuses a row outside the chain, at seq 0 or below', async () => {
     for (const seq of [0, -1]) {
       await refused(`INSERT INTO audit_events ${COLUMNS} VALUES (?, ?, 'token.issued', NULL, NULL, NULL, '{}', ?, ?)`, [seq, new Date().toISOString(), '0'.repeat(64), '0'.repeat(64)]);

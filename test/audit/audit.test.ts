@@ -221,7 +221,42 @@ describe('GET /v1/audit/events', () => {
   });
 });
 
+/** CONTRACT section 5's canonical form, written here from its words alone: keys sorted at every depth, no white space. */
+const sortedJson = (value: unknown): string =>
+  Array.isArray(value)
+    ? `[${value.map(sortedJson).join(',')}]`
+    : value !== null && typeof value === 'object'
+      ? `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${sortedJson((value as Record<string, unknown>)[key])}`).join(',')}}`
+      : JSON.stringify(value);
+
 describe('the chain', () => {
+  it('is the contract\'s formula: seq from 1 without a gap, the first prev_hash 64 zeros, hash = hex(sha256(prev_hash + canonical))', async () => {
+    const { createHash } = await import('node:crypto');
+    const events = (await get('/v1/audit/events?limit=1000')).body.items as { seq: number; at: string; type: string; actor: unknown; request_id?: string; data: unknown; prev_hash: string; hash: string }[];
+    expect(events.length).toBeGreaterThan(10);
+    events.forEach((event, i) => {
+      expect(event.seq).toBe(i + 1);
+      expect(event.prev_hash).toBe(i === 0 ? '0'.repeat(64) : events[i - 1]?.hash);
+      const canonical = sortedJson({ seq: event.seq, at: event.at, type: event.type, actor: event.actor, request_id: event.request_id ?? null, data: event.data });
+      expect(event.hash, `seq ${event.seq}`).toBe(createHash('sha256').update(event.prev_hash + canonical).digest('hex'));
+    });
+  });
+
+  it('is broken at a gap in seq, however well the hashes link across it', async () => {
+    const { chainHash, GENESIS_HASH } = await import('../../src/shared/chain-hash.js');
+    const { chainVerifier } = await import('../../src/audit/chain.js');
+    // Links whose hashes chain, each over its own seq: 1, 2, then 4.
+    const links: { seq: number; prevHash: string; hash: string; canonical: string }[] = [];
+    for (const seq of [1, 2, 4]) {
+      const prevHash = links.at(-1)?.hash ?? GENESIS_HASH;
+      const canonical = `{"seq":${seq}}`;
+      links.push({ seq, prevHash, canonical, hash: chainHash(prevHash, canonical) });
+    }
+    const verifier = chainVerifier();
+    for (const link of links) if (!verifier.add(link)) break;
+    expect(verifier.verdict()).toEqual({ ok: false, firstBadSeq: 3 });
+  });
+
   it('verifies, and the store refuses to rewrite it', async () => {
     const verdict = (await get('/v1/audit/verify')).body;
     const [count] = await t.db.sql<{ n: number }>('SELECT count(*) AS n FROM audit_events');
