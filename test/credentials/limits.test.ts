@@ -218,6 +218,25 @@ describe('refusal records', () => {
     expect(events.reduce((sum, e) => sum + Number(e.data.count), 0)).toBe(refusals);
   });
 
+  it('caps each identity by its own count in its own minute: another caller, or the next minute, is recorded one by one again', async () => {
+    t = await start({ requestsPerMinute: 1_000 });
+    const minute = nextMinute();
+    t.clock.set(minute);
+    const refuse = async (token: string) => expect((await post(token, { ...read, scopes: ['db:admin'] })).status).toBe(403);
+    const noisy = await t.as.pipeline();
+    for (let i = 0; i < REFUSALS_RECORDED_PER_MINUTE + 3; i += 1) await refuse(noisy);
+    const recorded = async () => (await allEvents(t)).filter((e) => e.type === 'request.refused' && !e.data.aggregated);
+    expect(await recorded()).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
+    // Another identity, the same minute: its first refusal is its own to record.
+    const other = await t.as.pipeline({ repository: 'acme/other' }, 'repo:acme/other:ref:refs/heads/main');
+    await refuse(other);
+    expect((await recorded()).at(-1)?.actor).toMatchObject({ sub: 'repo:acme/other:ref:refs/heads/main' });
+    // The noisy identity, a minute later: recorded one by one again.
+    t.clock.set(minute + MINUTE);
+    await refuse(await t.as.pipeline());
+    expect(await recorded()).toHaveLength(REFUSALS_RECORDED_PER_MINUTE + 2);
+  });
+
   it('counts a refusal of a minute that ended here into its one event, when it read the clock there late (another replica\'s clock, a slow commit)', async () => {
     t = await start({ requestsPerMinute: 1_000 });
     const minute = nextMinute();

@@ -66,8 +66,10 @@ describe('a delegated exchange', () => {
     expect(response.body.expires_in).toBe(300); // the rule's maxTtl
     const claims = decodeJwt(response.body.access_token);
     expect(claims).toMatchObject({ sub: 'alice', client_id: 'sso', idp: 'sso', scope: 'artifacts:read', act: { iss: AGENTS_ISS, sub: 'agent:release-1' } });
-    const created = (await eventsOf(t, response.body.request_id)).find((e) => e.type === 'request.created');
-    expect(created?.data).toMatchObject({ act: { iss: AGENTS_ISS, sub: 'agent:release-1' }, delegation_rule: 'release-agent' });
+    const events = await eventsOf(t, response.body.request_id);
+    expect(events.find((e) => e.type === 'request.created')?.data).toMatchObject({ act: { iss: AGENTS_ISS, sub: 'agent:release-1' }, delegation_rule: 'release-agent' });
+    // CONTRACT section 5: the token.issued event holds act as the token does.
+    expect(events.find((e) => e.type === 'token.issued')?.data.act).toEqual(claims.act);
   });
 
   it.each([

@@ -28,6 +28,16 @@ describe('minted tokens', () => {
     expect(claims.exp).toBe((claims.iat as number) + 300);
   });
 
+  it('each carry a jti of its own, however many are minted in one millisecond', async () => {
+    const { mintAccessToken } = await import('../../src/tokens/mint.js');
+    t = await startTestBroker();
+    const grant = { sub: 's', aud: 'a', idp: 'ci', scopes: ['artifacts:read'], taskId: 't', requestId: 'r', approvers: [], breakGlass: false, ttlSeconds: 60 };
+    const now = t.clock();
+    const jtis = new Set<string>();
+    for (let i = 0; i < 2_000; i += 1) jtis.add((await mintAccessToken(t.broker.keyring, BROKER_ISSUER, grant, now, { clockSkewMs: 0 })).jti);
+    expect(jtis.size).toBe(2_000);
+  });
+
   it('verify at once where the resource server\'s clock lags the broker\'s by a few seconds, with no leeway', async () => {
     t = await startTestBroker();
     const token = await issue(t);
