@@ -105,7 +105,17 @@ describe('POST /v1/credentials, low risk', () => {
       });
     expect(exchanged.status).toBe(200);
     await t.http.post('/v1/credentials').set(bearer(response.body.access_token)).send(body); // a token misused as identity is logged as refused
-    const secrets = [identity, response.body.access_token as string, exchanged.body.access_token as string];
+    // Every other way a token leaves: break-glass, collection after approval, a child token.
+    const broken = await t.http.post('/v1/credentials').set(bearer(await t.as.person('olga', ['on-call']))).send({ ...body, scopes: ['logs:read'], break_glass: true, justification: 'production is down, need the logs now' });
+    expect(broken.status).toBe(201);
+    const ml = await t.as.ml();
+    const pending = (await t.http.post('/v1/credentials').set(bearer(ml)).send({ ...body, scopes: ['model:deploy'] })).body;
+    await t.http.post(`/v1/credentials/${pending.request_id}/approvals`).set(bearer(await t.as.person('alice', ['approvers', 'ml-release']))).send({ decision: 'approve', reason: 'ok', digest: pending.digest });
+    const collected = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(ml));
+    expect(collected.status).toBe(201);
+    const child = await t.http.post('/oauth2/token').type('form').send({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: exchanged.body.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' });
+    expect(child.status).toBe(200);
+    const secrets = [identity, response.body.access_token as string, exchanged.body.access_token as string, broken.body.access_token as string, collected.body.access_token as string, child.body.access_token as string];
     const logs = t.logs.join('\n');
     const database = await t.db.contents();
     for (const secret of secrets) {
