@@ -1,4 +1,4 @@
-import { readdirSync, readlinkSync, statSync } from 'node:fs';
+import { readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Unavailable } from '../../src/shared/errors.js';
@@ -142,6 +142,12 @@ describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
     expect(statSync(`${db.name}-wal`).size).toBeGreaterThan(0);
     await expect(sync.run()).resolves.toBeUndefined();
     sync.close();
+    // What it syncs is the WAL itself: the file every commit was written to.
+    const synced: string[] = [];
+    const recorded = walSync(db, async (fd) => void synced.push(readlinkSync(`/proc/self/fd/${fd}`)));
+    await recorded.run();
+    expect(synced).toEqual([realpathSync(`${db.name}-wal`)]);
+    recorded.close();
 
     const memory = openDatabase(':memory:');
     const none = walSync(memory);

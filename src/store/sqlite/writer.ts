@@ -210,11 +210,11 @@ export interface Sync {
  * writes the WAL, syncs nothing), and `run` is an fdatasync of the WAL file on libuv's thread
  * pool. The file is opened once: it stays the same file while this connection is open (SQLite
  * removes it only when the last connection closes). Nothing to sync in memory or read-only.
+ * `datasync` is node's fdatasync; a test hands in one that records what it was asked to sync.
  */
-export function walSync(db: Db): Sync {
+export function walSync(db: Db, datasync: (fd: number) => Promise<void> = promisify(fdatasync)): Sync {
   if (db.memory || db.readonly) return { run: async () => {}, close: () => {} };
   db.pragma('synchronous = NORMAL');
   const fd = openSync(`${db.name}-wal`, 'r');
-  const datasync = promisify(fdatasync);
   return { run: () => datasync(fd), close: () => closeSync(fd) };
 }
