@@ -87,6 +87,33 @@ describe('a token signed by the broker\'s key but not of its shape', () => {
   });
 });
 
+describe('a token signed by the broker\'s key that is not a broker access token for this call', () => {
+  const signed = (key: Key, header: Record<string, unknown>, claims: Record<string, unknown>) =>
+    new SignJWT({ iss: ISSUER, sub: 'repo:acme/app', aud: AUDIENCE, iat: Math.floor(clock() / 1000), exp: Math.floor(clock() / 1000) + 3600, jti: crypto.randomUUID(), scope: 'artifacts:read', client_id: 'ci', idp: 'ci', task_id: 't', request_id: 'r', ...claims })
+      .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'at+jwt', ...header })
+      .sign(key.privateKey);
+
+  it('is refused: another issuer, another typ (a checkpoint, a plain JWT), a scope that only contains the one required, a cnf it cannot check', async () => {
+    const a = await makeKey();
+    published = [a];
+    const rs = verifier();
+    expect(await outcome(rs.verify(await signed(a, {}, {}), { requiredScopes: ['artifacts:read'] }))).toBe('ok');
+    expect(await outcome(rs.verify(await signed(a, {}, { iss: 'https://other.example' })))).toBe('invalid');
+    for (const typ of ['JWT', 'checkpoint+jwt']) expect(await outcome(rs.verify(await signed(a, { typ }, {}))), typ).toBe('invalid');
+    expect(await outcome(rs.verify(await signed(a, {}, { scope: 'artifacts:read-all' }), { requiredScopes: ['artifacts:read'] }))).toBe('scope');
+    expect(await outcome(rs.verify(await signed(a, {}, { cnf: { jkt: 'x'.repeat(43), 'x5t#S256': 'y'.repeat(43) } })))).toBe('invalid');
+  });
+
+  it('is refused as break-glass where the resource server says so, and taken where it does not', async () => {
+    const a = await makeKey();
+    published = [a];
+    const rs = verifier();
+    const token = await signed(a, {}, { break_glass: true });
+    expect(await outcome(rs.verify(token, { refuseBreakGlass: true }))).toBe('break_glass');
+    expect(await outcome(rs.verify(token))).toBe('ok');
+  });
+});
+
 describe('the verifier\'s copy of the JWKS', () => {
   it('is kept as long as Cache-Control says, and fetched again after', async () => {
     const a = await makeKey();
