@@ -22,6 +22,15 @@ describe('compileGlob', () => {
     expect(exact('refs/heads/main')).toBe(true);
     expect(exact('refs/heads/main2')).toBe(false);
     expect(exact('xrefs/heads/main')).toBe(false);
+    // Another spelling is another value: letter case included.
+    expect(exact('Refs/heads/main')).toBe(false);
+    expect(matcher({ repository: 'acme/app' })({ repository: 'ACME/app' })).toBe(false);
+  });
+
+  it('matches only tokens of its issuer, whatever their subject and claims', () => {
+    const compiled = compileMatch({ issuer: 'ci', subject: 'repo:acme/*' } as MatchConfig);
+    expect(compiled({ idp: 'ci', sub: 'repo:acme/app', claims: {} })).toBe(true);
+    expect(compiled({ idp: 'sso', sub: 'repo:acme/app', claims: {} })).toBe(false);
   });
 
   it('lets * match any run of characters, the empty run included, anchored at both ends', () => {
