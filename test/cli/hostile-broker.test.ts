@@ -56,6 +56,14 @@ describe('text from the broker', () => {
     expect(verified.stdout).toContain('\\u{1b}');
   });
 
+  it('reaches the terminal escaped in a refusal too: the problem\'s detail is the broker\'s text', async () => {
+    answer = (_req, res) => res.writeHead(403, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ type: 'urn:jit-broker:problem:policy_denied', title: 'Denied by policy', status: 403, detail: `${ESC}\u202erefused` }));
+    const refused = await jit(request, { env: env() });
+    expect(refused.code).toBe(3);
+    expect(refused.stdout + refused.stderr).not.toMatch(/[\x1b\u009b\u202e]/);
+    expect(refused.stderr).toContain('\\u{1b}');
+  });
+
   it('reaches the terminal escaped in JSON too, C1 and bidi controls included, and in the entitlements summary', async () => {
     const hostile = `${ESC}\u009b31m\u202eevil`;
     answer = (_req, res) => json(res, 200, { ok: true, events: 1, head: hostile });

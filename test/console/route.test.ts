@@ -263,6 +263,13 @@ describe('the development sign-in', () => {
     expect(stranger.headers.location).toBeUndefined();
     const unknownClient = await t.http.get(`/console/dev-sign-in/authorize?${authorize(undefined, { client_id: 'someone' })}`);
     expect(unknownClient.status).toBe(400);
+    // Nor anywhere that only starts like an allowed one, or carries a fragment or user information.
+    const callback = `${new URL(t.config.issuer).origin}/console/callback`;
+    for (const redirect of [`${callback}x`, `${callback}/../../v1`, 'http://127.0.0.1:5555/callback#x', 'http://evil.example@127.0.0.1:5555/callback']) {
+      const refused = await t.http.get(`/console/dev-sign-in/authorize?${authorize(redirect)}`);
+      expect(refused.status, redirect).toBe(400);
+      expect(refused.headers.location).toBeUndefined();
+    }
 
     const hostile = await t.http.get(`/console/dev-sign-in/authorize?${authorize(undefined, { state: '"><script>alert(1)</script>' })}`);
     expect(hostile.status).toBe(200);
