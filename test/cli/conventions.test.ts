@@ -350,6 +350,10 @@ describe('finding the broker', () => {
     expect(remote.stderr).toContain('plain http to another machine');
     expect((await jit(['profile', 'set', '--broker', 'http://broker.example.com'])).code).toBe(2);
     expect((await jit(['profile', 'set', '--broker', 'https://user:pw@broker.example.com'])).code).toBe(2);
+    // Only JIT_ALLOW_HTTP=1 opts in: 0, or any other value, is no.
+    for (const value of ['0', 'yes', '']) {
+      expect((await jit(lowRisk(), { env: { BROKER_URL: 'http://broker.example.com', BROKER_IDENTITY_TOKEN: identity, JIT_ALLOW_HTTP: value } })).code, value).toBe(2);
+    }
     // Opted in (a mesh sidecar protects the path): the CLI tries, and here finds nothing.
     const optedIn = await jit(lowRisk(), { env: { BROKER_URL: 'http://broker.invalid', BROKER_IDENTITY_TOKEN: identity, JIT_ALLOW_HTTP: '1' } });
     expect(optedIn.code).toBe(69);

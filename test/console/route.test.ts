@@ -103,6 +103,7 @@ describe('GET /console', () => {
     t = await startTestBroker({ configure: withConsole(sso.issuer, { scopes: ['openid', 'groups'] }) });
     const config = await t.http.get('/console/config.json');
     expect(config.status).toBe(200);
+    expect(config.headers['cache-control']).toBe('no-store');
     expect(config.body).toEqual({
       issuer: sso.issuer,
       client_id: 'jit-console',

@@ -289,6 +289,7 @@ describe('webhooks', () => {
     ['readable by others', (dir: string) => secretFile(dir, undefined, 0o644).path, /readable by other users/],
     ['not a whsec_ secret', (dir: string) => secretFile(dir, 'hunter2').path, /not a webhook secret/],
     ['too short', (dir: string) => secretFile(dir, `whsec_${randomBytes(8).toString('base64')}`).path, /not a webhook secret/],
+    ['a byte short of 24', (dir: string) => secretFile(dir, `whsec_${randomBytes(23).toString('base64')}`).path, /not a webhook secret/],
   ])('refuses to start when the secret file is %s', async (_case, makePath, reason) => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-webhook-secret-'));
     try {

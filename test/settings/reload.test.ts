@@ -140,6 +140,10 @@ describe('reloading the configuration', () => {
     expect(await t.broker.reload(configFile(t, (raw) => (raw.policyTests = 'broker.cases.yaml')), {})).toMatchObject({ status: 'applied', changed: ['policyTests'] });
   });
 
+  it('takes these, and only these, as restart-only, as the README says', () => {
+    expect([...RESTART_ONLY_SETTINGS].sort()).toEqual(['audit', 'console', 'database', 'issuer', 'listen', 'scheduler', 'signing']);
+  });
+
   it.each(RESTART_ONLY_SETTINGS)('refuses a change to %s, which needs a restart', async (key) => {
     t = await startTestBroker();
     const changes: Record<(typeof RESTART_ONLY_SETTINGS)[number], (raw: Record<string, any>) => void> = {
