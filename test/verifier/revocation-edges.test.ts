@@ -107,6 +107,47 @@ async function jwksServer(body: () => unknown): Promise<string> {
   return `http://127.0.0.1:${(s.address() as AddressInfo).port}/jwks`;
 }
 
+/** A broker in front of the test's: its JWKS passed through, its revocation answers the test's own. */
+async function brokerAnswering(answers: { introspect?: () => unknown; revocations?: (cursor: string | null) => unknown }): Promise<string> {
+  const s = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const reply = (body: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    if (url.pathname === '/.well-known/jwks.json') return void fetch(`${server.url}${url.pathname}`).then(async (r) => reply(await r.json()));
+    if (url.pathname === '/oauth2/introspect' && answers.introspect) return reply(answers.introspect());
+    if (url.pathname === '/v1/revocations' && answers.revocations) return reply(answers.revocations(url.searchParams.get('cursor')));
+    res.writeHead(404).end();
+  });
+  extra.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+const answeredBy = (brokerUrl: string, mode: 'introspect' | 'list') =>
+  createBrokerVerifier({ issuer: BROKER_ISSUER, brokerUrl, audience: 'registry.acme.internal', now: () => t.clock(), revocation: { mode, identityToken: () => t.as.pipeline({}, 'resource-server:registry') } });
+
+describe('revocation answers', () => {
+  it('in introspect mode, accept a token only on active: true, nothing that merely is not false', async () => {
+    const grant = await issue();
+    for (const body of [{}, { active: 'true' }, { active: 1 }]) {
+      expect(await outcome(answeredBy(await brokerAnswering({ introspect: () => body }), 'introspect').verify(grant.access_token)), JSON.stringify(body)).not.toBe('ok');
+    }
+    expect(await outcome(answeredBy(await brokerAnswering({ introspect: () => ({ active: true }) }), 'introspect').verify(grant.access_token))).toBe('ok');
+  });
+
+  it('in list mode, read every page of the list: a jti on the second page is revoked', async () => {
+    const grant = await issue();
+    const { jti, exp } = JSON.parse(Buffer.from(grant.access_token.split('.')[1] as string, 'base64url').toString()) as { jti: string; exp: number };
+    const asked: (string | null)[] = [];
+    const url = await brokerAnswering({
+      revocations: (cursor) => {
+        asked.push(cursor);
+        return cursor === null ? { items: [], next_cursor: 'c2' } : { items: [{ jti, exp }], next_cursor: null };
+      },
+    });
+    expect(await outcome(answeredBy(url, 'list').verify(grant.access_token))).toBe('revoked');
+    expect(asked).toEqual([null, 'c2']);
+  });
+});
+
 describe('JWKS answers that are not a usable key set', () => {
   it('refuses every token as unavailable when the JWKS holds a member that is no key, or a private key', async () => {
     const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
