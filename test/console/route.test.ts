@@ -245,6 +245,10 @@ describe('the development sign-in', () => {
     const code = back.searchParams.get('code') as string;
 
     expect((await redeem(code, { code_verifier: randomBytes(32).toString('base64url') })).body).toEqual({ error: 'invalid_grant', error_description: 'code_verifier does not match the code_challenge' });
+    // A code is bound to its client and its redirect URI, as RFC 6749 section 4.1.3 says.
+    const fresh = async () => (await signIn({ username: 'alice', group: 'release-approvers' })).searchParams.get('code') as string;
+    expect((await redeem(await fresh(), { redirect_uri: 'http://127.0.0.1:6666/callback' })).body).toEqual({ error: 'invalid_grant', error_description: 'redirect_uri differs from the authorization request' });
+    expect((await redeem(await fresh(), { client_id: 'someone' })).body).toEqual({ error: 'invalid_grant', error_description: 'the code was issued to another client' });
     // A failed redemption spends the code too.
     expect((await redeem(code)).body.error).toBe('invalid_grant');
 
