@@ -136,7 +136,7 @@ describe('format: slack', () => {
     const justification = `<!channel> see <https://evil.example|the change> & ${'x'.repeat(1900)}`;
     const used = await t.http
       .post('/v1/credentials')
-      .set(bearer(await t.as.ml({ run_id: 'r\u202e1' })))
+      .set(bearer(await t.as.ml({ run_id: 'r\u202e1 <!channel> <https://evil.example|x>' })))
       .send({ task_id: 'deploy-8', scopes: ['model:deploy'], audience: 'registry.acme.internal', break_glass: true, justification });
     expect(used.status).toBe(201);
     await t.broker.notifier.idle();
@@ -144,7 +144,7 @@ describe('format: slack', () => {
     expect(slack!.refused).toEqual([]);
     const [message] = slack!.accepted;
     expect(message?.text).not.toMatch(/<[!@#]|<https?:/);
-    expect(message?.text).toContain('{"run_id":"r\\u{202e}1"}');
+    expect(message?.text).toContain('{"run_id":"r\\u{202e}1 &lt;!channel&gt; &lt;https://evil.example|x&gt;"}');
     const mrkdwnTexts = message!.blocks.flatMap((b) => ('text' in b && b.text && b.text.type === 'mrkdwn' ? [b.text] : []));
     expect(mrkdwnTexts).toEqual([]); // everything from the request is plain_text
     const why = message!.blocks.find((b) => b.type === 'section' && 'text' in b && b.text?.text.startsWith('Why: ')) as { text: { text: string } };
