@@ -108,12 +108,12 @@ async function jwksServer(body: () => unknown): Promise<string> {
 }
 
 /** A broker in front of the test's: its JWKS passed through, its revocation answers the test's own. */
-async function brokerAnswering(answers: { introspect?: () => unknown; revocations?: (cursor: string | null) => unknown }): Promise<string> {
+async function brokerAnswering(answers: { introspect?: () => unknown; introspectStatus?: number; revocations?: (cursor: string | null) => unknown }): Promise<string> {
   const s = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    const reply = (body: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    const reply = (body: unknown, status = 200) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     if (url.pathname === '/.well-known/jwks.json') return void fetch(`${server.url}${url.pathname}`).then(async (r) => reply(await r.json()));
-    if (url.pathname === '/oauth2/introspect' && answers.introspect) return reply(answers.introspect());
+    if (url.pathname === '/oauth2/introspect' && answers.introspect) return reply(answers.introspect(), answers.introspectStatus);
     if (url.pathname === '/v1/revocations' && answers.revocations) return reply(answers.revocations(url.searchParams.get('cursor')));
     res.writeHead(404).end();
   });
@@ -131,6 +131,21 @@ describe('revocation answers', () => {
       expect(await outcome(answeredBy(await brokerAnswering({ introspect: () => body }), 'introspect').verify(grant.access_token)), JSON.stringify(body)).not.toBe('ok');
     }
     expect(await outcome(answeredBy(await brokerAnswering({ introspect: () => ({ active: true }) }), 'introspect').verify(grant.access_token))).toBe('ok');
+  });
+
+  it('in introspect mode, take a refusal to answer (403 without the role) as unavailable, not as revoked', async () => {
+    const grant = await issue();
+    const url = await brokerAnswering({ introspect: () => ({ error: 'insufficient_scope', active: false }), introspectStatus: 403 });
+    expect(await outcome(answeredBy(url, 'introspect').verify(grant.access_token))).toBe('unavailable');
+  });
+
+  it('in introspect mode, keep an inactive answer for the cache period: refused again without asking again', async () => {
+    const grant = await issue();
+    let asked = 0;
+    const rs = answeredBy(await brokerAnswering({ introspect: () => ((asked += 1), { active: false }) }), 'introspect');
+    expect(await outcome(rs.verify(grant.access_token))).toBe('revoked');
+    expect(await outcome(rs.verify(grant.access_token))).toBe('revoked');
+    expect(asked).toBe(1);
   });
 
   it('in list mode, read every page of the list: a jti on the second page is revoked', async () => {
