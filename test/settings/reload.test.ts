@@ -58,6 +58,20 @@ describe('reloading the configuration', () => {
     expect((await t.http.get('/metrics')).text).toContain('broker_config_reloads_total{outcome="applied"} 1');
   });
 
+  it('refuses a file whose config.loaded cannot be recorded, and keeps every running rule: nothing is judged by rules the log does not show', async () => {
+    t = await startTestBroker();
+    const file = configFile(t, (raw) => (raw.policies[0].scopes = ['artifacts:read']));
+    const restore = await t.db.failWrites('audit_events', 'INSERT', `NEW.type = 'config.loaded'`);
+    try {
+      expect(await t.broker.reload(file, {})).toMatchObject({ status: 'refused', problems: ['the config.loaded event could not be recorded'] });
+    } finally {
+      await restore();
+    }
+    expect((await ask(t, ['logs:read'])).status).toBe(201);
+    const events = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'config.loaded'`);
+    expect(events.map((row) => JSON.parse(row.data).trigger)).toEqual(['start']);
+  });
+
   it('verifies the second identity of one request (a token exchange\'s subject) under the configuration that verified its first', async () => {
     t = await startTestBroker();
     const auth = createAuthenticator(t.broker.settings, t.broker.metrics);
