@@ -114,6 +114,25 @@ describe('the revocation check', () => {
     expect(listCalls).toBe(2);
   });
 
+  it('dates the list from the start of its fetch: a revocation published while its pages were read is looked for within the cache period of that start', async () => {
+    const token = await tokens.mint({}, clock());
+    const { jti, exp } = JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()) as { jti: string; exp: number };
+    handle = (req, res) => {
+      // Each page takes 4 s (the test's time).
+      clock.advance(4_000);
+      json(res, req.url?.includes('cursor=second') ? { items: [], next_cursor: null } : { items: [], next_cursor: 'second' });
+    };
+    const rs = verifier('list');
+    expect(await outcome(rs.verify(token))).toBe('ok'); // listed from +0 s to +8 s
+    expect(revocationFetches).toBe(2);
+
+    // Revoked at +2 s, while the pages were read, on the first page once it had been read.
+    handle = (req, res) => json(res, req.url?.includes('cursor=second') ? { items: [], next_cursor: null } : { items: [{ jti, exp }], next_cursor: 'second' });
+    clock.advance(3_000); // +11 s: past the cache period since the fetch began, though not since it ended
+    expect(await outcome(rs.verify(token))).toBe('revoked');
+    expect(revocationFetches).toBe(4);
+  });
+
   it('refuses, as unavailable, an answer it cannot read or that is not what the broker sends', async () => {
     const token = await tokens.mint({}, clock());
     for (const body of ['not json', 'null', '{}', '{"items":"none"}', '{"items":[{"jti":7,"exp":1}]}', '{"items":[null]}', '{"items":[],"next_cursor":3}']) {
