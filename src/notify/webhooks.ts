@@ -105,6 +105,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
             ...(webhook.secret ? { 'webhook-signature': signWebhook(webhook.secret, id, timestamp, body) } : {}),
           },
           body,
+          // Not followed: a redirect could send the event, which names people and scopes, elsewhere.
+          // A 3xx is then not ok, a failed attempt like any other.
           redirect: 'manual',
           signal: AbortSignal.timeout(config.timeout),
         });

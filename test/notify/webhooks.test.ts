@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -152,6 +152,61 @@ describe('webhooks', () => {
     expect(t.logs.some((line) => line.includes('webhook delivery failed'))).toBe(true);
     expect(t.logs.join('\n')).not.toContain('s3cr3t');
     expect(JSON.stringify((await allEvents(t)))).not.toContain('s3cr3t');
+  });
+
+  it('takes a 3xx as a failed attempt, retried, and follows no redirect: the event reaches nowhere else', async () => {
+    const servers = [] as ReturnType<typeof createServer>[];
+    const serve = async (answer: (res: ServerResponse) => void) => {
+      const server = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => answer(res));
+      });
+      servers.push(server);
+      await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    };
+    try {
+      let elsewhereCalls = 0;
+      const elsewhere = await serve((res) => {
+        elsewhereCalls += 1;
+        res.writeHead(204).end();
+      });
+      const answers: number[] = [];
+      let status = 0;
+      const url = `${await serve((res) => {
+        answers.push(status);
+        res.writeHead(status, { location: `${elsewhere}/collect` }).end();
+      })}/hook`;
+      const t = await brokerNotifying();
+      const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+      const request = (await t.broker.store.requests.get(pending.body.request_id))!;
+      await t.broker.notifier.idle();
+      const config = { ...t.config, notify: { ...t.config.notify, retries: 1, webhooks: [{ url, events: ['approval.requested' as const], format: 'json' as const }] } };
+      const outcomes: string[] = [];
+      const notifier = createNotifier({
+        settings: () => ({ config, webhooks: compileWebhooks(config.notify) }),
+        store: t.broker.store,
+        logger: createLogger({ level: 'silent' }),
+        clock: t.clock,
+        backoffMs: 1,
+        observer: { webhookDelivered: (outcome) => outcomes.push(outcome) },
+      });
+      // 307 and 308 would send the same POST, body and all, wherever the Location says; 302 a GET.
+      for (status of [302, 307, 308]) {
+        notifier.notify('approval.requested', request);
+        await notifier.idle();
+      }
+      expect(elsewhereCalls).toBe(0);
+      expect(answers).toEqual([302, 302, 307, 307, 308, 308]); // each tried and retried, none taken as delivered
+      expect(outcomes).toEqual(['failed', 'failed', 'failed']);
+      const failures = (await allEvents(t)).filter((e) => e.type === 'notify.failed').map((e) => e.data);
+      expect(failures).toEqual([302, 307, 308].map((code) => ({ event: 'approval.requested', target: new URL(url).origin, attempts: 2, problem: `HTTP ${code}` })));
+    } finally {
+      for (const server of servers) {
+        server.closeAllConnections();
+        await new Promise((done) => server.close(done));
+      }
+    }
   });
 
   it('never delays the request that caused it, even when the receiver hangs', async () => {
