@@ -52,6 +52,8 @@ export interface NotifierOptions {
   fetch?: typeof fetch;
   /** First retry delay; each further retry waits four times longer. */
   backoffMs?: number;
+  /** Waits that long before a retry (default a timer): tests see the schedule without waiting it out. */
+  sleep?: (ms: number) => Promise<void>;
   /** Deliveries held at once for one receiver (waiting to retry or in flight), past which its new ones fail at once. */
   maxPending?: number;
   observer?: Pick<BrokerObserver, 'webhookDelivered'>;
@@ -73,6 +75,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const { settings, store, logger, clock } = options;
   const send = options.fetch ?? fetch;
   const backoffMs = options.backoffMs ?? 1_000;
+  const wait = options.sleep ?? sleep;
   const maxPending = options.maxPending ?? MAX_PENDING_DELIVERIES;
   const inFlight = new Set<Promise<void>>();
   /** Deliveries held per receiver URL: one that hangs sheds only its own, never another's breakglass.used. */
@@ -90,7 +93,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     const target = new URL(webhook.url).origin;
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
-      if (attempt > 0) await sleep(backoffMs * 4 ** (attempt - 1));
+      if (attempt > 0) await wait(backoffMs * 4 ** (attempt - 1));
       // Each attempt is signed when it is sent (the id stays, for the receiver to take once): a
       // Standard Webhooks receiver refuses a timestamp more than five minutes old.
       const timestamp = Math.floor(clock() / 1000);
@@ -180,7 +183,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
   };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms).unref());
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /** The deliveries a broker process holds at once for one receiver; a few hundred events a minute for the longest retries. */
 export const MAX_PENDING_DELIVERIES = 1_000;

@@ -154,6 +154,33 @@ describe('webhooks', () => {
     expect(JSON.stringify((await allEvents(t)))).not.toContain('s3cr3t');
   });
 
+  it('waits before each retry as the README says: 1 s, then four times longer each time', async () => {
+    const t = await brokerNotifying(() => 503, { retries: 0 });
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+    await t.broker.notifier.idle();
+    const before = receiver!.attempts; // the broker's own delivery, tried once
+    const config = { ...t.config, notify: { ...t.config.notify, retries: 3 } };
+    const waits: { afterAttempts: number; ms: number }[] = [];
+    const notifier = createNotifier({
+      settings: () => ({ config, webhooks: compileWebhooks(config.notify) }),
+      store: t.broker.store,
+      logger: createLogger({ level: 'silent' }),
+      clock: t.clock,
+      sleep: async (ms) => {
+        waits.push({ afterAttempts: receiver!.attempts - before, ms });
+        t.clock.advance(ms);
+      },
+    });
+    notifier.notify('approval.requested', (await t.broker.store.requests.get(pending.body.request_id))!);
+    await notifier.idle();
+    expect(receiver!.attempts - before).toBe(4); // one try and three retries
+    expect(waits).toEqual([
+      { afterAttempts: 1, ms: 1_000 },
+      { afterAttempts: 2, ms: 4_000 },
+      { afterAttempts: 3, ms: 16_000 },
+    ]);
+  });
+
   it('takes a 3xx as a failed attempt, retried, and follows no redirect: the event reaches nowhere else', async () => {
     const servers = [] as ReturnType<typeof createServer>[];
     const serve = async (answer: (res: ServerResponse) => void) => {
