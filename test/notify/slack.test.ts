@@ -65,7 +65,7 @@ afterEach(async () => {
   await slack?.close();
 });
 
-async function brokerPostingTo(format: 'slack' | 'json') {
+async function brokerPostingTo(format: 'slack' | 'json', more: (config: Record<string, any>) => void = () => {}) {
   slack = await startSlack();
   const url = slack.url;
   t = await startTestBroker({
@@ -76,6 +76,7 @@ async function brokerPostingTo(format: 'slack' | 'json') {
       issuers[1] = { ...issuers[1], audiences: ['jit-broker', 'jit-console'] };
       config.console = { issuer: 'sso', clientId: 'jit-console' };
       config.notify = { retries: 0, webhooks: [{ url, format, events: ['approval.requested', 'request.approved', 'breakglass.used'] }] };
+      more(config);
     },
   });
   return t;
@@ -152,6 +153,21 @@ describe('format: slack', () => {
     expect(JSON.stringify(message)).not.toContain('\u202e');
     expect(headerOf(message as SlackMessage)).toBe('BREAK-GLASS used: model:deploy for registry.acme.internal');
     expect(buttonOf(message as SlackMessage)?.text.text).toBe('Review the break-glass grant');
+  });
+
+  it('cuts the header at Slack\'s 150 characters, marked as cut', async () => {
+    const audience = `registry.acme.internal/${'a'.repeat(200)}`;
+    const t = await brokerPostingTo('slack', (config) => {
+      config.policies.find((p: { id: string }) => p.id === 'ml-main').audiences.push(audience);
+    });
+    const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml({ run_id: 1 }))).send({ task_id: 'deploy-10', scopes: ['model:deploy'], audience });
+    expect(pending.status).toBe(202);
+    await t.broker.notifier.idle();
+
+    expect(slack!.refused).toEqual([]);
+    const header = headerOf(slack!.accepted[0] as SlackMessage);
+    expect(header).toBe(`${`Approval requested: model:deploy for ${audience}`.slice(0, 149)}…`);
+    expect(header).toHaveLength(150);
   });
 
   it('is what a Slack webhook needs: the plain JSON body is refused by the same receiver', async () => {
