@@ -1,4 +1,4 @@
-import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, UnsecuredJWT, type JWTClaimVerificationOptions, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import { issuerIss, type IssuerConfig, type Role } from '../config/index.js';
 import { canonicalJson } from '../shared/canonical-json.js';
 import type { Clock } from '../shared/clock.js';
@@ -96,34 +96,58 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
       const now = options.clock();
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(token, issuer.keys, {
-          // A JWT-SVID's `iss` is optional; findIssuer has judged it already.
-          ...(config.spiffeTrustDomain === undefined ? { issuer: config.issuer as string } : {}),
-          audience: config.audiences,
-          algorithms: config.algorithms,
-          clockTolerance: skewSeconds,
-          currentDate: new Date(now),
-          requiredClaims: ['sub', 'exp', ...(config.maxTokenAge !== undefined ? ['iat'] : [])],
-        }));
+        ({ payload } = await jwtVerify(token, issuer.keys, { ...claimChecks(config, skewSeconds, now), algorithms: config.algorithms }));
       } catch (error) {
         throw new InvalidToken(rejectionFor(error), { iss, kid: header.kid, reason: (error as Error).message });
       }
-
-      // The skew forgives a `nbf` or `iat` a little ahead of this clock, never an `exp` behind it
-      // (CONTRACT section 1: "it is expired"): jose's tolerance covers both, so `exp` is judged here.
-      if ((payload.exp as number) <= Math.floor(now / 1000)) throw new InvalidToken('expired', { iss, kid: header.kid });
-      // jose judges `iat` only for its own maxTokenAge, which is not used: the contract refuses a future `iat` always.
-      if (typeof payload.iat === 'number' && payload.iat > Math.floor(now / 1000) + skewSeconds) {
-        throw new InvalidToken('issued_in_future', { iss });
-      }
-      // maxTokenAge is checked here, not by jose, which would stretch it by clockSkew: the skew
-      // forgives clocks that disagree, not a token older than the issuer's limit.
-      if (config.maxTokenAge !== undefined && typeof payload.iat === 'number' && Math.floor(now / 1000) - payload.iat > config.maxTokenAge / 1000) {
-        throw new InvalidToken('too_old', { iss });
-      }
+      checkTimes(config, payload, now, skewSeconds, header.kid);
       return identityFromClaims(config, payload, options);
     },
   };
+}
+
+/** What jose checks of a token's claims for this issuer, besides its signature. */
+function claimChecks(config: IssuerConfig, skewSeconds: number, now: number): JWTClaimVerificationOptions {
+  return {
+    // A JWT-SVID's `iss` is optional; findIssuer has judged it already.
+    ...(config.spiffeTrustDomain === undefined ? { issuer: config.issuer as string } : {}),
+    audience: config.audiences,
+    clockTolerance: skewSeconds,
+    currentDate: new Date(now),
+    requiredClaims: ['sub', 'exp', ...(config.maxTokenAge !== undefined ? ['iat'] : [])],
+  };
+}
+
+/** The times as the contract judges them where jose does not. Throws `InvalidToken`. */
+function checkTimes(config: IssuerConfig, payload: JWTPayload, now: number, skewSeconds: number, kid?: string): void {
+  const iss = issuerIss(config);
+  // The skew forgives a `nbf` or `iat` a little ahead of this clock, never an `exp` behind it
+  // (CONTRACT section 1: "it is expired"): jose's tolerance covers both, so `exp` is judged here.
+  if ((payload.exp as number) <= Math.floor(now / 1000)) throw new InvalidToken('expired', { iss, kid });
+  // jose judges `iat` only for its own maxTokenAge, which is not used: the contract refuses a future `iat` always.
+  if (typeof payload.iat === 'number' && payload.iat > Math.floor(now / 1000) + skewSeconds) {
+    throw new InvalidToken('issued_in_future', { iss });
+  }
+  // maxTokenAge is checked here, not by jose, which would stretch it by clockSkew: the skew
+  // forgives clocks that disagree, not a token older than the issuer's limit.
+  if (config.maxTokenAge !== undefined && typeof payload.iat === 'number' && Math.floor(now / 1000) - payload.iat > config.maxTokenAge / 1000) {
+    throw new InvalidToken('too_old', { iss });
+  }
+}
+
+/**
+ * The checks `verify` makes of a token's claims once its signature holds (jose's, then the
+ * times), made of claims nobody signed: `jit policy test` judges a case's token by them, so a
+ * case's `aud`, `nbf` or `iat` meets the very checks a token's does. Throws `InvalidToken`.
+ */
+export function checkUnsignedClaims(config: IssuerConfig, payload: JWTPayload, now: number, clockSkewMs: number): void {
+  const skewSeconds = Math.ceil(clockSkewMs / 1000);
+  try {
+    UnsecuredJWT.decode(new UnsecuredJWT(payload).encode(), claimChecks(config, skewSeconds, now));
+  } catch (error) {
+    throw new InvalidToken(rejectionFor(error), { iss: issuerIss(config), reason: (error as Error).message });
+  }
+  checkTimes(config, payload, now, skewSeconds);
 }
 
 /**

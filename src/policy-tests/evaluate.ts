@@ -1,7 +1,7 @@
 import type { JWTPayload } from 'jose';
 import { z } from 'zod';
 import { planDelegated, planPlain, type Binding, type CredentialInput } from '../credentials/index.js';
-import { findIssuer, identityFromClaims, issuerRoutes, MAX_IDENTITY_TOKEN_BYTES, type Identity } from '../identity/index.js';
+import { checkUnsignedClaims, findIssuer, identityFromClaims, issuerRoutes, MAX_IDENTITY_TOKEN_BYTES, type Identity } from '../identity/index.js';
 import type { Rules } from '../settings/index.js';
 import { BrokerError, InvalidRequest, InvalidToken } from '../shared/errors.js';
 import { requestText as text } from '../shared/text-schemas.js';
@@ -106,27 +106,30 @@ export const credentialInput = (request: CaseRequest): CredentialInput => ({
 export class CaseIdentityRefused extends Error {}
 
 /**
- * The identity a case's claims make, by the verifier's own checks short of the signature and the
- * times: routed to an issuer as a token is (`findIssuer`: a SPIFFE ID's trust domain, else `iss`),
- * then its claims checked (`identityFromClaims`). The issuer is named as configured, and the
- * claims are those its token would carry: its `issuer` as `iss` (none for a SPIFFE issuer without
- * one), its first audience as `aud`, and times valid now.
+ * The identity a case's claims make, by the verifier's own checks short of the signature: routed
+ * to an issuer as a token is (`findIssuer`: a SPIFFE ID's trust domain, else `iss`), its claims
+ * and times checked as once the signature holds (`checkUnsignedClaims`), then its claims
+ * (`identityFromClaims`). The issuer is named as configured, and the token carries what every
+ * token the broker verifies from it must: its `issuer` as `iss` (none for a SPIFFE issuer without
+ * one), its first audience as `aud`, an `exp` ahead, an `iat` of now where `maxTokenAge` needs
+ * one; and the case's claims (`nbf`, or `iat` elsewhere, only when the case states them).
  */
 export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, given: CaseIdentity, as: 'identity' | 'actor'): Identity {
   const issuers = rules.config.identity.issuers;
   const issuer = issuers.find((candidate) => candidate.name === given.issuer);
   if (!issuer) throw new CaseIdentityRefused(`the ${as}'s issuer "${given.issuer}" is not configured`);
-  // A case may not state aud or the times (cases.ts): its token carries them as one for this broker,
-  // valid now would, so that a requiredClaims or a match naming them judges as it would live.
-  const now = Math.floor(Date.now() / 1000);
+  // Only what a token must carry to be verified at all: a claim the broker could do without (`nbf`,
+  // an `iat` no maxTokenAge needs) a live token may lack, so requiredClaims or a match naming it
+  // holds only when the case states it, and what the case states is judged as a token's would be.
+  const nowMs = Date.now();
+  const now = Math.floor(nowMs / 1000);
   const claims: JWTPayload = {
+    exp: now + 300,
+    ...(issuer.maxTokenAge !== undefined ? { iat: now } : {}),
     ...given.claims,
     ...(issuer.issuer !== undefined ? { iss: issuer.issuer } : {}),
     sub: given.subject,
     aud: issuer.audiences[0],
-    iat: now,
-    nbf: now,
-    exp: now + 300,
   };
   const refused = (what: string) => new CaseIdentityRefused(`the ${as} would be refused (401): ${what}`);
   // Its claims alone, encoded, already pass the bound on an identity token: the broker reads no further.
@@ -135,6 +138,7 @@ export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, 
     const routed = findIssuer(issuerRoutes(issuers.map((config) => ({ config }))), claims);
     // Another issuer's keys check the token there, and they do not sign this one's (an `iss` of its own stops most such tokens in findIssuer already).
     if (routed.config !== issuer) throw refused(`its subject takes the token to issuer "${routed.config.name}", whose keys do not sign ${issuer.name}'s tokens`);
+    checkUnsignedClaims(issuer, claims, nowMs, rules.config.clockSkew);
     return identityFromClaims(issuer, claims, rules);
   } catch (error) {
     if (!(error instanceof InvalidToken)) throw error;

@@ -243,7 +243,7 @@ describe('jit policy test', () => {
     // A case's token is for this broker, now: its audience and times are the harness's.
     const timed = await policyTest(write('timed.yaml', YAML.stringify({ cases: [{ name: 'aud', identity: { issuer: 'ci', subject: APP, claims: { aud: 'someone-else' } }, request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } }] })));
     expect(timed.code).toBe(2);
-    expect(timed.stderr).toContain('cases.0.identity.claims: a case\'s token is for this broker and valid now: give none of aud, exp, nbf, iat');
+    expect(timed.stderr).toContain('cases.0.identity.claims: a case\'s token is for this broker and valid now: give none of aud, exp');
     // Aliases that would expand without bound: an invalid file (2), not a failing case (1).
     const laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', ...'bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcdefgh'[i]}`).join(',')}]`), 'cases: *i', ''].join('\n');
     const bomb = await policyTest(write('bomb.yaml', laughs));
@@ -348,6 +348,62 @@ describe('a rule reading a token\'s aud or times', () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe('a token\'s nbf and iat, which a live token may lack', () => {
+  let t: TestBroker;
+  beforeAll(async () => {
+    // ci: maxTokenAge (so every token carries iat), nbf required; sso: neither, iat required.
+    t = await startTestBroker({
+      issuers,
+      configure(config: Record<string, any>) {
+        configure(config);
+        config.identity.issuers[0].requiredClaims = ['repository', 'nbf'];
+        config.identity.issuers[1].requiredClaims = ['iat'];
+      },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const now = () => Math.floor(t.clock() / 1000);
+  const olga = person('olga', ['on-call']);
+  it.each([
+    ['a pipeline token without nbf', 'ci', {}, 'invalid_token'],
+    ['a pipeline token with nbf', 'ci', { nbf: 1_767_225_600 }, 'issued'],
+    ['a pipeline token whose nbf is an hour ahead', 'ci', { nbf: 'ahead' }, 'invalid_token'],
+    ['a person token without iat', 'sso', {}, 'invalid_token'],
+    ['a person token with iat', 'sso', { iat: 1_767_225_600 }, 'issued'],
+    ['a person token issued an hour ahead', 'sso', { iat: 'ahead' }, 'invalid_token'],
+  ] as const)('%s', async (_name, issuer, times, outcome) => {
+    const stated = Object.fromEntries(Object.entries(times).map(([claim, value]) => [claim, value === 'ahead' ? now() + 3600 : value]));
+    const who = issuer === 'ci' ? pipeline(stated) : { ...olga, claims: { ...olga.claims, ...stated } };
+    const request = issuer === 'ci' ? { scopes: ['artifacts:read'], audience: registry } : { scopes: ['logs:read'], audience: 'logs' };
+    // The test issuer puts iat in every token unless told to leave it out.
+    const token = await (issuer === 'ci' ? issuers.ci : issuers.sso).token(who.subject, { ...(issuer === 'sso' ? { iat: undefined } : {}), ...who.claims }, { now: t.clock() });
+    const answered = await t.http.post('/v1/credentials').set(bearer(token)).send({ task_id: 'same', ...request });
+    expect(answered.status).toBe(outcome === 'issued' ? 201 : 401);
+    const tested = evaluateCase(compileRules(t.config), { identity: who, request: { ...request, break_glass: false, dpop: false } });
+    expect(tested.outcome).toBe(outcome);
+  });
+
+  it('says which: the missing claim, or the time ahead', () => {
+    const rules = compileRules(t.config);
+    const ask = (claims: Record<string, unknown>) => evaluateCase(rules, { identity: pipeline(claims), request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } }).detail;
+    expect(ask({})).toBe('the identity would be refused (401): missing claim nbf');
+    expect(ask({ nbf: now() + 3600 })).toMatch(/^the identity would be refused \(401\): not yet valid \(/);
+  });
+
+  it('reads a cases file stating them', async () => {
+    const cases = [
+      { name: 'nbf stated', identity: pipeline({ nbf: 0 }), request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } },
+      { name: 'nbf not stated', identity: pipeline(), request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'invalid_token' } },
+    ];
+    const file = write('times.yaml', YAML.stringify({ cases }));
+    const strict = write('times-broker.yaml', YAML.stringify({ ...raw, identity: { issuers: raw.identity.issuers.map((one: Record<string, unknown>) => (one.name === 'ci' ? { ...one, requiredClaims: ['repository', 'nbf'] } : one)) } }));
+    expect(await runCli(['policy', 'test', file, '--config', strict])).toMatchObject({ code: 0, stderr: '' });
   });
 });
 
