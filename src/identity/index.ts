@@ -11,5 +11,5 @@ export { createRemoteKeySource, JWKS_CACHE_MAX_AGE_MS, JWKS_COOLDOWN_MS, JWKS_FA
 export { compileRoles, requireRole } from './roles.js';
 export type { RoleResolver } from './roles.js';
 export { claimedTrustDomain, jwtSvidKeySet, parseSpiffeId } from './spiffe.js';
-export { checkUnsignedClaims, createIdentityVerifier, findIssuer, identityFromClaims, MAX_IDENTIFIER_BYTES, MAX_IDENTITY_TOKEN_BYTES, sameIdentity } from './verifier.js';
+export { checkUnsignedClaims, createIdentityVerifier, findIssuer, identityFromClaims, identityTokenTooLarge, MAX_IDENTIFIER_BYTES, MAX_IDENTITY_TOKEN_BYTES, sameIdentity } from './verifier.js';
 export type { Identity, IdentityVerifier } from './verifier.js';

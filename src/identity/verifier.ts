@@ -47,6 +47,9 @@ export const sameIdentity = (a: { iss: string; sub: string }, b: { iss: string; 
 /** CONTRACT section 1: an identity token larger than this is refused unread. */
 export const MAX_IDENTITY_TOKEN_BYTES = 8 * 1024;
 
+/** The size check `verify` makes first; `jit policy test` makes it of the token a case stands for. */
+export const identityTokenTooLarge = (token: string): boolean => Buffer.byteLength(token, 'utf8') > MAX_IDENTITY_TOKEN_BYTES;
+
 /**
  * The most an identifier the broker records and indexes may take, in UTF-8 bytes: the `sub`, the
  * person key (a normalised username or initiator, or a person issuer's `sub`), and the job's bound
@@ -79,7 +82,7 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
 
   return {
     async verify(token) {
-      if (Buffer.byteLength(token, 'utf8') > MAX_IDENTITY_TOKEN_BYTES) throw new InvalidToken('too_large');
+      if (identityTokenTooLarge(token)) throw new InvalidToken('too_large');
 
       const header = readHeader(token);
       if (isAccessTokenType(header.typ)) throw new InvalidToken('access_token_as_identity');

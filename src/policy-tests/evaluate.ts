@@ -1,7 +1,8 @@
 import type { JWTPayload } from 'jose';
 import { z } from 'zod';
 import { planDelegated, planPlain, type Binding, type CredentialInput } from '../credentials/index.js';
-import { checkUnsignedClaims, findIssuer, identityFromClaims, issuerRoutes, MAX_IDENTITY_TOKEN_BYTES, type Identity } from '../identity/index.js';
+import { checkUnsignedClaims, findIssuer, identityFromClaims, identityTokenTooLarge, issuerRoutes, MAX_IDENTITY_TOKEN_BYTES, type Identity } from '../identity/index.js';
+import type { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
 import type { Rules } from '../settings/index.js';
 import { BrokerError, InvalidRequest, InvalidToken } from '../shared/errors.js';
 import { requestText as text } from '../shared/text-schemas.js';
@@ -132,8 +133,8 @@ export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, 
     aud: issuer.audiences[0],
   };
   const refused = (what: string) => new CaseIdentityRefused(`the ${as} would be refused (401): ${what}`);
-  // Its claims alone, encoded, already pass the bound on an identity token: the broker reads no further.
-  if (Math.ceil((Buffer.byteLength(JSON.stringify(claims)) * 4) / 3) > MAX_IDENTITY_TOKEN_BYTES) throw refused(`too large (a token over ${MAX_IDENTITY_TOKEN_BYTES} bytes)`);
+  // The broker measures the whole token, header and signature too, before it reads anything.
+  if (identityTokenTooLarge(smallestToken(issuer.algorithms, claims))) throw refused(`too large (a token over ${MAX_IDENTITY_TOKEN_BYTES} bytes)`);
   try {
     const routed = findIssuer(issuerRoutes(issuers.map((config) => ({ config }))), claims);
     // Another issuer's keys check the token there, and they do not sign this one's (an `iss` of its own stops most such tokens in findIssuer already).
@@ -147,6 +148,26 @@ export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, 
     const why = reason ?? (trustDomain === undefined ? undefined : `its subject takes the token to the issuer of trust domain ${trustDomain}`);
     throw refused(`${rejection.replaceAll('_', ' ')}${named}${why ? ` (${why})` : ''}`);
   }
+}
+
+/**
+ * A signature's length in base64url, at its shortest, by algorithm (RSA: jose verifies with no
+ * key under 2,048 bits; EdDSA: Ed25519).
+ */
+const SIGNATURE_CHARS: Record<(typeof ASYMMETRIC_ALGORITHMS)[number], number> = {
+  RS256: 342, RS384: 342, RS512: 342, PS256: 342, PS384: 342, PS512: 342,
+  ES256: 86, ES384: 128, ES512: 176, EdDSA: 86, Ed25519: 86,
+};
+
+/**
+ * The shortest token an issuer could sign with these claims: a header of `alg` alone and the
+ * shortest signature its algorithms make. A real one (a `kid`, a `typ`) is longer still, so a case
+ * refused for it is refused live, whatever the issuer puts in its header.
+ */
+function smallestToken(algorithms: readonly string[], claims: JWTPayload): string {
+  const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const signed = algorithms.map((alg) => `${encode({ alg })}.${encode(claims)}.${'A'.repeat(SIGNATURE_CHARS[alg as keyof typeof SIGNATURE_CHARS])}`);
+  return signed.reduce((shortest, token) => (token.length < shortest.length ? token : shortest));
 }
 
 const isAnswer = (type: string): type is Answer => type === 'policy_denied' || type === 'separation_of_duties' || type === 'invalid_request' || type === 'rate_limited';

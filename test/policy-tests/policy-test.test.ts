@@ -492,6 +492,25 @@ describe('a case\'s text is read as the API reads it', () => {
     expect(tested).toMatchObject({ outcome: 'invalid_token', detail: expect.stringContaining('too large') });
   });
 
+  it('measures an identity as the broker measures its token, header and signature included: 8,192 bytes pass, 8,194 do not', async () => {
+    // A token as short as an ES256 issuer can make it: a header of alg alone, a 64-byte signature.
+    const token = (claims: Record<string, unknown>) => issuers.ci.token(APP, claims, { now: t.clock(), header: { kid: undefined, typ: undefined } });
+    const [header, payload, signature] = (await token({ ...pipeline().claims, note: '' })).split('.') as [string, string, string];
+    const bytes = Buffer.from(payload, 'base64url').length;
+    for (const [size, outcome, status] of [[8192, 'issued', 201], [8194, 'invalid_token', 401]] as const) {
+      // n bytes of claims are ceil(4n / 3) characters of base64url.
+      const claims = { ...pipeline().claims, note: 'n'.repeat(Math.floor((3 * (size - header.length - signature.length - 2)) / 4) - bytes) };
+      const live = await token(claims);
+      expect(live.length).toBe(size);
+      // Its claims alone stay a hundred bytes under the bound.
+      expect(live.split('.')[1]?.length).toBeLessThan(8192 - 100);
+      const answered = await t.http.post('/v1/credentials').set(bearer(live)).send({ task_id: 'same', scopes: ['artifacts:read'], audience: registry });
+      expect(answered.status).toBe(status);
+      const tested = evaluateCase(compileRules(t.config), { identity: { ...pipeline(), claims }, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
+      expect(tested.outcome).toBe(outcome);
+    }
+  });
+
   it('takes a subject as long as a token\'s, and answers one past the broker\'s 1,024 bytes with the 401 it gives', async () => {
     for (const [subject, outcome, status] of [[`repo:acme/app:ref:refs/heads/${'b'.repeat(600)}`, 'issued', 201], [`repo:acme/app:ref:refs/heads/${'b'.repeat(1_100)}`, 'invalid_token', 401]] as const) {
       const answered = await t.http.post('/v1/credentials').set(bearer(await issuers.ci.token(subject, pipeline().claims, { now: t.clock() }))).send({ task_id: 'same', scopes: ['artifacts:read'], audience: registry });
