@@ -23,10 +23,11 @@ const GRANTING: readonly Outcome[] = ['issued', 'pending_approval'];
 const text = (max: number) => z.string().min(1).max(max);
 
 /**
- * Claims a case's token carries as the broker takes it (its audience, an `exp` ahead), never the
- * case's. `nbf` and `iat` a token may lack: a case states them where a rule needs them.
+ * Claims a case's token carries as the broker takes it (an `exp` ahead), never the case's. `nbf`
+ * and `iat` a token may lack, and `aud` may name another audience: a case states them where it
+ * needs them (without `aud`, its token is for the issuer's first audience).
  */
-const TOKEN_CLAIMS = ['aud', 'exp'];
+const TOKEN_CLAIMS = ['exp'];
 
 const identitySchema = z.strictObject({
   issuer: text(64),
@@ -36,8 +37,8 @@ const identitySchema = z.strictObject({
     .record(z.string().min(1), z.unknown())
     .optional()
     .refine((claims) => claims === undefined || (!Object.hasOwn(claims, 'sub') && !Object.hasOwn(claims, 'iss')), 'give sub as subject and the issuer by its name as issuer, not as claims')
-    // A case's token is one this broker takes when it is sent: for it, now.
-    .refine((claims) => claims === undefined || !TOKEN_CLAIMS.some((claim) => Object.hasOwn(claims, claim)), `a case's token is for this broker and valid now: give none of ${TOKEN_CLAIMS.join(', ')}`),
+    // A case's token is one sent while it is valid.
+    .refine((claims) => claims === undefined || !TOKEN_CLAIMS.some((claim) => Object.hasOwn(claims, claim)), `a case's token is valid now: give none of ${TOKEN_CLAIMS.join(', ')}`),
 });
 
 // As the API takes them: an empty list is a list (RFC 9396 names no minimum).

@@ -112,8 +112,9 @@ export class CaseIdentityRefused extends Error {}
  * and times checked as once the signature holds (`checkUnsignedClaims`), then its claims
  * (`identityFromClaims`). The issuer is named as configured, and the token carries what every
  * token the broker verifies from it must: its `issuer` as `iss` (none for a SPIFFE issuer without
- * one), its first audience as `aud`, an `exp` ahead, an `iat` of now where `maxTokenAge` needs
- * one; and the case's claims (`nbf`, or `iat` elsewhere, only when the case states them).
+ * one), an `exp` ahead, an `iat` of now where `maxTokenAge` needs one; and the case's claims
+ * (`nbf`, or `iat` elsewhere, only when the case states them), its first audience as `aud`
+ * unless they give one.
  */
 export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, given: CaseIdentity, as: 'identity' | 'actor'): Identity {
   const issuers = rules.config.identity.issuers;
@@ -125,12 +126,13 @@ export function caseIdentity(rules: Pick<Rules, 'config' | 'roles' | 'people'>, 
   const nowMs = Date.now();
   const now = Math.floor(nowMs / 1000);
   const claims: JWTPayload = {
+    // A case's own `aud` is judged as a token's: one naming none of the issuer's audiences is refused.
+    aud: issuer.audiences[0],
     exp: now + 300,
     ...(issuer.maxTokenAge !== undefined ? { iat: now } : {}),
     ...given.claims,
     ...(issuer.issuer !== undefined ? { iss: issuer.issuer } : {}),
     sub: given.subject,
-    aud: issuer.audiences[0],
   };
   const refused = (what: string) => new CaseIdentityRefused(`the ${as} would be refused (401): ${what}`);
   // The broker measures the whole token, header and signature too, before it reads anything.

@@ -240,10 +240,10 @@ describe('jit policy test', () => {
     expect(tagged.stderr).toMatch(/:2: not valid YAML: Unresolved tag: !secret\n$/);
     expect(tagged.stderr).not.toContain('hidden-words');
     expect((await policyTest(join(dir, 'missing.yaml'))).stderr).toBe(`jit policy test: ${join(dir, 'missing.yaml')}: cannot read the file (ENOENT)\n`);
-    // A case's token is for this broker, now: its audience and times are the harness's.
-    const timed = await policyTest(write('timed.yaml', YAML.stringify({ cases: [{ name: 'aud', identity: { issuer: 'ci', subject: APP, claims: { aud: 'someone-else' } }, request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } }] })));
+    // A case's token is one sent while valid: its exp is the harness's.
+    const timed = await policyTest(write('timed.yaml', YAML.stringify({ cases: [{ name: 'exp', identity: { issuer: 'ci', subject: APP, claims: { exp: 1 } }, request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } }] })));
     expect(timed.code).toBe(2);
-    expect(timed.stderr).toContain('cases.0.identity.claims: a case\'s token is for this broker and valid now: give none of aud, exp');
+    expect(timed.stderr).toContain('cases.0.identity.claims: a case\'s token is valid now: give none of exp');
     // Aliases that would expand without bound: an invalid file (2), not a failing case (1).
     const laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', ...'bcdefghi'.split('').map((k, i) => `${k}: &${k} [${Array(9).fill(`*${'abcdefgh'[i]}`).join(',')}]`), 'cases: *i', ''].join('\n');
     const bomb = await policyTest(write('bomb.yaml', laughs));
@@ -348,6 +348,39 @@ describe('a rule reading a token\'s aud or times', () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe('a case\'s aud', () => {
+  let t: TestBroker;
+  beforeAll(async () => {
+    t = await startTestBroker({ issuers, configure: (config) => configure(config as Record<string, any>) });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it.each([
+    ['the issuer\'s audience', 'jit-broker', 'issued'],
+    ['another audience', 'someone-else', 'invalid_token'],
+    ['several, the issuer\'s among them', ['someone-else', 'jit-broker'], 'issued'],
+    ['several, none of them the issuer\'s', ['someone-else', 'another'], 'invalid_token'],
+  ] as const)('%s', async (_name, aud, outcome) => {
+    const who = pipeline({ aud });
+    const answered = await t.http.post('/v1/credentials').set(bearer(await issuers.ci.token(APP, who.claims, { now: t.clock() }))).send({ task_id: 'same', scopes: ['artifacts:read'], audience: registry });
+    expect(answered.status).toBe(outcome === 'issued' ? 201 : 401);
+    const tested = evaluateCase(compileRules(t.config), { identity: who, request: { scopes: ['artifacts:read'], audience: registry, break_glass: false, dpop: false } });
+    expect(tested.outcome).toBe(outcome);
+  });
+
+  it('is read from a cases file and honoured; without one, the issuer\'s audience is assumed', async () => {
+    const cases = [
+      { name: 'a token for another service', identity: pipeline({ aud: 'someone-else' }), request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'invalid_token' } },
+      { name: 'a token for this broker', identity: pipeline(), request: { scopes: ['artifacts:read'], audience: registry }, expect: { outcome: 'issued' } },
+    ];
+    const result = await policyTest(write('aud.yaml', YAML.stringify({ cases })));
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/^PASS {2}a token for another service: invalid_token \(the identity would be refused \(401\): audience \(/m);
   });
 });
 
