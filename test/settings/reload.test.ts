@@ -72,6 +72,40 @@ describe('reloading the configuration', () => {
     expect(events.map((row) => JSON.parse(row.data).trigger)).toEqual(['start']);
   });
 
+  it('runs reloads one at a time in the order asked: each records and applies its file before the next reads, and the last one asked is the one that runs', async () => {
+    t = await startTestBroker();
+    // The first file takes longer to compile: its development issuer's key is made then, off the
+    // event loop. Run side by side, the second would be recorded and applied first.
+    const first = configFile(t, (raw) => {
+      raw.identity.issuers.push({
+        name: 'dev-ci',
+        kind: 'workload',
+        issuer: 'https://dev-ci.invalid',
+        dev: { keyDir: join(t?.dir as string, 'dev-issuer') },
+        audiences: ['jit-broker'],
+        algorithms: ['ES256'],
+      });
+      raw.policies[0].scopes = ['artifacts:read'];
+    }, 'first.yaml');
+    const second = configFile(t, (raw) => (raw.policies[0].scopes = ['model:train']), 'second.yaml');
+    const outcomes = await Promise.all([t.broker.reload(first, {}), t.broker.reload(second, {})]);
+    expect(outcomes).toMatchObject([
+      { status: 'applied', file: first, changed: ['identity', 'policies'] },
+      { status: 'applied', file: second, changed: ['identity', 'policies'] },
+    ]);
+
+    const events = await t.db.sql<{ data: string }>(`SELECT data FROM audit_events WHERE type = 'config.loaded' ORDER BY seq`);
+    expect(events.map((row) => JSON.parse(row.data)).map(({ trigger, file }) => ({ trigger, file }))).toEqual([
+      { trigger: 'start', file: null },
+      { trigger: 'reload', file: first },
+      { trigger: 'reload', file: second },
+    ]);
+    // The one recorded last is the one that runs.
+    expect(t.broker.config.identity.issuers.map((issuer) => issuer.name)).toEqual(['ci', 'sso']);
+    expect((await ask(t, ['model:train'])).status).toBe(201);
+    expect((await ask(t, ['artifacts:read'])).status).toBe(403);
+  });
+
   it('verifies the second identity of one request (a token exchange\'s subject) under the configuration that verified its first', async () => {
     t = await startTestBroker();
     const auth = createAuthenticator(t.broker.settings, t.broker.metrics);
