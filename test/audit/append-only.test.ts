@@ -40,9 +40,19 @@ describe('the audit log, with its guards in place', () => {
     expect(await t.db.sql('SELECT type FROM audit_events WHERE seq = 2')).toEqual([{ type: event!.type }]);
   });
 
-  it.runIf(ENGINE === 'sqlite')('refuses a row past a gap: the log grows only at its head', async () => {
+  it('refuses a row past a gap: the log grows only at its head', async () => {
     const [head] = await t.db.sql<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
     await refused(`INSERT INTO audit_events ${COLUMNS} VALUES (?, ?, 'token.issued', NULL, NULL, NULL, '{}', ?, ?)`, [Number(head!.seq) + 2, new Date().toISOString(), head!.hash, '0'.repeat(64)]);
+    expect(await t.db.sql('SELECT seq FROM audit_events WHERE seq > ?', [head!.seq])).toEqual([]);
+  });
+
+  it('refuses rows of one insert with a gap between them, as a batch appended in one statement would leave', async () => {
+    const [head] = await t.db.sql<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+    const at = new Date().toISOString();
+    await refused(`INSERT INTO audit_events ${COLUMNS} VALUES (?, ?, 'token.issued', NULL, NULL, NULL, '{}', ?, ?), (?, ?, 'token.issued', NULL, NULL, NULL, '{}', ?, ?)`, [
+      Number(head!.seq) + 1, at, head!.hash, '1'.repeat(64),
+      Number(head!.seq) + 3, at, '1'.repeat(64), '2'.repeat(64),
+    ]);
     expect(await t.db.sql('SELECT seq FROM audit_events WHERE seq > ?', [head!.seq])).toEqual([]);
   });
 
