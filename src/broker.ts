@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { createApprovalService, type ApprovalService } from './approval/index.js';
 import { createAuditService } from './audit/index.js';
 import { createBreakGlassService, type BreakGlassService } from './breakglass/index.js';
-import { ConfigError, type BrokerConfig } from './config/index.js';
+import { ConfigError, configWarnings, type BrokerConfig } from './config/index.js';
 import { createCredentialService, type CredentialService } from './credentials/index.js';
 import { buildApp } from './http/app.js';
 import { createAuthenticator } from './http/auth.js';
@@ -92,7 +92,6 @@ const loadedEvent = (config: BrokerConfig, source: { file: string; sha256: strin
   },
 });
 
-const devIssuerNames = (config: BrokerConfig) => config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
 
 /** Top-level sections whose value differs (durations compare as parsed, so `60m` equals `1h`). */
 const changedSections = (before: BrokerConfig, after: BrokerConfig): string[] =>
@@ -197,7 +196,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const changed = changedSections(settingsHolder.current().config, loaded.config);
       settingsHolder.replace(next.settings);
       metrics.reloads.inc({ outcome: 'applied' });
-      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, text: loaded.text, changed, devIssuers: devIssuerNames(loaded.config) };
+      return { status: 'applied', file: loaded.file, sha256: loaded.sha256, text: loaded.text, changed, warnings: configWarnings(loaded.config) };
     };
 
     return {

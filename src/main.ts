@@ -2,12 +2,12 @@
 import cluster from 'node:cluster';
 import { createServer, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type LoadedConfig } from './config/index.js';
+import { ConfigError, configWarnings, loadConfig, type LoadedConfig } from './config/index.js';
 import { answerUnreadable } from './http/errors.js';
 import { createLogger } from './observability/index.js';
 import { readCommandLine } from './process/args.js';
 import { runPrimary } from './process/primary.js';
-import { devIssuerNames, isReloadOrder, logReload, warnOfDevIssuers, type ReloadReport } from './process/reload.js';
+import { isReloadOrder, logReload, warnAbout, type ReloadReport } from './process/reload.js';
 import { holdSignals, type HeldSignals } from './process/signals.js';
 import { receiveWorkerConfig } from './process/worker-config.js';
 import { StartRefused } from './shared/errors.js';
@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const loaded = cluster.isWorker ? loadConfig(command.start.configFile, process.env, await receiveWorkerConfig()) : await loadStartingConfig(command.start.configFile);
   const { config } = loaded;
 
-  if (cluster.isPrimary) warnOfDevIssuers(logger, loaded.file, devIssuerNames(config));
+  if (cluster.isPrimary) warnAbout(logger, loaded.file, configWarnings(config));
   if (cluster.isPrimary && config.listen.workers > 1) {
     runPrimary({ workers: config.listen.workers, logger, host: config.listen.host, about: { issuer: config.issuer, config: loaded.file }, configText: loaded.text, signals });
     return;

@@ -22,5 +22,7 @@ export type {
   WebhookEvent,
   WebhookFormat,
 } from './schema.js';
+export { configWarnings } from './warnings.js';
+export type { ConfigWarning } from './warnings.js';
 export { ALLOW_DEV_ISSUERS_ENV, ConfigError, loadConfig, parseConfig, resolveConfigPath } from './load.js';
 export type { LoadedConfig } from './load.js';

@@ -237,7 +237,7 @@ const issuerSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('Person issuers: the claim naming the person, compared with a workload\'s `initiatorClaim` (see `people`). Then required: a token where it is missing, empty or not a string is refused. Without it, each identity of this issuer is a person of its own.'),
+      .describe('Person issuers: the claim naming the person, compared with a workload\'s `initiatorClaim` (see `people`). Then required: a token where it is missing, empty or not a string is refused. Without it, each identity of this issuer is a person of its own (warned at start when the issuer has several `audiences`: an SSO may give one person a `sub` per client).'),
     bindClaims: z
       .array(claimPathSchema)
       .min(1)

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { BrokerConfig } from '../config/index.js';
+import type { ConfigWarning } from '../config/index.js';
 
 /**
  * What a reload did; `file` is the one at fault when refused (a `jwksFile`, say). `text` is the
@@ -7,18 +7,12 @@ import type { BrokerConfig } from '../config/index.js';
  * password and is never logged.
  */
 export type ReloadOutcome =
-  | { status: 'applied'; file: string; sha256: string; text: string; changed: string[]; devIssuers: string[] }
+  | { status: 'applied'; file: string; sha256: string; text: string; changed: string[]; warnings: ConfigWarning[] }
   | { status: 'refused'; file: string; problems: string[] };
 
-export const devIssuerNames = (config: BrokerConfig) => config.identity.issuers.filter((issuer) => issuer.dev).map((issuer) => issuer.name);
-
-/** Says loudly, at start and at each reload, that development issuers are trusted. */
-export function warnOfDevIssuers(logger: Logger, file: string, devIssuers: readonly string[]): void {
-  if (devIssuers.length === 0) return;
-  logger.warn(
-    { file, dev_issuers: devIssuers },
-    'DEVELOPMENT CONFIGURATION: local dev identity issuers are trusted; anyone who can read their key directory can be anyone. Never run this in production.',
-  );
+/** Says each of a configuration's warnings (config/warnings.ts), at start and at each reload. */
+export function warnAbout(logger: Logger, file: string, warnings: readonly ConfigWarning[]): void {
+  for (const { fields, message } of warnings) logger.warn({ file, ...fields }, message);
 }
 
 /** The one log line of a reload (`more` says, say, how many workers applied it) and the warning it may call for. */
@@ -28,7 +22,7 @@ export function logReload(logger: Logger, outcome: ReloadOutcome, more: Record<s
     return;
   }
   logger.info({ file: outcome.file, sha256: outcome.sha256, changed: outcome.changed, ...more }, 'configuration reloaded');
-  warnOfDevIssuers(logger, outcome.file, outcome.devIssuers);
+  warnAbout(logger, outcome.file, outcome.warnings);
 }
 
 /**

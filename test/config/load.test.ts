@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, databaseEngine, loadConfig, parseConfig, resolveConfigPath } from '../../src/config/index.js';
+import { ConfigError, configWarnings, databaseEngine, loadConfig, parseConfig, resolveConfigPath } from '../../src/config/index.js';
 import { baseConfig, bearer, createTestIssuers, startTestBroker, type TestIssuers } from '../helpers/broker.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -517,6 +517,21 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     const raw = await config();
     (raw.roles[0].match as Record<string, unknown>).claims = JSON.parse('{"groups": "approvers", "__proto__": {"tenant": "acme"}}');
     expect(() => parseConfig('test', raw)).toThrow(/roles\.0\.match\.claims\.__proto__: never a valid key/);
+  });
+
+  it('warns of a person issuer without usernameClaim that takes tokens for several clients: pairwise subjects make one person two', async () => {
+    const warned = async (edit: (c: Record<string, any>) => void) =>
+      configWarnings(parseConfig('test', await config(edit))).filter((warning) => 'issuer' in warning.fields);
+    // One client, or a usernameClaim naming the person alike for every client: nothing to say.
+    expect(await warned((c) => (c.identity.issuers[1].usernameClaim = undefined))).toEqual([]);
+    expect(await warned((c) => (c.identity.issuers[1].audiences = ['jit-broker', 'jit-console']))).toEqual([]);
+    const [warning, ...more] = await warned((c) => {
+      c.identity.issuers[1].usernameClaim = undefined;
+      c.identity.issuers[1].audiences = ['jit-broker', 'jit-console'];
+    });
+    expect(more).toEqual([]);
+    expect(warning?.fields).toEqual({ issuer: 'sso', audiences: ['jit-broker', 'jit-console'] });
+    expect(warning?.message).toContain('Set usernameClaim');
   });
 
   it('refuses a person listed twice, and names or usernames with nothing left once normalised', async () => {

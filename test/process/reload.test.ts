@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { appliedByAll, type ReloadOutcome } from '../../src/process/reload.js';
 
-const applied = (changed: string[]): Extract<ReloadOutcome, { status: 'applied' }> => ({ status: 'applied', file: 'broker.yaml', sha256: 'ab', text: '', changed, devIssuers: [] });
+const applied = (changed: string[]): Extract<ReloadOutcome, { status: 'applied' }> => ({ status: 'applied', file: 'broker.yaml', sha256: 'ab', text: '', changed, warnings: [] });
 
 describe('a reload applied by several workers', () => {
   // Seen in CI: the worker asked first had started after the file was written, found nothing

@@ -253,7 +253,7 @@ describe('reloading the configuration', () => {
     const refused = await t.broker.reload(file, { NODE_ENV: 'production' });
     expect(refused).toMatchObject({ status: 'refused', problems: [expect.stringContaining('identity.issuers.2.dev: "dev-ci" is a development issuer, refused where NODE_ENV=production')] });
     // The caller logs the outcome (test/process/reload-signal.test.ts), the warning included.
-    expect(await t.broker.reload(file, { NODE_ENV: 'production', BROKER_ALLOW_DEV_ISSUERS: 'true' })).toMatchObject({ status: 'applied', devIssuers: ['dev-ci'] });
+    expect(await t.broker.reload(file, { NODE_ENV: 'production', BROKER_ALLOW_DEV_ISSUERS: 'true' })).toMatchObject({ status: 'applied', warnings: [expect.objectContaining({ fields: { dev_issuers: ['dev-ci'] } })] });
   });
 
   it('judges a request in flight by the rules it arrived under, and the next one by the new', async () => {
