@@ -185,6 +185,32 @@ describe('policy identifiers', () => {
     }
     expect(await t.db.sql("SELECT seq FROM audit_events WHERE type = 'request.refused'")).toHaveLength(2);
   });
+
+  it('grants nothing to a request naming no object of a listed type, even for a scope in no step (no 400 comes first)', async () => {
+    // model:report is in no step, so no duty asks for an object first: only the policy's
+    // identifiers stand between a request naming no model and the scope.
+    t = await start({
+      configure(config) {
+        config.scopes.push({ name: 'model:report', risk: 'low', maxTtl: '10m' });
+        config.policies.push({ id: 'reports', match: { issuer: 'ci', subject: 'repo:acme/registry:*' }, scopes: ['model:report'], identifiers: { model: ['fraud-*'] } });
+      },
+    });
+    const report = async (authorization_details?: object[]) =>
+      post(await registryJob(), { task_id: 'report', scopes: ['model:report'], audience: registry, ...(authorization_details ? { authorization_details } : {}) });
+    for (const [what, details] of [
+      ['no authorization_details', undefined],
+      ['an entry of the type without an identifier', [{ type: 'model', actions: ['report'] }]],
+      ['an entry the globs do not match', model('ltv-v1')],
+    ] as const) {
+      const refused = await report(details as object[] | undefined);
+      expect(refused.status, what).toBe(403);
+      expect(refused.body, what).toMatchObject({ type: expect.stringMatching(/policy_denied$/), scopes: ['model:report'] });
+      expect(refused.body.detail, what).toMatch(/for the objects named/);
+    }
+    const granted = await report(model('fraud-v1'));
+    expect(granted.status).toBe(201);
+    expect(decodeJwt(granted.body.access_token).scope).toBe('model:report');
+  });
 });
 
 describe('authorization_details', () => {
