@@ -12,4 +12,6 @@ export interface CliIo {
   confirm: (question: string) => Promise<boolean>;
   fetch: typeof fetch;
   sleep: (ms: number) => Promise<void>;
+  /** The clock a wait runs on (`--wait`, progress lines), in ms since the epoch: `Date.now` in the process. */
+  now: () => number;
 }

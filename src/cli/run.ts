@@ -185,4 +185,5 @@ export const processIo = (): CliIo => ({
   },
   fetch: (input, init) => fetch(input, init),
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  now: () => Date.now(),
 });

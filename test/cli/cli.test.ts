@@ -85,6 +85,18 @@ describe('jit request', () => {
     expect(JSON.parse(requested.stdout)).toMatchObject({ request_id: requestId, status: 'denied', approvals: [{ sub: 'carol', decision: 'deny' }] });
   });
 
+  it('ends a wait at its deadline: the last pause is cut to the time left, not a whole poll interval', async () => {
+    // The wait runs on the test's clock: each pause moves it by what the CLI asked for, at once.
+    let now = Date.now();
+    const pauses: number[] = [];
+    const clock = { now: () => now, sleep: async (ms: number) => void (pauses.push(ms), (now += ms)) };
+    const result = await jit([...deploy, '--wait', '5s', '--json'], as(await t.as.ml(), { env: { JIT_POLL_INTERVAL: '2s' }, clock }));
+    expect(result.code).toBe(75);
+    expect(pauses).toEqual([2000, 2000, 1000]);
+    expect(JSON.parse(result.stdout)).toMatchObject({ status: 'pending_approval' });
+    expect(result.stderr).toMatch(/is still pending approval; collect the token later with: jit collect \S+\n$/);
+  });
+
   it('with --wait 0 exits 75 and prints the pending request as JSON; collect picks the token up once', async () => {
     const identity = await t.as.ml();
     const pending = await jit([...deploy, '--wait', '0', '--json'], as(identity));

@@ -53,6 +53,7 @@ async function runHere(args: string[]) {
     confirm: async () => false,
     fetch: () => Promise.reject(new Error('no network here')),
     sleep: async () => {},
+    now: () => Date.now(),
   });
   return { code, ...out };
 }

@@ -51,6 +51,7 @@ function jit(args: string[], env: NodeJS.ProcessEnv, onUrl: (url: string) => Pro
     confirm: async () => false,
     fetch: (input, init) => fetch(input, init),
     sleep: async () => undefined,
+    now: () => Date.now(),
   };
   return run(args, io).then(async (code) => {
     await driving;

@@ -14,6 +14,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = {}, option
     confirm: async () => options.answer ?? false,
     fetch: (input, init) => fetch(input, init),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.min(ms, 20))),
+    now: () => Date.now(),
   };
   const code = await run(argv, io);
   return { code, ...out };

@@ -21,6 +21,8 @@ export interface JitOptions {
   onStderr?: (stderr: string) => void;
   /** In-process only: stdout is a terminal (what an export prints is escaped). */
   stdoutTerminal?: boolean;
+  /** In-process only: the clock a wait runs on and its sleep, instead of real time and timers. */
+  clock?: Pick<CliIo, 'now' | 'sleep'>;
 }
 
 /**
@@ -44,7 +46,8 @@ export async function jit(args: string[], options: JitOptions = {}): Promise<Jit
     readStdin: () => options.stdin ?? '',
     confirm: async () => false,
     fetch: (input, init) => fetch(input, init),
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    sleep: options.clock?.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
+    now: options.clock?.now ?? (() => Date.now()),
   };
   const code = await runCli(args, io);
   return { code, ...out };

@@ -231,7 +231,7 @@ async function waitAndCollect(
 ): Promise<number> {
   const path = `/v1/credentials/${encodeURIComponent(id)}`;
   const collectToken = options.collect ?? (async () => (await client.post<IssuedView>(`${path}/token`)).body);
-  const started = Date.now();
+  const started = io.now();
   const clear = () => io.interactive && io.stderr('\r\x1b[K');
   let reported: { approvals: number; at: number } | undefined;
   for (;;) {
@@ -254,7 +254,7 @@ async function waitAndCollect(
       if (options.json) printJson(io, view);
       return ended(io, view);
     }
-    const elapsed = Date.now() - started;
+    const elapsed = io.now() - started;
     if (elapsed >= options.waitMs) {
       clear();
       if (options.json) printJson(io, view);
@@ -264,9 +264,9 @@ async function waitAndCollect(
     const approvals = view.approvals.filter((a) => a.decision === 'approve').length;
     const line = `waiting for approval of ${shown(id)}: ${approvals}/${shown(String(view.approvals_required))} approvals, ${Math.round(elapsed / 1000)}s elapsed, request expires ${shown(view.expires_at)}`;
     if (io.interactive) io.stderr(`\r\x1b[K${line}`);
-    else if (!reported || reported.approvals !== approvals || Date.now() - reported.at >= 60_000) {
+    else if (!reported || reported.approvals !== approvals || io.now() - reported.at >= 60_000) {
       io.stderr(`${line}\n`);
-      reported = { approvals, at: Date.now() };
+      reported = { approvals, at: io.now() };
     }
     await io.sleep(Math.min(options.pollMs, options.waitMs - elapsed));
   }
