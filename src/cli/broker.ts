@@ -1,7 +1,6 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isLoopbackHost } from '../shared/loopback.js';
-import { profileFile } from './config-dir.js';
+import { privateConfigDir, profileFile } from './config-dir.js';
 import { CliError, usage } from './errors.js';
 
 /** Where a command finds the broker, and what said so (for messages). */
@@ -91,8 +90,8 @@ function profileBroker(env: NodeJS.ProcessEnv): BrokerLocation | undefined {
 
 /** Writes the profile (directory 0700, file 0600), replacing it whole so no reader sees half a file. */
 export function writeProfile(env: NodeJS.ProcessEnv, profile: Profile): string {
+  privateConfigDir(env);
   const path = profileFile(env);
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const temporary = `${path}.${process.pid}.tmp`;
   writeFileSync(temporary, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
   renameSync(temporary, path);

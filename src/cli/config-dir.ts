@@ -1,5 +1,7 @@
+import { chmodSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
+import { CliError } from './errors.js';
 
 /**
  * Where the CLI keeps its own files (`profile.json`, `login.json`, `dpop.jwk.json`): env JIT_CONFIG_DIR, else
@@ -10,6 +12,22 @@ export function configDir(env: NodeJS.ProcessEnv): string {
   if (env.JIT_CONFIG_DIR) return env.JIT_CONFIG_DIR;
   if (env.XDG_CONFIG_HOME && isAbsolute(env.XDG_CONFIG_HOME)) return join(env.XDG_CONFIG_HOME, 'jit');
   return join(env.HOME || homedir(), '.config', 'jit');
+}
+
+/**
+ * The config dir, before the CLI writes a file there: made if missing, and private (mode 0700)
+ * whether it was just made or was there already with looser permissions, since it holds the
+ * login's ID token and the DPoP private key. One the user cannot change the mode of is refused.
+ */
+export function privateConfigDir(env: NodeJS.ProcessEnv): string {
+  const dir = configDir(env);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    chmodSync(dir, 0o700); // the mode above applies only to a directory it creates
+  } catch (error) {
+    throw new CliError(`cannot make the config dir ${dir} private (mode 0700): ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  return dir;
 }
 
 /** `jit login`'s file: `{broker, issuer, id_token, expires_at}`, mode 0600. */

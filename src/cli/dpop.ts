@@ -1,12 +1,10 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { JWK } from 'jose';
 import type { DpopSigningKey } from '../dpop/index.js';
 import { readPrivateJwk, writePrivateJwk } from '../shared/key-files.js';
 import type { BrokerClient } from './client.js';
 import type { CliIo } from './cli-io.js';
-import { dpopKeyFile } from './config-dir.js';
+import { dpopKeyFile, privateConfigDir } from './config-dir.js';
 import { CliError, shown } from './io.js';
 
 /**
@@ -66,7 +64,7 @@ function dpopKey(env: NodeJS.ProcessEnv): DpopSigningKey {
   const path = dpopKeyFile(env);
   let jwk: JWK;
   try {
-    jwk = readOrCreate(path);
+    jwk = readOrCreate(path, env);
   } catch (error) {
     if (error instanceof CliError) throw error;
     // JSON.parse quotes the text it failed on: the message would show the key.
@@ -86,13 +84,13 @@ function dpopKey(env: NodeJS.ProcessEnv): DpopSigningKey {
   return { alg, privateKey, publicJwk };
 }
 
-function readOrCreate(path: string): JWK {
+function readOrCreate(path: string, env: NodeJS.ProcessEnv): JWK {
   try {
     return readPrivateJwk(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  privateConfigDir(env);
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   try {
     writePrivateJwk(path, privateKey.export({ format: 'jwk' }) as JWK);

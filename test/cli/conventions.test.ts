@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
@@ -322,10 +322,12 @@ describe('finding the broker', () => {
     const configDir = tempDir('jit-profile-');
     const identity = await t.as.ml();
     const base = { JIT_CONFIG_DIR: configDir, BROKER_IDENTITY_TOKEN: identity };
+    chmodSync(configDir, 0o755); // there already, open to others: made private before the profile goes in
     const set = await jit(['profile', 'set', '--broker', `${server.url}/`], { env: base });
     expect(set).toEqual({ code: 0, stdout: '', stderr: `the broker is ${server.url} (kept in ${join(configDir, 'profile.json')})\n` });
     expect(JSON.parse(readFileSync(join(configDir, 'profile.json'), 'utf8'))).toEqual({ broker: server.url });
     expect(statSync(join(configDir, 'profile.json')).mode & 0o777).toBe(0o600);
+    expect(statSync(configDir).mode & 0o777).toBe(0o700);
 
     expect((await jit(lowRisk(), { env: base })).code).toBe(0);
     expect((await jit(['profile'], { env: base })).stdout).toBe(`broker  ${server.url}  (from ${join(configDir, 'profile.json')})\n`);

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -90,6 +90,15 @@ describe('jit request --dpop', () => {
     // The proof carries the public key alone, and nothing says the private one.
     expect(Object.keys(a.jwk).sort()).toEqual(['crv', 'kty', 'x', 'y']);
     for (const output of [first.stdout, first.stderr, second.stdout, second.stderr]) expect(output).not.toContain(privateJwk.d);
+  });
+
+  it('makes its key in a private config dir: one already there, open to others, is tightened to 0700 first', async () => {
+    const dir = env.JIT_CONFIG_DIR as string;
+    mkdirSync(dir);
+    chmodSync(dir, 0o755);
+    expect((await runCli([...request, '--dpop'], env)).code).toBe(0);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(dpopKeyFile(env)).mode & 0o777).toBe(0o600);
   });
 
   it('sends none without --dpop, and makes no key', async () => {

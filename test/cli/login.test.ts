@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
@@ -79,6 +79,9 @@ describe('jit login', () => {
     const context = await browser.newContext();
     cleanup.push(() => context.close());
     let landed = '';
+    // The config dir is there already, open to others: the login makes it private before writing.
+    mkdirSync(env().JIT_CONFIG_DIR, { recursive: true });
+    chmodSync(env().JIT_CONFIG_DIR, 0o755);
 
     const result = await jit(['login', '--broker', url], env(), async (signInUrl) => {
       const page = await context.newPage();

@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import ms from 'ms';
 import { boundedJson } from '../answer.js';
-import { configDir, loginFile } from '../config-dir.js';
+import { loginFile, privateConfigDir } from '../config-dir.js';
 import { brokerUrl, CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
 import { openBrowser } from '../open-browser.js';
 
@@ -168,9 +168,7 @@ async function checkIdToken(idToken: string, discovery: Discovery, signIn: SignI
 
 /** Written whole or not at all: a 0600 file renamed into a 0700 directory. */
 function writeLoginFile(env: NodeJS.ProcessEnv, login: LoginFile): string {
-  const dir = configDir(env);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
+  const dir = privateConfigDir(env);
   const path = join(dir, 'login.json');
   const temporary = join(dir, `.login.json.${process.pid}.${randomBytes(4).toString('hex')}`);
   writeFileSync(temporary, `${JSON.stringify(login, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
