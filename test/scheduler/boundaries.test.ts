@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createJobs } from '../../src/scheduler/jobs.js';
 import { verifyChain } from '../../src/audit/index.js';
+import type { Store } from '../../src/store/index.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { allEvents } from '../helpers/records.js';
 
@@ -107,8 +108,26 @@ describe('catching up after days down, in small batches', () => {
     await t.broker.close();
     t.clock.advance(3 * 86_400_000);
     await t.restart();
+    // The broker's own store, each sweep's answer noted on its way back: how many records each
+    // store operation moved.
+    const { sweep } = t.broker.store;
+    const batches = { grants: [] as number[], requests: [] as number[], overdueReviews: [] as number[] };
+    const noted = async <T extends unknown[]>(name: keyof typeof batches, moved: Promise<T>): Promise<T> => {
+      const records = await moved;
+      batches[name].push(records.length);
+      return records;
+    };
+    const store: Store = {
+      ...t.broker.store,
+      sweep: {
+        ...sweep,
+        grants: (...args) => noted('grants', sweep.grants(...args)),
+        requests: (...args) => noted('requests', sweep.requests(...args)),
+        overdueReviews: (...args) => noted('overdueReviews', sweep.overdueReviews(...args)),
+      },
+    };
     const jobs = createJobs({
-      store: t.broker.store,
+      store,
       keyring: t.broker.keyring,
       notifier: t.broker.notifier,
       clock: t.clock,
@@ -116,10 +135,12 @@ describe('catching up after days down, in small batches', () => {
       checkpointEvery: () => 3600_000,
       batchSize: 2,
     });
-    // One batch of two each: the rest waits for the scheduler's next runs.
-    await jobs['expire-grants']!();
-    await jobs['expire-requests']!();
-    await jobs['flag-overdue-reviews']!();
+    // Batches of two, one store operation each, until one comes back short: ten grants (seven
+    // and three break-glass), four pending requests, three overdue reviews.
+    expect(await jobs['expire-grants']!()).toBe(10);
+    expect(await jobs['expire-requests']!()).toBe(4);
+    expect(await jobs['flag-overdue-reviews']!()).toBe(3);
+    expect(batches).toEqual({ grants: [2, 2, 2, 2, 2, 0], requests: [2, 2, 0], overdueReviews: [2, 1] });
     await t.broker.scheduler.runAll();
     const events = await allEvents(t);
     for (const id of [...issued, ...bg]) {
