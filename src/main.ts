@@ -159,7 +159,9 @@ main().catch((error: unknown) => {
     // Something the operator must fix (a key-encryption key that does not open the store's keys):
     // said in one line, no stack trace.
     logger.fatal({ code: error.code, problem: error.message }, 'the broker will not start');
-    process.stderr.write(`jit-broker: ${error.message}\n`);
+    // Escaped: a kid or key id in the message is read from the database, whose writer could put
+    // terminal control sequences there.
+    process.stderr.write(`jit-broker: ${error.message.replace(/[\p{Cc}\p{Cf}]/gu, (c) => `\\u{${(c.codePointAt(0) as number).toString(16)}}`)}\n`);
     process.exit(78); // EX_CONFIG
   }
   logger.fatal({ err: error }, 'the broker could not start');

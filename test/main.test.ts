@@ -38,6 +38,18 @@ describe('the broker process', () => {
     expect(readFileSync(config.database)).toEqual(garbage);
   });
 
+  it('escapes control characters in that line: what it names may come from the database, written by someone else', async () => {
+    const dir = tempDir('jit-main-test-');
+    const config = baseConfig(dir, await createTestIssuers()) as Record<string, any>;
+    config.database = join(dir, 'broker\u001b[2J.db');
+    writeFileSync(config.database, Buffer.alloc(8192, 0x41));
+    writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(config));
+    const { output, exited } = await startProcess(['--config', join(dir, 'ok.yaml')], { PORT: '0' });
+    expect(await exited).toBe(78);
+    expect(output.stderr).toContain(`the database ${join(dir, 'broker\\u{1b}[2J.db')} cannot be used`);
+    expect(output.stderr).not.toContain('\u001b');
+  });
+
   it('logs where it listens, serves, and stops cleanly on SIGTERM', async () => {
     const dir = tempDir('jit-main-test-');
     writeFileSync(join(dir, 'ok.yaml'), YAML.stringify(baseConfig(dir, await createTestIssuers())));
