@@ -6,10 +6,11 @@
 /**
  * Fillers: characters that stand for nothing and show as blank, yet are neither white space nor
  * format characters. The Hangul fillers (U+115F, U+1160, U+3164 and its half-width U+FFA0) are
- * letters to Unicode, default-ignorable; U+2800 BRAILLE PATTERN BLANK is a symbol, and U+16FE4
- * KHITAN SMALL SCRIPT FILLER a combining mark, and neither is.
+ * letters to Unicode, default-ignorable; U+2800 BRAILLE PATTERN BLANK and U+1D159 MUSICAL SYMBOL
+ * NULL NOTEHEAD (a notehead with no glyph, listed among the invisible characters) are symbols, and
+ * U+16FE4 KHITAN SMALL SCRIPT FILLER a combining mark, and none of them is.
  */
-const FILLERS = '\\u115F\\u1160\\u3164\\uFFA0\\u2800\\u{16FE4}';
+const FILLERS = '\\u115F\\u1160\\u3164\\uFFA0\\u2800\\u{16FE4}\\u{1D159}';
 
 /**
  * Characters that do not show, as the body of a regex class: white space, default-ignorable

@@ -63,6 +63,7 @@ describe('break-glass issuance', () => {
     ['only spaces', ' '.repeat(40)],
     ['padded with zero-width spaces', `prod is down${'\u200b'.repeat(30)}`],
     ['padded with fillers', `prod is down${'\u3164\u2800\u115F\uFFA0'.repeat(10)}`],
+    ['padded with blank null noteheads', `prod is down${'\u{1D159}'.repeat(30)}`],
   ])('refuses a %s justification with 400', async (_name, justification) => {
     const response = await breakGlass({ ...emergency, justification });
     expect(response.status).toBe(400);

@@ -8,10 +8,10 @@ import { baseConfig, createTestIssuers } from '../helpers/broker.js';
 /**
  * Characters that show as nothing and are not white space: U+115F HANGUL CHOSEONG FILLER, U+1160
  * HANGUL JUNGSEONG FILLER, U+3164 HANGUL FILLER, U+FFA0 HALFWIDTH HANGUL FILLER, U+2800 BRAILLE
- * PATTERN BLANK, U+16FE4 KHITAN SMALL SCRIPT FILLER. Spelled out here, not imported, so the test says
- * what the contract means.
+ * PATTERN BLANK, U+16FE4 KHITAN SMALL SCRIPT FILLER, U+1D159 MUSICAL SYMBOL NULL NOTEHEAD. Spelled out
+ * here, not imported, so the test says what the contract means.
  */
-const FILLERS = ['\u115F', '\u1160', '\u3164', '\uFFA0', '\u2800', '\u{16FE4}'];
+const FILLERS = ['\u115F', '\u1160', '\u3164', '\uFFA0', '\u2800', '\u{16FE4}', '\u{1D159}'];
 
 describe('normalizeName', () => {
   it('makes one name of the spellings of bob: case, trailing and inner white space, zero-width characters, full-width letters', () => {

@@ -130,6 +130,7 @@ describe('one name under another spelling is one person', () => {
     ['full-width letters', 'ＢＯＢ'],
     ['capitals', 'BOB'],
     ['a bidi mark', '\u200Ebob'],
+    ['a blank musical null notehead', 'bob\u{1D159}'],
   ])('refuses the job initiator spelled with %s', async (_case, actor) => {
     const { body: request } = await post(await dbJob(actor), dbAdmin);
     expectProblem(await decide(await t.as.person('bob', ['approvers']), request.request_id, request.digest), 403, 'separation_of_duties');

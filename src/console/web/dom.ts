@@ -72,7 +72,7 @@ export function show(parent: Element, ...children: Child[]): void {
 // import): white space other than a space, a tab or a newline, default-ignorable characters
 // (zero-width joiners, variation selectors, the Hangul fillers), format characters (bidi
 // overrides and isolates, soft hyphens, tags), control characters, and the blank fillers.
-const INVISIBLE = /(?![ \t\n])[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u115F\u1160\u3164\uFFA0\u2800\u{16FE4}]/gu;
+const INVISIBLE = /(?![ \t\n])[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}\u115F\u1160\u3164\uFFA0\u2800\u{16FE4}\u{1D159}]/gu;
 
 /**
  * A value from a request (a justification, a task id, a subject, a claim): shown as text, in an
