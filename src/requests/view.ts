@@ -45,17 +45,22 @@ export function requestView({ request, approvals, review, issuance }: RequestSta
     ...(issuance ? { jti: issuance.jti } : {}),
     ...(request.endedAt !== null && request.status !== 'issued' ? { ended_at: toIso(request.endedAt) } : {}),
     ...(request.revokeReason !== null ? { revoke_reason: request.revokeReason, revoked_by: request.revokedBy } : {}),
-    ...(review ? { review: reviewView(review) } : {}),
+    ...(review ? { review: reviewView(review, now) } : {}),
   };
 }
 
 export type RequestView = ReturnType<typeof requestView>;
 
-export function reviewView(review: BreakGlassReviewRecord) {
+/**
+ * A break-glass grant's post-review. A pending review is overdue once past its due time, whether
+ * or not the scheduler has flagged it yet (the flag is what records and announces it once):
+ * what callers see never lags the clock, as with a request's status.
+ */
+export function reviewView(review: BreakGlassReviewRecord, now: number) {
   return {
     status: review.outcome === null ? ('pending' as const) : ('done' as const),
     due_at: toIso(review.dueAt),
-    overdue: review.outcome === null ? review.overdueAt !== null : review.reviewedAt !== null && review.reviewedAt > review.dueAt,
+    overdue: review.outcome === null ? review.overdueAt !== null || review.dueAt < now : review.reviewedAt !== null && review.reviewedAt > review.dueAt,
     ...(review.outcome !== null
       ? { outcome: review.outcome, notes: review.notes, reviewer: review.reviewer, reviewed_at: toIso(review.reviewedAt as number) }
       : {}),

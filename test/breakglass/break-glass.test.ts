@@ -221,4 +221,17 @@ describe('overdue reviews', () => {
     const view = await t.http.get(`/v1/credentials/${late.request_id}`).set(bearer(await reviewer()));
     expect(view.body.review).toMatchObject({ status: 'pending', overdue: true });
   });
+
+  it('show as overdue once past due, before the scheduler has flagged them, as a grant past its expiry shows expired', async () => {
+    const { body: grant } = await breakGlass();
+    const seen = async () => (await t.http.get(`/v1/credentials/${grant.request_id}`).set(bearer(await reviewer()))).body.review;
+    t.clock.advance(24 * 3600_000);
+    expect(await seen()).toMatchObject({ status: 'pending', overdue: false });
+    t.clock.advance(60_000);
+    // No scheduler run yet: nothing flagged, and still the view does not lag the clock.
+    expect((await allEvents(t)).filter((e) => e.type === 'breakglass.review_overdue')).toHaveLength(0);
+    expect(await seen()).toMatchObject({ status: 'pending', overdue: true });
+    const listed = await t.http.get('/v1/break-glass?review=pending').set(bearer(await t.as.person('ivy', ['auditors'])));
+    expect(listed.body.items).toEqual([expect.objectContaining({ request_id: grant.request_id, review: expect.objectContaining({ overdue: true }) })]);
+  });
 });
