@@ -183,7 +183,7 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     let sealed = 0;
     for (const key of current().active) {
       const file = keyFile(custody.keyDir, key.kid);
-      if (key.sealedPrivateKey !== null || !existsSync(file)) continue;
+      if (key.sealedPrivateKey !== null || file === undefined || !existsSync(file)) continue;
       const value = sealPrivateJwk(custody.keys, { ...readPrivateJwk(file), kid: key.kid, alg: key.alg }, key);
       openSealedKey(custody.keys, value, key); // a file that is not this key's private half is refused before anything is written
       const event = { type: 'key.sealed' as const, data: { kid: key.kid, alg: key.alg, key_encryption_key: custody.keys[0].id } };

@@ -33,11 +33,22 @@ export interface PrivateHalves {
   failure(key: SigningKeyRecord): StartRefused | undefined;
 }
 
-export const keyFile = (keyDir: string, kid: string) => join(keyDir, `${kid}.jwk.json`);
+/**
+ * The kids the broker makes: RFC 7638 SHA-256 thumbprints, base64url. A kid is read back from the
+ * store, which whoever writes the database controls, and only a kid of this shape names a key
+ * file: `../elsewhere/key` would reach a file outside keyDir, to be read, sealed into the store and
+ * published as the cluster's key, or removed when its row is retired.
+ */
+const FILE_KID = /^[A-Za-z0-9_-]{43}$/;
+
+/** The key file of `kid` under `keyDir`; undefined for a kid the broker never made, which names no file. */
+export const keyFile = (keyDir: string, kid: string): string | undefined => (FILE_KID.test(kid) ? join(keyDir, `${kid}.jwk.json`) : undefined);
 
 function removeKeyFile(keyDir: string, kid: string): void {
+  const file = keyFile(keyDir, kid);
+  if (file === undefined) return;
   try {
-    unlinkSync(keyFile(keyDir, kid));
+    unlinkSync(file);
   } catch {
     // Another process sharing keyDir removed it first, or there never was one here.
   }
@@ -50,15 +61,20 @@ export function privateHalves(custody: KeyCustody): PrivateHalves {
 function inFiles(keyDir: string): PrivateHalves {
   ensureKeyDir(keyDir);
   const loaded = new Map<string, KeyObject>();
-  const holds = (key: SigningKeyRecord) => loaded.has(key.kid) || existsSync(keyFile(keyDir, key.kid));
+  const holds = (key: SigningKeyRecord) => {
+    const file = keyFile(keyDir, key.kid);
+    return loaded.has(key.kid) || (file !== undefined && existsSync(file));
+  };
   return {
     holds,
     vouches: () => true,
     load(key) {
       let privateKey = loaded.get(key.kid);
       if (!privateKey) {
+        const file = keyFile(keyDir, key.kid);
+        if (file === undefined) throw new StartRefused('key_file_unusable', `signing key ${key.kid} has no key file: its kid is not one the broker makes`);
         try {
-          privateKey = createPrivateKey({ key: readPrivateJwk(keyFile(keyDir, key.kid)) as JsonWebKey, format: 'jwk' });
+          privateKey = createPrivateKey({ key: readPrivateJwk(file) as JsonWebKey, format: 'jwk' });
         } catch (error) {
           throw new StartRefused('key_file_unusable', `the key file of signing key ${key.kid} cannot be used: ${(error as Error).message}`);
         }
@@ -71,7 +87,9 @@ function inFiles(keyDir: string): PrivateHalves {
       return privateKey;
     },
     keep(kid, _alg, jwk) {
-      writePrivateJwk(keyFile(keyDir, kid), jwk);
+      const file = keyFile(keyDir, kid);
+      if (file === undefined) throw new Error(`signing key ${kid} has a kid the broker does not make`);
+      writePrivateJwk(file, jwk);
       return null;
     },
     discard: (kid) => removeKeyFile(keyDir, kid),

@@ -1,6 +1,6 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/index.js';
@@ -259,6 +259,56 @@ describe.runIf(ENGINE === 'sqlite')('an upgrade from key files to keys in the st
         await second.close();
       }
     } finally {
+      await t.close();
+    }
+  });
+});
+
+describe(`a kid that a writer of the ${ENGINE} store puts on a row`, () => {
+  it('never names a file outside keyDir: that key file is not sealed in, published or signed with, nor removed when the row retires', async () => {
+    const own = testClock();
+    const dirA = tempDir('jit-kid-path-a-');
+    const kekFile = writeKeyEncryptionKeyFile(dirA);
+    const configure = (c: Record<string, unknown>) => {
+      c.scheduler = { interval: '60m' };
+      c.signing = { ...(c.signing as object), keyEncryptionKeyFile: kekFile };
+    };
+    const t = await startTestBroker({ clock: own, dir: dirA, configure });
+    // A private key file the broker's user owns elsewhere on the machine (another broker's key
+    // directory, say), whose public half is no secret.
+    const elsewhere = tempDir('jit-kid-path-elsewhere-');
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const theirs = join(elsewhere, 'theirs.jwk.json');
+    writeFileSync(theirs, JSON.stringify(privateKey.export({ format: 'jwk' })), { mode: 0o600 });
+    const dirB = tempDir('jit-kid-path-b-');
+    const kid = relative(join(dirB, 'keys'), join(elsewhere, 'theirs'));
+    expect(kid).toMatch(/^\.\.\//);
+    // The newest key that may sign, without a sealed half: one whose key file a replica would seal in at start.
+    await t.db.sql('INSERT INTO signing_keys (kid, alg, public_jwk, created_at, activates_at, retired_at, sealed_private_key) VALUES (?, ?, ?, ?, ?, NULL, NULL)', [
+      kid,
+      'ES256',
+      JSON.stringify(publicKey.export({ format: 'jwk' })),
+      own(),
+      own(),
+    ]);
+    const b = await startTestBroker({ clock: own, issuers: t.issuers, db: t.db, dir: dirB, configure });
+    try {
+      const [row] = await t.db.sql<{ sealed_private_key: string | null }>('SELECT sealed_private_key FROM signing_keys WHERE kid = ?', [kid]);
+      expect(row?.sealed_private_key).toBeNull();
+      for (const broker of [b, t]) {
+        expect((await jwks(broker)).keys.map((key) => key.kid)).not.toContain(kid);
+        expect(kidOf(await issue(broker))).not.toBe(kid);
+      }
+      // Long superseded: retired, and the file its kid points at stays where it is.
+      const old = own() - 3 * 24 * HOUR;
+      await t.db.sql('UPDATE signing_keys SET created_at = ?, activates_at = ? WHERE kid = ?', [old, old, kid]);
+      own.advance(RETIRE_GRACE_MS + KEY_VIEW_MAX_AGE_MS);
+      await b.broker.scheduler.runAll();
+      const [retired] = await t.db.sql<{ retired_at: number | null }>('SELECT retired_at FROM signing_keys WHERE kid = ?', [kid]);
+      expect(retired?.retired_at).not.toBeNull();
+      expect(existsSync(theirs)).toBe(true);
+    } finally {
+      await b.close();
       await t.close();
     }
   });
