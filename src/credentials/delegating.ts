@@ -46,10 +46,15 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
     return { request, jti: issuance.jti };
   }
 
-  /** A root grant's subject as it was verified, its person resolved by the running configuration. */
-  async function rootSubject(parent: RequestRecord, people: Settings['people']): Promise<Subject> {
+  /** The root grant of a parent's line: its subject, and the scopes whose steps the whole line takes part in. */
+  async function rootOf(parent: RequestRecord): Promise<RequestRecord> {
     const root = parent.rootId === parent.id ? parent : await store.requests.get(parent.rootId);
     if (!root) throw new InvalidRequest('The subject_token\'s root grant is not on record.');
+    return root;
+  }
+
+  /** A root grant's subject as it was verified, its person resolved by the running configuration. */
+  function rootSubject(root: RequestRecord, people: Settings['people']): Subject {
     return {
       iss: root.requester.iss,
       sub: root.requester.sub,
@@ -94,7 +99,9 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
       const running = settings(actor);
       const { policy, delegation } = running;
       const now = clock();
-      const parent = await liveParent(token, now);
+      const live = await liveParent(token, now);
+      const root = await rootOf(live.request);
+      const parent = { ...live, rootScopes: root.scopes };
       // A bound parent is exchanged only with a proof by its key; the child is bound to that key,
       // or to `dpop_jkt`'s (a sub-agent's own key).
       const proven = await bindingOf(presented, running, now, parent.request.dpopJkt);
@@ -103,7 +110,7 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
       }
       const jkt = ask.dpopJkt ?? proven?.jkt ?? parent.request.dpopJkt;
       const binding = jkt === null ? undefined : { jkt, ...(proven?.proof ? { proof: proven.proof } : {}) };
-      const subject = await rootSubject(parent.request, running.people);
+      const subject = rootSubject(root, running.people);
       const actors = [...(actor ? [actorRecord(actor)] : []), ...(parent.request.act ?? [])];
       if (actors.length > delegation.maxDepth) {
         throw new InvalidRequest(`An act chain of ${actors.length} actors is longer than delegation.maxDepth allows (${delegation.maxDepth}).`);

@@ -42,7 +42,8 @@ export const capped = (decision: PolicyDecision, seconds: number): PolicyDecisio
  * justification long enough, then `planning` (who
  * grants what), then the `separation` rules the request breaks on its own, then the duty steps it
  * takes part in (refusing a step scope that names no object, or two steps of one duty): a child's
- * are its parent's, judged on the parent's scopes and the details it keeps; last, break-glass
+ * are its parent's, which are its root grant's, judged on the root's scopes and the details every
+ * grant of the line keeps; last, break-glass
  * under a `maxPerIdentityPerDay` of 0.
  */
 export function planned(rules: PlanningRules, input: CredentialInput, planning: () => Omit<Plan, 'steps'>): Plan {
@@ -61,8 +62,10 @@ export function planned(rules: PlanningRules, input: CredentialInput, planning: 
   // A child takes part in its parent's steps on the objects it names, whatever scopes it keeps: a
   // new actor joins the parent's work on them, and must not escape a duty by dropping the step's
   // scope. A parent that named none (issued before a duty of its scopes existed) has no steps to
-  // join, and a child cannot add objects: it is judged on its own scopes.
-  const partOf = plan.parent && details.length > 0 ? plan.parent.request.scopes : plan.decision.scopes;
+  // join, and a child cannot add objects: it is judged on its own scopes. The parent's steps are
+  // its root's (each grant of the line took part in them), never only those of the scopes it kept:
+  // a child that dropped the step's scope would otherwise let a new actor of its own child escape.
+  const partOf = plan.parent && details.length > 0 ? plan.parent.rootScopes : plan.decision.scopes;
   const steps = duties.stepsOf(partOf, details);
   // A quota of 0 is spent before anything is held or done, so the rules alone refuse it (the
   // admission counts every other quota). A child is no new use: its parent was counted.

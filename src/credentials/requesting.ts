@@ -44,8 +44,11 @@ export interface Plan {
   actors: readonly ActorRecord[];
   /** The `delegation` rule that allowed the current actor. */
   rule?: string | undefined;
-  /** A child token's parent, which must still be live when the child is admitted. */
-  parent?: { request: RequestRecord; jti: string } | undefined;
+  /**
+   * A child token's parent, which must still be live when the child is admitted, and the scopes of
+   * its root grant: every grant of the line takes part in the root's steps.
+   */
+  parent?: { request: RequestRecord; jti: string; rootScopes: readonly string[] } | undefined;
   input: CredentialInput;
   decision: PolicyDecision;
   /** The steps of duties the request takes part in. */

@@ -523,6 +523,29 @@ describe('child tokens', () => {
     expectOAuth(joining, 'invalid_scope', /Duty "model-release".*step "deploy"/);
   });
 
+  it('make a new actor take part in the root\'s steps, however many children dropped the step\'s scope before it joined', async () => {
+    t = await start((config) => {
+      withModelRelease(config);
+      config.delegation.rules[0].scopes.push('model:train');
+      config.delegation.rules[2].scopes.push('model:deploy');
+      config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
+    });
+    const details = JSON.stringify(model('fraud-v1'));
+    const training = await delegate(await engineer('alice'), await agent('agent:release-1'), { scope: 'artifacts:read model:train', authorization_details: details });
+    expect(training.status).toBe(200);
+    // The training's child keeps artifacts:read only, with no new actor; helper-1 joins at its child.
+    const narrowed = await childOf(training.body.access_token, { scope: 'artifacts:read' });
+    expect(narrowed.status).toBe(200);
+    const helping = await childOf(narrowed.body.access_token, { actor_token: await agent('agent:helper-1', 'hank'), actor_token_type: JWT });
+    expect(helping.status).toBe(200);
+    const deploying = await delegate(await engineer('erin'), await agent('agent:helper-1', 'hank'), { scope: 'model:deploy', authorization_details: details });
+    expectOAuth(deploying, 'invalid_scope', /Duty "model-release".*step "train"/);
+    // And the other way: helper-2 deploys fraud-v1 for erin, and may not join its training that way either.
+    expectOAuth(await delegate(await engineer('erin'), await agent('agent:helper-2', 'hugo'), { scope: 'model:deploy', authorization_details: details }), 'authorization_pending');
+    const joining = await childOf(narrowed.body.access_token, { actor_token: await agent('agent:helper-2', 'hugo'), actor_token_type: JWT });
+    expectOAuth(joining, 'invalid_scope', /Duty "model-release".*step "deploy"/);
+  });
+
   it('count for limits like any request', async () => {
     t = await start((config) => (config.limits = { liveGrants: 2 }));
     const parent = await delegate(await engineer(), await agent('agent:release-1'));
