@@ -169,6 +169,11 @@ export function identityFromClaims(config: IssuerConfig, payload: JWTPayload, re
   // token, it would give that actor every scope of the subject, past every delegation rule, and
   // leave it out of the records: an actor presents its own identity as the `actor_token`.
   if (Object.hasOwn(payload, 'act')) throw new InvalidToken('invalid_claim', { iss, claim: 'act', reason: 'a token naming an actor is not an identity of its own' });
+  // RFC 7800: `cnf` binds a token to a key (RFC 9449 DPoP's `jkt`, RFC 8705 mTLS's `x5t#S256`),
+  // and only whoever proves that key may use it. The broker takes an identity as a bearer token
+  // and checks no such proof, so a copy of a bound token would pass for its holder: refused, as a
+  // resource server refuses a bound token sent as Bearer (RFC 9449 section 7.2).
+  if (Object.hasOwn(payload, 'cnf')) throw new InvalidToken('invalid_claim', { iss, claim: 'cnf', reason: 'a token bound to a key (cnf) is its key holder\'s only, and no proof of that key is checked here' });
   // jose checks only top-level names, and only that they are there; a null or empty value carries nothing either.
   const missing = config.requiredClaims.find((path) => isAbsent(readClaim(payload, path)));
   if (missing !== undefined) throw new InvalidToken('missing_claim', { claim: missing });

@@ -152,6 +152,26 @@ describe('identity tokens', () => {
     await expectRefused(await t.issuers.ci.token(pipelineSub, claims, { now: t.clock(), header: { typ: 'application/at+jwt' } }), 'access_token_as_identity');
   });
 
+  it('refuses a token its issuer bound to a key (cnf): a copy sent as Bearer proves no key', async () => {
+    // A DPoP-bound (RFC 9449) and an mTLS-bound (RFC 8705) token of the issuer, each sent by whoever copied it.
+    for (const cnf of [{ jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }, { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' }, null]) {
+      await expectRefused(await t.issuers.ci.token(pipelineSub, { ...claims, cnf }, { now: t.clock() }), 'invalid_claim');
+    }
+    // Nor is it taken as a subject_token at the token endpoint.
+    const bound = await t.issuers.ci.token(pipelineSub, { ...claims, cnf: { jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' } }, { now: t.clock() });
+    const exchanged = await t.http.post('/oauth2/token').type('form').send({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: bound,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      scope: 'artifacts:read',
+      audience: 'registry.acme.internal',
+      task_id: 'build-1',
+    });
+    expect(exchanged.status).toBe(400);
+    expect(exchanged.body.error).toBe('invalid_request');
+    expect(lastRejection()).toBe('invalid_claim');
+  });
+
   it('refuses a token larger than 8 KiB, and accepts one just under', async () => {
     const sized = async (bytes: number) => {
       let padding = 'x'.repeat(bytes);
