@@ -1,4 +1,4 @@
-import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, UnsecuredJWT, type JWTClaimVerificationOptions, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, UnsecuredJWT, type JWTClaimVerificationOptions, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type JWTVerifyResult, type ProtectedHeaderParameters } from 'jose';
 import { issuerIss, type IssuerConfig, type Role } from '../config/index.js';
 import { canonicalJson } from '../shared/canonical-json.js';
 import type { Clock } from '../shared/clock.js';
@@ -99,7 +99,7 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
       const now = options.clock();
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(token, issuer.keys, { ...claimChecks(config, skewSeconds, now), algorithms: config.algorithms }));
+        ({ payload } = await verifySigned(token, issuer.keys, { ...claimChecks(config, skewSeconds, now), algorithms: config.algorithms }));
       } catch (error) {
         throw new InvalidToken(rejectionFor(error), { iss, kid: header.kid, reason: (error as Error).message });
       }
@@ -107,6 +107,29 @@ export function createIdentityVerifier(options: IdentityVerifierOptions): Identi
       return identityFromClaims(config, payload, options);
     },
   };
+}
+
+/**
+ * `jwtVerify` over an issuer's key set, where a token that names no `kid` may fit several keys of
+ * its `alg` (an issuer mid-rotation publishes two): it is the issuer's when one of them verifies
+ * it, as the contract reads "its signature does not verify against that issuer's keys". jose only
+ * says that several keys fit; each is tried here in turn (a fetched set holds at most `JWKS_MAX_KEYS`).
+ */
+async function verifySigned(token: string, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTVerifyResult> {
+  try {
+    return await jwtVerify(token, keys, options);
+  } catch (error) {
+    if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+    for await (const key of error) {
+      try {
+        return await jwtVerify(token, key, options);
+      } catch (tried) {
+        // Another key's signature: try the next. Any other failure (its claims) is the token's.
+        if (!(tried instanceof errors.JWSSignatureVerificationFailed)) throw tried;
+      }
+    }
+    throw new errors.JWSSignatureVerificationFailed();
+  }
 }
 
 /** What jose checks of a token's claims for this issuer, besides its signature. */

@@ -92,6 +92,27 @@ describe('remote JWKS', () => {
     expect(server.fetches).toBe(2);
   });
 
+  it('takes a token without kid signed by either key of an issuer mid-rotation, and refuses one neither signed', async () => {
+    let keys: unknown;
+    server = await serveJwks(() => keys);
+    t = await brokerWithJwksUri(server.url);
+    const next = await createTestIssuer(t.issuers.ci.iss);
+    keys = { keys: [...t.issuers.ci.jwks.keys, next.publicJwk] };
+    const claims = { repository: 'acme/app', actor: 'octocat' };
+    const ask = async (token: string) => (await t!.http.post('/v1/credentials').set(bearer(token)).send(body)).status;
+    // Both keys are ES256: with no kid, each fits the token.
+    for (const signer of [t.issuers.ci, next]) {
+      expect(await ask(await signer.token(pipelineSub, claims, { now: t.clock(), header: { kid: undefined } }))).toBe(201);
+    }
+    const stranger = await createTestIssuer(t.issuers.ci.iss);
+    expect(await ask(await stranger.token(pipelineSub, claims, { now: t.clock(), header: { kid: undefined } }))).toBe(401);
+    expect(lastRejection(t.logs)).toBe('signature');
+    // Signed by the second key, its claims judged as any token's: expired is expired.
+    expect(await ask(await next.token(pipelineSub, claims, { now: t.clock() - 3_600_000, header: { kid: undefined } }))).toBe(401);
+    expect(lastRejection(t.logs)).toBe('expired');
+    expect(server.fetches).toBe(1);
+  });
+
   it('refuses the identity (401, not 500) when the JWKS host is unreachable', async () => {
     t = await brokerWithJwksUri(`http://127.0.0.1:${await freePort()}/jwks`);
     const response = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send(body);
