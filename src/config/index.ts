@@ -5,6 +5,8 @@ export {
   databaseEngine,
   DETAIL_TYPE,
   issuerIss,
+  PRIVATE_JWK_REFUSED,
+  privateJwkMember,
   SCOPE_NAME,
   SPIFFE_TRUST_DOMAIN,
 } from './schema.js';

@@ -195,7 +195,18 @@ const showPath = (path: readonly string[]) => (path.length === 1 ? (path[0] as s
 /** SPIFFE trust domain names: lower-case letters, digits, dots, dashes and underscores (SPIFFE ID spec, section 2.1). */
 export const SPIFFE_TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
 
-const jwkSetSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) });
+/**
+ * The member a private or secret JWK has and a public one never does (RFC 7518 section 6), if any:
+ * an issuer's key set in the configuration holds public keys only, and a private key there is a
+ * secret in the wrong place (the broker verifies, it never signs as the issuer).
+ */
+export const privateJwkMember = (key: Record<string, unknown>): string | undefined =>
+  ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'].find((member) => Object.hasOwn(key, member));
+export const PRIVATE_JWK_REFUSED = 'holds private or secret key material: give the issuer\'s public keys only';
+
+const jwkSetSchema = z.object({
+  keys: z.array(z.record(z.string(), z.unknown()).refine((key) => privateJwkMember(key) === undefined, PRIVATE_JWK_REFUSED)).min(1),
+});
 
 const issuerSchema = z
   .strictObject({
@@ -214,8 +225,8 @@ const issuerSchema = z
         'Workload issuers: a SPIFFE trust domain (`example.org`). Its JWT-SVIDs are routed to it by `sub` (`spiffe://example.org/...`); `iss` may be absent and, when present, must equal `issuer` (with no `issuer`, a token carrying `iss` is refused). Its identities show `iss` as `issuer`, else `spiffe://<trust domain>`. Keys marked `use: jwt-svid` count as signing keys.',
       ),
     jwksUri: secureUrl('Where its public keys are fetched (cached up to 10 minutes, refetched on an unknown `kid` at most every 5 seconds, at most 512 KiB and 100 keys; after a failed fetch its identities are refused for 30 seconds without another try).').optional(),
-    jwksFile: z.string().optional().describe('A file holding its JWKS, read at start and again at each reload (SIGHUP).'),
-    jwks: jwkSetSchema.optional().describe('Its JWKS inline.'),
+    jwksFile: z.string().optional().describe('A file holding its JWKS, read at start and again at each reload (SIGHUP). Public keys only: a key with private or secret members is refused.'),
+    jwks: jwkSetSchema.optional().describe('Its JWKS inline, public keys only.'),
     dev: z
       .strictObject({ keyDir: z.string().describe('Where the development key pair lives (created on first use).') })
       .optional()

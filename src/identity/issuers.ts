@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, errors, type FetchImplementation, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
-import { ConfigError } from '../config/index.js';
+import { ConfigError, PRIVATE_JWK_REFUSED, privateJwkMember } from '../config/index.js';
 import type { IssuerConfig } from '../config/index.js';
 import type { Clock } from '../shared/clock.js';
 import { devIssuerJwks } from './dev-issuer.js';
@@ -71,8 +71,18 @@ async function keySource(config: IssuerConfig, options: IssuerOptions): Promise<
 function readJwksFile(config: IssuerConfig): JSONWebKeySet {
   const path = config.jwksFile as string;
   try {
-    const jwks = JSON.parse(readFileSync(path, 'utf8')) as JSONWebKeySet;
+    let jwks: JSONWebKeySet;
+    try {
+      jwks = JSON.parse(readFileSync(path, 'utf8')) as JSONWebKeySet;
+    } catch (error) {
+      // Not JSON.parse's message, which quotes the file: pointed at a secret by mistake, it would log a piece of it.
+      throw error instanceof SyntaxError ? new Error('not JSON') : error;
+    }
     if (!Array.isArray(jwks?.keys)) throw new Error('no "keys" array');
+    jwks.keys.forEach((key, i) => {
+      if (typeof key !== 'object' || key === null || Array.isArray(key)) throw new Error(`key ${i} is not a JWK object`);
+      if (privateJwkMember(key as Record<string, unknown>) !== undefined) throw new Error(`key ${i} ${PRIVATE_JWK_REFUSED}`);
+    });
     return jwks;
   } catch (error) {
     throw new ConfigError(path, [`issuer "${config.name}": jwksFile is not a readable JWKS (${(error as Error).message})`]);

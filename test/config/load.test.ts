@@ -1,9 +1,11 @@
 import { availableParallelism } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { exportJWK, generateKeyPair } from 'jose';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, configWarnings, databaseEngine, loadConfig, parseConfig, resolveConfigPath } from '../../src/config/index.js';
+import { loadTrustedIssuers } from '../../src/identity/index.js';
 import { baseConfig, bearer, createTestIssuers, startTestBroker, type TestIssuers } from '../helpers/broker.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -532,6 +534,36 @@ describe('configuration: people, SPIFFE, limits and the other new fields', () =>
     expect(more).toEqual([]);
     expect(warning?.fields).toEqual({ issuer: 'sso', audiences: ['jit-broker', 'jit-console'] });
     expect(warning?.message).toContain('Set usernameClaim');
+  });
+
+  it('refuses an issuer key set holding a private or secret key, inline or in its jwksFile, and never quotes the file', async () => {
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const privateJwk = await exportJWK(privateKey);
+    expect(await problems((c) => (c.identity.issuers[1].jwks = { keys: [c.identity.issuers[1].jwks.keys[0], privateJwk] }))).toEqual([
+      "identity.issuers.1.jwks.keys.1: holds private or secret key material: give the issuer's public keys only",
+    ]);
+    expect(await problems((c) => (c.identity.issuers[1].jwks = { keys: [{ kty: 'oct', k: 'c2VjcmV0' }] }))).toEqual([
+      "identity.issuers.1.jwks.keys.0: holds private or secret key material: give the issuer's public keys only",
+    ]);
+
+    const fileOf = async (content: string) => {
+      const file = write(`jwks-${Math.random()}.json`, content);
+      const raw = await config((c) => {
+        delete c.identity.issuers[1].jwks;
+        c.identity.issuers[1].jwksFile = file;
+      });
+      const parsed = parseConfig('test', raw);
+      return loadTrustedIssuers(parsed.identity.issuers).then(
+        () => [],
+        (error: unknown) => (error as ConfigError).problems,
+      );
+    };
+    expect(await fileOf(JSON.stringify({ keys: [privateJwk] }))).toEqual([
+      `issuer "sso": jwksFile is not a readable JWKS (key 0 holds private or secret key material: give the issuer's public keys only)`,
+    ]);
+    expect(await fileOf(JSON.stringify({ keys: [1] }))).toEqual(['issuer "sso": jwksFile is not a readable JWKS (key 0 is not a JWK object)']);
+    // Pointed at a secret by mistake: its text goes nowhere.
+    expect(await fileOf('kek-0123456789abcdef')).toEqual(['issuer "sso": jwksFile is not a readable JWKS (not JSON)']);
   });
 
   it('refuses a person listed twice, and names or usernames with nothing left once normalised', async () => {
