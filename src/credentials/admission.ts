@@ -3,7 +3,7 @@ import { dutyConflict } from '../duties/index.js';
 import type { Policy } from '../policy/index.js';
 import type { ActClaim } from '../shared/act.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
-import { secondsUntilBelow, total } from '../shared/rate-window.js';
+import { record, secondsUntilBelow, total, type RateWindow } from '../shared/rate-window.js';
 import { truncate } from '../shared/well-formed.js';
 import type { AdmissionFacts, AdmissionProbe, AuditEntry, Holder, HolderFacts, Principal } from '../store/index.js';
 
@@ -59,14 +59,15 @@ export function judgeAdmission(
     Math.max(1, Math.ceil(((until ?? ask.now + fallback) - ask.now) / 1000));
 
   const holders: [string, HolderFacts][] = [['', facts], ...facts.actors.map((actor) => ['actor\'s ', actor] as [string, HolderFacts])];
+  // A refused request counts toward the rate too: a retry passes once every window, this request
+  // in it, has fallen below the limit (not only the one that refused now, which may clear first).
+  const windows: RateWindow[] = holders.flatMap(([, holder]) => [holder.recent.identity, holder.recent.person]);
+  const rateClears = () => Math.max(...windows.map((window) => secondsUntilBelow(record(window, window.second), limits.requestsPerMinute)));
   for (const [whose, holder] of holders) {
     const recent = { identity: total(holder.recent.identity), person: total(holder.recent.person) };
     const rate = over(recent, limits.requestsPerMinute);
     if (rate) {
-      return new RateLimited(
-        `Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${whose}${rate}.`,
-        secondsUntilBelow(holder.recent[rate], limits.requestsPerMinute),
-      );
+      return new RateLimited(`Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${whose}${rate}.`, rateClears());
     }
   }
 
@@ -81,14 +82,15 @@ export function judgeAdmission(
     const who = facts.breakGlass.identity.count >= max ? 'identity' : facts.breakGlass.person.count >= max ? 'person' : undefined;
     if (who) {
       const oldest = facts.breakGlass[who].oldest;
-      return new RateLimited(`Break-glass quota spent: ${max} grants per ${who} in any 24 hours.`, seconds(oldest === null ? null : oldest + DAY_MS, DAY_MS));
+      return new RateLimited(`Break-glass quota spent: ${max} grants per ${who} in any 24 hours.`, Math.max(seconds(oldest === null ? null : oldest + DAY_MS, DAY_MS), rateClears()));
     }
   }
 
   // A grant past its deadline counts until the scheduler marks it expired: then retry after a tick.
+  // Not before the rate lets a retry through either, this refused request counted.
   const retry = () => {
     const end = facts.soonestEnd ?? null;
-    return seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000);
+    return Math.max(seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000), rateClears());
   };
   for (const [whose, holder] of holders) {
     const live = over(holder.live, limits.liveGrants);

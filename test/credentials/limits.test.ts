@@ -97,6 +97,41 @@ describe('requestsPerMinute', () => {
     expect429(await post(await job()), /per identity/);
   });
 
+  it('says in Retry-After when a retry passes: the refused request counts too, so a caller that waits as told is admitted', async () => {
+    t = await start({ requestsPerMinute: 2 });
+    const minute = nextMinute();
+    for (const at of [0, 10_000]) {
+      t.clock.set(minute + at);
+      expect((await post(await t.as.pipeline())).status).toBe(201);
+    }
+    t.clock.set(minute + 20_000);
+    const over = await post(await t.as.pipeline());
+    expect429(over, /per identity/);
+    // The requests of 0 s and 10 s must leave, as this refused one of 20 s stays: 71 s.
+    expect(over.headers['retry-after']).toBe('51');
+    t.clock.advance(51_000);
+    expect((await post(await t.as.pipeline())).status).toBe(201);
+  });
+
+  it('says in Retry-After when every window lets a retry through: the person\'s may clear after the identity\'s', async () => {
+    t = await start({ requestsPerMinute: 2 });
+    const minute = nextMinute();
+    const login = () => t.as.person('bob', ['builders']);
+    for (const at of [0, 1_000]) {
+      t.clock.set(minute + at);
+      expect((await post(await login())).status).toBe(201);
+    }
+    t.clock.set(minute + 50_000);
+    expect429(await post(await t.as.pipeline({ actor: 'bob' })), /per person/); // counted for bob too
+    t.clock.set(minute + 55_000);
+    const over = await post(await login());
+    expect429(over, /per identity/);
+    // The login's own window clears at 62 s; bob's holds the job's refusal of 50 s until 111 s.
+    expect(over.headers['retry-after']).toBe('56');
+    t.clock.advance(56_000);
+    expect((await post(await login())).status).toBe(201);
+  });
+
   it('counts per person: a second identity of the same person shares the minute', async () => {
     t = await start({ requestsPerMinute: 3 });
     for (let i = 0; i < 3; i += 1) expect((await post(await t.as.pipeline({ actor: 'bob' }))).status).toBe(201);
