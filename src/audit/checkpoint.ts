@@ -122,8 +122,13 @@ export async function verifyChainHolds(
   /** The chain's verdict, when it was walked already. */
   walked?: ChainVerdict,
 ): Promise<CheckpointVerdict> {
-  const verdict = walked ?? (await verifyStoredChain(events));
+  let verdict = walked ?? (await verifyStoredChain(events));
   if (!verdict.ok || head === undefined) return verdict;
+  // A walk shared with earlier callers may have read the chain before the checkpoint's event
+  // committed (on PostgreSQL a page is read while other replicas append); that event was
+  // committed before the checkpoint was signed, so a head past the walk's end is read on to.
+  if (head.seq > verdict.events) verdict = await verifyStoredChain(events, undefined, verdict);
+  if (!verdict.ok) return verdict;
   if (head.seq === 0) return head.hash === GENESIS_HASH ? verdict : { ok: false, reason: 'truncated' };
   const event = head.seq <= verdict.events ? await events.at(head.seq) : undefined;
   return event?.hash === head.hash ? verdict : { ok: false, reason: 'truncated' };

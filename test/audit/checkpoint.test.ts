@@ -1,6 +1,7 @@
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { readCheckpoint } from '../../src/audit/index.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
 import { ENGINE } from '../helpers/engine.js';
 import { allEvents } from '../helpers/records.js';
@@ -150,6 +151,56 @@ describe('GET /v1/audit/verify?checkpoint=', () => {
     const published = (await t.http.get('/.well-known/jwks.json')).body.keys as { kid: string }[];
     expect(published.map((key) => key.kid)).not.toContain(kid);
     expect((await verify(t, cp.checkpoint)).body).toMatchObject({ ok: true });
+  });
+
+  it('holds for a checkpoint whose event committed after the walk it shares read the chain (no false alarm)', async () => {
+    // Verifications asked together share one walk of the chain. On PostgreSQL its last page is
+    // read while other replicas append: a checkpoint signed just after may name an event that
+    // page did not see. Here the page's answer is held, once read, until the second verification
+    // (of such a checkpoint) has joined the walk.
+    const t = await start();
+    await issue(t);
+    const { links } = t.broker.store.events;
+    const { get } = t.broker.store.keys;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let walked!: () => void;
+    const read = new Promise<void>((resolve) => (walked = resolve));
+    let holding = true;
+    t.broker.store.events.links = async (afterSeq, limit) => {
+      const page = await links(afterSeq, limit);
+      if (holding) {
+        holding = false;
+        walked();
+        await released;
+      }
+      return page;
+    };
+    try {
+      const first = verify(t).then((response) => response);
+      await read; // the walk has read the chain as it was
+      await issue(t); // the checkpoint's event commits after that read
+      const cp = await checkpoint(t);
+      let asked!: () => void;
+      const keyAsked = new Promise<void>((resolve) => (asked = resolve));
+      t.broker.store.keys.get = async (kid) => {
+        asked();
+        return get(kid);
+      };
+      const second = verify(t, cp.checkpoint).then((response) => response);
+      // Once the second has read its checkpoint's key and verified it, it joins the walk.
+      await keyAsked;
+      expect(await readCheckpoint(cp.checkpoint, { issuer: BROKER_ISSUER, keys: { get } })).toMatchObject({ seq: cp.seq });
+      for (let turn = 0; turn < 10; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+      release();
+      const alone = (await first).body;
+      expect(alone).toMatchObject({ ok: true });
+      expect(alone.events).toBeLessThan(cp.seq); // the walk as it read the chain
+      expect((await second).body).toEqual({ ok: true, events: cp.seq, head: cp.hash });
+    } finally {
+      t.broker.store.events.links = links;
+      t.broker.store.keys.get = get;
+    }
   });
 });
 
