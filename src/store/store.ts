@@ -488,12 +488,13 @@ export function createStore(engine: Engine, clock: Clock): Store {
   }
 
   /**
-   * One more refusal this minute: recorded (an event) or only counted (reported later in one), for
-   * the principal; a recorded one also for each actor, whose count caps it too. A refusal is
-   * counted for the principal alone, so that the minute's report counts it once.
+   * One more refusal this minute: recorded (an event) for the principal and each actor, whose
+   * counts cap it; or only counted (reported later in one event), for the caller alone, so that
+   * the minute's report counts it once: the principal, or for a delegated request the actor that
+   * asked, so that an agent refused for many principals is one report, not one per principal.
    */
   function countRefusal(sql: Sql, probe: AdmissionProbe, recorded: boolean): Promise<number> {
-    const { identity } = probe.holder;
+    const { identity } = recorded ? probe.holder : (probe.actors[0] ?? probe.holder);
     const rows = new Map([[identityHolder(identity), [recorded ? 1 : 0, recorded ? 0 : 1, identity.iss, identity.sub]]]);
     // One row per holder (an actor met twice in a chain is one caller): a statement may not update a row twice.
     for (const actor of recorded ? probe.actors : []) {

@@ -131,7 +131,7 @@ describe('a delegated exchange', () => {
     expect(JSON.parse(String(limited?.data)).act).toEqual({ iss: AGENTS_ISS, sub: 'agent:release-3' });
   });
 
-  it('records an agent\'s refusals one by one only a few a minute, whomever it acts for; the rest are counted once', async () => {
+  it('records an agent\'s refusals one by one only a few a minute, whomever it acts for; the rest are counted into one event', async () => {
     t = await start();
     t.clock.set(Math.ceil((t.clock() + 2_000) / 60_000) * 60_000 + 1_000); // early in a minute
     const refusals = 12;
@@ -144,6 +144,10 @@ describe('a delegated exchange', () => {
     await t.broker.scheduler.runAll();
     const events = await recorded();
     expect(events.reduce((sum, e) => sum + Number(e.data.count), 0)).toBe(refusals);
+    // One event for the rest, naming the agent that asked: not one per principal it acted for.
+    expect(events.slice(REFUSALS_RECORDED_PER_MINUTE)).toEqual([
+      expect.objectContaining({ actor: { iss: AGENTS_ISS, sub: 'agent:release-1' }, data: expect.objectContaining({ aggregated: true, count: refusals - REFUSALS_RECORDED_PER_MINUTE }) }),
+    ]);
   });
 
   it('counts limits for the agent too: one agent cannot exceed its own rate by acting for many people', async () => {
