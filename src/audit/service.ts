@@ -122,10 +122,14 @@ export function createAuditService({ store, clock, keyring, issuer, settings }: 
     const after = decodeCursor(cursor, ['number'] as const)?.[0] ?? 0;
     const scanned = filter.requestId === undefined && (filter.type !== undefined || filter.since !== undefined || filter.until !== undefined);
     const through = scanned ? after + EVENT_SCAN_BUDGET : undefined;
+    // The head before the page: the chain holds every seq up to it, so a page read after it saw
+    // each of them up to `through`. Read after the page, a head past `through` may have grown
+    // past it meanwhile, and the cursor would pass over events the page never saw.
+    const head = scanned ? ((await store.events.head())?.seq ?? 0) : 0;
     const rows = await store.audit.events(filter, after, limit + 1, through);
     const page = rows.slice(0, limit);
     if (rows.length > limit) return { items: page.map(eventView), next_cursor: encodeCursor([(page.at(-1) as AuditEventRecord).seq]) };
-    const more = through !== undefined && through < ((await store.events.head())?.seq ?? 0);
+    const more = through !== undefined && through < head;
     return { items: page.map(eventView), next_cursor: more ? encodeCursor([through]) : null };
   }
   /** Every page of a listing, one at a time: an export never holds more than a page in memory. */

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditService, EVENT_SCAN_BUDGET } from '../../src/audit/service.js';
+import { encodeCursor } from '../../src/shared/cursor.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 /**
@@ -44,6 +45,39 @@ describe('events filtered by type or time', () => {
   it('read on as before when unfiltered or by request: full pages', async () => {
     expect((await get('/v1/audit/events?limit=1000')).body.items).toHaveLength(1000);
     expect((await get('/v1/audit/events?request_id=seeded-20000')).body).toMatchObject({ items: [expect.objectContaining({ request_id: 'seeded-20000' })], next_cursor: null });
+  });
+});
+
+describe('a filtered listing while the chain grows', () => {
+  it('never passes over an event: one appended while a page is read is listed, or the listing ends before it', async () => {
+    // A page whose stretch of the chain reaches just past the head; two matches are appended as
+    // soon as it has been read (another replica's commit, a slow round trip).
+    const head = (await t.broker.store.events.head())?.seq as number;
+    const from = head + 1 - EVENT_SCAN_BUDGET;
+    const { events } = t.broker.store.audit;
+    let grow = true;
+    t.broker.store.audit.events = async (...args) => {
+      const rows = await events(...args);
+      if (grow) {
+        grow = false;
+        await t.broker.store.append([{ type: 'key.sealed', data: { n: 1 } }, { type: 'key.sealed', data: { n: 2 } }]);
+      }
+      return rows;
+    };
+    const listed: number[] = [];
+    try {
+      for (let cursor: string | null = encodeCursor([from]); cursor; ) {
+        const page: { body: { items: { seq: number }[]; next_cursor: string | null } } = await get(`/v1/audit/events?type=key.sealed&limit=10&cursor=${cursor}`);
+        listed.push(...page.body.items.map((event) => event.seq));
+        cursor = page.body.next_cursor;
+      }
+    } finally {
+      t.broker.store.audit.events = events;
+    }
+    const appended = [head + 1, head + 2];
+    expect((await t.broker.store.audit.events({ type: 'key.sealed' }, from, 10)).map((event) => event.seq)).toEqual(appended);
+    // Every match up to the last one listed is listed: here none, or both.
+    expect([[], appended]).toContainEqual(listed);
   });
 });
 
