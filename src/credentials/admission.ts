@@ -37,6 +37,38 @@ export function admissionProbe(
   };
 }
 
+type Whose = [whose: string, facts: HolderFacts];
+const over = (counts: { identity: number; person: number }, limit: number) =>
+  counts.identity >= limit ? 'identity' : counts.person >= limit ? 'person' : undefined;
+const holdersOf = (facts: AdmissionFacts): Whose[] => [['', facts], ...facts.actors.map((actor): Whose => ['actor\'s ', actor])];
+
+/**
+ * Seconds until a retry passes the rate. A refused request counts toward it too: a retry passes
+ * once every window of the principal and its actors, this request in it, has fallen below the
+ * limit (not only the window that refused now, which may clear first); 1 when none is near it.
+ */
+function rateClears(facts: AdmissionFacts, limit: number): number {
+  const windows: RateWindow[] = holdersOf(facts).flatMap(([, holder]) => [holder.recent.identity, holder.recent.person]);
+  return Math.max(...windows.map((window) => secondsUntilBelow(record(window, window.second), limit)));
+}
+
+/**
+ * The request rate alone, per identity and per person of the principal and each actor: what
+ * counts every request, refused ones too. Returns the refusal, or undefined.
+ */
+export function judgeRate(facts: AdmissionFacts, limits: Pick<BrokerConfig['limits'], 'requestsPerMinute'>): RateLimited | undefined {
+  for (const [whose, holder] of holdersOf(facts)) {
+    const rate = over({ identity: total(holder.recent.identity), person: total(holder.recent.person) }, limits.requestsPerMinute);
+    if (rate) {
+      return new RateLimited(
+        `Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${whose}${rate}.`,
+        rateClears(facts, limits.requestsPerMinute),
+      );
+    }
+  }
+  return undefined;
+}
+
 /**
  * The checks that turn on what the caller already holds or did, in order: the request rate
  * (abuse first), separation of duties, at once and across an object's lifecycle (refusals that
@@ -53,23 +85,12 @@ export function judgeAdmission(
   scopes: readonly string[],
 ): BrokerError | undefined {
   const { limits } = config;
-  const over = (counts: { identity: number; person: number }, limit: number) =>
-    counts.identity >= limit ? 'identity' : counts.person >= limit ? 'person' : undefined;
   const seconds = (until: number | null | undefined, fallback: number) =>
     Math.max(1, Math.ceil(((until ?? ask.now + fallback) - ask.now) / 1000));
+  const holders = holdersOf(facts);
 
-  const holders: [string, HolderFacts][] = [['', facts], ...facts.actors.map((actor) => ['actor\'s ', actor] as [string, HolderFacts])];
-  // A refused request counts toward the rate too: a retry passes once every window, this request
-  // in it, has fallen below the limit (not only the one that refused now, which may clear first).
-  const windows: RateWindow[] = holders.flatMap(([, holder]) => [holder.recent.identity, holder.recent.person]);
-  const rateClears = () => Math.max(...windows.map((window) => secondsUntilBelow(record(window, window.second), limits.requestsPerMinute)));
-  for (const [whose, holder] of holders) {
-    const recent = { identity: total(holder.recent.identity), person: total(holder.recent.person) };
-    const rate = over(recent, limits.requestsPerMinute);
-    if (rate) {
-      return new RateLimited(`Too many credential requests: at most ${limits.requestsPerMinute} in any 60 seconds per ${whose}${rate}.`, rateClears());
-    }
-  }
+  const rate = judgeRate(facts, limits);
+  if (rate) return rate;
 
   if (facts.conflict) {
     const conflict = policy.separationConflict(scopes, [facts.conflict]);
@@ -82,7 +103,7 @@ export function judgeAdmission(
     const who = facts.breakGlass.identity.count >= max ? 'identity' : facts.breakGlass.person.count >= max ? 'person' : undefined;
     if (who) {
       const oldest = facts.breakGlass[who].oldest;
-      return new RateLimited(`Break-glass quota spent: ${max} grants per ${who} in any 24 hours.`, Math.max(seconds(oldest === null ? null : oldest + DAY_MS, DAY_MS), rateClears()));
+      return new RateLimited(`Break-glass quota spent: ${max} grants per ${who} in any 24 hours.`, Math.max(seconds(oldest === null ? null : oldest + DAY_MS, DAY_MS), rateClears(facts, limits.requestsPerMinute)));
     }
   }
 
@@ -90,7 +111,7 @@ export function judgeAdmission(
   // Not before the rate lets a retry through either, this refused request counted.
   const retry = () => {
     const end = facts.soonestEnd ?? null;
-    return Math.max(seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000), rateClears());
+    return Math.max(seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000), rateClears(facts, limits.requestsPerMinute));
   };
   for (const [whose, holder] of holders) {
     const live = over(holder.live, limits.liveGrants);

@@ -7,7 +7,7 @@ import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { BrokerError, InvalidRequest, PolicyDenied, RateLimited, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
 import type { ActorRecord, AuditEntry, RequestRecord } from '../store/index.js';
-import { admissionProbe, judgeAdmission, refusalEvent } from './admission.js';
+import { admissionProbe, judgeAdmission, judgeRate, refusalEvent } from './admission.js';
 import { replayed, type Binding } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
 
@@ -74,13 +74,14 @@ export function createRequesting(deps: CredentialServiceDeps) {
 
   /**
    * A request refused by policy before any fact was read: counted toward the principal's and the
-   * actors' rates (which may turn it into a 429), and recorded.
+   * actors' rates (which may turn it into a 429), and recorded. The rate alone: no other limit
+   * would ever admit it, so none may tell the caller to retry.
    */
   async function refuse(caller: Identity | undefined, subject: Subject, actors: readonly ActorRecord[], input: CredentialInput, error: BrokerError, now: number): Promise<never> {
     const { config, policy, people } = settings(caller);
     const probe = { ...admissionProbe(holderOf(subject, subject.personKey, people), [], policy, config, { pending: false, breakGlass: false, now }), actors: actorHolders(actors, people) };
     const refusal = await store.admit(probe, (facts) => {
-      const final = judgeAdmission(facts, config, { pending: false, breakGlass: false, now }, policy, []) ?? error;
+      const final = judgeRate(facts, config.limits) ?? error;
       return { refuse: refusalEvent(subject, input, final, facts, actClaim(actors)), result: final };
     });
     throw refusal;

@@ -183,6 +183,17 @@ describe('liveGrants', () => {
     expect429(await post(fresh), /live grants/);
   });
 
+  it('never turns a request the rules refuse into a 429: waiting for a grant to end would not admit it', async () => {
+    t = await start({ liveGrants: 1 });
+    const job = await t.as.pipeline();
+    expect((await post(job)).status).toBe(201);
+    expect429(await post(job), /live grants/);
+    const denied = await post(job, { ...read, scopes: ['db:admin'] });
+    expect(denied.status).toBe(403);
+    expect(denied.body.type).toMatch(/policy_denied$/);
+    expect(denied.headers['retry-after']).toBeUndefined();
+  });
+
   it('holds a person\'s pending requests no longer once they time out, marked or not', async () => {
     t = await start({ pendingRequests: 1 });
     const pending = await post(await dbJob('bob'), migrate);
