@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { errors, jwtVerify } from 'jose';
 import { DPOP_SIGNING_ALGORITHMS, singleDpopProof, verifyDpopProof, type VerifiedDpopProof } from '../dpop/index.js';
 import { InvalidDpopProof } from '../shared/errors.js';
+import { isSecureOrLoopback } from '../shared/loopback.js';
 import { readBoundedJson } from './bounded-json.js';
 import { actorChain, boundKeyThumbprint, type BrokerTokenClaims } from './claims.js';
 import { BrokerTokenError } from './errors.js';
@@ -45,9 +46,13 @@ export interface BrokerVerifierOptions {
   issuer: string;
   /** This resource server: the token's `aud` must be it. */
   audience: string;
-  /** Where to reach the broker, when not at its issuer URL (an internal address). Default: `issuer`. */
+  /**
+   * Where to reach the broker, when not at its issuer URL (an internal address). Default: `issuer`.
+   * https, or plain http to a loopback host (this machine): the keys every token is trusted by,
+   * and the identity token of the revocation check, never cross the network in clear.
+   */
   brokerUrl?: string;
-  /** Default `${brokerUrl}/.well-known/jwks.json`. */
+  /** Default `${brokerUrl}/.well-known/jwks.json`. https, or plain http to a loopback host. */
   jwksUri?: string;
   /** Leeway for `exp` and `nbf`, seconds (default 30). */
   clockToleranceSeconds?: number;
@@ -117,11 +122,16 @@ export interface BrokerVerifier {
 
 export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVerifier {
   const base = (options.brokerUrl ?? options.issuer).replace(/\/+$/, '');
+  const jwksUri = options.jwksUri ?? `${base}/.well-known/jwks.json`;
+  // Refused at once, as the broker refuses such an issuer's jwksUri: keys fetched over plain http
+  // from another host are whatever anyone on the way serves, and every token they sign is taken.
+  secureUrl(jwksUri, options.jwksUri !== undefined ? 'jwksUri' : options.brokerUrl !== undefined ? 'brokerUrl' : 'issuer');
+  if (options.revocation) secureUrl(base, options.brokerUrl !== undefined ? 'brokerUrl' : 'issuer');
   const fetchImpl = options.fetch ?? fetch;
   const now = options.now ?? Date.now;
   const clockTolerance = options.clockToleranceSeconds ?? 30;
   const jwks = brokerKeys({
-    url: options.jwksUri ?? `${base}/.well-known/jwks.json`,
+    url: jwksUri,
     fetch: fetchImpl,
     now,
     maxAgeMs: options.jwksMaxAgeMs ?? 10 * 60_000,
@@ -224,6 +234,15 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
       return checkRequirements(token, claims, requirements);
     },
   };
+}
+
+/** https, or plain http to this machine; no user or password (fetch refuses them, and URLs end up in logs). */
+function secureUrl(text: string, option: string): void {
+  const url = URL.parse(text);
+  if (!url || !isSecureOrLoopback(url)) {
+    throw new TypeError(`createBrokerVerifier: ${option} must be an https URL (plain http only to a loopback host), not ${url ? `${url.protocol}//${url.host}` : 'this'}`);
+  }
+  if (url.username !== '' || url.password !== '') throw new TypeError(`createBrokerVerifier: ${option} must not carry a user or password`);
 }
 
 function checkDelegation(claims: BrokerTokenClaims, delegation: 'required' | 'forbidden' | 'allowed'): void {

@@ -1,5 +1,6 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createBrokerVerifier } from '../../src/verifier/index.js';
@@ -219,6 +220,40 @@ describe('the verifier\'s copy of the JWKS', () => {
     const rs = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri: `${redirecting}/.well-known/jwks.json`, now: () => clock() });
     expect(await outcome(rs.verify(await token(attacker)))).toBe('unavailable');
     expect(elsewhereFetches).toBe(0);
+  });
+
+  it('is never fetched over plain http from another host than this one: refused when the verifier is made', async () => {
+    // The host's own non-loopback address: a JWKS there, served to anyone on the network path.
+    const external = Object.values(networkInterfaces()).flat().find((address) => address && !address.internal && address.family === 'IPv4')?.address;
+    expect(external, 'this test needs a non-loopback IPv4 address').toBeDefined();
+    const attacker = await makeKey();
+    let served = 0;
+    const plain = createServer((_req, res) => {
+      served += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [attacker.publicJwk] }));
+    });
+    others.push(plain);
+    await new Promise<void>((resolve) => plain.listen(0, external, resolve));
+    const url = `http://${external}:${(plain.address() as AddressInfo).port}`;
+    const identity = () => 'resource-server-identity';
+    for (const options of [
+      { jwksUri: `${url}/jwks` },
+      { brokerUrl: url },
+      { issuer: url },
+      // The revocation check sends the resource server's identity token there.
+      { jwksUri, brokerUrl: url, revocation: { mode: 'list' as const, identityToken: identity } },
+      { jwksUri, issuer: url, revocation: { mode: 'introspect' as const, identityToken: identity } },
+      { jwksUri: `https://user:secret@broker.example/jwks` },
+    ]) {
+      expect(() => createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, now: () => clock(), ...options }), JSON.stringify(options)).toThrow(
+        /createBrokerVerifier: (jwksUri|brokerUrl|issuer) must/,
+      );
+    }
+    expect(served).toBe(0);
+    // https anywhere, plain http to this machine (the tests' brokers) and no revocation URL unused are fine.
+    expect(() => createBrokerVerifier({ issuer: 'http://broker.internal', audience: AUDIENCE, jwksUri })).not.toThrow();
+    expect(() => createBrokerVerifier({ issuer: 'https://broker.example', audience: AUDIENCE, brokerUrl: 'https://jit-broker.internal:8443' })).not.toThrow();
   });
 
   it('is refused as unavailable past 256 KiB, its length declared or not', async () => {
