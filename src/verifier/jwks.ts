@@ -28,8 +28,10 @@ interface CachedKeys {
  * before it signs with it, so a cache kept that long always knows the signing key), and fetched
  * again early when a token names a `kid` it does not hold, at most once per `cooldownMs` (a fetch
  * that failed counts) so a stream of tokens with made-up kids cannot make this process hammer the
- * broker, up or down. Time is the caller's `now`, not the process clock. Whatever cannot be
- * fetched or found is refused.
+ * broker, up or down. Without a fresh copy, a fetch that failed is not tried again before the
+ * cooldown either: meanwhile every token is refused as the fetch was, or each token would fetch
+ * from a broker that is down or overloaded. Time is the caller's `now`, not the process clock.
+ * Whatever cannot be fetched or found is refused.
  */
 export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
   const { url, now } = options;
@@ -38,6 +40,9 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
   // When the last fetch began, failed or not: the cooldown counts from it, or made-up kids would
   // fetch again on every token for as long as the broker fails.
   let attemptedAt = Number.NEGATIVE_INFINITY;
+  // Why the last fetch failed, until one succeeds: with no fresh copy, tokens are refused for it
+  // until the cooldown has passed, rather than each fetching again from a broker that fails.
+  let failure: KeysUnavailable | undefined;
 
   async function load(): Promise<CachedKeys> {
     const fetchedAt = now();
@@ -70,9 +75,20 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
 
   /** One fetch at a time: verifications waiting on a refresh share it. */
   const refresh = async (): Promise<CachedKeys> => {
-    loading ??= load().finally(() => {
-      loading = undefined;
-    });
+    loading ??= load()
+      .then(
+        (loaded) => {
+          failure = undefined;
+          return loaded;
+        },
+        (error: unknown) => {
+          failure = error instanceof KeysUnavailable ? error : new KeysUnavailable(`the broker's JWKS at ${url} could not be read`, { cause: error });
+          throw failure;
+        },
+      )
+      .finally(() => {
+        loading = undefined;
+      });
     cached = await loading;
     return cached;
   };
@@ -85,7 +101,12 @@ export function brokerKeys(options: BrokerKeysOptions): JWTVerifyGetKey {
     }
   };
   return async (header, token) => {
-    const current = cached && now() < cached.freshUntil ? cached : await refresh();
+    let current = cached && now() < cached.freshUntil ? cached : undefined;
+    if (current === undefined) {
+      // No fresh copy and the last fetch failed: refused as it was, one fetch per cooldown at most.
+      if (loading === undefined && failure !== undefined && now() - attemptedAt < options.cooldownMs) throw failure;
+      current = await refresh();
+    }
     try {
       return await resolve(current.keys, header, token);
     } catch (error) {

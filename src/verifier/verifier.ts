@@ -61,7 +61,11 @@ export interface BrokerVerifierOptions {
    * `Cache-Control: max-age` says, which is never longer than it publishes new keys ahead.
    */
   jwksMaxAgeMs?: number;
-  /** A token naming a key the cached JWKS lacks fetches it again, at most once this often, a failed fetch counting (default 30 s). */
+  /**
+   * A token naming a key the cached JWKS lacks fetches it again, at most once this often, a failed
+   * fetch counting (default 30 s). After a failed fetch, with no fresh copy, tokens are refused as
+   * `unavailable` for this long without another try.
+   */
   jwksCooldownMs?: number;
   revocation?: RevocationCheck;
   dpop?: DpopOptions;

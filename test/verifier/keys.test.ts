@@ -185,6 +185,35 @@ describe('the verifier\'s copy of the JWKS', () => {
     expect(fetches).toBe(3);
   });
 
+  it('is fetched at most once per cooldown while the broker fails and the copy is stale: meanwhile every token is refused unfetched', async () => {
+    const a = await makeKey();
+    published = [a];
+    const rs = verifier();
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+    clock.advance(60_000); // past max-age
+    answer.status = 503;
+    // Good tokens and forged ones alike: each would have fetched from a broker that is down or overloaded.
+    const forger = await makeKey();
+    const outcomes = [];
+    for (let i = 0; i < 20; i += 1) outcomes.push(await outcome(rs.verify(await token(i % 2 === 0 ? a : forger, i % 2 === 0 ? a.kid : `made-up-${i}`))));
+    expect(outcomes).toEqual(Array.from({ length: 20 }, () => 'unavailable'));
+    expect(fetches).toBe(2);
+
+    clock.advance(29_999);
+    answer.status = 200;
+    expect(await outcome(rs.verify(await token(a)))).toBe('unavailable');
+    expect(fetches).toBe(2);
+    clock.advance(1);
+    expect(await outcome(rs.verify(await token(a)))).toBe('ok');
+    expect(fetches).toBe(3);
+
+    // A verifier whose very first fetch fails waits the cooldown as well.
+    answer.status = 500;
+    const started = verifier();
+    for (let i = 0; i < 5; i += 1) expect(await outcome(started.verify(await token(a)))).toBe('unavailable');
+    expect(fetches).toBe(4);
+  });
+
   it('fails closed: a JWKS that cannot be fetched, or is not a JWKS, refuses every token as unavailable', async () => {
     const a = await makeKey();
     published = [a];
@@ -194,6 +223,7 @@ describe('the verifier\'s copy of the JWKS', () => {
     answer.status = 503;
     expect(await outcome(rs.verify(await token(a)))).toBe('unavailable');
     answer.status = 200;
+    clock.advance(30_000); // the cooldown after a failed fetch (below)
     expect(await outcome(rs.verify(await token(a)))).toBe('ok');
 
     // A refetch for an unknown kid that fails is refused too.
