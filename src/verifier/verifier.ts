@@ -24,7 +24,10 @@ export interface RevocationCheck {
   mode: 'introspect' | 'list';
   /** The resource server's own identity token, holding the broker's `introspector` role. */
   identityToken: () => string | Promise<string>;
-  /** How long an answer is reused (default 10 s): the most a revocation can go unseen. */
+  /**
+   * How long an answer is reused (default 10 s): the most a revocation can go unseen. A call that
+   * failed counts too: for this long after it, tokens are refused as `unavailable` unasked.
+   */
   cacheMs?: number;
 }
 
@@ -320,8 +323,22 @@ function refusal(error: unknown): BrokerTokenError {
 /** Fails closed: when the broker cannot be asked, or its answer cannot be read, the token is not accepted. */
 function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof fetch, now: () => number, clockToleranceMs: number) {
   const cacheMs = check.cacheMs ?? 10_000;
-  /** The broker's answer, a JSON object. Whatever keeps it from being had (timed out mid-body, too large, not JSON) is `unavailable`. */
+  // The last call that failed, and when, until one succeeds: for `cacheMs` after it every check is
+  // refused as it was, unasked, or each verification would call a broker that is down or overloaded.
+  let failure: { error: BrokerTokenError; at: number } | undefined;
   const call = async (path: string, init: RequestInit = {}): Promise<Record<string, unknown>> => {
+    if (failure && now() - failure.at < cacheMs) throw failure.error;
+    try {
+      const answer = await ask(path, init);
+      failure = undefined;
+      return answer;
+    } catch (error) {
+      failure = { error: error as BrokerTokenError, at: now() };
+      throw error;
+    }
+  };
+  /** The broker's answer, a JSON object. Whatever keeps it from being had (timed out mid-body, too large, not JSON) is `unavailable`. */
+  const ask = async (path: string, init: RequestInit = {}): Promise<Record<string, unknown>> => {
     let body: unknown;
     try {
       const response = await fetchImpl(`${base}${path}`, {

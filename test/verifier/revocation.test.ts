@@ -133,6 +133,36 @@ describe('the revocation check', () => {
     expect(revocationFetches).toBe(4);
   });
 
+  it('asks a failing broker at most once per cache period, in either mode: meanwhile refused as unavailable, unasked', async () => {
+    let calls = 0;
+    let status = 503;
+    handle = (req, res) => {
+      calls += 1;
+      if (status !== 200) {
+        res.writeHead(status);
+        res.end();
+      } else json(res, req.url?.startsWith('/v1/revocations') ? { items: [], next_cursor: null } : { active: true });
+    };
+    for (const mode of ['list', 'introspect'] as const) {
+      calls = 0;
+      status = 503;
+      const rs = verifier(mode);
+      const token = await tokens.mint({}, clock());
+      const outcomes = [];
+      for (let i = 0; i < 20; i += 1) outcomes.push(await outcome(rs.verify(i % 2 === 0 ? token : await tokens.mint({}, clock()))));
+      expect([mode, outcomes]).toEqual([mode, Array.from({ length: 20 }, () => 'unavailable')]);
+      expect([mode, calls]).toEqual([mode, 1]);
+
+      status = 200;
+      clock.advance(9_999);
+      expect([mode, await outcome(rs.verify(token))]).toEqual([mode, 'unavailable']);
+      expect([mode, calls]).toEqual([mode, 1]);
+      clock.advance(1);
+      expect([mode, await outcome(rs.verify(token))]).toEqual([mode, 'ok']);
+      expect([mode, calls]).toEqual([mode, 2]);
+    }
+  });
+
   it('refuses, as unavailable, an answer it cannot read or that is not what the broker sends', async () => {
     const token = await tokens.mint({}, clock());
     for (const body of ['not json', 'null', '{}', '{"items":"none"}', '{"items":[{"jti":7,"exp":1}]}', '{"items":[null]}', '{"items":[],"next_cursor":3}']) {
