@@ -279,8 +279,15 @@ function dpopRefusal(error: unknown): BrokerTokenError {
   throw error;
 }
 
-/** One-call convenience over a verifier kept per set of options: a call with other options (a shorter `cacheMs`, another identity) gets a verifier of its own. */
+/**
+ * One-call convenience over a verifier kept per set of options: a call with other options (a
+ * shorter `cacheMs`, another identity) gets a verifier of its own. At most `MAX_VERIFIERS` are
+ * kept, the least recently used given up first: a caller passing a new `identityToken` function
+ * on each call (an arrow function written in the call) makes a new set of options each time, and
+ * would otherwise grow this without bound.
+ */
 const verifiers = new Map<string, BrokerVerifier>();
+const MAX_VERIFIERS = 64;
 /** Functions among the options (`identityToken`) compared by identity. */
 const functionIds = new WeakMap<object, number>();
 let functionsSeen = 0;
@@ -297,10 +304,13 @@ export function verifyBrokerToken(
   const { requiredScopes, requireApprovals, refuseBreakGlass, delegation, ...verifierOptions } = options;
   const key = optionsKey(verifierOptions);
   let verifier = verifiers.get(key);
-  if (!verifier) {
+  if (verifier) {
+    verifiers.delete(key); // most recently used last
+  } else {
     verifier = createBrokerVerifier(verifierOptions);
-    verifiers.set(key, verifier);
+    if (verifiers.size >= MAX_VERIFIERS) verifiers.delete(verifiers.keys().next().value as string);
   }
+  verifiers.set(key, verifier);
   return verifier.verify(token, {
     ...(requiredScopes ? { requiredScopes } : {}),
     ...(requireApprovals !== undefined ? { requireApprovals } : {}),

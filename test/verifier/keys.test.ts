@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createBrokerVerifier } from '../../src/verifier/index.js';
+import { createBrokerVerifier, verifyBrokerToken } from '../../src/verifier/index.js';
 import { testClock, type TestClock } from '../helpers/broker.js';
 import { verifyOutcome } from '../helpers/verifier.js';
 
@@ -302,6 +302,24 @@ describe('the verifier\'s copy of the JWKS', () => {
       const rs = createBrokerVerifier({ issuer: ISSUER, audience: AUDIENCE, jwksUri: `${url}/jwks`, now: () => clock() });
       expect([url, await outcome(rs.verify(await token(a)))]).toEqual([url, 'unavailable']);
     }
+  });
+
+  it('is kept by verifyBrokerToken per set of options, for a bounded number of sets: a new identityToken function on every call does not grow it without end', async () => {
+    const a = await makeKey();
+    published = [a];
+    const options = (identityToken: () => string) => ({ issuer: ISSUER, audience: AUDIENCE, jwksUri, revocation: { mode: 'introspect' as const, identityToken }, refuseBreakGlass: true });
+    const kept = () => 'resource-server-identity';
+    // Each set of options is its own verifier with its own copy: the revocation check is not reached (break-glass refused first).
+    const breakGlass = await token(a, a.kid, { break_glass: true });
+    expect(await outcome(verifyBrokerToken(breakGlass, options(kept)))).toBe('break_glass');
+    expect(await outcome(verifyBrokerToken(breakGlass, options(kept)))).toBe('break_glass');
+    expect(fetches).toBe(1);
+    // A caller that writes the function in the call: a verifier per call. 64 of them...
+    for (let i = 0; i < 64; i += 1) expect(await outcome(verifyBrokerToken(breakGlass, options(() => 'resource-server-identity')))).toBe('break_glass');
+    expect(fetches).toBe(65);
+    // ... and the least recently used is given up, not kept for ever.
+    expect(await outcome(verifyBrokerToken(breakGlass, options(kept)))).toBe('break_glass');
+    expect(fetches).toBe(66);
   });
 
   it('never keeps a copy longer than jwksMaxAgeMs, nor past no-store', async () => {
