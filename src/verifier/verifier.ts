@@ -189,11 +189,10 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
     return claims;
   }
 
-  /** RFC 9449 section 7: the proof is by the token's key, for this request, and new. */
-  async function checkProof(request: PresentedRequest, token: string, proof: string, jkt: string): Promise<void> {
-    let verified: VerifiedDpopProof;
+  /** RFC 9449 section 7: the proof is by the token's key and for this request (whether it is new, `rememberProof`). */
+  async function checkProof(request: PresentedRequest, token: string, proof: string, jkt: string): Promise<VerifiedDpopProof> {
     try {
-      verified = await verifyDpopProof(proof, {
+      return await verifyDpopProof(proof, {
         method: request.method,
         url: request.url,
         algorithms: dpop.algorithms,
@@ -205,6 +204,14 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
     } catch (error) {
       throw dpopRefusal(error);
     }
+  }
+
+  /**
+   * The proof is new: remembered, or refused as seen. Only for a token accepted on every other
+   * count, so that tokens refused here (revoked, lacking a scope) cannot fill the memory of proofs
+   * and have every DPoP request refused as `unavailable`.
+   */
+  function rememberProof(verified: VerifiedDpopProof): void {
     const recorded = dpop.seen.record(`${verified.jkt}.${verified.jti}`, verified.replayWindowEndsAt);
     if (recorded === 'replayed') throw new BrokerTokenError('dpop', 'the DPoP proof was used before: make a fresh proof for every request');
     if (recorded === 'full') throw new BrokerTokenError('unavailable', 'too many DPoP proofs to remember against replay; try again shortly');
@@ -237,8 +244,10 @@ export function createBrokerVerifier(options: BrokerVerifierOptions): BrokerVeri
         throw new BrokerTokenError('dpop', 'the token is DPoP-bound: send it as Authorization: DPoP with a proof by its key');
       }
       if (scheme === 'dpop' && jkt === undefined) throw new BrokerTokenError('dpop', 'the token is not DPoP-bound (no cnf.jkt): send it as Bearer');
-      if (proof !== undefined && jkt !== undefined) await checkProof(request, token, proof, jkt);
-      return checkRequirements(token, claims, requirements);
+      const verified = proof !== undefined && jkt !== undefined ? await checkProof(request, token, proof, jkt) : undefined;
+      await checkRequirements(token, claims, requirements);
+      if (verified) rememberProof(verified);
+      return claims;
     },
   };
 }

@@ -186,6 +186,24 @@ describe('the replay cache', () => {
     expect(await rs.verifyRequest(request(`DPoP ${fresh}`, await proofFor(fresh)))).toBeTruthy();
   });
 
+  it('remembers only proofs that came with a token accepted on every other count: tokens refused here cannot fill it', async () => {
+    const rs = verifier({ dpop: { replayCacheSize: 2 } });
+    // A token of this audience that the resource server refuses (a scope it lacks, break-glass where
+    // that is refused), sent with fresh proofs by its holder, over and over.
+    const refused = await tokens.mint({ cnf: { jkt }, breakGlass: true }, clock());
+    for (let i = 0; i < 5; i += 1) {
+      expect((await refusal(rs.verifyRequest(request(`DPoP ${refused}`, await proofFor(refused)), { requiredScopes: ['artifacts:write'] }))).code).toBe('scope');
+      expect((await refusal(rs.verifyRequest(request(`DPoP ${refused}`, await proofFor(refused)), { refuseBreakGlass: true }))).code).toBe('break_glass');
+    }
+    // The memory of proofs still has room for those of the tokens it accepts.
+    const token = await bound();
+    const proof = await proofFor(token);
+    expect(await rs.verifyRequest(request(`DPoP ${token}`, proof), { requiredScopes: ['artifacts:read'] })).toBeTruthy();
+    expect(await rs.verifyRequest(request(`DPoP ${token}`, await proofFor(token)), { requiredScopes: ['artifacts:read'] })).toBeTruthy();
+    // And an accepted proof is still refused when it comes again.
+    expect((await refusal(rs.verifyRequest(request(`DPoP ${token}`, proof), { requiredScopes: ['artifacts:read'] }))).message).toMatch(/used before/);
+  });
+
   it('follows the configured proof window and algorithms', async () => {
     const token = await bound();
     const narrow = verifier({ dpop: { proofWindowSeconds: 5, algorithms: ['ES256'] } });
