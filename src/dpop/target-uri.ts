@@ -38,6 +38,18 @@ export function htuProblem(htu: string): 'not_a_uri' | 'userinfo' | 'query' | un
   return undefined;
 }
 
+/**
+ * Whether the path of an absolute URI, as written, holds a dot segment (`.` or `..`, either dot
+ * percent-encoded or not). Normalising removes them (RFC 3986 section 5.2.4), but a server routes
+ * the path as received: `/admin/../artifacts` is the admin routes' business to express, and
+ * `/artifacts` once normalised. A client resolves them before it sends a request, so a request
+ * that still has one is refused rather than matched with a proof for another path.
+ */
+export function hasDotSegment(text: string): boolean {
+  const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^?#]*)/i.exec(text)?.[1] ?? '';
+  return path.split('/').some((segment) => /^(?:\.|%2e){1,2}$/i.test(segment));
+}
+
 function parseHttpUri(text: string): URL | undefined {
   if (!/^https?:\/\/[!-[\]-~]+$/i.test(text)) return undefined;
   try {

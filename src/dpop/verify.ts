@@ -12,7 +12,7 @@ import { InvalidDpopProof, type DpopProofProblem } from '../shared/errors.js';
 import { textProblem } from '../shared/well-formed.js';
 import { accessTokenHash } from './access-token-hash.js';
 import { ASYMMETRIC_ALGORITHMS } from '../shared/algorithms.js';
-import { htuProblem, normalizeTargetUri } from './target-uri.js';
+import { hasDotSegment, htuProblem, normalizeTargetUri } from './target-uri.js';
 
 /** The JWS algorithms a proof may ever use, whatever is configured: asymmetric ones only. */
 export const DPOP_SIGNING_ALGORITHMS = ASYMMETRIC_ALGORITHMS;
@@ -217,5 +217,6 @@ function checkTargetUri(htu: string, expectedUrl: string): void {
   // The URL the request named, which the broker reads from its own issuer and the request's path:
   // one that is no URI is the request's fault, refused with the proof.
   if (expected === undefined) throw refuse('url', 'was sent with a request whose target is no URI it can name');
+  if (hasDotSegment(expectedUrl)) throw refuse('url', 'was sent with a request whose path holds a dot segment (. or ..): send the path resolved');
   if (normalizeTargetUri(htu) !== expected) throw refuse('url', `is for another URL: its htu must be ${expected}`);
 }

@@ -104,6 +104,22 @@ describe('a DPoP-bound token with the proof of its request', () => {
     expect(await refusal(verifier().verifyRequest(request(`DPoP ${token}`, await proofFor(token, overrides))))).toEqual({ code: 'dpop', message });
   });
 
+  it.each([
+    'https://registry.acme.internal/admin/../v2/acme/app/blobs/sha256:abc',
+    'https://registry.acme.internal/admin/%2e%2e/v2/acme/app/blobs/sha256:abc',
+    'https://registry.acme.internal/admin/.%2E/v2/acme/app/blobs/sha256:abc',
+    'https://registry.acme.internal/v2/./acme/app/blobs/sha256:abc',
+  ])('is refused at a request URL with dot segments, which the server routes elsewhere than where they normalise to: %s', async (url) => {
+    // express hands /admin/../v2/... to the routes under /admin: a proof made for /v2/... must not be taken there.
+    const token = await bound();
+    const proof = await proofFor(token);
+    expect(await refusal(verifier().verifyRequest({ method: 'GET', url, authorization: `DPoP ${token}`, dpop: proof }))).toEqual({
+      code: 'dpop',
+      message: 'The DPoP proof was sent with a request whose path holds a dot segment (. or ..): send the path resolved.',
+    });
+    expect(await verifier().verifyRequest(request(`DPoP ${token}`, proof))).toBeTruthy();
+  });
+
   it('is refused when the proof was made for another token of the same key', async () => {
     const [token, other] = [await bound(), await bound()];
     expect(await refusal(verifier().verifyRequest(request(`DPoP ${token}`, await proofFor(other))))).toEqual({
