@@ -1,4 +1,5 @@
-import { statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { lstatSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -219,5 +220,26 @@ describe('--request-id-file', () => {
     const run = await jit([...request, '--wait', '0', '--request-id-file', path], { env: env() });
     expect(run.code).toBe(75);
     expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+
+  it('follows no symbolic link and opens no FIFO planted at its path, as another user could in a shared directory', async () => {
+    answer = (_req, res) => json(res, 202, { ...view });
+    const dir = tempDir('jit-request-id-');
+    // The file the link points to is the caller's: followed, it would be overwritten and made 0600.
+    const target = join(dir, 'authorized_keys');
+    writeFileSync(target, 'ssh-ed25519 AAAA... me\n', { mode: 0o644 });
+    symlinkSync(target, join(dir, 'request.id'));
+    const linked = await jit([...request, '--wait', '0', '--request-id-file', join(dir, 'request.id')], { env: env() });
+    expect(linked.code).toBe(1);
+    expect(linked.stderr).toBe(`jit request: cannot write ${join(dir, 'request.id')} (a symbolic link: not followed); the request r1 was made\n`);
+    expect(readFileSync(target, 'utf8')).toBe('ssh-ed25519 AAAA... me\n');
+    expect(statSync(target).mode & 0o777).toBe(0o644);
+    expect(lstatSync(join(dir, 'request.id')).isSymbolicLink()).toBe(true);
+
+    // A FIFO nobody reads would hold the step forever.
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    const piped = await jit([...request, '--wait', '0', '--request-id-file', join(dir, 'fifo')], { env: env() });
+    expect(piped.code).toBe(1);
+    expect(piped.stderr).toContain(`cannot write ${join(dir, 'fifo')} (`);
   });
 });

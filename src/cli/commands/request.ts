@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { callerOptions, connect, type BrokerClient } from '../client.js';
 import type { CliIo } from '../cli-io.js';
 import { DPOP_HELP, dpopOptions, withDpop } from '../dpop.js';
@@ -24,8 +24,9 @@ export const requestHelp = `jit request --scope SCOPE [--scope ...] --audience A
                            the authorization_details array itself, for entries with actions,
                            locations, datatypes or privileges (added to any --object)
   --wait DURATION          how long to wait for approval (default 15m; 0: do not wait)
-  --request-id-file FILE   also write the request id to FILE (mode 0600), for a later
-                           jit collect or jit complete in another step
+  --request-id-file FILE   also write the request id to FILE (mode 0600; a symbolic link
+                           there is refused, not followed), for a later jit collect or
+                           jit complete in another step
   --actor-token FILE|-     act for your identity as an agent: its own identity token (a file,
                            - for stdin, or env JIT_ACTOR_TOKEN); the exchange goes to
                            /oauth2/token, where a delegation rule must allow it (the token is
@@ -209,12 +210,27 @@ function pollInterval(io: CliIo): number {
   return value;
 }
 
+/**
+ * Opened without following a symbolic link (O_NOFOLLOW), and without waiting for a reader of a FIFO
+ * (O_NONBLOCK): the file often sits in a shared directory (/tmp, a runner's work dir), where another
+ * user can plant either at the path, to have this step overwrite and chmod whatever file of the
+ * caller's the link points to, or hang. A file of another user's is refused too: fchmod fails on
+ * it before anything in it is touched.
+ */
+const REQUEST_ID_FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
+
 function writeRequestId(path: string, id: string): void {
+  let fd: number | undefined;
   try {
-    writeFileSync(path, `${id}\n`, { mode: 0o600 });
-    chmodSync(path, 0o600); // the mode above applies only to a file it creates
+    fd = openSync(path, REQUEST_ID_FILE_FLAGS, 0o600);
+    fchmodSync(fd, 0o600); // the mode above applies only to a file it creates
+    ftruncateSync(fd);
+    writeSync(fd, `${id}\n`);
   } catch (error) {
-    throw new CliError(`cannot write ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'}); the request ${id} was made`);
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new CliError(`cannot write ${path} (${code === 'ELOOP' ? 'a symbolic link: not followed' : (code ?? 'error')}); the request ${id} was made`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
