@@ -86,7 +86,15 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
   }
 
   async function json<T>(response: Response): Promise<T> {
-    const text = await answerText(response, base);
+    let text: string;
+    try {
+      text = await answerText(response, base);
+    } catch (error) {
+      if (error instanceof CliError) throw error;
+      // The headers came, the body stopped: the call's deadline (it covers the body) or a broken connection.
+      const reason = (error as Error).name === 'TimeoutError' ? `not whole within ${timeoutMs / 1000}s` : causeCode(error);
+      throw new CliError(`the answer from ${base} stopped before its end (${reason})`, EXIT.unreachable);
+    }
     try {
       return (text ? JSON.parse(text) : {}) as T;
     } catch {

@@ -14,7 +14,7 @@ export const EXIT = {
   identityRejected: 4,
   /** The identity token has expired: get a fresh one and run again. */
   identityExpired: 5,
-  /** The broker (or the CI system's token endpoint) cannot be reached, or answers 502/503/504. */
+  /** The broker (or the CI system's token endpoint) cannot be reached, answers 502/503/504, or its answer stops midway. */
   unreachable: 69,
   /** The request awaits approval: collect it later with `jit collect`. */
   pending: 75,

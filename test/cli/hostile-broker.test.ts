@@ -154,6 +154,22 @@ describe('what the CLI reads', () => {
     expect(run.stderr).toContain('larger than 32 MiB');
     expect(sent).toBeLessThan(64 * MiB);
   });
+
+  it('gives up on an answer that stops midway, past JIT_TIMEOUT or on a broken connection: 69, naming the broker', async () => {
+    const delegated = [...request, '--actor-token', 'env'];
+    const stalls = (_req: IncomingMessage, res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).write('{"items":[');
+    const breaks = (_req: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).write('{"items":[', () => res.destroy());
+    };
+    for (const [name, serve] of [['stalls', stalls], ['breaks', breaks]] as const) {
+      answer = serve;
+      for (const args of [['requests'], delegated]) {
+        const run = await jit(args, { env: env({ JIT_TIMEOUT: '1s', JIT_ACTOR_TOKEN: fresh }) });
+        expect({ code: run.code, stdout: run.stdout }, `${name}: ${args[0]}`).toEqual({ code: 69, stdout: '' });
+        expect(run.stderr, `${name}: ${args[0]}`).toMatch(new RegExp(`^jit \\w+: the answer from ${url} stopped before its end \\(.+\\)\\n$`));
+      }
+    }
+  });
 });
 
 describe('an export', () => {
