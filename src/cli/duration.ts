@@ -6,7 +6,8 @@ import { usage } from './errors.js';
  * whole number as seconds, as `--ttl` always took it.
  */
 export function parseDuration(text: string, flag: string): number {
-  const value = /^\d+$/.test(text) ? Number(text) * 1000 : ms(text as ms.StringValue);
+  // ms throws on an empty text (`--wait ""`) rather than answering undefined.
+  const value = /^\d+$/.test(text) ? Number(text) * 1000 : text === '' ? undefined : ms(text as ms.StringValue);
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw usage(`${flag} ${text} is not a duration such as 30s, 5m or 1h`);
   return value;
 }

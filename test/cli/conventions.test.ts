@@ -120,7 +120,7 @@ describe('durations and times', () => {
     // Over the scope's maximum (15m): clamped by the broker, not refused.
     expect(lifetime((await jit([...lowRisk(), '--ttl', '1h'], as(identity))).stdout.trim())).toBe(900);
 
-    const bad = ['5x', '1.5s', '0s', '-5m'];
+    const bad = ['5x', '1.5s', '0s', '-5m', ''];
     const refusals = await Promise.all(bad.map((ttl) => jit([...lowRisk(), '--ttl', ttl], as(identity))));
     refusals.forEach((refused, i) => {
       expect(refused, bad[i]).toMatchObject({ code: 2, stdout: '' });
@@ -128,6 +128,12 @@ describe('durations and times', () => {
     });
     const wait = await jit([...lowRisk(), '--wait', 'soon'], as(identity));
     expect(wait).toMatchObject({ code: 2, stderr: 'jit request: --wait soon is not a duration such as 30s, 5m or 1h (see jit request --help)\n' });
+    expect(await jit([...lowRisk(), '--wait', ''], as(identity))).toMatchObject({ code: 2, stderr: 'jit request: --wait  is not a duration such as 30s, 5m or 1h (see jit request --help)\n' });
+    // jit login's --timeout reads durations alike: a bare number is seconds.
+    const login = async (timeout: string) => jit(['login', '--no-browser', '--timeout', timeout], { env: { BROKER_URL: server.url } });
+    expect(await login('')).toMatchObject({ code: 2, stderr: 'jit login: --timeout  is not a duration such as 30s, 5m or 1h (see jit login --help)\n' });
+    expect(await login('0.5s')).toMatchObject({ code: 2, stderr: 'jit login: --timeout 0.5s is shorter than a second (see jit login --help)\n' });
+    expect((await login('300')).stderr).toContain('has no console configured');
   });
 
   it('takes --since and --until as ISO times or durations ago', async () => {

@@ -4,9 +4,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
-import ms from 'ms';
 import { boundedJson } from '../answer.js';
 import { loginFile, privateConfigDir } from '../config-dir.js';
+import { parseDuration } from '../duration.js';
 import { brokerUrl, CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
 import { openBrowser } from '../open-browser.js';
 
@@ -51,8 +51,8 @@ export async function login(args: string[], io: CliIo): Promise<number> {
     timeout: { type: 'string', default: '5m' },
     json: { type: 'boolean', default: false },
   });
-  const timeoutMs = ms(values.timeout as ms.StringValue);
-  if (!Number.isFinite(timeoutMs) || timeoutMs < 1000) throw usage(`--timeout ${values.timeout} is not a duration such as 5m`);
+  const timeoutMs = parseDuration(values.timeout, '--timeout');
+  if (timeoutMs < 1000) throw usage(`--timeout ${values.timeout} is shorter than a second`);
   const broker = brokerUrl(io, values).replace(/\/+$/, '');
 
   const signIn = await getJson<SignInDocument>(io, `${broker}/console/config.json`, (status) =>
