@@ -36,9 +36,13 @@ export function printListing<T>(
   if (listing.more) io.stderr('more rows: add --all\n');
 }
 
-/** Columns padded to their widest cell; each cell one line, made safe for the terminal, cut at 48. */
+/**
+ * Columns padded to their widest cell; each cell one line, made safe for the terminal, cut at 48
+ * with a mark: a requester writes the justification and the task, and a cut that did not show
+ * would let the start of them pass for the whole (a scope listed last, likewise).
+ */
 export function table(rows: string[][]): string {
-  const cells = rows.map((row) => row.map((cell) => truncate(shown(cell.replace(/\s+/g, ' ')), 48)));
+  const cells = rows.map((row) => row.map((cell) => truncate(shown(cell.replace(/\s+/g, ' ')), 48, '…')));
   const widths = cells[0]?.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length))) ?? [];
   return cells.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n';
 }
