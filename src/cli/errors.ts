@@ -18,6 +18,8 @@ export const EXIT = {
   unreachable: 69,
   /** The request awaits approval: collect it later with `jit collect`. */
   pending: 75,
+  /** stdout's reader stopped reading (`| head`): 128 + SIGPIPE, as the shell reports any program a pipe's reader left. */
+  readerGone: 141,
 } as const;
 
 export const EXIT_CODES_HELP = `Exit codes:
@@ -28,7 +30,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   4   identity not accepted by the broker
   5   identity expired: get a fresh one and run again
   69  broker unreachable (or the CI system's token endpoint)
-  75  pending approval: collect it later with jit collect`;
+  75  pending approval: collect it later with jit collect
+  141 the reader of stdout stopped reading (| head), as SIGPIPE ends any program`;
 
 /** A failure the user can act on: printed as one line, never a stack trace. */
 export class CliError extends Error {

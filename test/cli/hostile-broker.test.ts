@@ -1,10 +1,10 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { lstatSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jit } from '../helpers/jit-process.js';
+import { jit, jitBundle } from '../helpers/jit-process.js';
 import { tempDir } from '../helpers/temp.js';
 
 /**
@@ -217,6 +217,28 @@ describe('an export', () => {
     const csvRedirected = await jit(['audit', 'issuances', '--format', 'csv'], { env: env() });
     expect(redirected.stdout).toBe(ndjson);
     expect(csvRedirected.stdout).toBe(csv);
+  });
+
+  it('ends quietly, 141 as SIGPIPE would, when the reader of its stdout stops reading (| head)', async () => {
+    answer = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      const rows = `${JSON.stringify({ type: 'token.issued', pad: 'x'.repeat(1000) })}\n`.repeat(64);
+      const pump = () => {
+        while (!res.destroyed) if (!res.write(rows)) return void res.once('drain', pump);
+      };
+      res.on('error', () => undefined);
+      pump();
+    };
+    const child = spawn(process.execPath, [await jitBundle(), 'audit', 'events', '--format', 'ndjson'], {
+      env: { PATH: process.env.PATH, JIT_CONFIG_DIR: tempDir('jit-config-'), ...env() },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    // The reader takes the first rows and goes away, as head does.
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | null>((done) => child.on('close', (status) => done(status)));
+    expect({ code, stderr }).toEqual({ code: 141, stderr: '' });
   });
 
   it('stops when the rows stop coming for that long, saying what was printed is incomplete (69)', async () => {
