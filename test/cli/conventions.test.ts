@@ -228,6 +228,17 @@ describe('confirmation', () => {
     expect(JSON.parse((await jit(['show', pending.request_id], as(await approver()))).stdout)).toMatchObject({ status: 'pending_approval', approvals: [] });
   });
 
+  it('decides one request at a time: given two, it decides neither, rather than the first alone', async () => {
+    const [first, second] = [await pendingRequest(), await pendingRequest()];
+    for (const decision of ['approve', 'deny']) {
+      const both = await jit([decision, first.request_id, second.request_id, '--reason', 'both reviewed', '--yes'], as(await approver()));
+      expect(both, decision).toMatchObject({ code: 2, stdout: '', stderr: `jit ${decision}: one request at a time; nothing was decided (see jit ${decision} --help)\n` });
+    }
+    for (const { request_id } of [first, second]) {
+      expect(JSON.parse((await jit(['show', request_id], as(await approver()))).stdout)).toMatchObject({ status: 'pending_approval', approvals: [] });
+    }
+  });
+
   it('asks on a terminal, and decides only on yes', async () => {
     const pending = await pendingRequest();
     const onTerminal = async (answer: string) => {

@@ -45,6 +45,8 @@ async function decide(decision: 'approve' | 'deny', args: string[], io: CliIo): 
     digest: { type: 'string' },
     yes: { type: 'boolean', default: false },
   });
+  // `jit deny A B` decided A alone and said "recorded": the person took B for denied as well.
+  if (positionals.length > 1) throw usage('one request at a time; nothing was decided');
   const id = requestIdArgument(io, positionals[0], false);
   if (!values.reason) throw usage('--reason is required');
   // A script that forgot --yes must not decide by accident: nobody could have answered the question.
