@@ -2,18 +2,30 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveBroker } from './broker.js';
 import { argumentInMessage, CliError, EXIT, usage } from './errors.js';
 import { resolveIdentity, type IdentitySource } from './identity.js';
+import { NOT_SHOWING } from '../shared/invisible.js';
 import type { CliIo } from './cli-io.js';
 
 export { argumentInMessage, CliError, EXIT, usage };
 export type { CliIo };
 
 /**
+ * Each character that does not show as the broker defines it (`NOT_SHOWING`: control and format
+ * characters, default-ignorables such as variation selectors, the blank fillers, white space),
+ * but those in `kept`; the console draws the same ones as markers.
+ */
+const unseen = (kept: string) => new RegExp(`(?![${kept}])[${NOT_SHOWING}]`, 'gu');
+const UNSEEN_IN_TEXT = unseen(' ');
+const UNSEEN_IN_JSON = unseen(' \\n');
+const UNSEEN_IN_EXPORT = unseen(' \\n\\r\\t');
+
+/**
  * Text from the broker or a token, made safe for a terminal: control characters, bidirectional
- * overrides and other invisible format characters are shown as escapes, so a value cannot move
- * the cursor, recolour or rewrite what the reader sees.
+ * overrides and every other character that does not show (a filler, a variation selector, a line
+ * separator) are shown as escapes, so a value cannot move the cursor, recolour, rewrite or hide
+ * part of what the reader sees. A plain space stays one.
  */
 export const shown = (text: string): string =>
-  text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\u{${c.codePointAt(0)?.toString(16)}}`));
+  text.replace(UNSEEN_IN_TEXT, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\u{${c.codePointAt(0)?.toString(16)}}`));
 
 /** A character as JSON escapes (two for one outside the BMP). */
 const jsonEscape = (c: string): string => Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join('');
@@ -22,7 +34,7 @@ const jsonEscape = (c: string): string => Array.from({ length: c.length }, (_, i
  * A value as indented JSON, made safe for a terminal as `shown` does: the characters it escapes
  * are written as JSON escapes (`\u202e`), so the text still parses to the very same value.
  */
-export const shownJson = (value: unknown): string => JSON.stringify(value, null, 2).replace(/(?!\n)[\p{Cc}\p{Cf}]/gu, jsonEscape);
+export const shownJson = (value: unknown): string => JSON.stringify(value, null, 2).replace(UNSEEN_IN_JSON, jsonEscape);
 
 /**
  * An export's text (NDJSON or CSV, as the broker streams it) made safe for a terminal, line
@@ -31,7 +43,7 @@ export const shownJson = (value: unknown): string => JSON.stringify(value, null,
  * keeps the broker's bytes.
  */
 export const shownExport = (text: string, format: 'ndjson' | 'csv'): string =>
-  text.replace(/(?![\n\r\t])[\p{Cc}\p{Cf}]/gu, format === 'ndjson' ? jsonEscape : shown);
+  text.replace(UNSEEN_IN_EXPORT, format === 'ndjson' ? jsonEscape : shown);
 
 export type Options = ParseArgsConfig['options'];
 

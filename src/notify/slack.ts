@@ -8,8 +8,8 @@ import type { CheckpointNotice, WebhookPayload } from './payloads.js';
  *
  * Everything from the request is untrusted: it goes into `plain_text` objects, which Slack shows
  * literally, and the one `mrkdwn` string (the notification text) escapes `&`, `<` and `>`, so a
- * justification cannot mention `@channel` or hide a link. Invisible format characters (bidi
- * overrides among them) are shown as escapes, as the CLI shows them. Lengths stay under Slack's
+ * justification cannot mention `@channel` or hide a link. Characters that do not show (bidi
+ * overrides, fillers, variation selectors) are shown as escapes, as the CLI shows them. Lengths stay under Slack's
  * limits: 150 characters in a header, 2,000 in a field, 3,000 in a section, 75 in a button.
  */
 

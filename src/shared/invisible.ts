@@ -17,7 +17,7 @@ const FILLERS = '\\u115F\\u1160\\u3164\\uFFA0\\u2800\\u{16FE4}\\u{1D159}';
  * characters (zero-width spaces and joiners, variation selectors, the Hangul fillers), format
  * characters (bidi marks, soft hyphens, tags), control characters, and the fillers.
  */
-const NOT_SHOWING = `\\p{White_Space}\\p{Default_Ignorable_Code_Point}\\p{Cf}\\p{Cc}${FILLERS}`;
+export const NOT_SHOWING = `\\p{White_Space}\\p{Default_Ignorable_Code_Point}\\p{Cf}\\p{Cc}${FILLERS}`;
 
 /** Each character that does not show (global: for `replace`). */
 export const INVISIBLE = new RegExp(`[${NOT_SHOWING}]`, 'gu');

@@ -198,6 +198,24 @@ describe('what the CLI prints from the broker', () => {
     expect(listed.stdout).toContain('requester     "repo:acme/ml:ref:refs/heads/main\\u{1b}[1A\\u{1b}[2Kjustification checked by security"  [https://ci.test]');
     expect(listed.stdout).not.toMatch(/\u001b/);
   });
+
+  it('shows every character that does not show as an escape, as the console draws it as a marker: fillers, variation selectors, separators', async () => {
+    // Each would read as nothing, or as a blank, in the task or the justification an approver decides on.
+    const hidden = ['\u3164', '\u115F', '\u2800', '\u034F', '\uFE0F', '\u2028', '\u00A0', '\u{E0100}'];
+    const justification = `ship it ${hidden.map((c, i) => `${c}x${i}`).join('')}`;
+    const pending = await jit([...deploy, '--task', 'deploy-\u3164', '--justification', justification, '--wait', '0', '--json'], as(await t.as.ml()));
+    expect(pending.code).toBe(75);
+    const { request_id: id } = JSON.parse(pending.stdout) as { request_id: string };
+    const listed = await jit(['approvals'], as(await approver('hidden-watcher')));
+    const view = listed.stdout.split('\n\n').find((text) => text.startsWith(`request       ${id} `)) as string;
+    expect(view).toContain('task          "deploy-\\u{3164}"\n');
+    expect(view).toContain(`justification "ship it ${hidden.map((c, i) => `\\u{${(c.codePointAt(0) as number).toString(16)}}x${i}`).join('')}"\n`);
+    expect(listed.stdout).not.toMatch(/[\u3164\u115F\u2800\u034F\uFE0F\u2028\u00A0\u{E0100}]/u);
+    // As JSON, the same characters are JSON escapes: the value parses back to what was asked.
+    const shown = await jit(['show', id], as(await approver('hidden-watcher')));
+    expect(shown.stdout).not.toMatch(/[\u3164\u115F\u2800\u034F\uFE0F\u2028\u00A0\u{E0100}]/u);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ task_id: 'deploy-\u3164', justification });
+  });
 });
 
 describe('jit audit', () => {
