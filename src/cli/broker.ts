@@ -1,7 +1,7 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isLoopbackHost } from '../shared/loopback.js';
 import { privateConfigDir, profileFile } from './config-dir.js';
-import { CliError, usage } from './errors.js';
+import { argumentInMessage, CliError, usage } from './errors.js';
 
 /** Where a command finds the broker, and what said so (for messages). */
 export interface BrokerLocation {
@@ -43,7 +43,7 @@ export function checkBrokerUrl(text: string, source: string, env: NodeJS.Process
   try {
     url = new URL(text);
   } catch {
-    throw usage(`the broker URL from ${source} is not a URL: ${text}`);
+    throw usage(`the broker URL from ${source} is not a URL: ${argumentInMessage(text)}`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') throw usage(`the broker URL from ${source} must be https (or http to this machine)`);
   if (url.username || url.password) throw usage(`the broker URL from ${source} must not carry a user or password`);

@@ -4,7 +4,7 @@ import { ConfigError } from '../config/errors.js';
 import { BROKER_HELP } from './client.js';
 import { EXIT_CODES_HELP } from './errors.js';
 import { IDENTITY_HELP } from './identity.js';
-import { CliError, EXIT, shown, type CliIo } from './io.js';
+import { argumentInMessage, CliError, EXIT, shown, type CliIo } from './io.js';
 import { packageVersion } from '../shared/package.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
@@ -156,7 +156,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 }
 
 function unknown(io: CliIo, name: string): number {
-  io.stderr(`jit: unknown command "${shown(name)}"; jit --help lists them\n`);
+  io.stderr(`jit: unknown command "${shown(argumentInMessage(name))}"; jit --help lists them\n`);
   return EXIT.usage;
 }
 

@@ -179,6 +179,8 @@ describe('a token given where a path or a name belongs', () => {
       [['--identity-from', token], {}],
       [['--actor-token', token], { BROKER_IDENTITY_TOKEN: token }],
       [['--identity-file', long], {}],
+      [['--broker', token], { BROKER_IDENTITY_TOKEN: token }],
+      [['--object', token], { BROKER_IDENTITY_TOKEN: token }],
     ];
     const results = await Promise.all(given.map(([args, extra], i) => jit([...request(`echo-${i}`), ...args], env(extra))));
     results.forEach((result, i) => {
@@ -191,6 +193,14 @@ describe('a token given where a path or a name belongs', () => {
     // No such file (or a name too long for one): the reason, and what was given, in words.
     expect(results[0]?.stderr).toMatch(/^jit request: cannot read the file <not shown: it looks like a token> \(E[A-Z]+\) \(see jit request --help\)\n$/);
     expect(results[7]?.stderr).toMatch(/^jit request: cannot read the actor token from <not shown: it looks like a token> \(E[A-Z]+\)\n$/);
+
+    // In place of the command, or in BROKER_URL (the two variables swapped in a pipeline's settings).
+    for (const [args, extra] of [[[token, 'request'], {}], [['help', token], {}], [['requests'], { BROKER_URL: token, BROKER_IDENTITY_TOKEN: token }]] as const) {
+      const result = await jit([...args], { env: extra });
+      expect(result.code, args[0]).toBe(2);
+      expect(result.stderr, args[0]).toContain('<not shown: it looks like a token>');
+      expect(result.stderr, args[0]).not.toContain(token.split('.')[1]);
+    }
 
     const missing = join(dir, 'no-such.jwt');
     expect((await jit([...request('echo-path'), '--actor-token', missing], env({ BROKER_IDENTITY_TOKEN: token }))).stderr).toBe(

@@ -13,7 +13,7 @@ import { PolicyTestsInvalid, type FileProblem } from '../../shared/errors.js';
 import { parseClaims } from '../claims.js';
 import type { CliIo } from '../cli-io.js';
 import { parseTtlSeconds } from '../duration.js';
-import { EXIT, parse, shown, usage } from '../io.js';
+import { argumentInMessage, EXIT, parse, shown, usage } from '../io.js';
 import { printJson } from '../views.js';
 
 export const help = `jit policy test FILE [--config FILE] [--json]
@@ -132,7 +132,7 @@ async function explain(args: string[], io: CliIo): Promise<number> {
   if ((values['actor-issuer'] === undefined) !== (values['actor-subject'] === undefined)) throw usage('--actor-issuer and --actor-subject go together');
   const objects = values.object.map((object) => {
     const split = object.indexOf('=');
-    if (split <= 0 || split === object.length - 1) throw usage(`--object takes TYPE=IDENTIFIER, such as model=fraud-v1 (got ${shown(object)})`);
+    if (split <= 0 || split === object.length - 1) throw usage(`--object takes TYPE=IDENTIFIER, such as model=fraud-v1 (got ${shown(argumentInMessage(object))})`);
     return { type: object.slice(0, split), identifier: object.slice(split + 1) };
   });
 

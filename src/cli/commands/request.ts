@@ -182,7 +182,7 @@ export async function collect(args: string[], io: CliIo): Promise<number> {
 function authorizationDetails(objects: string[], json: string | undefined): unknown[] {
   const named = objects.map((object) => {
     const split = object.indexOf('=');
-    if (split <= 0 || split === object.length - 1) throw usage(`--object takes TYPE=IDENTIFIER, such as model=fraud-v1 (got ${shown(object)})`);
+    if (split <= 0 || split === object.length - 1) throw usage(`--object takes TYPE=IDENTIFIER, such as model=fraud-v1 (got ${shown(argumentInMessage(object))})`);
     return { type: object.slice(0, split), identifier: object.slice(split + 1) };
   });
   if (json === undefined) return named;
