@@ -95,6 +95,32 @@ describe('exit codes of arguments the broker refuses, and of a sign-in that cann
   });
 });
 
+describe('jit login against a sign-in document with plain-http endpoints', () => {
+  /** The broker's /console/config.json, naming a discovery document it serves too, with `endpoints`. */
+  const signIn = (endpoints: Record<string, string>) => (req: IncomingMessage, res: ServerResponse) => {
+    const issuer = 'https://sso.example.com';
+    if (req.url === '/console/config.json') return json(res, 200, { issuer, discovery_url: `${url}/discovery`, client_id: 'c', cli_client_id: 'cli', scopes: ['openid'] });
+    return json(res, 200, { issuer, authorization_endpoint: `${issuer}/authorize`, token_endpoint: `${issuer}/token`, jwks_uri: `${issuer}/jwks`, ...endpoints });
+  };
+
+  it('refuses an SSO endpoint off this machine over plain http, before anything is sent to it: the code and its verifier, or the keys', async () => {
+    for (const [name, value] of [['token_endpoint', 'http://sso.example.com/token'], ['jwks_uri', 'http://sso.example.com/jwks'], ['authorization_endpoint', 'http://sso.example.com/authorize']]) {
+      answer = signIn({ [name as string]: value as string });
+      const run = await jit(['login', '--no-browser', '--timeout', '1s'], { env: { BROKER_URL: url } });
+      expect({ code: run.code, stdout: run.stdout, stderr: run.stderr }, name).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `jit login: the SSO's ${name} is ${value}: plain http to another machine, where anyone on the way could take the sign-in; it must be https\n`,
+      });
+    }
+    // https, or the broker's own origin (which its URL was allowed to be), is where a sign-in goes.
+    answer = signIn({ token_endpoint: `${url}/token` });
+    const run = await jit(['login', '--no-browser', '--timeout', '1s'], { env: { BROKER_URL: url } });
+    expect(run.stderr).toContain('Sign in at https://sso.example.com in your browser');
+    expect(run.stderr).toContain('no answer from the browser in time');
+  });
+});
+
 describe('an issued answer', () => {
   it('puts a token on stdout, or nothing: no JWT in it is a failure', async () => {
     for (const accessToken of [`${ESC}evil`, undefined, 42]) {

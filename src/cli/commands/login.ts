@@ -9,6 +9,7 @@ import { loginFile, privateConfigDir } from '../config-dir.js';
 import { parseDuration } from '../duration.js';
 import { brokerUrl, CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
 import { openBrowser } from '../open-browser.js';
+import { isSecureOrLoopback } from '../../shared/loopback.js';
 
 export const help = `jit login [--broker URL] [--no-browser] [--timeout 5m] [--json]
   Signs you in at the SSO the broker names (OpenID Connect, authorization code with PKCE through
@@ -58,8 +59,12 @@ export async function login(args: string[], io: CliIo): Promise<number> {
   const signIn = await getJson<SignInDocument>(io, `${broker}/console/config.json`, (status) =>
     status === 404 ? `the broker at ${broker} has no console configured, so it names no SSO to sign in at` : `the broker at ${broker} answered ${status}`,
   );
-  const discovery = await getJson<Discovery>(io, signIn.discovery_url, (status) => `the SSO's discovery document answered ${status}`);
+  const discoveryUrl = ssoUrl('discovery document', signIn.discovery_url, broker);
+  const discovery = await getJson<Discovery>(io, discoveryUrl, (status) => `the SSO's discovery document answered ${status}`);
   if (discovery.issuer !== signIn.issuer) throw new CliError(`the SSO's discovery document names issuer ${shown(String(discovery.issuer))}, not ${shown(signIn.issuer)}`);
+  ssoUrl('authorization_endpoint', discovery.authorization_endpoint, broker);
+  ssoUrl('token_endpoint', discovery.token_endpoint, broker);
+  if (discovery.jwks_uri !== undefined) ssoUrl('jwks_uri', discovery.jwks_uri, broker);
 
   const verifier = randomBytes(32).toString('base64url');
   const state = randomBytes(16).toString('base64url');
@@ -108,6 +113,20 @@ export async function logout(args: string[], io: CliIo): Promise<number> {
   rmSync(path, { force: true });
   io.stderr(`Signed out: ${path} is gone.\n`);
   return 0;
+}
+
+/**
+ * Where the sign-in goes: the code and its PKCE verifier to the token endpoint, the keys that
+ * vouch for the ID token from the JWKS. https, or plain http to this machine or to the broker's
+ * own origin (which its URL was allowed to be): the broker refuses the same plain-http endpoints
+ * for the console (console/discovery.ts), and a discovery document that names them anyway would
+ * have the code and verifier cross the network in clear text, for anyone on the way to redeem.
+ */
+function ssoUrl(name: string, value: unknown, broker: string): string {
+  const url = typeof value === 'string' ? URL.parse(value) : null;
+  if (url && (isSecureOrLoopback(url) || url.origin === new URL(broker).origin)) return url.href;
+  if (url?.protocol === 'http:') throw new CliError(`the SSO's ${name} is ${shown(url.href)}: plain http to another machine, where anyone on the way could take the sign-in; it must be https`);
+  throw new CliError(`the SSO's ${name} is not an https URL`);
 }
 
 async function getJson<T>(io: CliIo, url: string, refused: (status: number) => string): Promise<T> {
