@@ -35,6 +35,13 @@ const start = (configure: (config: Record<string, any>) => void = () => {}) =>
     },
   });
 
+/** Model release duties, with agents that may train (release agents) and deploy (helpers) for ML engineers. */
+const withAgentsTrainingAndDeploying = (config: Record<string, any>) => {
+  withModelRelease(config);
+  config.delegation.rules[0].scopes.push('model:train');
+  config.delegation.rules[2].scopes.push('model:deploy');
+  config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
+};
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
 const registry = 'registry.acme.internal';
@@ -506,12 +513,7 @@ describe('child tokens', () => {
   });
 
   it('make a new actor take part in the parent\'s steps, whatever scopes the child keeps', async () => {
-    t = await start((config) => {
-      withModelRelease(config);
-      config.delegation.rules[0].scopes.push('model:train');
-      config.delegation.rules[2].scopes.push('model:deploy');
-      config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
-    });
+    t = await start(withAgentsTrainingAndDeploying);
     const details = JSON.stringify(model('fraud-v1'));
     const training = await delegate(await engineer('alice'), await agent('agent:release-1'), { scope: 'artifacts:read model:train', authorization_details: details });
     expect(training.status).toBe(200);
@@ -528,12 +530,7 @@ describe('child tokens', () => {
   });
 
   it('make a new actor take part in the root\'s steps, however many children dropped the step\'s scope before it joined', async () => {
-    t = await start((config) => {
-      withModelRelease(config);
-      config.delegation.rules[0].scopes.push('model:train');
-      config.delegation.rules[2].scopes.push('model:deploy');
-      config.policies.find((p: { id: string }) => p.id === 'ml-eng').scopes.push('model:train');
-    });
+    t = await start(withAgentsTrainingAndDeploying);
     const details = JSON.stringify(model('fraud-v1'));
     const training = await delegate(await engineer('alice'), await agent('agent:release-1'), { scope: 'artifacts:read model:train', authorization_details: details });
     expect(training.status).toBe(200);

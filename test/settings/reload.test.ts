@@ -33,6 +33,15 @@ describe('reloading the configuration', () => {
     writeFileSync(file, YAML.stringify(raw));
     return file;
   };
+  /** A development issuer whose key is made, off the event loop, when the file is compiled. */
+  const devIssuer = (broker: TestBroker) => ({
+    name: 'dev-ci',
+    kind: 'workload',
+    issuer: 'https://dev-ci.invalid',
+    dev: { keyDir: join(broker.dir, 'dev-issuer') },
+    audiences: ['jit-broker'],
+    algorithms: ['ES256'],
+  });
   const ask = async (broker: TestBroker, scopes: string[], token?: string) =>
     broker.http
       .post('/v1/credentials')
@@ -77,14 +86,7 @@ describe('reloading the configuration', () => {
     // The first file takes longer to compile: its development issuer's key is made then, off the
     // event loop. Run side by side, the second would be recorded and applied first.
     const first = configFile(t, (raw) => {
-      raw.identity.issuers.push({
-        name: 'dev-ci',
-        kind: 'workload',
-        issuer: 'https://dev-ci.invalid',
-        dev: { keyDir: join(t?.dir as string, 'dev-issuer') },
-        audiences: ['jit-broker'],
-        algorithms: ['ES256'],
-      });
+      raw.identity.issuers.push(devIssuer(t as TestBroker));
       raw.policies[0].scopes = ['artifacts:read'];
     }, 'first.yaml');
     const second = configFile(t, (raw) => (raw.policies[0].scopes = ['model:train']), 'second.yaml');
@@ -241,14 +243,7 @@ describe('reloading the configuration', () => {
   it('refuses development issuers where NODE_ENV is production, as a start does', async () => {
     t = await startTestBroker();
     const file = configFile(t, (raw) => {
-      raw.identity.issuers.push({
-        name: 'dev-ci',
-        kind: 'workload',
-        issuer: 'https://dev-ci.invalid',
-        dev: { keyDir: join(t?.dir as string, 'dev-issuer') },
-        audiences: ['jit-broker'],
-        algorithms: ['ES256'],
-      });
+      raw.identity.issuers.push(devIssuer(t as TestBroker));
     });
     const refused = await t.broker.reload(file, { NODE_ENV: 'production' });
     expect(refused).toMatchObject({ status: 'refused', problems: [expect.stringContaining('identity.issuers.2.dev: "dev-ci" is a development issuer, refused where NODE_ENV=production')] });
