@@ -147,7 +147,8 @@ describe('a signal while a worker of several starts', () => {
       giveKeys(hungUp.writer);
       await until(() => logged(broker, 'worker listening').length > listening || !workersNow().includes(hungUp.replacement));
       expect(workersNow()).toContain(hungUp.replacement);
-      expect(logged(broker, 'a worker died; starting another')).toHaveLength(1); // the one the test killed
+      const died = logged(broker, 'a worker died; starting another');
+      expect(died, JSON.stringify(broker.lines())).toHaveLength(1); // the one the test killed
 
       const stopped = await replaceAWorker();
       broker.child.kill('SIGTERM');
