@@ -12,4 +12,19 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-void runCli(process.argv.slice(2), processIo()).then((code) => process.exit(code));
+/**
+ * Exits once stdout and stderr have written everything: a pipe takes 64 KiB at once and node
+ * queues the rest, which `process.exit` would drop, cutting `jit audit issuances --all | jq`
+ * short with status 0. A reader gone meanwhile ends it with 141 (above), as for any write.
+ */
+function exitWhenWritten(code: number): void {
+  let pending = 2;
+  const written = () => {
+    pending -= 1;
+    if (pending === 0) process.exit(code);
+  };
+  process.stdout.write('', written);
+  process.stderr.write('', written);
+}
+
+void runCli(process.argv.slice(2), processIo()).then(exitWhenWritten);

@@ -267,6 +267,24 @@ describe('an export', () => {
     expect({ code, stderr }).toEqual({ code: 141, stderr: '' });
   });
 
+  it('writes all of a large answer into a pipe its reader drains slowly, before it exits', async () => {
+    const item = (i: number) => ({ jti: `j${i}`, request_id: `r${i}`, requester: { iss: 'i', sub: 's' }, task_id: 't'.repeat(1000), scopes: ['a'], audience: 'b', issued_at: '2026-01-01T00:00:00Z', expires_at: '2026-01-01T00:10:00Z', status: 'issued', approvers: [], break_glass: false });
+    answer = (_req, res) => json(res, 200, { items: Array.from({ length: 300 }, (_, i) => item(i)), next_cursor: null });
+    const child = spawn(process.execPath, [await jitBundle(), 'audit', 'issuances', '--all', '--json'], {
+      env: { PATH: process.env.PATH, JIT_CONFIG_DIR: tempDir('jit-config-'), ...env() },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    // The reader is busy at first (as jq can be): the pipe fills, and the rest waits in jit.
+    child.stdout.pause();
+    setTimeout(() => child.stdout.resume(), 500);
+    const code = await new Promise<number | null>((done) => child.on('close', (status) => done(status)));
+    expect(code).toBe(0);
+    expect(stdout.length).toBeGreaterThan(300_000);
+    expect((JSON.parse(stdout) as unknown[]).length).toBe(300);
+  });
+
   it('stops when the rows stop coming for that long, saying what was printed is incomplete (69)', async () => {
     answer = streaming(2, 50, true);
     const run = await jit(['audit', 'events', '--format', 'ndjson'], { env: env({ JIT_TIMEOUT: '1s' }) });
