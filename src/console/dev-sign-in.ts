@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import express, { Router, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { BrokerConfig, ConsoleConfig, IssuerConfig } from '../config/index.js';
-import { mintDevIdentityToken } from '../identity/index.js';
+import { loadOrCreateDevKey, mintDevIdentityToken } from '../identity/index.js';
 import type { Clock } from '../shared/clock.js';
 import { isLoopbackHost } from '../shared/loopback.js';
 import { consoleCallbackUrl } from './links.js';
@@ -34,6 +34,8 @@ interface AuthorizationRequest {
 }
 
 interface PendingCode extends AuthorizationRequest {
+  /** Tells one code from another, for the codes already spent. */
+  id: string;
   subject: string;
   groups: string[];
   expiresAt: number;
@@ -84,7 +86,16 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
   const issuer = devSignInIssuer(config, web);
   const clientIds = new Set([web.clientId, web.cliClientId ?? web.clientId]);
   const groups = knownGroups(config, issuer.name);
-  const codes = new Map<string, PendingCode>();
+  /** Codes redeemed here, until they would have expired: a code is good once. */
+  const spent = new Map<string, number>();
+  // A code carries its request, sealed with a key every worker derives alike from the dev issuer's
+  // key (the default start runs a worker per core): the authorization and the token request of
+  // one sign-in may reach two workers. Each worker spends a code once; a copy redeemed at another
+  // is still useless without the client's PKCE verifier.
+  const sealing = loadOrCreateDevKey((issuer.dev as { keyDir: string }).keyDir).then((jwk) =>
+    Buffer.from(hkdfSync('sha256', String(jwk.d), Buffer.alloc(0), 'jit dev sign-in codes', 32)),
+  );
+  sealing.catch(() => {}); // a key that cannot be read fails each sign-in that needs it, not the process
   logger.warn(
     { issuer: issuer.name, path: `/console${DEV_SIGN_IN_PATH}` },
     'DEVELOPMENT SIGN-IN: anyone who can reach the broker can sign in to the console as anyone. Never run this in production.',
@@ -174,7 +185,7 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
     res.set('Content-Security-Policy', pagePolicy(request.redirect_uri)).type('html').send(signInPage(request, groups, issuer));
   });
 
-  router.post('/authorize', express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }), (req, res) => {
+  router.post('/authorize', express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }), async (req, res) => {
     const body = (req.body ?? {}) as Record<string, unknown>;
     let request: AuthorizationRequest;
     try {
@@ -190,10 +201,7 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
       res.status(400).set('Content-Security-Policy', pagePolicy(request.redirect_uri));
       return res.type('html').send(signInPage(request, groups, issuer, 'A name is letters, digits and . _ @ - (64 at most), and so is each group.'));
     }
-    if (codes.size >= MAX_PENDING_CODES) sweep(codes, clock());
-    if (codes.size >= MAX_PENDING_CODES) codes.delete(codes.keys().next().value as string);
-    const code = randomBytes(32).toString('base64url');
-    codes.set(code, { ...request, subject, groups: all, expiresAt: clock() + CODE_TTL_MS });
+    const code = seal(await sealing, { ...request, id: randomBytes(16).toString('base64url'), subject, groups: all, expiresAt: clock() + CODE_TTL_MS });
     logger.info({ issuer: issuer.name, sub: subject, groups: all }, 'development sign-in');
     res.redirect(303, redirectWith(request, { code }));
   });
@@ -202,10 +210,12 @@ export function devSignInRoutes(options: DevSignInOptions): Router {
     const body = (req.body ?? {}) as Record<string, unknown>;
     const refuse = (error: string, description: string) => res.status(400).json({ error, error_description: description });
     if (body.grant_type !== 'authorization_code') return refuse('unsupported_grant_type', 'only authorization_code');
-    const pending = typeof body.code === 'string' ? codes.get(body.code) : undefined;
+    const pending = typeof body.code === 'string' ? unseal(await sealing, body.code) : undefined;
+    if (!pending || pending.expiresAt <= clock() || spent.has(pending.id)) return refuse('invalid_grant', 'the code is unknown, spent or expired');
     // A code is good once: whatever happens next, it is spent.
-    if (pending) codes.delete(body.code as string);
-    if (!pending || pending.expiresAt <= clock()) return refuse('invalid_grant', 'the code is unknown, spent or expired');
+    if (spent.size >= MAX_PENDING_CODES) sweep(spent, clock());
+    if (spent.size >= MAX_PENDING_CODES) spent.delete(spent.keys().next().value as string);
+    spent.set(pending.id, pending.expiresAt);
     if (body.client_id !== pending.client_id) return refuse('invalid_grant', 'the code was issued to another client');
     if (body.redirect_uri !== pending.redirect_uri) return refuse('invalid_grant', 'redirect_uri differs from the authorization request');
     const verifier = typeof body.code_verifier === 'string' ? body.code_verifier : '';
@@ -237,8 +247,30 @@ function authorizationRequestUnchecked(input: Record<string, unknown>): Authoriz
   return { client_id: text('client_id'), redirect_uri: text('redirect_uri'), code_challenge: '', state: OPAQUE.test(text('state')) ? text('state') : '', nonce: '', scope: '' };
 }
 
-function sweep(codes: Map<string, PendingCode>, now: number): void {
-  for (const [code, pending] of codes) if (pending.expiresAt <= now) codes.delete(code);
+/** A code: the pending sign-in, AES-256-GCM sealed (IV, ciphertext, tag), base64url. */
+function seal(key: Buffer, pending: PendingCode): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  const sealed = Buffer.concat([cipher.update(JSON.stringify(pending), 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString('base64url');
+}
+
+/** The sign-in a code seals, or undefined for anything this issuer's key did not seal. */
+function unseal(key: Buffer, code: string): PendingCode | undefined {
+  const bytes = Buffer.from(code, 'base64url');
+  if (bytes.length < 12 + 16 + 2 || bytes.length > 8192) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, 12), { authTagLength: 16 });
+    decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+    const text = Buffer.concat([decipher.update(bytes.subarray(12, bytes.length - 16)), decipher.final()]).toString('utf8');
+    return JSON.parse(text) as PendingCode;
+  } catch {
+    return undefined;
+  }
+}
+
+function sweep(spent: Map<string, number>, now: number): void {
+  for (const [id, expiresAt] of spent) if (expiresAt <= now) spent.delete(id);
 }
 
 /**

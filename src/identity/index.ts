@@ -1,5 +1,5 @@
 export { claimsWellFormed, readClaim } from './claims.js';
-export { devIssuerJwks, devKeyExists, mintDevIdentityToken } from './dev-issuer.js';
+export { devIssuerJwks, devKeyExists, loadOrCreateDevKey, mintDevIdentityToken } from './dev-issuer.js';
 export { issuerRoutes, KeySourceUnavailable, loadTrustedIssuers } from './issuers.js';
 export type { IssuerRoutes, TrustedIssuer, TrustedIssuers } from './issuers.js';
 export { compileGlob, compileMatch } from './match.js';

@@ -2,9 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import express from 'express';
 import { decodeJwt } from 'jose';
+import { pino } from 'pino';
+import supertest from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/index.js';
+import { devSignInRoutes } from '../../src/console/dev-sign-in.js';
 import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 
 /** The console's route over HTTP: its headers, where it says to sign in, and the development sign-in. */
@@ -259,6 +263,24 @@ describe('the development sign-in', () => {
     // The broker takes it as alice, an approver.
     expect((await t.http.get('/v1/approvals').set(bearer(good.body.id_token))).status).toBe(200);
     expect(t.logs.join('\n')).not.toContain(good.body.id_token.split('.')[2]);
+  });
+
+  it('redeems a code at another worker of the broker (the default start runs several), once there, and nothing it did not seal', async () => {
+    t = await startTestBroker({ configure: withDevSignIn });
+    // Another worker builds its own routes from the same configuration and the same dev key.
+    const web = t.config.console as NonNullable<typeof t.config.console>;
+    const other = express().use(devSignInRoutes({ config: t.config, console: web, logger: pino({ level: 'silent' }), clock: () => Date.now() }));
+    const redeemAt = (code: string) =>
+      supertest(other).post('/token').type('form').send({ grant_type: 'authorization_code', code, client_id: 'jit-console', redirect_uri: 'http://127.0.0.1:5555/callback', code_verifier: verifier });
+
+    const code = (await signIn({ username: 'alice', group: 'release-approvers' })).searchParams.get('code') as string;
+    const tampered = Buffer.from(code, 'base64url');
+    tampered[20] = (tampered[20] as number) ^ 1;
+    expect((await redeemAt(tampered.toString('base64url'))).body).toEqual({ error: 'invalid_grant', error_description: 'the code is unknown, spent or expired' });
+    const good = await redeemAt(code);
+    expect(good.status, JSON.stringify(good.body)).toBe(200);
+    expect(decodeJwt(good.body.id_token)).toMatchObject({ sub: 'alice', aud: 'jit-console', nonce: 'n0nce' });
+    expect((await redeemAt(code)).body.error).toBe('invalid_grant');
   });
 
   it('never redirects to a stranger, and reflects nothing it was sent as markup', async () => {
