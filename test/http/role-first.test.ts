@@ -29,4 +29,34 @@ describe('a caller without the role', () => {
     const auditor = await t.as.person('ivy', ['auditors']);
     expect((await t.http.get('/v1/break-glass?review=bogus').set(bearer(auditor))).status).toBe(400);
   });
+
+  it('gets 401 without an identity, and 403 without the role, before the form is read at /oauth2: a body too large or not UTF-8 is not the answer', async () => {
+    const form = (path: string, body: string | Buffer, token?: string) => {
+      const request = t.http.post(path).set('content-type', 'application/x-www-form-urlencoded');
+      return (token ? request.set(bearer(token)) : request).send(body);
+    };
+    const large = `token=${'a'.repeat(70_000)}`;
+    const notUtf8 = Buffer.concat([Buffer.from('token='), Buffer.from([0xff, 0xfe])]);
+    for (const path of ['/oauth2/introspect', '/oauth2/revoke']) {
+      for (const body of [large, notUtf8]) {
+        for (const token of [undefined, 'not-a-jwt']) {
+          const refused = await form(path, body, token);
+          expect(refused.status, `${path} ${token ?? 'no identity'}`).toBe(401);
+          expect(refused.body.error).toBe('invalid_token');
+          expect(refused.headers['www-authenticate']).toBe(token ? 'Bearer error="invalid_token"' : 'Bearer');
+        }
+      }
+    }
+    const pipeline = await t.as.pipeline();
+    for (const body of [large, notUtf8]) {
+      const introspect = await form('/oauth2/introspect', body, pipeline);
+      expect(introspect.status).toBe(403);
+      expect(introspect.body.error).toBe('insufficient_scope');
+    }
+    // The control: a caller who may ask gets the refusal of what it sent.
+    const introspector = await t.as.pipeline({}, 'resource-server:registry');
+    expect((await form('/oauth2/introspect', large, introspector)).status).toBe(413);
+    expect((await form('/oauth2/introspect', notUtf8, introspector)).status).toBe(400);
+    expect((await form('/oauth2/revoke', large, pipeline)).status).toBe(413);
+  });
 });

@@ -20,9 +20,10 @@ const tokenParam = (body: unknown): string => parseInput(tokenForm, body ?? {}, 
 export function oauthRoutes(deps: AppDeps): Router {
   const { auth, tokens } = deps;
   const router = Router({ caseSensitive: true });
-  router.use(noStore, express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only }));
+  router.use(noStore);
+  const readForm = express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only });
 
-  router.post('/token', async (req, res) => {
+  router.post('/token', readForm, async (req, res) => {
     const grant = (req.body as Record<string, unknown> | undefined)?.grant_type;
     if (grant !== tokenExchange.grantType) {
       res.status(400).json({
@@ -35,12 +36,18 @@ export function oauthRoutes(deps: AppDeps): Router {
     res.status(result.status).json(result.body);
   });
 
-  router.post('/introspect', auth.requireIdentity, async (req, res) => {
-    tokens.authorizeIntrospector(identityOf(res)); // 403 insufficient_scope before the form is read
+  // Who asks comes before what is asked, as under /v1: the form is read only once the caller is
+  // known (401 without an identity) and, for introspection, holds the role (403), so a body too
+  // large or not UTF-8 is never the answer to a caller who may not ask at all.
+  const introspectorOnly: express.RequestHandler = (_req, res, next) => {
+    tokens.authorizeIntrospector(identityOf(res));
+    next();
+  };
+  router.post('/introspect', auth.requireIdentity, introspectorOnly, readForm, async (req, res) => {
     res.json(await tokens.introspect(identityOf(res), tokenParam(req.body)));
   });
 
-  router.post('/revoke', auth.requireIdentity, async (req, res) => {
+  router.post('/revoke', auth.requireIdentity, readForm, async (req, res) => {
     await tokens.revoke(identityOf(res), tokenParam(req.body));
     res.status(200).end();
   });
