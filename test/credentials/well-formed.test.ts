@@ -164,6 +164,16 @@ describe('control characters and sizes', () => {
       const refused = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).set('content-type', type).send('x'.repeat(70_000));
       expect(refused.status, type).toBe(413);
     }
+    // The /oauth2 endpoints read forms only; another type over the limit is 413 there too, an OAuth error.
+    const introspector = await t.as.pipeline({}, 'resource-server:registry');
+    for (const type of ['application/json', 'text/plain', 'application/x-www-form-urlencoded']) {
+      for (const [path, token] of [['/oauth2/token', undefined], ['/oauth2/introspect', introspector], ['/oauth2/revoke', introspector]] as const) {
+        const request = t.http.post(path).set('content-type', type);
+        const refused = await (token ? request.set(bearer(token)) : request).send('x'.repeat(70_000));
+        expect(refused.status, `${path} ${type}`).toBe(413);
+        expect(refused.body).toEqual({ error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' });
+      }
+    }
   });
 
   it('draw the 64 KiB line at its byte: 65,536 bytes are read, 65,537 are 413, as JSON and as a form', async () => {

@@ -1,7 +1,7 @@
 import express, { Router } from 'express';
 import type { AppDeps } from '../deps.js';
 import { identityOf } from '../auth.js';
-import { BODY_LIMIT, utf8Only } from '../errors.js';
+import { BODY_LIMIT, refuseLargeBodies, utf8Only } from '../errors.js';
 import { presentedProof } from '../dpop.js';
 import * as tokenExchange from '../oauth/token-exchange.js';
 import { tokenForm } from '../schemas.js';
@@ -21,9 +21,11 @@ export function oauthRoutes(deps: AppDeps): Router {
   const { auth, tokens } = deps;
   const router = Router({ caseSensitive: true });
   router.use(noStore);
-  const readForm = express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only });
+  // A body that says it is over 64 KiB is 413 whatever type it claims, as under /v1: only a form
+  // is read (and counted as it is), so another type would otherwise get the 400 of a missing field.
+  const readForm: express.RequestHandler[] = [refuseLargeBodies, express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only })];
 
-  router.post('/token', readForm, async (req, res) => {
+  router.post('/token', ...readForm, async (req, res) => {
     const grant = (req.body as Record<string, unknown> | undefined)?.grant_type;
     if (grant !== tokenExchange.grantType) {
       res.status(400).json({
@@ -43,11 +45,11 @@ export function oauthRoutes(deps: AppDeps): Router {
     tokens.authorizeIntrospector(identityOf(res));
     next();
   };
-  router.post('/introspect', auth.requireIdentity, introspectorOnly, readForm, async (req, res) => {
+  router.post('/introspect', auth.requireIdentity, introspectorOnly, ...readForm, async (req, res) => {
     res.json(await tokens.introspect(identityOf(res), tokenParam(req.body)));
   });
 
-  router.post('/revoke', auth.requireIdentity, readForm, async (req, res) => {
+  router.post('/revoke', auth.requireIdentity, ...readForm, async (req, res) => {
     await tokens.revoke(identityOf(res), tokenParam(req.body));
     res.status(200).end();
   });
