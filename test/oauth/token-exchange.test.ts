@@ -105,6 +105,26 @@ describe('POST /oauth2/token (RFC 8693)', () => {
     expect(response.body.error).toBe('invalid_request');
   });
 
+  it('treats a parameter sent without a value as omitted (RFC 6749 section 3.2)', async () => {
+    // Optional parameters sent empty: the exchange is the one without them.
+    for (const empty of ['ttl_seconds', 'justification', 'break_glass', 'requested_token_type', 'authorization_details', 'dpop_jkt', 'request_id', 'actor_token', 'token_type_hint']) {
+      const response = await exchange({ ...(await base()), [empty]: '' });
+      expect(response.status, empty).toBe(200);
+      expect(response.body.expires_in, empty).toBe(900);
+    }
+    const { audience, ...form } = await base();
+    const resource = await exchange({ ...form, audience: '', resource: audience });
+    expect(resource.status).toBe(200);
+    expect(decodeJwt(resource.body.access_token).aud).toBe(audience);
+    // A required one sent empty is missing: invalid_request, as any missing parameter; an empty
+    // grant_type is no other grant type.
+    for (const required of ['grant_type', 'subject_token', 'subject_token_type', 'scope', 'task_id']) {
+      const response = await exchange({ ...(await base()), [required]: '' });
+      expect(response.status, required).toBe(400);
+      expect(response.body.error, required).toBe('invalid_request');
+    }
+  });
+
   it('takes RFC 8707 resource as the audience when audience is absent', async () => {
     const { audience, ...form } = await base();
     const response = await exchange({ ...form, resource: audience });

@@ -13,6 +13,19 @@ const noStore: express.RequestHandler = (_req, res, next) => {
   next();
 };
 
+/**
+ * RFC 6749 section 3.2: "Parameters sent without a value MUST be treated as if they were omitted
+ * from the request." A field sent empty (`ttl_seconds=`) is dropped before anything reads the
+ * form; a parameter sent twice stays twice, and is refused (RFC 6749 section 3.2 again).
+ */
+const omitEmpty: express.RequestHandler = (req, _res, next) => {
+  const form = req.body as Record<string, unknown> | undefined;
+  if (form && typeof form === 'object') {
+    for (const [name, value] of Object.entries(form)) if (value === '') delete form[name];
+  }
+  next();
+};
+
 /** The `token` parameter of introspection and revocation. */
 const tokenParam = (body: unknown): string => parseInput(tokenForm, body ?? {}, 'body').token;
 
@@ -23,7 +36,7 @@ export function oauthRoutes(deps: AppDeps): Router {
   router.use(noStore);
   // A body that says it is over 64 KiB is 413 whatever type it claims, as under /v1: only a form
   // is read (and counted as it is), so another type would otherwise get the 400 of a missing field.
-  const readForm: express.RequestHandler[] = [refuseLargeBodies, express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only })];
+  const readForm: express.RequestHandler[] = [refuseLargeBodies, express.urlencoded({ extended: false, limit: BODY_LIMIT, parameterLimit: 50, verify: utf8Only }), omitEmpty];
 
   router.post('/token', ...readForm, async (req, res) => {
     const grant = (req.body as Record<string, unknown> | undefined)?.grant_type;
