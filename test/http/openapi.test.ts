@@ -94,6 +94,15 @@ describe('GET /openapi.json', () => {
     expect(doc.paths['/oauth2/token']?.post.security).toEqual([]);
   });
 
+  it('requires every field of the RFC 8414 metadata the broker serves (CONTRACT section 4 lists them)', async () => {
+    const served = (await t.http.get('/.well-known/oauth-authorization-server')).body as Record<string, unknown>;
+    for (const path of ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration']) {
+      const schema = doc.paths[path]?.get.responses['200'].content['application/json'].schema;
+      const resolved = schema.$ref ? doc.components.schemas[schema.$ref.split('/').pop()] : schema;
+      expect([...resolved.required].sort(), path).toEqual(Object.keys(served).sort());
+    }
+  });
+
   it('has examples that validate against the document\'s own schemas', () => {
     const found = examples(doc.paths);
     expect(found.length).toBeGreaterThan(25);

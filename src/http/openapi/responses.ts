@@ -250,9 +250,15 @@ export const serverMetadata = z
     token_endpoint: z.string(),
     introspection_endpoint: z.string(),
     revocation_endpoint: z.string(),
+    response_types_supported: z.array(z.string()).meta({ description: 'Required by RFC 8414; empty: the broker has no authorization endpoint.' }),
     grant_types_supported: z.array(z.string()),
     token_endpoint_auth_methods_supported: z.array(z.string()),
+    introspection_endpoint_auth_methods_supported: z.array(z.string()).meta({ description: '`Bearer`: the caller\'s identity token.' }),
+    revocation_endpoint_auth_methods_supported: z.array(z.string()).meta({ description: '`Bearer`: the caller\'s identity token.' }),
     scopes_supported: z.array(z.string()),
+    access_token_signing_alg_values_supported: z.array(z.string()),
+    authorization_details_types_supported: z.array(z.string()).meta({ description: 'RFC 9396: the types `authorization_details` may hold (the duties\').' }),
+    dpop_signing_alg_values_supported: z.array(z.string()).meta({ description: 'RFC 9449: the DPoP proof algorithms accepted.' }),
   })
   .meta({ id: 'ServerMetadata', description: 'RFC 8414 authorization server metadata.' });
 
