@@ -28,7 +28,9 @@ describe('POST /oauth2/token (RFC 8693)', () => {
   it('exchanges an identity token for an access token', async () => {
     const response = await exchange(await base({ ttl_seconds: '300' }));
     expect(response.status).toBe(200);
+    // RFC 6749 section 5.1: a response holding a token is never cached, by HTTP/1.1 or HTTP/1.0 caches.
     expect(response.headers['cache-control']).toBe('no-store');
+    expect(response.headers.pragma).toBe('no-cache');
     expect(response.body).toEqual({
       access_token: expect.any(String),
       issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
@@ -157,6 +159,8 @@ describe('POST /oauth2/token (RFC 8693)', () => {
     const first = await exchange({ ...(await base()), subject_token: workload, scope: 'model:deploy' });
     expect(first.status).toBe(400);
     expect(first.body).toEqual({ error: 'authorization_pending', error_description: expect.any(String), request_id: expect.any(String) });
+    expect(first.headers['cache-control']).toBe('no-store');
+    expect(first.headers.pragma).toBe('no-cache');
     const requestId = first.body.request_id as string;
 
     const again = await exchange({ grant_type: GRANT, subject_token: workload, subject_token_type: JWT_TYPE, request_id: requestId });
@@ -177,6 +181,7 @@ describe('POST /oauth2/token (RFC 8693)', () => {
 
     const collected = await exchange({ grant_type: GRANT, subject_token: workload, subject_token_type: JWT_TYPE, request_id: requestId });
     expect(collected.status).toBe(200);
+    expect([collected.headers['cache-control'], collected.headers.pragma]).toEqual(['no-store', 'no-cache']);
     expect(decodeJwt(collected.body.access_token)).toMatchObject({
       request_id: requestId,
       approvers: [{ iss: 'https://sso.test', sub: 'alice', at: expect.any(String) }],
