@@ -5,6 +5,7 @@ import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/store/postgres/client.js';
 import { migratePostgres } from '../../src/store/postgres/migrate.js';
+import { KEY_VIEW_MAX_AGE_MS } from '../../src/tokens/index.js';
 import { bearer, listen, liveClock, startTestBroker, testClock } from '../helpers/broker.js';
 import { createTestDatabase, ENGINE, postgresServerUrl, type TestDatabase } from '../helpers/engine.js';
 import { tempDir } from '../helpers/temp.js';
@@ -82,6 +83,36 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that does not answer', () => {
 
     proxy.heal();
     expect(await ask()).toBe(201);
+  });
+});
+
+describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses to give the signing keys', () => {
+  it('makes introspection and revocation answer 503, never take a live token for one the broker did not mint', async () => {
+    const t = await startTestBroker({ clock: testClock() });
+    cleanup.push(() => t.close());
+    const holder = await t.as.pipeline();
+    const introspector = await t.as.pipeline({}, 'resource-server:registry');
+    const issued = await t.http.post('/v1/credentials').set(bearer(holder)).send({ task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+    const introspect = () => t.http.post('/oauth2/introspect').set(bearer(introspector)).type('form').send({ token: issued.body.access_token });
+    const revoke = () => t.http.post('/oauth2/revoke').set(bearer(holder)).type('form').send({ token: issued.body.access_token });
+
+    // The keys read at start grow too old to serve, and the table is renamed behind the broker's back.
+    await t.db.sql('ALTER TABLE signing_keys RENAME TO signing_keys_moved');
+    cleanup.push(() => t.db.sql('ALTER TABLE IF EXISTS signing_keys_moved RENAME TO signing_keys'));
+    t.clock.advance(KEY_VIEW_MAX_AGE_MS);
+    // Not {active: false}: the token is live, and a resource server would refuse it for its cache period.
+    const unknown = await introspect();
+    expect(unknown.status).toBe(503);
+    expect(unknown.body.error).toBe('temporarily_unavailable');
+    // Not 200: RFC 7009 section 2.2.1, on a 503 the holder must assume the token still exists.
+    const unrevoked = await revoke();
+    expect(unrevoked.status).toBe(503);
+    expect(unrevoked.body.error).toBe('temporarily_unavailable');
+
+    await t.db.sql('ALTER TABLE signing_keys_moved RENAME TO signing_keys');
+    expect((await introspect()).body.active).toBe(true);
+    expect((await revoke()).status).toBe(200);
+    expect((await introspect()).body).toEqual({ active: false });
   });
 });
 
