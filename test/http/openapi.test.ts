@@ -103,6 +103,19 @@ describe('GET /openapi.json', () => {
     }
   });
 
+  it('documents 503 for every operation that reads the store or the keys in it, which a PostgreSQL outage puts out of reach', () => {
+    const storeless = new Set(['/openapi.json', '/healthz']);
+    const operations = Object.entries(doc.paths)
+      .filter(([path]) => !storeless.has(path) && !path.startsWith('/console'))
+      .flatMap(([path, item]) => Object.entries(item).map(([method, operation]) => [`${method.toUpperCase()} ${path}`, operation] as const));
+    expect(operations.length).toBeGreaterThan(20);
+    for (const [name, operation] of operations) {
+      const documented = operation.responses['503']?.content;
+      expect(documented, name).toBeDefined();
+      expect(Object.keys(documented), name).toEqual([name.includes(' /oauth2/') ? 'application/json' : 'application/problem+json']);
+    }
+  });
+
   it('has examples that validate against the document\'s own schemas', () => {
     const found = examples(doc.paths);
     expect(found.length).toBeGreaterThan(25);

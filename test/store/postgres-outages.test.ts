@@ -11,9 +11,10 @@ import { createTestDatabase, ENGINE, postgresServerUrl, type TestDatabase } from
 import { tempDir } from '../helpers/temp.js';
 
 /**
- * PostgreSQL that answers nothing (a network partition, a hung host) and migrations that take
- * long: a request fails with a 503 in bounded time and the replica recovers by itself; a replica
- * waits for another's migrations, and a migration may run longer than a request's statement.
+ * PostgreSQL that answers nothing (a network partition, a hung host) or refuses what it is asked,
+ * and migrations that take long: a request fails with a 503 in bounded time, as the OpenAPI
+ * document says, and the replica recovers by itself; a replica waits for another's migrations,
+ * and a migration may run longer than a request's statement.
  */
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -113,6 +114,44 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses to give the signi
     expect((await introspect()).body.active).toBe(true);
     expect((await revoke()).status).toBe(200);
     expect((await introspect()).body).toEqual({ active: false });
+  });
+});
+
+describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses a read', () => {
+  it('answers 503, as the OpenAPI document says, on reads too: a listing, a request, introspection, the audit log, the keys; then serves again', async () => {
+    const t = await startTestBroker({ clock: testClock() });
+    cleanup.push(() => t.close());
+    const doc = (await t.http.get('/openapi.json')).body;
+    const pipeline = await t.as.pipeline();
+    const issued = await t.http.post('/v1/credentials').set(bearer(pipeline)).send({ task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+    expect(issued.status).toBe(201);
+    const reads = async () => {
+      const introspector = await t.as.pipeline({}, 'resource-server:registry');
+      const auditor = await t.as.person('ivy', ['auditors']);
+      return [
+        ['get', '/v1/credentials', await t.http.get('/v1/credentials').set(bearer(pipeline))],
+        ['get', '/v1/credentials/{id}', await t.http.get(`/v1/credentials/${issued.body.request_id}`).set(bearer(pipeline))],
+        ['post', '/oauth2/introspect', await t.http.post('/oauth2/introspect').set(bearer(introspector)).type('form').send({ token: issued.body.access_token })],
+        ['get', '/v1/audit/events', await t.http.get('/v1/audit/events').set(bearer(auditor))],
+        ['get', '/.well-known/jwks.json', await t.http.get('/.well-known/jwks.json')],
+      ] as const;
+    };
+    // Every table these read is renamed behind the broker's back: each statement is refused at once.
+    const tables = ['requests', 'issuances', 'audit_events', 'signing_keys'];
+    for (const table of tables) await t.db.sql(`ALTER TABLE ${table} RENAME TO ${table}_moved`);
+    const restore = async () => {
+      for (const table of tables) await t.db.sql(`ALTER TABLE IF EXISTS ${table}_moved RENAME TO ${table}`);
+    };
+    cleanup.push(restore);
+    t.clock.advance(KEY_VIEW_MAX_AGE_MS); // the keys read at start are too old to serve
+    for (const [method, path, response] of await reads()) {
+      expect(response.status, path).toBe(503);
+      const documented = doc.paths[path][method].responses['503']?.content ?? {};
+      expect(Object.keys(documented), path).toContain((response.headers['content-type'] ?? '').split(';')[0]);
+      expect(response.body.type ?? response.body.error, path).toMatch(/unavailable$/);
+    }
+    await restore();
+    for (const [, path, response] of await reads()) expect(response.status, path).toBe(200);
   });
 });
 

@@ -105,6 +105,17 @@ const problemExample = (status: number, type: string, title: string, detail: str
   detail,
 });
 
+/**
+ * The signing keys are the store's, read again every few seconds: when the store is out of reach
+ * (PostgreSQL down) past that, the JWKS and the metadata naming their algorithms are a 503.
+ */
+const keysOutOfReach = {
+  503: {
+    description: 'The signing keys cannot be read from the store right now.',
+    content: [{ contentType: 'application/problem+json' as const, schema: r.problem, example: problemExample(503, 'unavailable', 'Unavailable', 'The broker could not reach its database; nothing was granted. Try again shortly.') }],
+  },
+};
+
 /** The problem answers an endpoint may give, each with an example. */
 function problems(...statuses: (400 | 401 | 403 | 404 | 409 | 413 | 429 | 503)[]): Operation['responses'] {
   const all = {
@@ -115,7 +126,7 @@ function problems(...statuses: (400 | 401 | 403 | 404 | 409 | 413 | 429 | 503)[]
     409: ['The request is not in a state that allows this.', problemExample(409, 'conflict', 'Conflict', 'The request is issued; only an approved request\'s token can be collected, and only once.')],
     413: ['The body is larger than 64 KiB.', problemExample(413, 'invalid_request', 'Invalid request', 'The request body is larger than 64 KiB.')],
     429: ['A quota or limit is spent (`Retry-After`).', problemExample(429, 'rate_limited', 'Rate limited', 'Too many credential requests: at most 600 a minute per identity.')],
-    503: ['The store cannot write: nothing was granted.', problemExample(503, 'unavailable', 'Unavailable', 'The broker cannot grant credentials right now.')],
+    503: ['The store cannot be read or written right now (a PostgreSQL outage, a full disk): nothing was granted.', problemExample(503, 'unavailable', 'Unavailable', 'The broker could not reach its database; nothing was granted. Try again shortly.')],
   } as const;
   return Object.fromEntries(
     statuses.map((status) => {
@@ -131,6 +142,12 @@ const oauthProblem = (description: string, example: unknown) => ({
 });
 
 const v1 = (status: number, description: string, body: Body) => ({ [status]: { description, content: [body] } });
+
+/** At `/oauth2`, the 503 of a store out of reach, as an OAuth error. */
+const storeOutOfReach = oauthProblem('The store cannot be read or written right now: nothing was granted.', {
+  error: 'temporarily_unavailable',
+  error_description: 'The broker could not reach its database; nothing was granted. Try again shortly.',
+});
 
 export const OPERATIONS: readonly Operation[] = [
   {
@@ -162,6 +179,7 @@ export const OPERATIONS: readonly Operation[] = [
           }),
         ],
       },
+      ...keysOutOfReach,
     },
   },
   {
@@ -171,7 +189,7 @@ export const OPERATIONS: readonly Operation[] = [
     summary: 'The same metadata, at the OpenID Connect discovery path',
     tag: 'discovery',
     auth: 'none',
-    responses: { 200: { description: 'The metadata.', content: [json(r.serverMetadata)] } },
+    responses: { 200: { description: 'The metadata.', content: [json(r.serverMetadata)] }, ...keysOutOfReach },
   },
   {
     method: 'get',
@@ -186,6 +204,7 @@ export const OPERATIONS: readonly Operation[] = [
         description: 'The JWKS.',
         content: [json(r.jwks, { keys: [{ kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0', kid: 'k1', alg: 'ES256', use: 'sig' }] })],
       },
+      ...keysOutOfReach,
     },
   },
   {
@@ -227,6 +246,10 @@ export const OPERATIONS: readonly Operation[] = [
         description: 'Prometheus text format.',
         content: [{ contentType: 'text/plain', schema: r.text, example: 'broker_issuances_total{break_glass="false",approved="true"} 12\n' }],
       },
+      503: {
+        description: 'The metrics cannot be gathered right now (a worker of several could not reach the others).',
+        content: [{ contentType: 'application/problem+json', schema: r.problem, example: problemExample(503, 'unavailable', 'Unavailable', 'The metrics cannot be gathered right now.') }],
+      },
     },
   },
   {
@@ -267,7 +290,7 @@ export const OPERATIONS: readonly Operation[] = [
       }),
       413: oauthProblem('The body is larger than 64 KiB.', { error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' }),
       429: oauthProblem('A quota or limit is spent (`Retry-After`).', { error: 'slow_down', error_description: 'Too many credential requests: at most 600 a minute per identity.' }),
-      503: oauthProblem('The store cannot write: nothing was granted.', { error: 'temporarily_unavailable', error_description: 'The broker cannot grant credentials right now.' }),
+      503: storeOutOfReach,
     },
   },
   {
@@ -287,6 +310,7 @@ export const OPERATIONS: readonly Operation[] = [
       401: oauthProblem('No identity token, or one that was not accepted.', { error: 'invalid_token', error_description: 'The identity token was not accepted.' }),
       403: oauthProblem('The caller is not an `introspector`.', { error: 'insufficient_scope', error_description: 'This needs the role introspector.' }),
       413: oauthProblem('The body is larger than 64 KiB.', { error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' }),
+      503: storeOutOfReach,
     },
   },
   {
@@ -303,6 +327,7 @@ export const OPERATIONS: readonly Operation[] = [
       400: oauthProblem('No `token`, or a token issued to another identity (`unauthorized_client`).', { error: 'invalid_request', error_description: 'Invalid body: token: The token parameter is required, once.' }),
       401: oauthProblem('No identity token, or one that was not accepted.', { error: 'invalid_token', error_description: 'The identity token was not accepted.' }),
       413: oauthProblem('The body is larger than 64 KiB.', { error: 'invalid_request', error_description: 'The request body is larger than 64 KiB.' }),
+      503: storeOutOfReach,
     },
   },
   {
@@ -331,7 +356,7 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'requesters',
     auth: 'identity',
     query: ownRequestsQuery,
-    responses: { ...v1(200, 'A page.', json(r.page(r.credentialRequest, 'CredentialRequestPage'), { items: [requestExample], next_cursor: null })), ...problems(400, 401) },
+    responses: { ...v1(200, 'A page.', json(r.page(r.credentialRequest, 'CredentialRequestPage'), { items: [requestExample], next_cursor: null })), ...problems(400, 401, 503) },
   },
   {
     method: 'get',
@@ -341,7 +366,7 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'requesters',
     auth: 'identity',
     params: requestIdParams,
-    responses: { ...v1(200, 'The request.', json(r.credentialRequest, requestExample)), ...problems(400, 401, 404) },
+    responses: { ...v1(200, 'The request.', json(r.credentialRequest, requestExample)), ...problems(400, 401, 404, 503) },
   },
   {
     method: 'post',
@@ -410,7 +435,7 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'approvers',
     auth: 'identity',
     query: pageQuery,
-    responses: { ...v1(200, 'A page.', json(r.page(r.credentialRequest, 'CredentialRequestPage'))), ...problems(400, 401) },
+    responses: { ...v1(200, 'A page.', json(r.page(r.credentialRequest, 'CredentialRequestPage'))), ...problems(400, 401, 503) },
   },
   {
     method: 'get',
@@ -420,7 +445,7 @@ export const OPERATIONS: readonly Operation[] = [
     tag: 'approvers',
     auth: 'identity',
     query: breakGlassQuery,
-    responses: { ...v1(200, 'A page.', json(r.page(r.credentialRequest, 'CredentialRequestPage'))), ...problems(400, 401, 403) },
+    responses: { ...v1(200, 'A page.', json(r.page(r.credentialRequest, 'CredentialRequestPage'))), ...problems(400, 401, 403, 503) },
   },
   {
     method: 'get',
@@ -432,7 +457,7 @@ export const OPERATIONS: readonly Operation[] = [
     query: pageQuery,
     responses: {
       ...v1(200, 'A page.', json(r.page(r.revocation, 'RevocationPage'), { items: [{ jti: '01938d5e-8a2b-7c4d-9e1f-3b5d7f9a1c2e', exp: 1796119800 }], next_cursor: null })),
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   {
@@ -471,7 +496,7 @@ export const OPERATIONS: readonly Operation[] = [
           { contentType: 'text/csv', schema: r.text },
         ],
       },
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   {
@@ -504,7 +529,7 @@ export const OPERATIONS: readonly Operation[] = [
           next_cursor: null,
         }),
       ),
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   {
@@ -531,7 +556,7 @@ export const OPERATIONS: readonly Operation[] = [
           next_cursor: null,
         }),
       ),
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   {
@@ -565,7 +590,7 @@ export const OPERATIONS: readonly Operation[] = [
           { contentType: 'application/x-ndjson', schema: r.text },
         ],
       },
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   {
@@ -579,7 +604,7 @@ export const OPERATIONS: readonly Operation[] = [
     query: verifyQuery,
     responses: {
       ...v1(200, 'The verdict.', json(r.chainVerdict, { ok: true, events: 1042, head: '7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a3f1c5a' })),
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   {
@@ -592,7 +617,7 @@ export const OPERATIONS: readonly Operation[] = [
     auth: 'identity',
     responses: {
       ...v1(200, 'The signed head.', json(r.checkpoint, { seq: 1042, hash: '7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a3f1c5a', at: T0, checkpoint: ACCESS_TOKEN })),
-      ...problems(400, 401, 403),
+      ...problems(400, 401, 403, 503),
     },
   },
   ...consolePages(),
