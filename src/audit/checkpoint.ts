@@ -4,6 +4,7 @@ import { toIso } from '../shared/clock.js';
 import type { AuditEventRecord, SigningKeyRecord } from '../store/index.js';
 import type { Keyring } from '../tokens/index.js';
 import { GENESIS_HASH, type ChainLink } from '../shared/chain-hash.js';
+import { BrokerError } from '../shared/errors.js';
 import { verifyStoredChain, type ChainVerdict } from './chain.js';
 
 /** The JWS header `typ` of a checkpoint (CONTRACT section 4): never mistaken for an access token. */
@@ -89,7 +90,9 @@ export async function readCheckpoint(
     const { seq, hash } = payload as { seq: unknown; hash: unknown };
     if (!Number.isSafeInteger(seq) || (seq as number) < 0 || typeof hash !== 'string' || !/^[0-9a-f]{64}$/.test(hash)) return undefined;
     return { seq: seq as number, hash, kid };
-  } catch {
+  } catch (error) {
+    // Keys the store cannot give right now (503) say nothing of the checkpoint: never call it forged.
+    if (error instanceof BrokerError) throw error;
     return undefined;
   }
 }

@@ -115,6 +115,23 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses to give the signi
     expect((await revoke()).status).toBe(200);
     expect((await introspect()).body).toEqual({ active: false });
   });
+
+  it('makes verify?checkpoint answer 503, never call a checkpoint of the broker\'s not one', async () => {
+    const t = await startTestBroker({ clock: testClock() });
+    cleanup.push(() => t.close());
+    const auditor = await t.as.person('ivy', ['auditors']);
+    const { checkpoint } = (await t.http.get('/v1/audit/checkpoint').set(bearer(auditor))).body;
+    const verify = () => t.http.get(`/v1/audit/verify?checkpoint=${checkpoint}`).set(bearer(auditor));
+
+    await t.db.sql('ALTER TABLE signing_keys RENAME TO signing_keys_moved');
+    cleanup.push(() => t.db.sql('ALTER TABLE IF EXISTS signing_keys_moved RENAME TO signing_keys'));
+    const unknown = await verify();
+    expect(unknown.status).toBe(503);
+    expect(unknown.body.type).toBe('urn:jit-broker:problem:unavailable');
+
+    await t.db.sql('ALTER TABLE signing_keys_moved RENAME TO signing_keys');
+    expect((await verify()).body).toMatchObject({ ok: true });
+  });
 });
 
 describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses a read', () => {
