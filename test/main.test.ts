@@ -64,6 +64,19 @@ describe('the broker process', () => {
     expect(output.stdout).toContain('"msg":"stopped"');
   });
 
+  it('stops cleanly on SIGTERM while a worker is still loading, before it holds its signals: it had opened nothing', async () => {
+    const dir = tempDir('jit-main-test-');
+    writeFileSync(join(dir, 'ok.yaml'), YAML.stringify({ ...baseConfig(dir, await createTestIssuers()), listen: { workers: 2 } }));
+    // The second worker is held in its loading, before main.ts takes its signals, until SIGTERM ends it.
+    const preload = join(dir, 'slow-second-worker.cjs');
+    writeFileSync(preload, "const cluster = require('node:cluster'); if (cluster.isWorker && cluster.worker.id === 2) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000);");
+    const { child, output, exited } = await startProcess(['--config', join(dir, 'ok.yaml')], { PORT: '0', NODE_OPTIONS: `--require ${preload}` });
+    await until(() => output.stdout.includes('broker listening'));
+    child.kill('SIGTERM');
+    expect(await exited, output.stdout).toBe(0);
+    expect(output.stdout).not.toContain('a worker did not stop cleanly');
+  });
+
   it('answers a request in flight at SIGTERM, closing its keep-alive connection with the answer, and stops cleanly', async () => {
     const dir = tempDir('jit-main-test-');
     const issuers = await createTestIssuers();

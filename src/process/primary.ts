@@ -38,12 +38,14 @@ export function runPrimary(options: {
   let earlyDeaths = 0;
   let announced = false;
   const startedAt = new Map<number, number>();
+  /** Workers that hold their signals: SIGTERM is theirs to answer. One still loading its modules dies of it, having opened nothing. */
+  const holdingSignals = new Set<number>();
   /** Per worker: true once it listens (it then takes reload orders), false if it dies first. */
   const serving = new Map<number, Promise<boolean>>();
 
   const fork = () => {
     const worker = cluster.fork();
-    handOverConfig(worker, () => running.configText);
+    handOverConfig(worker, () => running.configText, () => holdingSignals.add(worker.id));
     startedAt.set(worker.id, Date.now());
     serving.set(worker.id, new Promise((resolve) => {
       worker.once('listening', () => resolve(true));
@@ -63,10 +65,12 @@ export function runPrimary(options: {
     const lived = Date.now() - (startedAt.get(worker.id) ?? 0);
     startedAt.delete(worker.id);
     serving.delete(worker.id);
+    const heldSignals = holdingSignals.delete(worker.id);
     if (stopping) {
       // A worker that did not stop cleanly (its grace ran out, its store did not close) makes the
-      // whole stop unclean: the operator sees the broker's exit code, not the worker's.
-      if (exitCode === 0 && (code !== 0 || signal !== null)) {
+      // whole stop unclean: the operator sees the broker's exit code, not the worker's. One that
+      // SIGTERM reached before it held its signals (still loading, just forked) had nothing to close.
+      if (exitCode === 0 && heldSignals && (code !== 0 || signal !== null)) {
         exitCode = 1;
         logger.error({ worker: worker.id, code, signal }, 'a worker did not stop cleanly');
       }

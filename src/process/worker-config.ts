@@ -35,9 +35,14 @@ export function receiveWorkerConfig(): Promise<string> {
   });
 }
 
-/** In the primary: answers `worker`'s request with the configuration the broker runs when it asks. */
-export function handOverConfig(worker: Worker, running: () => string): void {
+/**
+ * In the primary: answers `worker`'s request with the configuration the broker runs when it asks.
+ * `asked` hears of the request: a worker asks once it holds its signals (main.ts), before it opens anything.
+ */
+export function handOverConfig(worker: Worker, running: () => string, asked: () => void = () => {}): void {
   worker.on('message', (message: unknown) => {
-    if (isMessage(message, 'jit:config-wanted')) worker.send({ type: 'jit:config', text: running() } satisfies ConfigHandover);
+    if (!isMessage(message, 'jit:config-wanted')) return;
+    asked();
+    worker.send({ type: 'jit:config', text: running() } satisfies ConfigHandover);
   });
 }
