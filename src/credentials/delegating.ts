@@ -4,7 +4,7 @@ import type { Identity } from '../identity/index.js';
 import { effectiveStatus } from '../requests/index.js';
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { InvalidAuthorizationDetails, InvalidDpopProof, InvalidRequest, InvalidTarget, PolicyDenied } from '../shared/errors.js';
-import type { RequestRecord } from '../store/index.js';
+import type { RequestRecord, RequestState } from '../store/index.js';
 import type { Settings } from '../settings/index.js';
 import { readOwnToken, sha256Token } from '../tokens/index.js';
 import { bindingOf, requireBinding, type PresentedProof } from './binding.js';
@@ -46,9 +46,12 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
     return { request, jti: issuance.jti };
   }
 
-  /** The root grant of a parent's line: its subject, and the scopes whose steps the whole line takes part in. */
-  async function rootOf(parent: RequestRecord): Promise<RequestRecord> {
-    const root = parent.rootId === parent.id ? parent : await store.requests.get(parent.rootId);
+  /**
+   * The root grant of a parent's line: its subject, the scopes whose steps the whole line takes
+   * part in, and the approvals that cover the whole line.
+   */
+  async function rootOf(parent: RequestRecord): Promise<RequestState> {
+    const root = await store.requests.state(parent.rootId);
     if (!root) throw new InvalidRequest('The subject_token\'s root grant is not on record.');
     return root;
   }
@@ -100,8 +103,8 @@ export function createDelegating(deps: CredentialServiceDeps, requesting: Return
       const { policy, delegation } = running;
       const now = clock();
       const live = await liveParent(token, now);
-      const root = await rootOf(live.request);
-      const parent = { ...live, rootScopes: root.scopes };
+      const { request: root, approvals } = await rootOf(live.request);
+      const parent = { ...live, rootScopes: root.scopes, rootApprovals: approvals };
       // A bound parent is exchanged only with a proof by its key; the child is bound to that key,
       // or to `dpop_jkt`'s (a sub-agent's own key).
       const proven = await bindingOf(presented, running, now, parent.request.dpopJkt);

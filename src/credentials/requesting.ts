@@ -6,7 +6,7 @@ import { actorHolders, holderOf, issuedView, pendingView, requestDigest, type Is
 import type { AuthorizationDetail } from '../shared/authorization-details.js';
 import { BrokerError, InvalidRequest, PolicyDenied, RateLimited, SeparationOfDuties } from '../shared/errors.js';
 import { uuidv7 } from '../shared/ids.js';
-import type { ActorRecord, AuditEntry, RequestRecord } from '../store/index.js';
+import type { ActorRecord, AuditEntry, RequestRecord, RequestState } from '../store/index.js';
 import { admissionProbe, judgeAdmission, judgeRate, refusalEvent } from './admission.js';
 import { replayed, type Binding } from './binding.js';
 import { issuanceOf, issuedEvent, mintFor, type CredentialServiceDeps } from './grant.js';
@@ -45,10 +45,12 @@ export interface Plan {
   /** The `delegation` rule that allowed the current actor. */
   rule?: string | undefined;
   /**
-   * A child token's parent, which must still be live when the child is admitted, and the scopes of
-   * its root grant: every grant of the line takes part in the root's steps.
+   * A child token's parent, which must still be live when the child is admitted, the scopes of
+   * its root grant (every grant of the line takes part in the root's steps) and the root's
+   * approvals: a child needs no approval of its own because the root's covers it, so its token
+   * names the root's approvers.
    */
-  parent?: { request: RequestRecord; jti: string; rootScopes: readonly string[] } | undefined;
+  parent?: { request: RequestRecord; jti: string; rootScopes: readonly string[]; rootApprovals: RequestState['approvals'] } | undefined;
   input: CredentialInput;
   decision: PolicyDecision;
   /** The steps of duties the request takes part in. */
@@ -163,9 +165,10 @@ export function createRequesting(deps: CredentialServiceDeps) {
     };
 
     const pending = decision.approvalsRequired > 0;
+    const approvals = parent?.rootApprovals ?? [];
     // Sign first, record second: the token exists only in memory until its records (which
     // name its jti and hash) have committed, and is dropped if the admission refuses or fails.
-    const token = pending ? undefined : await mintFor(deps, request, [], now, parent?.request.expiresAt);
+    const token = pending ? undefined : await mintFor(deps, request, approvals, now, parent?.request.expiresAt);
     const admitted: RequestRecord = token ? { ...request, status: 'issued', issuedAt: token.issuedAt, expiresAt: token.expiresAt } : request;
     // A child is no new break-glass use: its parent was counted, and reviewed.
     const ask = { pending, breakGlass: input.breakGlass && !parent, now };
@@ -193,7 +196,7 @@ export function createRequesting(deps: CredentialServiceDeps) {
           data: { scopes: admitted.scopes, audience: admitted.audience, justification, ttl_seconds: admitted.ttlSeconds, ...(chain ? { act: chain } : {}) },
         });
       }
-      if (token) events.push(issuedEvent(admitted, token, [], parent?.jti));
+      if (token) events.push(issuedEvent(admitted, token, approvals, parent?.jti));
       return {
         admit: {
           request: admitted,

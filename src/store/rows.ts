@@ -172,6 +172,7 @@ export const toEvent = (r: EventRow): AuditEventRecord => ({
 export interface IssuanceAuditRow {
   jti: string;
   request_id: string;
+  root_id: string;
   issued_at: number;
   expires_at: number;
   requester_iss: string;

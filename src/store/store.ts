@@ -707,7 +707,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         if (filter.status === 'expired') add(`(${status} = 'expired' OR (${status} = 'issued' AND r.expires_at <= ?))`, now);
         if (filter.status === 'revoked') add(`r.status = 'revoked'`);
         const select = (from: string, seq: string, condition: string, order: string) =>
-          `SELECT i.jti, r.id AS request_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
+          `SELECT i.jti, r.id AS request_id, r.root_id, r.issued_at, i.expires_at, r.requester_iss, r.requester_sub, r.task_id, r.scopes,
                   r.audience, r.justification, r.break_glass, r.authorization_details, r.act, r.ended_at, r.revoke_reason, ${seq} AS seq,
                   CASE WHEN r.status = 'issued' AND i.expires_at <= ? THEN 'expired' ELSE r.status END AS status
            FROM ${from} JOIN issuances i ON i.request_id = r.id
@@ -739,8 +739,9 @@ export function createStore(engine: Engine, clock: Clock): Store {
             );
         const rows = [...late, ...next];
         if (rows.length === 0) return { late: [], next: [], seen };
-        // Approvers in the order they decided, on every engine.
-        const ids = rows.map((row) => row.request_id);
+        // Approvers in the order they decided, on every engine: a child's are its root grant's,
+        // whose approval covers it, as its token says.
+        const ids = [...new Set(rows.map((row) => row.root_id))];
         const approvals = await read.all<{ request_id: string; approver_iss: string; approver_sub: string; at: number }>(
           `SELECT request_id, approver_iss, approver_sub, at FROM approvals WHERE request_id IN (${marks(ids.length)}) AND decision = 'approve'
            ORDER BY at, approver_iss, approver_sub`,
@@ -749,7 +750,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
         const record = (row: IssuanceAuditRow) =>
           toIssuanceAudit(
             row,
-            approvals.filter((a) => a.request_id === row.request_id).map((a) => ({ iss: a.approver_iss, sub: a.approver_sub, at: a.at })),
+            approvals.filter((a) => a.request_id === row.root_id).map((a) => ({ iss: a.approver_iss, sub: a.approver_sub, at: a.at })),
           );
         return { late: late.map(record), next: next.map(record), seen };
       },

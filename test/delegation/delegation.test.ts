@@ -411,6 +411,39 @@ describe('child tokens', () => {
     expectOAuth(await childOf(parent.body.access_token, { authorization_details: JSON.stringify(model('x')) }), 'invalid_authorization_details');
   });
 
+  it('name the approvers of the grant they narrow, in the token, its event and the auditor\'s row: its approval is theirs', async () => {
+    t = await start();
+    const asked = await delegate(await engineer(), await agent('agent:release-1'), { scope: 'artifacts:read model:deploy', task_id: 'release 7' });
+    expectOAuth(asked, 'authorization_pending');
+    const id = asked.body.request_id as string;
+    const carol = await t.as.person('carol', ['approvers', 'ml-release']);
+    const view = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
+    expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest: view.digest })).status).toBe(200);
+    const root = await exchange({ subject_token: await engineer(), subject_token_type: JWT, actor_token: await agent('agent:release-1'), actor_token_type: JWT, request_id: id });
+    expect(root.status).toBe(200);
+    const approvers = decodeJwt(root.body.access_token).approvers;
+    expect(approvers).toEqual([expect.objectContaining({ sub: 'carol' })]);
+
+    // A child, and its child: each names carol, as its root's token does.
+    const child = await childOf(root.body.access_token, { scope: 'model:deploy' });
+    expect(child.status, JSON.stringify(child.body)).toBe(200);
+    const grandchild = await childOf(child.body.access_token, { task_id: 'release 7, step 2' });
+    expect(grandchild.status, JSON.stringify(grandchild.body)).toBe(200);
+    const ivy = await t.as.person('ivy', ['auditors']);
+    const rows = (await t.http.get('/v1/audit/issuances?scope=model:deploy').set(bearer(ivy))).body.items as { request_id: string; approvers: unknown }[];
+    expect(rows).toHaveLength(3);
+    for (const issued of [child, grandchild]) {
+      expect(decodeJwt(issued.body.access_token).approvers).toEqual(approvers);
+      expect((await eventsOf(t, issued.body.request_id)).find((e) => e.type === 'token.issued')?.data.approvers).toEqual(approvers);
+      expect(rows.find((row) => row.request_id === issued.body.request_id)?.approvers).toEqual(approvers);
+    }
+    // A child of a grant nobody approved names nobody.
+    const plain = await delegate(await engineer(), await agent('agent:release-1'));
+    const unapproved = await childOf(plain.body.access_token);
+    expect(unapproved.status).toBe(200);
+    expect(decodeJwt(unapproved.body.access_token).approvers).toBeUndefined();
+  });
+
   it('never outlive their parent, however far the clock moves while one is made: exp and expires_at no later than the parent\'s', async () => {
     // On whole seconds, moving a second at each read while the child is made: its remaining life
     // is counted at one read, its token minted at a later one.
