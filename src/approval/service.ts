@@ -2,7 +2,7 @@ import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
 import { quietObserver, type BrokerObserver } from '../observability/observer.js';
-import { effectiveStatus, holderOf, mayApprove, peopleApproving, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
+import { approvalsNeeded, effectiveStatus, holderOf, mayApprove, peopleApproving, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
@@ -109,12 +109,21 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
             result: { after: withApproval({ ...request, status: 'denied', ...fields }), outcome: 'request.denied' },
           };
         }
-        // Approvals count distinct people under the running configuration, this one included.
+        // Approvals count distinct people under the running configuration, this one included,
+        // against the count it asks now; a raised count is kept on the request, which views show.
         const approvers = peopleApproving([...approvals, approval], request, people);
-        if (approvers < request.approvalsRequired) {
-          return { approval, participants: takesPart, events: [recorded], result: { after: withApproval(request), outcome: undefined } };
+        const needed = approvalsNeeded(request, policy);
+        const raised = needed > request.approvalsRequired ? { approvalsRequired: needed } : {};
+        if (approvers < needed) {
+          return {
+            ...(needed > request.approvalsRequired ? { transition: { from: ['pending_approval'] as const, to: 'pending_approval' as const, fields: raised } } : {}),
+            approval,
+            participants: takesPart,
+            events: [recorded],
+            result: { after: withApproval({ ...request, ...raised }), outcome: undefined },
+          };
         }
-        const fields = { decidedAt: now, expiresAt: now + config.approval.collectWithin };
+        const fields = { decidedAt: now, expiresAt: now + config.approval.collectWithin, ...raised };
         return {
           transition: { from: ['pending_approval'], to: 'approved', fields },
           approval,

@@ -2,7 +2,7 @@ import { checkMayAct } from '../delegation/index.js';
 import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import type { Identity } from '../identity/index.js';
 import type { PolicyDecision } from '../policy/index.js';
-import { effectiveStatus, isActor, isOwner, isRequester, issuedView, peopleApproving, requestParticipants, type IssuedView } from '../requests/index.js';
+import { approvalsNeeded, effectiveStatus, isActor, isOwner, isRequester, issuedView, peopleApproving, requestParticipants, type IssuedView } from '../requests/index.js';
 import { Conflict, InvalidRequest, PolicyDenied, SeparationOfDuties } from '../shared/errors.js';
 import type { RequestRecord, RequestState } from '../store/index.js';
 import { proofByRequestKey, replayed, requireBinding, type PresentedProof } from './binding.js';
@@ -65,12 +65,18 @@ export function createCollecting(deps: CredentialServiceDeps) {
       }
     };
 
-    /** Approvals counted again under the running aliases: a reload may have made an approver the requester's person, or two approvers one. */
-    const unapproved = (request: RequestRecord, approvals: RequestState['approvals']): SeparationOfDuties | undefined => {
+    /**
+     * Approvals counted again under the running aliases (a reload may have made an approver the
+     * requester's person, or two approvers one) against the count the running scopes ask (a
+     * reload may have raised it since the approval).
+     */
+    const unapproved = (request: RequestRecord, approvals: RequestState['approvals']): SeparationOfDuties | PolicyDenied | undefined => {
       const counted = peopleApproving(approvals, request, people);
-      return counted < request.approvalsRequired
-        ? new SeparationOfDuties(`${counted} of the ${request.approvalsRequired} approvals it needs count now: an approver is the requester's person or started its job, or two approvers are one person.`)
-        : undefined;
+      if (counted < request.approvalsRequired) {
+        return new SeparationOfDuties(`${counted} of the ${request.approvalsRequired} approvals it needs count now: an approver is the requester's person or started its job, or two approvers are one person.`);
+      }
+      const needed = approvalsNeeded(request, policy);
+      return counted < needed ? PolicyDenied.action(`${counted} of the ${needed} approvals its scopes ask now count: the configuration asks more than when it was approved.`) : undefined;
     };
     const before = check(await store.requests.state(id));
     const binding = await proofByRequestKey(presented, running, now, before.request.dpopJkt, 'collect it with a proof by the same key');

@@ -78,6 +78,14 @@ export const peopleApproving = (approvals: readonly ApprovalRecord[], request: R
       .map((approver) => (approver.person !== undefined ? `person ${approver.person}` : `identity ${approver.iss}\n${approver.sub}`)),
   ).size;
 
+/**
+ * How many approvals a request needs now: what it was made with, or more where a reload has
+ * since raised a scope's `approvals`. Never fewer: its requester and approvers were told that
+ * count, and a reload that lowers it is no approval.
+ */
+export const approvalsNeeded = (request: RequestRecord, policy: Pick<Policy, 'scope'>): number =>
+  Math.max(request.approvalsRequired, ...request.scopes.map((name) => policy.scope(name)?.approvals ?? 0));
+
 /** The refusal of a barred decider, in the words of the action refused. */
 export function separationMessage(bar: SeparationBar, action: 'decide' | 'review'): string {
   if (bar === 'initiator') return `Separation of duties: the person who started the requesting job cannot ${action} its request.`;

@@ -1,4 +1,4 @@
-export { isActor, isOwner, isRequester, mayApprove, maySee, peopleApproving, separationBar, separationMessage } from './access.js';
+export { approvalsNeeded, isActor, isOwner, isRequester, mayApprove, maySee, peopleApproving, separationBar, separationMessage } from './access.js';
 export { requestDigest } from './digest.js';
 export { effectiveStatus, issuedView, pendingView, requestView } from './view.js';
 export type { IssuedView, PendingView, RequestView } from './view.js';

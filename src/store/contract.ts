@@ -208,6 +208,8 @@ export interface TransitionFields {
   revokedBy?: Principal | null;
   /** The key the collected token is bound to. */
   dpopJkt?: string | null;
+  /** Raised when a reload has asked more approvals of a waiting request's scopes. */
+  approvalsRequired?: number;
 }
 
 /** What one change to a request writes; `transition.from` is checked again when it is applied. */

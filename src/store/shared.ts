@@ -50,6 +50,7 @@ export function transitionColumns(fields: TransitionFields): [column: string, va
   if (fields.endedAt !== undefined) columns.push(['ended_at', fields.endedAt]);
   if (fields.revokeReason !== undefined) columns.push(['revoke_reason', fields.revokeReason]);
   if (fields.dpopJkt !== undefined) columns.push(['dpop_jkt', fields.dpopJkt]);
+  if (fields.approvalsRequired !== undefined) columns.push(['approvals_required', fields.approvalsRequired]);
   if (fields.revokedBy !== undefined) {
     columns.push(['revoked_by_iss', fields.revokedBy?.iss ?? null], ['revoked_by_sub', fields.revokedBy?.sub ?? null]);
   }

@@ -1,7 +1,10 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { decodeJwt } from 'jose';
+import YAML from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { requestDigest } from '../../src/requests/index.js';
-import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { baseConfig, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { eventsOf } from '../helpers/records.js';
 
 let t: TestBroker;
@@ -388,5 +391,50 @@ describe('expiry', () => {
       expect(expired).toHaveLength(1);
     }
     expect((await eventsOf(t, approved.request_id)).find((e) => e.type === 'request.expired')?.data).toMatchObject({ previous_status: 'approved' });
+  });
+});
+
+describe('a reload that asks more approvals of a scope', () => {
+  const reloadWith = async (edit: (raw: Record<string, any>) => void) => {
+    const raw = baseConfig(t.dir, t.issuers, t.db.url) as Record<string, any>;
+    edit(raw);
+    const file = join(t.dir, 'reloaded.yaml');
+    writeFileSync(file, YAML.stringify(raw));
+    expect(await t.broker.reload(file, {})).toMatchObject({ status: 'applied' });
+  };
+  const twoForDeploy = (raw: Record<string, any>) => (raw.scopes.find((s: { name: string }) => s.name === 'model:deploy').approvals = 2);
+  const collect = (token: string, id: string) => t.http.post(`/v1/credentials/${id}/token`).set(bearer(token));
+
+  it('holds a request already waiting to the running count: one approval no longer approves it, two do', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    expect(pending.approvals_required).toBe(1);
+    await reloadWith(twoForDeploy);
+    const first = await decide(await releaser('carol'), pending.request_id, 'approve', pending.digest);
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ status: 'pending_approval', approvals_required: 2 });
+    expect((await t.http.get(`/v1/credentials/${pending.request_id}`).set(bearer(await t.as.ml()))).body.approvals_required).toBe(2);
+    const second = await decide(await releaser('dave'), pending.request_id, 'approve', pending.digest);
+    expect(second.body.status).toBe('approved');
+    const collected = await collect(await t.as.ml(), pending.request_id);
+    expect(collected.status).toBe(201);
+    expect((decodeJwt(collected.body.access_token).approvers as { sub: string }[]).map((a) => a.sub)).toEqual(['carol', 'dave']);
+  });
+
+  it('denies at collection a request approved under the lower count: its approval no longer suffices', async () => {
+    const { body: pending } = await post(await t.as.ml(), deploy);
+    expect((await decide(await releaser('carol'), pending.request_id, 'approve', pending.digest)).body.status).toBe('approved');
+    await reloadWith(twoForDeploy);
+    const refused = await collect(await t.as.ml(), pending.request_id);
+    expect(refused.status).toBe(409);
+    expect(refused.body.detail).toMatch(/1 of the 2 approvals/);
+    expect(await t.db.sql('SELECT request_id FROM issuances WHERE request_id = ?', [pending.request_id])).toEqual([]);
+    expect((await eventsOf(t, pending.request_id)).at(-1)).toMatchObject({ type: 'request.denied', data: { reason: 'policy_changed' } });
+  });
+
+  it('never asks fewer than the request was made with: lowered since, it still needs its own count', async () => {
+    const { body: pending } = await post(await dbWorkload(), dbAdmin);
+    expect(pending.approvals_required).toBe(2);
+    await reloadWith((raw) => (raw.scopes.find((s: { name: string }) => s.name === 'db:admin').approvals = 1));
+    expect((await decide(await dba('frank'), pending.request_id, 'approve', pending.digest)).body).toMatchObject({ status: 'pending_approval', approvals_required: 2 });
   });
 });
