@@ -2,7 +2,7 @@ import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
 import { quietObserver, type BrokerObserver } from '../observability/observer.js';
-import { approvalsNeeded, effectiveStatus, holderOf, mayApprove, peopleApproving, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
+import { approvalsNeeded, effectiveStatus, holderOf, mayApprove, refusalsRecorded, peopleApproving, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
@@ -64,7 +64,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
       }
       const takesPart = input.decision === 'approve' ? dutyProbe(steps, [holderOf(identity, identity.personKey, people)], now) : undefined;
       type Decided = { after: RequestState; outcome: 'request.approved' | 'request.denied' | undefined };
-      const { after, outcome } = await store.change<Decided>(id, (state, facts) => {
+      const { after, outcome } = await refusalsRecorded(store, identity, id, input.decision, now, () => store.change<Decided>(id, (state, facts) => {
         if (!state || !mayApprove(policy, identity, state.request)) throw new NotFound(`No request ${id} that you may see.`);
         const { request, approvals } = state;
         const bar = separationBar(identity, request, people);
@@ -131,7 +131,7 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
           events: [recorded, { type: 'request.approved', actor: identity, requestId: id, data: { approvals: approvers } }],
           result: { after: withApproval({ ...request, status: 'approved', ...fields }), outcome: 'request.approved' },
         };
-      }, { duties: takesPart });
+      }, { duties: takesPart }));
       (deps.observer ?? quietObserver).decisionRecorded(input.decision);
       if (outcome) notifier.notify(outcome, after.request);
       return requestView(after, now);

@@ -1,5 +1,5 @@
 import { requireRole, type Identity } from '../identity/index.js';
-import { mayApprove, maySee, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
+import { mayApprove, maySee, refusalsRecorded, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
@@ -37,7 +37,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
     async review(identity: Identity, id: string, input: ReviewInput): Promise<RequestView> {
       const { policy, people } = settings(identity);
       const now = clock();
-      const after = await store.change(id, (state) => {
+      const after = await refusalsRecorded(store, identity, id, 'review', now, () => store.change(id, (state) => {
         if (!state || !state.request.breakGlass || !maySee(policy, identity, state.request)) {
           throw new NotFound(`No break-glass grant ${id} that you may see.`);
         }
@@ -53,7 +53,7 @@ export function createBreakGlassService(deps: BreakGlassServiceDeps) {
           events: [{ type: 'breakglass.reviewed', actor: identity, requestId: id, data: { outcome: input.outcome, notes: input.notes } }],
           result: { ...state, review: { ...state.review, outcome: input.outcome, notes: input.notes, reviewer, reviewedAt: now } },
         };
-      }, { descendants: 'all' });
+      }, { descendants: 'all' }));
       return requestView(after, now);
     },
 

@@ -4,13 +4,12 @@ import type { Policy } from '../policy/index.js';
 import type { ActClaim } from '../shared/act.js';
 import { RateLimited, SeparationOfDuties, type BrokerError } from '../shared/errors.js';
 import { record, secondsUntilBelow, total, type RateWindow } from '../shared/rate-window.js';
-import { truncate } from '../shared/well-formed.js';
+import { capText, REFUSALS_RECORDED_PER_MINUTE } from '../requests/index.js';
 import type { AdmissionFacts, AdmissionProbe, AuditEntry, Holder, HolderFacts, Principal } from '../store/index.js';
 
 const DAY_MS = 86_400_000;
 
-/** Refusals of one identity recorded one by one in a minute; the rest are counted into one event. */
-export const REFUSALS_RECORDED_PER_MINUTE = 5;
+export { REFUSALS_RECORDED_PER_MINUTE } from '../requests/index.js';
 
 interface Ask {
   /** Whether the request would wait for approval (counts against `pendingRequests`). */
@@ -127,8 +126,6 @@ export function judgeAdmission(
   return undefined;
 }
 
-/** Stored inputs of a refusal are capped: a refused caller must not be able to write much. */
-const cap = (text: string, max: number) => truncate(text, max + 1, '…');
 const MAX_LISTED_SCOPES = 8;
 
 /**
@@ -151,11 +148,11 @@ export function refusalEvent(
       actor: { iss: identity.iss, sub: identity.sub },
       data: {
         problem: error.type,
-        detail: cap(error.detail, 500),
-        task_id: cap(input.taskId, 128),
+        detail: capText(error.detail, 500),
+        task_id: capText(input.taskId, 128),
         scopes: input.scopes.slice(0, MAX_LISTED_SCOPES),
         ...(input.scopes.length > MAX_LISTED_SCOPES ? { more_scopes: input.scopes.length - MAX_LISTED_SCOPES } : {}),
-        audience: cap(input.audience, 256),
+        audience: capText(input.audience, 256),
         break_glass: input.breakGlass,
         ...(act ? { act } : {}),
         count: 1,

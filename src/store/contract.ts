@@ -135,6 +135,12 @@ export interface Store {
     decide: (state: RequestState | undefined, facts: ChangeFacts) => RequestChange<R>,
     options?: { duties?: DutyProbe; descendants?: boolean | 'all'; proof?: ProofUse },
   ): Promise<R>;
+  /**
+   * A refusal that changes nothing else, counted toward the caller's refusals this minute:
+   * `decide`, given how many of them were recorded one by one already, returns the event that
+   * records this one, or nothing to have it only counted (into the scheduler's one event).
+   */
+  refuse(caller: Principal, now: number, decide: (recordedThisMinute: number) => AuditEntry | undefined): Promise<void>;
   /** Appends events that record no other change (start-up, key retirement, checkpoints, failed webhooks). */
   append(entries: readonly AuditEntry[]): Promise<AuditEventRecord[]>;
   /**

@@ -205,6 +205,7 @@ export type AuditEventType =
   | 'config.loaded'
   | 'request.created'
   | 'request.refused'
+  | 'decision.refused'
   | 'request.denied'
   | 'request.approved'
   | 'request.expired'

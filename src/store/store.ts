@@ -17,7 +17,7 @@ import type {
   TransitionFields,
 } from './contract.js';
 import type { Emit, Engine, Maintenance, Sql } from './engine.js';
-import type { AuditEntry, EntitlementUse, NewIssuance, RequestRecord, RequestStatus } from './records.js';
+import type { AuditEntry, EntitlementUse, NewIssuance, Principal, RequestRecord, RequestStatus } from './records.js';
 import {
   mapOptional,
   toApproval,
@@ -495,13 +495,18 @@ export function createStore(engine: Engine, clock: Clock): Store {
    */
   function countRefusal(sql: Sql, probe: AdmissionProbe, recorded: boolean): Promise<number> {
     const { identity } = recorded ? probe.holder : (probe.actors[0] ?? probe.holder);
-    const rows = new Map([[identityHolder(identity), [recorded ? 1 : 0, recorded ? 0 : 1, identity.iss, identity.sub]]]);
+    return tallyRefusal(sql, probe.now, recorded, [identity, ...(recorded ? probe.actors.map((actor) => actor.identity) : [])]);
+  }
+
+  /** Counts one refusal into each caller's minute, recorded (an event) or only counted. */
+  function tallyRefusal(sql: Sql, now: number, recorded: boolean, callers: readonly Principal[]): Promise<number> {
     // One row per holder (an actor met twice in a chain is one caller): a statement may not update a row twice.
-    for (const actor of recorded ? probe.actors : []) {
-      const holder = identityHolder(actor.identity);
-      if (!rows.has(holder)) rows.set(holder, [1, 0, actor.identity.iss, actor.identity.sub]);
+    const rows = new Map<string, unknown[]>();
+    for (const caller of callers) {
+      const holder = identityHolder(caller);
+      if (!rows.has(holder)) rows.set(holder, [recorded ? 1 : 0, recorded ? 0 : 1, caller.iss, caller.sub]);
     }
-    const minute = minuteStart(probe.now);
+    const minute = minuteStart(now);
     return sql.run(
       `INSERT INTO caller_minutes (holder, minute, refusals_recorded, refusals_counted, actor_iss, actor_sub) VALUES ${[...rows.keys()].map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}
        ON CONFLICT (holder, minute) DO UPDATE SET
@@ -866,6 +871,17 @@ export function createStore(engine: Engine, clock: Clock): Store {
         return applyChange(sql, emit, state, decide(state, facts));
       });
       return result;
+    },
+
+    async refuse(caller, now, decide) {
+      const holder = identityHolder(caller);
+      // Under the caller's own lock, as its admissions: two refusals at once count one after the other.
+      await engine.operate(engine.lockByName ? [holder] : [], async (sql, emit) => {
+        const minute = await sql.get<{ refusals_recorded: number }>('SELECT refusals_recorded FROM caller_minutes WHERE holder = ? AND minute = ?', [holder, minuteStart(now)]);
+        const event = decide(minute?.refusals_recorded ?? 0);
+        await tallyRefusal(sql, now, event !== undefined, [caller]);
+        if (event) emit([event]);
+      });
     },
 
     append: async (entries) => (await engine.operate([], async (_sql, emit) => emit(entries))).events,

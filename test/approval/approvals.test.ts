@@ -5,7 +5,8 @@ import YAML from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { requestDigest } from '../../src/requests/index.js';
 import { baseConfig, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
-import { eventsOf } from '../helpers/records.js';
+import { REFUSALS_RECORDED_PER_MINUTE } from '../../src/credentials/admission.js';
+import { allEvents, eventsOf } from '../helpers/records.js';
 
 let t: TestBroker;
 beforeEach(async () => {
@@ -91,6 +92,28 @@ describe('who may decide', () => {
     const response = await decide(olga, pending.request_id, 'approve', pending.digest);
     expect(response.status).toBe(403);
     expect(response.body.type).toMatch(/separation_of_duties$/);
+  });
+
+  it('records each refused decision in the audit chain, a few a minute per decider, the rest counted into one event', async () => {
+    const olga = await t.as.person('olga', ['on-call', 'approvers', 'ml-release']);
+    const { body: pending } = await post(olga, { ...deploy, task_id: 'fix' });
+    const minute = Math.ceil(t.clock() / 60_000) * 60_000;
+    t.clock.set(minute);
+    for (let i = 0; i < REFUSALS_RECORDED_PER_MINUTE + 2; i += 1) expect((await decide(olga, pending.request_id, 'approve', pending.digest)).status).toBe(403);
+    const refused = (await eventsOf(t, pending.request_id)).filter((e) => e.type === 'decision.refused');
+    expect(refused).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
+    expect(refused[0]).toMatchObject({
+      actor: { sub: 'olga' },
+      data: { action: 'approve', problem: 'separation_of_duties', detail: expect.stringMatching(/requester cannot decide/), count: 1 },
+    });
+    // The other two, in one event once the minute is over, under olga.
+    t.clock.set(minute + 2 * 60_000 + 5_000);
+    await t.broker.scheduler.runAll();
+    const aggregated = (await allEvents(t)).filter((e) => e.type === 'request.refused' && e.data.aggregated);
+    expect(aggregated).toEqual([expect.objectContaining({ actor: expect.objectContaining({ sub: 'olga' }), data: expect.objectContaining({ count: 2 }) })]);
+    // A decision refused for another reason than who decides (a stale digest) is the caller's mistake: not recorded.
+    await decide(await releaser('carol'), pending.request_id, 'approve', 'f'.repeat(64));
+    expect((await eventsOf(t, pending.request_id)).filter((e) => e.type === 'decision.refused')).toHaveLength(REFUSALS_RECORDED_PER_MINUTE);
   });
 
   it('refuses the person who started the requesting job, whatever the case of the name', async () => {

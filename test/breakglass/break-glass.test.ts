@@ -168,6 +168,10 @@ describe('post-review', () => {
     expect(auditor.body.type).toMatch(/policy_denied$/);
     expect((await review(await t.as.person('mallory', []), grant.request_id)).status).toBe(404);
     expect((await review(await t.as.pipeline(), grant.request_id)).status).toBe(404);
+    // olga's try at reviewing her own emergency is on record; the others' mistakes are not.
+    expect((await eventsOf(t, grant.request_id)).filter((e) => e.type === 'decision.refused')).toEqual([
+      expect.objectContaining({ actor: expect.objectContaining({ sub: 'olga' }), data: expect.objectContaining({ action: 'review', problem: 'separation_of_duties' }) }),
+    ]);
   });
 
   it('refuses to review a grant that was not break-glass (404)', async () => {
