@@ -52,6 +52,11 @@ async function newPrivateJwk(algorithm: 'ES256' | 'EdDSA' | 'RS256'): Promise<JW
   return privateKey.export({ format: 'jwk' }) as JWK;
 }
 
+export interface PublishedKeys {
+  jwks: JSONWebKeySet;
+  maxAgeSeconds: number;
+}
+
 export interface Keyring {
   /** The newest key that may sign now: the cluster's (keys in the store) or this process's own (key files). */
   signingKey(): Promise<SigningKey>;
@@ -61,8 +66,11 @@ export interface Keyring {
    * without it and refuse its tokens, so it is not ready. At start the same refuses to start.
    */
   checkKeysOpen(): Promise<void>;
-  /** Public halves of every unretired key of every process on this database: what `/.well-known/jwks.json` serves. */
-  jwks(): Promise<JSONWebKeySet>;
+  /**
+   * Public halves of every unretired key of every process on this database (what
+   * `/.well-known/jwks.json` serves), and how many seconds a resource server may cache them.
+   */
+  jwks(): Promise<PublishedKeys>;
   /** A key resolver over `jwks()`, for checking the broker's own tokens. */
   verificationKeys(): JWTVerifyGetKey;
   /** Re-reads the keys from the store now (other processes rotate too). */
@@ -231,7 +239,21 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
     },
 
     async jwks() {
-      return (await fresh()).jwks;
+      // CONTRACT section 3: cached for at most half of publishAhead, so every cache has
+      // refreshed once between a key's publication and its first token (0 under 2 s).
+      const maxAgeSeconds = Math.min(300, Math.floor(publishAheadMs / 2000));
+      try {
+        return { jwks: (await fresh()).jwks, maxAgeSeconds };
+      } catch (error) {
+        // The store does not answer (an outage, a partition). A key another process added since
+        // the last read signs no sooner than publishAhead after it was added, so until publishAhead
+        // after that read, the keys read then verify every token signed anywhere: resource servers
+        // starting meanwhile still verify, for no longer than that lasts. Past it, 503.
+        const left = view ? view.readAt + publishAheadMs - clock() : 0;
+        if (!view || left <= 0) throw error;
+        logger.warn({ err: error, read_at: new Date(view.readAt).toISOString() }, 'the store did not answer: the JWKS serves the keys read last');
+        return { jwks: view.jwks, maxAgeSeconds: Math.min(maxAgeSeconds, Math.floor(left / 1000)) };
+      }
     },
 
     verificationKeys: () => verify,

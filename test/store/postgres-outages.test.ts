@@ -1,3 +1,4 @@
+import { decodeProtectedHeader } from 'jose';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -143,6 +144,7 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses a read', () => {
     const issued = await t.http.post('/v1/credentials').set(bearer(pipeline)).send({ task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
     expect(issued.status).toBe(201);
     const reads = async () => {
+      const pipeline = await t.as.pipeline();
       const introspector = await t.as.pipeline({}, 'resource-server:registry');
       const auditor = await t.as.person('ivy', ['auditors']);
       return [
@@ -160,7 +162,9 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses a read', () => {
       for (const table of tables) await t.db.sql(`ALTER TABLE IF EXISTS ${table}_moved RENAME TO ${table}`);
     };
     cleanup.push(restore);
-    t.clock.advance(KEY_VIEW_MAX_AGE_MS); // the keys read at start are too old to serve
+    // The keys read at start are too old to serve, even to the JWKS, which serves them for
+    // publishAhead (10 minutes) after reading them (see the test below).
+    t.clock.advance(t.config.signing.publishAhead);
     for (const [method, path, response] of await reads()) {
       expect(response.status, path).toBe(503);
       const documented = doc.paths[path][method].responses['503']?.content ?? {};
@@ -169,6 +173,36 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that refuses a read', () => {
     }
     await restore();
     for (const [, path, response] of await reads()) expect(response.status, path).toBe(200);
+  });
+});
+
+describe.runIf(ENGINE === 'postgres')('PostgreSQL that does not answer for the keys', () => {
+  it('leaves the JWKS serving the keys read last, for publishAhead after that read, cached no longer than it lasts; then 503', async () => {
+    const t = await startTestBroker({ clock: testClock() });
+    cleanup.push(() => t.close());
+    const issued = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ task_id: 'build', scopes: ['artifacts:read'], audience: 'registry.acme.internal' });
+    const before = await t.http.get('/.well-known/jwks.json');
+    expect(before.headers['cache-control']).toBe('public, max-age=300');
+    const readAt = t.clock();
+    await t.db.sql('ALTER TABLE signing_keys RENAME TO signing_keys_moved');
+    cleanup.push(() => t.db.sql('ALTER TABLE IF EXISTS signing_keys_moved RENAME TO signing_keys'));
+    const publishAhead = t.config.signing.publishAhead;
+
+    // Any key added since that read signs no sooner than publishAhead after it: these verify every token.
+    t.clock.set(readAt + KEY_VIEW_MAX_AGE_MS);
+    const stale = await t.http.get('/.well-known/jwks.json');
+    expect(stale.status).toBe(200);
+    expect(stale.body).toEqual(before.body);
+    expect(stale.body.keys.map((k: { kid: string }) => k.kid)).toContain(decodeProtectedHeader(issued.body.access_token).kid);
+    // Near its end, a cache may keep them only until then.
+    t.clock.set(readAt + publishAhead - 42_500);
+    expect((await t.http.get('/.well-known/jwks.json')).headers['cache-control']).toBe('public, max-age=42');
+    expect((await t.http.get('/.well-known/oauth-authorization-server')).status).toBe(200);
+    t.clock.set(readAt + publishAhead);
+    expect((await t.http.get('/.well-known/jwks.json')).status).toBe(503);
+
+    await t.db.sql('ALTER TABLE signing_keys_moved RENAME TO signing_keys');
+    expect((await t.http.get('/.well-known/jwks.json')).headers['cache-control']).toBe('public, max-age=300');
   });
 });
 

@@ -34,7 +34,7 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
     const { config: running, duties } = settings.current();
     const scopes = running.scopes.map((scope) => scope.name);
     // Every algorithm a published key signs with: after a change of `signing.algorithm`, tokens of the old one stay valid.
-    const algorithms = [...new Set([config.signing.algorithm, ...(await keyring.jwks()).keys.map((key) => key.alg as string)])];
+    const algorithms = [...new Set([config.signing.algorithm, ...(await keyring.jwks()).jwks.keys.map((key) => key.alg as string)])];
     res.set('Cache-Control', 'public, max-age=300').json({
       ...metadata,
       scopes_supported: scopes,
@@ -45,13 +45,11 @@ export function discoveryRoutes({ config, settings, keyring }: AppDeps): Router 
       dpop_signing_alg_values_supported: running.dpop.algorithms,
     });
   });
-  // CONTRACT section 3: at most half of publishAhead, so every cache has refreshed at least once
-  // between a key's publication and its first token; rounded down, so 0 (revalidate every time)
-  // when publishAhead is under 2 s. The keys are the store's, read again every few seconds
-  // (KEY_VIEW_MAX_AGE_MS): every replica serves every replica's keys.
-  const jwksMaxAge = Math.min(300, Math.floor(config.signing.publishAhead / 2000));
+  // The keys are the store's, read again every few seconds (KEY_VIEW_MAX_AGE_MS): every replica
+  // serves every replica's keys, cached for as long as the keyring says.
   router.get('/.well-known/jwks.json', async (_req, res) => {
-    res.set('Cache-Control', `public, max-age=${jwksMaxAge}`).json(await keyring.jwks());
+    const { jwks, maxAgeSeconds } = await keyring.jwks();
+    res.set('Cache-Control', `public, max-age=${maxAgeSeconds}`).json(jwks);
   });
   let document: ReturnType<typeof openApiDocument> | undefined;
   router.get('/openapi.json', (_req, res) => {
