@@ -139,6 +139,8 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
   let shown = 0;
   let reading: Promise<View> | undefined;
   const warned = new Set<string>();
+  /** The read whose keys the JWKS was last said to serve stale. */
+  let staleWarned: number | undefined;
 
   async function read(): Promise<View> {
     const seq = (reads += 1);
@@ -251,7 +253,10 @@ export async function openKeyring(options: KeyringOptions): Promise<Keyring> {
         // starting meanwhile still verify, for no longer than that lasts. Past it, 503.
         const left = view ? view.readAt + publishAheadMs - clock() : 0;
         if (!view || left <= 0) throw error;
-        logger.warn({ err: error, read_at: new Date(view.readAt).toISOString() }, 'the store did not answer: the JWKS serves the keys read last');
+        if (staleWarned !== view.readAt) {
+          staleWarned = view.readAt; // once per outage, not once per request
+          logger.warn({ err: error, read_at: new Date(view.readAt).toISOString() }, 'the store did not answer: the JWKS serves the keys read last');
+        }
         return { jwks: view.jwks, maxAgeSeconds: Math.min(maxAgeSeconds, Math.floor(left / 1000)) };
       }
     },
