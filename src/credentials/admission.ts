@@ -108,8 +108,7 @@ export function judgeAdmission(
 
   // A grant past its deadline counts until the scheduler marks it expired: then retry after a tick.
   // Not before the rate lets a retry through either, this refused request counted.
-  const retry = () => {
-    const end = facts.soonestEnd ?? null;
+  const retry = (end: number | null = facts.soonestEnd ?? null) => {
     return Math.max(seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000), rateClears(facts, limits.requestsPerMinute));
   };
   for (const [whose, holder] of holders) {
@@ -121,7 +120,8 @@ export function judgeAdmission(
       );
     }
     const pending = ask.pending ? over(holder.pending, limits.pendingRequests) : undefined;
-    if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${whose}${pending}.`, retry());
+    // A place frees when a request awaiting approval is decided (no telling when) or times out.
+    if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${whose}${pending}.`, retry(facts.soonestPendingEnd ?? null));
   }
   return undefined;
 }

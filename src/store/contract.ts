@@ -340,6 +340,8 @@ export interface AdmissionFacts extends HolderFacts {
   replayed?: boolean;
   /** At a limit: the earliest deadline among the holders' live requests (past, when one awaits the scheduler). */
   soonestEnd?: number | null;
+  /** At a limit: the earliest deadline among the holders' requests awaiting approval (what frees a pending place). */
+  soonestPendingEnd?: number | null;
   /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */
   conflict?: { requestId: string; scopes: string[]; byPerson: boolean };
   breakGlass?: { identity: { count: number; oldest: number | null }; person: { count: number; oldest: number | null } };

@@ -446,21 +446,32 @@ export function createStore(engine: Engine, clock: Clock): Store {
       // longer, so the principal's are taken off here, and the soonest end is of those still held.
       const byIdentity = { where: 'requester_iss = ? AND requester_sub = ?', params: [holder.identity.iss, holder.identity.sub] };
       const byPerson = personKeys.length > 0 ? { where: `person IN (${marks(personKeys.length)})`, params: personKeys } : undefined;
-      const [identityLapsed, personLapsed, soonest] = await Promise.all([
+      const [identityLapsed, personLapsed, soonestEnd, soonestPendingEnd] = await Promise.all([
         lapsed(sql, byIdentity.where, byIdentity.params, now),
         byPerson ? lapsed(sql, byPerson.where, byPerson.params, now) : { live: 0, pending: 0 },
-        sql.get<{ at: number | null }>(
-          `SELECT min(at) AS at FROM (
-             SELECT min(expires_at) AS at FROM requests WHERE ${byIdentity.where} AND status IN ${LIVE_SQL} AND expires_at > ?
-             ${byPerson ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE ${byPerson.where} AND status IN ${LIVE_SQL} AND expires_at > ?` : ''}) soonest`,
-          [...byIdentity.params, now, ...(byPerson ? [...byPerson.params, now] : [])],
-        ),
+        soonest(sql, LIVE_SQL, byIdentity, byPerson, now),
+        soonest(sql, "('pending_approval')", byIdentity, byPerson, now),
       ]);
       facts.live = { identity: facts.live.identity - identityLapsed.live, person: facts.live.person - personLapsed.live };
       facts.pending = { identity: facts.pending.identity - identityLapsed.pending, person: facts.pending.person - personLapsed.pending };
-      facts.soonestEnd = soonest?.at ?? null;
+      facts.soonestEnd = soonestEnd;
+      facts.soonestPendingEnd = soonestPendingEnd;
     }
     return { facts, windows };
+  }
+
+  /** Which rows of `requests` are a holder's: a condition and its parameters. */
+  type RowsOf = { where: string; params: readonly unknown[] };
+
+  /** The earliest deadline still ahead among the holders' requests in `statuses` (an SQL list). */
+  async function soonest(sql: Sql, statuses: string, byIdentity: RowsOf, byPerson: RowsOf | undefined, now: number): Promise<number | null> {
+    const found = await sql.get<{ at: number | null }>(
+      `SELECT min(at) AS at FROM (
+         SELECT min(expires_at) AS at FROM requests WHERE ${byIdentity.where} AND status IN ${statuses} AND expires_at > ?
+         ${byPerson ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE ${byPerson.where} AND status IN ${statuses} AND expires_at > ?` : ''}) soonest`,
+      [...byIdentity.params, now, ...(byPerson ? [...byPerson.params, now] : [])],
+    );
+    return found?.at ?? null;
   }
 
   /** Live grants of the rows `where` selects whose end has passed, not yet marked (at most a limit's worth: a holder's tally). */

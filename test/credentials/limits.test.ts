@@ -238,6 +238,20 @@ describe('pendingRequests', () => {
   });
 });
 
+describe('pendingRequests, Retry-After', () => {
+  it('names when the soonest request awaiting approval times out, not when a grant issued at once ends: that frees no place', async () => {
+    t = await start({ pendingRequests: 1 });
+    const job = await dbJob();
+    const issued = await post(job, { ...read, ttl_seconds: 60 });
+    expect(issued.status).toBe(201);
+    expect((await post(job, migrate)).status).toBe(202);
+    t.clock.advance(10_000);
+    const over = await post(job, { ...migrate, task_id: 'migrate-2' });
+    expect429(over, /awaiting approval/);
+    expect(Number(over.headers['retry-after'])).toBe(t.config.approval.timeout / 1000 - 10);
+  });
+});
+
 describe('refusal records', () => {
   it('records a few refusals a minute one by one, counts the rest into one event, and the counts add up', async () => {
     t = await start({ requestsPerMinute: 1_000 });
