@@ -387,22 +387,38 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
 
   if (check.mode === 'introspect') {
     const answers = new Map<string, { active: boolean; at: number }>();
+    /** Calls under way, by token: a token verified many times at once is asked about once. */
+    const asking = new Map<string, Promise<boolean>>();
     const inactive = (claims: BrokerTokenClaims) => (claims.exp * 1000 <= now() ? expiredToken() : revokedToken());
-    return async (token: string, claims: BrokerTokenClaims): Promise<void> => {
-      const key = createHash('sha256').update(token).digest('hex');
-      const cached = answers.get(key);
-      if (cached && now() - cached.at < cacheMs) {
-        if (!cached.active) throw inactive(claims);
-        return;
-      }
+    const introspect = async (key: string, token: string): Promise<boolean> => {
       const body = await call('/oauth2/introspect', {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ token }).toString(),
       });
+      // Oldest first (a Map keeps insertion order): expired answers are dropped from the front.
+      answers.delete(key);
       answers.set(key, { active: body.active === true, at: now() });
-      for (const [k, v] of answers) if (now() - v.at >= cacheMs) answers.delete(k);
-      if (body.active !== true) throw inactive(claims);
+      for (const [k, v] of answers) {
+        if (now() - v.at < cacheMs) break;
+        answers.delete(k);
+      }
+      return body.active === true;
+    };
+    return async (token: string, claims: BrokerTokenClaims): Promise<void> => {
+      const key = createHash('sha256').update(token).digest('hex');
+      const cached = answers.get(key);
+      let active: boolean;
+      if (cached && now() - cached.at < cacheMs) active = cached.active;
+      else {
+        let answer = asking.get(key);
+        if (!answer) {
+          answer = introspect(key, token).finally(() => asking.delete(key));
+          asking.set(key, answer);
+        }
+        active = await answer;
+      }
+      if (!active) throw inactive(claims);
     };
   }
 

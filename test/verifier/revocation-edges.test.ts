@@ -148,6 +148,15 @@ describe('revocation answers', () => {
     expect(asked).toBe(1);
   });
 
+  it('in introspect mode, ask once for a token verified many times at once: one call, one answer for all', async () => {
+    const grant = await issue();
+    let asked = 0;
+    const rs = answeredBy(await brokerAnswering({ introspect: () => ((asked += 1), { active: true }) }), 'introspect');
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => outcome(rs.verify(grant.access_token))));
+    expect(outcomes).toEqual(Array(20).fill('ok'));
+    expect(asked).toBe(1);
+  });
+
   it('in list mode, read every page of the list: a jti on the second page is revoked', async () => {
     const grant = await issue();
     const { jti, exp } = JSON.parse(Buffer.from(grant.access_token.split('.')[1] as string, 'base64url').toString()) as { jti: string; exp: number };
