@@ -29,6 +29,8 @@ export interface BrokerOptions {
   webhookBackoffMs?: number;
   /** Where the key-encryption key may come from (`BROKER_KEY_ENCRYPTION_KEY`); default process.env. */
   env?: NodeJS.ProcessEnv;
+  /** SQLite's fdatasync of its WAL, injectable (see `StoreOptions`). */
+  datasync?: (fd: number) => Promise<void>;
 }
 
 /** What a reload did: applied the file, or refused it (the running configuration stays), and why. */
@@ -109,7 +111,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const custody = keyCustody(config, options.env ?? process.env, options.source?.file);
   // The metrics read the store, so they come after it; the store's conflicts reach them through this.
   let countConflict: OnConflict = () => {};
-  const store = await openStore(config.database, clock, { onConflict: (kind, retried) => countConflict(kind, retried) });
+  const store = await openStore(config.database, clock, { onConflict: (kind, retried) => countConflict(kind, retried), datasync: options.datasync });
   try {
     // The keyring first: a process given the wrong key-encryption key refuses to start before it
     // records anything, its start included.

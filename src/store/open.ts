@@ -10,6 +10,12 @@ export interface StoreOptions {
    * SQLite's one writer has neither.
    */
   onConflict?: OnConflict;
+  /**
+   * SQLite's fdatasync of its WAL (see `walSync`), injectable: a test holds one to see what the
+   * broker exposes between a commit and its sync. PostgreSQL has no such step: its commit
+   * returns durable.
+   */
+  datasync?: (fd: number) => Promise<void>;
 }
 
 /** A `postgres://` URL selects PostgreSQL; anything else is a SQLite file path (CONTRACT section 2). */
@@ -21,5 +27,5 @@ export async function openStore(database: string, clock: Clock, options: StoreOp
     const { openPostgresStore } = await import('./postgres/index.js');
     return openPostgresStore(database, clock, options.onConflict);
   }
-  return openSqliteStore(database, clock);
+  return openSqliteStore(database, clock, options.datasync);
 }

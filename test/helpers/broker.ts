@@ -185,6 +185,8 @@ export interface TestBrokerOptions {
   db?: TestDatabase;
   /** The environment the broker reads its key-encryption key from (none unless given). */
   env?: NodeJS.ProcessEnv;
+  /** SQLite's fdatasync of the WAL, for a test that holds it (see `StoreOptions`). */
+  datasync?: (fd: number) => Promise<void>;
 }
 
 export async function startTestBroker(options: TestBrokerOptions = {}): Promise<TestBroker> {
@@ -202,7 +204,7 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
   const logger = createLogger({ level: 'debug', destination: { write: (line: string) => void logs.push(line) } });
 
   const open = () =>
-    createBroker({ config, logger, clock, webhookBackoffMs: 10, env: options.env ?? {}, ...(options.fetch ? { fetch: options.fetch } : {}) });
+    createBroker({ config, logger, clock, webhookBackoffMs: 10, env: options.env ?? {}, datasync: options.datasync, ...(options.fetch ? { fetch: options.fetch } : {}) });
   let broker: Broker;
   try {
     broker = await open();

@@ -9,7 +9,7 @@ import type { Dialect, Engine, Sql } from '../engine.js';
 import type { AuditEntry, AuditEventRecord } from '../records.js';
 import type { Db } from './database.js';
 import { startCheckpointer } from './checkpointer.js';
-import { createWriter } from './writer.js';
+import { createWriter, walSync } from './writer.js';
 
 const EVENTS_PER_STATEMENT = 500;
 /** Below this much free space a commit may fail half-way through a batch: not ready. */
@@ -59,7 +59,7 @@ class Done {
  * transaction, which also serialises other broker processes on the same file. Names of locks
  * mean nothing here: the write lock covers the whole database.
  */
-export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engine {
+export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db, datasync?: (fd: number) => Promise<void>): Engine {
   const write = connectionSql(db);
 
   const chainHead = db.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
@@ -111,15 +111,20 @@ export function createSqliteEngine(db: Db, clock: Clock, reader: Db = db): Engin
 
   const checkpointer = startCheckpointer(db);
   // The batch's events go to the chain last, in one statement, in the order of its operations.
-  const writer = createWriter(db, clock, (values) => {
-    const done = values.filter((value): value is Done => value instanceof Done);
-    const records = appendEvents(done.flatMap((d) => d.entries));
-    let next = 0;
-    for (const d of done) {
-      d.events = records.slice(next, next + d.entries.length);
-      next += d.entries.length;
-    }
-  });
+  const writer = createWriter(
+    db,
+    clock,
+    (values) => {
+      const done = values.filter((value): value is Done => value instanceof Done);
+      const records = appendEvents(done.flatMap((d) => d.entries));
+      let next = 0;
+      for (const d of done) {
+        d.events = records.slice(next, next + d.entries.length);
+        next += d.entries.length;
+      }
+    },
+    walSync(db, datasync),
+  );
 
   return {
     name: 'sqlite',

@@ -13,7 +13,7 @@ export type { Db } from './database.js';
  * Opens (creating if need be) and migrates the database file, then returns the store over it:
  * one connection for the writer, one for reads, so that reads never wait on the write lock.
  */
-export function openSqliteStore(path: string, clock: Clock): Store {
+export function openSqliteStore(path: string, clock: Clock, datasync?: (fd: number) => Promise<void>): Store {
   const db = unusableRefused(path, () => openDatabase(path));
   let reader;
   try {
@@ -28,7 +28,7 @@ export function openSqliteStore(path: string, clock: Clock): Store {
   // The writer takes the write lock without waiting: when another process holds it, the writer
   // retries on a timer instead of blocking this process's event loop (see writer.ts).
   db.pragma('busy_timeout = 0');
-  return createStore(createSqliteEngine(db, clock, reader), clock);
+  return createStore(createSqliteEngine(db, clock, reader, datasync), clock);
 }
 
 /** SQLite's answers for a file the operator must fix before the broker can run on it. */
