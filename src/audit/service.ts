@@ -208,10 +208,10 @@ export function createAuditService({ store, clock, keyring, issuer, settings }: 
       });
       return verdictView(await verifyChainHolds(store.events, head, await walking));
     },
-    /** The chain head, signed now; reading it appends nothing. */
+    /** The chain head, signed once it is durable; reading it appends nothing. */
     async checkpoint(identity: Identity): Promise<Checkpoint> {
       auditorOnly(identity);
-      return signCheckpoint(keyring, issuer, (await store.events.head()) ?? EMPTY_HEAD, clock());
+      return signCheckpoint(keyring, issuer, (await store.events.durableHead()) ?? EMPTY_HEAD, clock());
     },
   };
 }

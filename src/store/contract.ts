@@ -68,6 +68,13 @@ export interface Store {
   };
   events: {
     head(): Promise<{ seq: number; hash: string } | undefined>;
+    /**
+     * The head once everything up to it is durable: the one a checkpoint may sign. A read may
+     * see a commit before it is durable (SQLite syncs the WAL after COMMIT); a signed head lost
+     * to a power failure would have its holder told the chain is truncated. A transaction of its
+     * own, after those committed before it: `head` for anything else.
+     */
+    durableHead(): Promise<{ seq: number; hash: string } | undefined>;
     /** Events with seq above `afterSeq`, in order. */
     after(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
     /** The links of the chain above `afterSeq`, in order, each hashed text exactly as its row stores it: what verification reads. */

@@ -65,7 +65,10 @@ export interface Engine {
    * the commit is durable.
    */
   operate<T>(locks: readonly string[], work: (sql: Sql, emit: Emit) => Promise<T>): Promise<{ result: T; events: AuditEventRecord[] }>;
-  /** Maintenance in a transaction of its own (sweeps, keys, conditional appends), under the named lock when given. */
+  /**
+   * Maintenance in a transaction of its own (sweeps, keys, conditional appends), under the named
+   * lock when given. Resolves once the commit is durable, with every commit before it.
+   */
   maintain<T>(lock: string | undefined, work: (sql: Sql, maintenance: Maintenance) => Promise<T>): Promise<T>;
   /** Throws `Unavailable` unless the engine can take a write now. */
   probe(): Promise<void>;

@@ -54,6 +54,8 @@ import {
 
 /** Signing keys change under this lock, so processes sharing a store (or a key directory) rotate once. */
 const KEYS_LOCK = 'keys';
+/** The chain's newest event. */
+const HEAD_SQL = 'SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1';
 /** Conditional appends (`appendIfLatest`) judge and write under this lock. */
 const APPEND_IF_LATEST_LOCK = 'append-if-latest';
 /** Grants counted per statement by the entitlements report: two parameters each, well under either engine's limit. */
@@ -666,7 +668,11 @@ export function createStore(engine: Engine, clock: Clock): Store {
     },
 
     events: {
-      head: () => read.get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
+      head: () => read.get<{ seq: number; hash: string }>(HEAD_SQL),
+      // Through the writer on SQLite: it starts after the sync of the batches before it, and
+      // answers after its own, which covers the WAL this head was read from (another process's
+      // commits too). PostgreSQL's commits are durable before they are visible: one more read.
+      durableHead: () => engine.maintain(undefined, (sql) => sql.get<{ seq: number; hash: string }>(HEAD_SQL)),
       after: async (afterSeq, limit) => (await read.all<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit])).map(toEvent),
       links: async (afterSeq, limit) => (await read.all<EventRow>('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit])).map(toLink),
       at: async (seq) => mapOptional(await read.get<EventRow>('SELECT * FROM audit_events WHERE seq = ?', [seq]), toEvent),

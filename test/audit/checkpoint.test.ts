@@ -1,3 +1,5 @@
+import { fdatasync } from 'node:fs';
+import { promisify } from 'node:util';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -5,6 +7,7 @@ import { readCheckpoint } from '../../src/audit/index.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
 import { ENGINE } from '../helpers/engine.js';
 import { allEvents } from '../helpers/records.js';
+import { until } from '../helpers/process.js';
 import { startReceiver } from '../helpers/receiver.js';
 
 let t: TestBroker | undefined;
@@ -58,6 +61,49 @@ describe('GET /v1/audit/checkpoint', () => {
 
     expect(await t.broker.store.events.head()).toEqual(head); // reading it appended nothing
     expect((await verify(t, body.checkpoint)).body).toEqual({ ok: true, events: head?.seq, head: head?.hash });
+  });
+
+  it.runIf(ENGINE === 'sqlite')('never signs a head that is committed but not yet durable: it waits for the sync', async () => {
+    // SQLite's reader sees a batch at its COMMIT; the writer's fdatasync of the WAL follows. A
+    // head signed in between and lost to a power failure would have the auditor who kept the
+    // checkpoint told the chain is truncated, by a broker that did nothing wrong. Waiting costs
+    // at most one sync, and the head it then signs covers every event visible when it was asked.
+    const held: (() => void)[] = [];
+    let holding = false;
+    const sync = promisify(fdatasync);
+    const t = await start({
+      datasync: async (fd) => {
+        if (holding) await new Promise<void>((resolve) => held.push(resolve));
+        await sync(fd);
+      },
+    });
+    await issue(t);
+    const durable = (await t.broker.store.events.head())?.seq ?? 0;
+
+    holding = true;
+    const issuing = t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.as.pipeline()))
+      .send({ task_id: 'held', scopes: ['artifacts:read'], audience: 'registry.acme.internal' })
+      .then((response) => response);
+    await until(async () => ((await t.broker.store.events.head())?.seq ?? 0) > durable); // committed, its sync held
+    const committed = await t.broker.store.events.head();
+    const asked = checkpoint(t).then((body) => ({ body, whileHeld: holding }));
+    const release = () => {
+      holding = false;
+      for (const resolve of held.splice(0)) resolve();
+    };
+    try {
+      const early = await Promise.race([asked, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 500))]);
+      expect(early?.body).toBeUndefined();
+    } finally {
+      release(); // else the broker never closes
+    }
+    const { body, whileHeld } = await asked;
+    expect(whileHeld).toBe(false);
+    expect(body.seq).toBeGreaterThanOrEqual(committed?.seq ?? Infinity);
+    expect((await issuing).status).toBe(201);
+    expect((await verify(t, body.checkpoint)).body).toMatchObject({ ok: true });
   });
 
   it('is for auditors and admins only', async () => {
