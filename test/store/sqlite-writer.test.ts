@@ -134,6 +134,27 @@ describe.runIf(ENGINE === 'sqlite')('the SQLite writer', () => {
     expect(sync.begun).toBe(1);
   });
 
+  it('refuses what was queued during a sync that fails: never committed, never answered as durable', async () => {
+    // A checkpoint's head is read through the writer because the writer answers only once durable:
+    // one queued behind a failing sync and answered after the next, which the kernel may report
+    // clean after dropping the pages, would sign a head the disk may not hold.
+    const db = database();
+    const { sync, pending } = manualSync();
+    const writer = createWriter(db, Date.now, undefined, sync);
+    const insert = db.prepare('INSERT INTO rows (n) VALUES (1)');
+
+    const written = writer.run(async () => insert.run());
+    await settled(written);
+    const queued = writer.run(async () => insert.run());
+    await settled(queued);
+    pending[0]?.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    await expect(written).rejects.toBeInstanceOf(Unavailable);
+    expect(await settled(queued)).toBe('rejected');
+    await expect(queued).rejects.toBeInstanceOf(Unavailable);
+    expect(count(db)).toBe(1);
+    expect(sync.begun).toBe(1);
+  });
+
   it('takes the syncing over from SQLite on a file, and has nothing to sync in memory', async () => {
     const db = database();
     const sync = walSync(db);

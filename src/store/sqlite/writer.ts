@@ -104,6 +104,13 @@ export function createWriter(
 
   async function flush(): Promise<void> {
     if (queue.length === 0) return;
+    if (unsynced !== undefined) {
+      // Queued while that sync ran: a later sync may report clean what the kernel dropped.
+      const refused = queue;
+      queue = [];
+      for (const op of refused) op.reject(storeFailure(unsynced));
+      return;
+    }
     try {
       statements.begin.run();
     } catch (error) {
