@@ -120,8 +120,13 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
     async 'sign-checkpoint'() {
       const last = await store.events.latest('audit.checkpoint');
       if (last && clock() - Date.parse(last.at) < deps.checkpointEvery()) return 0;
-      const head = await store.events.head();
-      if (!head || head.seq === last?.seq) return 0;
+      const seen = await store.events.head();
+      if (!seen || seen.seq === last?.seq) return 0;
+      // The JWS is readable in its event from that event's COMMIT, before its sync: the head it
+      // names must be durable by then. This process syncs its own batches in order, but another
+      // process on the same SQLite file may still be syncing the batch read here.
+      const head = await store.events.durableHead();
+      if (!head) return 0; // never: the chain held `seen`
       const signed = await signCheckpoint(keyring, deps.issuer, head, clock());
       const { kid } = decodeProtectedHeader(signed.checkpoint);
       const recorded = await store.appendIfLatest(

@@ -4,6 +4,7 @@ import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, expor
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readCheckpoint } from '../../src/audit/index.js';
+import { createJobs } from '../../src/scheduler/index.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker, type TestBrokerOptions } from '../helpers/broker.js';
 import { ENGINE } from '../helpers/engine.js';
 import { allEvents } from '../helpers/records.js';
@@ -39,6 +40,25 @@ const verify = async (t: TestBroker, jws?: string) =>
     .query(jws === undefined ? {} : { checkpoint: jws })
     .set(bearer(await auditor(t)));
 
+/** SQLite's fdatasync of the WAL, held while the test says: what it holds is committed, not yet durable. */
+function holdableSync() {
+  const held: (() => void)[] = [];
+  const sync = promisify(fdatasync);
+  const state = {
+    holding: false,
+    async datasync(fd: number) {
+      if (state.holding) await new Promise<void>((resolve) => held.push(resolve));
+      await sync(fd);
+    },
+    hold: () => void (state.holding = true),
+    release() {
+      state.holding = false;
+      for (const resolve of held.splice(0)) resolve();
+    },
+  };
+  return state;
+}
+
 /** What an intruder with write access does: drop the guards, delete the newest events. */
 const truncate = async (t: TestBroker, fromSeq: number) => {
   await t.db.unguardAuditLog();
@@ -68,19 +88,12 @@ describe('GET /v1/audit/checkpoint', () => {
     // head signed in between and lost to a power failure would have the auditor who kept the
     // checkpoint told the chain is truncated, by a broker that did nothing wrong. Waiting costs
     // at most one sync, and the head it then signs covers every event visible when it was asked.
-    const held: (() => void)[] = [];
-    let holding = false;
-    const sync = promisify(fdatasync);
-    const t = await start({
-      datasync: async (fd) => {
-        if (holding) await new Promise<void>((resolve) => held.push(resolve));
-        await sync(fd);
-      },
-    });
+    const sync = holdableSync();
+    const t = await start({ datasync: sync.datasync });
     await issue(t);
     const durable = (await t.broker.store.events.head())?.seq ?? 0;
 
-    holding = true;
+    sync.hold();
     const issuing = t.http
       .post('/v1/credentials')
       .set(bearer(await t.as.pipeline()))
@@ -88,16 +101,12 @@ describe('GET /v1/audit/checkpoint', () => {
       .then((response) => response);
     await until(async () => ((await t.broker.store.events.head())?.seq ?? 0) > durable); // committed, its sync held
     const committed = await t.broker.store.events.head();
-    const asked = checkpoint(t).then((body) => ({ body, whileHeld: holding }));
-    const release = () => {
-      holding = false;
-      for (const resolve of held.splice(0)) resolve();
-    };
+    const asked = checkpoint(t).then((body) => ({ body, whileHeld: sync.holding }));
     try {
       const early = await Promise.race([asked, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 500))]);
       expect(early?.body).toBeUndefined();
     } finally {
-      release(); // else the broker never closes
+      sync.release(); // else the broker never closes
     }
     const { body, whileHeld } = await asked;
     expect(whileHeld).toBe(false);
@@ -309,6 +318,40 @@ describe('the checkpoint job', () => {
       expect(receiver.deliveries).toHaveLength(2);
     } finally {
       await receiver.close();
+    }
+  });
+
+  it.runIf(ENGINE === 'sqlite')('signs a head another process on the file committed only once it is durable', async () => {
+    // Workers share one SQLite file (`listen.workers`): one reads another's batch between its
+    // COMMIT and its sync. Its checkpoint event is readable (GET /v1/audit/events) from its own
+    // COMMIT, before its sync: the JWS it carries must name a head that is durable already.
+    const first = holdableSync();
+    const second = holdableSync();
+    const t = await start({ datasync: first.datasync });
+    const worker = await startTestBroker({ db: t.db, dir: t.dir, issuers: t.issuers, clock: t.clock, datasync: second.datasync });
+    try {
+      const { store, keyring, notifier } = worker.broker;
+      const signCheckpoint = createJobs({ store, keyring, notifier, clock: t.clock, issuer: BROKER_ISSUER, checkpointEvery: () => HOUR })['sign-checkpoint'];
+      const durable = (await store.events.head())?.seq ?? 0;
+      first.hold();
+      second.hold();
+      const issuing = issue(t);
+      await until(async () => ((await store.events.head())?.seq ?? 0) > durable); // the first's batch, committed, its sync held
+      const committed = await store.events.head();
+      const signing = Promise.resolve(signCheckpoint?.());
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        expect(await store.events.latest('audit.checkpoint')).toBeUndefined();
+      } finally {
+        first.release();
+        second.release();
+      }
+      expect(await signing).toBe(1);
+      await issuing;
+      const recorded = await store.events.latest('audit.checkpoint');
+      expect(recorded?.data.seq).toBeGreaterThanOrEqual(committed?.seq ?? Infinity);
+    } finally {
+      await worker.close();
     }
   });
 
