@@ -62,10 +62,22 @@ export const reviewBody = z.strictObject({
   notes: prose(2000).min(1),
 });
 
-const LIMIT_MESSAGE = { message: 'must be one whole number from 1 to 1000' };
+/**
+ * A whole number in a query: decimal digits and nothing else. `z.coerce` (`Number()`) also took
+ * `1e2`, `0x10`, ` 10`, `+10` and `10.0`: a client sending those has a bug it should hear of,
+ * and a proxy or cache between it and the broker may read them otherwise. Any other text is
+ * left as it is, for `z.number` to refuse with the message naming the range.
+ */
+const queryInteger = (min: number, max: number) => {
+  const message = { message: `must be one whole number from ${min} to ${max}, in decimal digits` };
+  return z.preprocess(
+    (value) => (typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value),
+    z.number(message).int(message).min(min, message).max(max, message),
+  );
+};
 
 export const pageQuery = z.strictObject({
-  limit: z.coerce.number(LIMIT_MESSAGE).int(LIMIT_MESSAGE).min(1, LIMIT_MESSAGE).max(1000, LIMIT_MESSAGE).default(100),
+  limit: queryInteger(1, 1000).default(100),
   cursor: z.string().max(512).optional(),
 });
 
