@@ -19,6 +19,15 @@ const TITLES: Record<BrokerError['type'], string> = {
   unavailable: 'Unavailable',
 };
 
+/**
+ * `Retry-After` of every 503 (RFC 9110 section 10.2.3), in seconds. What makes the broker
+ * unavailable passes in seconds: a pool reconnecting to PostgreSQL, another process's SQLite
+ * write lock (waited on up to 5 s), a readiness verdict (kept 1 s). Long enough that clients and
+ * load balancers do not hammer a store that is recovering, short enough that nobody waits long
+ * once it has.
+ */
+export const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
+
 /** CONTRACT section 4: a body over 64 KiB gets 413. */
 export const BODY_LIMIT = '64kb';
 const BODY_LIMIT_BYTES = 64 * 1024;
@@ -115,11 +124,13 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   else req.log.info(logged, 'request refused');
   if (res.headersSent) return res.destroy();
 
+  // By status, not by class: every 503 says when to ask again, whichever failure it answers.
+  const retryAfter = (status: number) => (status === 503 ? { 'Retry-After': String(UNAVAILABLE_RETRY_AFTER_SECONDS) } : {});
   if (isOAuthPath(req)) {
-    res.set(error.oauthHeaders());
+    res.set({ ...retryAfter(error.oauthStatus), ...error.oauthHeaders() });
     return res.status(error.oauthStatus).json({ error: oauthErrorOf(error, req), error_description: error.detail, ...error.extensions });
   }
-  res.set(error.headers());
+  res.set({ ...retryAfter(error.status), ...error.headers() });
   return res
     .status(error.status)
     .type('application/problem+json')

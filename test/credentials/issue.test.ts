@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/audit/index.js';
+import { UNAVAILABLE_RETRY_AFTER_SECONDS } from '../../src/http/errors.js';
 import { READINESS_CACHE_MS } from '../../src/http/routes/health.js';
 import { BROKER_ISSUER, bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
 import { allEvents } from '../helpers/records.js';
@@ -255,6 +256,8 @@ describe('fail closed', () => {
       const response = await issue(body);
       expect(response.status).toBe(503);
       expect(response.body.type).toMatch(/unavailable$/);
+      // RFC 9110 section 10.2.3: when to ask again, in seconds.
+      expect(response.headers['retry-after']).toBe(String(UNAVAILABLE_RETRY_AFTER_SECONDS));
       expect(response.text).not.toContain('eyJ'); // no JWT anywhere in the answer
       expect((await allEvents(t)).length).toBe(before); // nothing partial: no request row, no event
       expect(await requests()).toBe(requestsBefore);
@@ -274,6 +277,8 @@ describe('fail closed', () => {
       const response = await t.http.get('/readyz');
       expect(response.status).toBe(503);
       expect(response.body.type).toMatch(/unavailable$/);
+      // A load balancer may take it as when to probe again.
+      expect(response.headers['retry-after']).toBe(String(UNAVAILABLE_RETRY_AFTER_SECONDS));
     } finally {
       await undo();
     }

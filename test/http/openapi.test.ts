@@ -116,6 +116,16 @@ describe('GET /openapi.json', () => {
     }
   });
 
+  it('says that every 503 carries Retry-After, as every 429 does', () => {
+    const answers = Object.entries(doc.paths).flatMap(([path, item]) =>
+      Object.entries(item).flatMap(([method, operation]) =>
+        ['429', '503'].filter((status) => operation.responses[status]).map((status) => [`${method.toUpperCase()} ${path} ${status}`, operation.responses[status]] as const),
+      ),
+    );
+    expect(answers.filter(([name]) => name.endsWith(' 503')).length).toBeGreaterThan(20);
+    for (const [name, response] of answers) expect(response.description, name).toMatch(/`Retry-After`/);
+  });
+
   it('has examples that validate against the document\'s own schemas', () => {
     const found = examples(doc.paths);
     expect(found.length).toBeGreaterThan(25);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyStoredChain } from '../../src/audit/index.js';
+import { UNAVAILABLE_RETRY_AFTER_SECONDS } from '../../src/http/errors.js';
 import { AGENTS_ISS, bearer, startTestBroker, withAgents, type TestBroker } from '../helpers/broker.js';
 import { createTestIssuer, type TestIssuer } from '../helpers/issuer.js';
 import { ENGINE } from '../helpers/engine.js';
@@ -48,7 +49,7 @@ const consistent = async () => {
   expect(orphans).toEqual([]);
 };
 
-type Path = { name: string; prepare: () => Promise<() => Promise<{ status: number; text: string }>>; ok: number };
+type Path = { name: string; prepare: () => Promise<() => Promise<{ status: number; text: string; headers: Record<string, string> }>>; ok: number };
 
 const form = (fields: Record<string, string>) => t.http.post('/oauth2/token').type('form').send({ grant_type: GRANT, ...fields });
 
@@ -133,6 +134,8 @@ describe.each(failures)('$name', ({ inject }) => {
       await undo();
     }
     expect(response.status, response.text).toBe(503);
+    // RFC 9110 section 10.2.3: when to ask again, for clients and load balancers.
+    expect(response.headers['retry-after']).toBe(String(UNAVAILABLE_RETRY_AFTER_SECONDS));
     expect(response.text).not.toMatch(/eyJ/);
     expect(response.text).not.toMatch(/at .*\.(ts|js):\d+/);
     expect(await counts()).toEqual(before);
@@ -158,6 +161,7 @@ describe.runIf(ENGINE === 'sqlite')('the write lock held by another connection',
       await t.db.sql('ROLLBACK');
     }
     expect(response.status, response.text).toBe(503);
+    expect(response.headers['retry-after']).toBe(String(UNAVAILABLE_RETRY_AFTER_SECONDS));
     expect(response.text).not.toMatch(/eyJ/);
     expect(await counts()).toEqual(before);
     await consistent();

@@ -111,7 +111,7 @@ const problemExample = (status: number, type: string, title: string, detail: str
  */
 const keysOutOfReach = {
   503: {
-    description: 'The signing keys cannot be read from the store right now.',
+    description: 'The signing keys cannot be read from the store right now (`Retry-After`).',
     content: [{ contentType: 'application/problem+json' as const, schema: r.problem, example: problemExample(503, 'unavailable', 'Unavailable', 'The broker could not reach its database; nothing was granted. Try again shortly.') }],
   },
 };
@@ -126,7 +126,7 @@ function problems(...statuses: (400 | 401 | 403 | 404 | 409 | 413 | 429 | 503)[]
     409: ['The request is not in a state that allows this.', problemExample(409, 'conflict', 'Conflict', 'The request is issued; only an approved request\'s token can be collected, and only once.')],
     413: ['The body is larger than 64 KiB.', problemExample(413, 'invalid_request', 'Invalid request', 'The request body is larger than 64 KiB.')],
     429: ['A quota or limit is spent (`Retry-After`).', problemExample(429, 'rate_limited', 'Rate limited', 'Too many credential requests: at most 600 a minute per identity.')],
-    503: ['The store cannot be read or written right now (a PostgreSQL outage, a full disk): nothing was granted.', problemExample(503, 'unavailable', 'Unavailable', 'The broker could not reach its database; nothing was granted. Try again shortly.')],
+    503: ['The store cannot be read or written right now (a PostgreSQL outage, a full disk): nothing was granted (`Retry-After`).', problemExample(503, 'unavailable', 'Unavailable', 'The broker could not reach its database; nothing was granted. Try again shortly.')],
   } as const;
   return Object.fromEntries(
     statuses.map((status) => {
@@ -144,7 +144,7 @@ const oauthProblem = (description: string, example: unknown) => ({
 const v1 = (status: number, description: string, body: Body) => ({ [status]: { description, content: [body] } });
 
 /** At `/oauth2`, the 503 of a store out of reach, as an OAuth error. */
-const storeOutOfReach = oauthProblem('The store cannot be read or written right now: nothing was granted.', {
+const storeOutOfReach = oauthProblem('The store cannot be read or written right now: nothing was granted (`Retry-After`).', {
   error: 'temporarily_unavailable',
   error_description: 'The broker could not reach its database; nothing was granted. Try again shortly.',
 });
@@ -247,7 +247,7 @@ export const OPERATIONS: readonly Operation[] = [
         content: [{ contentType: 'text/plain', schema: r.text, example: 'broker_issuances_total{break_glass="false",approved="true"} 12\n' }],
       },
       503: {
-        description: 'The metrics cannot be gathered right now (a worker of several could not reach the others).',
+        description: 'The metrics cannot be gathered right now (a worker of several could not reach the others; `Retry-After`).',
         content: [{ contentType: 'application/problem+json', schema: r.problem, example: problemExample(503, 'unavailable', 'Unavailable', 'The metrics cannot be gathered right now.') }],
       },
     },
@@ -642,7 +642,7 @@ export const OPERATIONS: readonly Operation[] = [
         ],
       },
       404: { description: 'No console is configured.' },
-      503: { description: 'The issuer\'s discovery document cannot be used.' },
+      503: { description: 'The issuer\'s discovery document cannot be used (`Retry-After`).' },
     },
   },
 ];
