@@ -27,6 +27,8 @@ afterEach(async () => {
 async function partitionable(target: URL) {
   const sockets = new Set<Socket>();
   let cut = false;
+  /** Bytes the broker sent while cut: what it tried to ask. */
+  let unheard = 0;
   const server = createServer((client) => {
     sockets.add(client);
     client.on('error', () => {});
@@ -36,7 +38,7 @@ async function partitionable(target: URL) {
     upstream.on('error', () => client.destroy());
     upstream.on('close', () => client.destroy());
     client.on('close', () => upstream.destroy());
-    client.on('data', (chunk) => cut || upstream.write(chunk));
+    client.on('data', (chunk) => (cut ? (unheard += chunk.length) : upstream.write(chunk)));
     upstream.on('data', (chunk) => cut || client.write(chunk));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -46,6 +48,7 @@ async function partitionable(target: URL) {
   return {
     url: url.toString(),
     partition: () => (cut = true),
+    unheard: () => unheard,
     heal() {
       cut = false;
       for (const socket of sockets) socket.destroy();
@@ -82,9 +85,20 @@ describe.runIf(ENGINE === 'postgres')('PostgreSQL that does not answer', () => {
 
     proxy.partition(); // the sessions stay open; nothing comes back
     expect(await ask()).toBe(503);
+    // Having waited once for an answer that never came, the broker does not make the next
+    // request wait again: refused at once, nothing sent to a server it just could not hear from.
+    const tried = proxy.unheard();
+    expect(await ask()).toBe(503);
+    expect(proxy.unheard()).toBe(tried);
 
     proxy.heal();
-    expect(await ask()).toBe(201);
+    // Within seconds (Retry-After's), it asks PostgreSQL again.
+    let status = 0;
+    for (let i = 0; i < 40 && status !== 201; i += 1) {
+      status = await ask();
+      if (status !== 201) await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(status).toBe(201);
   });
 });
 

@@ -71,6 +71,16 @@ export const failure = (error: unknown) =>
  * minutes TCP takes to give up. The connection is then dropped.
  */
 const ANSWER_TIMEOUT_MS = 20_000;
+/**
+ * After PostgreSQL has not answered in time (a statement past ANSWER_TIMEOUT_MS, a connection
+ * not made in connectionTimeoutMillis), new work is refused at once (503, Retry-After) for this
+ * long, rather than each request holding its caller, a connection and its memory while it waits
+ * out its own timeout against a server just found silent. A server that answers, even with an
+ * error, trips nothing: one broken session is no outage.
+ */
+const SILENCE_HOLD_MS = 5_000;
+/** pg's and pg-pool's own words for a server that did not answer in time. */
+const NO_ANSWER = /^(Query read timeout|timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/;
 /** An error the server answered with (it carries a SQLSTATE), as against one of the connection. */
 const fromServer = (error: unknown): boolean => /^[0-9A-Z]{5}$/.test(String((error as { code?: unknown }).code));
 /** A statement with that deadline (pg reads `query_timeout` per query; its types leave it out). */
@@ -106,25 +116,39 @@ export function createPool(url: string): Pool {
   raw.on('connect', (client) => client.on('error', () => broken.add(client)));
   const giveBack = (client: pg.PoolClient, failed: boolean) => client.release(failed || broken.has(client) ? true : undefined);
 
+  let silentUntil = 0;
+  /** Fails `error` as the caller sees it, noting first whether the server failed to answer. */
+  const failed = (error: unknown) => {
+    if (!fromServer(error) && NO_ANSWER.test((error as Error | undefined)?.message ?? '')) silentUntil = Date.now() + SILENCE_HOLD_MS;
+    return failure(error);
+  };
+  /** Refuses at once while the server was found silent a moment ago. */
+  const heard = () => {
+    if (Date.now() < silentUntil) throw failure(new Error('PostgreSQL did not answer in time a moment ago; not asked again yet'));
+  };
+  const connect = async () => {
+    heard();
+    try {
+      return await raw.connect();
+    } catch (error) {
+      throw failed(error);
+    }
+  };
+
   const run = async (client: pg.Pool | pg.PoolClient, text: string, params: readonly unknown[]) => {
     try {
       return await client.query(timed(text, params));
     } catch (error) {
-      throw failure(error);
+      throw failed(error);
     }
   };
 
   return {
     raw,
-    query: async <T>(text: string, params: readonly unknown[] = []) => (await run(raw, text, params)).rows as T[],
-    execute: async (text, params = []) => (await run(raw, text, params)).rowCount ?? 0,
+    query: async <T>(text: string, params: readonly unknown[] = []) => (heard(), (await run(raw, text, params)).rows as T[]),
+    execute: async (text, params = []) => (heard(), (await run(raw, text, params)).rowCount ?? 0),
     async transaction<T>(work: (tx: Connection) => Promise<T>, options: { rollback?: boolean } = {}): Promise<T> {
-      let client: pg.PoolClient;
-      try {
-        client = await raw.connect();
-      } catch (error) {
-        throw failure(error);
-      }
+      const client = await connect();
       let failedStatement = false;
       // Operations may issue statements side by side (Promise.all); they run one at a time, in
       // the order issued, as pg would queue them (its own queue is deprecated in pg 8, gone in 9).
@@ -166,13 +190,8 @@ export function createPool(url: string): Pool {
       }
     },
     async session<T>(work: (session: Session) => Promise<T>): Promise<T> {
-      let client: pg.PoolClient;
-      try {
-        client = await raw.connect();
-      } catch (error) {
-        throw failure(error);
-      }
-      let failed = false;
+      const client = await connect();
+      let sessionFailed = false;
       let names = prepared.get(client);
       if (names === undefined) {
         names = new Map();
@@ -189,9 +208,9 @@ export function createPool(url: string): Pool {
             const results = (await client.query(timed(statements.join(';\n')))) as pg.QueryResult | pg.QueryResult[];
             return Array.isArray(results) ? results : [results];
           } catch (error) {
-            failed = true;
+            sessionFailed = true;
             if (!fromServer(error)) lost = error;
-            throw failure(error);
+            throw failed(error);
           }
         },
       };
@@ -202,14 +221,14 @@ export function createPool(url: string): Pool {
       } catch (error) {
         // What the work left open (or aborted) ends here; a connection that failed a statement
         // and was not brought back by its work is not trusted with the next one.
-        if (!failed) {
+        if (!sessionFailed) {
           try {
             await client.query(timed('ROLLBACK'));
           } catch {
-            failed = true;
+            sessionFailed = true;
           }
         }
-        giveBack(client, failed);
+        giveBack(client, sessionFailed);
         throw error;
       }
     },
