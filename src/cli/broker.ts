@@ -1,6 +1,6 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { isLoopbackHost } from '../shared/loopback.js';
-import { privateConfigDir, profileFile } from './config-dir.js';
+import { privateConfigDir, profileFile, readConfigFile } from './config-dir.js';
 import { argumentInMessage, CliError, usage } from './errors.js';
 
 /** Where a command finds the broker, and what said so (for messages). */
@@ -64,13 +64,14 @@ export interface Profile {
 
 export function readProfile(env: NodeJS.ProcessEnv): Profile | undefined {
   const path = profileFile(env);
-  let text: string;
+  let text: string | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readConfigFile(path, { secret: false });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (error instanceof CliError) throw error;
     throw new CliError(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
   }
+  if (text === undefined) return undefined;
   let profile: unknown;
   try {
     profile = JSON.parse(text);

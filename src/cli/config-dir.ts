@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { CliError } from './errors.js';
@@ -28,6 +28,51 @@ export function privateConfigDir(env: NodeJS.ProcessEnv): string {
     throw new CliError(`cannot make the config dir ${dir} private (mode 0700): ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
   }
   return dir;
+}
+
+/**
+ * A file of the config dir as the CLI reads it (undefined when there is none), refused, as ssh's
+ * StrictModes refuses one, when another user owns it or may write it: the profile says where
+ * identity tokens go and the login which identity is used, so whoever can change either could make
+ * jit use a broker or an identity of theirs. A file holding a token (`secret`) is refused when
+ * others may read it, too. Root's files pass, as with ssh: root can change anything anyway. The
+ * checks are of the file opened, so it cannot be swapped between them and the read. A failure to
+ * read it is thrown as node's error, for the caller to say what the file is.
+ */
+export function readConfigFile(path: string, { secret }: { secret: boolean }): string | undefined {
+  let fd: number;
+  try {
+    // O_NONBLOCK: a FIFO in the file's place does not hold jit (it is refused below); a file is read as ever.
+    fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  try {
+    checkConfigFile(path, fstatSync(fd), secret);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function checkConfigFile(path: string, stats: { uid: number; mode: number; isFile(): boolean }, secret: boolean): void {
+  // Windows has no uid, and its mode bits do not say who may write a file (its ACLs do).
+  const uid = process.getuid?.();
+  if (uid === undefined) return;
+  const mode = (stats.mode & 0o777).toString(8);
+  if (!stats.isFile()) throw new CliError(`${path} is not a file; jit does not read it: remove it`);
+  if (stats.uid !== uid && stats.uid !== 0) {
+    throw new CliError(
+      `${path} is owned by another user (uid ${stats.uid}), who could make jit use a broker or an identity of theirs; jit does not read it: remove it, or chown it to yourself and chmod 600 ${path}`,
+    );
+  }
+  if ((stats.mode & 0o022) !== 0) {
+    throw new CliError(`${path} is writable by other users (mode ${mode}), who could make jit use a broker or an identity of theirs; jit does not read it: chmod 600 ${path}`);
+  }
+  if (secret && (stats.mode & 0o044) !== 0) {
+    throw new CliError(`${path} is readable by other users (mode ${mode}), and it holds a token; jit does not use it: chmod 600 ${path}, and sign in again (jit login), as others may have read it`);
+  }
 }
 
 /** `jit login`'s file: `{broker, issuer, id_token, expires_at}`, mode 0600. */

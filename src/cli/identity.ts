@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { decodeJwt } from 'jose/jwt/decode';
 import { boundedJson } from './answer.js';
-import { loginFile } from './config-dir.js';
+import { loginFile, readConfigFile } from './config-dir.js';
 import { argumentInMessage, CliError, EXIT, usage } from './errors.js';
 import type { CliIo } from './cli-io.js';
 
@@ -207,13 +207,14 @@ interface Login {
 /** `jit login`'s file, while it has not expired; an expired one is an expired identity. */
 function loginSource(io: CliIo): IdentitySource | undefined {
   const path = loginFile(io.env);
-  let text: string;
+  let text: string | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readConfigFile(path, { secret: true });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (error instanceof CliError) throw error;
     throw usage(`cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  if (text === undefined) return undefined;
   let login: Partial<Login> | undefined;
   try {
     login = JSON.parse(text) as Partial<Login>;
