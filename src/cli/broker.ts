@@ -1,6 +1,5 @@
-import { renameSync, writeFileSync } from 'node:fs';
 import { isLoopbackHost } from '../shared/loopback.js';
-import { privateConfigDir, profileFile, readConfigFile } from './config-dir.js';
+import { profileFile, readConfigFile, writeConfigFile } from './config-dir.js';
 import { argumentInMessage, CliError, usage } from './errors.js';
 
 /** Where a command finds the broker, and what said so (for messages). */
@@ -91,10 +90,5 @@ function profileBroker(env: NodeJS.ProcessEnv): BrokerLocation | undefined {
 
 /** Writes the profile (directory 0700, file 0600), replacing it whole so no reader sees half a file. */
 export function writeProfile(env: NodeJS.ProcessEnv, profile: Profile): string {
-  privateConfigDir(env);
-  const path = profileFile(env);
-  const temporary = `${path}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
-  renameSync(temporary, path);
-  return path;
+  return writeConfigFile(env, 'profile.json', `${JSON.stringify(profile, null, 2)}\n`);
 }

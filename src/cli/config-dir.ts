@@ -1,4 +1,5 @@
-import { chmodSync, closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { CliError } from './errors.js';
@@ -28,6 +29,20 @@ export function privateConfigDir(env: NodeJS.ProcessEnv): string {
     throw new CliError(`cannot make the config dir ${dir} private (mode 0700): ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
   }
   return dir;
+}
+
+/**
+ * Writes a file of the config dir whole or not at all: a new file, mode 0600, renamed over `name`
+ * in the private dir, so no reader sees half a file. New: a file already at the temporary name (one
+ * a killed jit left) would keep its own mode when written through, and the rename make it `name`.
+ */
+export function writeConfigFile(env: NodeJS.ProcessEnv, name: string, text: string): string {
+  const dir = privateConfigDir(env);
+  const path = join(dir, name);
+  const temporary = join(dir, `.${name}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  writeFileSync(temporary, text, { mode: 0o600, flag: 'wx' });
+  renameSync(temporary, path);
+  return path;
 }
 
 /**

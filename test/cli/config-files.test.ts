@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveClock, listen, startTestBroker, type TestBroker } from '../helpers/broker.js';
@@ -62,6 +62,18 @@ describe.skipIf(process.getuid === undefined)('the CLI\'s own files, as ssh\'s S
     });
     // `profile set` reads the profile it keeps the rest of: refused alike.
     expect((await jit(['profile', 'set', '--broker', server.url], { env: { JIT_CONFIG_DIR: dir } })).code).toBe(1);
+  });
+
+  it('writes the profile 0600, over a file left at its temporary name with another mode too', async () => {
+    const dir = join(tempDir('jit-config-files-'), 'jit');
+    mkdirSync(dir, { mode: 0o700 });
+    // What a `jit profile set` of a process with this pid left when it was killed, or a user made:
+    // written through, it kept its mode, and the profile was then one others could change.
+    writeFileSync(join(dir, `profile.json.${process.pid}.tmp`), '', { mode: 0o666 });
+    chmodSync(join(dir, `profile.json.${process.pid}.tmp`), 0o666);
+    expect((await jit(['profile', 'set', '--broker', server.url], { env: { JIT_CONFIG_DIR: dir } })).code).toBe(0);
+    expect(statSync(join(dir, 'profile.json')).mode & 0o777).toBe(0o600);
+    expect((await jit(['requests'], { env: { JIT_CONFIG_DIR: dir, BROKER_IDENTITY_TOKEN: await t.as.ml() } })).code).toBe(0);
   });
 
   it('refuses a login another user could write, read or owns', async () => {

@@ -1,11 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import { boundedJson } from '../answer.js';
-import { loginFile, privateConfigDir } from '../config-dir.js';
+import { loginFile, writeConfigFile } from '../config-dir.js';
 import { parseDuration } from '../duration.js';
 import { brokerUrl, CliError, EXIT, parse, shown, shownJson, usage, type CliIo } from '../io.js';
 import { openBrowser } from '../open-browser.js';
@@ -186,14 +185,7 @@ async function checkIdToken(idToken: string, discovery: Discovery, signIn: SignI
 }
 
 /** Written whole or not at all: a 0600 file renamed into a 0700 directory. */
-function writeLoginFile(env: NodeJS.ProcessEnv, login: LoginFile): string {
-  const dir = privateConfigDir(env);
-  const path = join(dir, 'login.json');
-  const temporary = join(dir, `.login.json.${process.pid}.${randomBytes(4).toString('hex')}`);
-  writeFileSync(temporary, `${JSON.stringify(login, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
-  renameSync(temporary, path);
-  return path;
-}
+const writeLoginFile = (env: NodeJS.ProcessEnv, login: LoginFile): string => writeConfigFile(env, 'login.json', `${JSON.stringify(login, null, 2)}\n`);
 
 /**
  * An HTTP listener on 127.0.0.1 for the SSO's redirect (RFC 8252, section 7.3), waiting for the
