@@ -49,13 +49,26 @@ export type Options = ParseArgsConfig['options'];
 
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
 
-export function parse<O extends Options>(args: string[], options: O): Parsed<O> {
+/**
+ * A command's arguments: its options, and the positional arguments it names in `takes`
+ * (`['REQUEST_ID']`), each optional. One more is refused before anything is done, never ignored:
+ * `jit show A B` showed A, and `jit deny A B` denied A alone, the person taking B for done too.
+ */
+export function parse<O extends Options>(args: string[], options: O, takes: readonly string[] = []): Parsed<O> {
+  let parsed: Parsed<O>;
   try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (error) {
     throw usage((error as Error).message);
   }
+  const extra = parsed.positionals[takes.length];
+  if (extra !== undefined) throw usage(unexpectedArgument(extra, takes));
+  return parsed;
 }
+
+/** Says which argument a command does not take, and what it takes: a token given in its place is not shown. */
+export const unexpectedArgument = (extra: string, takes: readonly string[]): string =>
+  `unexpected argument "${argumentInMessage(extra)}": ${takes.length === 0 ? 'it takes no arguments' : `it takes only ${takes.join(' ')}`}; nothing was done`;
 
 /** The broker's URL, for `jit audit verify` (see `resolveBroker`). */
 export function brokerUrl(io: CliIo, values: { broker?: string | undefined }): string {

@@ -4,7 +4,7 @@ import { ConfigError } from '../config/errors.js';
 import { BROKER_HELP } from './client.js';
 import { EXIT_CODES_HELP } from './errors.js';
 import { IDENTITY_HELP } from './identity.js';
-import { argumentInMessage, CliError, EXIT, shown, type CliIo } from './io.js';
+import { argumentInMessage, CliError, EXIT, shown, unexpectedArgument, type CliIo } from './io.js';
 import { packageVersion } from '../shared/package.js';
 
 type Command = (args: string[], io: CliIo) => Promise<number>;
@@ -123,7 +123,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return EXIT.ok;
   }
   if (name === 'help' || name === '--help' || name === '-h') {
-    const topic = args[0];
+    const [topic, extra] = args;
+    if (extra !== undefined) {
+      io.stderr(`jit help: ${shown(unexpectedArgument(extra, ['COMMAND']))}\n`);
+      return EXIT.usage;
+    }
     if (topic === undefined) {
       io.stdout(HELP);
       return EXIT.ok;

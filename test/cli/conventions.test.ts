@@ -232,7 +232,7 @@ describe('confirmation', () => {
     const [first, second] = [await pendingRequest(), await pendingRequest()];
     for (const decision of ['approve', 'deny']) {
       const both = await jit([decision, first.request_id, second.request_id, '--reason', 'both reviewed', '--yes'], as(await approver()));
-      expect(both, decision).toMatchObject({ code: 2, stdout: '', stderr: `jit ${decision}: one request at a time; nothing was decided (see jit ${decision} --help)\n` });
+      expect(both, decision).toMatchObject({ code: 2, stdout: '', stderr: `jit ${decision}: unexpected argument "${second.request_id}": it takes only REQUEST_ID; nothing was done (see jit ${decision} --help)\n` });
     }
     for (const { request_id } of [first, second]) {
       expect(JSON.parse((await jit(['show', request_id], as(await approver()))).stdout)).toMatchObject({ status: 'pending_approval', approvals: [] });
@@ -320,6 +320,40 @@ describe('exit codes', () => {
     expect((await jit(['request', '--audience', 'x', '--task', 'y'], as(await t.as.ml()))).code).toBe(2);
     const bogus = await jit(['request', '--bogus'], as(await t.as.ml()));
     expect(bogus).toMatchObject({ code: 2, stderr: expect.stringContaining("Unknown option '--bogus'") });
+  });
+
+  it('2 for an argument a command does not take, named, and nothing done: never the first alone', async () => {
+    const identity = await t.as.ml();
+    const { request_id: id } = await pendingRequest();
+    const token = (await jit(lowRisk('stray-0'), as(identity))).stdout.trim();
+    const runs: [string[], string][] = [
+      // `jit show A B` showed A: the reader took it for B as well.
+      [['show', id, 'stray'], 'it takes only REQUEST_ID|TOKEN|-'],
+      [[...lowRisk('stray-1'), 'stray'], 'it takes no arguments'],
+      [['collect', id, 'stray', '--wait', '0'], 'it takes only REQUEST_ID'],
+      [['complete', id, 'stray'], 'it takes only REQUEST_ID|TOKEN|-'],
+      [['requests', 'stray'], 'it takes no arguments'],
+      [['audit', 'events', 'stray'], 'it takes no arguments'],
+      [['profile', 'show', 'stray'], 'it takes no arguments'],
+      [['decode', token, 'stray'], 'it takes only TOKEN|-'],
+    ];
+    for (const [args, takes] of runs) {
+      const result = await jit(args, as(identity));
+      const name = args[0] as string;
+      expect(result, args.join(' ')).toEqual({ code: 2, stdout: '', stderr: `jit ${name}: unexpected argument "stray": ${takes}; nothing was done (see jit ${name} --help)\n` });
+    }
+    expect(await jit(['help', 'show', 'stray'])).toEqual({ code: 2, stdout: '', stderr: 'jit help: unexpected argument "stray": it takes only COMMAND; nothing was done\n' });
+    // A token given twice is named without being shown.
+    const twice = await jit(['complete', token, token], as(identity));
+    expect(twice).toMatchObject({ code: 2, stdout: '' });
+    expect(twice.stderr).toContain('unexpected argument "<not shown: it looks like a token>"');
+    expect(twice.stderr).not.toContain(token.split('.')[1]);
+
+    // Nothing was asked for, completed or collected.
+    const mine = JSON.parse((await jit(['requests', '--json'], as(identity))).stdout) as { task_id: string; request_id: string; status: string }[];
+    expect(mine.map((view) => view.task_id)).not.toContain('stray-1');
+    expect(mine.find((view) => view.request_id === id)?.status).toBe('pending_approval');
+    expect(mine.find((view) => view.task_id === 'stray-0')?.status).toBe('issued');
   });
 });
 

@@ -12,8 +12,7 @@ export const help = `jit config check [FILE]
 export async function config(args: string[], io: CliIo): Promise<number> {
   const [what, ...rest] = args;
   if (what !== 'check') throw usage('config needs check');
-  const { positionals } = parse(rest, {});
-  if (positionals.length > 1) throw usage(`one FILE at a time (also got ${positionals.slice(1).join(' ')})`);
+  const { positionals } = parse(rest, {}, ['FILE']);
   const file = positionals[0] ?? resolveConfigPath([], io.env);
   const { exit } = await checkConfig(file, io.env);
   if (exit.stdout) io.stdout(exit.stdout);

@@ -19,8 +19,7 @@ export const decideHelp = (decision: 'approve' | 'deny') => `jit ${decision} REQ
   --yes           decide without asking; required when stdin is not a terminal (a script)`;
 
 export async function approvals(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, callerOptions);
-  if (positionals.length > 0) throw usage('approvals takes no arguments');
+  const { values } = parse(args, callerOptions);
   const { items } = await readListing<RequestView>(connect(io, values), '/v1/approvals', new URLSearchParams({ limit: '1000' }), true);
   if (values.json) printJson(io, items);
   else if (items.length === 0) io.stderr('nothing awaits your decision\n');
@@ -29,7 +28,7 @@ export async function approvals(args: string[], io: CliIo): Promise<number> {
 }
 
 export async function show(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, callerOptions);
+  const { values, positionals } = parse(args, callerOptions, ['REQUEST_ID|TOKEN|-']);
   const id = requestIdArgument(io, positionals[0], true);
   printJson(io, await connect(io, values).get(`/v1/credentials/${encodeURIComponent(id)}`));
   return EXIT.ok;
@@ -44,9 +43,7 @@ async function decide(decision: 'approve' | 'deny', args: string[], io: CliIo): 
     reason: { type: 'string' },
     digest: { type: 'string' },
     yes: { type: 'boolean', default: false },
-  });
-  // `jit deny A B` decided A alone and said "recorded": the person took B for denied as well.
-  if (positionals.length > 1) throw usage('one request at a time; nothing was decided');
+  }, ['REQUEST_ID']);
   const id = requestIdArgument(io, positionals[0], false);
   if (!values.reason) throw usage('--reason is required');
   // A script that forgot --yes must not decide by accident: nobody could have answered the question.

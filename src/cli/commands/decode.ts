@@ -7,7 +7,7 @@ export const help = `jit decode TOKEN|-
   Prints a JWT's header and claims as JSON (NOT verified: for reading only); - reads it from stdin.`;
 
 export async function decode(args: string[], io: CliIo): Promise<number> {
-  const { positionals } = parse(args, { json: { type: 'boolean', default: false } });
+  const { positionals } = parse(args, { json: { type: 'boolean', default: false } }, ['TOKEN|-']);
   const input = positionals[0] === '-' || positionals[0] === undefined ? io.readStdin() : positionals[0];
   const token = input.trim();
   if (!token) throw usage('decode needs a token (or - to read it from stdin)');

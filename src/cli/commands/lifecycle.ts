@@ -22,8 +22,7 @@ async function post(
   build: (values: Record<string, unknown>, id: string) => { path: string; body?: unknown; done?: string },
   options: { acceptsToken: boolean },
 ) {
-  const { values, positionals } = parse(args, { ...callerOptions, ...extra });
-  if (positionals.length > 1) throw usage('one request at a time');
+  const { values, positionals } = parse(args, { ...callerOptions, ...extra }, [options.acceptsToken ? 'REQUEST_ID|TOKEN|-' : 'REQUEST_ID']);
   const id = requestIdArgument(io, positionals[0], options.acceptsToken);
   const { path, body, done } = build(values, id);
   const client = connect(io, values as CallerValues);

@@ -1,6 +1,6 @@
 import { callerOptions, connect } from '../client.js';
 import type { CliIo } from '../cli-io.js';
-import { EXIT, parse, usage } from '../io.js';
+import { EXIT, parse } from '../io.js';
 import { printListing, query, readListing } from '../listing.js';
 import type { RequestView } from '../views.js';
 
@@ -18,8 +18,7 @@ const pageOptions = {
 } as const;
 
 export async function requests(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...callerOptions, ...pageOptions, status: { type: 'string' } });
-  if (positionals.length > 0) throw usage('requests takes no arguments; filter with --status');
+  const { values } = parse(args, { ...callerOptions, ...pageOptions, status: { type: 'string' } });
   const listing = await readListing<RequestView>(connect(io, values), '/v1/credentials', query({ status: values.status, limit: values.limit }), values.all);
   printListing(io, listing, {
     json: values.json,
@@ -31,8 +30,7 @@ export async function requests(args: string[], io: CliIo): Promise<number> {
 }
 
 export async function reviews(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...callerOptions, ...pageOptions, done: { type: 'boolean', default: false } });
-  if (positionals.length > 0) throw usage('reviews takes no arguments');
+  const { values } = parse(args, { ...callerOptions, ...pageOptions, done: { type: 'boolean', default: false } });
   const listing = await readListing<RequestView>(
     connect(io, values),
     '/v1/break-glass',

@@ -60,10 +60,9 @@ function configuration(io: CliIo, file: string | undefined): BrokerConfig | File
 }
 
 async function test(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { config: { type: 'string' }, json: { type: 'boolean', default: false } });
-  const [file, ...extra] = positionals;
+  const { values, positionals } = parse(args, { config: { type: 'string' }, json: { type: 'boolean', default: false } }, ['FILE']);
+  const [file] = positionals;
   if (file === undefined) throw usage('policy test needs the cases FILE');
-  if (extra.length > 0) throw usage(`one cases FILE at a time (also got ${extra.join(' ')})`);
   const invalid = (problems: readonly FileProblem[]) => {
     for (const problem of problems) io.stderr(`jit policy test: ${shown(`${problem.file}${problem.line !== undefined ? `:${problem.line}` : ''}: ${problem.field !== undefined ? `${problem.field}: ` : ''}${problem.message}`)}\n`);
     if (values.json) printJson(io, { file, valid: false, problems });
@@ -107,7 +106,7 @@ const reportJson = (report: PolicyTestReport) => ({
 });
 
 async function explain(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, {
+  const { values } = parse(args, {
     issuer: { type: 'string' },
     subject: { type: 'string' },
     claim: { type: 'string', multiple: true, default: [] },
@@ -124,7 +123,6 @@ async function explain(args: string[], io: CliIo): Promise<number> {
     config: { type: 'string' },
     json: { type: 'boolean', default: false },
   });
-  if (positionals.length > 0) throw usage(`unexpected argument ${positionals[0]}`);
   if (!values.issuer || !values.subject) throw usage('--issuer and --subject name the identity');
   const scopes = values.scope.flatMap((scope) => scope.split(/[\s,]+/)).filter(Boolean);
   if (scopes.length === 0) throw usage('at least one --scope is required');

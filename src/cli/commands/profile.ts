@@ -27,8 +27,8 @@ async function show(args: string[], io: CliIo): Promise<number> {
 }
 
 async function set(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { broker: { type: 'string' } });
-  if (values.broker === undefined || positionals.length > 0) throw usage('profile set takes --broker URL');
+  const { values } = parse(args, { broker: { type: 'string' } });
+  if (values.broker === undefined) throw usage('profile set takes --broker URL');
   const url = checkBrokerUrl(values.broker, '--broker', io.env);
   const path = writeProfile(io.env, { ...readProfile(io.env), broker: url });
   io.stderr(`the broker is ${shown(url)} (kept in ${shown(path)})\n`);

@@ -164,7 +164,7 @@ function readActorToken(io: CliIo, source: string): string {
 }
 
 export async function collect(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' }, 'actor-token': { type: 'string' }, ...dpopOptions });
+  const { values, positionals } = parse(args, { ...callerOptions, wait: { type: 'string', default: '15m' }, 'actor-token': { type: 'string' }, ...dpopOptions }, ['REQUEST_ID']);
   const id = requestIdArgument(io, positionals[0], false);
   const wait = parseDuration(values.wait, '--wait');
   const client = withDpop(connect(io, values), io, values.dpop);
