@@ -161,7 +161,8 @@ export function createClient(io: CliIo, baseUrl: string, identity: IdentitySourc
         if (refused === 'actor' || expired(actor)) throw identityRefused('the actor token', actor);
       }
       const message = `${String(body.error ?? `HTTP ${response.status}`)}: ${description}`;
-      throw new CliError(message, OAUTH_REFUSALS.has(String(body.error)) ? EXIT.refused : EXIT.failed);
+      // Any 400 naming fields: the broker's invalid_request, which its token endpoint may call invalid_scope or invalid_authorization_details.
+      throw new CliError(message, refusalExit(response.status === 400 && namesFields(body), OAUTH_REFUSALS.has(String(body.error))));
     },
   };
 }
@@ -216,7 +217,7 @@ async function problem(response: Response, base: string): Promise<CliError> {
   try {
     const body = JSON.parse(await answerText(response, base)) as { detail?: unknown; type?: unknown; error?: unknown; error_description?: unknown; errors?: unknown };
     if (typeof body.type === 'string') type = body.type.split(':').pop();
-    fields = Array.isArray(body.errors) && body.errors.length > 0;
+    fields = namesFields(body);
     if (typeof body.detail === 'string') detail = body.detail;
     // An /oauth2 answer: RFC 6749's error and its description.
     if (typeof body.error === 'string') detail = `${body.error}: ${typeof body.error_description === 'string' ? body.error_description : ''}`;
@@ -228,10 +229,20 @@ async function problem(response: Response, base: string): Promise<CliError> {
   if (response.status === 502 || response.status === 503 || response.status === 504) {
     return new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
   }
-  if (type !== undefined && REFUSALS.has(type)) return new CliError(message, EXIT.refused);
-  // Fields the broker names as invalid are what the command was given: its arguments.
-  if (response.status === 400 && type === 'invalid_request' && fields) return new CliError(message, EXIT.usage);
-  return new CliError(message);
+  return new CliError(message, refusalExit(response.status === 400 && type === 'invalid_request' && fields, type !== undefined && REFUSALS.has(type)));
+}
+
+/** Whether a refusal lists the fields it refuses (`errors`, as the broker's 400s do, at /v1 and /oauth2 alike). */
+const namesFields = (body: { errors?: unknown }): boolean => Array.isArray(body.errors) && body.errors.length > 0;
+
+/**
+ * The exit code of a refusal, one rule for /v1's problems and /oauth2's errors, as the README's
+ * table says: a 400 invalid request naming fields refuses what the command was given, its
+ * arguments (2); one by policy or an approver is 3; anything else 1.
+ */
+function refusalExit(invalidArguments: boolean, refused: boolean): number {
+  if (invalidArguments) return EXIT.usage;
+  return refused ? EXIT.refused : EXIT.failed;
 }
 
 /** Why a fetch failed, from its cause (ECONNREFUSED, ENOTFOUND, ...). */

@@ -61,3 +61,24 @@ describe('jit and a delegated request that waits for approval', () => {
     expect(JSON.parse(asked.stdout)).toMatchObject({ error: 'authorization_pending', request_id: expect.any(String) });
   });
 });
+
+describe('exit codes of arguments the broker refuses, at /v1 and at /oauth2/token alike', () => {
+  it('2 when the broker names what it refuses among what the command was given, as the README\'s table says, whichever endpoint answers', async () => {
+    const { env, actorFile } = await carolAndHerAgent('erin');
+    const lowRisk = (task: string, scope = 'logs:read') => ['request', '--scope', scope, '--audience', 'logs', '--task', task];
+    // A task id past its 256 characters; a scope that is no scope name (`invalid_scope` at /oauth2, naming the field).
+    const runs = [];
+    for (const args of [lowRisk('t'.repeat(300)), lowRisk('bad-scope', 'logs:read\u0000')]) {
+      for (const [endpoint, extra] of [['/v1', []], ['/oauth2/token', ['--actor-token', actorFile]]] as const) {
+        const { code, stdout, stderr } = await jit([...args, ...extra], { env });
+        runs.push({ endpoint, code, stdout, refusal: stderr.split(':')[1]?.trim() });
+      }
+    }
+    expect(runs).toEqual([
+      { endpoint: '/v1', code: 2, stdout: '', refusal: 'invalid_request' },
+      { endpoint: '/oauth2/token', code: 2, stdout: '', refusal: 'invalid_request' },
+      { endpoint: '/v1', code: 2, stdout: '', refusal: 'invalid_request' },
+      { endpoint: '/oauth2/token', code: 2, stdout: '', refusal: 'invalid_scope' },
+    ]);
+  });
+});

@@ -151,9 +151,11 @@ describe('exit codes of the token exchange (an agent acting, --actor-token)', ()
     expect(actorExpired.code).toBe(5);
     expect(actorExpired.stderr).toContain('the actor token');
     expect((await delegated()).code).toBe(4);
-    // Any other bad request stays a failure of the request.
+    // Any other bad request naming no field stays a failure of the request, as at /v1; naming fields, it is the command's arguments.
     answer = (_req, res) => json(res, 400, { error: 'invalid_request', error_description: 'The scope parameter is missing.' });
     expect((await delegated()).code).toBe(1);
+    answer = (_req, res) => json(res, 400, { error: 'invalid_request', error_description: 'Invalid body: scope: Required', errors: [{ pointer: '#/scope', detail: 'Required' }] });
+    expect((await delegated()).code).toBe(2);
   });
 });
 
