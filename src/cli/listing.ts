@@ -1,6 +1,6 @@
 import type { BrokerClient } from './client.js';
 import type { CliIo } from './cli-io.js';
-import { shown, shownJson } from './io.js';
+import { CliError, shown, shownJson } from './io.js';
 import { truncate } from '../shared/well-formed.js';
 
 /** A listing's page, as every `/v1` listing answers. */
@@ -9,11 +9,20 @@ interface Page<T> {
   next_cursor: string | null;
 }
 
-/** Reads a listing: its first page, or with `all` every page. `more` says whether pages were left. */
+/**
+ * Reads a listing: its first page, or with `all` every page. `more` says whether pages were left.
+ * A cursor the broker gives again (a broken or hostile one) would have it read for ever: refused.
+ * A page with no items and a new cursor is read on from, as the broker's filtered listings give.
+ */
 export async function readListing<T>(client: BrokerClient, path: string, query: URLSearchParams, all: boolean): Promise<{ items: T[]; more: boolean }> {
   const items: T[] = [];
+  const followed = new Set<string>();
   let cursor: string | null = null;
   do {
+    if (cursor) {
+      if (followed.has(cursor)) throw new CliError(`the broker's listing ${path} did not end: it gave again the cursor of a page already read; nothing is printed`);
+      followed.add(cursor);
+    }
     const params = new URLSearchParams(query);
     if (cursor) params.set('cursor', cursor);
     const search = params.toString();

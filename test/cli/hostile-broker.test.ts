@@ -200,6 +200,50 @@ describe('what the CLI reads', () => {
   });
 });
 
+describe('a listing whose cursors do not end', () => {
+  /**
+   * Pages of one request each, the next cursor from `next`; past 50 pages the listing ends, so a
+   * jit that would follow it for ever ends too, and the test fails rather than hangs.
+   */
+  const cycling = (next: (cursor: string | null) => string) => {
+    const asked: (string | null)[] = [];
+    answer = (req, res) => {
+      const cursor = new URL(req.url ?? '/', url).searchParams.get('cursor');
+      asked.push(cursor);
+      json(res, 200, { items: [{ ...view, request_id: `r${asked.length}` }], next_cursor: asked.length > 50 ? null : next(cursor) });
+    };
+    return asked;
+  };
+
+  it('stops when the broker gives again a cursor already followed, saying the listing did not end (1: an answer jit cannot use)', async () => {
+    for (const [name, next] of [
+      ['the same cursor', () => 'c1'],
+      ['a cycle of two', (cursor: string | null) => (cursor === 'c1' ? 'c2' : 'c1')],
+    ] as const) {
+      for (const args of [['requests', '--all'], ['audit', 'duties', '--duty', 'd', '--identifier', 'i', '--all', '--json'], ['approvals']]) {
+        const asked = cycling(next);
+        const run = await jit(args, { env: env() });
+        expect({ code: run.code, stdout: run.stdout }, `${name}: ${args[0]}`).toEqual({ code: 1, stdout: '' });
+        expect(run.stderr, `${name}: ${args[0]}`).toMatch(/^jit \w+: the broker's listing \/v1\/[\w/-]+ did not end: it gave again the cursor of a page already read; nothing is printed\n$/);
+        expect(asked.length, `${name}: ${args[0]}`).toBeLessThanOrEqual(3);
+      }
+    }
+  });
+
+  it('still reads every page when each gives a new cursor, an empty page too (a filtered listing\'s page may hold none)', async () => {
+    const asked: (string | null)[] = [];
+    answer = (req, res) => {
+      const cursor = new URL(req.url ?? '/', url).searchParams.get('cursor');
+      asked.push(cursor);
+      json(res, 200, asked.length === 3 ? { items: [{ ...view, request_id: 'r3' }], next_cursor: null } : { items: asked.length === 1 ? [view] : [], next_cursor: `c${asked.length}` });
+    };
+    const run = await jit(['requests', '--all', '--json'], { env: env() });
+    expect(run.code).toBe(0);
+    expect((JSON.parse(run.stdout) as { request_id: string }[]).map((item) => item.request_id)).toEqual(['r1', 'r3']);
+    expect(asked).toEqual([null, 'c1', 'c2']);
+  });
+});
+
 describe('an export', () => {
   /** Streams `lines` NDJSON rows, one every `everyMs`, then ends (or, with `stall`, stops sending and never ends). */
   const streaming = (lines: number, everyMs: number, stall = false) => (_req: IncomingMessage, res: ServerResponse) => {
