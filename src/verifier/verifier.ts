@@ -437,17 +437,31 @@ function revocationCheck(base: string, check: RevocationCheck, fetchImpl: typeof
     listing ??= (async () => {
       // Dated from the start: a revocation made while the pages were read may be missing from them.
       const at = now();
+      const followed = new Set<string>();
       let cursor: string | undefined;
       do {
+        if (cursor !== undefined) {
+          // Given again (a broken or hostile broker), it would be read for ever, every verification waiting on it.
+          if (followed.has(cursor)) throw unavailable('the broker\'s revocation list did not end: it gave again the cursor of a page already read');
+          followed.add(cursor);
+        }
         const page = readRevocationPage(await call(`/v1/revocations?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`));
         for (const { jti, exp } of page.items) revoked.set(jti, exp);
         cursor = page.nextCursor;
       } while (cursor);
       for (const [jti, exp] of revoked) if (exp * 1000 + clockToleranceMs <= now()) revoked.delete(jti);
       listedAt = at;
-    })().finally(() => {
-      listing = undefined;
-    });
+    })()
+      .catch((error: unknown) => {
+        // A list that cannot be used (a page not as the contract says, one that never ends) is a
+        // failed call too: refused unasked for `cacheMs`, as a broker that cannot be asked. A
+        // failure `call` recorded (or refused by) keeps its time.
+        failure ??= { error: error as BrokerTokenError, at: now() };
+        throw error;
+      })
+      .finally(() => {
+        listing = undefined;
+      });
     return listing;
   };
   return async (_token: string, claims: BrokerTokenClaims): Promise<void> => {

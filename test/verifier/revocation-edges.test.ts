@@ -170,6 +170,27 @@ describe('revocation answers', () => {
     expect(await outcome(answeredBy(url, 'list').verify(grant.access_token))).toBe('revoked');
     expect(asked).toEqual([null, 'c2']);
   });
+
+  it('in list mode, stop reading a list whose broker gives again a cursor already followed: unavailable, not read for ever', async () => {
+    const grant = await issue();
+    for (const [name, next] of [
+      ['the same cursor', () => 'c1'],
+      ['a cycle of two', (cursor: string | null) => (cursor === 'c1' ? 'c2' : 'c1')],
+    ] as const) {
+      const asked: (string | null)[] = [];
+      const url = await brokerAnswering({
+        // Past 50 pages the list ends, so a verifier that would follow it for ever ends too, and the test fails rather than hangs.
+        revocations: (cursor) => (asked.push(cursor), { items: [], next_cursor: asked.length > 50 ? null : next(cursor) }),
+      });
+      const rs = answeredBy(url, 'list');
+      expect(await outcome(rs.verify(grant.access_token)), name).toBe('unavailable');
+      expect(asked.length, name).toBeLessThanOrEqual(3);
+      // As from a broker that cannot be asked: refused unasked for the cache period, not read again per token.
+      const calls = asked.length;
+      expect(await outcome(rs.verify(grant.access_token)), name).toBe('unavailable');
+      expect(asked.length, name).toBe(calls);
+    }
+  });
 });
 
 describe('JWKS answers that are not a usable key set', () => {
