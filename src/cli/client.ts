@@ -224,8 +224,9 @@ async function problem(response: Response, base: string): Promise<CliError> {
   } catch {
     // Not JSON, or too large (a proxy's page, another server): the status says enough.
   }
-  const retryAfter = response.headers.get('retry-after');
-  const message = `${type ? `${type}: ` : ''}${detail}${response.status === 429 && retryAfter ? ` (retry after ${retryAfter}s)` : ''}`;
+  // A 429 or 503 says when to ask again, in seconds (the broker's own form; an HTTP date is not shown).
+  const retryAfter = /^[0-9]{1,9}$/.exec(response.headers.get('retry-after') ?? '')?.[0];
+  const message = `${type ? `${type}: ` : ''}${detail}${(response.status === 429 || response.status === 503) && retryAfter ? ` (retry after ${retryAfter}s)` : ''}`;
   if (response.status === 502 || response.status === 503 || response.status === 504) {
     return new CliError(`the broker at ${base} is unavailable: ${message}`, EXIT.unreachable);
   }

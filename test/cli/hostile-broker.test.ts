@@ -135,6 +135,17 @@ describe('an issued answer', () => {
 describe('exit codes of the token exchange (an agent acting, --actor-token)', () => {
   const delegated = (extra: Record<string, string> = {}) => jit([...request, '--actor-token', 'env'], { env: env({ JIT_ACTOR_TOKEN: fresh, ...extra }) });
 
+  it('69 for the broker\'s own 503, saying when to retry as it says; a Retry-After that is no number of seconds is not shown', async () => {
+    answer = (_req, res) => res.writeHead(503, { 'content-type': 'application/problem+json', 'retry-after': '5' }).end(JSON.stringify({ type: 'urn:jit-broker:problem:unavailable', title: 'Unavailable', status: 503, detail: 'The broker could not reach its database.' }));
+    const unavailable = await jit(request, { env: env() });
+    expect(unavailable.code).toBe(69);
+    expect(unavailable.stderr).toContain('(retry after 5s)');
+    answer = (_req, res) => res.writeHead(503, { 'retry-after': 'Wed, 21 Oct 2026 07:28:00 GMT' }).end();
+    const dated = await jit(request, { env: env() });
+    expect(dated.code).toBe(69);
+    expect(dated.stderr).not.toContain('retry after');
+  });
+
   it('69 when a proxy answers 502, 503 or 504 with its own page', async () => {
     for (const status of [502, 503, 504]) {
       answer = (_req, res) => res.writeHead(status, { 'content-type': 'text/html' }).end('<html>Bad Gateway</html>');
