@@ -2,7 +2,7 @@ import { dutyConflict, dutyProbe, type DutyStep } from '../duties/index.js';
 import { sameIdentity, type Identity, type People } from '../identity/index.js';
 import type { Notifier } from '../notify/index.js';
 import { quietObserver, type BrokerObserver } from '../observability/observer.js';
-import { approvalsNeeded, effectiveStatus, holderOf, mayApprove, refusalsRecorded, peopleApproving, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
+import { approvalsNeeded, effectiveStatus, holderOf, mayApprove, peopleApproving, refusalsRecorded, requestView, separationBar, separationMessage, type RequestView } from '../requests/index.js';
 import type { Settings } from '../settings/index.js';
 import type { Clock } from '../shared/clock.js';
 import { decodeCursor, LISTING_SCAN_BUDGET, scanPage } from '../shared/cursor.js';
@@ -113,10 +113,10 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
         // against the count it asks now; a raised count is kept on the request, which views show.
         const approvers = peopleApproving([...approvals, approval], request, people);
         const needed = approvalsNeeded(request, policy);
-        const raised = needed > request.approvalsRequired ? { approvalsRequired: needed } : {};
+        const raised = needed > request.approvalsRequired ? { approvalsRequired: needed } : undefined;
         if (approvers < needed) {
           return {
-            ...(needed > request.approvalsRequired ? { transition: { from: ['pending_approval'] as const, to: 'pending_approval' as const, fields: raised } } : {}),
+            ...(raised ? { transition: { from: ['pending_approval'] as const, to: 'pending_approval' as const, fields: raised } } : {}),
             approval,
             participants: takesPart,
             events: [recorded],
