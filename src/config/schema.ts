@@ -526,7 +526,7 @@ const configShape = z
     notify: z
       .strictObject({
         timeout: timeout('How long one webhook delivery attempt may take.').prefault('5s'),
-        retries: z.number().int().min(0).max(10).default(3).describe('Further attempts after a failed delivery, with backoff (1 s, then four times longer each time). A process holds at most 1,000 deliveries at once for one receiver (one down for hours): past that a new one to it fails at once, audited as `notify.failed` with `problem: backlog`, while every other receiver is still served.'),
+        retries: z.number().int().min(0).max(10).default(3).describe('Further attempts after a failed delivery, with backoff (1 s, then four times longer each time). A process holds at most 1,000 deliveries at once for one receiver (one down for hours): past that a new one to it fails at once, audited as `notify.failed` with `problem: backlog`, while every other receiver is still served. It sends one receiver at most 4 at once; the others wait their turn, so a slow receiver holds a few connections, not one per event.'),
         webhooks: z
           .array(
             z.strictObject({

@@ -80,6 +80,32 @@ export function createNotifier(options: NotifierOptions): Notifier {
   const inFlight = new Set<Promise<void>>();
   /** Deliveries held per receiver URL: one that hangs sheds only its own, never another's breakglass.used. */
   const held = new Map<string, number>();
+  /** Attempts in flight per receiver URL, and the deliveries waiting their turn to send. */
+  const sending = new Map<string, { active: number; waiting: (() => void)[] }>();
+
+  /**
+   * A turn to send to this receiver. A slow one holds at most MAX_CONCURRENT_DELIVERIES
+   * connections: its backlog waits here rather than each delivery opening a socket of its own,
+   * which a thousand of them would make enough to run the process out of file descriptors.
+   */
+  const turn = (url: string): Promise<void> => {
+    const slot = sending.get(url) ?? { active: 0, waiting: [] };
+    sending.set(url, slot);
+    if (slot.active < MAX_CONCURRENT_DELIVERIES) {
+      slot.active += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => slot.waiting.push(resolve));
+  };
+  /** The turn passes to the next delivery waiting, in the order they came. */
+  const endTurn = (url: string) => {
+    const slot = sending.get(url);
+    if (!slot) return;
+    const next = slot.waiting.shift();
+    if (next) return next();
+    slot.active -= 1;
+    if (slot.active === 0) sending.delete(url);
+  };
 
   async function deliver(
     webhook: Webhook,
@@ -94,6 +120,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     let problem = '';
     for (let attempt = 0; attempt <= config.retries; attempt += 1) {
       if (attempt > 0) await wait(backoffMs * 4 ** (attempt - 1));
+      await turn(webhook.url);
       // Each attempt is signed when it is sent (the id stays, for the receiver to take once): a
       // Standard Webhooks receiver refuses a timestamp more than five minutes old.
       const timestamp = Math.floor(clock() / 1000);
@@ -121,6 +148,8 @@ export function createNotifier(options: NotifierOptions): Notifier {
         problem = `HTTP ${response.status}`;
       } catch (error) {
         problem = (error as Error).name === 'TimeoutError' ? 'timeout' : 'unreachable';
+      } finally {
+        endTurn(webhook.url);
       }
     }
     await failed(event, target, config.retries + 1, problem, requestId);
@@ -187,3 +216,6 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /** The deliveries a broker process holds at once for one receiver; a few hundred events a minute for the longest retries. */
 export const MAX_PENDING_DELIVERIES = 1_000;
+
+/** Attempts a broker process sends one receiver at once; the rest of its backlog waits its turn. */
+export const MAX_CONCURRENT_DELIVERIES = 4;

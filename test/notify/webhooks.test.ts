@@ -299,6 +299,48 @@ describe('webhooks', () => {
     }
   });
 
+  it('sends a slow receiver a few deliveries at a time, never a connection per event', async () => {
+    // A receiver that takes its time over each delivery, counting how many it holds at once.
+    let open = 0;
+    let most = 0;
+    const server = createServer((req, res) => {
+      open += 1;
+      most = Math.max(most, open);
+      req.resume();
+      setTimeout(() => {
+        open -= 1;
+        res.writeHead(204).end();
+      }, 50);
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+      const t = await startTestBroker({ configure: (config) => (config.notify = notifying(url, { retries: 0 })) });
+      const pending = await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send(deploy);
+      await t.broker.notifier.idle();
+      const request = (await t.broker.store.requests.get(pending.body.request_id))!;
+      const outcomes: string[] = [];
+      const notifier = createNotifier({
+        settings: () => ({ config: t.config, webhooks: compileWebhooks(t.config.notify) }),
+        store: t.broker.store,
+        logger: createLogger({ level: 'silent' }),
+        clock: t.clock,
+        observer: { webhookDelivered: (outcome) => outcomes.push(outcome) },
+      });
+      most = 0;
+      for (let i = 0; i < 40; i += 1) notifier.notify('approval.requested', request);
+      await notifier.idle();
+      // Every one delivered, in turn: four connections at most, as the README says, not forty.
+      expect(outcomes).toEqual(Array(40).fill('delivered'));
+      expect(most).toBeGreaterThan(0);
+      expect(most).toBeLessThanOrEqual(4);
+      await t.close();
+    } finally {
+      server.closeAllConnections();
+      await new Promise((done) => server.close(done));
+    }
+  });
+
   it('signs each delivery with the secret file, as Standard Webhooks receivers verify it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'jit-webhook-secret-'));
     try {
