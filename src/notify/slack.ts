@@ -1,3 +1,4 @@
+import { NOT_SHOWING } from '../shared/invisible.js';
 import { truncate } from '../shared/well-formed.js';
 import type { CheckpointNotice, WebhookPayload } from './payloads.js';
 
@@ -91,9 +92,14 @@ const plain = (text: string, max: number) => {
   return { type: 'plain_text', text: truncate(safe, max, '…'), emoji: false };
 };
 
-/** Control and invisible format characters as visible escapes; newlines and tabs stay. */
-const shown = (text: string) =>
-  text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => (c === '\n' || c === '\t' ? c : `\\u{${(c.codePointAt(0) as number).toString(16)}}`));
+/**
+ * Every character that does not show as the broker defines it (`NOT_SHOWING`: control and format
+ * characters, default-ignorables, the blank fillers, white space), as the CLI escapes it; a space,
+ * a newline and a tab stay. Control and format characters alone let a filler or an odd space pass,
+ * and `deploy-7ㅤ` read as `deploy-7`.
+ */
+const UNSEEN = new RegExp(`(?![ \\n\\t])[${NOT_SHOWING}]`, 'gu');
+const shown = (text: string) => text.replace(UNSEEN, (c) => `\\u{${(c.codePointAt(0) as number).toString(16)}}`);
 
 /** Slack's three control characters in mrkdwn (its docs: "Escaping text"). */
 const escapeMrkdwn = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

@@ -155,6 +155,27 @@ describe('format: slack', () => {
     expect(buttonOf(message as SlackMessage)?.text.text).toBe('Review the break-glass grant');
   });
 
+  it('shows every character that does not show as an escape, as the CLI does: fillers, variation selectors, odd spaces', async () => {
+    const t = await brokerPostingTo('slack');
+    // Each of these draws as nothing or as a plain space in Slack: `deploy-7ㅤ` would read as `deploy-7`.
+    const hidden = '\u3164\u2800\u115F\uFE0F\u034F\u00A0\u2028\u200B';
+    const pending = await t.http
+      .post('/v1/credentials')
+      .set(bearer(await t.as.ml({ run_id: `r${hidden}` })))
+      .send({ task_id: `deploy-7${hidden}`, scopes: ['model:deploy'], audience: 'registry.acme.internal', justification: `release 7${hidden}, see change 123` });
+    expect(pending.status).toBe(202);
+    await t.broker.notifier.idle();
+
+    expect(slack!.refused).toEqual([]);
+    const [message] = slack!.accepted;
+    const escaped = '\\u{3164}\\u{2800}\\u{115f}\\u{fe0f}\\u{34f}\\u{a0}\\u{2028}\\u{200b}';
+    expect(fieldsOf(message as SlackMessage).Task).toBe(`deploy-7${escaped}`);
+    expect(message?.text).toContain(`{"run_id":"r${escaped}"}`);
+    const why = message!.blocks.find((b) => b.type === 'section' && 'text' in b && b.text?.text.startsWith('Why: ')) as { text: { text: string } };
+    expect(why.text.text).toBe(`Why: release 7${escaped}, see change 123`);
+    for (const c of hidden) expect(JSON.stringify(message)).not.toContain(c);
+  });
+
   it('cuts the header at Slack\'s 150 characters, marked as cut', async () => {
     const audience = `registry.acme.internal/${'a'.repeat(200)}`;
     const t = await brokerPostingTo('slack', (config) => {
