@@ -75,7 +75,9 @@ export function slackMessage(payload: WebhookPayload): SlackMessage {
   }
 
   const text = `${headline}: ${who} asks for ${what}${job ? ` (job: ${job})` : ''}, ${lifetime}`;
-  return { text: truncate(escapeMrkdwn(shown(text)), 3000), blocks };
+  // Cut before escaping, so no `&amp;` is cut in two, and marked: what followed (the audience,
+  // the lifetime) is missing, and the reader of the notification must know it.
+  return { text: escapeMrkdwn(truncate(shown(text), 3000, '…')), blocks };
 }
 
 /** The job a request belongs to: who started it and the claims that tell its run apart. */

@@ -191,6 +191,23 @@ describe('format: slack', () => {
     expect(header).toHaveLength(150);
   });
 
+  it('cuts the notification text at 3,000 characters marked as cut, and never halfway through an escape', async () => {
+    const t = await brokerPostingTo('slack');
+    // Who asks and the job, each as long as the broker takes it (1 KiB): the text would run past 3,000.
+    const long = '&'.repeat(1_000);
+    const ml = await t.issuers.ci.token(`repo:acme/ml:${long}`, { repository: 'acme/ml', ref: 'refs/heads/main', actor: long, run_id: long }, { now: t.clock() });
+    const pending = await t.http.post('/v1/credentials').set(bearer(ml)).send({ task_id: 'deploy-11', scopes: ['model:deploy'], audience: 'registry.acme.internal' });
+    expect(pending.status).toBe(202);
+    await t.broker.notifier.idle();
+
+    expect(slack!.refused).toEqual([]);
+    const text = slack!.accepted[0]?.text as string;
+    // The reader of a notification cut short is told so: what followed (the audience, the lifetime) is not there.
+    expect(text.endsWith('…')).toBe(true);
+    expect(text.replace(/&amp;/g, '&').length).toBeLessThanOrEqual(3_000);
+    expect(text.replace(/&amp;/g, '')).not.toContain('&');
+  });
+
   it('is what a Slack webhook needs: the plain JSON body is refused by the same receiver', async () => {
     const t = await brokerPostingTo('json');
     await t.http.post('/v1/credentials').set(bearer(await t.as.ml({ run_id: 1 }))).send({ task_id: 'deploy-9', scopes: ['model:deploy'], audience: 'registry.acme.internal' });
