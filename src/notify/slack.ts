@@ -4,8 +4,9 @@ import type { CheckpointNotice, WebhookPayload } from './payloads.js';
 
 /**
  * `format: slack`: the event as a Slack message (`text` plus Block Kit `blocks`), which an
- * incoming webhook accepts where it refuses the plain JSON body. Who asks for what, for which
- * job, why and for how long, and a button to the request in the console. Never a token.
+ * incoming webhook accepts where it refuses the plain JSON body. Who asks for what (and which
+ * agent acts for them, on which objects), for which job, why and for how long, and a button to
+ * the request in the console. Never a token.
  *
  * Everything from the request is untrusted: it goes into `plain_text` objects, which Slack shows
  * literally, and the one `mrkdwn` string (the notification text) escapes `&`, `<` and `>`, so a
@@ -39,11 +40,15 @@ export function slackMessage(payload: WebhookPayload): SlackMessage {
   const who = payload.requester.sub;
   const job = jobOf(payload);
   const lifetime = duration(payload.ttl_seconds);
+  const agents = actorsOf(payload.act);
 
+  // Ten fields at most (Slack's limit): these are all there is.
   const fields: [label: string, value: string | undefined][] = [
     ['Requester', `${who} (${payload.requester.iss})`],
+    ['Acting for them', agents?.map(([sub, iss], i) => `${i > 0 ? 'for ' : ''}${quoted(sub)} (${iss})`).join('\n')],
     ['Scopes', payload.scopes.join(' ')],
     ['Audience', payload.audience],
+    ['Objects', payload.authorization_details?.map(object).join('\n')],
     ['Task', payload.task_id],
     ['Job', job],
     ['Lifetime', lifetime],
@@ -74,7 +79,7 @@ export function slackMessage(payload: WebhookPayload): SlackMessage {
     });
   }
 
-  const text = `${headline}: ${who} asks for ${what}${job ? ` (job: ${job})` : ''}, ${lifetime}`;
+  const text = `${headline}: ${agents ? `${agents.map(([sub]) => sub).join(' for ')} for ` : ''}${who} asks for ${what}${job ? ` (job: ${job})` : ''}, ${lifetime}`;
   // Cut before escaping, so no `&amp;` is cut in two, and marked: what followed (the audience,
   // the lifetime) is missing, and the reader of the notification must know it.
   return { text: escapeMrkdwn(truncate(shown(text), 3000, '…')), blocks };
@@ -88,6 +93,32 @@ function jobOf(payload: WebhookPayload): string | undefined {
   ];
   return parts.length > 0 ? parts.join(', ') : undefined;
 }
+
+/**
+ * The `act` chain (RFC 8693), current actor first, as `[sub, iss]` pairs: an agent acting for the
+ * requester is part of what is approved (the digest covers it), so the message names it.
+ */
+function actorsOf(act: WebhookPayload['act']): [sub: string, iss: string][] | undefined {
+  const chain: [string, string][] = [];
+  for (let actor = act; actor; actor = actor.act) chain.push([actor.sub, actor.iss]);
+  return chain.length > 0 ? chain : undefined;
+}
+
+type AuthorizationDetail = NonNullable<WebhookPayload['authorization_details']>[number];
+
+/** One object the request acts on (RFC 9396), on a line of its own, as the CLI writes it. */
+function object(detail: AuthorizationDetail): string {
+  const lists = (['actions', 'locations', 'datatypes', 'privileges'] as const).flatMap((field) =>
+    detail[field] !== undefined ? [`; ${field} ${detail[field].map(quoted).join(', ')}`] : [],
+  );
+  return `${quoted(detail.type)} ${detail.identifier !== undefined ? quoted(detail.identifier) : 'with no identifier'}${lists.join('')}`;
+}
+
+/**
+ * A value between quotes, its own quotes, backslashes and line breaks escaped: where one value or
+ * entry ends is never in doubt, and no value draws a line that reads as another entry.
+ */
+const quoted = (text: string) => `"${text.replace(/["\\]/g, '\\$&').replace(/\n/g, '\\n').replace(/\t/g, '\\t')}"`;
 
 const plain = (text: string, max: number) => {
   const safe = shown(text);

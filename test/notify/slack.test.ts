@@ -2,7 +2,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { bearer, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { AGENTS_ISS, bearer, startTestBroker, withAgents, withModelRelease, type TestBroker } from '../helpers/broker.js';
+import { createTestIssuer } from '../helpers/issuer.js';
 
 /**
  * `format: slack` against a receiver that answers as a Slack incoming webhook does: 200 for a
@@ -89,6 +90,16 @@ const fieldsOf = (message: SlackMessage) =>
       .flatMap((b) => ('fields' in b && b.fields ? b.fields : []))
       .map((field) => field.text.split('\n') as [string, string]),
   );
+/** Each field's lines after its label. */
+const fieldsOfAll = (message: SlackMessage) =>
+  Object.fromEntries(
+    message.blocks
+      .flatMap((b) => ('fields' in b && b.fields ? b.fields : []))
+      .map((field) => {
+        const [label, ...lines] = field.text.split('\n');
+        return [label as string, lines];
+      }),
+  );
 const buttonOf = (message: SlackMessage) => message.blocks.flatMap((b) => (b.type === 'actions' ? b.elements : []))[0];
 
 describe('format: slack', () => {
@@ -153,6 +164,36 @@ describe('format: slack', () => {
     expect(JSON.stringify(message)).not.toContain('\u202e');
     expect(headerOf(message as SlackMessage)).toBe('BREAK-GLASS used: model:deploy for registry.acme.internal');
     expect(buttonOf(message as SlackMessage)?.text.text).toBe('Review the break-glass grant');
+  });
+
+  it('names who acts for the requester and the objects it acts on: both are part of what an approver approves', async () => {
+    const agents = await createTestIssuer(AGENTS_ISS);
+    const t = await brokerPostingTo('slack', (config) => {
+      withAgents(config, agents);
+      withModelRelease(config);
+    });
+    const asked = await t.http.post('/oauth2/token').type('form').send({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: await t.as.person('erin', ['ml-eng']),
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      actor_token: await agents.token('agent:release-1', { owner: 'olivia' }, { now: t.clock() }),
+      actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      scope: 'model:deploy',
+      audience: 'registry.acme.internal',
+      task_id: 'agent deploy',
+      authorization_details: JSON.stringify([{ type: 'model', identifier: 'fraud-v3', actions: ['deploy', 'rollback'] }, { type: 'model', identifier: 'churn "v1"' }]),
+    });
+    expect(asked.body.error).toBe('authorization_pending');
+    await t.broker.notifier.idle();
+
+    expect(slack!.refused).toEqual([]);
+    const [message] = slack!.accepted;
+    const fields = fieldsOfAll(message as SlackMessage);
+    // An agent acts: the message says so, and which models, each value quoted so where one ends shows.
+    expect(fields.Requester).toEqual([`erin (${t.issuers.sso.iss})`]);
+    expect(fields['Acting for them']).toEqual([`"agent:release-1" (${AGENTS_ISS})`]);
+    expect(fields.Objects).toEqual(['"model" "fraud-v3"; actions "deploy", "rollback"', '"model" "churn \\"v1\\""']);
+    expect(message?.text).toBe('Approval requested: agent:release-1 for erin asks for model:deploy for registry.acme.internal, 5 min');
   });
 
   it('shows every character that does not show as an escape, as the CLI does: fillers, variation selectors, odd spaces', async () => {
