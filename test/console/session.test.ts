@@ -145,6 +145,28 @@ describe('the console\'s session', () => {
     expect(missing).toEqual([]);
   });
 
+  it('keeps each value in its own field: combining marks stacked on one letter paint over no other field', async () => {
+    // Hundreds of marks above one letter and below another: drawn as they come, they rise over
+    // the task, the audience and the scopes, and hang over what follows.
+    const above = '\u0301\u0302\u0303\u0304\u0306\u0307\u0308'.repeat(150);
+    const below = '\u0316\u0317\u0318\u0319\u031c\u031d\u031e'.repeat(100);
+    const plain = await pendingRequest(await ml('pat', 'run-marks'), { ...deploy, justification: 'release 7, see change 123 a b' });
+    const stacked = await pendingRequest(await ml('pat', 'run-marks'), { ...deploy, justification: `release 7, see change 123 a${above} b${below}` });
+
+    /** How each field around the justification looks, pixel for pixel. */
+    const look = async (id: string) => {
+      const { page } = await signIn(`/console/requests/${id}`);
+      await page.getByTestId('justification').waitFor();
+      const shots: Record<string, Buffer> = {};
+      for (const field of ['requester', 'initiator', 'bound-claims', 'scopes', 'audience', 'task', 'approvals']) shots[field] = await page.getByTestId(field).screenshot();
+      await context?.close();
+      return shots;
+    };
+    const [clean, marked] = [await look(plain.request_id), await look(stacked.request_id)];
+    const changed = Object.keys(clean).filter((field) => !(clean[field] as Buffer).equals(marked[field] as Buffer));
+    expect(changed).toEqual([]);
+  });
+
   for (const [what, change, message] of [
     ['another client', { aud: 'someone-else' }, 'The ID token is not for the console.'],
     ['another issuer', { iss: 'https://evil.example' }, 'The ID token names another issuer.'],
