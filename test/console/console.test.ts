@@ -155,10 +155,15 @@ describe('the console', () => {
     await card.getByRole('link', { name: 'Review and decide' }).click();
     await page.waitForURL(`${brokerUrl}/console/requests/${pending.request_id}`);
     expect(await page.getByTestId('digest').textContent()).toBe(pending.digest);
+    // A submit that names no decision (a script's requestSubmit(), no button pressed) decides nothing.
+    await page.locator('#reason').fill('scripted');
+    await page.locator('form[aria-label="Decision"]').evaluate((form) => (form as unknown as { requestSubmit(): void }).requestSubmit());
     await page.locator('#reason').fill('release 7 reviewed');
     await page.getByTestId('approve').click();
     await page.getByText('You approved it. The request is approved.').waitFor();
     expect(await page.getByTestId('status').textContent()).toBe('approved');
+    const decided = (await statusOf(pending.request_id, 'pat', 'run-1')).approvals as { reason: string }[];
+    expect(decided.map((a) => a.reason)).toEqual(['release 7 reviewed']);
 
     // The workload that waited collects its token, approved by alice at the SSO.
     const collected = await t.http.post(`/v1/credentials/${pending.request_id}/token`).set(bearer(workload));

@@ -204,7 +204,10 @@ function decisionForm(ctx: ViewContext, view: RequestView, outcome: HTMLElement)
       'aria-label': 'Decision',
       async onsubmit(event) {
         event.preventDefault();
-        const decision = (event.submitter as HTMLButtonElement | null)?.value === 'deny' ? 'deny' : 'approve';
+        // Only a press of Approve or Deny decides: a submit naming neither (a script's
+        // requestSubmit()) decides nothing, rather than approve by default.
+        const decision = (event.submitter as HTMLButtonElement | null)?.value;
+        if (decision !== 'approve' && decision !== 'deny') return;
         buttons.forEach((button) => (button.disabled = true));
         try {
           const after = await post<RequestView>(`/v1/credentials/${enc(view.request_id)}/approvals`, { decision, reason: reason.value, digest: view.digest });
