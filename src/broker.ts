@@ -147,7 +147,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     const approvals = createApprovalService({ settings: settingsOf, store, notifier, clock, observer });
     const breakGlass = createBreakGlassService({ settings: settingsOf, store, clock });
     const scheduler = createScheduler({
-      jobs: createJobs({ store, keyring, notifier, clock, issuer: config.issuer, checkpointEvery: () => settings().config.audit.checkpointEvery }),
+      jobs: createJobs({ store, keyring, notifier, clock, issuer: config.issuer, checkpointEvery: () => settings().config.audit.checkpointEvery, intervalMs: config.scheduler.interval }),
       intervalMs: config.scheduler.interval,
       logger,
       metrics,

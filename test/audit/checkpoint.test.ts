@@ -321,6 +321,25 @@ describe('the checkpoint job', () => {
     }
   });
 
+  it('signs one every checkpointEvery when scheduler.interval is that long: the tick a period after the last one signs', async () => {
+    const t = await start({
+      configure: (c) => {
+        c.scheduler = { interval: '60m' };
+        c.audit = { checkpointEvery: '1h' };
+      },
+    });
+    const checkpoints = async () => (await allEvents(t)).filter((event) => event.type === 'audit.checkpoint');
+    await t.broker.scheduler.runAll();
+    expect(await checkpoints()).toHaveLength(1);
+    await issue(t);
+    // The next tick comes an interval after the last one; the checkpoint of that run was recorded
+    // a moment after its tick (its reads, its signature, its commit), so a little less than a
+    // period has passed since it.
+    t.clock.advance(HOUR - 50);
+    await t.broker.scheduler.runAll();
+    expect(await checkpoints()).toHaveLength(2);
+  });
+
   it.runIf(ENGINE === 'sqlite')('signs a head another process on the file committed only once it is durable', async () => {
     // Workers share one SQLite file (`listen.workers`): one reads another's batch between its
     // COMMIT and its sync. Its checkpoint event is readable (GET /v1/audit/events) from its own
