@@ -340,6 +340,20 @@ describe('the checkpoint job', () => {
     expect(await checkpoints()).toHaveLength(2);
   });
 
+  it('keeps signing after the clock is stepped back past the last checkpoint', async () => {
+    const t = await start();
+    const checkpoints = async () => (await allEvents(t)).filter((event) => event.type === 'audit.checkpoint');
+    // A clock a day ahead signs one (this process's before NTP stepped it back, or another replica's).
+    t.clock.advance(24 * HOUR);
+    await t.broker.scheduler.runAll();
+    expect(await checkpoints()).toHaveLength(1);
+    t.clock.advance(-24 * HOUR);
+    await issue(t);
+    t.clock.advance(HOUR);
+    await t.broker.scheduler.runAll();
+    expect(await checkpoints()).toHaveLength(2);
+  });
+
   it.runIf(ENGINE === 'sqlite')('signs a head another process on the file committed only once it is durable', async () => {
     // Workers share one SQLite file (`listen.workers`): one reads another's batch between its
     // COMMIT and its sync. Its checkpoint event is readable (GET /v1/audit/events) from its own
