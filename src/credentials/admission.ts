@@ -78,7 +78,7 @@ export function judgeRate(facts: AdmissionFacts, limits: Pick<BrokerConfig['limi
  */
 export function judgeAdmission(
   facts: AdmissionFacts,
-  config: Pick<BrokerConfig, 'limits' | 'breakGlass' | 'scheduler'>,
+  config: Pick<BrokerConfig, 'limits' | 'breakGlass'>,
   ask: Ask,
   policy: Policy,
   scopes: readonly string[],
@@ -106,22 +106,20 @@ export function judgeAdmission(
     }
   }
 
-  // A grant past its deadline counts until the scheduler marks it expired: then retry after a tick.
-  // Not before the rate lets a retry through either, this refused request counted.
-  const retry = (end: number | null = facts.soonestEnd ?? null) => {
-    return Math.max(seconds(end !== null && end <= ask.now ? ask.now + config.scheduler.interval : end, 60_000), rateClears(facts, limits.requestsPerMinute));
-  };
+  // When the soonest grant of the holder at its limit ends; not before the rate lets a retry
+  // through either, this refused request counted.
+  const retry = (end: number | null) => Math.max(seconds(end, 60_000), rateClears(facts, limits.requestsPerMinute));
   for (const [whose, holder] of holders) {
     const live = over(holder.live, limits.liveGrants);
     if (live) {
       return new RateLimited(
         `Too many live grants: at most ${limits.liveGrants} held at once per ${whose}${live}; complete or revoke one, or wait for one to expire.`,
-        retry(),
+        retry(holder.soonestEnd ?? null),
       );
     }
     const pending = ask.pending ? over(holder.pending, limits.pendingRequests) : undefined;
     // A place frees when a request awaiting approval is decided (no telling when) or times out.
-    if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${whose}${pending}.`, retry(facts.soonestPendingEnd ?? null));
+    if (pending) return new RateLimited(`Too many requests awaiting approval: at most ${limits.pendingRequests} at once per ${whose}${pending}.`, retry(holder.soonestPendingEnd ?? null));
   }
   return undefined;
 }

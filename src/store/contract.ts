@@ -331,9 +331,13 @@ export interface HolderCounts {
 export interface HolderFacts {
   /** Credential requests in the last 60 seconds, before this one, by second (as of `now`). */
   recent: { identity: RateWindow; person: RateWindow };
-  /** Live requests (pending, approved, issued), counted until the scheduler marks them expired. */
+  /** Live requests (pending, approved, issued): at a limit, those past their end are not counted. */
   live: HolderCounts;
   pending: HolderCounts;
+  /** At a limit: the earliest deadline among the holder's live requests, asked for or held as an actor. */
+  soonestEnd?: number | null;
+  /** At a limit: the earliest deadline among its requests awaiting approval (what frees a pending place). */
+  soonestPendingEnd?: number | null;
 }
 
 /** The principal's facts, and those of each actor. */
@@ -345,10 +349,6 @@ export interface AdmissionFacts extends HolderFacts {
   parent?: RequestRecord | undefined;
   /** The probe's proof was used before (its jti seen within its window). */
   replayed?: boolean;
-  /** At a limit: the earliest deadline among the holders' live requests (past, when one awaits the scheduler). */
-  soonestEnd?: number | null;
-  /** At a limit: the earliest deadline among the holders' requests awaiting approval (what frees a pending place). */
-  soonestPendingEnd?: number | null;
   /** The first live grant of either holder holding one of the conflicting scopes; `byPerson` when found through the person. */
   conflict?: { requestId: string; scopes: string[]; byPerson: boolean };
   breakGlass?: { identity: { count: number; oldest: number | null }; person: { count: number; oldest: number | null } };

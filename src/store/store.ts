@@ -155,6 +155,9 @@ export function createStore(engine: Engine, clock: Clock): Store {
       const rows = principalKeys(r).flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
       writes.push(sql.run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat()));
       writes.push(adjustLoad(sql, new Map(requestKeys(r).map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }]))));
+      // Each key it counts under with its end: at a limit, one past its end is taken off that count.
+      const held = requestKeys(r).map((key) => [key, r.expiresAt, r.id, r.status === 'pending_approval' ? 1 : 0]);
+      writes.push(sql.run(`INSERT INTO live_holders (holder, expires_at, request_id, pending) VALUES ${held.map(() => '(?, ?, ?, ?)').join(', ')}`, held.flat()));
     }
     return Promise.all(writes);
   }
@@ -186,12 +189,17 @@ export function createStore(engine: Engine, clock: Clock): Store {
   /** Moves requests on from the statuses they were read in (under this operation's locks). */
   async function transition(sql: Sql, request: RequestRecord, from: readonly RequestStatus[], to: RequestStatus, fields: TransitionFields = {}): Promise<void> {
     const columns = transitionColumns(fields);
+    // Still live with another end (approved, collected) or no longer awaiting approval: its holders' rows follow.
+    const held = isLive(to) && (fields.expiresAt !== undefined || (request.status === 'pending_approval') !== (to === 'pending_approval'));
     const [changed] = await Promise.all([
       sql.run(
         `UPDATE requests SET status = ?${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id = ? AND status IN (${marks(from.length)})`,
         [to, ...columns.map(([, value]) => value), request.id, ...from],
       ),
       settle(sql, [{ request, to }]),
+      held
+        ? sql.run('UPDATE live_holders SET expires_at = ?, pending = ? WHERE request_id = ?', [fields.expiresAt ?? request.expiresAt, to === 'pending_approval' ? 1 : 0, request.id])
+        : undefined,
     ]);
     // The state was read under this operation's locks: a mismatch is a defect, never a race (and
     // the throw undoes the settling issued with it).
@@ -211,7 +219,11 @@ export function createStore(engine: Engine, clock: Clock): Store {
         deltas.set(key, { live: sum.live + live, pending: sum.pending + pending });
       }
     }
-    return Promise.all([adjustLoad(sql, deltas), ended.length > 0 ? sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended) : undefined]);
+    return Promise.all([
+      adjustLoad(sql, deltas),
+      ended.length > 0 ? sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended) : undefined,
+      ended.length > 0 ? sql.run(`DELETE FROM live_holders WHERE request_id IN (${marks(ended.length)})`, ended) : undefined,
+    ]);
   }
 
   /** A request's live descendants (its child tokens, then theirs, ...), with their tokens' jtis; with `all`, ended ones too. */
@@ -440,50 +452,50 @@ export function createStore(engine: Engine, clock: Clock): Store {
     if (conflict) facts.conflict = { requestId: conflict.requestId, scopes: conflict.scopes, byPerson: conflict.holder !== identityKey };
     if (duty) facts.duty = duty;
     if (breakGlass) facts.breakGlass = { identity: breakGlass[0], person: breakGlass[1] };
-    const atLimit =
-      Math.max(facts.live.identity, facts.live.person) >= probe.limits.live ||
-      Math.max(facts.pending.identity, facts.pending.person) >= probe.limits.pending;
-    if (atLimit) {
-      // The tallies drop a grant when the scheduler marks it ended; one past its end is held no
-      // longer, so the principal's are taken off here, and the soonest end is of those still held.
-      const byIdentity = { where: 'requester_iss = ? AND requester_sub = ?', params: [holder.identity.iss, holder.identity.sub] };
-      const byPerson = personKeys.length > 0 ? { where: `person IN (${marks(personKeys.length)})`, params: personKeys } : undefined;
-      const [identityLapsed, personLapsed, soonestEnd, soonestPendingEnd] = await Promise.all([
-        lapsed(sql, byIdentity.where, byIdentity.params, now),
-        byPerson ? lapsed(sql, byPerson.where, byPerson.params, now) : { live: 0, pending: 0 },
-        soonest(sql, LIVE_SQL, byIdentity, byPerson, now),
-        soonest(sql, "('pending_approval')", byIdentity, byPerson, now),
-      ]);
-      facts.live = { identity: facts.live.identity - identityLapsed.live, person: facts.live.person - personLapsed.live };
-      facts.pending = { identity: facts.pending.identity - identityLapsed.pending, person: facts.pending.person - personLapsed.pending };
-      facts.soonestEnd = soonestEnd;
-      facts.soonestPendingEnd = soonestPendingEnd;
-    }
+    // At a limit, the counts without the grants past their end, and the soonest end: the principal's and each actor's.
+    await Promise.all([atLimit(sql, holder, facts, probe.limits, now), ...probe.actors.map((actor, i) => atLimit(sql, actor, actors[i] as HolderFacts, probe.limits, now))]);
     return { facts, windows };
   }
 
-  /** Which rows of `requests` are a holder's: a condition and its parameters. */
-  type RowsOf = { where: string; params: readonly unknown[] };
-
-  /** The earliest deadline still ahead among the holders' requests in `statuses` (an SQL list). */
-  async function soonest(sql: Sql, statuses: string, byIdentity: RowsOf, byPerson: RowsOf | undefined, now: number): Promise<number | null> {
-    const found = await sql.get<{ at: number | null }>(
-      `SELECT min(at) AS at FROM (
-         SELECT min(expires_at) AS at FROM requests WHERE ${byIdentity.where} AND status IN ${statuses} AND expires_at > ?
-         ${byPerson ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE ${byPerson.where} AND status IN ${statuses} AND expires_at > ?` : ''}) soonest`,
-      [...byIdentity.params, now, ...(byPerson ? [...byPerson.params, now] : [])],
-    );
-    return found?.at ?? null;
-  }
-
-  /** Live grants of the rows `where` selects whose end has passed, not yet marked (at most a limit's worth: a holder's tally). */
-  async function lapsed(sql: Sql, where: string, params: readonly unknown[], now: number): Promise<{ live: number; pending: number }> {
-    const found = await sql.get<{ live: number; pending: number | null }>(
-      `SELECT count(*) AS live, sum(CASE WHEN status = 'pending_approval' THEN 1 ELSE 0 END) AS pending
-       FROM requests WHERE ${where} AND status IN ${LIVE_SQL} AND expires_at <= ?`,
-      [...params, now],
-    );
-    return { live: Number(found?.live ?? 0), pending: Number(found?.pending ?? 0) };
+  /**
+   * A holder at a limit: its counts without the grants past their end, and the soonest end of one
+   * still held. The tallies drop a grant only when the scheduler marks it ended, within
+   * `scheduler.interval`, and one past its end is held no longer: neither one it asked for, nor
+   * one it holds as an actor, nor one an agent it launched holds (the person's count). At most a
+   * limit's worth of rows per key, however long the holder's history.
+   */
+  async function atLimit(sql: Sql, holder: Holder, facts: HolderFacts, limits: AdmissionProbe['limits'], now: number): Promise<void> {
+    const at = Math.max(facts.live.identity, facts.live.person) >= limits.live || Math.max(facts.pending.identity, facts.pending.person) >= limits.pending;
+    if (!at) return;
+    const identityKey = identityHolder(holder.identity);
+    const keys = countedKeys(holder);
+    const [lapsed, soonest] = await Promise.all([
+      sql.all<{ holder: string; live: number; pending: number }>(
+        `SELECT holder, count(*) AS live, sum(pending) AS pending FROM live_holders WHERE holder IN (${marks(keys.length)}) AND expires_at <= ? GROUP BY holder`,
+        [...keys, now],
+      ),
+      // The first end ahead under each key, read from its index in order: one row each, however many it holds.
+      sql.get<Record<string, number | null>>(
+        `SELECT ${keys
+          .flatMap((_, i) => [
+            `(SELECT expires_at FROM live_holders WHERE holder = ? AND expires_at > ? ORDER BY expires_at LIMIT 1) AS live${i}`,
+            `(SELECT expires_at FROM live_holders WHERE holder = ? AND expires_at > ? AND pending = 1 ORDER BY expires_at LIMIT 1) AS pending${i}`,
+          ])
+          .join(', ')}`,
+        keys.flatMap((key) => [key, now, key, now]),
+      ),
+    ]);
+    // Per key, as the tallies count: the identity's row, and the person's under each of its keys.
+    const off = (field: 'live' | 'pending', person: boolean) =>
+      lapsed.filter((row) => (row.holder !== identityKey) === person).reduce((sum, row) => sum + Number(row[field]), 0);
+    facts.live = { identity: facts.live.identity - off('live', false), person: facts.live.person - off('live', true) };
+    facts.pending = { identity: facts.pending.identity - off('pending', false), person: facts.pending.person - off('pending', true) };
+    const first = (field: 'live' | 'pending') => {
+      const ends = keys.map((_, i) => soonest?.[`${field}${i}`]).filter((end) => end !== null && end !== undefined).map(Number);
+      return ends.length > 0 ? Math.min(...ends) : null;
+    };
+    facts.soonestEnd = first('live');
+    facts.soonestPendingEnd = first('pending');
   }
 
   /** One more request in each holder's windows: its identity's, and its person's under the key this request records. */

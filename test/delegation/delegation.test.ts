@@ -167,6 +167,64 @@ describe('a delegated exchange', () => {
     expect((await exchange({ subject_token: await engineer('frank'), subject_token_type: JWT, scope: 'artifacts:read', audience: registry, task_id: 'x' })).status).toBe(200);
   });
 
+  it('counts for the agent, and for the person who launched it, only while it lives: one past its end holds no place, marked or not', async () => {
+    t = await start((config) => {
+      config.limits = { liveGrants: 1 };
+      config.scheduler = { interval: '60m' }; // no sweep for an hour
+    });
+    const olivia = async () => (await t.http.post('/v1/credentials').set(bearer(await t.as.person('olivia', ['ml-eng']))).send({ task_id: 'own', scopes: ['artifacts:read'], audience: registry })) as { status: number; headers: Record<string, string> };
+    // olivia's agent holds a grant for alice for a minute: its one place, and olivia's.
+    expect((await delegate(await engineer('alice'), await agent('agent:release-1'), { ttl_seconds: '60' })).status).toBe(200);
+    t.clock.advance(20_000);
+    const agentHeld = await delegate(await engineer('bob'), await agent('agent:release-1', 'owen'));
+    expect(agentHeld.status).toBe(429);
+    expect(agentHeld.body.error_description).toMatch(/per actor's identity/);
+    const oliviaHeld = await olivia();
+    expect(oliviaHeld.status).toBe(429);
+    // Each told when the grant in its way ends.
+    expect([agentHeld.headers['retry-after'], oliviaHeld.headers['retry-after']]).toEqual(['40', '40']);
+
+    // A database from before grants were kept by their ends: the migration finds them.
+    await t.db.sql('DROP TABLE live_holders');
+    await t.db.sql("DELETE FROM schema_migrations WHERE name LIKE '%live_holders%'");
+    await t.restart();
+    t.clock.advance(41_000); // it ended; the scheduler has not marked it
+    expect((await olivia()).status).toBe(201);
+    expect((await delegate(await engineer('bob'), await agent('agent:release-1', 'owen'))).status).toBe(200);
+  });
+
+  it('counts for the agent by its end as it is now: approved and not collected in time, or collected and past its token\'s exp', async () => {
+    t = await start((config) => (config.limits = { liveGrants: 1, pendingRequests: 1 }));
+    const approve = async (id: string) => {
+      const carol = await t.as.person('carol', ['approvers', 'ml-release']);
+      const { digest } = (await t.http.get(`/v1/credentials/${id}`).set(bearer(carol))).body;
+      expect((await t.http.post(`/v1/credentials/${id}/approvals`).set(bearer(carol)).send({ decision: 'approve', reason: 'ok', digest })).body.status).toBe('approved');
+    };
+    const deploy = async () => {
+      const asked = await delegate(await engineer('alice'), await agent('agent:release-1'), { scope: 'model:deploy' });
+      expectOAuth(asked, 'authorization_pending');
+      return asked.body.request_id as string;
+    };
+    const forBob = async () => (await delegate(await engineer('bob'), await agent('agent:release-1'))).status;
+
+    const uncollected = await deploy();
+    // Awaiting approval, it holds the agent's one pending place: another wait is refused.
+    expect((await delegate(await engineer('erin'), await agent('agent:release-1'), { scope: 'model:deploy' })).status).toBe(429);
+    await approve(uncollected);
+    expect(await forBob()).toBe(429);
+    t.clock.advance(16 * 60_000); // past collectWithin (15m), long before the hour it had to wait for approval
+    expect(await forBob()).toBe(200);
+
+    t.clock.advance(6 * 60_000); // bob's grant ended (the rule's 5m)
+    const collected = await deploy();
+    await approve(collected);
+    const token = await exchange({ subject_token: await engineer('alice'), subject_token_type: JWT, actor_token: await agent('agent:release-1'), actor_token_type: JWT, request_id: collected });
+    expect(token.body.expires_in).toBe(300);
+    expect(await forBob()).toBe(429);
+    t.clock.advance(301_000); // past its token's exp, long before collectWithin
+    expect(await forBob()).toBe(200);
+  });
+
   it('lets the subject and the actor see, complete and revoke it; nobody else', async () => {
     t = await start();
     const { body } = await delegate(await engineer(), await agent('agent:release-1'));
