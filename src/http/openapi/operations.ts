@@ -612,7 +612,7 @@ export const OPERATIONS: readonly Operation[] = [
     path: '/v1/audit/checkpoint',
     operationId: 'auditCheckpoint',
     summary: 'The chain head, signed by the broker (auditors, admins)',
-    description: 'Keep it off the broker\'s host; `verify?checkpoint=` later tells whether the chain still holds it. Reading it appends nothing.',
+    description: 'Keep it off the broker\'s host; `verify?checkpoint=` later tells whether the chain still holds it. Reading it appends nothing. It names a head already on disk: the answer waits for the write in flight to be synced (milliseconds).',
     tag: 'auditors',
     auth: 'identity',
     responses: {
