@@ -241,6 +241,51 @@ describe.runIf(ENGINE === 'postgres')('hostile values written in as literals', (
   });
 });
 
+/**
+ * PostgreSQL's text holds no NUL, and UTF-8 no lone surrogate (the API refuses both, CONTRACT
+ * sections 1 and 4). Should one reach the engine all the same, the operation it came with fails,
+ * as a statement of its own that failed would: never the others its batch carries, which are
+ * other callers' requests.
+ */
+describe.runIf(ENGINE === 'postgres')('text PostgreSQL cannot hold', () => {
+  type Settled = PromiseSettledResult<unknown>;
+  const outcome = (settled: Settled) => (settled.status === 'fulfilled' ? 'done' : ((settled.reason as { internal?: { postgres?: string } }).internal?.postgres ?? String(settled.reason)));
+
+  /** Runs `ops` in one batch (queued behind a first, while it commits); their outcomes, and which of them wrote. */
+  async function together(ops: ((engine: ReturnType<typeof createPostgresEngine>) => Promise<unknown>)[]) {
+    await db.sql('CREATE TABLE IF NOT EXISTS jit_written (k TEXT NOT NULL)');
+    await db.sql('DELETE FROM jit_written');
+    const engine = createPostgresEngine(createPool(db.url), Date.now);
+    try {
+      const settled = await Promise.allSettled([engine.operate([], async () => undefined), ...ops.map((op) => op(engine))]);
+      const written = (await db.sql<{ k: string }>('SELECT k FROM jit_written ORDER BY k')).map((row) => row.k);
+      return { outcomes: settled.slice(1).map(outcome), written };
+    } finally {
+      await engine.close();
+    }
+  }
+
+  /** An operation that writes, then reads `value`, under the lock `lock`, and records `event`. */
+  const writing = (k: string, { lock = k, value = k, event = { type: 'notify.failed' } as AuditEntry } = {}) => (engine: ReturnType<typeof createPostgresEngine>) =>
+    engine.operate([lock], async (sql, emit) => {
+      await sql.run('INSERT INTO jit_written (k) VALUES (?)', [k]);
+      await sql.get('SELECT ?::text AS v', [value]);
+      emit([{ ...event, data: { k } }]);
+    });
+
+  it('in a statement\'s value fails that operation alone, its writes undone', async () => {
+    const { outcomes, written } = await together([writing('a'), writing('b', { value: 'b\0' }), writing('c')]);
+    expect(outcomes).toEqual(['done', '22021', 'done']);
+    expect(written).toEqual(['a', 'c']);
+  });
+
+  it('in a lock name fails that operation alone', async () => {
+    const { outcomes, written } = await together([writing('a'), writing('b', { lock: 'request:b\0' }), writing('c')]);
+    expect(outcomes).toEqual(['done', '22021', 'done']);
+    expect(written).toEqual(['a', 'c']);
+  });
+});
+
 /** Every table's rows as text, and the schema (tables, indexes, triggers and whether they fire, functions, settings). */
 async function snapshot(): Promise<{ schema: unknown[]; rows: Map<string, string[]> }> {
   const postgres = ENGINE === 'postgres';

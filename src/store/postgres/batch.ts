@@ -372,6 +372,14 @@ export function createBatcher(pool: Pool, append: ChainAppend, onConflict: OnCon
   return {
     run<T>(locks: readonly string[], work: Work<T>) {
       return new Promise<{ result: T; events: AuditEventRecord[] }>((resolve, reject) => {
+        // A name no literal can write (a NUL) fails this operation here: written into the batch's
+        // one lock statement, it would fail every operation of the batch.
+        try {
+          for (const key of locks) literal(key);
+        } catch (error) {
+          reject(failure(error));
+          return;
+        }
         queue.push({ locks, work, resolve: resolve as Queued['resolve'], reject });
         start();
       });
