@@ -284,6 +284,22 @@ describe.runIf(ENGINE === 'postgres')('text PostgreSQL cannot hold', () => {
     expect(outcomes).toEqual(['done', '22021', 'done']);
     expect(written).toEqual(['a', 'c']);
   });
+
+  it('in an event\'s actor, type or request fails that operation alone, its writes and events undone', async () => {
+    const head = (await db.sql<{ n: number }>('SELECT count(*)::int AS n FROM audit_events'))[0]?.n ?? 0;
+    const { outcomes, written } = await together([
+      writing('a'),
+      writing('b', { event: { type: 'notify.failed', actor: { iss: 'https://ci.test', sub: 'b\0' } } }),
+      writing('c', { event: { type: 'notify.failed', actor: { iss: 'https://ci.test\ud800', sub: 'c' } } }),
+      writing('d', { event: { type: 'notify.failed\0' as AuditEventType } }),
+      writing('e', { event: { type: 'notify.failed', requestId: '\udc00e' } }),
+      writing('f'),
+    ]);
+    expect(outcomes).toEqual(['done', '22021', '22021', '22021', '22021', 'done']);
+    expect(written).toEqual(['a', 'f']);
+    const events = await db.sql<{ data: string }>('SELECT data FROM audit_events WHERE seq > ? ORDER BY seq', [head]);
+    expect(events.map((event) => JSON.parse(event.data).k).sort()).toEqual(['a', 'f']);
+  });
 });
 
 /** Every table's rows as text, and the schema (tables, indexes, triggers and whether they fire, functions, settings). */

@@ -1,8 +1,9 @@
 import type pg from 'pg';
+import { textProblem } from '../../shared/well-formed.js';
 import type { Emit, Sql } from '../engine.js';
 import type { AuditEntry, AuditEventRecord } from '../records.js';
 import { failure, type Pool, type Session } from './client.js';
-import { fill, literal, literals, numbered } from './literal.js';
+import { fill, literal, literals, NulInText, numbered } from './literal.js';
 import { conflictOf, retryConflicts, type OnConflict } from './retry.js';
 
 export type Work<T> = (sql: Sql, emit: Emit) => Promise<T>;
@@ -52,6 +53,20 @@ const MAX_BATCH = 64;
 export const LOCK_SQL = 'SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) k) locks ORDER BY h';
 /** LOCK_SQL taking its keys as one literal (an array of text literals: a `$'` or `$&` in a key stays text). */
 export const lockStatement = (keys: readonly string[]): Statement => ({ text: LOCK_SQL.replace('$1', '?'), literals: [`ARRAY[${keys.map(literal).join(', ')}]`] });
+
+/**
+ * Why events cannot join the chain as they are: text of a column of their own (type, actor,
+ * request) holding a NUL or a lone surrogate, which the append's jsonb refuses, failing the
+ * batch's commit and every operation of it. Their data goes as canonical JSON, escaped.
+ */
+function unchainable(entries: readonly AuditEntry[]): NulInText | undefined {
+  for (const entry of entries) {
+    for (const text of [entry.type, entry.actor?.iss, entry.actor?.sub, entry.requestId]) {
+      if (typeof text === 'string' && textProblem(text) !== undefined) return new NulInText(text.includes('\0') ? '0x00' : 'a lone surrogate');
+    }
+  }
+  return undefined;
+}
 
 /** Rejects the statements of a run given up on: what they would have answered no longer matters. */
 class Abandoned extends Error {}
@@ -226,7 +241,13 @@ function together(tx: Transaction, ops: readonly Queued[]): Promise<Rounds> {
         .then(
           (result) => {
             if (ended) return; // given up on: its outcome is the caller's to set
-            run.settled = { result };
+            const unfit = unchainable(run.entries);
+            if (unfit === undefined) run.settled = { result };
+            else {
+              // Its failure alone, as a statement of its own that failed: its writes undone.
+              run.settled = { error: failure(unfit) };
+              if (run.wrote || run.waiting > 0) stop ??= { undo: true };
+            }
             check();
           },
           (error: unknown) => {

@@ -79,10 +79,13 @@ export function literal(value: unknown): string {
   throw new Error(`no SQL literal for a ${typeof value}`);
 }
 
-/** What PostgreSQL itself answers to a NUL in text bound as a parameter (SQLSTATE 22021). */
+/**
+ * What PostgreSQL itself answers to a NUL in text bound as a parameter (SQLSTATE 22021); said
+ * too of a lone surrogate, which UTF-8 cannot carry either, where the broker refuses one.
+ */
 export class NulInText extends Error {
   readonly code = '22021';
-  constructor() {
-    super('invalid byte sequence for encoding "UTF8": 0x00');
+  constructor(what = '0x00') {
+    super(`invalid byte sequence for encoding "UTF8": ${what}`);
   }
 }
