@@ -257,3 +257,15 @@ describe.runIf(ENGINE === 'postgres')('migrations', () => {
     expect(await pool.query("SELECT current_setting('statement_timeout') AS s")).toEqual([{ s: '15s' }]);
   });
 });
+
+describe.runIf(ENGINE === 'postgres')('a database URL with options of its own', () => {
+  it('keeps the deadlines a request runs under: the URL\'s options come first, the broker\'s after them', async () => {
+    const url = new URL(postgresServerUrl());
+    url.searchParams.set('options', '-c lock_timeout=0 -c application_name=ops-tool -c search_path=public');
+    const pool = createPool(url.toString());
+    cleanup.push(() => pool.end());
+    expect(await pool.query("SELECT current_setting('lock_timeout') AS l, current_setting('statement_timeout') AS s, current_setting('search_path') AS p")).toEqual([
+      { l: '5s', s: '15s', p: 'public' },
+    ]);
+  });
+});

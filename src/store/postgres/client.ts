@@ -91,18 +91,40 @@ const timed = (text: string, values?: readonly unknown[]): pg.QueryConfig => ({ 
  * server error) turned into `Unavailable`: the caller gets a 503 and nothing was granted.
  * Errors the broker's own decisions throw (`BrokerError`) pass through as they are.
  */
+/** The deadlines a request runs under: it never waits long on a lock or a statement, it fails (503) and the caller retries. */
+const SESSION_OPTIONS = '-c lock_timeout=5000 -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000';
+
+/**
+ * The URL without its `options`, and the session options: the URL's, then the broker's. pg takes
+ * a URL's `options` in place of the pool's, which silently dropped every deadline above (a URL
+ * setting search_path ran requests with no lock timeout at all); later settings win, so the
+ * broker's deadlines hold whatever the URL says, and the rest of what it says is kept.
+ */
+function sessionOptions(url: string): { url: string; options: string } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, options: SESSION_OPTIONS };
+  }
+  const own = parsed.searchParams.get('options');
+  if (own === null) return { url, options: SESSION_OPTIONS };
+  parsed.searchParams.delete('options');
+  return { url: parsed.toString(), options: `${own} ${SESSION_OPTIONS}` };
+}
+
 export function createPool(url: string): Pool {
   /** Each connection's prepared statements: they last as long as it. */
   const prepared = new WeakMap<pg.PoolClient, Map<string, string>>();
+  const session = sessionOptions(url);
   const raw = new pg.Pool({
-    connectionString: url,
+    connectionString: session.url,
     max: 10,
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     // Idle connections to a peer that vanished are found by TCP keepalive, not by the next request.
     keepAlive: true,
-    // A request never waits long on a lock or a statement: it fails (503) and the caller retries.
-    options: '-c lock_timeout=5000 -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000',
+    options: session.options,
     types,
     application_name: 'jit-broker',
   });
