@@ -1,4 +1,4 @@
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -102,6 +102,19 @@ describe('jit backup and jit restore', () => {
     expect(await runCli(['backup', '--db', database, '--out', dangling])).toMatchObject({ code: 1, stderr: expect.stringContaining('already exists') });
     expect(lstatSync(dangling).isSymbolicLink()).toBe(true);
     expect(readdirSync(dir).filter((name) => name.includes('partial'))).toEqual([]);
+  });
+
+  it('never writes into a directory every user may write to, sticky or not', async () => {
+    // There anyone may put a file named after the copy's plus -wal (or -journal) beside it, which
+    // SQLite applies to the copy when it opens it: a backup rewritten before it is checked and named.
+    for (const mode of [0o777, 0o1777]) {
+      const shared = join(dir, `shared-${mode.toString(8)}`);
+      mkdirSync(shared);
+      chmodSync(shared, mode);
+      const result = await runCli(['backup', '--db', database, '--out', join(shared, 'broker.db')]);
+      expect(result).toMatchObject({ code: 1, stderr: expect.stringContaining(`${shared} is writable by every user (mode ${mode.toString(8)})`) });
+      expect(readdirSync(shared)).toEqual([]);
+    }
   });
 
   it('refuses to restore over a database a broker has open, and changes nothing', async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { verifyStoredChain } from '../../audit/index.js';
@@ -10,7 +10,8 @@ import { CliError, parse, usage, type CliIo } from '../io.js';
 
 export const backupHelp = `jit backup --db FILE --out FILE [--json]
   A consistent copy of a SQLite database, taken with SQLite's online backup API while the broker
-  runs and writes; its audit chain is verified before it is given its name. Never overwrites.
+  runs and writes; its audit chain is verified before it is given its name. Never overwrites,
+  and never writes into a directory every user may write to (/tmp, say).
   PostgreSQL: use pg_dump and pg_restore (README, "Backups").`;
 
 export const restoreHelp = `jit restore --from BACKUP --db FILE [--json]
@@ -53,6 +54,20 @@ async function copyDatabase(from: string, to: string): Promise<void> {
     copy.pragma('journal_mode = DELETE');
   } finally {
     copy.close();
+  }
+}
+
+/**
+ * SQLite opens the copy by its name, and applies to it the `-wal` or hot `-journal` file it finds
+ * beside it. In a directory every user may write to (sticky or not: a file of one's own may be
+ * made there) anyone could put one there and rewrite the backup before it is checked and named.
+ */
+function refuseSharedDirectory(dir: string): void {
+  const mode = statSync(dir).mode;
+  if ((mode & 0o002) !== 0) {
+    throw new CliError(
+      `${dir} is writable by every user (mode ${(mode & 0o7777).toString(8)}): anyone could slip a file into the backup there; back up into a directory only you (and your group) may write to`,
+    );
   }
 }
 
@@ -100,6 +115,7 @@ export async function backup(args: string[], io: CliIo): Promise<number> {
   if (!existsSync(values.db)) throw new CliError(`${values.db} does not exist`);
   if (existsSync(values.out)) throw new CliError(`${values.out} already exists; a backup never overwrites: choose another name`);
   if (!existsSync(dirname(values.out))) throw new CliError(`${dirname(values.out)} does not exist`);
+  refuseSharedDirectory(dirname(values.out));
 
   const part = partName(values.out, 'partial');
   // The audit log is nobody else's business: the copy is created private, before SQLite writes to it.
