@@ -28,10 +28,31 @@ export function openDatabase(path: string, options: { readonly?: boolean } = {})
   }
   db.pragma('foreign_keys = ON');
   db.pragma('mmap_size = 268435456');
-  // Keeps the query planner's statistics current (cheap; SQLite's own recommendation).
-  if (!options.readonly) db.pragma('optimize = 0x10002');
+  if (!options.readonly) refreshStatistics(db);
   return db;
 }
+
+const isBusy = (error: unknown) => error instanceof Database.SqliteError && error.code.startsWith('SQLITE_BUSY');
+
+/**
+ * Keeps the query planner's statistics current (cheap; SQLite's own recommendation). Gathering
+ * them takes the write lock, which another process may hold for minutes (its migrations): then
+ * they are gathered at a later start, never waited for.
+ */
+function refreshStatistics(db: Db): void {
+  const timeout = db.pragma('busy_timeout', { simple: true }) as number;
+  db.pragma('busy_timeout = 0');
+  try {
+    db.pragma('optimize = 0x10002');
+  } catch (error) {
+    if (!isBusy(error)) throw error;
+  } finally {
+    db.pragma(`busy_timeout = ${timeout}`);
+  }
+}
+
+/** How long one try for the write lock blocks while another process migrates, and the pause between tries. */
+const MIGRATION_LOCK_TRY_MS = 50;
 
 /** The numbered migration files of `dir`, in order. */
 export function migrationFiles(dir: string = migrationsDir()): { name: string; version: number }[] {
@@ -58,27 +79,49 @@ export function unknownSchemaVersions(db: Db, dir: string = migrationsDir()): nu
 
 /**
  * Applies the numbered SQL files of `migrations/` not yet applied, in order, each in its own
- * transaction with its bookkeeping row. Taking the write lock first (IMMEDIATE) lets two
- * processes start at once: the second sees the first's work and skips it. A database that a
- * newer release has migrated is refused before anything is written (`SchemaTooNew`).
+ * transaction with its bookkeeping row, under the write lock (IMMEDIATE). Processes starting at
+ * once (the workers of `listen.workers`, brokers side by side) take turns: each file is applied by
+ * whichever takes the lock first, and the others find it done. A process that finds the lock
+ * held waits for it however long the migration takes, as on PostgreSQL, trying again off the
+ * event loop rather than failing once a request's busy timeout has passed. A database that a
+ * newer release has migrated is refused before anything is written (`SchemaTooNew`), checked
+ * under the lock each time: what another process was applying may have been a newer release's.
  */
-export function migrate(db: Db, dir: string = migrationsDir()): number[] {
-  const newer = unknownSchemaVersions(db, dir);
-  if (newer.length > 0) throw new SchemaTooNew(newer);
-  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`);
+export async function migrate(db: Db, dir: string = migrationsDir()): Promise<number[]> {
   const files = migrationFiles(dir);
+  const known = new Set(files.map((file) => file.version));
+  const applyOnce = (file: { name: string; version: number }) =>
+    db
+      .transaction(() => {
+        db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+          version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`);
+        const applied = (db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((row) => row.version);
+        const newer = applied.filter((version) => !known.has(version));
+        if (newer.length > 0) throw new SchemaTooNew(newer);
+        if (applied.includes(file.version)) return false;
+        db.exec(readFileSync(`${dir}/${file.name}`, 'utf8'));
+        db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(file.version, file.name, new Date().toISOString());
+        return true;
+      })
+      .immediate();
 
-  const isApplied = db.prepare<[number], { version: number }>('SELECT version FROM schema_migrations WHERE version = ?');
-  const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
-  const applied: number[] = [];
-  for (const file of files) {
-    db.transaction(() => {
-      if (isApplied.get(file.version)) return;
-      db.exec(readFileSync(`${dir}/${file.name}`, 'utf8'));
-      record.run(file.version, file.name, new Date().toISOString());
-      applied.push(file.version);
-    }).immediate();
+  const timeout = db.pragma('busy_timeout', { simple: true }) as number;
+  db.pragma(`busy_timeout = ${MIGRATION_LOCK_TRY_MS}`);
+  try {
+    const applied: number[] = [];
+    for (const file of files) {
+      for (;;) {
+        try {
+          if (applyOnce(file)) applied.push(file.version);
+          break;
+        } catch (error) {
+          if (!isBusy(error)) throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, MIGRATION_LOCK_TRY_MS));
+      }
+    }
+    return applied;
+  } finally {
+    db.pragma(`busy_timeout = ${timeout}`);
   }
-  return applied;
 }

@@ -13,12 +13,12 @@ export type { Db } from './database.js';
  * Opens (creating if need be) and migrates the database file, then returns the store over it:
  * one connection for the writer, one for reads, so that reads never wait on the write lock.
  */
-export function openSqliteStore(path: string, clock: Clock, datasync?: (fd: number) => Promise<void>): Store {
-  const db = unusableRefused(path, () => openDatabase(path));
+export async function openSqliteStore(path: string, clock: Clock, datasync?: (fd: number) => Promise<void>): Promise<Store> {
+  const db = await unusableRefused(path, () => openDatabase(path));
   let reader;
   try {
-    unusableRefused(path, () => migrate(db));
-    reader = unusableRefused(path, () => openDatabase(path));
+    await unusableRefused(path, () => migrate(db));
+    reader = await unusableRefused(path, () => openDatabase(path));
     reader.pragma('query_only = ON');
   } catch (error) {
     db.close();
@@ -38,9 +38,9 @@ const UNUSABLE = /^SQLITE_(NOTADB|CORRUPT|READONLY|CANTOPEN|PERM|AUTH)/;
  * `open` run, with a database file that cannot be used (not a database, corrupt, read-only, not
  * permitted) refused as the operator's to fix, naming the file, in one line: not a crash.
  */
-function unusableRefused<T>(path: string, open: () => T): T {
+async function unusableRefused<T>(path: string, open: () => T | Promise<T>): Promise<T> {
   try {
-    return open();
+    return await open();
   } catch (error) {
     if (error instanceof Database.SqliteError && UNUSABLE.test(error.code)) {
       throw new StartRefused('database_unusable', `the database ${path} cannot be used (${error.code}: ${error.message}); check the file and its permissions, or restore it from a backup`);
