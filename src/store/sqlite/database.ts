@@ -17,7 +17,7 @@ const MIGRATION_FILE = /^(\d+)_[a-z0-9_]+\.sql$/;
  */
 export function openDatabase(path: string, options: { readonly?: boolean } = {}): Db {
   const creating = !options.readonly && path !== ':memory:' && !existsSync(path);
-  if (creating) mkdirSync(dirname(path), { recursive: true });
+  if (creating) mkdirSync(dirname(path), { recursive: true, mode: 0o755 }); // never writable by others, whatever the umask (see refuseSharedDirectory)
   const db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
   // The audit log is nobody else's business; SQLite gives its -wal and -shm files the same mode.
   if (creating) chmodSync(path, 0o600);

@@ -1,3 +1,5 @@
+import { existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Clock } from '../../shared/clock.js';
 import { StartRefused } from '../../shared/errors.js';
@@ -14,6 +16,7 @@ export type { Db } from './database.js';
  * one connection for the writer, one for reads, so that reads never wait on the write lock.
  */
 export async function openSqliteStore(path: string, clock: Clock, datasync?: (fd: number) => Promise<void>): Promise<Store> {
+  refuseSharedDirectory(path);
   const db = await unusableRefused(path, () => openDatabase(path));
   let reader;
   try {
@@ -29,6 +32,25 @@ export async function openSqliteStore(path: string, clock: Clock, datasync?: (fd
   // retries on a timer instead of blocking this process's event loop (see writer.ts).
   db.pragma('busy_timeout = 0');
   return createStore(createSqliteEngine(db, clock, reader, datasync), clock);
+}
+
+/**
+ * SQLite applies to a database the -wal (or hot -journal) file it finds beside it when it opens
+ * it. In a directory every user may write to (sticky or not: anyone may make a file of their own
+ * there), anyone could put one there while the broker is stopped and rewrite its grants and its
+ * audit log: refused, as a keyDir anyone may write to is. A directory not made yet is made safe.
+ */
+function refuseSharedDirectory(path: string): void {
+  if (path === ':memory:') return;
+  const dir = dirname(path);
+  if (!existsSync(dir)) return;
+  const mode = statSync(dir).mode;
+  if ((mode & 0o002) !== 0) {
+    throw new StartRefused(
+      'database_dir_unsafe',
+      `${dir} (the directory of the database) is writable by every user (mode ${(mode & 0o7777).toString(8)}): anyone could slip a file into the database there; chmod o-w it, or move the database`,
+    );
+  }
 }
 
 /** SQLite's answers for a file the operator must fix before the broker can run on it. */
