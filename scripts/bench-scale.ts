@@ -127,10 +127,6 @@ db.transaction(() => {
   ).run();
   db.prepare(`INSERT INTO holder_load (holder, live, pending) VALUES (?, ?, 0)`).run(`identity:${ci.iss}\n${HOLDER_SUB}`, LIVE);
   db.prepare(
-    `INSERT INTO live_holders (holder, expires_at, request_id, pending)
-     SELECT 'identity:' || requester_iss || char(10) || requester_sub, expires_at, id, 0 FROM requests WHERE task_id = 'seed'`,
-  ).run();
-  db.prepare(
     `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
      INSERT INTO requests (id, requester_iss, requester_sub, requester_idp, initiator, person, job, task_id, scopes, audience,
        ttl_seconds, justification, break_glass, policy_ids, digest, approvals_required, status, created_at, expires_at)

@@ -1,8 +1,9 @@
--- Each live request under every key it counts under for limits: its principal's identity and
--- person, and each actor's (holder_load counts the same). At a limit, those past their end that
--- the scheduler has not marked yet are taken off the holder's counts, and Retry-After names the
--- soonest end, for the grants an agent holds as an actor, and its launcher through it, as for
--- those asked for. Rows leave when their request stops being live.
+-- Each live delegated request under every key it counts under for limits through its actors only:
+-- each actor's identity, and the person who launched one (holder_load counts the same), less the
+-- principal's keys. At a limit, those past their end that the scheduler has not marked yet are
+-- taken off the holder's counts, and Retry-After names the soonest end, for the grants an agent
+-- holds as an actor, and its launcher through it, as the requests' own rows do for those asked
+-- for. A request without actors writes nothing here. Rows leave when their request stops being live.
 CREATE TABLE live_holders (
   holder     TEXT    NOT NULL,   -- as in holder_load
   expires_at INTEGER NOT NULL,   -- the request's
@@ -12,15 +13,13 @@ CREATE TABLE live_holders (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX live_holders_by_request ON live_holders (request_id);
 INSERT INTO live_holders (holder, expires_at, request_id, pending)
-  SELECT 'identity:' || requester_iss || char(10) || requester_sub, expires_at, id, status = 'pending_approval'
-  FROM requests WHERE status IN ('pending_approval', 'approved', 'issued')
-  UNION
-  SELECT person, expires_at, id, status = 'pending_approval'
-  FROM requests WHERE person IS NOT NULL AND status IN ('pending_approval', 'approved', 'issued')
-  UNION
-  SELECT 'identity:' || json_extract(a.value, '$.iss') || char(10) || json_extract(a.value, '$.sub'), r.expires_at, r.id, r.status = 'pending_approval'
-  FROM requests r, json_each(r.act) a WHERE r.act IS NOT NULL AND r.status IN ('pending_approval', 'approved', 'issued')
-  UNION
-  SELECT json_extract(a.value, '$.person'), r.expires_at, r.id, r.status = 'pending_approval'
-  FROM requests r, json_each(r.act) a
-  WHERE r.act IS NOT NULL AND json_extract(a.value, '$.person') IS NOT NULL AND r.status IN ('pending_approval', 'approved', 'issued');
+  SELECT holder, expires_at, id, pending FROM (
+    SELECT 'identity:' || json_extract(a.value, '$.iss') || char(10) || json_extract(a.value, '$.sub') AS holder, r.expires_at, r.id, r.status = 'pending_approval' AS pending,
+           r.requester_iss, r.requester_sub, r.person
+    FROM requests r, json_each(r.act) a WHERE r.act IS NOT NULL AND r.status IN ('pending_approval', 'approved', 'issued')
+    UNION
+    SELECT json_extract(a.value, '$.person'), r.expires_at, r.id, r.status = 'pending_approval', r.requester_iss, r.requester_sub, r.person
+    FROM requests r, json_each(r.act) a
+    WHERE r.act IS NOT NULL AND json_extract(a.value, '$.person') IS NOT NULL AND r.status IN ('pending_approval', 'approved', 'issued')
+  ) acting
+  WHERE holder <> 'identity:' || requester_iss || char(10) || requester_sub AND holder IS NOT coalesce(person, '');

@@ -34,6 +34,16 @@ export const requestKeys = (request: Pick<RequestRecord, 'requester' | 'person' 
   ...new Set([...principalKeys(request), ...(request.act ?? []).flatMap((actor) => recordedKeys(actor, actor.person))]),
 ];
 
+/**
+ * The keys a request counts under only through its actors: each actor's, and the person's who
+ * launched one, less the principal's (a person both is counted once, as the principal).
+ */
+export const actingKeys = (request: Pick<RequestRecord, 'requester' | 'person' | 'act'>): string[] => {
+  if (!request.act || request.act.length === 0) return [];
+  const principal = new Set(principalKeys(request));
+  return requestKeys(request).filter((key) => !principal.has(key));
+};
+
 /** A job's bound claims as stored and compared: canonical JSON, or '' for a request bound to no job. */
 export const jobKey = (boundClaims: Record<string, unknown> | null | undefined): string =>
   boundClaims ? canonicalJson(boundClaims) : '';

@@ -37,6 +37,7 @@ import {
   type ReviewRow,
 } from './rows.js';
 import {
+  actingKeys,
   countedKeys,
   identityHolder,
   isLive,
@@ -155,9 +156,12 @@ export function createStore(engine: Engine, clock: Clock): Store {
       const rows = principalKeys(r).flatMap((key) => r.scopes.map((scope) => [key, scope, r.id]));
       writes.push(sql.run(`INSERT INTO live_scopes (holder, scope, request_id) VALUES ${rows.map(() => '(?, ?, ?)').join(', ')}`, rows.flat()));
       writes.push(adjustLoad(sql, new Map(requestKeys(r).map((key) => [key, { live: 1, pending: r.status === 'pending_approval' ? 1 : 0 }]))));
-      // Each key it counts under with its end: at a limit, one past its end is taken off that count.
-      const held = requestKeys(r).map((key) => [key, r.expiresAt, r.id, r.status === 'pending_approval' ? 1 : 0]);
-      writes.push(sql.run(`INSERT INTO live_holders (holder, expires_at, request_id, pending) VALUES ${held.map(() => '(?, ?, ?, ?)').join(', ')}`, held.flat()));
+      // Each key it counts under as an actor, with its end: at a limit, one past its end is taken
+      // off that count (as the principal's are, read from the request's own row).
+      const held = actingKeys(r).map((key) => [key, r.expiresAt, r.id, r.status === 'pending_approval' ? 1 : 0]);
+      if (held.length > 0) {
+        writes.push(sql.run(`INSERT INTO live_holders (holder, expires_at, request_id, pending) VALUES ${held.map(() => '(?, ?, ?, ?)').join(', ')}`, held.flat()));
+      }
     }
     return Promise.all(writes);
   }
@@ -190,7 +194,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
   async function transition(sql: Sql, request: RequestRecord, from: readonly RequestStatus[], to: RequestStatus, fields: TransitionFields = {}): Promise<void> {
     const columns = transitionColumns(fields);
     // Still live with another end (approved, collected) or no longer awaiting approval: its holders' rows follow.
-    const held = isLive(to) && (fields.expiresAt !== undefined || (request.status === 'pending_approval') !== (to === 'pending_approval'));
+    const held = actingKeys(request).length > 0 && isLive(to) && (fields.expiresAt !== undefined || (request.status === 'pending_approval') !== (to === 'pending_approval'));
     const [changed] = await Promise.all([
       sql.run(
         `UPDATE requests SET status = ?${columns.map(([column]) => `, ${column} = ?`).join('')} WHERE id = ? AND status IN (${marks(from.length)})`,
@@ -210,9 +214,11 @@ export function createStore(engine: Engine, clock: Clock): Store {
   function settle(sql: Sql, moves: readonly { request: RequestRecord; to: RequestStatus }[]): Promise<unknown> {
     const deltas = new Map<string, { live: number; pending: number }>();
     const ended: string[] = [];
+    const acted: string[] = [];
     for (const { request, to } of moves) {
       const { live, pending } = loadDelta(request.status, to);
       if (live < 0) ended.push(request.id);
+      if (live < 0 && actingKeys(request).length > 0) acted.push(request.id);
       if (live === 0 && pending === 0) continue;
       for (const key of requestKeys(request)) {
         const sum = deltas.get(key) ?? { live: 0, pending: 0 };
@@ -222,7 +228,7 @@ export function createStore(engine: Engine, clock: Clock): Store {
     return Promise.all([
       adjustLoad(sql, deltas),
       ended.length > 0 ? sql.run(`DELETE FROM live_scopes WHERE request_id IN (${marks(ended.length)})`, ended) : undefined,
-      ended.length > 0 ? sql.run(`DELETE FROM live_holders WHERE request_id IN (${marks(ended.length)})`, ended) : undefined,
+      acted.length > 0 ? sql.run(`DELETE FROM live_holders WHERE request_id IN (${marks(acted.length)})`, acted) : undefined,
     ]);
   }
 
@@ -460,20 +466,26 @@ export function createStore(engine: Engine, clock: Clock): Store {
   /**
    * A holder at a limit: its counts without the grants past their end, and the soonest end of one
    * still held. The tallies drop a grant only when the scheduler marks it ended, within
-   * `scheduler.interval`, and one past its end is held no longer: neither one it asked for, nor
-   * one it holds as an actor, nor one an agent it launched holds (the person's count). At most a
-   * limit's worth of rows per key, however long the holder's history.
+   * `scheduler.interval`, and one past its end is held no longer: neither one it asked for (read
+   * from the requests' own rows), nor one it holds as an actor, nor one an agent it launched holds
+   * (read from live_holders). At most a limit's worth of rows per key, however long its history.
    */
   async function atLimit(sql: Sql, holder: Holder, facts: HolderFacts, limits: AdmissionProbe['limits'], now: number): Promise<void> {
     const at = Math.max(facts.live.identity, facts.live.person) >= limits.live || Math.max(facts.pending.identity, facts.pending.person) >= limits.pending;
     if (!at) return;
     const identityKey = identityHolder(holder.identity);
     const keys = countedKeys(holder);
-    const [lapsed, soonest] = await Promise.all([
+    const personKeys = holder.person?.same ?? [];
+    const byIdentity: RowsOf = { where: 'requester_iss = ? AND requester_sub = ?', params: [holder.identity.iss, holder.identity.sub] };
+    const byPerson: RowsOf | undefined = personKeys.length > 0 ? { where: `person IN (${marks(personKeys.length)})`, params: personKeys } : undefined;
+    const [identityLapsed, personLapsed, actingLapsed, askedEnds, actingEnds] = await Promise.all([
+      lapsed(sql, byIdentity, now),
+      byPerson ? lapsed(sql, byPerson, now) : { live: 0, pending: 0 },
       sql.all<{ holder: string; live: number; pending: number }>(
         `SELECT holder, count(*) AS live, sum(pending) AS pending FROM live_holders WHERE holder IN (${marks(keys.length)}) AND expires_at <= ? GROUP BY holder`,
         [...keys, now],
       ),
+      Promise.all([soonest(sql, LIVE_SQL, byIdentity, byPerson, now), soonest(sql, "('pending_approval')", byIdentity, byPerson, now)]),
       // The first end ahead under each key, read from its index in order: one row each, however many it holds.
       sql.get<Record<string, number | null>>(
         `SELECT ${keys
@@ -486,16 +498,43 @@ export function createStore(engine: Engine, clock: Clock): Store {
       ),
     ]);
     // Per key, as the tallies count: the identity's row, and the person's under each of its keys.
-    const off = (field: 'live' | 'pending', person: boolean) =>
-      lapsed.filter((row) => (row.holder !== identityKey) === person).reduce((sum, row) => sum + Number(row[field]), 0);
-    facts.live = { identity: facts.live.identity - off('live', false), person: facts.live.person - off('live', true) };
-    facts.pending = { identity: facts.pending.identity - off('pending', false), person: facts.pending.person - off('pending', true) };
-    const first = (field: 'live' | 'pending') => {
-      const ends = keys.map((_, i) => soonest?.[`${field}${i}`]).filter((end) => end !== null && end !== undefined).map(Number);
+    const acting = (field: 'live' | 'pending', person: boolean) =>
+      actingLapsed.filter((row) => (row.holder !== identityKey) === person).reduce((sum, row) => sum + Number(row[field]), 0);
+    facts.live = { identity: facts.live.identity - identityLapsed.live - acting('live', false), person: facts.live.person - personLapsed.live - acting('live', true) };
+    facts.pending = {
+      identity: facts.pending.identity - identityLapsed.pending - acting('pending', false),
+      person: facts.pending.person - personLapsed.pending - acting('pending', true),
+    };
+    const first = (asked: number | null, field: 'live' | 'pending') => {
+      const ends = [asked, ...keys.map((_, i) => actingEnds?.[`${field}${i}`])].filter((end) => end !== null && end !== undefined).map(Number);
       return ends.length > 0 ? Math.min(...ends) : null;
     };
-    facts.soonestEnd = first('live');
-    facts.soonestPendingEnd = first('pending');
+    facts.soonestEnd = first(askedEnds[0], 'live');
+    facts.soonestPendingEnd = first(askedEnds[1], 'pending');
+  }
+
+  /** Which rows of `requests` a holder asked for: a condition and its parameters. */
+  type RowsOf = { where: string; params: readonly unknown[] };
+
+  /** Live requests of those rows whose end has passed, not yet marked (at most a limit's worth: a holder's tally). */
+  async function lapsed(sql: Sql, rows: RowsOf, now: number): Promise<{ live: number; pending: number }> {
+    const found = await sql.get<{ live: number; pending: number | null }>(
+      `SELECT count(*) AS live, sum(CASE WHEN status = 'pending_approval' THEN 1 ELSE 0 END) AS pending
+       FROM requests WHERE ${rows.where} AND status IN ${LIVE_SQL} AND expires_at <= ?`,
+      [...rows.params, now],
+    );
+    return { live: Number(found?.live ?? 0), pending: Number(found?.pending ?? 0) };
+  }
+
+  /** The earliest deadline still ahead among the holder's requests in `statuses` (an SQL list). */
+  async function soonest(sql: Sql, statuses: string, byIdentity: RowsOf, byPerson: RowsOf | undefined, now: number): Promise<number | null> {
+    const found = await sql.get<{ at: number | null }>(
+      `SELECT min(at) AS at FROM (
+         SELECT min(expires_at) AS at FROM requests WHERE ${byIdentity.where} AND status IN ${statuses} AND expires_at > ?
+         ${byPerson ? `UNION ALL SELECT min(expires_at) AS at FROM requests WHERE ${byPerson.where} AND status IN ${statuses} AND expires_at > ?` : ''}) soonest`,
+      [...byIdentity.params, now, ...(byPerson ? [...byPerson.params, now] : [])],
+    );
+    return found?.at === null || found?.at === undefined ? null : Number(found.at);
   }
 
   /** One more request in each holder's windows: its identity's, and its person's under the key this request records. */
