@@ -1,8 +1,9 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
+import { workerExecArgv } from '../../src/process/primary.js';
 import { baseConfig, createTestIssuers, type TestIssuers } from '../helpers/broker.js';
 import { startBrokerProcess, until, workerPids, type BrokerProcess } from '../helpers/process.js';
 
@@ -77,6 +78,12 @@ describe('a broker of several worker processes', () => {
     expect(responses.map((r) => r.status)).toEqual(Array(40).fill(201));
   });
 
+  it('collects each worker\'s garbage on its own thread when the workers are as many as the cores', () => {
+    const commandLines = workers().map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0'));
+    expect(commandLines).toHaveLength(2);
+    for (const args of commandLines) expect(args.includes('--single-threaded-gc')).toBe(2 >= availableParallelism());
+  });
+
   it('answers a scrape for all the workers, whichever one takes it', async () => {
     const before = await issuedCount();
     await Promise.all(Array.from({ length: 30 }, issue));
@@ -141,6 +148,16 @@ describe('a broker of several worker processes', () => {
     broker.child.kill('SIGTERM');
     expect(await broker.exited).toBe(0);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+describe('the workers\' node arguments', () => {
+  it('are the primary\'s, with one garbage-collector thread each only when the workers fill the cores', () => {
+    const primary = ['--max-semi-space-size=8', '--heap-growing-percent=100'];
+    expect(workerExecArgv(primary, 2, 2)).toEqual([...primary, '--single-threaded-gc']);
+    expect(workerExecArgv(primary, 3, 2)).toEqual([...primary, '--single-threaded-gc']);
+    expect(workerExecArgv(primary, 2, 8)).toEqual(primary);
+    expect(workerExecArgv([...primary, '--single-threaded-gc'], 2, 2)).toEqual([...primary, '--single-threaded-gc']);
   });
 });
 
