@@ -110,7 +110,8 @@ async function serve(loaded: LoadedConfig, logger: Logger, signals: HeldSignals)
     server.closeIdleConnections();
     for (const res of answering) closeAfter(res);
   };
-  await broker.scheduler.start();
+  // The catch-up runs while the broker serves (see Scheduler.start); a stop ends it between batches.
+  void broker.scheduler.start();
   // Asked while the broker started: its store is open now, and closes without serving.
   const stopAsked = signals.stopAsked();
   if (stopAsked) {

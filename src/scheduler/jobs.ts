@@ -20,8 +20,11 @@ export interface JobDeps {
   batchSize?: number;
 }
 
-/** A job returns how many records it changed. */
-export type Job = () => number | Promise<number>;
+/**
+ * A job returns how many records it changed. Once `stopping` is aborted it ends after the batch
+ * in hand: a broker told to stop while it catches up on days of backlog stops within a batch.
+ */
+export type Job = (stopping?: AbortSignal) => number | Promise<number>;
 
 export const DEFAULT_BATCH_SIZE = 500;
 /**
@@ -42,20 +45,23 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
   const { store, keyring, notifier, clock } = deps;
   const batchSize = deps.batchSize ?? DEFAULT_BATCH_SIZE;
 
-  /** Runs `batch` until it returns fewer than a full batch; other requests' writes interleave between batches. */
-  const inBatches = async <T>(batch: (limit: number) => Promise<T[]>, each: (item: T) => void = () => {}) => {
+  /**
+   * Runs `batch` until it returns fewer than a full batch, or the broker stops; other requests'
+   * writes interleave between batches.
+   */
+  const inBatches = async <T>(stopping: AbortSignal | undefined, batch: (limit: number) => Promise<T[]>, each: (item: T) => void = () => {}) => {
     let total = 0;
     for (;;) {
       const done = await batch(batchSize);
       done.forEach(each);
       total += done.length;
-      if (done.length < batchSize) return total;
+      if (done.length < batchSize || stopping?.aborted) return total;
     }
   };
 
   return {
-    'expire-grants': () =>
-      inBatches((limit) =>
+    'expire-grants': (stopping) =>
+      inBatches(stopping, (limit) =>
         store.sweep.grants(clock(), limit, (grant, jti) => ({
           type: 'grant.expired',
           requestId: grant.id,
@@ -63,8 +69,8 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
         })),
       ),
 
-    'expire-requests': () =>
-      inBatches((limit) =>
+    'expire-requests': (stopping) =>
+      inBatches(stopping, (limit) =>
         store.sweep.requests(clock(), limit, (request) => ({
           type: 'request.expired',
           requestId: request.id,
@@ -72,8 +78,9 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
         })),
       ),
 
-    'flag-overdue-reviews': () =>
+    'flag-overdue-reviews': (stopping) =>
       inBatches(
+        stopping,
         (limit) =>
           store.sweep.overdueReviews(clock(), limit, (review) => ({
             type: 'breakglass.review_overdue',
@@ -84,7 +91,7 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
         (request: RequestRecord) => notifier.notify('breakglass.review_overdue', request),
       ),
 
-    'report-refusals': async () => {
+    'report-refusals': async (stopping) => {
       let total = 0;
       for (;;) {
         const { reported, more } = await store.sweep.refusals(clock(), batchSize, (tally) => ({
@@ -94,7 +101,7 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
         }));
         total += reported;
         // Until nothing is due: after a long stop, idle callers' windows are many more than one batch.
-        if (!more) return total;
+        if (!more || stopping?.aborted) return total;
       }
     },
 
@@ -104,12 +111,12 @@ export function createJobs(deps: JobDeps): Record<string, Job> {
      * operation, which may wait on other operations' locks first (seconds at most); forgotten
      * meanwhile, its jti would be taken as new, and a replay let through.
      */
-    'forget-dpop-proofs': async () => {
+    'forget-dpop-proofs': async (stopping) => {
       let total = 0;
       for (;;) {
         const forgotten = await store.sweep.proofs(clock() - PROOF_MEMORY_MARGIN_MS, batchSize);
         total += forgotten;
-        if (forgotten < batchSize) return total;
+        if (forgotten < batchSize || stopping?.aborted) return total;
       }
     },
 

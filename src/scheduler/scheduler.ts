@@ -5,11 +5,16 @@ import type { Metrics } from '../observability/index.js';
 import type { Job } from './jobs.js';
 
 export interface Scheduler {
-  /** Runs every job once (catching up on what happened while the broker was down), then on schedule. */
+  /**
+   * Starts the schedule and every job's first run, the catch-up on what happened while the broker
+   * was down; resolves once that run is done. The broker need not wait for it to serve: days of
+   * backlog would keep it from listening for minutes, and nothing it serves depends on the sweep
+   * (every check reads a grant's end or a request's deadline, as between two ticks).
+   */
   start(): Promise<void>;
-  /** Runs every job once, now. */
+  /** Runs every job once, now (after a run of it in progress). */
   runAll(): Promise<void>;
-  /** Stops scheduling and waits for runs in progress. */
+  /** Stops scheduling and waits for runs in progress, which end after the batch in hand. */
   stop(): Promise<void>;
 }
 
@@ -21,36 +26,44 @@ export interface SchedulerOptions {
 }
 
 /**
- * node-cron runs each job on the configured interval; `noOverlap` skips a tick while the
- * previous run of the same job is still going. A job that throws is logged and counted, and
- * simply runs again on its next tick: it never stops the broker or the other jobs.
+ * node-cron runs each job on the configured interval; a tick is skipped while the previous run of
+ * the same job (the start's catch-up included) is still going. A job that throws is logged and
+ * counted, and simply runs again on its next tick: it never stops the broker or the other jobs.
  */
 export function createScheduler(options: SchedulerOptions): Scheduler {
   const { jobs, logger, metrics } = options;
   const expression = cronForInterval(options.intervalMs);
   if (!expression) throw new Error(`scheduler interval ${options.intervalMs} ms has no cron form`);
-  const running = new Set<Promise<void>>();
+  /** Each job's run in progress: a job never runs twice at once in one process. */
+  const running = new Map<string, Promise<void>>();
+  const stopping = new AbortController();
   // Every job's series exist at zero from the start, so an alert on failures has data at once.
   for (const name of Object.keys(jobs)) for (const outcome of ['ok', 'failed']) metrics.jobRuns.inc({ job: name, outcome }, 0);
 
-  const run = (name: string, job: Job): Promise<void> => {
-    const execution = (async () => {
-      try {
-        const changes = await job();
-        metrics.jobRuns.inc({ job: name, outcome: 'ok' });
-        if (changes > 0) {
-          metrics.jobChanges.inc({ job: name }, changes);
-          logger.info({ job: name, changes }, 'scheduler job changed records');
-        }
-      } catch (error) {
-        metrics.jobRuns.inc({ job: name, outcome: 'failed' });
-        logger.error({ err: error, job: name }, 'scheduler job failed; it runs again on its next tick');
+  const execute = async (name: string, job: Job): Promise<void> => {
+    try {
+      const changes = await job(stopping.signal);
+      metrics.jobRuns.inc({ job: name, outcome: 'ok' });
+      if (changes > 0) {
+        metrics.jobChanges.inc({ job: name }, changes);
+        logger.info({ job: name, changes }, 'scheduler job changed records');
       }
-    })();
-    running.add(execution);
-    void execution.finally(() => running.delete(execution));
+    } catch (error) {
+      metrics.jobRuns.inc({ job: name, outcome: 'failed' });
+      logger.error({ err: error, job: name }, 'scheduler job failed; it runs again on its next tick');
+    }
+  };
+  const track = (name: string, execution: Promise<void>): Promise<void> => {
+    running.set(name, execution);
+    void execution.finally(() => {
+      if (running.get(name) === execution) running.delete(name);
+    });
     return execution;
   };
+  /** A tick: skipped while the job's last run goes on (a catch-up longer than an interval). */
+  const tick = (name: string, job: Job): Promise<void> | undefined => (running.has(name) ? undefined : track(name, execute(name, job)));
+  /** On demand: a run of its own, once the one in progress is done. */
+  const runNow = (name: string, job: Job): Promise<void> => track(name, (running.get(name) ?? Promise.resolve()).then(() => execute(name, job)));
 
   // node-cron's own notices (a tick skipped while the last run goes on) are routine: debug level.
   const cronLogger = {
@@ -60,22 +73,24 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     debug: (message: string | Error) => logger.debug({ source: 'node-cron' }, String(message)),
   };
   const tasks: ScheduledTask[] = Object.entries(jobs).map(([name, job]) =>
-    cron.createTask(expression, () => run(name, job), { name: `broker:${name}`, noOverlap: true, logger: cronLogger }),
+    cron.createTask(expression, () => tick(name, job), { name: `broker:${name}`, noOverlap: true, logger: cronLogger }),
   );
 
   const runAll = async () => {
-    await Promise.all(Object.entries(jobs).map(([name, job]) => run(name, job)));
+    await Promise.all(Object.entries(jobs).map(([name, job]) => runNow(name, job)));
   };
 
   return {
     async start() {
-      await runAll();
+      const caughtUp = runAll();
       for (const task of tasks) await task.start();
+      await caughtUp;
     },
     runAll,
     async stop() {
+      stopping.abort();
       for (const task of tasks) await task.destroy();
-      await Promise.allSettled([...running]);
+      await Promise.allSettled([...running.values()]);
     },
   };
 }

@@ -154,4 +154,24 @@ describe('catching up after days down, in small batches', () => {
     for (const id of bg) expect(events.filter((e) => e.requestId === id && e.type === 'breakglass.review_overdue')).toHaveLength(1);
     expect(verifyChain(events).ok).toBe(true);
   });
+
+  it('ends after the batch in hand once the broker stops, and the next run goes on from there', async () => {
+    t = await startTestBroker();
+    for (let i = 0; i < 7; i += 1) await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ ...body, task_id: `g${i}` });
+    for (let i = 0; i < 4; i += 1) await t.http.post('/v1/credentials').set(bearer(await t.as.ml())).send({ ...body, task_id: `p${i}`, scopes: ['model:deploy'] });
+    t.clock.advance(3 * 86_400_000);
+    const jobs = createJobs({ store: t.broker.store, keyring: t.broker.keyring, notifier: t.broker.notifier, clock: t.clock, issuer: 'http://broker.test', checkpointEvery: () => 3600_000, batchSize: 2 });
+    // Told to stop once its first batch is under way: that batch is finished and recorded, no other begun.
+    const runUntilStopped = async (name: string) => {
+      const stopping = new AbortController();
+      const run = jobs[name]!(stopping.signal);
+      stopping.abort();
+      return run;
+    };
+    expect(await runUntilStopped('expire-grants')).toBe(2);
+    expect(await runUntilStopped('expire-requests')).toBe(2);
+    expect((await allEvents(t)).filter((e) => e.type === 'grant.expired' || e.type === 'request.expired')).toHaveLength(4);
+    expect(await jobs['expire-grants']!()).toBe(5);
+    expect(await jobs['expire-requests']!()).toBe(2);
+  });
 });

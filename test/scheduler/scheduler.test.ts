@@ -6,6 +6,7 @@ import { verifyChain } from '../../src/audit/index.js';
 import { createLogger, createMetrics } from '../../src/observability/index.js';
 import { createScheduler } from '../../src/scheduler/index.js';
 import { baseConfig, bearer, liveClock, startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { startBrokerProcess } from '../helpers/process.js';
 import { allEvents } from '../helpers/records.js';
 
 const body = { task_id: 'build-1', scopes: ['artifacts:read'], audience: 'registry.acme.internal' };
@@ -45,6 +46,29 @@ describe('the scheduler', () => {
     t.clock.advance(5 * 60_000);
     await t.restart();
     await t.broker.scheduler.start(); // its first run is immediate
+    expect(await status(t, grant.body.request_id)).toBe('expired');
+    expect(await expiredEvents(t, grant.body.request_id)).toHaveLength(1);
+  });
+
+  it('serves while it catches up at start, and catches up all the same', async () => {
+    t = await startTestBroker();
+    const grant = await t.http.post('/v1/credentials').set(bearer(await t.as.pipeline())).send({ ...body, ttl_seconds: 1 });
+    await t.broker.close();
+    // Past its end in real time, the clock of the broker process below.
+    await new Promise((resolve) => setTimeout(resolve, Date.parse(grant.body.expires_at) - Date.now() + 50));
+    const config = baseConfig(t.dir, t.issuers, t.db.url) as { listen: object };
+    const broker = await startBrokerProcess(t.dir, 'catching-up', { ...config, listen: { ...config.listen, workers: 1 } });
+    const caughtUp = (line: Record<string, unknown>) => line.msg === 'scheduler job changed records' && line.job === 'expire-grants';
+    try {
+      await until(() => broker.lines().some(caughtUp));
+    } finally {
+      broker.child.kill('SIGTERM');
+      expect(await broker.exited).toBe(0);
+    }
+    // It listened first: a backlog of days is swept while requests are served, never before.
+    const lines = broker.lines();
+    expect(lines.findIndex((line) => line.msg === 'broker listening')).toBeLessThan(lines.findIndex(caughtUp));
+    await t.restart();
     expect(await status(t, grant.body.request_id)).toBe('expired');
     expect(await expiredEvents(t, grant.body.request_id)).toHaveLength(1);
   });
@@ -104,6 +128,31 @@ describe('scheduler jobs', () => {
     await scheduler.stop();
     const failure = quietLogs.map((line) => JSON.parse(line)).find((line) => line.job === 'flaky');
     expect(failure).toMatchObject({ level: 'error', err: { message: 'database is locked' } });
+  });
+
+  it('end a run after the batch in hand when the scheduler stops', async () => {
+    t = await startTestBroker();
+    let batches = 0;
+    const scheduler = createScheduler({
+      jobs: {
+        async backlog(stopping) {
+          for (;;) {
+            batches += 1;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            if (stopping?.aborted) return batches;
+          }
+        },
+      },
+      intervalMs: 60_000,
+      logger,
+      metrics: createMetrics(t.broker.store),
+    });
+    void scheduler.start();
+    await until(() => batches >= 3);
+    await scheduler.stop();
+    const atStop = batches;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(batches).toBe(atStop);
   });
 
   it('never overlap a run of the same job', async () => {
