@@ -126,7 +126,7 @@ export function runPrimary(options: {
  * Node's arguments for the workers: the primary's own (`npm start`'s V8 flags), and, when the
  * workers are as many as the cores or more, `--single-threaded-gc`: V8's parallel collector
  * helpers could only take the cores the other workers are busy on. Measured with bench:http on
- * two cores, two workers issued 3 to 11% more with it (four runs in turns); one process alone,
+ * two cores, two workers issued 3 to 11% more with it (five comparisons in turns); one process alone,
  * whose helpers have a core to themselves, issued 9% less, so it is not set where cores are spare.
  */
 export function workerExecArgv(execArgv: readonly string[], workers: number, cores: number): string[] {
