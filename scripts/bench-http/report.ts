@@ -90,7 +90,10 @@ export function targetChecks(brokerRuns: LimitedRun[], peer: Measurement, long: 
     const ratio = versus ? versus.broker.reqPerSec / versus.peer.reqPerSec : run.reqPerSec / peer.reqPerSec;
     const how = versus ? ' (in turns with the peer)' : '';
     checks.push({ what: `${run.target}: broker/peer${how} >= ${limits.minRatio}`, measured: ratio.toFixed(2), met: ratio >= limits.minRatio });
-    checks.push({ what: `${run.target}: p99 <= ${limits.maxP99Ms} ms`, measured: `${run.p99Ms} ms`, met: run.p99Ms <= limits.maxP99Ms });
+    // With the connections kept busy, the mean is connections / throughput (Little's law): a p99
+    // target below the mean asks for throughput, not for a shorter tail.
+    const mean = run.okLatenciesMs.reduce((sum, ms) => sum + ms, 0) / Math.max(1, run.okLatenciesMs.length);
+    checks.push({ what: `${run.target}: p99 <= ${limits.maxP99Ms} ms`, measured: `${run.p99Ms} ms (mean ${mean.toFixed(0)} ms)`, met: run.p99Ms <= limits.maxP99Ms });
     checks.push({ what: `${run.target}: no failed request`, measured: String(failures(run)), met: failures(run) === 0 });
   }
   const memoryRuns = [...brokerRuns.map(({ run }) => ({ run, label: run.target })), ...(long ? [{ run: long.measurement, label: `${long.measurement.target} (long)` }] : [])];
